@@ -1,0 +1,101 @@
+//! The one error type of `fieldcrm-core`. Variants name what went wrong and
+//! carry the offending value, so a caller can show the user a precise message.
+
+use crate::model::Kind;
+
+/// Everything a core call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("unknown record kind {0:?} (expected account, contact, deal or activity)")]
+    UnknownKind(String),
+
+    #[error("unknown field {field:?} for a {kind}")]
+    UnknownField { kind: Kind, field: String },
+
+    #[error("field {field:?} of a {kind} is required")]
+    MissingField { kind: Kind, field: String },
+
+    #[error("invalid value for field {field:?}: {value} ({reason})")]
+    InvalidValue {
+        field: String,
+        value: String,
+        reason: String,
+    },
+
+    #[error("value for field {field:?} is {len} bytes, more than the limit of {max}")]
+    OversizeValue {
+        field: String,
+        len: usize,
+        max: usize,
+    },
+
+    #[error("field {field:?} refers to {target:?}, which is not {expected}")]
+    BadReference {
+        field: String,
+        target: String,
+        expected: String,
+    },
+
+    #[error("no record with id {0:?}")]
+    NotFound(String),
+
+    #[error("record {id:?} did not exist at time {time}")]
+    NotYetCreated { id: String, time: i64 },
+
+    #[error("record {0:?} is deleted; restore it before editing")]
+    Deleted(String),
+
+    #[error("malformed change bytes for record {doc:?}: {reason}")]
+    MalformedChange { doc: String, reason: String },
+
+    #[error("change {hash} does not belong to record {doc:?}: {reason}")]
+    ForeignChange {
+        doc: String,
+        hash: String,
+        reason: String,
+    },
+
+    #[error("record document {doc:?} is corrupt: {reason}")]
+    CorruptDocument { doc: String, reason: String },
+
+    #[error("invalid pipeline: {0}")]
+    InvalidPipeline(String),
+
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
+
+    #[error("{path}: line {line}: {reason}")]
+    Import {
+        path: String,
+        line: usize,
+        reason: String,
+    },
+
+    #[error("the store at {path:?} has schema version {found}, newer than this build understands ({supported}); upgrade the app")]
+    SchemaTooNew {
+        path: String,
+        found: i64,
+        supported: i64,
+    },
+
+    #[error("{path:?} is not a FieldCRM store: {reason}")]
+    NotAStore { path: String, reason: String },
+
+    #[error("storage error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn invalid(field: &str, value: impl std::fmt::Display, reason: &str) -> Self {
+        Error::InvalidValue {
+            field: field.to_string(),
+            value: value.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+}

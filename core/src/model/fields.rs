@@ -1,0 +1,178 @@
+//! The built-in fields of each kind (DESIGN §2), as data.
+
+use super::Kind;
+
+/// What a field holds and how it is validated and stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldType {
+    /// Short single-line text.
+    Text,
+    Email,
+    Phone,
+    Url,
+    /// Integer amount in minor units (cents).
+    Amount,
+    /// Integer 0..=100.
+    Percent,
+    Latitude,
+    Longitude,
+    Bool,
+    /// Milliseconds since the Unix epoch, stored as an Automerge timestamp.
+    Timestamp,
+    /// Calendar date `YYYY-MM-DD`.
+    Date,
+    /// ISO 4217 code, three upper-case letters.
+    Currency,
+    /// Id of another record, optionally of one kind.
+    Ref(Option<Kind>),
+    /// A stage of the configured deal pipeline.
+    Stage,
+    /// call, meeting, visit, task or note.
+    ActivityKind,
+    /// Long text kept as Automerge Text and merged character-wise.
+    LongText,
+}
+
+/// Which full-text column a field feeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchRole {
+    None,
+    Name,
+    Email,
+    Phone,
+    Notes,
+}
+
+/// One built-in field of a kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldSpec {
+    /// Dotted path, e.g. `address.city`.
+    pub path: &'static str,
+    pub ty: FieldType,
+    pub required: bool,
+    pub search: SearchRole,
+}
+
+const fn f(path: &'static str, ty: FieldType) -> FieldSpec {
+    FieldSpec {
+        path,
+        ty,
+        required: false,
+        search: SearchRole::None,
+    }
+}
+
+const fn req(path: &'static str, ty: FieldType) -> FieldSpec {
+    FieldSpec {
+        required: true,
+        ..f(path, ty)
+    }
+}
+
+const fn searched(spec: FieldSpec, search: SearchRole) -> FieldSpec {
+    FieldSpec { search, ..spec }
+}
+
+use FieldType as T;
+use SearchRole as S;
+
+const ACCOUNT: &[FieldSpec] = &[
+    searched(req("name", T::Text), S::Name),
+    f("industry", T::Text),
+    searched(f("phone", T::Phone), S::Phone),
+    f("website", T::Url),
+    f("address.street", T::Text),
+    f("address.city", T::Text),
+    f("address.postcode", T::Text),
+    f("address.country", T::Text),
+    f("geo.lat", T::Latitude),
+    f("geo.lon", T::Longitude),
+    req("owner", T::Text),
+    req("territory", T::Text),
+    searched(f("notes", T::LongText), S::Notes),
+];
+
+const CONTACT: &[FieldSpec] = &[
+    req("account_id", T::Ref(Some(Kind::Account))),
+    searched(req("first_name", T::Text), S::Name),
+    searched(req("last_name", T::Text), S::Name),
+    searched(f("email", T::Email), S::Email),
+    searched(f("phone", T::Phone), S::Phone),
+    f("title", T::Text),
+    req("owner", T::Text),
+    req("territory", T::Text),
+    searched(f("notes", T::LongText), S::Notes),
+];
+
+const DEAL: &[FieldSpec] = &[
+    req("account_id", T::Ref(Some(Kind::Account))),
+    f("contact_id", T::Ref(Some(Kind::Contact))),
+    searched(req("name", T::Text), S::Name),
+    req("stage", T::Stage),
+    f("amount", T::Amount),
+    f("currency", T::Currency),
+    f("close_date", T::Date),
+    f("probability", T::Percent),
+    req("owner", T::Text),
+    req("territory", T::Text),
+    searched(f("notes", T::LongText), S::Notes),
+];
+
+const ACTIVITY: &[FieldSpec] = &[
+    req("kind", T::ActivityKind),
+    searched(req("subject", T::Text), S::Name),
+    searched(f("body", T::LongText), S::Notes),
+    f("due_at", T::Timestamp),
+    f("done", T::Bool),
+    f("related_to", T::Ref(None)),
+    f("location.lat", T::Latitude),
+    f("location.lon", T::Longitude),
+    req("owner", T::Text),
+    req("territory", T::Text),
+];
+
+pub(super) fn specs(kind: Kind) -> &'static [FieldSpec] {
+    match kind {
+        Kind::Account => ACCOUNT,
+        Kind::Contact => CONTACT,
+        Kind::Deal => DEAL,
+        Kind::Activity => ACTIVITY,
+    }
+}
+
+/// Names of the nested maps a kind's documents hold (`address`, `geo`, ...).
+pub(crate) fn nested_maps(kind: Kind) -> impl Iterator<Item = &'static str> {
+    let mut seen: Vec<&'static str> = Vec::new();
+    for spec in specs(kind) {
+        if let Some((map, _)) = spec.path.split_once('.') {
+            if !seen.contains(&map) {
+                seen.push(map);
+            }
+        }
+    }
+    seen.into_iter()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_owner_and_territory_required() {
+        for kind in Kind::ALL {
+            for name in ["owner", "territory"] {
+                let spec = kind.field(name).unwrap();
+                assert!(spec.required, "{kind}.{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn nested_maps_are_listed_once() {
+        assert_eq!(
+            nested_maps(Kind::Account).collect::<Vec<_>>(),
+            ["address", "geo"]
+        );
+        assert_eq!(nested_maps(Kind::Contact).count(), 0);
+    }
+}

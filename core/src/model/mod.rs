@@ -1,0 +1,246 @@
+//! The CRM domain: record kinds, their fields, values and validation.
+//!
+//! Fields are described by data ([`FieldSpec`]) rather than one Rust struct per
+//! kind, because every generic operation of a sync engine (partial update,
+//! field history, conflicts, projection) works field by field. Nested fields
+//! (`address.city`) and custom fields (`custom.<name>`) use dotted paths.
+
+mod fields;
+pub(crate) use fields::nested_maps;
+mod pipeline;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+pub use fields::{FieldSpec, FieldType, SearchRole};
+pub use pipeline::Pipeline;
+pub use validate::{normalize_value, validate_custom_name, validate_id, MAX_LONG_TEXT, MAX_TEXT};
+
+/// Version of the document layout written into every record's `schema` field.
+pub const DOC_SCHEMA_VERSION: i64 = 1;
+
+/// Prefix of custom field paths: `custom.<name>`.
+pub const CUSTOM_PREFIX: &str = "custom.";
+
+/// A record's identifier (a UUIDv7 string for records created here).
+pub type RecordId = String;
+
+/// Field values of a record, keyed by dotted path. Absent means unset.
+pub type Fields = BTreeMap<String, Value>;
+
+/// The four kinds of CRM record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Account,
+    Contact,
+    Deal,
+    Activity,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [Kind::Account, Kind::Contact, Kind::Deal, Kind::Activity];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Account => "account",
+            Kind::Contact => "contact",
+            Kind::Deal => "deal",
+            Kind::Activity => "activity",
+        }
+    }
+
+    /// The fields this kind defines (custom fields come on top).
+    pub fn fields(self) -> &'static [FieldSpec] {
+        fields::specs(self)
+    }
+
+    /// Looks up a built-in field; `None` for custom or unknown paths.
+    pub fn field(self, path: &str) -> Option<&'static FieldSpec> {
+        self.fields().iter().find(|f| f.path == path)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Kind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| Error::UnknownKind(s.to_string()))
+    }
+}
+
+/// A field value. Serialises to plain JSON (`null`, bool, number, string).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+impl Value {
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Text(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_int(&self) -> Option<i64> {
+        match self {
+            Value::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Null => f.write_str("null"),
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Int(i) => write!(f, "{i}"),
+            Value::Float(x) => write!(f, "{x}"),
+            Value::Text(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+impl From<&str> for Value {
+    fn from(s: &str) -> Self {
+        Value::Text(s.to_string())
+    }
+}
+impl From<String> for Value {
+    fn from(s: String) -> Self {
+        Value::Text(s)
+    }
+}
+impl From<i64> for Value {
+    fn from(i: i64) -> Self {
+        Value::Int(i)
+    }
+}
+impl From<f64> for Value {
+    fn from(x: f64) -> Self {
+        Value::Float(x)
+    }
+}
+impl From<bool> for Value {
+    fn from(b: bool) -> Self {
+        Value::Bool(b)
+    }
+}
+
+/// One CRM record as read from its document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub id: RecordId,
+    pub kind: Kind,
+    /// Set fields by dotted path, custom fields as `custom.<name>`.
+    pub fields: Fields,
+    pub deleted: bool,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: i64,
+    pub created_by: String,
+    /// Time of the newest change in the document (ms since the epoch).
+    pub updated_at: i64,
+    pub schema: i64,
+}
+
+impl Record {
+    pub fn get(&self, path: &str) -> Option<&Value> {
+        self.fields.get(path)
+    }
+
+    pub fn text(&self, path: &str) -> Option<&str> {
+        self.fields.get(path).and_then(Value::as_str)
+    }
+
+    /// A human-readable name: account/deal name, contact full name, activity subject.
+    pub fn display_name(&self) -> String {
+        display_name(self.kind, &self.fields)
+    }
+}
+
+pub(crate) fn display_name(kind: Kind, fields: &Fields) -> String {
+    let text = |p: &str| fields.get(p).and_then(Value::as_str).unwrap_or("");
+    match kind {
+        Kind::Account | Kind::Deal => text("name").to_string(),
+        Kind::Contact => format!("{} {}", text("first_name"), text("last_name"))
+            .trim()
+            .to_string(),
+        Kind::Activity => text("subject").to_string(),
+    }
+}
+
+/// Builds a [`Fields`] map from `(path, value)` pairs.
+pub fn fields<I, K, V>(pairs: I) -> Fields
+where
+    I: IntoIterator<Item = (K, V)>,
+    K: Into<String>,
+    V: Into<Value>,
+{
+    pairs
+        .into_iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_round_trips_and_rejects_unknown() {
+        for k in Kind::ALL {
+            assert_eq!(k.as_str().parse::<Kind>().unwrap(), k);
+        }
+        let err = "lead".parse::<Kind>().unwrap_err();
+        assert!(err.to_string().contains("\"lead\""), "{err}");
+    }
+
+    #[test]
+    fn value_serialises_as_plain_json() {
+        let f = fields([
+            ("a", Value::Int(3)),
+            ("b", Value::from("x")),
+            ("c", Value::Null),
+        ]);
+        assert_eq!(
+            serde_json::to_string(&f).unwrap(),
+            r#"{"a":3,"b":"x","c":null}"#
+        );
+        let back: Fields = serde_json::from_str(r#"{"a":3,"b":"x","c":null,"d":1.5}"#).unwrap();
+        assert_eq!(back["a"], Value::Int(3));
+        assert_eq!(back["d"], Value::Float(1.5));
+    }
+
+    #[test]
+    fn display_names_per_kind() {
+        let f = fields([("first_name", "Ada"), ("last_name", "Lovelace")]);
+        assert_eq!(display_name(Kind::Contact, &f), "Ada Lovelace");
+        let f = fields([("subject", "Call back")]);
+        assert_eq!(display_name(Kind::Activity, &f), "Call back");
+    }
+}
