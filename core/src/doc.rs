@@ -64,6 +64,13 @@ pub struct ConflictValue {
     pub time: i64,
 }
 
+/// A change just made on this device.
+#[derive(Debug, Clone)]
+pub struct LocalChange {
+    pub hash: [u8; 32],
+    pub bytes: Vec<u8>,
+}
+
 /// A change parsed from bytes, with its hash, ready to apply.
 #[derive(Debug, Clone)]
 pub struct ParsedChange {
@@ -120,7 +127,7 @@ impl RecordDoc {
         fields: &Fields,
         actor: &[u8],
         meta: &ChangeMeta,
-    ) -> Result<(Self, Vec<u8>)> {
+    ) -> Result<(Self, LocalChange)> {
         let mut doc = AutoCommit::new().with_actor(ActorId::from(actor));
         let am = |e: automerge::AutomergeError| corrupt(id, e);
         doc.put(ROOT, "id", id).map_err(am)?;
@@ -148,7 +155,9 @@ impl RecordDoc {
         for (path, value) in fields {
             record.write_field(kind, path, value)?;
         }
-        let change = record.commit(meta)?.unwrap_or_default();
+        let change = record
+            .commit(meta)?
+            .ok_or_else(|| corrupt(id, "creating the record made no change"))?;
         Ok((record, change))
     }
 
@@ -300,7 +309,7 @@ impl RecordDoc {
         kind: Kind,
         fields: &Fields,
         meta: &ChangeMeta,
-    ) -> Result<Option<Vec<u8>>> {
+    ) -> Result<Option<LocalChange>> {
         // All reads before the first write: reading closes the open transaction.
         let mut to_write = Vec::new();
         for (path, value) in fields {
@@ -326,7 +335,7 @@ impl RecordDoc {
         delete: usize,
         insert: &str,
         meta: &ChangeMeta,
-    ) -> Result<Option<Vec<u8>>> {
+    ) -> Result<Option<LocalChange>> {
         self.doc.set_actor(ActorId::from(actor));
         let text = self.text_obj(field)?;
         let len = self.doc.length(&text);
@@ -348,7 +357,7 @@ impl RecordDoc {
         actor: &[u8],
         deleted: bool,
         meta: &ChangeMeta,
-    ) -> Result<Option<Vec<u8>>> {
+    ) -> Result<Option<LocalChange>> {
         self.doc.set_actor(ActorId::from(actor));
         self.doc
             .put(ROOT, "deleted", deleted)
@@ -356,17 +365,17 @@ impl RecordDoc {
         self.commit(meta)
     }
 
-    fn commit(&mut self, meta: &ChangeMeta) -> Result<Option<Vec<u8>>> {
+    fn commit(&mut self, meta: &ChangeMeta) -> Result<Option<LocalChange>> {
         let options = CommitOptions::default()
             .with_message(meta.user.clone())
             .with_time(meta.time);
         if self.doc.commit_with(options).is_none() {
             return Ok(None);
         }
-        Ok(self
-            .doc
-            .get_last_local_change()
-            .map(|c| c.raw_bytes().to_vec()))
+        Ok(self.doc.get_last_local_change().map(|c| LocalChange {
+            hash: c.hash().0,
+            bytes: c.raw_bytes().to_vec(),
+        }))
     }
 
     fn text_obj(&mut self, field: &str) -> Result<ObjId> {
@@ -781,7 +790,7 @@ mod tests {
         }
     }
 
-    fn account() -> (RecordDoc, Vec<u8>) {
+    fn account() -> (RecordDoc, LocalChange) {
         let f = fields([("name", "Acme"), ("owner", "ann"), ("territory", "north")]);
         RecordDoc::create("acc-1", Kind::Account, &f, A, &meta("ann", 1_000)).unwrap()
     }
@@ -791,14 +800,14 @@ mod tests {
         RecordDoc::from_snapshot(doc.id(), &bytes).unwrap()
     }
 
-    fn parsed(id: &str, bytes: &[u8]) -> Vec<ParsedChange> {
-        vec![ParsedChange::parse(id, bytes).unwrap()]
+    fn parsed(id: &str, change: &LocalChange) -> Vec<ParsedChange> {
+        vec![ParsedChange::parse(id, &change.bytes).unwrap()]
     }
 
     #[test]
     fn create_writes_metadata_and_fields_in_one_change() {
         let (mut doc, change) = account();
-        assert!(!change.is_empty());
+        assert!(!change.bytes.is_empty());
         assert_eq!(doc.changes_since(&[]).len(), 1);
         let r = doc.read().unwrap();
         assert_eq!(r.kind, Kind::Account);
@@ -1040,6 +1049,7 @@ mod tests {
     fn malformed_bytes_are_rejected_by_parse() {
         let (_, create) = account();
         assert!(ParsedChange::parse("x", b"not a change").is_err());
+        let create = create.bytes;
         assert!(ParsedChange::parse("x", &create[..create.len() - 3]).is_err());
         let mut extra = create.clone();
         extra.extend_from_slice(b"junk");

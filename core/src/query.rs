@@ -1,0 +1,365 @@
+//! Queries over the projection: lists with filters, sort and pagination,
+//! full-text search, the pipeline summary and an account with its records.
+//! Reads only; every user-supplied value is a bound parameter.
+
+use std::collections::BTreeMap;
+
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params_from_iter, Connection};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::model::{Kind, Record};
+use crate::store::{projection, Store};
+
+/// Largest page a list or search returns.
+pub const MAX_PAGE: usize = 1000;
+
+/// Columns a list can be sorted by.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SortBy {
+    #[default]
+    Name,
+    UpdatedAt,
+    CreatedAt,
+    Amount,
+    CloseDate,
+    DueAt,
+    Stage,
+}
+
+impl SortBy {
+    fn column(self) -> &'static str {
+        match self {
+            SortBy::Name => "name",
+            SortBy::UpdatedAt => "updated_at",
+            SortBy::CreatedAt => "created_at",
+            SortBy::Amount => "amount",
+            SortBy::CloseDate => "close_date",
+            SortBy::DueAt => "due_at",
+            SortBy::Stage => "stage",
+        }
+    }
+}
+
+/// A filtered, sorted page of records. Unset filters match everything.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ListQuery {
+    pub kind: Option<Kind>,
+    pub owner: Option<String>,
+    /// Records in any of these territories (empty: all territories).
+    pub territories: Vec<String>,
+    pub account_id: Option<String>,
+    pub stage: Option<String>,
+    /// Only records changed at or after this time (ms since the epoch).
+    pub updated_since: Option<i64>,
+    /// Only activities due before this time, not done.
+    pub due_before: Option<i64>,
+    pub include_deleted: bool,
+    pub only_conflicts: bool,
+    pub sort: SortBy,
+    pub descending: bool,
+    pub limit: usize,
+    pub offset: usize,
+}
+
+impl Default for ListQuery {
+    fn default() -> Self {
+        ListQuery {
+            kind: None,
+            owner: None,
+            territories: Vec::new(),
+            account_id: None,
+            stage: None,
+            updated_since: None,
+            due_before: None,
+            include_deleted: false,
+            only_conflicts: false,
+            sort: SortBy::Name,
+            descending: false,
+            limit: 50,
+            offset: 0,
+        }
+    }
+}
+
+impl ListQuery {
+    pub fn kind(kind: Kind) -> Self {
+        ListQuery {
+            kind: Some(kind),
+            ..Default::default()
+        }
+    }
+}
+
+/// One page of results and how many match in all.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Page {
+    pub records: Vec<Record>,
+    pub total: usize,
+}
+
+/// Count and amounts of the live deals in one stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageSummary {
+    pub stage: String,
+    pub count: usize,
+    /// Sum of amounts in minor units, by currency ("" where none is set).
+    pub amounts: BTreeMap<String, i64>,
+}
+
+/// An account with the records that belong to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccountOverview {
+    pub account: Record,
+    pub contacts: Vec<Record>,
+    pub deals: Vec<Record>,
+    /// Activities related to the account, its contacts or its deals, by due time.
+    pub activities: Vec<Record>,
+}
+
+/// WHERE clause and its parameters.
+#[derive(Default)]
+struct Filter {
+    clauses: Vec<String>,
+    params: Vec<SqlValue>,
+}
+
+impl Filter {
+    fn add(&mut self, clause: &str, value: impl Into<SqlValue>) {
+        self.params.push(value.into());
+        self.clauses
+            .push(clause.replace('?', &format!("?{}", self.params.len())));
+    }
+
+    fn sql(&self) -> String {
+        if self.clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", self.clauses.join(" AND "))
+        }
+    }
+}
+
+fn list_filter(q: &ListQuery) -> Filter {
+    let mut f = Filter::default();
+    if let Some(kind) = q.kind {
+        f.add("kind = ?", kind.as_str().to_string());
+    }
+    if let Some(owner) = &q.owner {
+        f.add("owner = ?", owner.clone());
+    }
+    if !q.territories.is_empty() {
+        f.add(
+            "territory IN (SELECT value FROM json_each(?))",
+            serde_json::Value::from(q.territories.clone()).to_string(),
+        );
+    }
+    if let Some(account) = &q.account_id {
+        f.add("account_id = ?", account.clone());
+    }
+    if let Some(stage) = &q.stage {
+        f.add("stage = ?", stage.clone());
+    }
+    if let Some(since) = q.updated_since {
+        f.add("updated_at >= ?", since);
+    }
+    if let Some(before) = q.due_before {
+        f.add("due_at < ? AND coalesce(done, 0) = 0", before);
+    }
+    if !q.include_deleted {
+        f.clauses.push("deleted = 0".into());
+    }
+    if q.only_conflicts {
+        f.clauses.push("has_conflicts = 1".into());
+    }
+    f
+}
+
+fn check_limit(limit: usize) -> Result<i64> {
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(Error::InvalidQuery(format!(
+            "limit {limit} must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    Ok(limit as i64)
+}
+
+fn query_records(conn: &Connection, sql: &str, params: Vec<SqlValue>) -> Result<Vec<Record>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let records = stmt
+        .query_map(params_from_iter(params), |r| {
+            projection::record_from_row(r, "record")
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(records)
+}
+
+/// Turns what a user typed into an FTS5 query: each word a quoted prefix
+/// term, all required. Nothing the user types is FTS syntax.
+fn fts_query(text: &str) -> Option<String> {
+    let terms: Vec<String> = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|t| !t.is_empty())
+        .take(16)
+        .map(|t| format!("\"{t}\"*"))
+        .collect();
+    (!terms.is_empty()).then(|| terms.join(" "))
+}
+
+impl Store {
+    /// Records matching `q`, one page at a time.
+    pub fn list(&self, q: &ListQuery) -> Result<Page> {
+        let limit = check_limit(q.limit)?;
+        let f = list_filter(q);
+        let total: i64 = self
+            .conn()
+            .prepare_cached(&format!("SELECT count(*) FROM records {}", f.sql()))?
+            .query_row(params_from_iter(f.params.iter()), |r| r.get(0))?;
+        let order = if q.descending { "DESC" } else { "ASC" };
+        let sql = format!(
+            "SELECT record FROM records {} ORDER BY {} IS NULL, {} {order}, id {order} LIMIT {limit} OFFSET {}",
+            f.sql(),
+            q.sort.column(),
+            q.sort.column(),
+            q.offset
+        );
+        let records = query_records(self.conn(), &sql, f.params)?;
+        Ok(Page {
+            records,
+            total: total as usize,
+        })
+    }
+
+    /// Full-text search over names, emails, phones and notes, best first.
+    /// Words match as prefixes and all must match; `kind` narrows the search.
+    pub fn search(&self, text: &str, kind: Option<Kind>, limit: usize) -> Result<Vec<Record>> {
+        let limit = check_limit(limit)?;
+        let Some(fts) = fts_query(text) else {
+            return Ok(Vec::new());
+        };
+        let mut params = vec![SqlValue::from(fts)];
+        let kind_clause = match kind {
+            Some(k) => {
+                params.push(SqlValue::from(k.as_str().to_string()));
+                "AND r.kind = ?2"
+            }
+            None => "",
+        };
+        let sql = format!(
+            "SELECT r.record FROM records_fts JOIN records r ON r.rowid = records_fts.rowid
+             WHERE records_fts MATCH ?1 AND r.deleted = 0 {kind_clause}
+             ORDER BY bm25(records_fts, 10.0, 5.0, 5.0, 1.0) LIMIT {limit}"
+        );
+        query_records(self.conn(), &sql, params)
+    }
+
+    /// Live deals per stage of the pipeline, in pipeline order (stages that
+    /// are no longer in the pipeline come last).
+    pub fn pipeline_summary(
+        &self,
+        owner: Option<&str>,
+        territories: &[String],
+    ) -> Result<Vec<StageSummary>> {
+        let q = ListQuery {
+            kind: Some(Kind::Deal),
+            owner: owner.map(String::from),
+            territories: territories.to_vec(),
+            ..Default::default()
+        };
+        let f = list_filter(&q);
+        let sql = format!(
+            "SELECT stage, coalesce(json_extract(record, '$.fields.currency'), ''), count(*), coalesce(sum(amount), 0)
+             FROM records {} GROUP BY 1, 2",
+            f.sql()
+        );
+        let mut stmt = self.conn().prepare_cached(&sql)?;
+        let rows = stmt
+            .query_map(params_from_iter(f.params), |r| {
+                Ok((
+                    r.get::<_, Option<String>>(0)?.unwrap_or_default(),
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut summary: Vec<StageSummary> = self
+            .pipeline()
+            .stages()
+            .iter()
+            .map(|s| StageSummary {
+                stage: s.clone(),
+                count: 0,
+                amounts: BTreeMap::new(),
+            })
+            .collect();
+        for (stage, currency, count, amount) in rows {
+            let i = match summary.iter().position(|s| s.stage == stage) {
+                Some(i) => i,
+                None => {
+                    summary.push(StageSummary {
+                        stage,
+                        count: 0,
+                        amounts: BTreeMap::new(),
+                    });
+                    summary.len() - 1
+                }
+            };
+            summary[i].count += count as usize;
+            *summary[i].amounts.entry(currency).or_default() += amount;
+        }
+        Ok(summary)
+    }
+
+    /// An account with its contacts, deals and activities (live records only).
+    pub fn account_overview(&self, account_id: &str) -> Result<AccountOverview> {
+        let account = self.get(account_id)?;
+        if account.kind != Kind::Account {
+            return Err(Error::BadReference {
+                field: "account_id".into(),
+                target: account_id.into(),
+                expected: "an account".into(),
+            });
+        }
+        let by_account = |kind: Kind| {
+            query_records(
+                self.conn(),
+                "SELECT record FROM records WHERE account_id = ?1 AND kind = ?2 AND deleted = 0 ORDER BY name, id",
+                vec![account_id.to_string().into(), kind.as_str().to_string().into()],
+            )
+        };
+        let contacts = by_account(Kind::Contact)?;
+        let deals = by_account(Kind::Deal)?;
+        let activities = query_records(
+            self.conn(),
+            "SELECT record FROM records WHERE kind = 'activity' AND deleted = 0 AND (related_to = ?1
+                OR related_to IN (SELECT id FROM records WHERE account_id = ?1))
+             ORDER BY due_at IS NULL, due_at, id",
+            vec![account_id.to_string().into()],
+        )?;
+        Ok(AccountOverview {
+            account,
+            contacts,
+            deals,
+            activities,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fts_query_quotes_every_term() {
+        assert_eq!(fts_query("ada love"), Some("\"ada\"* \"love\"*".into()));
+        assert_eq!(
+            fts_query("x\" OR 1=1; DROP TABLE records --"),
+            Some("\"x\"* \"OR\"* \"1\"* \"1\"* \"DROP\"* \"TABLE\"* \"records\"*".into())
+        );
+        assert_eq!(fts_query("  -- ;; "), None);
+    }
+}

@@ -1,0 +1,789 @@
+//! The device store: record documents, their query projection and the
+//! outbox in one SQLite file (WAL). Every user action is ONE transaction that
+//! writes the Automerge change, the projection and the outbox entry, so a
+//! crash leaves all of it or none.
+
+mod documents;
+mod outbox;
+pub(crate) mod projection;
+pub(crate) mod schema;
+
+use std::fmt;
+use std::io::BufRead;
+use std::path::Path;
+use std::sync::Arc;
+
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Transaction};
+use serde::{Deserialize, Serialize};
+
+use crate::doc::{ChangeMeta, Conflict, HistoryEntry, LocalChange, ParsedChange, RecordDoc};
+use crate::error::{Error, Result};
+use crate::model::{
+    normalize_value, validate_id, FieldType, Fields, Kind, Pipeline, Record, RecordId, Value,
+};
+
+pub use outbox::OutboxEntry;
+
+/// Milliseconds since the Unix epoch; replaceable in tests.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// How to open a store.
+#[derive(Clone)]
+pub struct StoreOptions {
+    /// Sync the WAL at every commit so a power loss loses no committed
+    /// change (slower). Without it a process crash still loses nothing.
+    pub durable: bool,
+    pub clock: Clock,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            durable: false,
+            clock: Arc::new(system_now),
+        }
+    }
+}
+
+impl fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("durable", &self.durable)
+            .finish_non_exhaustive()
+    }
+}
+
+fn system_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// What applying remote changes did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyOutcome {
+    /// New changes now part of the record.
+    pub applied: usize,
+    /// Changes this store already had.
+    pub duplicates: usize,
+    /// Changes kept until the changes they depend on arrive.
+    pub pending: usize,
+}
+
+/// One record to create in a batch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewRecord {
+    pub kind: Kind,
+    pub fields: Fields,
+}
+
+/// Outbox totals: changes waiting to be sent, and changes the relay refused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxStatus {
+    pub pending: usize,
+    pub rejected: usize,
+}
+
+/// A device's CRM store. Writes take `&mut self` (one writer); wrap it in a
+/// mutex to share it between threads.
+pub struct Store {
+    conn: Connection,
+    path: String,
+    user: String,
+    actor: Vec<u8>,
+    device_id: String,
+    pipeline: Pipeline,
+    clock: Clock,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .field("user", &self.user)
+            .field("device_id", &self.device_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `path` for `user`.
+    pub fn open(path: impl AsRef<Path>, user: &str) -> Result<Store> {
+        Store::open_with(path, user, StoreOptions::default())
+    }
+
+    pub fn open_with(path: impl AsRef<Path>, user: &str, options: StoreOptions) -> Result<Store> {
+        let path_str = path.as_ref().to_string_lossy().into_owned();
+        if user.trim().is_empty() || user.len() > 256 {
+            return Err(Error::invalid(
+                "user",
+                format!("{user:?}"),
+                "a user id is 1 to 256 bytes",
+            ));
+        }
+        let not_a_store = |e: rusqlite::Error| match e.sqlite_error_code() {
+            Some(ErrorCode::NotADatabase) => Error::NotAStore {
+                path: path_str.clone(),
+                reason: "the file is not a SQLite database".into(),
+            },
+            _ => Error::Sqlite(e),
+        };
+        let mut conn = Connection::open(path.as_ref()).map_err(not_a_store)?;
+        schema::prepare(&conn, options.durable).map_err(|e| match e {
+            Error::Sqlite(e) => not_a_store(e),
+            e => e,
+        })?;
+        schema::migrate(&mut conn, &path_str)?;
+
+        let tx = conn.transaction()?;
+        let device_id = match meta_get(&tx, "device_id")? {
+            Some(id) => id,
+            None => {
+                let id = uuid::Uuid::now_v7().to_string();
+                meta_set(&tx, "device_id", &id)?;
+                id
+            }
+        };
+        let actor: Vec<u8> = match tx
+            .query_row("SELECT actor FROM actors WHERE user_id = ?1", [user], |r| {
+                r.get(0)
+            })
+            .optional()?
+        {
+            Some(actor) => actor,
+            None => {
+                // A fresh actor per (device, user): the relay binds actors to users.
+                let actor = uuid::Uuid::new_v4().as_bytes().to_vec();
+                tx.execute(
+                    "INSERT INTO actors (user_id, actor) VALUES (?1, ?2)",
+                    params![user, actor],
+                )?;
+                actor
+            }
+        };
+        let pipeline = match meta_get(&tx, "pipeline")? {
+            Some(json) => serde_json::from_str(&json).map_err(|e| {
+                Error::InvalidPipeline(format!("stored pipeline is unreadable: {e}"))
+            })?,
+            None => Pipeline::default(),
+        };
+        tx.commit()?;
+        Ok(Store {
+            conn,
+            path: path_str,
+            user: user.to_string(),
+            actor,
+            device_id,
+            pipeline,
+            clock: options.clock,
+        })
+    }
+
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    pub fn device_id(&self) -> &str {
+        &self.device_id
+    }
+
+    /// This device's Automerge actor id for the current user, as hex.
+    pub fn actor_hex(&self) -> String {
+        self.actor.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    /// Read access for queries ([`crate::query`]).
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    fn meta(&self) -> ChangeMeta {
+        ChangeMeta {
+            user: self.user.clone(),
+            time: (self.clock)(),
+        }
+    }
+
+    /// Replaces the deal pipeline. Refused while a live deal sits in a stage
+    /// the new pipeline lacks.
+    pub fn set_pipeline(&mut self, pipeline: Pipeline) -> Result<()> {
+        let mut stmt = self.conn.prepare(
+            "SELECT stage, count(*) FROM records WHERE kind = 'deal' AND deleted = 0 GROUP BY stage",
+        )?;
+        let in_use = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        drop(stmt);
+        for (stage, n) in in_use {
+            if let Some(stage) = stage.filter(|s| !pipeline.contains(s)) {
+                return Err(Error::InvalidPipeline(format!(
+                    "{n} deal(s) are in stage {stage:?}, which the new pipeline lacks; move them first"
+                )));
+            }
+        }
+        let json =
+            serde_json::to_string(&pipeline).map_err(|e| Error::InvalidPipeline(e.to_string()))?;
+        meta_set(&self.conn, "pipeline", &json)?;
+        self.pipeline = pipeline;
+        Ok(())
+    }
+
+    // ----- local edits -------------------------------------------------
+
+    /// Creates a record; returns it as stored.
+    pub fn create(&mut self, kind: Kind, fields: Fields) -> Result<Record> {
+        let meta = self.meta();
+        let tx = self.conn.transaction()?;
+        let record = create_in(
+            &tx,
+            &self.actor,
+            &self.user,
+            &self.pipeline,
+            &meta,
+            kind,
+            fields,
+        )?;
+        tx.commit()?;
+        Ok(record)
+    }
+
+    /// Creates many records in one transaction (imports): all or none.
+    /// Later records may refer to earlier ones of the same batch.
+    pub fn create_many(
+        &mut self,
+        records: impl IntoIterator<Item = NewRecord>,
+    ) -> Result<Vec<RecordId>> {
+        let meta = self.meta();
+        let tx = self.conn.transaction()?;
+        let mut ids = Vec::new();
+        for (index, new) in records.into_iter().enumerate() {
+            let record = create_in(
+                &tx,
+                &self.actor,
+                &self.user,
+                &self.pipeline,
+                &meta,
+                new.kind,
+                new.fields,
+            )
+            .map_err(|e| Error::Import {
+                path: "batch".into(),
+                line: index + 1,
+                reason: e.to_string(),
+            })?;
+            ids.push(record.id);
+        }
+        tx.commit()?;
+        Ok(ids)
+    }
+
+    /// Imports newline-delimited JSON, one `{"kind": .., "fields": {..}}`
+    /// per line, in one transaction: all lines or none.
+    pub fn import_ndjson(&mut self, path: impl AsRef<Path>) -> Result<Vec<RecordId>> {
+        let path_str = path.as_ref().display().to_string();
+        let file = std::io::BufReader::new(std::fs::File::open(path.as_ref())?);
+        let meta = self.meta();
+        let tx = self.conn.transaction()?;
+        let mut ids = Vec::new();
+        for (index, line) in file.split(b'\n').enumerate() {
+            let at = |reason: String| Error::Import {
+                path: path_str.clone(),
+                line: index + 1,
+                reason,
+            };
+            let line = line?;
+            let text = std::str::from_utf8(&line)
+                .map_err(|e| at(format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
+            if text.trim().is_empty() {
+                continue;
+            }
+            let new: NewRecord = serde_json::from_str(text).map_err(|e| at(e.to_string()))?;
+            let record = create_in(
+                &tx,
+                &self.actor,
+                &self.user,
+                &self.pipeline,
+                &meta,
+                new.kind,
+                new.fields,
+            )
+            .map_err(|e| at(e.to_string()))?;
+            ids.push(record.id);
+        }
+        tx.commit()?;
+        Ok(ids)
+    }
+
+    /// Changes some fields of a record; `Value::Null` clears an optional one.
+    /// Writing a field that is in conflict resolves the conflict.
+    pub fn update(&mut self, id: &str, fields: Fields) -> Result<Record> {
+        let (actor, pipeline, meta) = (self.actor.clone(), self.pipeline.clone(), self.meta());
+        self.edit(id, |tx, doc, kind| {
+            if doc.read()?.deleted {
+                return Err(Error::Deleted(doc.id().to_string()));
+            }
+            let fields = validate_fields(tx, kind, fields, &pipeline, false)?;
+            doc.update(&actor, kind, &fields, &meta)
+        })
+    }
+
+    /// Resolves a conflict on `field` by writing `value` (one of the
+    /// competing values or a new one); the change supersedes every competitor.
+    pub fn resolve_conflict(&mut self, id: &str, field: &str, value: Value) -> Result<Record> {
+        self.update(id, crate::model::fields([(field, value)]))
+    }
+
+    /// Replaces `delete` characters at `pos` (Unicode code points) of a long
+    /// text field (notes, activity body) with `insert`.
+    pub fn splice_text(
+        &mut self,
+        id: &str,
+        field: &str,
+        pos: usize,
+        delete: usize,
+        insert: &str,
+    ) -> Result<Record> {
+        let (actor, meta) = (self.actor.clone(), self.meta());
+        self.edit(id, |_, doc, kind| {
+            match kind.field(field) {
+                Some(spec) if spec.ty == FieldType::LongText => {}
+                Some(_) => {
+                    return Err(Error::invalid(
+                        field,
+                        "splice",
+                        "only long text fields can be spliced",
+                    ))
+                }
+                None => {
+                    return Err(Error::UnknownField {
+                        kind,
+                        field: field.to_string(),
+                    })
+                }
+            }
+            let current = doc.read()?;
+            let text = current.text(field).unwrap_or("");
+            let kept: usize = text
+                .chars()
+                .enumerate()
+                .filter(|(i, _)| *i < pos || *i >= pos.saturating_add(delete))
+                .map(|(_, c)| c.len_utf8())
+                .sum();
+            let len = kept + insert.len();
+            if len > crate::model::MAX_LONG_TEXT {
+                return Err(Error::OversizeValue {
+                    field: field.into(),
+                    len,
+                    max: crate::model::MAX_LONG_TEXT,
+                });
+            }
+            doc.splice_text(&actor, field, pos, delete, insert, &meta)
+        })
+    }
+
+    /// Marks a record deleted (a tombstone that syncs like any edit).
+    pub fn delete(&mut self, id: &str) -> Result<Record> {
+        self.set_deleted(id, true)
+    }
+
+    /// Brings a deleted record back.
+    pub fn restore(&mut self, id: &str) -> Result<Record> {
+        self.set_deleted(id, false)
+    }
+
+    fn set_deleted(&mut self, id: &str, deleted: bool) -> Result<Record> {
+        let (actor, meta) = (self.actor.clone(), self.meta());
+        self.edit(id, |_, doc, _| {
+            if doc.read()?.deleted == deleted {
+                return Ok(None);
+            }
+            doc.set_deleted(&actor, deleted, &meta)
+        })
+    }
+
+    /// One local edit as one transaction: load the document, let `f` make at
+    /// most one change, then store the change, the projection and the outbox entry.
+    fn edit<F>(&mut self, id: &str, f: F) -> Result<Record>
+    where
+        F: FnOnce(&Transaction<'_>, &mut RecordDoc, Kind) -> Result<Option<LocalChange>>,
+    {
+        validate_id("id", id)?;
+        let tx = self.conn.transaction()?;
+        let mut loaded =
+            documents::load(&tx, id)?.ok_or_else(|| Error::NotFound(id.to_string()))?;
+        let kind = loaded
+            .doc
+            .kind()?
+            .ok_or_else(|| Error::NotFound(id.to_string()))?;
+        let Some(change) = f(&tx, &mut loaded.doc, kind)? else {
+            return loaded.doc.read();
+        };
+        documents::add_change(&tx, id, &change.hash, &change.bytes)?;
+        outbox::push(&tx, id, &change.hash, &change.bytes)?;
+        loaded.stored_changes.push(change.hash);
+        let record = projection::write(&tx, &mut loaded.doc)?
+            .ok_or_else(|| Error::NotFound(id.to_string()))?;
+        if loaded.stored_changes.len() >= documents::COMPACT_AFTER {
+            documents::compact(&tx, &mut loaded)?;
+        }
+        tx.commit()?;
+        Ok(record)
+    }
+
+    // ----- reads -------------------------------------------------------
+
+    /// A record as it is now, read from its document.
+    pub fn get(&self, id: &str) -> Result<Record> {
+        self.load(id)?.read()
+    }
+
+    fn load(&self, id: &str) -> Result<RecordDoc> {
+        validate_id("id", id)?;
+        let loaded =
+            documents::load(&self.conn, id)?.ok_or_else(|| Error::NotFound(id.to_string()))?;
+        Ok(loaded.doc)
+    }
+
+    /// Every change to a record: time, user, device (actor), old → new per field.
+    pub fn history(&self, id: &str) -> Result<Vec<HistoryEntry>> {
+        self.load(id)?.history()
+    }
+
+    /// A record as it stood at `time` (ms since the epoch).
+    pub fn record_at(&self, id: &str, time: i64) -> Result<Record> {
+        self.load(id)?.read_at_time(time)
+    }
+
+    /// Fields of a record that hold competing concurrent values.
+    pub fn conflicts(&self, id: &str) -> Result<Vec<Conflict>> {
+        self.load(id)?.conflicts()
+    }
+
+    // ----- merge primitive for sync -------------------------------------
+
+    /// Applies changes received for record `id`: idempotent (known changes
+    /// are counted, not stored twice), order-independent (a change whose
+    /// dependencies are missing is kept and applied when they arrive), and
+    /// atomic with the projection update. Malformed bytes or another
+    /// record's changes fail the whole call and store nothing.
+    pub fn apply_changes(&mut self, id: &str, changes: &[Vec<u8>]) -> Result<ApplyOutcome> {
+        validate_id("record id", id)?;
+        let parsed = changes
+            .iter()
+            .map(|bytes| ParsedChange::parse(id, bytes))
+            .collect::<Result<Vec<_>>>()?;
+        let tx = self.conn.transaction()?;
+        let outcome = apply_in(&tx, id, parsed)?;
+        tx.commit()?;
+        Ok(outcome)
+    }
+
+    /// Merges a compacted document received for record `id` (bootstrap).
+    pub fn apply_snapshot(&mut self, id: &str, snapshot: &[u8]) -> Result<ApplyOutcome> {
+        validate_id("record id", id)?;
+        let mut incoming = RecordDoc::from_snapshot(id, snapshot)?;
+        let incoming_changes = incoming.changes_since(&[]).len();
+        let tx = self.conn.transaction()?;
+        let outcome = match documents::load(&tx, id)? {
+            None => {
+                documents::insert_snapshot(&tx, id, snapshot)?;
+                projection::write(&tx, &mut incoming)?;
+                ApplyOutcome {
+                    applied: incoming_changes,
+                    ..Default::default()
+                }
+            }
+            Some(mut loaded) => {
+                let before = loaded.doc.changes_since(&[]).len();
+                loaded.doc.merge(incoming)?;
+                let applied = loaded.doc.changes_since(&[]).len() - before;
+                documents::compact(&tx, &mut loaded)?;
+                projection::write(&tx, &mut loaded.doc)?;
+                ApplyOutcome {
+                    applied,
+                    duplicates: incoming_changes - applied,
+                    pending: loaded.stored_changes.len(),
+                }
+            }
+        };
+        tx.commit()?;
+        Ok(outcome)
+    }
+
+    /// Changes of record `id` that a party with `heads` lacks (all of them
+    /// for empty heads), oldest first.
+    pub fn changes_since(&self, id: &str, heads: &[[u8; 32]]) -> Result<Vec<Vec<u8>>> {
+        Ok(self.load(id)?.changes_since(heads))
+    }
+
+    /// The heads (latest change hashes) of record `id`.
+    pub fn heads(&self, id: &str) -> Result<Vec<[u8; 32]>> {
+        Ok(self.load(id)?.heads())
+    }
+
+    /// The record's compacted document, for bootstrapping another party.
+    pub fn snapshot(&self, id: &str) -> Result<Vec<u8>> {
+        validate_id("id", id)?;
+        match documents::compact_snapshot(&self.conn, id)? {
+            Some(bytes) => Ok(bytes),
+            None => Ok(self.load(id)?.save()),
+        }
+    }
+
+    /// Ids of stored documents after `after` in id order, at most `limit`.
+    pub fn record_ids_after(&self, after: &str, limit: usize) -> Result<Vec<RecordId>> {
+        documents::ids_after(&self.conn, after, limit)
+    }
+
+    // ----- outbox and sync state ----------------------------------------
+
+    /// Unacknowledged local changes in the order they were made.
+    pub fn outbox(
+        &self,
+        after_seq: i64,
+        limit: usize,
+        include_rejected: bool,
+    ) -> Result<Vec<OutboxEntry>> {
+        outbox::entries(&self.conn, after_seq, limit, include_rejected)
+    }
+
+    pub fn outbox_status(&self) -> Result<OutboxStatus> {
+        let (pending, rejected) = outbox::count(&self.conn)?;
+        Ok(OutboxStatus { pending, rejected })
+    }
+
+    /// The relay stored these changes durably: drop them from the outbox.
+    pub fn ack(&mut self, hashes: &[[u8; 32]]) -> Result<usize> {
+        let tx = self.conn.transaction()?;
+        let mut n = 0;
+        for hash in hashes {
+            n += usize::from(outbox::ack(&tx, hash)?);
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// The relay refused a change: keep it, marked with the reason.
+    pub fn mark_rejected(&mut self, hash: &[u8; 32], reason: &str) -> Result<bool> {
+        outbox::reject(&self.conn, hash, reason)
+    }
+
+    /// A sync-state value (cursor and the like) kept with the data.
+    pub fn sync_state(&self, key: &str) -> Result<Option<String>> {
+        meta_get(&self.conn, &format!("sync.{key}"))
+    }
+
+    pub fn set_sync_state(&mut self, key: &str, value: &str) -> Result<()> {
+        meta_set(&self.conn, &format!("sync.{key}"), value)
+    }
+
+    // ----- maintenance ---------------------------------------------------
+
+    /// Remakes the query projection from the documents, one document at a
+    /// time, in one transaction.
+    pub fn rebuild_projection(&mut self) -> Result<usize> {
+        let tx = self.conn.transaction()?;
+        projection::clear(&tx)?;
+        let mut n = 0;
+        let mut after = String::new();
+        loop {
+            let ids = documents::ids_after(&tx, &after, 500)?;
+            let Some(last) = ids.last().cloned() else {
+                break;
+            };
+            for id in ids {
+                if let Some(mut loaded) = documents::load(&tx, &id)? {
+                    n += usize::from(projection::write(&tx, &mut loaded.doc)?.is_some());
+                }
+            }
+            after = last;
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// Folds every document's incremental changes into its snapshot.
+    pub fn compact(&mut self) -> Result<usize> {
+        let ids: Vec<String> = self
+            .conn
+            .prepare("SELECT DISTINCT doc_id FROM doc_changes")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let tx = self.conn.transaction()?;
+        for id in &ids {
+            if let Some(mut loaded) = documents::load(&tx, id)? {
+                documents::compact(&tx, &mut loaded)?;
+            }
+        }
+        tx.commit()?;
+        Ok(ids.len())
+    }
+
+    /// Runs SQLite's integrity check; `Ok(())` when the file is sound.
+    pub fn integrity_check(&self) -> Result<()> {
+        let result: String = self
+            .conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+        if result == "ok" {
+            Ok(())
+        } else {
+            Err(Error::NotAStore {
+                path: self.path.clone(),
+                reason: format!("integrity check failed: {result}"),
+            })
+        }
+    }
+}
+
+/// Validates and creates one record inside `tx`.
+fn create_in(
+    tx: &Transaction<'_>,
+    actor: &[u8],
+    user: &str,
+    pipeline: &Pipeline,
+    meta: &ChangeMeta,
+    kind: Kind,
+    mut fields: Fields,
+) -> Result<Record> {
+    fields
+        .entry("owner".into())
+        .or_insert_with(|| Value::from(user));
+    let fields = validate_fields(tx, kind, fields, pipeline, true)?;
+    let id = uuid::Uuid::now_v7().to_string();
+    let (mut doc, change) = RecordDoc::create(&id, kind, &fields, actor, meta)?;
+    documents::ensure(tx, &id)?;
+    documents::add_change(tx, &id, &change.hash, &change.bytes)?;
+    outbox::push(tx, &id, &change.hash, &change.bytes)?;
+    projection::write(tx, &mut doc)?.ok_or_else(|| Error::NotFound(id.clone()))
+}
+
+/// Normalises every field, checks references against the store and, for a
+/// new record, that every required field is present.
+fn validate_fields(
+    conn: &Connection,
+    kind: Kind,
+    fields: Fields,
+    pipeline: &Pipeline,
+    creating: bool,
+) -> Result<Fields> {
+    let mut out = Fields::new();
+    for (path, value) in fields {
+        let value = normalize_value(kind, &path, value, pipeline)?;
+        if let (Some(spec), Value::Text(target)) = (kind.field(&path), &value) {
+            if let FieldType::Ref(expected) = spec.ty {
+                check_reference(conn, &path, target, expected)?;
+            }
+        }
+        if !(creating && value.is_null()) {
+            out.insert(path, value);
+        }
+    }
+    if creating {
+        if let Some(spec) = kind
+            .fields()
+            .iter()
+            .find(|f| f.required && !out.contains_key(f.path))
+        {
+            return Err(Error::MissingField {
+                kind,
+                field: spec.path.to_string(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn check_reference(
+    conn: &Connection,
+    field: &str,
+    target: &str,
+    expected: Option<Kind>,
+) -> Result<()> {
+    let found: Option<(String, bool)> = conn
+        .prepare_cached("SELECT kind, deleted FROM records WHERE id = ?1")?
+        .query_row([target], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let expected_text = expected.map_or("an existing record".to_string(), |k| {
+        format!("an existing {k}")
+    });
+    let bad = || Error::BadReference {
+        field: field.to_string(),
+        target: target.to_string(),
+        expected: expected_text.clone(),
+    };
+    match found {
+        None => Err(bad()),
+        Some((_, true)) => Err(Error::BadReference {
+            field: field.to_string(),
+            target: target.to_string(),
+            expected: format!("{expected_text} (it is deleted)"),
+        }),
+        Some((kind, false)) => match expected {
+            Some(k) if k.as_str() != kind => Err(bad()),
+            _ => Ok(()),
+        },
+    }
+}
+
+/// Applies parsed remote changes to one record inside `tx`.
+fn apply_in(tx: &Transaction<'_>, id: &str, changes: Vec<ParsedChange>) -> Result<ApplyOutcome> {
+    let mut loaded = match documents::load(tx, id)? {
+        Some(loaded) => loaded,
+        None => documents::Loaded {
+            doc: RecordDoc::empty(id),
+            stored_changes: Vec::new(),
+        },
+    };
+    let mut outcome = ApplyOutcome::default();
+    let mut fresh = Vec::new();
+    for change in changes {
+        let hash = change.hash();
+        if loaded.knows(&hash) || fresh.iter().any(|c: &ParsedChange| c.hash() == hash) {
+            outcome.duplicates += 1;
+        } else {
+            fresh.push(change);
+        }
+    }
+    if fresh.is_empty() {
+        return Ok(outcome);
+    }
+    loaded.doc.apply_remote(fresh.clone())?;
+    documents::ensure(tx, id)?;
+    for change in &fresh {
+        documents::add_change(tx, id, &change.hash(), change.bytes())?;
+        loaded.stored_changes.push(change.hash());
+        if loaded.doc.has_change(&change.hash()) {
+            outcome.applied += 1;
+        } else {
+            outcome.pending += 1;
+        }
+    }
+    projection::write(tx, &mut loaded.doc)?;
+    if loaded.stored_changes.len() >= documents::COMPACT_AFTER {
+        documents::compact(tx, &mut loaded)?;
+    }
+    Ok(outcome)
+}
+
+fn meta_get(conn: &Connection, key: &str) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))
+        .optional()?)
+}
+
+fn meta_set(conn: &Connection, key: &str, value: &str) -> Result<()> {
+    conn.prepare_cached("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")?
+        .execute(params![key, value])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

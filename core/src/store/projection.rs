@@ -1,0 +1,117 @@
+//! The query projection: one row per record with typed columns for
+//! filtering and sorting, the record as JSON, and its full-text entry.
+//! Derived from the documents; [`crate::Store::rebuild_projection`] remakes it.
+
+use rusqlite::{params, Connection, Row};
+
+use crate::doc::RecordDoc;
+use crate::error::{Error, Result};
+use crate::model::{Record, SearchRole, Value};
+
+/// Brings a record's projection row up to date with its document. Returns
+/// the record, or `None` if the document's creating change has not arrived.
+pub(crate) fn write(conn: &Connection, doc: &mut RecordDoc) -> Result<Option<Record>> {
+    if doc.kind()?.is_none() {
+        return Ok(None);
+    }
+    let record = doc.read()?;
+    let has_conflicts = doc.has_conflicts()?;
+    upsert(conn, &record, has_conflicts)?;
+    Ok(Some(record))
+}
+
+fn upsert(conn: &Connection, record: &Record, has_conflicts: bool) -> Result<()> {
+    let text = |p: &str| record.text(p);
+    let int = |p: &str| record.get(p).and_then(Value::as_int);
+    let done = match record.get("done") {
+        Some(Value::Bool(b)) => Some(*b),
+        _ => None,
+    };
+    let json = serde_json::to_string(record).map_err(|e| Error::CorruptDocument {
+        doc: record.id.clone(),
+        reason: e.to_string(),
+    })?;
+    let rowid: i64 = conn
+        .prepare_cached(
+            "INSERT INTO records (id, kind, name, owner, territory, account_id, related_to, stage,
+                 amount, close_date, due_at, done, deleted, has_conflicts, created_at, updated_at, record)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+             ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, name = excluded.name,
+                 owner = excluded.owner, territory = excluded.territory,
+                 account_id = excluded.account_id, related_to = excluded.related_to,
+                 stage = excluded.stage, amount = excluded.amount, close_date = excluded.close_date,
+                 due_at = excluded.due_at, done = excluded.done, deleted = excluded.deleted,
+                 has_conflicts = excluded.has_conflicts, created_at = excluded.created_at,
+                 updated_at = excluded.updated_at, record = excluded.record
+             RETURNING rowid",
+        )?
+        .query_row(
+            params![
+                record.id,
+                record.kind.as_str(),
+                record.display_name(),
+                text("owner"),
+                text("territory"),
+                text("account_id"),
+                text("related_to"),
+                text("stage"),
+                int("amount"),
+                text("close_date"),
+                int("due_at"),
+                done,
+                record.deleted,
+                has_conflicts,
+                record.created_at,
+                record.updated_at,
+                json,
+            ],
+            |r| r.get(0),
+        )?;
+    let column = |role: SearchRole| -> String {
+        record
+            .kind
+            .fields()
+            .iter()
+            .filter(|f| f.search == role)
+            .filter_map(|f| record.text(f.path))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    conn.prepare_cached("DELETE FROM records_fts WHERE rowid = ?1")?
+        .execute([rowid])?;
+    conn.prepare_cached(
+        "INSERT INTO records_fts (rowid, name, email, phone, notes) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        rowid,
+        column(SearchRole::Name),
+        column(SearchRole::Email),
+        phone_terms(&column(SearchRole::Phone)),
+        column(SearchRole::Notes),
+    ])?;
+    Ok(())
+}
+
+/// Phone numbers are indexed as written and as bare digits, so "0207946"
+/// finds "+44 20 7946 0958" and so does "7946".
+fn phone_terms(phones: &str) -> String {
+    let digits: Vec<String> = phones
+        .split(|c: char| c.is_ascii_alphabetic())
+        .map(|p| p.chars().filter(char::is_ascii_digit).collect::<String>())
+        .filter(|d| !d.is_empty())
+        .collect();
+    format!("{phones} {}", digits.join(" "))
+}
+
+/// Reads the `record` JSON column of a projection row.
+pub(crate) fn record_from_row(row: &Row<'_>, column: &str) -> rusqlite::Result<Record> {
+    let json: String = row.get(column)?;
+    serde_json::from_str(&json).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+pub(crate) fn clear(conn: &Connection) -> Result<()> {
+    conn.execute_batch("DELETE FROM records; DELETE FROM records_fts;")?;
+    Ok(())
+}

@@ -1,0 +1,77 @@
+-- FieldCRM device store, schema version 1.
+
+-- Device identity, sync cursor and settings (pipeline).
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+
+-- The Automerge actor id this device writes with, per user who signed in.
+CREATE TABLE actors (
+    user_id TEXT PRIMARY KEY,
+    actor   BLOB NOT NULL UNIQUE
+) WITHOUT ROWID;
+
+-- One row per record document: the compacted snapshot (NULL until the first
+-- compaction) ...
+CREATE TABLE documents (
+    id       TEXT PRIMARY KEY,
+    snapshot BLOB
+) WITHOUT ROWID;
+
+-- ... plus the changes received or made since, including changes still
+-- waiting for their dependencies. Compaction folds applied ones into the
+-- snapshot.
+CREATE TABLE doc_changes (
+    doc_id TEXT NOT NULL REFERENCES documents(id),
+    hash   BLOB NOT NULL,
+    bytes  BLOB NOT NULL,
+    PRIMARY KEY (doc_id, hash)
+) WITHOUT ROWID;
+
+-- Query projection: current values, derived from the documents and
+-- rebuildable from them at any time.
+CREATE TABLE records (
+    rowid         INTEGER PRIMARY KEY,
+    id            TEXT NOT NULL UNIQUE,
+    kind          TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    owner         TEXT,
+    territory     TEXT,
+    account_id    TEXT,
+    related_to    TEXT,
+    stage         TEXT,
+    amount        INTEGER,
+    close_date    TEXT,
+    due_at        INTEGER,
+    done          INTEGER,
+    deleted       INTEGER NOT NULL,
+    has_conflicts INTEGER NOT NULL,
+    created_at    INTEGER NOT NULL,
+    updated_at    INTEGER NOT NULL,
+    record        TEXT NOT NULL  -- the Record as JSON
+);
+CREATE INDEX records_kind_name ON records (kind, name);
+CREATE INDEX records_kind_updated ON records (kind, updated_at);
+CREATE INDEX records_owner ON records (owner);
+CREATE INDEX records_territory ON records (territory);
+CREATE INDEX records_account ON records (account_id);
+CREATE INDEX records_related ON records (related_to);
+CREATE INDEX records_stage ON records (kind, stage);
+
+-- Full-text index over names, emails, phones and notes; rowid = records.rowid.
+CREATE VIRTUAL TABLE records_fts USING fts5 (
+    name, email, phone, notes,
+    tokenize = 'unicode61 remove_diacritics 2',
+    prefix = '2 3'
+);
+
+-- Local changes not yet acknowledged by the relay. A rejected change stays,
+-- marked with the relay's reason, so no edit is lost.
+CREATE TABLE outbox (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    doc_id   TEXT NOT NULL,
+    hash     BLOB NOT NULL UNIQUE,
+    bytes    BLOB NOT NULL,
+    rejected TEXT
+);
