@@ -169,10 +169,10 @@ impl RecordDoc {
         changes: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<Self> {
         let mut doc = match snapshot {
-            Some(bytes) => catch_unwind(|| AutoCommit::load(bytes))
+            Some(bytes) if !bytes.is_empty() => catch_unwind(|| AutoCommit::load(bytes))
                 .map_err(|_| corrupt(id, "snapshot decoder failed"))?
                 .map_err(|e| corrupt(id, e))?,
-            None => AutoCommit::new(),
+            _ => AutoCommit::new(),
         };
         let parsed = changes
             .into_iter()

@@ -1,1 +1,2 @@
 //! Cross-crate scenarios and benchmarks.
+pub mod workload;

@@ -1,5 +1,6 @@
-//! Persistence of record documents: a compacted snapshot plus the changes
-//! made or received since. Documents are loaded one at a time, on demand.
+//! Persistence of record documents: a base (bytes Automerge loads whole: the
+//! compacted document, or a new record's first change) plus the changes made
+//! or received since. Documents are loaded one at a time, on demand.
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -24,7 +25,7 @@ impl Loaded {
 }
 
 pub(crate) fn load(conn: &Connection, id: &str) -> Result<Option<Loaded>> {
-    let snapshot: Option<Option<Vec<u8>>> = conn
+    let snapshot: Option<Vec<u8>> = conn
         .prepare_cached("SELECT snapshot FROM documents WHERE id = ?1")?
         .query_row([id], |r| r.get(0))
         .optional()?;
@@ -37,22 +38,11 @@ pub(crate) fn load(conn: &Connection, id: &str) -> Result<Option<Loaded>> {
             Ok((r.get::<_, [u8; 32]>(0)?, r.get::<_, Vec<u8>>(1)?))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let doc = RecordDoc::load(
-        id,
-        snapshot.as_deref(),
-        rows.iter().map(|(_, b)| b.as_slice()),
-    )?;
+    let doc = RecordDoc::load(id, Some(&snapshot), rows.iter().map(|(_, b)| b.as_slice()))?;
     Ok(Some(Loaded {
         doc,
         stored_changes: rows.into_iter().map(|(h, _)| h).collect(),
     }))
-}
-
-/// Creates the document row if it does not exist yet.
-pub(crate) fn ensure(conn: &Connection, id: &str) -> Result<()> {
-    conn.prepare_cached("INSERT OR IGNORE INTO documents (id, snapshot) VALUES (?1, NULL)")?
-        .execute([id])?;
-    Ok(())
 }
 
 pub(crate) fn add_change(conn: &Connection, id: &str, hash: &[u8; 32], bytes: &[u8]) -> Result<()> {
@@ -63,8 +53,9 @@ pub(crate) fn add_change(conn: &Connection, id: &str, hash: &[u8; 32], bytes: &[
     Ok(())
 }
 
-/// Stores a received snapshot as-is for a record this store did not have.
-pub(crate) fn insert_snapshot(conn: &Connection, id: &str, snapshot: &[u8]) -> Result<()> {
+/// Stores the base of a record this store did not have: a received
+/// snapshot as-is, or the first change of a record.
+pub(crate) fn insert(conn: &Connection, id: &str, snapshot: &[u8]) -> Result<()> {
     conn.prepare_cached("INSERT INTO documents (id, snapshot) VALUES (?1, ?2)")?
         .execute(params![id, snapshot])?;
     Ok(())
@@ -101,11 +92,11 @@ pub(crate) fn ids_after(conn: &Connection, after: &str, limit: usize) -> Result<
     Ok(ids)
 }
 
-/// The stored snapshot if it is the whole document (no incremental changes).
+/// The stored base if it is the whole document (no incremental changes).
 pub(crate) fn compact_snapshot(conn: &Connection, id: &str) -> Result<Option<Vec<u8>>> {
     Ok(conn
         .prepare_cached(
-            "SELECT snapshot FROM documents d WHERE id = ?1 AND snapshot IS NOT NULL
+            "SELECT snapshot FROM documents d WHERE id = ?1
              AND NOT EXISTS (SELECT 1 FROM doc_changes c WHERE c.doc_id = d.id)",
         )?
         .query_row([id], |r| r.get(0))

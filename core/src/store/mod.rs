@@ -493,7 +493,7 @@ impl Store {
         let tx = self.conn.transaction()?;
         let outcome = match documents::load(&tx, id)? {
             None => {
-                documents::insert_snapshot(&tx, id, snapshot)?;
+                documents::insert(&tx, id, snapshot)?;
                 projection::write(&tx, &mut incoming)?;
                 ApplyOutcome {
                     applied: incoming_changes,
@@ -658,8 +658,7 @@ fn create_in(
     let fields = validate_fields(tx, kind, fields, pipeline, true)?;
     let id = uuid::Uuid::now_v7().to_string();
     let (mut doc, change) = RecordDoc::create(&id, kind, &fields, actor, meta)?;
-    documents::ensure(tx, &id)?;
-    documents::add_change(tx, &id, &change.hash, &change.bytes)?;
+    documents::insert(tx, &id, &change.bytes)?;
     outbox::push(tx, &id, &change.hash, &change.bytes)?;
     projection::write(tx, &mut doc)?.ok_or_else(|| Error::NotFound(id.clone()))
 }
@@ -734,12 +733,15 @@ fn check_reference(
 
 /// Applies parsed remote changes to one record inside `tx`.
 fn apply_in(tx: &Transaction<'_>, id: &str, changes: Vec<ParsedChange>) -> Result<ApplyOutcome> {
-    let mut loaded = match documents::load(tx, id)? {
-        Some(loaded) => loaded,
-        None => documents::Loaded {
-            doc: RecordDoc::empty(id),
-            stored_changes: Vec::new(),
-        },
+    let (mut loaded, is_new) = match documents::load(tx, id)? {
+        Some(loaded) => (loaded, false),
+        None => (
+            documents::Loaded {
+                doc: RecordDoc::empty(id),
+                stored_changes: Vec::new(),
+            },
+            true,
+        ),
     };
     let mut outcome = ApplyOutcome::default();
     let mut fresh = Vec::new();
@@ -755,7 +757,10 @@ fn apply_in(tx: &Transaction<'_>, id: &str, changes: Vec<ParsedChange>) -> Resul
         return Ok(outcome);
     }
     loaded.doc.apply_remote(fresh.clone())?;
-    documents::ensure(tx, id)?;
+    if is_new {
+        // An empty base; every received change is stored beside it.
+        documents::insert(tx, id, &[])?;
+    }
     for change in &fresh {
         documents::add_change(tx, id, &change.hash(), change.bytes())?;
         loaded.stored_changes.push(change.hash());

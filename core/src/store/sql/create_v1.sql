@@ -12,11 +12,11 @@ CREATE TABLE actors (
     actor   BLOB NOT NULL UNIQUE
 ) WITHOUT ROWID;
 
--- One row per record document: the compacted snapshot (NULL until the first
--- compaction) ...
+-- One row per record document: its base, bytes that Automerge loads as a
+-- whole (the compacted document, or for a record made here its first change) ...
 CREATE TABLE documents (
     id       TEXT PRIMARY KEY,
-    snapshot BLOB
+    snapshot BLOB NOT NULL
 ) WITHOUT ROWID;
 
 -- ... plus the changes received or made since, including changes still
@@ -55,21 +55,22 @@ CREATE INDEX records_kind_name ON records (kind, name);
 CREATE INDEX records_kind_updated ON records (kind, updated_at);
 CREATE INDEX records_owner ON records (owner);
 CREATE INDEX records_territory ON records (territory);
-CREATE INDEX records_account ON records (account_id);
-CREATE INDEX records_related ON records (related_to);
-CREATE INDEX records_stage ON records (kind, stage);
+-- Partial indexes: a commit only writes the indexes its record kind uses.
+CREATE INDEX records_account ON records (account_id) WHERE account_id IS NOT NULL;
+CREATE INDEX records_related ON records (related_to) WHERE related_to IS NOT NULL;
+CREATE INDEX records_stage ON records (stage) WHERE stage IS NOT NULL;
 
 -- Full-text index over names, emails, phones and notes; rowid = records.rowid.
 CREATE VIRTUAL TABLE records_fts USING fts5 (
     name, email, phone, notes,
     tokenize = 'unicode61 remove_diacritics 2',
-    prefix = '2 3'
+    detail = column
 );
 
 -- Local changes not yet acknowledged by the relay. A rejected change stays,
 -- marked with the relay's reason, so no edit is lost.
 CREATE TABLE outbox (
-    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq      INTEGER PRIMARY KEY,
     doc_id   TEXT NOT NULL,
     hash     BLOB NOT NULL UNIQUE,
     bytes    BLOB NOT NULL,

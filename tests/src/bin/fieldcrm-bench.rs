@@ -1,0 +1,298 @@
+//! FieldCRM benchmark: runs workload W1 through the real store and prints
+//! ONE JSON object on stdout (a readable summary goes to stderr).
+//!
+//! `cargo run --release -p fieldcrm-tests --bin fieldcrm-bench -- [--records N] [--quick]`
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use fieldcrm_core::{Fields, Kind, NewRecord, Store, Value};
+use fieldcrm_tests::workload::{self, Planned};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value as Json};
+
+#[derive(Parser, Debug)]
+#[command(about = "Benchmark FieldCRM on workload W1 and print one JSON object")]
+struct Args {
+    /// Records in the workload.
+    #[arg(long, default_value_t = 10_000)]
+    records: usize,
+    /// Records in the store whose open time and memory are measured.
+    #[arg(long, default_value_t = 100_000)]
+    open_records: usize,
+    /// Small run for CI: 500 records, 5,000-record open test.
+    #[arg(long)]
+    quick: bool,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = Args::parse();
+    if args.quick {
+        args.records = 500;
+        args.open_records = 5_000;
+    }
+    let dir = tempfile::tempdir()?;
+    let plan = workload::w1(args.records, args.seed, "north", &["ann", "bob", "cat"]);
+
+    let floor = floor(&plan, dir.path())?;
+    let local = local(&args, &plan, dir.path())?;
+    let ratio = |phase: &Json, key: &str, floor_key: &str| -> Json {
+        match (phase[key].as_f64(), floor[floor_key].as_f64()) {
+            (Some(a), Some(b)) if b > 0.0 => json!((a / b * 100.0).round() / 100.0),
+            _ => Json::Null,
+        }
+    };
+    let mut local = local;
+    local["ratio_to_floor"] = json!({
+        "create_one_by_one": ratio(&local, "create_one_by_one_s", "one_by_one_s"),
+        "create_batch": ratio(&local, "create_batch_s", "batch_s"),
+    });
+    let report = json!({
+        "machine": { "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) },
+        "workload": { "name": "W1", "records": args.records, "seed": args.seed },
+        "local": local,
+        "floor": floor,
+    });
+    eprintln!("{}", summary(&report));
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+/// Creates the plan's records one call each; returns their ids in plan order.
+fn create_one_by_one(store: &mut Store, plan: &[Planned]) -> fieldcrm_core::Result<Vec<String>> {
+    let mut ids: Vec<String> = Vec::with_capacity(plan.len());
+    for p in plan {
+        let fields = resolve(p, &ids);
+        ids.push(store.create(p.kind, fields)?.id);
+    }
+    Ok(ids)
+}
+
+/// Creates the plan through the batch path: accounts, then the rest.
+fn create_batch(store: &mut Store, plan: &[Planned]) -> fieldcrm_core::Result<Vec<String>> {
+    let split = plan
+        .iter()
+        .position(|p| p.kind != Kind::Account)
+        .unwrap_or(plan.len());
+    let mut ids = store.create_many(plan[..split].iter().map(|p| NewRecord {
+        kind: p.kind,
+        fields: p.fields.clone(),
+    }))?;
+    let rest: Vec<NewRecord> = plan[split..]
+        .iter()
+        .map(|p| NewRecord {
+            kind: p.kind,
+            fields: resolve(p, &ids),
+        })
+        .collect();
+    ids.extend(store.create_many(rest)?);
+    Ok(ids)
+}
+
+fn resolve(p: &Planned, ids: &[String]) -> Fields {
+    let mut fields = p.fields.clone();
+    if let Some(i) = p.account {
+        fields.insert("account_id".into(), Value::from(ids[i].as_str()));
+    }
+    fields
+}
+
+fn local(
+    args: &Args,
+    plan: &[Planned],
+    dir: &std::path::Path,
+) -> Result<Json, Box<dyn std::error::Error>> {
+    let path = dir.join("device-a.db");
+    let mut store = Store::open(&path, "ann")?;
+    let t = Instant::now();
+    let ids = create_one_by_one(&mut store, plan)?;
+    let one_by_one = t.elapsed();
+
+    let mut batch_store = Store::open(dir.join("device-batch.db"), "ann")?;
+    let t = Instant::now();
+    create_batch(&mut batch_store, plan)?;
+    let batch = t.elapsed();
+    drop(batch_store);
+
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let mut edits = Vec::with_capacity(1000);
+    for i in 0..1000 {
+        let k = rng.gen_range(0..ids.len());
+        let (field, value) = match plan[k].kind {
+            Kind::Deal => ("probability", Value::Int((i % 11) * 10)),
+            Kind::Contact => ("title", Value::from(format!("Title {i}"))),
+            _ => ("phone", Value::from(format!("+1 555 {i:04}"))),
+        };
+        let t = Instant::now();
+        store.update(&ids[k], fieldcrm_core::fields([(field, value)]))?;
+        edits.push(t.elapsed());
+    }
+
+    let mut searches = Vec::new();
+    let mut hits = 0;
+    for term in workload::search_terms(200, args.seed) {
+        let t = Instant::now();
+        hits += store.search(&term, None, 20)?.len();
+        searches.push(t.elapsed());
+    }
+    drop(store);
+
+    let rss_before = rss_kib();
+    let t = Instant::now();
+    let reopened = Store::open(&path, "ann")?;
+    let open_n = t.elapsed();
+    let rss_open_n = rss_kib().saturating_sub(rss_before);
+    drop(reopened);
+
+    // A larger store, built through the batch path, to show open time and
+    // memory do not grow with the record count.
+    let big_path = dir.join("device-big.db");
+    {
+        let big_plan = workload::w1(args.open_records, args.seed + 1, "north", &["ann"]);
+        let mut big = Store::open(&big_path, "ann")?;
+        create_batch(&mut big, &big_plan)?;
+    }
+    let rss_before = rss_kib();
+    let t = Instant::now();
+    let big = Store::open(&big_path, "ann")?;
+    let open_big = t.elapsed();
+    let rss_open_big = rss_kib().saturating_sub(rss_before);
+    let first_page = big
+        .list(&fieldcrm_core::ListQuery::kind(Kind::Contact))?
+        .records
+        .len();
+    drop(big);
+
+    Ok(json!({
+        "records": plan.len(),
+        "create_one_by_one_s": secs(one_by_one),
+        "create_one_by_one_per_record_ms": ms(one_by_one) / plan.len() as f64,
+        "create_batch_s": secs(batch),
+        "edit_p50_ms": percentile(&mut edits, 50.0),
+        "edit_p99_ms": percentile(&mut edits, 99.0),
+        "search_p50_ms": percentile(&mut searches, 50.0),
+        "search_p99_ms": percentile(&mut searches, 99.0),
+        "search_avg_hits": hits as f64 / 200.0,
+        "open_s": secs(open_n),
+        "open_rss_delta_kib": rss_open_n,
+        "open_large": {
+            "records": args.open_records,
+            "open_s": secs(open_big),
+            "rss_delta_kib": rss_open_big,
+            "first_page_records": first_page,
+            "file_bytes": file_size(&big_path),
+        },
+        "device_rss_kib": rss_kib(),
+        "store_file_bytes": file_size(&path),
+    }))
+}
+
+/// The same records through raw Automerge and raw SQLite, no FieldCRM code.
+fn floor(plan: &[Planned], dir: &std::path::Path) -> Result<Json, Box<dyn std::error::Error>> {
+    use automerge::transaction::Transactable;
+    let t = Instant::now();
+    let mut saved = Vec::with_capacity(plan.len());
+    for (i, p) in plan.iter().enumerate() {
+        let mut doc = automerge::AutoCommit::new();
+        doc.put(automerge::ROOT, "id", format!("{i}"))?;
+        doc.put(automerge::ROOT, "type", p.kind.as_str())?;
+        for (k, v) in &p.fields {
+            match v {
+                Value::Text(s) => doc.put(automerge::ROOT, k.as_str(), s.as_str())?,
+                Value::Int(n) => doc.put(automerge::ROOT, k.as_str(), *n)?,
+                Value::Float(x) => doc.put(automerge::ROOT, k.as_str(), *x)?,
+                Value::Bool(b) => doc.put(automerge::ROOT, k.as_str(), *b)?,
+                Value::Null => {}
+            }
+        }
+        doc.commit();
+        saved.push(doc.save());
+    }
+    let automerge_create = t.elapsed();
+    let t = Instant::now();
+    for bytes in &saved {
+        automerge::AutoCommit::load(bytes)?;
+    }
+    let automerge_load = t.elapsed();
+
+    let conn = rusqlite::Connection::open(dir.join("floor.db"))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.execute_batch("CREATE TABLE docs (id INTEGER PRIMARY KEY, bytes BLOB NOT NULL)")?;
+    let t = Instant::now();
+    for (i, bytes) in saved.iter().enumerate() {
+        conn.execute(
+            "INSERT INTO docs VALUES (?1, ?2)",
+            rusqlite::params![i as i64, bytes],
+        )?;
+    }
+    let sqlite_one_by_one = t.elapsed();
+    conn.execute("DELETE FROM docs", [])?;
+    let t = Instant::now();
+    conn.execute_batch("BEGIN")?;
+    for (i, bytes) in saved.iter().enumerate() {
+        conn.execute(
+            "INSERT INTO docs VALUES (?1, ?2)",
+            rusqlite::params![i as i64, bytes],
+        )?;
+    }
+    conn.execute_batch("COMMIT")?;
+    let sqlite_batch = t.elapsed();
+    Ok(json!({
+        "automerge_create_save_s": secs(automerge_create),
+        "automerge_load_s": secs(automerge_load),
+        "sqlite_insert_one_by_one_s": secs(sqlite_one_by_one),
+        "sqlite_insert_batch_s": secs(sqlite_batch),
+        "one_by_one_s": secs(automerge_create + sqlite_one_by_one),
+        "batch_s": secs(automerge_create + sqlite_batch),
+        "compacted_bytes": saved.iter().map(Vec::len).sum::<usize>(),
+    }))
+}
+
+fn secs(d: Duration) -> f64 {
+    (d.as_secs_f64() * 10_000.0).round() / 10_000.0
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn percentile(samples: &mut [Duration], p: f64) -> f64 {
+    samples.sort();
+    if samples.is_empty() {
+        return 0.0;
+    }
+    let i = ((p / 100.0) * (samples.len() - 1) as f64).round() as usize;
+    (ms(samples[i]) * 1000.0).round() / 1000.0
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn file_size(path: &std::path::Path) -> u64 {
+    let wal = path.with_extension("db-wal");
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+        + std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0)
+}
+
+fn summary(r: &Json) -> String {
+    let l = &r["local"];
+    format!(
+        "W1 {} records\n  create one by one  {:>8.3} s  (floor {:.3} s)\n  create batch       {:>8.3} s  (floor {:.3} s)\n  edit p50/p99       {:>8.3} / {:.3} ms\n  search p50/p99     {:>8.3} / {:.3} ms\n  open {} records {:>8.4} s, rss +{} KiB\n  open {} records {:>8.4} s, rss +{} KiB",
+        l["records"], l["create_one_by_one_s"], r["floor"]["one_by_one_s"], l["create_batch_s"], r["floor"]["batch_s"],
+        l["edit_p50_ms"], l["edit_p99_ms"], l["search_p50_ms"], l["search_p99_ms"],
+        l["records"], l["open_s"], l["open_rss_delta_kib"],
+        l["open_large"]["records"], l["open_large"]["open_s"], l["open_large"]["rss_delta_kib"],
+    )
+}
