@@ -380,11 +380,11 @@ fn search_finds_names_emails_phones_and_notes() {
             .map(|r| r.id)
             .collect::<Vec<_>>()
     };
-    assert_eq!(ids(s, "lovel"), [ada.id.clone()]);
-    assert_eq!(ids(s, "analytical"), [ada.id.clone()]);
-    assert_eq!(ids(s, "7946"), [ada.id.clone()]);
-    assert_eq!(ids(s, "difference engine"), [ada.id.clone()]);
-    assert_eq!(ids(s, "acme"), [acc.id.clone()]);
+    assert_eq!(ids(s, "lovel"), [ada.id.as_str()]);
+    assert_eq!(ids(s, "analytical"), [ada.id.as_str()]);
+    assert_eq!(ids(s, "7946"), [ada.id.as_str()]);
+    assert_eq!(ids(s, "difference engine"), [ada.id.as_str()]);
+    assert_eq!(ids(s, "acme"), [acc.id.as_str()]);
     assert!(ids(s, "zebra").is_empty());
     assert!(ids(s, "\"; DROP TABLE records; --").is_empty());
     assert_eq!(s.search("ada", Some(Kind::Account), 10).unwrap().len(), 0);
