@@ -102,6 +102,16 @@ impl ParsedChange {
     pub fn time(&self) -> i64 {
         self.change.timestamp()
     }
+
+    /// Hex actor id of the device that made the change.
+    pub fn actor_hex(&self) -> String {
+        self.change.actor_id().to_hex_string()
+    }
+
+    /// The user the change claims to be from (its message).
+    pub fn user(&self) -> Option<&str> {
+        self.change.message().map(String::as_str)
+    }
 }
 
 /// A record's document held in memory while it is read or edited.

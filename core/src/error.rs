@@ -55,6 +55,12 @@ pub enum Error {
         reason: String,
     },
 
+    #[error("{count} change(s) for record {doc:?} depend on changes the receiver does not have")]
+    MissingDependencies { doc: String, count: usize },
+
+    #[error("refused: {0}")]
+    Refused(String),
+
     #[error("record document {doc:?} is corrupt: {reason}")]
     CorruptDocument { doc: String, reason: String },
 
@@ -81,6 +87,22 @@ pub enum Error {
     #[error("{path:?} is not a FieldCRM store: {reason}")]
     NotAStore { path: String, reason: String },
 
+    #[error("{0}")]
+    Protocol(String),
+
+    #[error(
+        "unsupported protocol version {got}; this side speaks {}",
+        join(supported)
+    )]
+    UnsupportedVersion { got: u32, supported: Vec<u32> },
+
+    #[error("sync failed: {message}")]
+    Transport {
+        /// HTTP status when the relay answered, `None` for network failures.
+        status: Option<u16>,
+        message: String,
+    },
+
     #[error("storage error: {0}")]
     Sqlite(#[from] rusqlite::Error),
 
@@ -89,6 +111,14 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn join(versions: &[u32]) -> String {
+    versions
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 impl Error {
     pub(crate) fn invalid(field: &str, value: impl std::fmt::Display, reason: &str) -> Self {

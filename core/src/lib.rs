@@ -7,11 +7,17 @@
 pub mod doc;
 pub mod error;
 pub mod model;
+pub mod protocol;
 pub mod query;
 pub mod store;
+pub mod sync;
 
+pub use doc::ParsedChange;
 pub use doc::{ChangeMeta, Conflict, ConflictValue, FieldChange, HistoryEntry, LocalChange};
 pub use error::{Error, Result};
 pub use model::{fields, Fields, Kind, Pipeline, Record, RecordId, Value};
 pub use query::{AccountOverview, ListQuery, Page, SortBy, StageSummary};
-pub use store::{ApplyOutcome, NewRecord, OutboxEntry, OutboxStatus, Store, StoreOptions};
+pub use store::{ApplyOutcome, NewRecord, OutboxEntry, OutboxStatus, Store, StoreOptions, StoreTx};
+#[cfg(feature = "http")]
+pub use sync::HttpTransport;
+pub use sync::{RoundReport, SyncProgress, Transport};

@@ -480,7 +480,7 @@ impl Store {
             .map(|bytes| ParsedChange::parse(id, bytes))
             .collect::<Result<Vec<_>>>()?;
         let tx = self.conn.transaction()?;
-        let outcome = apply_in(&tx, id, parsed)?;
+        let outcome = apply_in(&tx, id, parsed, Receive::Tolerant)?;
         tx.commit()?;
         Ok(outcome)
     }
@@ -488,33 +488,28 @@ impl Store {
     /// Merges a compacted document received for record `id` (bootstrap).
     pub fn apply_snapshot(&mut self, id: &str, snapshot: &[u8]) -> Result<ApplyOutcome> {
         validate_id("record id", id)?;
-        let mut incoming = RecordDoc::from_snapshot(id, snapshot)?;
-        let incoming_changes = incoming.changes_since(&[]).len();
         let tx = self.conn.transaction()?;
-        let outcome = match documents::load(&tx, id)? {
-            None => {
-                documents::insert(&tx, id, snapshot)?;
-                projection::write(&tx, &mut incoming)?;
-                ApplyOutcome {
-                    applied: incoming_changes,
-                    ..Default::default()
-                }
-            }
-            Some(mut loaded) => {
-                let before = loaded.doc.changes_since(&[]).len();
-                loaded.doc.merge(incoming)?;
-                let applied = loaded.doc.changes_since(&[]).len() - before;
-                documents::compact(&tx, &mut loaded)?;
-                projection::write(&tx, &mut loaded.doc)?;
-                ApplyOutcome {
-                    applied,
-                    duplicates: incoming_changes - applied,
-                    pending: loaded.stored_changes.len(),
-                }
-            }
-        };
+        let outcome = apply_snapshot_in(&tx, id, snapshot)?;
         tx.commit()?;
         Ok(outcome)
+    }
+
+    /// Runs `f` in one transaction: everything it does commits together or
+    /// not at all. Hosts (the relay, the sync client) use it to keep their
+    /// own tables in step with the records.
+    pub fn transaction<R>(&mut self, f: impl FnOnce(&StoreTx<'_>) -> Result<R>) -> Result<R> {
+        let tx = StoreTx {
+            tx: self.conn.transaction()?,
+        };
+        let result = f(&tx)?;
+        tx.tx.commit()?;
+        Ok(result)
+    }
+
+    /// Removes records from this store without a tombstone: they left the
+    /// device's territories. Returns how many were present.
+    pub fn evict(&mut self, ids: &[String]) -> Result<usize> {
+        self.transaction(|tx| tx.evict(ids))
     }
 
     /// Changes of record `id` that a party with `heads` lacks (all of them
@@ -561,13 +556,7 @@ impl Store {
 
     /// The relay stored these changes durably: drop them from the outbox.
     pub fn ack(&mut self, hashes: &[[u8; 32]]) -> Result<usize> {
-        let tx = self.conn.transaction()?;
-        let mut n = 0;
-        for hash in hashes {
-            n += usize::from(outbox::ack(&tx, hash)?);
-        }
-        tx.commit()?;
-        Ok(n)
+        self.transaction(|tx| tx.ack(hashes))
     }
 
     /// The relay refused a change: keep it, marked with the reason.
@@ -639,6 +628,92 @@ impl Store {
                 reason: format!("integrity check failed: {result}"),
             })
         }
+    }
+}
+
+/// A transaction on the store, from [`Store::transaction`].
+pub struct StoreTx<'conn> {
+    tx: Transaction<'conn>,
+}
+
+impl fmt::Debug for StoreTx<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreTx").finish_non_exhaustive()
+    }
+}
+
+impl StoreTx<'_> {
+    /// The SQL connection, for the host's own tables. Never write to the
+    /// store's tables through it.
+    pub fn sql(&self) -> &Connection {
+        &self.tx
+    }
+
+    /// Applies changes strictly, as a relay does: every change must apply
+    /// now (no missing dependencies), and `check(before, after)` may refuse
+    /// the resulting record. On any error nothing of this call is stored
+    /// and the transaction stays usable.
+    pub fn apply_checked(
+        &self,
+        id: &str,
+        changes: Vec<ParsedChange>,
+        check: &dyn Fn(Option<&Record>, &Record) -> Result<()>,
+    ) -> Result<ApplyOutcome> {
+        validate_id("record id", id)?;
+        self.tx.execute_batch("SAVEPOINT apply_checked")?;
+        let result = apply_in(&self.tx, id, changes, Receive::Strict(check));
+        if result.is_err() {
+            self.tx.execute_batch("ROLLBACK TO apply_checked")?;
+        }
+        self.tx.execute_batch("RELEASE apply_checked")?;
+        result
+    }
+
+    /// Applies changes as a device does (see [`Store::apply_changes`]).
+    pub fn apply_changes(&self, id: &str, changes: Vec<ParsedChange>) -> Result<ApplyOutcome> {
+        validate_id("record id", id)?;
+        apply_in(&self.tx, id, changes, Receive::Tolerant)
+    }
+
+    pub fn apply_snapshot(&self, id: &str, snapshot: &[u8]) -> Result<ApplyOutcome> {
+        validate_id("record id", id)?;
+        apply_snapshot_in(&self.tx, id, snapshot)
+    }
+
+    pub fn evict(&self, ids: &[String]) -> Result<usize> {
+        let mut n = 0;
+        for id in ids {
+            n += usize::from(evict_in(&self.tx, id)?);
+        }
+        Ok(n)
+    }
+
+    /// Ids of live and deleted records in any of `territories`.
+    pub fn ids_in_territories(&self, territories: &[String]) -> Result<Vec<RecordId>> {
+        let json = serde_json::Value::from(territories.to_vec()).to_string();
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT id FROM records WHERE territory IN (SELECT value FROM json_each(?1))",
+        )?;
+        let ids = stmt
+            .query_map([json], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok(ids)
+    }
+
+    pub fn ack(&self, hashes: &[[u8; 32]]) -> Result<usize> {
+        let mut n = 0;
+        for hash in hashes {
+            n += usize::from(outbox::ack(&self.tx, hash)?);
+        }
+        Ok(n)
+    }
+
+    pub fn mark_rejected(&self, hash: &[u8; 32], reason: &str) -> Result<bool> {
+        outbox::reject(&self.tx, hash, reason)
+    }
+
+    pub fn set_sync_state(&self, key: &str, value: &str) -> Result<()> {
+        meta_set(&self.tx, &format!("sync.{key}"), value)
     }
 }
 
@@ -731,8 +806,23 @@ fn check_reference(
     }
 }
 
+/// How a receiver treats remote changes.
+#[derive(Clone, Copy)]
+enum Receive<'a> {
+    /// A device: keep changes whose dependencies are missing until they arrive.
+    Tolerant,
+    /// The relay: every change must apply now, and `check` may refuse the
+    /// result (record before, record after) before anything is stored.
+    Strict(&'a dyn Fn(Option<&Record>, &Record) -> Result<()>),
+}
+
 /// Applies parsed remote changes to one record inside `tx`.
-fn apply_in(tx: &Transaction<'_>, id: &str, changes: Vec<ParsedChange>) -> Result<ApplyOutcome> {
+fn apply_in(
+    tx: &Transaction<'_>,
+    id: &str,
+    changes: Vec<ParsedChange>,
+    mode: Receive<'_>,
+) -> Result<ApplyOutcome> {
     let (mut loaded, is_new) = match documents::load(tx, id)? {
         Some(loaded) => (loaded, false),
         None => (
@@ -756,18 +846,38 @@ fn apply_in(tx: &Transaction<'_>, id: &str, changes: Vec<ParsedChange>) -> Resul
     if fresh.is_empty() {
         return Ok(outcome);
     }
+    let before = match mode {
+        Receive::Strict(_) if !is_new => Some(loaded.doc.read()?),
+        _ => None,
+    };
     loaded.doc.apply_remote(fresh.clone())?;
-    if is_new {
-        // An empty base; every received change is stored beside it.
-        documents::insert(tx, id, &[])?;
+    let waiting = fresh
+        .iter()
+        .filter(|c| !loaded.doc.has_change(&c.hash()))
+        .count();
+    if let Receive::Strict(check) = mode {
+        if waiting > 0 {
+            return Err(Error::MissingDependencies {
+                doc: id.to_string(),
+                count: waiting,
+            });
+        }
+        check(before.as_ref(), &loaded.doc.read()?)?;
     }
-    for change in &fresh {
-        documents::add_change(tx, id, &change.hash(), change.bytes())?;
-        loaded.stored_changes.push(change.hash());
-        if loaded.doc.has_change(&change.hash()) {
-            outcome.applied += 1;
-        } else {
-            outcome.pending += 1;
+    outcome.applied = fresh.len() - waiting;
+    outcome.pending = waiting;
+    match fresh.as_slice() {
+        // The common upload: a new record arrives as its one creating change.
+        [only] if is_new && waiting == 0 => documents::insert(tx, id, only.bytes())?,
+        _ => {
+            if is_new {
+                // An empty base; every received change is stored beside it.
+                documents::insert(tx, id, &[])?;
+            }
+            for change in &fresh {
+                documents::add_change(tx, id, &change.hash(), change.bytes())?;
+                loaded.stored_changes.push(change.hash());
+            }
         }
     }
     projection::write(tx, &mut loaded.doc)?;
@@ -775,6 +885,57 @@ fn apply_in(tx: &Transaction<'_>, id: &str, changes: Vec<ParsedChange>) -> Resul
         documents::compact(tx, &mut loaded)?;
     }
     Ok(outcome)
+}
+
+/// Merges a compacted document for record `id` inside `tx`.
+fn apply_snapshot_in(tx: &Transaction<'_>, id: &str, snapshot: &[u8]) -> Result<ApplyOutcome> {
+    let mut incoming = RecordDoc::from_snapshot(id, snapshot)?;
+    let incoming_changes = incoming.changes_since(&[]).len();
+    Ok(match documents::load(tx, id)? {
+        None => {
+            documents::insert(tx, id, snapshot)?;
+            projection::write(tx, &mut incoming)?;
+            ApplyOutcome {
+                applied: incoming_changes,
+                ..Default::default()
+            }
+        }
+        Some(mut loaded) => {
+            let before = loaded.doc.changes_since(&[]).len();
+            loaded.doc.merge(incoming)?;
+            let applied = loaded.doc.changes_since(&[]).len() - before;
+            if applied > 0 {
+                documents::compact(tx, &mut loaded)?;
+                projection::write(tx, &mut loaded.doc)?;
+            }
+            ApplyOutcome {
+                applied,
+                duplicates: incoming_changes - applied,
+                pending: loaded.stored_changes.len(),
+            }
+        }
+    })
+}
+
+/// Removes a record's document and projection from this store (it left the
+/// device's territories). Unsent local changes stay in the outbox.
+fn evict_in(tx: &Transaction<'_>, id: &str) -> Result<bool> {
+    let rowid: Option<i64> = tx
+        .prepare_cached("SELECT rowid FROM records WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    if let Some(rowid) = rowid {
+        tx.prepare_cached("DELETE FROM records_fts WHERE rowid = ?1")?
+            .execute([rowid])?;
+        tx.prepare_cached("DELETE FROM records WHERE rowid = ?1")?
+            .execute([rowid])?;
+    }
+    tx.prepare_cached("DELETE FROM doc_changes WHERE doc_id = ?1")?
+        .execute([id])?;
+    Ok(tx
+        .prepare_cached("DELETE FROM documents WHERE id = ?1")?
+        .execute([id])?
+        > 0)
 }
 
 fn meta_get(conn: &Connection, key: &str) -> Result<Option<String>> {

@@ -824,3 +824,80 @@ fn outbox_ack_and_reject() {
         Some("42")
     );
 }
+
+#[test]
+fn strict_apply_refuses_missing_dependencies_and_checked_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut device, _) = open_at(&dir, "d.db", "ann");
+    let (mut relay, _) = open_at(&dir, "r.db", "relay");
+    let acc = account(&mut device, "Acme", "north");
+    device
+        .update(&acc.id, fields([("industry", "Steel")]))
+        .unwrap();
+    let changes = device.changes_since(&acc.id, &[]).unwrap();
+    let parse = |b: &Vec<u8>| ParsedChange::parse(&acc.id, b).unwrap();
+    let allow = |_: Option<&Record>, _: &Record| Ok(());
+    let before = footprint(&relay);
+
+    // The second change alone cannot apply: refused, nothing stored.
+    let err = relay
+        .transaction(|tx| tx.apply_checked(&acc.id, vec![parse(&changes[1])], &allow))
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::MissingDependencies { count: 1, .. }),
+        "{err}"
+    );
+    assert_eq!(footprint(&relay), before);
+
+    // A policy refusal inside a transaction leaves earlier work of that transaction.
+    let other = account(&mut device, "Other", "south");
+    let other_changes = device.changes_since(&other.id, &[]).unwrap();
+    let north_only = |before: Option<&Record>, after: &Record| {
+        for r in before.into_iter().chain([after]) {
+            if r.text("territory") != Some("north") {
+                return Err(Error::Refused(format!(
+                    "territory {:?}",
+                    r.text("territory")
+                )));
+            }
+        }
+        Ok(())
+    };
+    let (ok, refused) = relay
+        .transaction(|tx| {
+            let ok = tx.apply_checked(&acc.id, changes.iter().map(parse).collect(), &north_only)?;
+            let refused = tx.apply_checked(
+                &other.id,
+                vec![ParsedChange::parse(&other.id, &other_changes[0]).unwrap()],
+                &north_only,
+            );
+            Ok((ok, refused))
+        })
+        .unwrap();
+    assert_eq!(ok.applied, 2);
+    assert!(matches!(refused, Err(Error::Refused(_))));
+    assert_eq!(relay.get(&acc.id).unwrap(), device.get(&acc.id).unwrap());
+    assert!(matches!(relay.get(&other.id), Err(Error::NotFound(_))));
+    assert_eq!(relay.snapshot(&acc.id).unwrap().is_empty(), false);
+}
+
+#[test]
+fn eviction_removes_records_but_keeps_unsent_changes() {
+    let mut fx = fixture("ann");
+    let a = account(&mut fx.store, "A", "north");
+    let b = account(&mut fx.store, "B", "south");
+    assert_eq!(fx.store.evict(&[a.id.clone(), "nope".into()]).unwrap(), 1);
+    assert!(matches!(fx.store.get(&a.id), Err(Error::NotFound(_))));
+    assert!(fx
+        .store
+        .search("A", None, 10)
+        .unwrap()
+        .iter()
+        .all(|r| r.id != a.id));
+    assert_eq!(fx.store.outbox_status().unwrap().pending, 2);
+    let south = fx
+        .store
+        .transaction(|tx| tx.ids_in_territories(&["south".into()]))
+        .unwrap();
+    assert_eq!(south, [b.id]);
+}

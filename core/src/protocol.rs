@@ -1,0 +1,184 @@
+//! Sync protocol v1 wire types (docs/protocol.md), shared by the device's
+//! sync client and the relay. Bodies are CBOR; every envelope starts with
+//! its `version`, which is checked before anything else is decoded.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+pub const PROTOCOL_VERSION: u32 = 1;
+pub const SUPPORTED_VERSIONS: &[u32] = &[1];
+/// Content type of request and response bodies.
+pub const CONTENT_TYPE: &str = "application/cbor";
+
+/// Where a device is in the relay's log.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// Log sequence number of the last change seen (0: none yet).
+    pub seq: u64,
+    /// Set while a bootstrap from compacted documents is under way.
+    pub bootstrap: Option<Bootstrap>,
+}
+
+/// Progress of a bootstrap: records are sent in id order; afterwards the
+/// device continues from the log position the bootstrap started at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bootstrap {
+    pub after_id: String,
+    pub start_seq: u64,
+}
+
+/// `POST /v1/sync` body: push the outbox, pull what the device lacks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncRequest {
+    pub version: u32,
+    pub device_id: String,
+    pub cursor: Cursor,
+    pub push: Vec<RecordBytes>,
+    /// Largest response the device wants, in bytes of change data.
+    pub max_bytes: u64,
+}
+
+/// Bytes (one change, or one compacted document) of one record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordBytes {
+    pub record_id: String,
+    #[serde(with = "serde_bytes")]
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    #[serde(with = "serde_bytes")]
+    pub hash: Vec<u8>,
+    pub reason: String,
+}
+
+/// The relay's answer to a [`SyncRequest`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SyncResponse {
+    pub version: u32,
+    /// Hashes of pushed changes the relay stored durably (or already had).
+    pub acks: Vec<serde_bytes::ByteBuf>,
+    /// Pushed changes the relay refused, with the reason; the device keeps them.
+    pub rejected: Vec<Rejection>,
+    /// Compacted documents (bootstrap, or a record that entered the device's territories).
+    pub snapshots: Vec<RecordBytes>,
+    /// Changes in log order.
+    pub changes: Vec<RecordBytes>,
+    /// Records that left the device's territories: delete them locally.
+    pub evict: Vec<String>,
+    /// Territories the user no longer has: delete their records locally.
+    pub evict_territories: Vec<String>,
+    pub cursor: Cursor,
+    /// More is waiting: sync again at once.
+    pub more: bool,
+}
+
+/// `POST /v1/login` body (JSON).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginRequest {
+    pub username: String,
+    pub password: String,
+}
+
+/// `POST /v1/login` answer (JSON).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginResponse {
+    pub token: String,
+    pub user: String,
+    pub role: String,
+    pub territories: Vec<String>,
+}
+
+/// Error body of every failed request (JSON).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    pub message: String,
+}
+
+#[derive(Deserialize)]
+struct VersionProbe {
+    version: u32,
+}
+
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    // Writing into a Vec cannot fail, and our types always serialise.
+    ciborium::into_writer(value, &mut out).expect("CBOR encoding into memory cannot fail");
+    out
+}
+
+/// Decodes an envelope, checking its version first.
+pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T> {
+    let probe: VersionProbe = ciborium::from_reader(bytes)
+        .map_err(|e| Error::Protocol(format!("malformed envelope: {e}")))?;
+    if !SUPPORTED_VERSIONS.contains(&probe.version) {
+        return Err(Error::UnsupportedVersion {
+            got: probe.version,
+            supported: SUPPORTED_VERSIONS.to_vec(),
+        });
+    }
+    ciborium::from_reader(bytes).map_err(|e| Error::Protocol(format!("malformed envelope: {e}")))
+}
+
+/// A 32-byte change hash from the wire.
+pub fn hash_from(bytes: &[u8]) -> Result<[u8; 32]> {
+    bytes
+        .try_into()
+        .map_err(|_| Error::Protocol(format!("a change hash is 32 bytes, not {}", bytes.len())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip() {
+        let req = SyncRequest {
+            version: PROTOCOL_VERSION,
+            device_id: "d1".into(),
+            cursor: Cursor {
+                seq: 7,
+                bootstrap: Some(Bootstrap {
+                    after_id: "x".into(),
+                    start_seq: 9,
+                }),
+            },
+            push: vec![RecordBytes {
+                record_id: "r".into(),
+                bytes: vec![1, 2, 3],
+            }],
+            max_bytes: 1 << 20,
+        };
+        assert_eq!(decode::<SyncRequest>(&encode(&req)).unwrap(), req);
+    }
+
+    #[test]
+    fn unknown_versions_and_garbage_get_clear_errors() {
+        #[derive(Serialize)]
+        struct Future {
+            version: u32,
+            hologram: bool,
+        }
+        let err = decode::<SyncRequest>(&encode(&Future {
+            version: 9,
+            hologram: true,
+        }))
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unsupported protocol version 9; this side speaks 1"
+        );
+        let err = decode::<SyncRequest>(b"\xff\x00garbage").unwrap_err();
+        assert!(err.to_string().starts_with("malformed envelope"), "{err}");
+        let err = decode::<SyncRequest>(&encode(&VersionOnly { version: 1 })).unwrap_err();
+        assert!(err.to_string().contains("missing field"), "{err}");
+    }
+
+    #[derive(Serialize)]
+    struct VersionOnly {
+        version: u32,
+    }
+}

@@ -1,0 +1,138 @@
+//! The built-in HTTP transport: blocking, small, rustls (no OpenSSL), suited
+//! to phones. Calls block; run them off the UI thread.
+
+use std::io::BufRead;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::Transport;
+use crate::error::{Error, Result};
+use crate::protocol::{ErrorBody, LoginRequest, LoginResponse, CONTENT_TYPE};
+
+/// Largest response body accepted.
+const MAX_RESPONSE: u64 = 256 << 20;
+
+/// Talks to a relay at `base_url` (e.g. `http://127.0.0.1:8080`) with a
+/// bearer token. Counts the bytes it sends and receives.
+#[derive(Debug)]
+pub struct HttpTransport {
+    base: String,
+    token: String,
+    agent: ureq::Agent,
+    sent: AtomicU64,
+    received: AtomicU64,
+}
+
+impl HttpTransport {
+    pub fn new(base_url: &str, token: &str) -> Self {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(120)))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        HttpTransport {
+            base: base_url.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+            agent,
+            sent: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+        }
+    }
+
+    /// Signs in and returns a transport carrying the new token.
+    pub fn login(base_url: &str, username: &str, password: &str) -> Result<(Self, LoginResponse)> {
+        let mut transport = HttpTransport::new(base_url, "");
+        let body = serde_json::to_vec(&LoginRequest {
+            username: username.to_string(),
+            password: password.to_string(),
+        })
+        .map_err(|e| Error::Protocol(e.to_string()))?;
+        let bytes = transport.post("/v1/login", "application/json", &body)?;
+        let login: LoginResponse = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Protocol(format!("unreadable login response: {e}")))?;
+        transport.token = login.token.clone();
+        Ok((transport, login))
+    }
+
+    /// (bytes sent, bytes received) in request and response bodies.
+    pub fn bytes(&self) -> (u64, u64) {
+        (
+            self.sent.load(Ordering::Relaxed),
+            self.received.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Blocks until the relay announces that its log advanced past
+    /// `cursor`, or `timeout` passes. Returns whether it did.
+    pub fn wait_for_change(&self, cursor: u64, timeout: Duration) -> Result<bool> {
+        let url = format!("{}/v1/events?after={cursor}", self.base);
+        let mut response = self
+            .agent
+            .get(&url)
+            .config()
+            .timeout_global(Some(timeout))
+            .build()
+            .header("authorization", format!("Bearer {}", self.token))
+            .call()
+            .map_err(network)?;
+        if response.status().as_u16() != 200 {
+            return Err(status_error(response.status().as_u16(), &[]));
+        }
+        let reader = std::io::BufReader::new(response.body_mut().as_reader());
+        for line in reader.lines() {
+            match line {
+                Ok(line) if line.starts_with("data:") => return Ok(true),
+                Ok(_) => continue,
+                Err(_) => return Ok(false),
+            }
+        }
+        Ok(false)
+    }
+
+    fn post(&self, path: &str, content_type: &str, body: &[u8]) -> Result<Vec<u8>> {
+        let url = format!("{}{path}", self.base);
+        let mut request = self.agent.post(&url).content_type(content_type);
+        if !self.token.is_empty() {
+            request = request.header("authorization", format!("Bearer {}", self.token));
+        }
+        self.sent.fetch_add(body.len() as u64, Ordering::Relaxed);
+        let mut response = request.send(body).map_err(network)?;
+        let status = response.status().as_u16();
+        let bytes = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_RESPONSE)
+            .read_to_vec()
+            .map_err(network)?;
+        self.received
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        if status != 200 {
+            return Err(status_error(status, &bytes));
+        }
+        Ok(bytes)
+    }
+}
+
+impl Transport for HttpTransport {
+    fn exchange(&self, request: &[u8]) -> Result<Vec<u8>> {
+        self.post("/v1/sync", CONTENT_TYPE, request)
+    }
+}
+
+fn network(e: ureq::Error) -> Error {
+    Error::Transport {
+        status: None,
+        message: e.to_string(),
+    }
+}
+
+fn status_error(status: u16, body: &[u8]) -> Error {
+    let message = match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(b) => format!("relay answered {status} ({}): {}", b.error, b.message),
+        Err(_) => format!("relay answered {status}"),
+    };
+    Error::Transport {
+        status: Some(status),
+        message,
+    }
+}

@@ -1,0 +1,182 @@
+//! The device side of sync protocol v1.
+//!
+//! Two ways to use it:
+//! - [`Store::sync`] with a [`Transport`] (the built-in [`HttpTransport`] or
+//!   the host app's own) runs rounds until nothing is left;
+//! - [`Store::sync_request`] / [`Store::apply_sync_response`] produce and
+//!   consume the bytes, for hosts that carry them themselves.
+//!
+//! Each response is applied in ONE transaction (acks, rejections, received
+//! changes, evictions and the new cursor), so an interrupted sync resumes
+//! where the last applied round left it; a request whose response was lost
+//! is simply sent again (the relay treats repeats idempotently).
+
+#[cfg(feature = "http")]
+mod http;
+
+#[cfg(feature = "http")]
+pub use http::HttpTransport;
+
+use serde::{Deserialize, Serialize};
+
+use crate::doc::ParsedChange;
+use crate::error::{Error, Result};
+use crate::protocol::{self, Cursor, RecordBytes, SyncRequest, SyncResponse, PROTOCOL_VERSION};
+use crate::store::Store;
+
+/// Outbox bytes sent per request.
+const PUSH_BUDGET: usize = 1 << 20;
+/// Response size a device asks for.
+pub const DEFAULT_MAX_BYTES: u64 = 4 << 20;
+/// A safety stop: no sync takes this many rounds.
+const MAX_ROUNDS: usize = 100_000;
+
+/// Carries one request to the relay and returns its response.
+pub trait Transport {
+    fn exchange(&self, request: &[u8]) -> Result<Vec<u8>>;
+}
+
+/// What one round did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoundReport {
+    pub pushed: usize,
+    pub acked: usize,
+    pub rejected: usize,
+    pub snapshots: usize,
+    pub changes: usize,
+    pub evicted: usize,
+    pub more: bool,
+}
+
+/// Progress after each round of a [`Store::sync`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncProgress {
+    pub round: usize,
+    /// Totals so far.
+    pub total: RoundReport,
+    /// Local changes still waiting to be sent.
+    pub outbox_pending: usize,
+    pub cursor: u64,
+}
+
+impl Store {
+    /// The device's position in the relay's log.
+    pub fn cursor(&self) -> Result<Cursor> {
+        match self.sync_state("cursor")? {
+            None => Ok(Cursor::default()),
+            Some(json) => serde_json::from_str(&json)
+                .map_err(|e| Error::Protocol(format!("stored sync cursor is unreadable: {e}"))),
+        }
+    }
+
+    /// The next request: the oldest unsent outbox changes (up to 1 MiB) and
+    /// the cursor.
+    pub fn sync_request(&self) -> Result<Vec<u8>> {
+        Ok(protocol::encode(&self.next_request()?))
+    }
+
+    fn next_request(&self) -> Result<SyncRequest> {
+        let mut push = Vec::new();
+        let mut bytes = 0;
+        let mut after = 0;
+        'outer: loop {
+            let entries = self.outbox(after, 500, false)?;
+            let Some(last) = entries.last() else { break };
+            after = last.seq;
+            for e in entries {
+                if !push.is_empty() && bytes + e.bytes.len() > PUSH_BUDGET {
+                    break 'outer;
+                }
+                bytes += e.bytes.len();
+                push.push(RecordBytes {
+                    record_id: e.record_id,
+                    bytes: e.bytes,
+                });
+            }
+        }
+        Ok(SyncRequest {
+            version: PROTOCOL_VERSION,
+            device_id: self.device_id().to_string(),
+            cursor: self.cursor()?,
+            push,
+            max_bytes: DEFAULT_MAX_BYTES,
+        })
+    }
+
+    /// Applies a relay response in one transaction.
+    pub fn apply_sync_response(&mut self, response: &[u8]) -> Result<RoundReport> {
+        let response: SyncResponse = protocol::decode(response)?;
+        let acks = response
+            .acks
+            .iter()
+            .map(|h| protocol::hash_from(h))
+            .collect::<Result<Vec<_>>>()?;
+        let cursor =
+            serde_json::to_string(&response.cursor).map_err(|e| Error::Protocol(e.to_string()))?;
+        self.transaction(|tx| {
+            let mut report = RoundReport {
+                more: response.more,
+                ..Default::default()
+            };
+            report.acked = tx.ack(&acks)?;
+            for r in &response.rejected {
+                report.rejected +=
+                    usize::from(tx.mark_rejected(&protocol::hash_from(&r.hash)?, &r.reason)?);
+            }
+            if !response.evict_territories.is_empty() {
+                let ids = tx.ids_in_territories(&response.evict_territories)?;
+                report.evicted += tx.evict(&ids)?;
+            }
+            report.evicted += tx.evict(&response.evict)?;
+            for s in &response.snapshots {
+                tx.apply_snapshot(&s.record_id, &s.bytes)?;
+                report.snapshots += 1;
+            }
+            // Consecutive changes of one record go in one call.
+            for group in response.changes.chunk_by(|a, b| a.record_id == b.record_id) {
+                let id = &group[0].record_id;
+                let parsed = group
+                    .iter()
+                    .map(|c| ParsedChange::parse(id, &c.bytes))
+                    .collect::<Result<Vec<_>>>()?;
+                report.changes += group.len();
+                tx.apply_changes(id, parsed)?;
+            }
+            tx.set_sync_state("cursor", &cursor)?;
+            Ok(report)
+        })
+    }
+
+    /// Syncs until the outbox is sent and nothing more is waiting, calling
+    /// `progress` after every round.
+    pub fn sync(
+        &mut self,
+        transport: &dyn Transport,
+        progress: &mut dyn FnMut(&SyncProgress),
+    ) -> Result<SyncProgress> {
+        let mut state = SyncProgress::default();
+        while state.round < MAX_ROUNDS {
+            let request = self.next_request()?;
+            let pushed = request.push.len();
+            let response = transport.exchange(&protocol::encode(&request))?;
+            let round = self.apply_sync_response(&response)?;
+            state.round += 1;
+            let t = &mut state.total;
+            t.pushed += pushed;
+            t.acked += round.acked;
+            t.rejected += round.rejected;
+            t.snapshots += round.snapshots;
+            t.changes += round.changes;
+            t.evicted += round.evicted;
+            t.more = round.more;
+            state.outbox_pending = self.outbox_status()?.pending;
+            state.cursor = self.cursor()?.seq;
+            progress(&state);
+            let outbox_moved = round.acked + round.rejected > 0;
+            if !round.more && (state.outbox_pending == 0 || !outbox_moved) {
+                break;
+            }
+        }
+        Ok(state)
+    }
+}
