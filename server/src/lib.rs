@@ -1,19 +1,111 @@
-//! FieldCRM relay server. `app` builds the router; `main.rs` only parses
+//! FieldCRM relay server. [`app`] builds the router; `main.rs` only parses
 //! flags and serves it, so tests drive the same router in-process.
 
-use axum::response::Html;
-use axum::routing::get;
-use axum::Router;
+pub mod api;
+pub mod auth;
+pub mod demo;
+pub mod error;
+pub mod relay;
 
-/// The relay's HTTP routes.
-pub fn app() -> Router {
-    Router::new()
-        .route("/", get(index))
-        .route("/healthz", get(healthz))
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::middleware::{self, Next};
+use axum::response::{Html, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use relay::RelayStore;
+
+/// Largest request body (a sync push is paged by the client at 1 MiB of changes).
+pub const MAX_BODY_BYTES: usize = 64 << 20;
+/// A request that takes longer is cut off with 408 (slow or stuck clients).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What every handler shares.
+pub struct AppState {
+    pub relay: Arc<dyn RelayStore>,
+    /// Newest log sequence number; event streams watch it.
+    pub head: tokio::sync::watch::Sender<u64>,
+    pub metrics: PrometheusHandle,
 }
 
-async fn healthz() -> &'static str {
-    "ok"
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    pub fn new(relay: Arc<dyn RelayStore>) -> relay::Result<Arc<Self>> {
+        let head = relay.head()?;
+        Ok(Arc::new(AppState {
+            relay,
+            head: tokio::sync::watch::Sender::new(head),
+            metrics: metrics_handle(),
+        }))
+    }
+}
+
+/// The process-wide Prometheus recorder (installed once).
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("fieldcrm_sync_duration_seconds".into()),
+                    &[
+                        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    ],
+                )
+                .expect("bucket list is not empty");
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Fails only if another recorder is installed; then ours just stays unused.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// The relay's HTTP routes.
+pub fn app(state: Arc<AppState>) -> Router {
+    let bounded = Router::new()
+        .route("/v1/login", post(api::login))
+        .route("/v1/logout", post(api::logout))
+        .route("/v1/sync", post(api::sync))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ));
+    Router::new()
+        .route("/", get(index))
+        .route("/healthz", get(api::healthz))
+        .route("/metrics", get(api::metrics))
+        // Event streams stay open: no request timeout.
+        .route("/v1/events", get(api::events))
+        .merge(bounded)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(count_requests))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn count_requests(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_string();
+    let response = next.run(request).await;
+    metrics::counter!("fieldcrm_http_requests_total", "route" => route, "status" => response.status().as_u16().to_string())
+        .increment(1);
+    response
 }
 
 async fn index() -> Html<&'static str> {
@@ -21,27 +113,7 @@ async fn index() -> Html<&'static str> {
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>FieldCRM relay</title></head>",
         "<body><h1>FieldCRM relay</h1><p>Version ",
         env!("CARGO_PKG_VERSION"),
-        ". The relay is running. Sync (protocol v1) and the office UI are not built yet; ",
-        "see the project's open issues.</p></body></html>"
+        ". The relay is running and syncing devices (protocol v1, <code>POST /v1/sync</code>). ",
+        "The office web UI is not built yet.</p></body></html>"
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::body::Body;
-    use axum::http::{Request, StatusCode};
-    use http_body_util::BodyExt;
-    use tower::ServiceExt;
-
-    #[tokio::test]
-    async fn healthz_answers_ok() {
-        let response = app()
-            .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        assert_eq!(&body[..], b"ok");
-    }
 }

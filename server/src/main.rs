@@ -1,19 +1,41 @@
-//! `fieldcrm-server`: command-line entry point.
+//! `fieldcrm-server`: command-line entry point. Parses flags and calls the
+//! library; no logic of its own.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use fieldcrm_server::relay::sqlite::SqliteRelay;
+use fieldcrm_server::relay::{RelayStore, Role};
+use fieldcrm_server::{auth, demo, AppState};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "fieldcrm-server",
     version,
-    about = "FieldCRM relay: merges changes between reps' devices and the office"
+    about = "FieldCRM relay: merges changes between reps' devices and the office",
+    long_about = "FieldCRM relay: merges changes between reps' devices and the office.\n\n\
+        Every setting is a flag and an environment variable (shown in each command's --help).\n\
+        Quick start: `fieldcrm-server serve --demo` seeds demo users and records into an empty store."
 )]
 struct Cli {
+    #[command(flatten)]
+    data: DataDir,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Args, Debug)]
+struct DataDir {
+    /// Folder of the relay's embedded SQLite store (created if missing).
+    #[arg(
+        long,
+        global = true,
+        env = "FIELDCRM_DATA",
+        default_value = "fieldcrm-data"
+    )]
+    data: PathBuf,
 }
 
 #[derive(Subcommand, Debug)]
@@ -23,30 +45,195 @@ enum Command {
         /// Address and port to listen on.
         #[arg(long, env = "FIELDCRM_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
-        /// Folder for the relay's embedded SQLite store.
-        #[arg(long, env = "FIELDCRM_DATA", default_value = "fieldcrm-data")]
-        data: PathBuf,
+        /// Seed the demo dataset first if the store has no users.
+        #[arg(long, env = "FIELDCRM_DEMO")]
+        demo: bool,
     },
+    /// Seed the demo dataset (two territories, reps, a manager, an office user, records).
+    Demo,
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage territories.
+    #[command(subcommand)]
+    Territory(TerritoryCommand),
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+#[derive(Subcommand, Debug)]
+enum UserCommand {
+    /// Add a user.
+    Add {
+        name: String,
+        /// rep, manager, office or admin.
+        #[arg(long, default_value = "rep")]
+        role: String,
+        /// Comma-separated territories (they must exist).
+        #[arg(long, value_delimiter = ',')]
+        territories: Vec<String>,
+        /// The user's password (at least 8 characters).
+        #[arg(long, env = "FIELDCRM_USER_PASSWORD", hide_env_values = true)]
+        password: String,
+    },
+    /// List users.
+    List,
+    /// Remove a user and revoke their tokens (their changes stay).
+    Remove { name: String },
+    /// Replace a user's territories; their devices evict and fetch records on next sync.
+    SetTerritories {
+        name: String,
+        #[arg(value_delimiter = ',')]
+        territories: Vec<String>,
+    },
+    /// Revoke every token of a user (sign them out everywhere).
+    Revoke { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum TerritoryCommand {
+    /// Add a territory.
+    Add { name: String },
+    /// List territories.
+    List,
+}
+
+fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    match Cli::parse().command {
-        Command::Serve { listen, data } => {
-            std::fs::create_dir_all(&data)?;
-            let listener = tokio::net::TcpListener::bind(listen).await?;
-            tracing::info!(%listen, data = %data.display(), "FieldCRM relay listening");
-            axum::serve(listener, fieldcrm_server::app())
-                .with_graceful_shutdown(async {
-                    let _ = tokio::signal::ctrl_c().await;
-                })
-                .await?;
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    let relay = Arc::new(SqliteRelay::open(&cli.data.data)?);
+    match cli.command {
+        Command::Serve { listen, demo } => {
+            if demo {
+                seed_demo(&*relay)?;
+            }
+            serve(relay, listen, &cli.data.data)?;
+        }
+        Command::Demo => seed_demo(&*relay)?,
+        Command::User(cmd) => user_command(&*relay, cmd)?,
+        Command::Territory(TerritoryCommand::Add { name }) => {
+            relay.add_territory(&name)?;
+            println!("territory {name} added");
+        }
+        Command::Territory(TerritoryCommand::List) => {
+            for t in relay.territories()? {
+                println!("{t}");
+            }
         }
     }
     Ok(())
+}
+
+fn seed_demo(relay: &dyn RelayStore) -> Result<(), Box<dyn std::error::Error>> {
+    if !demo::is_empty(relay)? {
+        println!("demo: the store already has users; not seeding");
+        return Ok(());
+    }
+    let n = demo::seed(relay)?;
+    println!(
+        "demo: seeded {n} records; users (password {:?}):",
+        demo::DEMO_PASSWORD
+    );
+    for (user, role, territories) in demo::DEMO_USERS {
+        println!("  {user:<8} {:<8} {}", role.as_str(), territories.join(","));
+    }
+    Ok(())
+}
+
+fn user_command(
+    relay: &dyn RelayStore,
+    cmd: UserCommand,
+) -> Result<(), Box<dyn std::error::Error>> {
+    match cmd {
+        UserCommand::Add {
+            name,
+            role,
+            territories,
+            password,
+        } => {
+            let role: Role = role.parse()?;
+            relay.add_user(&name, &auth::hash_password(&password)?, role, &territories)?;
+            println!("user {name} added ({})", role.as_str());
+        }
+        UserCommand::List => {
+            for u in relay.list_users()? {
+                println!(
+                    "{:<16} {:<8} {}",
+                    u.id,
+                    u.role.as_str(),
+                    u.territories.join(",")
+                );
+            }
+        }
+        UserCommand::Remove { name } => {
+            if !relay.remove_user(&name)? {
+                return Err(format!("no user {name:?}").into());
+            }
+            println!("user {name} removed");
+        }
+        UserCommand::SetTerritories { name, territories } => {
+            relay.set_territories(&name, &territories)?;
+            println!("user {name}: territories {}", territories.join(","));
+        }
+        UserCommand::Revoke { name } => {
+            println!("revoked {} token(s) of {name}", relay.revoke_tokens(&name)?);
+        }
+    }
+    Ok(())
+}
+
+fn serve(
+    relay: Arc<SqliteRelay>,
+    listen: SocketAddr,
+    data: &std::path::Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let state = AppState::new(relay)?;
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        // Tests and scripts read the real address (with --listen 127.0.0.1:0).
+        println!("listening on http://{}", listener.local_addr()?);
+        tracing::info!(addr = %listener.local_addr()?, data = %data.display(), "FieldCRM relay listening");
+        axum::serve(listener, fieldcrm_server::app(state))
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
+        tracing::info!("relay stopped; in-flight syncs finished");
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })
+}
+
+/// SIGTERM or Ctrl-C: stop accepting, let in-flight requests finish.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
 }

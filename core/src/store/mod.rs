@@ -202,6 +202,13 @@ impl Store {
         &self.conn
     }
 
+    /// The SQL connection, for a host that keeps its own tables in the same
+    /// file (the relay). Read through it; write only inside
+    /// [`Store::transaction`], and never to the store's own tables.
+    pub fn sql(&self) -> &Connection {
+        &self.conn
+    }
+
     fn meta(&self) -> ChangeMeta {
         ChangeMeta {
             user: self.user.clone(),

@@ -1,0 +1,142 @@
+//! HTTP handlers: thin shells that decode, call the relay, encode.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use fieldcrm_core::protocol::{self, LoginRequest, LoginResponse, SyncRequest};
+use serde::Deserialize;
+use tokio_stream::{Stream, StreamExt};
+
+use crate::auth::{self, AuthUser};
+use crate::error::ApiError;
+use crate::{relay, AppState};
+
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let relay = state.relay.clone();
+    if let Ok(Ok(stats)) = tokio::task::spawn_blocking(move || relay.stats()).await {
+        metrics::gauge!("fieldcrm_relay_records").set(stats.records as f64);
+        metrics::gauge!("fieldcrm_relay_log_head").set(stats.head as f64);
+    }
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+pub async fn login(
+    State(state): State<Arc<AppState>>,
+    Json(body): Json<LoginRequest>,
+) -> Result<Json<LoginResponse>, ApiError> {
+    let relay = state.relay.clone();
+    let found =
+        tokio::task::spawn_blocking(move || auth::login(&*relay, &body.username, &body.password))
+            .await
+            .map_err(ApiError::internal)??;
+    let (user, token) =
+        found.ok_or_else(|| ApiError::unauthorized("wrong username or password"))?;
+    Ok(Json(LoginResponse {
+        token,
+        user: user.id,
+        role: user.role.as_str().to_string(),
+        territories: user.territories,
+    }))
+}
+
+/// Signs the user out everywhere: every token of theirs stops working.
+pub async fn logout(
+    State(state): State<Arc<AppState>>,
+    AuthUser(user): AuthUser,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let relay = state.relay.clone();
+    let revoked = tokio::task::spawn_blocking(move || relay.revoke_tokens(&user.id))
+        .await
+        .map_err(ApiError::internal)??;
+    Ok(Json(serde_json::json!({ "revoked": revoked })))
+}
+
+pub async fn sync(
+    State(state): State<Arc<AppState>>,
+    AuthUser(user): AuthUser,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let request: SyncRequest = protocol::decode(&body)?;
+    let pushed = request.push.len();
+    let relay = state.relay.clone();
+    let (response, appended, head) = tokio::task::spawn_blocking(move || {
+        let (response, appended) = relay::sync(&*relay, &user, request)?;
+        let head = if appended > 0 {
+            Some(relay.head()?)
+        } else {
+            None
+        };
+        Ok::<_, relay::RelayError>((response, appended, head))
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    if let Some(head) = head {
+        // Wake every connected device: the log advanced.
+        state.head.send_replace(head);
+    }
+    metrics::counter!("fieldcrm_changes_accepted_total")
+        .increment((pushed - response.rejected.len()) as u64);
+    metrics::counter!("fieldcrm_changes_rejected_total").increment(response.rejected.len() as u64);
+    metrics::counter!("fieldcrm_changes_appended_total").increment(appended as u64);
+    metrics::histogram!("fieldcrm_sync_duration_seconds").record(started.elapsed().as_secs_f64());
+    Ok((
+        [(CONTENT_TYPE, protocol::CONTENT_TYPE)],
+        protocol::encode(&response),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    after: Option<u64>,
+}
+
+/// Server-sent events: one `log` event (data = newest sequence number)
+/// whenever the log advances past `after`. Devices sync when they get one.
+pub async fn events(
+    State(state): State<Arc<AppState>>,
+    AuthUser(_user): AuthUser,
+    Query(q): Query<EventsQuery>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let after = q.after.unwrap_or(0);
+    let connected = ConnectedDevice::new();
+    let stream = tokio_stream::wrappers::WatchStream::new(state.head.subscribe())
+        .filter(move |head| *head > after)
+        .map(move |head| {
+            let _still_connected = &connected;
+            Ok(Event::default().event("log").data(head.to_string()))
+        });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// Counts open event streams in the `fieldcrm_connected_devices` gauge.
+struct ConnectedDevice;
+
+impl ConnectedDevice {
+    fn new() -> Self {
+        metrics::gauge!("fieldcrm_connected_devices").increment(1.0);
+        ConnectedDevice
+    }
+}
+
+impl Drop for ConnectedDevice {
+    fn drop(&mut self) {
+        metrics::gauge!("fieldcrm_connected_devices").decrement(1.0);
+    }
+}

@@ -1,0 +1,223 @@
+//! The relay's storage contract and the sync flow built on it.
+//!
+//! [`RelayStore`] is implemented by [`sqlite::SqliteRelay`] (the embedded
+//! default); a PostgreSQL implementation must keep the same promises:
+//! - `push` validates every change (it must load into its record's
+//!   document), enforces the user's access, stores accepted changes durably
+//!   and appends them to the log before returning; repeats are acknowledged,
+//!   never duplicated;
+//! - the log's sequence number is the sync cursor, and a reader never skips a
+//!   change that commits later with a lower number;
+//! - `pull` returns only what the user may see, paged by bytes.
+
+pub mod sqlite;
+
+use serde::{Deserialize, Serialize};
+
+use fieldcrm_core::protocol::{
+    Cursor, RecordBytes, Rejection, SyncRequest, SyncResponse, PROTOCOL_VERSION,
+};
+
+/// Largest single change a device may push.
+pub const MAX_CHANGE_BYTES: usize = 1 << 20;
+/// Largest response page, whatever the device asks for.
+pub const MAX_PAGE_BYTES: u64 = 16 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Rep,
+    Manager,
+    Office,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Rep => "rep",
+            Role::Manager => "manager",
+            Role::Office => "office",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// Office staff and admins see every territory.
+    pub fn sees_all(self) -> bool {
+        matches!(self, Role::Office | Role::Admin)
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = RelayError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "rep" => Ok(Role::Rep),
+            "manager" => Ok(Role::Manager),
+            "office" => Ok(Role::Office),
+            "admin" => Ok(Role::Admin),
+            _ => Err(RelayError::Invalid(format!(
+                "unknown role {s:?} (expected rep, manager, office or admin)"
+            ))),
+        }
+    }
+}
+
+/// A signed-in user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub id: String,
+    pub role: Role,
+    pub territories: Vec<String>,
+}
+
+impl User {
+    /// Whether the user may see and change records of `territory`.
+    pub fn can_access(&self, territory: Option<&str>) -> bool {
+        self.role.sees_all()
+            || territory.is_some_and(|t| self.territories.iter().any(|mine| mine == t))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error(transparent)]
+    Core(#[from] fieldcrm_core::Error),
+    #[error("relay storage error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+}
+
+pub type Result<T, E = RelayError> = std::result::Result<T, E>;
+
+/// Result of a push: per change, acknowledged or refused with a reason.
+#[derive(Debug, Default)]
+pub struct PushOutcome {
+    pub acks: Vec<[u8; 32]>,
+    pub rejected: Vec<Rejection>,
+    /// Changes newly appended to the log.
+    pub appended: usize,
+}
+
+/// One page of what a device lacks.
+#[derive(Debug, Default)]
+pub struct PullPage {
+    pub snapshots: Vec<RecordBytes>,
+    pub changes: Vec<RecordBytes>,
+    pub evict: Vec<String>,
+    pub cursor: Cursor,
+    pub more: bool,
+}
+
+/// How a device's view changed since its last sync: territories the user
+/// lost and territories the user gained.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct TerritoryDelta {
+    pub removed: Vec<String>,
+    pub added: Vec<String>,
+}
+
+/// Counts for /metrics and the benchmark.
+#[derive(Debug, Default, Serialize)]
+pub struct RelayStats {
+    pub records: u64,
+    pub log_entries: u64,
+    pub head: u64,
+}
+
+/// Everything the relay stores. Blocking: call from `spawn_blocking`.
+pub trait RelayStore: Send + Sync {
+    fn push(&self, user: &User, device: &str, changes: Vec<RecordBytes>) -> Result<PushOutcome>;
+    fn pull(&self, user: &User, device: &str, cursor: &Cursor, max_bytes: u64) -> Result<PullPage>;
+    /// Records the device's current territories; returns the change since its last sync.
+    fn register_device(&self, user: &User, device: &str) -> Result<TerritoryDelta>;
+    /// The newest log sequence number.
+    fn head(&self) -> Result<u64>;
+    fn stats(&self) -> Result<RelayStats>;
+
+    fn add_user(
+        &self,
+        id: &str,
+        password_hash: &str,
+        role: Role,
+        territories: &[String],
+    ) -> Result<()>;
+    /// The user and their password hash.
+    fn user(&self, id: &str) -> Result<Option<(User, String)>>;
+    fn list_users(&self) -> Result<Vec<User>>;
+    fn remove_user(&self, id: &str) -> Result<bool>;
+    fn set_territories(&self, id: &str, territories: &[String]) -> Result<()>;
+    fn add_territory(&self, name: &str) -> Result<()>;
+    fn territories(&self) -> Result<Vec<String>>;
+
+    fn add_token(&self, user: &str, token_hash: &[u8; 32]) -> Result<()>;
+    fn user_by_token(&self, token_hash: &[u8; 32]) -> Result<Option<User>>;
+    fn revoke_tokens(&self, user: &str) -> Result<usize>;
+}
+
+/// One `POST /v1/sync` round: push, then pull, as one response.
+pub fn sync(
+    store: &dyn RelayStore,
+    user: &User,
+    request: SyncRequest,
+) -> Result<(SyncResponse, usize)> {
+    if request.device_id.is_empty() || request.device_id.len() > 128 {
+        return Err(RelayError::Invalid(
+            "device_id must be 1 to 128 bytes".into(),
+        ));
+    }
+    let pushed = store.push(user, &request.device_id, request.push)?;
+    let delta = store.register_device(user, &request.device_id)?;
+    // A user who gained territories needs their records: bootstrap again
+    // (what the device already has is merged idempotently).
+    let cursor = if delta.added.is_empty() {
+        request.cursor
+    } else {
+        Cursor::default()
+    };
+    let max_bytes = request.max_bytes.clamp(1, MAX_PAGE_BYTES);
+    let page = store.pull(user, &request.device_id, &cursor, max_bytes)?;
+    let response = SyncResponse {
+        version: PROTOCOL_VERSION,
+        acks: pushed
+            .acks
+            .iter()
+            .map(|h| serde_bytes::ByteBuf::from(h.to_vec()))
+            .collect(),
+        rejected: pushed.rejected,
+        snapshots: page.snapshots,
+        changes: page.changes,
+        evict: page.evict,
+        evict_territories: delta.removed,
+        cursor: page.cursor,
+        more: page.more,
+    };
+    Ok((response, pushed.appended))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_follows_role_and_territories() {
+        let rep = User {
+            id: "ann".into(),
+            role: Role::Rep,
+            territories: vec!["north".into()],
+        };
+        assert!(rep.can_access(Some("north")));
+        assert!(!rep.can_access(Some("south")));
+        assert!(!rep.can_access(None));
+        let office = User {
+            role: Role::Office,
+            territories: vec![],
+            ..rep
+        };
+        assert!(office.can_access(Some("south")) && office.can_access(None));
+        assert!("boss".parse::<Role>().is_err());
+    }
+}

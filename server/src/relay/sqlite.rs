@@ -1,0 +1,612 @@
+//! The embedded relay store: one SQLite file holding the record documents
+//! and their projection (a core [`Store`], so the office UI gets queries,
+//! history and conflicts for free) plus the relay's own tables: the change
+//! log, users, tokens, territories, devices and actor bindings.
+//!
+//! Cursor correctness: SQLite runs one write transaction at a time, and a
+//! push assigns log sequence numbers inside its write transaction. So a
+//! transaction holding a lower number always commits before one holding a
+//! higher number starts, and a reader can never see seq N+1 without seq N.
+//! Here one mutex serialises all access on top of that.
+
+use std::cell::RefCell;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use fieldcrm_core::protocol::{Bootstrap, Cursor, RecordBytes, Rejection};
+use fieldcrm_core::{Error as CoreError, ParsedChange, Record, Store, StoreOptions, StoreTx};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{
+    PullPage, PushOutcome, RelayError, RelayStats, RelayStore, Result, Role, TerritoryDelta, User,
+    MAX_CHANGE_BYTES,
+};
+
+const SCHEMA_VERSION: i64 = 1;
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS relay_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+-- Append-only change log; seq is the sync cursor. territory is the record's
+-- territory after the change; prev_territory is set when the change moved it.
+CREATE TABLE IF NOT EXISTS relay_log (
+    seq            INTEGER PRIMARY KEY,
+    record_id      TEXT NOT NULL,
+    hash           BLOB NOT NULL UNIQUE,
+    territory      TEXT,
+    prev_territory TEXT,
+    device         TEXT NOT NULL,
+    user_id        TEXT NOT NULL,
+    bytes          BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS relay_log_territory ON relay_log (territory, seq);
+CREATE INDEX IF NOT EXISTS relay_log_moves ON relay_log (prev_territory, seq) WHERE prev_territory IS NOT NULL;
+CREATE TABLE IF NOT EXISTS relay_territories (name TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS relay_users (
+    id            TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    role          TEXT NOT NULL,
+    territories   TEXT NOT NULL
+) WITHOUT ROWID;
+-- Bearer tokens, stored as SHA-256 of the token.
+CREATE TABLE IF NOT EXISTS relay_tokens (
+    hash    BLOB PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES relay_users (id) ON DELETE CASCADE
+);
+-- Each Automerge actor belongs to the first user who pushed with it.
+CREATE TABLE IF NOT EXISTS relay_actors (actor TEXT PRIMARY KEY, user_id TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS relay_devices (
+    device_id   TEXT PRIMARY KEY,
+    user_id     TEXT NOT NULL,
+    territories TEXT NOT NULL
+) WITHOUT ROWID;
+";
+
+/// Relay store in `DIR/relay.db`.
+pub struct SqliteRelay {
+    store: Mutex<Store>,
+}
+
+impl std::fmt::Debug for SqliteRelay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteRelay").finish_non_exhaustive()
+    }
+}
+
+impl SqliteRelay {
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| RelayError::Invalid(format!("cannot create {}: {e}", dir.display())))?;
+        // FULL: an acknowledged change must survive a power loss too.
+        let options = StoreOptions {
+            durable: true,
+            ..StoreOptions::default()
+        };
+        let mut store = Store::open_with(dir.join("relay.db"), "relay", options)?;
+        store.transaction(|tx| {
+            let sql = tx.sql();
+            sql.execute_batch(SCHEMA)?;
+            let version: Option<String> = sql
+                .query_row("SELECT value FROM relay_meta WHERE key = 'schema'", [], |r| r.get(0))
+                .optional()?;
+            match version.and_then(|v| v.parse::<i64>().ok()) {
+                None => {
+                    sql.execute(
+                        "INSERT INTO relay_meta (key, value) VALUES ('schema', ?1)",
+                        [SCHEMA_VERSION.to_string()],
+                    )?;
+                }
+                Some(v) if v > SCHEMA_VERSION => {
+                    return Err(CoreError::Refused(format!(
+                        "relay schema version {v} is newer than this build ({SCHEMA_VERSION}); upgrade the server"
+                    )))
+                }
+                Some(_) => {}
+            }
+            Ok(())
+        })?;
+        Ok(SqliteRelay {
+            store: Mutex::new(store),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Store> {
+        // A panic while holding the lock cannot leave SQLite half-written
+        // (the transaction rolls back), so the store stays usable.
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Read access to the relay's record store (queries for the office UI).
+    pub fn with_records<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
+        f(&mut self.lock())
+    }
+}
+
+fn territories_json(territories: &[String]) -> String {
+    serde_json::Value::from(territories.to_vec()).to_string()
+}
+
+fn parse_territories(json: &str) -> Vec<String> {
+    serde_json::from_str(json).unwrap_or_default()
+}
+
+fn reject(hash: Option<[u8; 32]>, reason: impl Into<String>) -> Rejection {
+    Rejection {
+        hash: hash.map(|h| h.to_vec()).unwrap_or_default(),
+        reason: reason.into(),
+    }
+}
+
+/// Validates and stores one pushed change inside the push transaction.
+fn push_one(
+    tx: &StoreTx<'_>,
+    user: &User,
+    device: &str,
+    change: &RecordBytes,
+) -> std::result::Result<([u8; 32], bool), Rejection> {
+    if change.bytes.len() > MAX_CHANGE_BYTES {
+        return Err(reject(
+            None,
+            format!(
+                "change of {} bytes exceeds the limit of {MAX_CHANGE_BYTES}",
+                change.bytes.len()
+            ),
+        ));
+    }
+    let parsed = ParsedChange::parse(&change.record_id, &change.bytes)
+        .map_err(|e| reject(None, e.to_string()))?;
+    let hash = parsed.hash();
+    let fail = |reason: String| reject(Some(hash), reason);
+    if parsed.user() != Some(user.id.as_str()) {
+        return Err(fail(format!(
+            "change is signed as user {:?}, but you are {:?}",
+            parsed.user().unwrap_or(""),
+            user.id
+        )));
+    }
+    let actor = parsed.actor_hex();
+    let sql = tx.sql();
+    let owner: Option<String> = sql
+        .prepare_cached("SELECT user_id FROM relay_actors WHERE actor = ?1")
+        .and_then(|mut s| s.query_row([&actor], |r| r.get(0)).optional())
+        .map_err(|e| fail(e.to_string()))?;
+    if let Some(owner) = &owner {
+        if owner != &user.id {
+            return Err(fail(format!("actor {actor} belongs to another user")));
+        }
+    }
+    let territories: RefCell<(Option<String>, Option<String>)> = RefCell::new((None, None));
+    let check = |before: Option<&Record>, after: &Record| -> fieldcrm_core::Result<()> {
+        let (b, a) = (
+            before.and_then(|r| r.text("territory")),
+            after.text("territory"),
+        );
+        for t in before.map(|_| b).into_iter().chain([a]) {
+            if !user.can_access(t) {
+                return Err(CoreError::Refused(format!(
+                    "record {} is in territory {:?}, outside yours",
+                    after.id,
+                    t.unwrap_or("")
+                )));
+            }
+        }
+        *territories.borrow_mut() = (b.map(String::from), a.map(String::from));
+        Ok(())
+    };
+    let outcome = tx
+        .apply_checked(&change.record_id, vec![parsed], &check)
+        .map_err(|e| fail(e.to_string()))?;
+    if outcome.applied == 0 {
+        return Ok((hash, false)); // already had it: acknowledge, log nothing
+    }
+    let (before, after) = territories.into_inner();
+    let moved_from = before.filter(|b| Some(b) != after.as_ref());
+    let store = || -> rusqlite::Result<()> {
+        if owner.is_none() {
+            sql.prepare_cached("INSERT INTO relay_actors (actor, user_id) VALUES (?1, ?2)")?
+                .execute(params![actor, user.id])?;
+        }
+        sql.prepare_cached(
+            "INSERT INTO relay_log (record_id, hash, territory, prev_territory, device, user_id, bytes)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![change.record_id, hash, after, moved_from, device, user.id, change.bytes])?;
+        Ok(())
+    };
+    store().map_err(|e| fail(e.to_string()))?;
+    Ok((hash, true))
+}
+
+impl RelayStore for SqliteRelay {
+    fn push(&self, user: &User, device: &str, changes: Vec<RecordBytes>) -> Result<PushOutcome> {
+        if changes.is_empty() {
+            return Ok(PushOutcome::default());
+        }
+        let mut store = self.lock();
+        Ok(store.transaction(|tx| {
+            let mut out = PushOutcome::default();
+            for change in &changes {
+                match push_one(tx, user, device, change) {
+                    Ok((hash, appended)) => {
+                        out.acks.push(hash);
+                        out.appended += usize::from(appended);
+                    }
+                    Err(rejection) => out.rejected.push(rejection),
+                }
+            }
+            Ok(out)
+        })?)
+    }
+
+    fn pull(&self, user: &User, device: &str, cursor: &Cursor, max_bytes: u64) -> Result<PullPage> {
+        let store = self.lock();
+        let head = head(store_conn(&store))?;
+        if let Some(boot) = bootstrap_state(cursor, head) {
+            return bootstrap_page(&store, user, boot, head, max_bytes);
+        }
+        log_page(&store, user, device, cursor.seq, head, max_bytes)
+    }
+
+    fn register_device(&self, user: &User, device: &str) -> Result<TerritoryDelta> {
+        let mut store = self.lock();
+        Ok(store.transaction(|tx| {
+            let sql = tx.sql();
+            let previous: Option<String> = sql
+                .query_row(
+                    "SELECT territories FROM relay_devices WHERE device_id = ?1 AND user_id = ?2",
+                    params![device, user.id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let now = if user.role.sees_all() { Vec::new() } else { user.territories.clone() };
+            sql.execute(
+                "INSERT INTO relay_devices (device_id, user_id, territories) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (device_id) DO UPDATE SET user_id = excluded.user_id, territories = excluded.territories",
+                params![device, user.id, territories_json(&now)],
+            )?;
+            let Some(previous) = previous.map(|p| parse_territories(&p)) else {
+                return Ok(TerritoryDelta::default());
+            };
+            Ok(TerritoryDelta {
+                removed: previous.iter().filter(|t| !now.contains(t)).cloned().collect(),
+                added: now.iter().filter(|t| !previous.contains(t)).cloned().collect(),
+            })
+        })?)
+    }
+
+    fn head(&self) -> Result<u64> {
+        head(store_conn(&self.lock()))
+    }
+
+    fn stats(&self) -> Result<RelayStats> {
+        let store = self.lock();
+        let conn = store_conn(&store);
+        let count = |sql: &str| {
+            conn.query_row(sql, [], |r| r.get::<_, i64>(0))
+                .map(|n| n as u64)
+        };
+        Ok(RelayStats {
+            records: count("SELECT count(*) FROM records")?,
+            log_entries: count("SELECT count(*) FROM relay_log")?,
+            head: head(conn)?,
+        })
+    }
+
+    fn add_user(
+        &self,
+        id: &str,
+        password_hash: &str,
+        role: Role,
+        territories: &[String],
+    ) -> Result<()> {
+        let mut store = self.lock();
+        store.transaction(|tx| {
+            check_territories(tx.sql(), territories)?;
+            let inserted = tx.sql().execute(
+                "INSERT OR IGNORE INTO relay_users (id, password_hash, role, territories) VALUES (?1, ?2, ?3, ?4)",
+                params![id, password_hash, role.as_str(), territories_json(territories)],
+            )?;
+            if inserted == 0 {
+                return Err(CoreError::Refused(format!("user {id:?} already exists")));
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    fn user(&self, id: &str) -> Result<Option<(User, String)>> {
+        let store = self.lock();
+        let row = store_conn(&store)
+            .query_row(
+                "SELECT id, role, territories, password_hash FROM relay_users WHERE id = ?1",
+                [id],
+                |r| Ok((user_from_row(r)?, r.get::<_, String>(3)?)),
+            )
+            .optional()?;
+        Ok(row)
+    }
+
+    fn list_users(&self) -> Result<Vec<User>> {
+        let store = self.lock();
+        let conn = store_conn(&store);
+        let mut stmt = conn.prepare("SELECT id, role, territories FROM relay_users ORDER BY id")?;
+        let users = stmt
+            .query_map([], user_from_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(users)
+    }
+
+    fn remove_user(&self, id: &str) -> Result<bool> {
+        let mut store = self.lock();
+        Ok(store.transaction(|tx| {
+            tx.sql()
+                .execute("DELETE FROM relay_tokens WHERE user_id = ?1", [id])?;
+            Ok(tx
+                .sql()
+                .execute("DELETE FROM relay_users WHERE id = ?1", [id])?
+                > 0)
+        })?)
+    }
+
+    fn set_territories(&self, id: &str, territories: &[String]) -> Result<()> {
+        let mut store = self.lock();
+        store.transaction(|tx| {
+            check_territories(tx.sql(), territories)?;
+            let n = tx.sql().execute(
+                "UPDATE relay_users SET territories = ?2 WHERE id = ?1",
+                params![id, territories_json(territories)],
+            )?;
+            if n == 0 {
+                return Err(CoreError::NotFound(format!("user {id}")));
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    fn add_territory(&self, name: &str) -> Result<()> {
+        if name.trim().is_empty() || name.len() > 64 {
+            return Err(RelayError::Invalid(format!(
+                "territory name {name:?} must be 1 to 64 bytes"
+            )));
+        }
+        let store = self.lock();
+        store_conn(&store).execute(
+            "INSERT OR IGNORE INTO relay_territories (name) VALUES (?1)",
+            [name],
+        )?;
+        Ok(())
+    }
+
+    fn territories(&self) -> Result<Vec<String>> {
+        let store = self.lock();
+        let conn = store_conn(&store);
+        let mut stmt = conn.prepare("SELECT name FROM relay_territories ORDER BY name")?;
+        let names = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(names)
+    }
+
+    fn add_token(&self, user: &str, token_hash: &[u8; 32]) -> Result<()> {
+        let store = self.lock();
+        store_conn(&store).execute(
+            "INSERT INTO relay_tokens (hash, user_id) VALUES (?1, ?2)",
+            params![token_hash, user],
+        )?;
+        Ok(())
+    }
+
+    fn user_by_token(&self, token_hash: &[u8; 32]) -> Result<Option<User>> {
+        let store = self.lock();
+        Ok(store_conn(&store)
+            .query_row(
+                "SELECT u.id, u.role, u.territories FROM relay_tokens t JOIN relay_users u ON u.id = t.user_id
+                 WHERE t.hash = ?1",
+                [token_hash],
+                user_from_row,
+            )
+            .optional()?)
+    }
+
+    fn revoke_tokens(&self, user: &str) -> Result<usize> {
+        let store = self.lock();
+        Ok(store_conn(&store).execute("DELETE FROM relay_tokens WHERE user_id = ?1", [user])?)
+    }
+}
+
+/// The relay reads its own tables through the record store's connection.
+fn store_conn(store: &Store) -> &Connection {
+    store.sql()
+}
+
+fn head(conn: &Connection) -> Result<u64> {
+    Ok(
+        conn.query_row("SELECT coalesce(max(seq), 0) FROM relay_log", [], |r| {
+            r.get::<_, i64>(0)
+        })? as u64,
+    )
+}
+
+fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
+    let role: String = r.get(1)?;
+    Ok(User {
+        id: r.get(0)?,
+        role: role.parse().unwrap_or(Role::Rep),
+        territories: parse_territories(&r.get::<_, String>(2)?),
+    })
+}
+
+fn check_territories(conn: &Connection, territories: &[String]) -> fieldcrm_core::Result<()> {
+    for t in territories {
+        let known: Option<i64> = conn
+            .query_row(
+                "SELECT 1 FROM relay_territories WHERE name = ?1",
+                [t],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if known.is_none() {
+            return Err(CoreError::Refused(format!(
+                "unknown territory {t:?}; add it first with `fieldcrm-server territory add`"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A fresh device (cursor 0) bootstraps from compacted documents.
+fn bootstrap_state(cursor: &Cursor, head: u64) -> Option<Bootstrap> {
+    match &cursor.bootstrap {
+        Some(b) => Some(b.clone()),
+        None if cursor.seq == 0 && head > 0 => Some(Bootstrap {
+            after_id: String::new(),
+            start_seq: head,
+        }),
+        None => None,
+    }
+}
+
+/// Compacted documents of the records the user may see, in id order.
+fn bootstrap_page(
+    store: &Store,
+    user: &User,
+    boot: Bootstrap,
+    head: u64,
+    max_bytes: u64,
+) -> Result<PullPage> {
+    let conn = store_conn(store);
+    let mut page = PullPage::default();
+    let mut bytes = 0u64;
+    let mut after = boot.after_id.clone();
+    let (filter, territories) = territory_filter(user, "territory");
+    let sql = format!("SELECT id FROM records WHERE id > ?1 {filter} ORDER BY id LIMIT 500");
+    loop {
+        let ids: Vec<String> = conn
+            .prepare_cached(&sql)?
+            .query_map(params![after, territories], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        if ids.is_empty() {
+            // Done: continue from the log position the bootstrap started at.
+            page.cursor = Cursor {
+                seq: boot.start_seq,
+                bootstrap: None,
+            };
+            page.more = head > boot.start_seq;
+            return Ok(page);
+        }
+        for id in ids {
+            let snapshot = store.snapshot(&id)?;
+            if bytes > 0 && bytes + snapshot.len() as u64 > max_bytes {
+                page.cursor = Cursor {
+                    seq: 0,
+                    bootstrap: Some(Bootstrap {
+                        after_id: after,
+                        start_seq: boot.start_seq,
+                    }),
+                };
+                page.more = true;
+                return Ok(page);
+            }
+            bytes += snapshot.len() as u64;
+            after = id.clone();
+            page.snapshots.push(RecordBytes {
+                record_id: id,
+                bytes: snapshot,
+            });
+        }
+    }
+}
+
+/// Log entries after `seq` that the user may see, skipping the device's own.
+fn log_page(
+    store: &Store,
+    user: &User,
+    device: &str,
+    seq: u64,
+    head: u64,
+    max_bytes: u64,
+) -> Result<PullPage> {
+    let conn = store_conn(store);
+    let (filter, territories) = territory_filter(user, "territory");
+    let (move_filter, _) = territory_filter(user, "prev_territory");
+    let visibility = format!("AND (1 {filter} OR 1 {move_filter})");
+    let sql = format!(
+        "SELECT seq, record_id, territory, prev_territory, device, bytes FROM relay_log
+         WHERE seq > ?1 {visibility} ORDER BY seq LIMIT 1000"
+    );
+    let mut page = PullPage {
+        cursor: Cursor {
+            seq,
+            bootstrap: None,
+        },
+        ..Default::default()
+    };
+    let mut bytes = 0u64;
+    let mut snapshotted: Vec<String> = Vec::new();
+    let mut last = seq;
+    loop {
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let rows = stmt
+            .query_map(params![last as i64, territories], |r| {
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, Vec<u8>>(5)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        if rows.is_empty() {
+            // Nothing visible up to head: skip past invisible entries too.
+            page.cursor.seq = head.max(page.cursor.seq);
+            page.more = false;
+            return Ok(page);
+        }
+        for (entry_seq, record_id, territory, prev, origin, change) in rows {
+            last = entry_seq;
+            let sees_now = user.can_access(territory.as_deref());
+            let saw_before = prev.as_deref().is_none_or(|p| user.can_access(Some(p)));
+            let item_bytes = change.len() as u64;
+            if bytes > 0 && bytes + item_bytes > max_bytes {
+                page.more = true;
+                return Ok(page);
+            }
+            if !sees_now {
+                // The record left the user's territories.
+                page.evict.push(record_id);
+            } else if !saw_before {
+                // It entered them: the device lacks its history, send all of it.
+                if !snapshotted.contains(&record_id) {
+                    let snapshot = store.snapshot(&record_id)?;
+                    bytes += snapshot.len() as u64;
+                    snapshotted.push(record_id.clone());
+                    page.snapshots.push(RecordBytes {
+                        record_id,
+                        bytes: snapshot,
+                    });
+                }
+            } else if origin != device {
+                bytes += item_bytes;
+                page.changes.push(RecordBytes {
+                    record_id,
+                    bytes: change,
+                });
+            }
+            page.cursor.seq = entry_seq;
+        }
+    }
+}
+
+/// SQL narrowing rows to the user's territories (always true for office and
+/// admin), with its parameter: a JSON array bound as `?2`.
+fn territory_filter(user: &User, column: &str) -> (String, String) {
+    if user.role.sees_all() {
+        ("AND ?2 IS NOT NULL".into(), "[]".into())
+    } else {
+        (
+            format!("AND {column} IN (SELECT value FROM json_each(?2))"),
+            territories_json(&user.territories),
+        )
+    }
+}
