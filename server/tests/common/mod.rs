@@ -1,0 +1,135 @@
+//! Starts the real `fieldcrm-server` binary on 127.0.0.1 with an ephemeral
+//! port, and makes devices (core stores) that sync with it over HTTP.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use fieldcrm_core::{HttpTransport, Store};
+
+pub const PASSWORD: &str = "correct horse battery";
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_fieldcrm-server")
+}
+
+/// Runs an admin command against a data folder and checks it succeeded.
+pub fn admin(data: &Path, args: &[&str]) {
+    let out = Command::new(bin())
+        .arg("--data")
+        .arg(data)
+        .args(args)
+        .env("FIELDCRM_USER_PASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A running relay process.
+pub struct Relay {
+    child: Child,
+    pub url: String,
+    pub data: PathBuf,
+}
+
+impl Relay {
+    pub fn start(data: &Path) -> Relay {
+        let mut child = Command::new(bin())
+            .arg("--data")
+            .arg(data)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from the relay: {line:?}"))
+            .to_string();
+        Relay {
+            child,
+            url,
+            data: data.to_path_buf(),
+        }
+    }
+
+    /// SIGKILL: no chance to finish anything.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Two territories and users: ann, bob (north reps), sam (south rep),
+/// maria (manager of both), olivia (office).
+pub fn seed_users(data: &Path) {
+    admin(data, &["territory", "add", "north"]);
+    admin(data, &["territory", "add", "south"]);
+    admin(data, &["user", "add", "ann", "--territories", "north"]);
+    admin(data, &["user", "add", "bob", "--territories", "north"]);
+    admin(data, &["user", "add", "sam", "--territories", "south"]);
+    admin(
+        data,
+        &[
+            "user",
+            "add",
+            "maria",
+            "--role",
+            "manager",
+            "--territories",
+            "north,south",
+        ],
+    );
+    admin(data, &["user", "add", "olivia", "--role", "office"]);
+}
+
+/// A device: its own store and a signed-in transport.
+pub struct Device {
+    pub store: Store,
+    pub transport: HttpTransport,
+}
+
+impl Device {
+    pub fn new(dir: &Path, relay: &Relay, user: &str) -> Device {
+        let store = Store::open(dir.join(format!("{user}-device.db")), user).unwrap();
+        let (transport, _) = HttpTransport::login(&relay.url, user, PASSWORD).unwrap();
+        Device { store, transport }
+    }
+
+    /// Point at a restarted relay.
+    pub fn reconnect(&mut self, relay: &Relay, user: &str) {
+        self.transport = HttpTransport::login(&relay.url, user, PASSWORD).unwrap().0;
+    }
+
+    pub fn sync(&mut self) -> fieldcrm_core::SyncProgress {
+        self.store.sync(&self.transport, &mut |_| {}).unwrap()
+    }
+}

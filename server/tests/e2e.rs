@@ -1,0 +1,204 @@
+//! End-to-end: the real relay binary, devices syncing over HTTP.
+
+mod common;
+
+use common::{seed_users, Device, Relay};
+use fieldcrm_core::{fields, Kind, ListQuery, Record, Transport, Value};
+
+fn all(device: &Device) -> Vec<Record> {
+    let mut q = ListQuery {
+        limit: 1000,
+        include_deleted: true,
+        ..Default::default()
+    };
+    q.sort = fieldcrm_core::SortBy::CreatedAt;
+    device.store.list(&q).unwrap().records
+}
+
+#[test]
+fn reps_and_office_converge_and_other_territories_see_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("relay");
+    seed_users(&data);
+    let relay = Relay::start(&data);
+    let mut ann = Device::new(dir.path(), &relay, "ann");
+    let mut bob = Device::new(dir.path(), &relay, "bob");
+    let mut sam = Device::new(dir.path(), &relay, "sam");
+    let mut olivia = Device::new(dir.path(), &relay, "olivia");
+
+    // Ann creates an account and a contact in her territory and syncs.
+    let acme = ann
+        .store
+        .create(
+            Kind::Account,
+            fields([("name", "Acme"), ("territory", "north")]),
+        )
+        .unwrap();
+    ann.store
+        .create(
+            Kind::Contact,
+            fields([
+                ("account_id", acme.id.as_str()),
+                ("first_name", "Ada"),
+                ("last_name", "Lovelace"),
+                ("territory", "north"),
+            ]),
+        )
+        .unwrap();
+    let progress = ann.sync();
+    assert_eq!(progress.total.acked, 2);
+    assert_eq!(ann.store.outbox_status().unwrap().pending, 0);
+
+    // Sam, in the south, has his own record.
+    sam.store
+        .create(
+            Kind::Account,
+            fields([("name", "Solent Marine"), ("territory", "south")]),
+        )
+        .unwrap();
+    sam.sync();
+
+    for device in [&mut bob, &mut olivia] {
+        device.sync();
+    }
+    assert_eq!(
+        bob.store.get(&acme.id).unwrap(),
+        ann.store.get(&acme.id).unwrap()
+    );
+    assert_eq!(all(&bob).len(), 2, "bob sees north only");
+    assert_eq!(all(&olivia).len(), 3, "the office sees everything");
+    sam.sync();
+    assert_eq!(all(&sam).len(), 1, "sam sees none of the north");
+
+    // Offline: ann and bob edit the same field and different fields.
+    ann.store
+        .update(
+            &acme.id,
+            fields([("phone", "+44 111 111"), ("industry", "Steel")]),
+        )
+        .unwrap();
+    bob.store
+        .update(
+            &acme.id,
+            fields([("phone", "+44 222 222"), ("website", "acme.example")]),
+        )
+        .unwrap();
+    // Several orders: bob first, then ann, then bob again, then the office.
+    bob.sync();
+    ann.sync();
+    bob.sync();
+    olivia.sync();
+    sam.sync();
+
+    let a = ann.store.get(&acme.id).unwrap();
+    assert_eq!(a, bob.store.get(&acme.id).unwrap());
+    assert_eq!(a, olivia.store.get(&acme.id).unwrap());
+    assert_eq!(a.text("industry"), Some("Steel"));
+    assert_eq!(a.text("website"), Some("acme.example"));
+    for device in [&ann, &bob, &olivia] {
+        let conflicts = device.store.conflicts(&acme.id).unwrap();
+        assert_eq!(
+            conflicts.len(),
+            1,
+            "the phone conflict is visible everywhere"
+        );
+        assert_eq!(conflicts[0].field, "phone");
+        assert_eq!(conflicts[0].values.len(), 2);
+    }
+    assert!(sam.store.get(&acme.id).is_err());
+    assert_eq!(all(&sam).len(), 1);
+
+    // The office resolves it; everyone sees the resolution.
+    olivia
+        .store
+        .resolve_conflict(&acme.id, "phone", Value::from("+44 333 333"))
+        .unwrap();
+    olivia.sync();
+    ann.sync();
+    bob.sync();
+    for device in [&ann, &bob, &olivia] {
+        assert!(device.store.conflicts(&acme.id).unwrap().is_empty());
+        assert_eq!(
+            device.store.get(&acme.id).unwrap().text("phone"),
+            Some("+44 333 333")
+        );
+    }
+    let history = ann.store.history(&acme.id).unwrap();
+    assert_eq!(history.last().unwrap().user, "olivia");
+}
+
+#[test]
+fn relay_restarts_lose_nothing_and_retries_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("relay");
+    seed_users(&data);
+    let relay = Relay::start(&data);
+    let mut ann = Device::new(dir.path(), &relay, "ann");
+    let mut bob = Device::new(dir.path(), &relay, "bob");
+    for i in 0..20 {
+        ann.store
+            .create(
+                Kind::Account,
+                fields([
+                    ("name", format!("Account {i}")),
+                    ("territory", "north".into()),
+                ]),
+            )
+            .unwrap();
+    }
+    ann.sync();
+
+    // SIGKILL the relay right after it acknowledged: everything is there after restart.
+    relay.kill();
+    let relay = Relay::start(&data);
+    bob.reconnect(&relay, "bob");
+    ann.reconnect(&relay, "ann");
+    bob.sync();
+    assert_eq!(all(&bob).len(), 20);
+
+    // A request whose response is lost is sent again: same result, no duplicates.
+    let id = all(&ann)[0].id.clone();
+    ann.store
+        .update(&id, fields([("industry", "Retail")]))
+        .unwrap();
+    let request = ann.store.sync_request().unwrap();
+    let _lost = ann.transport.exchange(&request).unwrap();
+    let head_after_first = head(&relay);
+    let response = ann.transport.exchange(&request).unwrap();
+    assert_eq!(head(&relay), head_after_first, "the retry appended nothing");
+    let round = ann.store.apply_sync_response(&response).unwrap();
+    assert_eq!(round.acked, 1);
+    assert_eq!(ann.store.outbox_status().unwrap().pending, 0);
+    bob.sync();
+    assert_eq!(
+        bob.store.history(&id).unwrap().len(),
+        2,
+        "bob got the edit once"
+    );
+
+    // A graceful stop (SIGTERM) exits cleanly and keeps everything too.
+    assert!(relay.stop().success());
+    let relay = Relay::start(&data);
+    std::fs::create_dir_all(dir.path().join("fresh")).unwrap();
+    let mut fresh = Device::new(&dir.path().join("fresh"), &relay, "bob");
+    fresh.sync();
+    assert_eq!(all(&fresh), all(&bob));
+}
+
+/// The relay's log head, read from /metrics.
+fn head(relay: &Relay) -> u64 {
+    let body = ureq_get(&format!("{}/metrics", relay.url));
+    body.lines()
+        .find_map(|l| l.strip_prefix("fieldcrm_relay_log_head "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+        .expect("metrics show the log head")
+}
+
+fn ureq_get(url: &str) -> String {
+    let output = std::process::Command::new("curl")
+        .args(["-s", url])
+        .output()
+        .unwrap();
+    String::from_utf8(output.stdout).unwrap()
+}
