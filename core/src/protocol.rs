@@ -18,6 +18,11 @@ pub struct Cursor {
     pub seq: u64,
     /// Set while a bootstrap from compacted documents is under way.
     pub bootstrap: Option<Bootstrap>,
+    /// The territories the device's data covers (`["*"]`: all), so the relay
+    /// can tell it what to evict and fetch when the user's territories change.
+    /// Kept in the cursor, it is saved with the data it describes.
+    #[serde(default)]
+    pub view: Option<Vec<String>>,
 }
 
 /// Progress of a bootstrap: records are sent in id order; afterwards the
@@ -145,6 +150,7 @@ mod tests {
                     after_id: "x".into(),
                     start_seq: 9,
                 }),
+                view: Some(vec!["north".into()]),
             },
             push: vec![RecordBytes {
                 record_id: "r".into(),

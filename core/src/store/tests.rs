@@ -878,7 +878,7 @@ fn strict_apply_refuses_missing_dependencies_and_checked_results() {
     assert!(matches!(refused, Err(Error::Refused(_))));
     assert_eq!(relay.get(&acc.id).unwrap(), device.get(&acc.id).unwrap());
     assert!(matches!(relay.get(&other.id), Err(Error::NotFound(_))));
-    assert_eq!(relay.snapshot(&acc.id).unwrap().is_empty(), false);
+    assert!(!relay.snapshot(&acc.id).unwrap().is_empty());
 }
 
 #[test]

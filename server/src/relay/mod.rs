@@ -112,12 +112,15 @@ pub struct PullPage {
     pub more: bool,
 }
 
-/// How a device's view changed since its last sync: territories the user
-/// lost and territories the user gained.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct TerritoryDelta {
-    pub removed: Vec<String>,
-    pub added: Vec<String>,
+/// The territories a user's devices hold: theirs, or `*` for all.
+pub fn view_of(user: &User) -> Vec<String> {
+    if user.role.sees_all() {
+        vec!["*".to_string()]
+    } else {
+        let mut v = user.territories.clone();
+        v.sort();
+        v
+    }
 }
 
 /// Counts for /metrics and the benchmark.
@@ -132,8 +135,6 @@ pub struct RelayStats {
 pub trait RelayStore: Send + Sync {
     fn push(&self, user: &User, device: &str, changes: Vec<RecordBytes>) -> Result<PushOutcome>;
     fn pull(&self, user: &User, device: &str, cursor: &Cursor, max_bytes: u64) -> Result<PullPage>;
-    /// Records the device's current territories; returns the change since its last sync.
-    fn register_device(&self, user: &User, device: &str) -> Result<TerritoryDelta>;
     /// The newest log sequence number.
     fn head(&self) -> Result<u64>;
     fn stats(&self) -> Result<RelayStats>;
@@ -170,14 +171,30 @@ pub fn sync(
         ));
     }
     let pushed = store.push(user, &request.device_id, request.push)?;
-    let delta = store.register_device(user, &request.device_id)?;
-    // A user who gained territories needs their records: bootstrap again
-    // (what the device already has is merged idempotently).
-    let cursor = if delta.added.is_empty() {
-        request.cursor
-    } else {
-        Cursor::default()
-    };
+    let now = view_of(user);
+    let mut cursor = request.cursor;
+    let mut evict_territories = Vec::new();
+    if let Some(before) = cursor.view.take().filter(|before| *before != now) {
+        // The user's territories changed since this device last synced.
+        evict_territories = if before.iter().any(|t| t == "*") {
+            // From everything to some: evict every territory not kept.
+            store
+                .territories()?
+                .into_iter()
+                .filter(|t| !now.contains(t))
+                .collect()
+        } else {
+            before
+                .iter()
+                .filter(|t| !now.contains(t) && !now.iter().any(|n| n == "*"))
+                .cloned()
+                .collect()
+        };
+        if now.iter().any(|t| !before.contains(t)) {
+            // Gained territories: bootstrap again (what the device has merges idempotently).
+            cursor = Cursor::default();
+        }
+    }
     let max_bytes = request.max_bytes.clamp(1, MAX_PAGE_BYTES);
     let page = store.pull(user, &request.device_id, &cursor, max_bytes)?;
     let response = SyncResponse {
@@ -191,8 +208,11 @@ pub fn sync(
         snapshots: page.snapshots,
         changes: page.changes,
         evict: page.evict,
-        evict_territories: delta.removed,
-        cursor: page.cursor,
+        evict_territories,
+        cursor: Cursor {
+            view: Some(now),
+            ..page.cursor
+        },
         more: page.more,
     };
     Ok((response, pushed.appended))

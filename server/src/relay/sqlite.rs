@@ -1,7 +1,7 @@
 //! The embedded relay store: one SQLite file holding the record documents
 //! and their projection (a core [`Store`], so the office UI gets queries,
 //! history and conflicts for free) plus the relay's own tables: the change
-//! log, users, tokens, territories, devices and actor bindings.
+//! log, users, tokens, territories and actor bindings.
 //!
 //! Cursor correctness: SQLite runs one write transaction at a time, and a
 //! push assigns log sequence numbers inside its write transaction. So a
@@ -18,8 +18,7 @@ use fieldcrm_core::{Error as CoreError, ParsedChange, Record, Store, StoreOption
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    PullPage, PushOutcome, RelayError, RelayStats, RelayStore, Result, Role, TerritoryDelta, User,
-    MAX_CHANGE_BYTES,
+    PullPage, PushOutcome, RelayError, RelayStats, RelayStore, Result, Role, User, MAX_CHANGE_BYTES,
 };
 
 const SCHEMA_VERSION: i64 = 1;
@@ -53,11 +52,6 @@ CREATE TABLE IF NOT EXISTS relay_tokens (
 );
 -- Each Automerge actor belongs to the first user who pushed with it.
 CREATE TABLE IF NOT EXISTS relay_actors (actor TEXT PRIMARY KEY, user_id TEXT NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS relay_devices (
-    device_id   TEXT PRIMARY KEY,
-    user_id     TEXT NOT NULL,
-    territories TEXT NOT NULL
-) WITHOUT ROWID;
 ";
 
 /// Relay store in `DIR/relay.db`.
@@ -243,33 +237,6 @@ impl RelayStore for SqliteRelay {
             return bootstrap_page(&store, user, boot, head, max_bytes);
         }
         log_page(&store, user, device, cursor.seq, head, max_bytes)
-    }
-
-    fn register_device(&self, user: &User, device: &str) -> Result<TerritoryDelta> {
-        let mut store = self.lock();
-        Ok(store.transaction(|tx| {
-            let sql = tx.sql();
-            let previous: Option<String> = sql
-                .query_row(
-                    "SELECT territories FROM relay_devices WHERE device_id = ?1 AND user_id = ?2",
-                    params![device, user.id],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let now = if user.role.sees_all() { Vec::new() } else { user.territories.clone() };
-            sql.execute(
-                "INSERT INTO relay_devices (device_id, user_id, territories) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (device_id) DO UPDATE SET user_id = excluded.user_id, territories = excluded.territories",
-                params![device, user.id, territories_json(&now)],
-            )?;
-            let Some(previous) = previous.map(|p| parse_territories(&p)) else {
-                return Ok(TerritoryDelta::default());
-            };
-            Ok(TerritoryDelta {
-                removed: previous.iter().filter(|t| !now.contains(t)).cloned().collect(),
-                added: now.iter().filter(|t| !previous.contains(t)).cloned().collect(),
-            })
-        })?)
     }
 
     fn head(&self) -> Result<u64> {
@@ -488,7 +455,7 @@ fn bootstrap_page(
             // Done: continue from the log position the bootstrap started at.
             page.cursor = Cursor {
                 seq: boot.start_seq,
-                bootstrap: None,
+                ..Cursor::default()
             };
             page.more = head > boot.start_seq;
             return Ok(page);
@@ -497,11 +464,11 @@ fn bootstrap_page(
             let snapshot = store.snapshot(&id)?;
             if bytes > 0 && bytes + snapshot.len() as u64 > max_bytes {
                 page.cursor = Cursor {
-                    seq: 0,
                     bootstrap: Some(Bootstrap {
                         after_id: after,
                         start_seq: boot.start_seq,
                     }),
+                    ..Cursor::default()
                 };
                 page.more = true;
                 return Ok(page);
@@ -536,7 +503,7 @@ fn log_page(
     let mut page = PullPage {
         cursor: Cursor {
             seq,
-            bootstrap: None,
+            ..Cursor::default()
         },
         ..Default::default()
     };

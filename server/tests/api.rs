@@ -1,0 +1,447 @@
+//! Router tests, in-process: auth, bad input, access control, evictions,
+//! live push. Devices are real core stores; requests go through `oneshot`.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::http::{header, Request, StatusCode};
+use axum::Router;
+use fieldcrm_core::protocol::{
+    self, Cursor, RecordBytes, SyncRequest, SyncResponse, PROTOCOL_VERSION,
+};
+use fieldcrm_core::{fields, Kind, Store, Value};
+use fieldcrm_server::relay::sqlite::SqliteRelay;
+use fieldcrm_server::relay::{RelayStore, Role};
+use fieldcrm_server::{app, auth, AppState};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    dir: std::path::PathBuf,
+    relay: Arc<SqliteRelay>,
+    app: Router,
+    state: Arc<AppState>,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Arc::new(SqliteRelay::open(&dir.path().join("relay")).unwrap());
+    relay.add_territory("north").unwrap();
+    relay.add_territory("south").unwrap();
+    // A cheap hash: these tests are about the relay, not argon2's cost.
+    let hash = auth::hash_password("password1").unwrap();
+    for (user, role, territories) in [
+        ("ann", Role::Rep, vec!["north"]),
+        ("bob", Role::Rep, vec!["north"]),
+        ("sam", Role::Rep, vec!["south"]),
+        ("maria", Role::Manager, vec!["north", "south"]),
+        ("olivia", Role::Office, vec![]),
+    ] {
+        let t: Vec<String> = territories.into_iter().map(String::from).collect();
+        relay.add_user(user, &hash, role, &t).unwrap();
+    }
+    let state = AppState::new(relay.clone()).unwrap();
+    Fixture {
+        dir: dir.path().to_path_buf(),
+        _dir: dir,
+        app: app(state.clone()),
+        relay,
+        state,
+    }
+}
+
+impl Fixture {
+    async fn token(&self, user: &str) -> String {
+        let body = serde_json::json!({ "username": user, "password": "password1" }).to_string();
+        let (status, bytes) = self
+            .call(
+                Request::post("/v1/login")
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Body::from(body))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    async fn call(&self, request: Request<Body>) -> (StatusCode, Bytes) {
+        let response = self.app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        (
+            status,
+            response.into_body().collect().await.unwrap().to_bytes(),
+        )
+    }
+
+    async fn post_sync(&self, token: &str, body: Vec<u8>) -> (StatusCode, Bytes) {
+        self.call(
+            Request::post("/v1/sync")
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .header(header::CONTENT_TYPE, protocol::CONTENT_TYPE)
+                .body(Body::from(body))
+                .unwrap(),
+        )
+        .await
+    }
+
+    fn device(&self, user: &str) -> Store {
+        Store::open(self.dir.join(format!("{user}.db")), user).unwrap()
+    }
+
+    /// Runs the device's sync rounds through the router until done.
+    async fn sync(&self, device: &mut Store, token: &str) -> SyncResponse {
+        let mut last = SyncResponse::default();
+        for _ in 0..100 {
+            let (status, bytes) = self.post_sync(token, device.sync_request().unwrap()).await;
+            assert_eq!(
+                status,
+                StatusCode::OK,
+                "{}",
+                String::from_utf8_lossy(&bytes)
+            );
+            device.apply_sync_response(&bytes).unwrap();
+            last = protocol::decode(&bytes).unwrap();
+            if !last.more && device.outbox_status().unwrap().pending == 0 {
+                break;
+            }
+        }
+        last
+    }
+}
+
+fn message(bytes: &Bytes) -> String {
+    let v: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
+    format!(
+        "{}: {}",
+        v["error"].as_str().unwrap_or(""),
+        v["message"].as_str().unwrap_or("")
+    )
+}
+
+fn account(store: &mut Store, name: &str, territory: &str) -> String {
+    store
+        .create(
+            Kind::Account,
+            fields([("name", name), ("territory", territory)]),
+        )
+        .unwrap()
+        .id
+}
+
+#[tokio::test]
+async fn unauthenticated_and_bad_credentials_are_refused() {
+    let fx = fixture();
+    let (status, body) = fx.post_sync("", vec![]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{}", message(&body));
+    let (status, _) = fx.post_sync("not-a-token", vec![]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let body = serde_json::json!({ "username": "ann", "password": "wrong" }).to_string();
+    let (status, body) = fx
+        .call(
+            Request::post("/v1/login")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(message(&body).contains("wrong username or password"));
+
+    // Logout revokes the token.
+    let token = fx.token("ann").await;
+    let (status, _) = fx
+        .call(
+            Request::post("/v1/logout")
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = fx.post_sync(&token, vec![]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn malformed_envelopes_and_unknown_versions_get_400_with_a_message() {
+    let fx = fixture();
+    let token = fx.token("ann").await;
+    let (status, body) = fx.post_sync(&token, b"\x00\x01garbage".to_vec()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        message(&body).starts_with("malformed: malformed envelope"),
+        "{}",
+        message(&body)
+    );
+
+    let future = SyncRequest {
+        version: 7,
+        device_id: "d".into(),
+        cursor: Cursor::default(),
+        push: vec![],
+        max_bytes: 1000,
+    };
+    let (status, body) = fx.post_sync(&token, protocol::encode(&future)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        message(&body),
+        "unsupported_version: unsupported protocol version 7; this side speaks 1"
+    );
+    let (status, body) = fx
+        .post_sync(
+            &token,
+            protocol::encode(&SyncRequest {
+                version: PROTOCOL_VERSION,
+                device_id: String::new(),
+                ..future
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{}", message(&body));
+
+    // Oversize body: refused before it is read whole.
+    let (status, _) = fx
+        .post_sync(&token, vec![0u8; fieldcrm_server::MAX_BODY_BYTES + 1])
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    // The relay still serves.
+    let (status, _) = fx
+        .call(Request::get("/healthz").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn pushes_outside_the_territory_or_as_someone_else_are_rejected_per_change() {
+    let fx = fixture();
+    let sam_token = fx.token("sam").await;
+    let mut sam = fx.device("sam");
+    let ok = account(&mut sam, "Solent", "south");
+    let outside = account(&mut sam, "Sneaky", "north");
+    let response = fx.sync(&mut sam, &sam_token).await;
+    assert_eq!(response.acks.len(), 1);
+    let rejected = sam.outbox(0, 10, true).unwrap();
+    assert_eq!(rejected.len(), 1, "the refused change stays in the outbox");
+    assert_eq!(rejected[0].record_id, outside);
+    let reason = rejected[0].rejected.clone().unwrap();
+    assert!(
+        reason.contains("outside yours") && reason.contains("north"),
+        "{reason}"
+    );
+    assert_eq!(sam.outbox_status().unwrap().rejected, 1);
+    assert!(fx.relay.with_records(|r| r.get(&outside)).is_err());
+    assert!(fx.relay.with_records(|r| r.get(&ok)).is_ok());
+
+    // Bob replays ann's change bytes: signed as ann, refused.
+    let mut ann = fx.device("ann");
+    let id = account(&mut ann, "Acme", "north");
+    let ann_change = ann.outbox(0, 1, false).unwrap().remove(0);
+    let bob_token = fx.token("bob").await;
+    let forged = SyncRequest {
+        version: PROTOCOL_VERSION,
+        device_id: "bob-phone".into(),
+        cursor: Cursor::default(),
+        push: vec![RecordBytes {
+            record_id: id.clone(),
+            bytes: ann_change.bytes.clone(),
+        }],
+        max_bytes: 1 << 20,
+    };
+    let (status, body) = fx.post_sync(&bob_token, protocol::encode(&forged)).await;
+    assert_eq!(status, StatusCode::OK);
+    let response: SyncResponse = protocol::decode(&body).unwrap();
+    assert_eq!(response.rejected.len(), 1);
+    assert!(
+        response.rejected[0]
+            .reason
+            .contains("signed as user \"ann\""),
+        "{}",
+        response.rejected[0].reason
+    );
+
+    // Ann pushes with her actor; then a store for bob reusing ann's actor id is refused.
+    let ann_token = fx.token("ann").await;
+    fx.sync(&mut ann, &ann_token).await;
+    let mut bob = fx.device("bob");
+    fx.sync(&mut bob, &bob_token).await;
+    // Forge: make bob's store write with ann's actor (a tampered device file).
+    bob.sql()
+        .execute(
+            "UPDATE actors SET actor = (SELECT actor FROM actors LIMIT 1)",
+            [],
+        )
+        .unwrap();
+    let actor: Vec<u8> = ann
+        .sql()
+        .query_row("SELECT actor FROM actors", [], |r| r.get(0))
+        .unwrap();
+    bob.sql()
+        .execute(
+            "UPDATE actors SET actor = ?1 WHERE user_id = 'bob'",
+            [actor],
+        )
+        .unwrap();
+    drop(bob);
+    let mut bob = fx.device("bob");
+    bob.update(&id, fields([("industry", "Forgery")])).unwrap();
+    fx.sync(&mut bob, &bob_token).await;
+    let reason = bob.outbox(0, 10, true).unwrap().remove(0).rejected.unwrap();
+    assert!(reason.contains("belongs to another user"), "{reason}");
+
+    // Malformed change bytes inside a valid envelope: rejected, relay unchanged.
+    let before = fx.relay.stats().unwrap().head;
+    let junk = SyncRequest {
+        push: vec![RecordBytes {
+            record_id: id.clone(),
+            bytes: b"junk".to_vec(),
+        }],
+        ..forged
+    };
+    let (_, body) = fx.post_sync(&bob_token, protocol::encode(&junk)).await;
+    let response: SyncResponse = protocol::decode(&body).unwrap();
+    assert!(
+        response.rejected[0].reason.contains("malformed change"),
+        "{}",
+        response.rejected[0].reason
+    );
+    assert_eq!(fx.relay.stats().unwrap().head, before);
+}
+
+#[tokio::test]
+async fn records_moving_between_territories_are_evicted_and_delivered() {
+    let fx = fixture();
+    let (ann_t, sam_t, maria_t) = (
+        fx.token("ann").await,
+        fx.token("sam").await,
+        fx.token("maria").await,
+    );
+    let (mut ann, mut sam, mut maria) = (fx.device("ann"), fx.device("sam"), fx.device("maria"));
+    let id = account(&mut ann, "Wanderer", "north");
+    ann.update(&id, fields([("industry", "Travel")])).unwrap();
+    fx.sync(&mut ann, &ann_t).await;
+    fx.sync(&mut sam, &sam_t).await;
+    fx.sync(&mut maria, &maria_t).await;
+    assert!(sam.get(&id).is_err());
+
+    // The manager moves the account south.
+    maria.update(&id, fields([("territory", "south")])).unwrap();
+    fx.sync(&mut maria, &maria_t).await;
+    let to_ann = fx.sync(&mut ann, &ann_t).await;
+    assert_eq!(to_ann.evict, vec![id.clone()]);
+    assert!(ann.get(&id).is_err(), "ann's device evicted it");
+    fx.sync(&mut sam, &sam_t).await;
+    let moved = sam.get(&id).unwrap();
+    assert_eq!(moved.text("territory"), Some("south"));
+    assert_eq!(
+        moved.text("industry"),
+        Some("Travel"),
+        "sam got the whole record, history included"
+    );
+    assert_eq!(sam.history(&id).unwrap().len(), 3);
+
+    // Sam loses the south and gains the north: his device evicts and re-bootstraps.
+    fx.relay.set_territories("sam", &["north".into()]).unwrap();
+    let north = account(&mut maria, "Northern", "north");
+    fx.sync(&mut maria, &maria_t).await;
+    let response = fx.sync(&mut sam, &sam_t).await;
+    assert!(sam.get(&id).is_err(), "south records evicted");
+    assert!(sam.get(&north).is_ok(), "north records delivered");
+    assert_eq!(response.evict_territories, ["south"]);
+    // Told once: the next sync's cursor already describes the new view.
+    let again = fx.sync(&mut sam, &sam_t).await;
+    assert!(again.evict_territories.is_empty());
+}
+
+#[tokio::test]
+async fn bootstrap_pages_by_bytes_and_resumes() {
+    let fx = fixture();
+    let ann_t = fx.token("ann").await;
+    let mut ann = fx.device("ann");
+    for i in 0..60 {
+        account(&mut ann, &format!("Account {i:02}"), "north");
+    }
+    fx.sync(&mut ann, &ann_t).await;
+
+    let bob_t = fx.token("bob").await;
+    let mut bob = fx.device("bob");
+    let mut request: SyncRequest = protocol::decode(&bob.sync_request().unwrap()).unwrap();
+    request.max_bytes = 2_000;
+    let mut rounds = 0;
+    loop {
+        let (status, body) = fx.post_sync(&bob_t, protocol::encode(&request)).await;
+        assert_eq!(status, StatusCode::OK);
+        let response: SyncResponse = protocol::decode(&body).unwrap();
+        let page_bytes: usize = response.snapshots.iter().map(|s| s.bytes.len()).sum();
+        assert!(page_bytes <= 2_000 || response.snapshots.len() == 1);
+        bob.apply_sync_response(&body).unwrap();
+        rounds += 1;
+        if !response.more {
+            break;
+        }
+        request.cursor = bob.cursor().unwrap();
+    }
+    assert!(rounds > 3, "paged into {rounds} rounds");
+    assert_eq!(
+        bob.list(&fieldcrm_core::ListQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .unwrap()
+        .total,
+        60
+    );
+    assert_eq!(bob.cursor().unwrap().bootstrap, None);
+}
+
+#[tokio::test]
+async fn event_stream_announces_log_advances() {
+    let fx = fixture();
+    let token = fx.token("ann").await;
+    let response = fx
+        .app
+        .clone()
+        .oneshot(
+            Request::get("/v1/events?after=0")
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    let mut ann = fx.device("ann");
+    account(&mut ann, "Live", "north");
+    fx.sync(&mut ann, &token).await;
+    let frame = tokio::time::timeout(std::time::Duration::from_secs(5), body.frame())
+        .await
+        .expect("an event within 5 s")
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap();
+    assert!(
+        text.contains("event: log") && text.contains("data: 1"),
+        "{text:?}"
+    );
+    assert_eq!(*fx.state.head.borrow(), 1);
+
+    let (status, metrics) = fx
+        .call(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let metrics = String::from_utf8(metrics.to_vec()).unwrap();
+    for name in [
+        "fieldcrm_changes_accepted_total",
+        "fieldcrm_sync_duration_seconds",
+        "fieldcrm_connected_devices",
+        "fieldcrm_http_requests_total",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics");
+    }
+    let _ = Value::Null;
+}
