@@ -8,7 +8,7 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 use fieldcrm_server::relay::sqlite::SqliteRelay;
 use fieldcrm_server::relay::{RelayStore, Role};
-use fieldcrm_server::{auth, demo, AppState};
+use fieldcrm_server::{auth, demo};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -203,14 +203,11 @@ fn serve(
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let state = AppState::new(relay)?;
         let listener = tokio::net::TcpListener::bind(listen).await?;
         // Tests and scripts read the real address (with --listen 127.0.0.1:0).
         println!("listening on http://{}", listener.local_addr()?);
         tracing::info!(addr = %listener.local_addr()?, data = %data.display(), "FieldCRM relay listening");
-        axum::serve(listener, fieldcrm_server::app(state))
-            .with_graceful_shutdown(shutdown_signal())
-            .await?;
+        fieldcrm_server::serve(relay, listener, shutdown_signal()).await?;
         tracing::info!("relay stopped; in-flight syncs finished");
         Ok::<_, Box<dyn std::error::Error>>(())
     })

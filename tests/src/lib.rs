@@ -1,2 +1,3 @@
 //! Cross-crate scenarios and benchmarks.
+pub mod relay_process;
 pub mod workload;

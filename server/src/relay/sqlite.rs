@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS relay_log (
     bytes          BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS relay_log_territory ON relay_log (territory, seq);
+CREATE INDEX IF NOT EXISTS relay_log_record ON relay_log (record_id, device);
 CREATE INDEX IF NOT EXISTS relay_log_moves ON relay_log (prev_territory, seq) WHERE prev_territory IS NOT NULL;
 CREATE TABLE IF NOT EXISTS relay_territories (name TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS relay_users (
@@ -234,7 +235,7 @@ impl RelayStore for SqliteRelay {
         let store = self.lock();
         let head = head(store_conn(&store))?;
         if let Some(boot) = bootstrap_state(cursor, head) {
-            return bootstrap_page(&store, user, boot, head, max_bytes);
+            return bootstrap_page(&store, user, device, boot, head, max_bytes);
         }
         log_page(&store, user, device, cursor.seq, head, max_bytes)
     }
@@ -432,10 +433,12 @@ fn bootstrap_state(cursor: &Cursor, head: u64) -> Option<Bootstrap> {
     }
 }
 
-/// Compacted documents of the records the user may see, in id order.
+/// Compacted documents of the records the user may see, in id order,
+/// leaving out records whose every change came from this device (it has them).
 fn bootstrap_page(
     store: &Store,
     user: &User,
+    device: &str,
     boot: Bootstrap,
     head: u64,
     max_bytes: u64,
@@ -445,11 +448,15 @@ fn bootstrap_page(
     let mut bytes = 0u64;
     let mut after = boot.after_id.clone();
     let (filter, territories) = territory_filter(user, "territory");
-    let sql = format!("SELECT id FROM records WHERE id > ?1 {filter} ORDER BY id LIMIT 500");
+    let sql = format!(
+        "SELECT id FROM records WHERE id > ?1 {filter}
+           AND EXISTS (SELECT 1 FROM relay_log l WHERE l.record_id = records.id AND l.device != ?3)
+         ORDER BY id LIMIT 500"
+    );
     loop {
         let ids: Vec<String> = conn
             .prepare_cached(&sql)?
-            .query_map(params![after, territories], |r| r.get(0))?
+            .query_map(params![after, territories, device], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
         if ids.is_empty() {
             // Done: continue from the log position the bootstrap started at.

@@ -6,7 +6,8 @@
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use fieldcrm_core::{Fields, Kind, NewRecord, Store, Value};
+use fieldcrm_core::{Fields, HttpTransport, Kind, NewRecord, Store, Value};
+use fieldcrm_tests::relay_process::{self, RelayProcess};
 use fieldcrm_tests::workload::{self, Planned};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -29,6 +30,9 @@ struct Args {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(result) = relay_process::child_main_if_requested() {
+        return result;
+    }
     let mut args = Args::parse();
     if args.quick {
         args.records = 500;
@@ -39,6 +43,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let floor = floor(&plan, dir.path())?;
     let local = local(&args, &plan, dir.path())?;
+    let sync = sync_phases(dir.path())?;
     let ratio = |phase: &Json, key: &str, floor_key: &str| -> Json {
         match (phase[key].as_f64(), floor[floor_key].as_f64()) {
             (Some(a), Some(b)) if b > 0.0 => json!((a / b * 100.0).round() / 100.0),
@@ -50,10 +55,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "create_one_by_one": ratio(&local, "create_one_by_one_s", "one_by_one_s"),
         "create_batch": ratio(&local, "create_batch_s", "batch_s"),
     });
+    let [mut upload, mut bootstrap, incremental, relay] = sync;
+    let sync_floor = floor["automerge_load_s"].as_f64().unwrap_or(0.0)
+        + floor["sqlite_insert_batch_s"].as_f64().unwrap_or(0.0);
+    for phase in [&mut upload, &mut bootstrap] {
+        let wall = phase["wall_s"].as_f64().unwrap_or(0.0);
+        phase["ratio_to_floor"] = json!(((wall / sync_floor) * 100.0).round() / 100.0);
+    }
     let report = json!({
         "machine": { "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) },
         "workload": { "name": "W1", "records": args.records, "seed": args.seed },
         "local": local,
+        "upload": upload,
+        "bootstrap": bootstrap,
+        "incremental": incremental,
+        "relay": relay,
         "floor": floor,
     });
     eprintln!("{}", summary(&report));
@@ -193,6 +209,126 @@ fn local(
     }))
 }
 
+/// Upload from device A (the batch store), bootstrap of a fresh device B,
+/// 100 edits on A reaching a connected B through push; relay figures.
+fn sync_phases(dir: &std::path::Path) -> Result<[Json; 4], Box<dyn std::error::Error>> {
+    let relay_dir = dir.join("relay");
+    let relay = RelayProcess::start(&relay_dir, 0)?;
+    let pw = relay_process::PASSWORD;
+
+    let mut a = Store::open(dir.join("device-batch.db"), "ann")?;
+    let records = a
+        .list(&fieldcrm_core::ListQuery {
+            limit: 1,
+            ..Default::default()
+        })?
+        .total;
+    let (ta, _) = HttpTransport::login(&relay.url, "ann", pw)?;
+    let t = Instant::now();
+    let up = a.sync(&ta, &mut |_| {})?;
+    let upload_s = t.elapsed();
+    let (up_sent, up_received) = ta.bytes();
+
+    let mut b = Store::open(dir.join("device-b.db"), "bob")?;
+    let (tb, _) = HttpTransport::login(&relay.url, "bob", pw)?;
+    let t = Instant::now();
+    let down = b.sync(&tb, &mut |_| {})?;
+    let bootstrap_s = t.elapsed();
+    let (boot_sent, boot_received) = tb.bytes();
+    let bootstrapped = b
+        .list(&fieldcrm_core::ListQuery {
+            limit: 1,
+            ..Default::default()
+        })?
+        .total;
+    let compacted = compacted_bytes(&a)?;
+
+    // Incremental: B waits on the event stream; A edits 100 records and syncs once.
+    let ids = a.record_ids_after("", 100)?;
+    let expected: Vec<(String, String)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.clone(), format!("Inc {i}")))
+        .collect();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let watcher = {
+        let expected = expected.clone();
+        std::thread::spawn(move || -> fieldcrm_core::Result<(Instant, usize)> {
+            let mut syncs = 0;
+            ready_tx.send(()).ok();
+            loop {
+                let cursor = b.cursor()?.seq;
+                if tb.wait_for_change(cursor, Duration::from_secs(30))? {
+                    b.sync(&tb, &mut |_| {})?;
+                    syncs += 1;
+                }
+                let done = expected.iter().all(|(id, v)| {
+                    b.get(id)
+                        .map(|r| {
+                            r.get("custom.note")
+                                .and_then(|x| x.as_str().map(String::from))
+                                == Some(v.clone())
+                        })
+                        .unwrap_or(false)
+                });
+                if done {
+                    return Ok((Instant::now(), syncs));
+                }
+            }
+        })
+    };
+    ready_rx.recv()?;
+    std::thread::sleep(Duration::from_millis(200)); // let B's event stream connect
+    for (id, v) in &expected {
+        a.update(id, fieldcrm_core::fields([("custom.note", v.as_str())]))?;
+    }
+    let t = Instant::now();
+    a.sync(&ta, &mut |_| {})?;
+    let pushed_s = t.elapsed();
+    let (seen_at, b_syncs) = watcher.join().map_err(|_| "watcher thread panicked")??;
+    let incremental = seen_at.duration_since(t);
+
+    let relay_bytes = file_size(&relay_dir.join("relay.db"));
+    Ok([
+        json!({
+            "wall_s": secs(upload_s), "records": records, "changes_acked": up.total.acked,
+            "rounds": up.round, "bytes_up": up_sent, "bytes_down": up_received,
+        }),
+        json!({
+            "wall_s": secs(bootstrap_s), "records": bootstrapped, "rounds": down.round,
+            "bytes_up": boot_sent, "bytes_down": boot_received,
+            "compacted_automerge_bytes": compacted,
+            "bytes_ratio_to_compacted": ((boot_received as f64 / compacted as f64) * 1000.0).round() / 1000.0,
+        }),
+        json!({
+            "wall_s": secs(incremental), "edits": expected.len(), "push_sync_s": secs(pushed_s),
+            "receiver_syncs": b_syncs,
+        }),
+        json!({ "peak_rss_kib": relay.peak_rss_kib(), "store_bytes": relay_bytes }),
+    ])
+}
+
+/// The records' size as compacted Automerge documents (`save()` of each).
+fn compacted_bytes(store: &Store) -> Result<usize, Box<dyn std::error::Error>> {
+    let mut total = 0;
+    let mut after = String::new();
+    loop {
+        let ids = store.record_ids_after(&after, 1000)?;
+        let Some(last) = ids.last().cloned() else {
+            break;
+        };
+        for id in &ids {
+            let mut doc = automerge::AutoCommit::new();
+            for change in store.changes_since(id, &[])? {
+                doc.load_incremental(&change)?;
+            }
+            total += doc.save().len();
+        }
+        after = last;
+    }
+    Ok(total)
+}
+
 /// The same records through raw Automerge and raw SQLite, no FieldCRM code.
 fn floor(plan: &[Planned], dir: &std::path::Path) -> Result<Json, Box<dyn std::error::Error>> {
     use automerge::transaction::Transactable;
@@ -297,5 +433,9 @@ fn summary(r: &Json) -> String {
         l["edit_p50_ms"], l["edit_p99_ms"], l["search_p50_ms"], l["search_p99_ms"],
         l["records"], l["open_s"], l["open_rss_delta_kib"],
         l["open_large"]["records"], l["open_large"]["open_s"], l["open_large"]["rss_delta_kib"],
+    ) + &format!(
+        "\n  upload             {:>8.3} s  ({} B up)\n  bootstrap          {:>8.3} s  ({} B down, {}x compacted)\n  incremental        {:>8.3} s  (100 edits A -> B via push)\n  relay peak rss     {:>8} KiB, store {} B",
+        r["upload"]["wall_s"], r["upload"]["bytes_up"], r["bootstrap"]["wall_s"], r["bootstrap"]["bytes_down"],
+        r["bootstrap"]["bytes_ratio_to_compacted"], r["incremental"]["wall_s"], r["relay"]["peak_rss_kib"], r["relay"]["store_bytes"],
     )
 }

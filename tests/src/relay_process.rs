@@ -1,0 +1,108 @@
+//! A relay in its own process on 127.0.0.1, for benchmarks and scenarios:
+//! the calling binary re-runs itself with `--relay-child DIR`, which serves
+//! the relay library (the same code as `fieldcrm-server serve`).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+use fieldcrm_server::auth::hash_password;
+use fieldcrm_server::relay::sqlite::SqliteRelay;
+use fieldcrm_server::relay::{RelayStore, Role};
+
+pub const PASSWORD: &str = "bench-password";
+
+/// The flag that turns a binary into the relay child.
+pub const CHILD_FLAG: &str = "--relay-child";
+
+/// Users of the benchmark relay: `rep0..reps` in territories `t0..`, plus
+/// `ann` and `bob` in `north`.
+pub fn seed(relay: &dyn RelayStore, reps: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let hash = hash_password(PASSWORD)?;
+    relay.add_territory("north")?;
+    relay.add_user("ann", &hash, Role::Rep, &["north".into()])?;
+    relay.add_user("bob", &hash, Role::Rep, &["north".into()])?;
+    for i in 0..reps {
+        let t = format!("t{i}");
+        relay.add_territory(&t)?;
+        relay.add_user(&format!("rep{i}"), &hash, Role::Rep, &[t])?;
+    }
+    Ok(())
+}
+
+/// Body of the child process: open, seed if new, serve until killed.
+pub fn run_child(dir: &Path, reps: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let relay = Arc::new(SqliteRelay::open(dir)?);
+    if relay.list_users()?.is_empty() {
+        seed(&*relay, reps)?;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        println!("listening on http://{}", listener.local_addr()?);
+        fieldcrm_server::serve(relay, listener, std::future::pending()).await
+    })
+}
+
+/// A running relay child.
+#[derive(Debug)]
+pub struct RelayProcess {
+    child: Child,
+    pub url: String,
+}
+
+impl RelayProcess {
+    pub fn start(dir: &Path, reps: usize) -> std::io::Result<RelayProcess> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .arg(CHILD_FLAG)
+            .arg(dir)
+            .arg(reps.to_string())
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let mut line = String::new();
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| std::io::Error::other("no stdout"))?;
+        BufReader::new(stdout).read_line(&mut line)?;
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .ok_or_else(|| std::io::Error::other(format!("relay child said {line:?}")))?
+            .to_string();
+        Ok(RelayProcess { child, url })
+    }
+
+    /// Peak resident memory of the relay process, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+            })
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether this process was started as the relay child; if so, runs it.
+pub fn child_main_if_requested() -> Option<Result<(), Box<dyn std::error::Error>>> {
+    let args: Vec<String> = std::env::args().collect();
+    let i = args.iter().position(|a| a == CHILD_FLAG)?;
+    let dir = args.get(i + 1)?;
+    let reps = args.get(i + 2).and_then(|r| r.parse().ok()).unwrap_or(0);
+    Some(run_child(Path::new(dir), reps))
+}
