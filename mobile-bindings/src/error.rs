@@ -1,0 +1,51 @@
+//! The one error type apps see: flat, stable variants whose message says
+//! what was wrong. Kotlin: `CrmException.InvalidInput` etc.; Swift: `CrmError`.
+
+use fieldcrm_core::Error as Core;
+
+#[derive(Debug, thiserror::Error, uniffi::Error)]
+#[uniffi(flat_error)]
+pub enum CrmError {
+    /// A value, field, kind, id or reference the core refused.
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// The store file: unreadable, not a store, newer than this app, or an I/O failure.
+    #[error("{0}")]
+    Storage(String),
+    /// Talking to the relay failed or it answered with an error.
+    #[error("{0}")]
+    Sync(String),
+    /// `sync()` needs `login()` first.
+    #[error("{0}")]
+    NotSignedIn(String),
+    /// The handle was closed.
+    #[error("{0}")]
+    Closed(String),
+    /// An error raised by the app's own callback (transport or listener).
+    #[error("{0}")]
+    Host(String),
+}
+
+impl From<Core> for CrmError {
+    fn from(e: Core) -> Self {
+        let message = e.to_string();
+        match e {
+            Core::NotFound(_) | Core::NotYetCreated { .. } => CrmError::NotFound(message),
+            Core::Sqlite(_)
+            | Core::Io(_)
+            | Core::CorruptDocument { .. }
+            | Core::NotAStore { .. }
+            | Core::SchemaTooNew { .. } => CrmError::Storage(message),
+            Core::Transport { .. } | Core::Protocol(_) | Core::UnsupportedVersion { .. } => CrmError::Sync(message),
+            _ => CrmError::InvalidInput(message),
+        }
+    }
+}
+
+impl From<uniffi::UnexpectedUniFFICallbackError> for CrmError {
+    fn from(e: uniffi::UnexpectedUniFFICallbackError) -> Self {
+        CrmError::Host(e.reason)
+    }
+}

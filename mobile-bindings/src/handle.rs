@@ -1,0 +1,353 @@
+//! `CrmStore`, the one object apps hold: a thin shell over
+//! `fieldcrm_core::Store`. Every method converts, calls core, converts back.
+//!
+//! Thread safety: the handle is `Send + Sync`; calls are serialised by a
+//! mutex. Every call blocks (SQLite, and for sync the network): call from a
+//! background thread / dispatcher, never the UI thread. `sync` holds the
+//! handle for its whole duration.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use fieldcrm_core as core;
+use fieldcrm_core::HttpTransport;
+
+use crate::error::CrmError;
+use crate::types::*;
+
+/// Receives sync progress after every round. Implemented by the app.
+#[uniffi::export(foreign)]
+pub trait SyncListener: Send + Sync {
+    fn on_progress(&self, status: SyncStatus);
+}
+
+/// Carries one sync request to the relay and returns the response bytes;
+/// for apps that use their own HTTP stack. Implemented by the app.
+#[uniffi::export(foreign)]
+pub trait HostTransport: Send + Sync {
+    fn exchange(&self, request: Vec<u8>) -> Result<Vec<u8>, CrmError>;
+}
+
+struct HostAdapter(Arc<dyn HostTransport>);
+
+impl core::Transport for HostAdapter {
+    fn exchange(&self, request: &[u8]) -> core::Result<Vec<u8>> {
+        self.0.exchange(request.to_vec()).map_err(|e| core::Error::Transport {
+            status: None,
+            message: e.to_string(),
+        })
+    }
+}
+
+struct Inner {
+    store: core::Store,
+    transport: Option<HttpTransport>,
+}
+
+#[derive(uniffi::Object)]
+pub struct CrmStore {
+    inner: Mutex<Option<Inner>>,
+}
+
+impl std::fmt::Debug for CrmStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CrmStore").finish_non_exhaustive()
+    }
+}
+
+impl CrmStore {
+    fn lock(&self) -> MutexGuard<'_, Option<Inner>> {
+        // A panic inside a call cannot leave SQLite half-written, so a
+        // poisoned lock still guards a consistent store.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Inner) -> Result<R, CrmError>) -> Result<R, CrmError> {
+        let mut guard = self.lock();
+        let inner = guard
+            .as_mut()
+            .ok_or_else(|| CrmError::Closed("this CrmStore was closed; open a new one".into()))?;
+        f(inner)
+    }
+
+    fn store<R>(&self, f: impl FnOnce(&mut core::Store) -> core::Result<R>) -> Result<R, CrmError> {
+        self.with(|inner| f(&mut inner.store).map_err(CrmError::from))
+    }
+}
+
+fn status(p: &core::SyncProgress) -> SyncStatus {
+    p.into()
+}
+
+#[uniffi::export]
+impl CrmStore {
+    /// Opens (creating if needed) the store at `path` for the signed-in `user`.
+    #[uniffi::constructor]
+    pub fn open(path: String, user: String) -> Result<Arc<Self>, CrmError> {
+        let store = core::Store::open(&path, &user)?;
+        Ok(Arc::new(CrmStore {
+            inner: Mutex::new(Some(Inner { store, transport: None })),
+        }))
+    }
+
+    /// Closes the store; later calls fail with `Closed`.
+    pub fn close(&self) {
+        self.lock().take();
+    }
+
+    pub fn device_id(&self) -> Result<String, CrmError> {
+        self.store(|s| Ok(s.device_id().to_string()))
+    }
+
+    pub fn create(&self, kind: RecordKind, fields: HashMap<String, FieldValue>) -> Result<CrmRecord, CrmError> {
+        self.store(|s| s.create(kind.into(), to_fields(fields))).map(|r| (&r).into())
+    }
+
+    /// Changes the given fields; `FieldValue::Null` clears one.
+    pub fn update(&self, id: String, fields: HashMap<String, FieldValue>) -> Result<CrmRecord, CrmError> {
+        self.store(|s| s.update(&id, to_fields(fields))).map(|r| (&r).into())
+    }
+
+    /// Edits a long text field (notes, body) at a position in Unicode code points.
+    pub fn splice_text(&self, id: String, field: String, pos: u32, delete: u32, insert: String) -> Result<CrmRecord, CrmError> {
+        self.store(|s| s.splice_text(&id, &field, pos as usize, delete as usize, &insert))
+            .map(|r| (&r).into())
+    }
+
+    pub fn delete(&self, id: String) -> Result<CrmRecord, CrmError> {
+        self.store(|s| s.delete(&id)).map(|r| (&r).into())
+    }
+
+    pub fn restore(&self, id: String) -> Result<CrmRecord, CrmError> {
+        self.store(|s| s.restore(&id)).map(|r| (&r).into())
+    }
+
+    pub fn get(&self, id: String) -> Result<CrmRecord, CrmError> {
+        self.store(|s| s.get(&id)).map(|r| (&r).into())
+    }
+
+    pub fn list(&self, filter: ListFilter) -> Result<RecordPage, CrmError> {
+        let page = self.store(|s| s.list(&filter.into()))?;
+        Ok(RecordPage {
+            records: page.records.iter().map(Into::into).collect(),
+            total: page.total as u64,
+        })
+    }
+
+    /// Full-text search over names, emails, phones and notes.
+    pub fn search(&self, text: String, kind: Option<RecordKind>, limit: u32) -> Result<Vec<CrmRecord>, CrmError> {
+        let found = self.store(|s| s.search(&text, kind.map(Into::into), limit as usize))?;
+        Ok(found.iter().map(Into::into).collect())
+    }
+
+    pub fn account_overview(&self, account_id: String) -> Result<AccountOverview, CrmError> {
+        self.store(|s| s.account_overview(&account_id)).map(Into::into)
+    }
+
+    pub fn pipeline_summary(&self, owner: Option<String>, territories: Vec<String>) -> Result<Vec<StageSummary>, CrmError> {
+        let summary = self.store(|s| s.pipeline_summary(owner.as_deref(), &territories))?;
+        Ok(summary
+            .into_iter()
+            .map(|s| StageSummary {
+                stage: s.stage,
+                count: s.count as u64,
+                amounts: s.amounts.into_iter().collect(),
+            })
+            .collect())
+    }
+
+    pub fn history(&self, id: String) -> Result<Vec<HistoryEntry>, CrmError> {
+        Ok(self.store(|s| s.history(&id))?.into_iter().map(Into::into).collect())
+    }
+
+    /// The record as it stood at `time` (ms since the epoch).
+    pub fn record_at(&self, id: String, time: i64) -> Result<CrmRecord, CrmError> {
+        self.store(|s| s.record_at(&id, time)).map(|r| (&r).into())
+    }
+
+    pub fn conflicts(&self, id: String) -> Result<Vec<Conflict>, CrmError> {
+        Ok(self.store(|s| s.conflicts(&id))?.into_iter().map(Into::into).collect())
+    }
+
+    /// Settles a conflict with one of its values or a new one.
+    pub fn resolve_conflict(&self, id: String, field: String, value: FieldValue) -> Result<CrmRecord, CrmError> {
+        self.store(|s| s.resolve_conflict(&id, &field, value.into())).map(|r| (&r).into())
+    }
+
+    /// Signs in to a relay (e.g. `https://crm.example.com`); `sync` then uses it.
+    pub fn login(&self, base_url: String, username: String, password: String) -> Result<(), CrmError> {
+        let (transport, _) = HttpTransport::login(&base_url, &username, &password)?;
+        self.with(|inner| {
+            inner.transport = Some(transport);
+            Ok(())
+        })
+    }
+
+    /// Syncs with the relay signed in to, until everything is exchanged.
+    pub fn sync(&self, listener: Option<Arc<dyn SyncListener>>) -> Result<SyncStatus, CrmError> {
+        self.with(|inner| {
+            let transport = inner
+                .transport
+                .as_ref()
+                .ok_or_else(|| CrmError::NotSignedIn("call login() before sync()".into()))?;
+            let done = inner.store.sync(transport, &mut |p| {
+                if let Some(l) = &listener {
+                    l.on_progress(status(p));
+                }
+            })?;
+            Ok(status(&done))
+        })
+    }
+
+    /// Syncs through the app's own transport.
+    pub fn sync_with(&self, transport: Arc<dyn HostTransport>, listener: Option<Arc<dyn SyncListener>>) -> Result<SyncStatus, CrmError> {
+        let adapter = HostAdapter(transport);
+        let done = self.store(|s| {
+            s.sync(&adapter, &mut |p| {
+                if let Some(l) = &listener {
+                    l.on_progress(status(p));
+                }
+            })
+        })?;
+        Ok(status(&done))
+    }
+
+    /// The next request's bytes, for apps that carry them to `POST /v1/sync` themselves.
+    pub fn sync_request(&self) -> Result<Vec<u8>, CrmError> {
+        self.store(|s| s.sync_request())
+    }
+
+    /// Applies the relay's response bytes; `more` says whether to send another request.
+    pub fn apply_sync_response(&self, response: Vec<u8>) -> Result<SyncStatus, CrmError> {
+        self.store(|s| {
+            let round = s.apply_sync_response(&response)?;
+            Ok(SyncStatus {
+                rounds: 1,
+                pushed: 0,
+                acked: round.acked as u64,
+                rejected: round.rejected as u64,
+                received_changes: round.changes as u64,
+                received_snapshots: round.snapshots as u64,
+                evicted: round.evicted as u64,
+                outbox_pending: s.outbox_status()?.pending as u64,
+                cursor: s.cursor()?.seq,
+                more: round.more,
+            })
+        })
+    }
+
+    pub fn outbox_status(&self) -> Result<OutboxStatus, CrmError> {
+        let s = self.store(|s| s.outbox_status())?;
+        Ok(OutboxStatus { pending: s.pending as u64, rejected: s.rejected as u64 })
+    }
+
+    /// Local changes the relay refused, with its reasons.
+    pub fn rejected_changes(&self) -> Result<Vec<RejectedChange>, CrmError> {
+        let entries = self.store(|s| s.outbox(0, 10_000, true))?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|e| Some(RejectedChange { record_id: e.record_id, reason: e.rejected? }))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(v: &str) -> FieldValue {
+        FieldValue::Text { value: v.into() }
+    }
+
+    fn open(dir: &tempfile::TempDir) -> Arc<CrmStore> {
+        CrmStore::open(dir.path().join("s.db").to_string_lossy().into(), "ann".into()).unwrap()
+    }
+
+    #[test]
+    fn records_cross_as_typed_records_per_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let fields = HashMap::from([
+            ("name".to_string(), text("Acme")),
+            ("territory".to_string(), text("north")),
+            ("address.city".to_string(), text("Leeds")),
+            ("custom.tier".to_string(), FieldValue::Int { value: 2 }),
+        ]);
+        let CrmRecord::Account { account } = store.create(RecordKind::Account, fields).unwrap() else {
+            panic!("an account comes back as an account");
+        };
+        assert_eq!(account.name, "Acme");
+        assert_eq!(account.address.city.as_deref(), Some("Leeds"));
+        assert_eq!(account.custom["tier"], FieldValue::Int { value: 2 });
+        assert_eq!(account.owner, "ann");
+        let page = store
+            .list(ListFilter {
+                kind: Some(RecordKind::Account),
+                owner: None,
+                territories: vec![],
+                account_id: None,
+                stage: None,
+                updated_since: None,
+                due_before: None,
+                include_deleted: false,
+                only_conflicts: false,
+                sort: SortField::Name,
+                descending: false,
+                limit: 10,
+                offset: 0,
+            })
+            .unwrap();
+        assert_eq!(page.total, 1);
+    }
+
+    #[test]
+    fn bad_input_is_an_error_with_a_message_never_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let err = store.get("no-such-id".into()).unwrap_err();
+        assert!(matches!(err, CrmError::NotFound(_)), "{err}");
+        let err = store
+            .create(RecordKind::Contact, HashMap::from([("email".to_string(), text("nope"))]))
+            .unwrap_err();
+        assert!(matches!(err, CrmError::InvalidInput(ref m) if m.contains("email")), "{err}");
+        let err = store.update("../x".into(), HashMap::new()).unwrap_err();
+        assert!(matches!(err, CrmError::InvalidInput(_)), "{err}");
+        let err = store.sync(None).unwrap_err();
+        assert!(matches!(err, CrmError::NotSignedIn(_)), "{err}");
+        let err = store.apply_sync_response(vec![1, 2, 3]).unwrap_err();
+        assert!(matches!(err, CrmError::Sync(_)), "{err}");
+
+        store.close();
+        let err = store.get("x".into()).unwrap_err();
+        assert!(matches!(err, CrmError::Closed(_)), "{err}");
+
+        let corrupt = dir.path().join("corrupt.db");
+        std::fs::write(&corrupt, vec![0x42; 4096]).unwrap();
+        let err = CrmStore::open(corrupt.to_string_lossy().into(), "ann".into()).unwrap_err();
+        assert!(matches!(err, CrmError::Storage(ref m) if m.contains("not a SQLite database")), "{err}");
+    }
+
+    #[test]
+    fn the_handle_is_shared_across_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    for i in 0..10 {
+                        let fields = HashMap::from([
+                            ("name".to_string(), text(&format!("T{t} A{i}"))),
+                            ("territory".to_string(), text("north")),
+                        ]);
+                        store.create(RecordKind::Account, fields).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(store.outbox_status().unwrap().pending, 40);
+    }
+}

@@ -1,0 +1,492 @@
+//! FFI-shaped types and their conversions from core types. Reads come back
+//! as one typed record per kind; writes take a map of dotted field paths to
+//! values, validated by the core (see docs/data-model.md).
+
+use std::collections::HashMap;
+
+use fieldcrm_core as core;
+use fieldcrm_core::{Kind, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum RecordKind {
+    Account,
+    Contact,
+    Deal,
+    Activity,
+}
+
+impl From<RecordKind> for Kind {
+    fn from(k: RecordKind) -> Self {
+        match k {
+            RecordKind::Account => Kind::Account,
+            RecordKind::Contact => Kind::Contact,
+            RecordKind::Deal => Kind::Deal,
+            RecordKind::Activity => Kind::Activity,
+        }
+    }
+}
+
+/// A field value. `Null` clears an optional field.
+#[derive(Debug, Clone, PartialEq, uniffi::Enum)]
+pub enum FieldValue {
+    Null,
+    Bool { value: bool },
+    Int { value: i64 },
+    Float { value: f64 },
+    Text { value: String },
+}
+
+impl From<FieldValue> for Value {
+    fn from(v: FieldValue) -> Self {
+        match v {
+            FieldValue::Null => Value::Null,
+            FieldValue::Bool { value } => Value::Bool(value),
+            FieldValue::Int { value } => Value::Int(value),
+            FieldValue::Float { value } => Value::Float(value),
+            FieldValue::Text { value } => Value::Text(value),
+        }
+    }
+}
+
+impl From<Value> for FieldValue {
+    fn from(v: Value) -> Self {
+        match v {
+            Value::Null => FieldValue::Null,
+            Value::Bool(value) => FieldValue::Bool { value },
+            Value::Int(value) => FieldValue::Int { value },
+            Value::Float(value) => FieldValue::Float { value },
+            Value::Text(value) => FieldValue::Text { value },
+        }
+    }
+}
+
+pub fn to_fields(fields: HashMap<String, FieldValue>) -> core::Fields {
+    fields.into_iter().map(|(k, v)| (k, v.into())).collect()
+}
+
+/// What every record has.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct RecordMeta {
+    pub id: String,
+    pub deleted: bool,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: i64,
+    pub created_by: String,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct Address {
+    pub street: Option<String>,
+    pub city: Option<String>,
+    pub postcode: Option<String>,
+    pub country: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct GeoPoint {
+    pub lat: f64,
+    pub lon: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct Account {
+    pub meta: RecordMeta,
+    pub name: String,
+    pub industry: Option<String>,
+    pub phone: Option<String>,
+    pub website: Option<String>,
+    pub address: Address,
+    pub geo: Option<GeoPoint>,
+    pub owner: String,
+    pub territory: String,
+    pub notes: String,
+    pub custom: HashMap<String, FieldValue>,
+}
+
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct Contact {
+    pub meta: RecordMeta,
+    pub account_id: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub title: Option<String>,
+    pub owner: String,
+    pub territory: String,
+    pub notes: String,
+    pub custom: HashMap<String, FieldValue>,
+}
+
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct Deal {
+    pub meta: RecordMeta,
+    pub account_id: String,
+    pub contact_id: Option<String>,
+    pub name: String,
+    pub stage: String,
+    /// Minor units (cents).
+    pub amount: Option<i64>,
+    pub currency: Option<String>,
+    /// `YYYY-MM-DD`.
+    pub close_date: Option<String>,
+    pub probability: Option<i64>,
+    pub owner: String,
+    pub territory: String,
+    pub notes: String,
+    pub custom: HashMap<String, FieldValue>,
+}
+
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct Activity {
+    pub meta: RecordMeta,
+    /// call, meeting, visit, task or note.
+    pub activity_kind: String,
+    pub subject: String,
+    pub body: String,
+    pub due_at: Option<i64>,
+    pub done: bool,
+    pub related_to: Option<String>,
+    pub location: Option<GeoPoint>,
+    pub owner: String,
+    pub territory: String,
+    pub custom: HashMap<String, FieldValue>,
+}
+
+/// A record of any kind.
+#[derive(Debug, Clone, PartialEq, uniffi::Enum)]
+pub enum CrmRecord {
+    Account { account: Account },
+    Contact { contact: Contact },
+    Deal { deal: Deal },
+    Activity { activity: Activity },
+}
+
+/// Field access on a core record, for the conversions below.
+struct Read<'a>(&'a core::Record);
+
+impl Read<'_> {
+    fn opt(&self, path: &str) -> Option<String> {
+        self.0.text(path).map(String::from)
+    }
+    fn text(&self, path: &str) -> String {
+        self.opt(path).unwrap_or_default()
+    }
+    fn int(&self, path: &str) -> Option<i64> {
+        self.0.get(path).and_then(Value::as_int)
+    }
+    fn float(&self, path: &str) -> Option<f64> {
+        match self.0.get(path) {
+            Some(Value::Float(x)) => Some(*x),
+            Some(Value::Int(i)) => Some(*i as f64),
+            _ => None,
+        }
+    }
+    fn point(&self, map: &str) -> Option<GeoPoint> {
+        Some(GeoPoint {
+            lat: self.float(&format!("{map}.lat"))?,
+            lon: self.float(&format!("{map}.lon"))?,
+        })
+    }
+    fn meta(&self) -> RecordMeta {
+        RecordMeta {
+            id: self.0.id.clone(),
+            deleted: self.0.deleted,
+            created_at: self.0.created_at,
+            created_by: self.0.created_by.clone(),
+            updated_at: self.0.updated_at,
+        }
+    }
+    fn custom(&self) -> HashMap<String, FieldValue> {
+        self.0
+            .fields
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(core::model::CUSTOM_PREFIX)?.to_string(), v.clone().into())))
+            .collect()
+    }
+}
+
+pub fn account(r: &core::Record) -> Account {
+    let f = Read(r);
+    Account {
+        meta: f.meta(),
+        name: f.text("name"),
+        industry: f.opt("industry"),
+        phone: f.opt("phone"),
+        website: f.opt("website"),
+        address: Address {
+            street: f.opt("address.street"),
+            city: f.opt("address.city"),
+            postcode: f.opt("address.postcode"),
+            country: f.opt("address.country"),
+        },
+        geo: f.point("geo"),
+        owner: f.text("owner"),
+        territory: f.text("territory"),
+        notes: f.text("notes"),
+        custom: f.custom(),
+    }
+}
+
+pub fn contact(r: &core::Record) -> Contact {
+    let f = Read(r);
+    Contact {
+        meta: f.meta(),
+        account_id: f.text("account_id"),
+        first_name: f.text("first_name"),
+        last_name: f.text("last_name"),
+        email: f.opt("email"),
+        phone: f.opt("phone"),
+        title: f.opt("title"),
+        owner: f.text("owner"),
+        territory: f.text("territory"),
+        notes: f.text("notes"),
+        custom: f.custom(),
+    }
+}
+
+pub fn deal(r: &core::Record) -> Deal {
+    let f = Read(r);
+    Deal {
+        meta: f.meta(),
+        account_id: f.text("account_id"),
+        contact_id: f.opt("contact_id"),
+        name: f.text("name"),
+        stage: f.text("stage"),
+        amount: f.int("amount"),
+        currency: f.opt("currency"),
+        close_date: f.opt("close_date"),
+        probability: f.int("probability"),
+        owner: f.text("owner"),
+        territory: f.text("territory"),
+        notes: f.text("notes"),
+        custom: f.custom(),
+    }
+}
+
+pub fn activity(r: &core::Record) -> Activity {
+    let f = Read(r);
+    Activity {
+        meta: f.meta(),
+        activity_kind: f.text("kind"),
+        subject: f.text("subject"),
+        body: f.text("body"),
+        due_at: f.int("due_at"),
+        done: matches!(r.get("done"), Some(Value::Bool(true))),
+        related_to: f.opt("related_to"),
+        location: f.point("location"),
+        owner: f.text("owner"),
+        territory: f.text("territory"),
+        custom: f.custom(),
+    }
+}
+
+impl From<&core::Record> for CrmRecord {
+    fn from(r: &core::Record) -> Self {
+        match r.kind {
+            Kind::Account => CrmRecord::Account { account: account(r) },
+            Kind::Contact => CrmRecord::Contact { contact: contact(r) },
+            Kind::Deal => CrmRecord::Deal { deal: deal(r) },
+            Kind::Activity => CrmRecord::Activity { activity: activity(r) },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum SortField {
+    Name,
+    UpdatedAt,
+    CreatedAt,
+    Amount,
+    CloseDate,
+    DueAt,
+    Stage,
+}
+
+/// Filters for `list`; unset ones match everything.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct ListFilter {
+    pub kind: Option<RecordKind>,
+    pub owner: Option<String>,
+    pub territories: Vec<String>,
+    pub account_id: Option<String>,
+    pub stage: Option<String>,
+    pub updated_since: Option<i64>,
+    pub due_before: Option<i64>,
+    pub include_deleted: bool,
+    pub only_conflicts: bool,
+    pub sort: SortField,
+    pub descending: bool,
+    /// 1 to 1000.
+    pub limit: u32,
+    pub offset: u32,
+}
+
+impl From<ListFilter> for core::ListQuery {
+    fn from(f: ListFilter) -> Self {
+        core::ListQuery {
+            kind: f.kind.map(Into::into),
+            owner: f.owner,
+            territories: f.territories,
+            account_id: f.account_id,
+            stage: f.stage,
+            updated_since: f.updated_since,
+            due_before: f.due_before,
+            include_deleted: f.include_deleted,
+            only_conflicts: f.only_conflicts,
+            sort: match f.sort {
+                SortField::Name => core::SortBy::Name,
+                SortField::UpdatedAt => core::SortBy::UpdatedAt,
+                SortField::CreatedAt => core::SortBy::CreatedAt,
+                SortField::Amount => core::SortBy::Amount,
+                SortField::CloseDate => core::SortBy::CloseDate,
+                SortField::DueAt => core::SortBy::DueAt,
+                SortField::Stage => core::SortBy::Stage,
+            },
+            descending: f.descending,
+            limit: f.limit as usize,
+            offset: f.offset as usize,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct RecordPage {
+    pub records: Vec<CrmRecord>,
+    pub total: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct StageSummary {
+    pub stage: String,
+    pub count: u64,
+    /// Minor units by currency ("" where none is set).
+    pub amounts: HashMap<String, i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct AccountOverview {
+    pub account: Account,
+    pub contacts: Vec<Contact>,
+    pub deals: Vec<Deal>,
+    pub activities: Vec<Activity>,
+}
+
+impl From<core::AccountOverview> for AccountOverview {
+    fn from(o: core::AccountOverview) -> Self {
+        AccountOverview {
+            account: account(&o.account),
+            contacts: o.contacts.iter().map(contact).collect(),
+            deals: o.deals.iter().map(deal).collect(),
+            activities: o.activities.iter().map(activity).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct FieldChange {
+    pub field: String,
+    pub old: FieldValue,
+    pub new: FieldValue,
+}
+
+/// One change of a record: who, when, from which device, what.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct HistoryEntry {
+    pub change: String,
+    pub time: i64,
+    pub user: String,
+    /// The device's Automerge actor id (hex).
+    pub actor: String,
+    pub fields: Vec<FieldChange>,
+}
+
+impl From<core::HistoryEntry> for HistoryEntry {
+    fn from(h: core::HistoryEntry) -> Self {
+        HistoryEntry {
+            change: h.change,
+            time: h.time,
+            user: h.user,
+            actor: h.actor,
+            fields: h
+                .fields
+                .into_iter()
+                .map(|f| FieldChange { field: f.field, old: f.old.into(), new: f.new.into() })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct ConflictValue {
+    pub value: FieldValue,
+    pub user: String,
+    pub actor: String,
+    pub time: i64,
+}
+
+/// A field with competing values; `values[0]` is the one shown now.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct Conflict {
+    pub field: String,
+    pub values: Vec<ConflictValue>,
+}
+
+impl From<core::Conflict> for Conflict {
+    fn from(c: core::Conflict) -> Self {
+        Conflict {
+            field: c.field,
+            values: c
+                .values
+                .into_iter()
+                .map(|v| ConflictValue { value: v.value.into(), user: v.user, actor: v.actor, time: v.time })
+                .collect(),
+        }
+    }
+}
+
+/// Sync totals so far (reported after every round and at the end).
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct SyncStatus {
+    pub rounds: u32,
+    pub pushed: u64,
+    pub acked: u64,
+    pub rejected: u64,
+    pub received_changes: u64,
+    pub received_snapshots: u64,
+    pub evicted: u64,
+    pub outbox_pending: u64,
+    pub cursor: u64,
+    pub more: bool,
+}
+
+impl From<&core::SyncProgress> for SyncStatus {
+    fn from(p: &core::SyncProgress) -> Self {
+        SyncStatus {
+            rounds: p.round as u32,
+            pushed: p.total.pushed as u64,
+            acked: p.total.acked as u64,
+            rejected: p.total.rejected as u64,
+            received_changes: p.total.changes as u64,
+            received_snapshots: p.total.snapshots as u64,
+            evicted: p.total.evicted as u64,
+            outbox_pending: p.outbox_pending as u64,
+            cursor: p.cursor,
+            more: p.total.more,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct OutboxStatus {
+    pub pending: u64,
+    pub rejected: u64,
+}
+
+/// A local change the relay refused; it stays on the device.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct RejectedChange {
+    pub record_id: String,
+    pub reason: String,
+}
