@@ -38,7 +38,9 @@ impl From<Core> for CrmError {
             | Core::CorruptDocument { .. }
             | Core::NotAStore { .. }
             | Core::SchemaTooNew { .. } => CrmError::Storage(message),
-            Core::Transport { .. } | Core::Protocol(_) | Core::UnsupportedVersion { .. } => CrmError::Sync(message),
+            Core::Transport { .. } | Core::Protocol(_) | Core::UnsupportedVersion { .. } => {
+                CrmError::Sync(message)
+            }
             _ => CrmError::InvalidInput(message),
         }
     }

@@ -32,10 +32,12 @@ struct HostAdapter(Arc<dyn HostTransport>);
 
 impl core::Transport for HostAdapter {
     fn exchange(&self, request: &[u8]) -> core::Result<Vec<u8>> {
-        self.0.exchange(request.to_vec()).map_err(|e| core::Error::Transport {
-            status: None,
-            message: e.to_string(),
-        })
+        self.0
+            .exchange(request.to_vec())
+            .map_err(|e| core::Error::Transport {
+                status: None,
+                message: e.to_string(),
+            })
     }
 }
 
@@ -86,12 +88,16 @@ impl CrmStore {
     pub fn open(path: String, user: String) -> Result<Arc<Self>, CrmError> {
         let store = core::Store::open(&path, &user)?;
         Ok(Arc::new(CrmStore {
-            inner: Mutex::new(Some(Inner { store, transport: None })),
+            inner: Mutex::new(Some(Inner {
+                store,
+                transport: None,
+            })),
         }))
     }
 
-    /// Closes the store; later calls fail with `Closed`.
-    pub fn close(&self) {
+    /// Closes the store file; later calls fail with `Closed`. (Kotlin's
+    /// `close()` / Swift's deinit free the handle itself.)
+    pub fn close_store(&self) {
         self.lock().take();
     }
 
@@ -99,17 +105,34 @@ impl CrmStore {
         self.store(|s| Ok(s.device_id().to_string()))
     }
 
-    pub fn create(&self, kind: RecordKind, fields: HashMap<String, FieldValue>) -> Result<CrmRecord, CrmError> {
-        self.store(|s| s.create(kind.into(), to_fields(fields))).map(|r| (&r).into())
+    pub fn create(
+        &self,
+        kind: RecordKind,
+        fields: HashMap<String, FieldValue>,
+    ) -> Result<CrmRecord, CrmError> {
+        self.store(|s| s.create(kind.into(), to_fields(fields)))
+            .map(|r| (&r).into())
     }
 
     /// Changes the given fields; `FieldValue::Null` clears one.
-    pub fn update(&self, id: String, fields: HashMap<String, FieldValue>) -> Result<CrmRecord, CrmError> {
-        self.store(|s| s.update(&id, to_fields(fields))).map(|r| (&r).into())
+    pub fn update(
+        &self,
+        id: String,
+        fields: HashMap<String, FieldValue>,
+    ) -> Result<CrmRecord, CrmError> {
+        self.store(|s| s.update(&id, to_fields(fields)))
+            .map(|r| (&r).into())
     }
 
     /// Edits a long text field (notes, body) at a position in Unicode code points.
-    pub fn splice_text(&self, id: String, field: String, pos: u32, delete: u32, insert: String) -> Result<CrmRecord, CrmError> {
+    pub fn splice_text(
+        &self,
+        id: String,
+        field: String,
+        pos: u32,
+        delete: u32,
+        insert: String,
+    ) -> Result<CrmRecord, CrmError> {
         self.store(|s| s.splice_text(&id, &field, pos as usize, delete as usize, &insert))
             .map(|r| (&r).into())
     }
@@ -135,16 +158,26 @@ impl CrmStore {
     }
 
     /// Full-text search over names, emails, phones and notes.
-    pub fn search(&self, text: String, kind: Option<RecordKind>, limit: u32) -> Result<Vec<CrmRecord>, CrmError> {
+    pub fn search(
+        &self,
+        text: String,
+        kind: Option<RecordKind>,
+        limit: u32,
+    ) -> Result<Vec<CrmRecord>, CrmError> {
         let found = self.store(|s| s.search(&text, kind.map(Into::into), limit as usize))?;
         Ok(found.iter().map(Into::into).collect())
     }
 
     pub fn account_overview(&self, account_id: String) -> Result<AccountOverview, CrmError> {
-        self.store(|s| s.account_overview(&account_id)).map(Into::into)
+        self.store(|s| s.account_overview(&account_id))
+            .map(Into::into)
     }
 
-    pub fn pipeline_summary(&self, owner: Option<String>, territories: Vec<String>) -> Result<Vec<StageSummary>, CrmError> {
+    pub fn pipeline_summary(
+        &self,
+        owner: Option<String>,
+        territories: Vec<String>,
+    ) -> Result<Vec<StageSummary>, CrmError> {
         let summary = self.store(|s| s.pipeline_summary(owner.as_deref(), &territories))?;
         Ok(summary
             .into_iter()
@@ -157,7 +190,11 @@ impl CrmStore {
     }
 
     pub fn history(&self, id: String) -> Result<Vec<HistoryEntry>, CrmError> {
-        Ok(self.store(|s| s.history(&id))?.into_iter().map(Into::into).collect())
+        Ok(self
+            .store(|s| s.history(&id))?
+            .into_iter()
+            .map(Into::into)
+            .collect())
     }
 
     /// The record as it stood at `time` (ms since the epoch).
@@ -166,16 +203,31 @@ impl CrmStore {
     }
 
     pub fn conflicts(&self, id: String) -> Result<Vec<Conflict>, CrmError> {
-        Ok(self.store(|s| s.conflicts(&id))?.into_iter().map(Into::into).collect())
+        Ok(self
+            .store(|s| s.conflicts(&id))?
+            .into_iter()
+            .map(Into::into)
+            .collect())
     }
 
     /// Settles a conflict with one of its values or a new one.
-    pub fn resolve_conflict(&self, id: String, field: String, value: FieldValue) -> Result<CrmRecord, CrmError> {
-        self.store(|s| s.resolve_conflict(&id, &field, value.into())).map(|r| (&r).into())
+    pub fn resolve_conflict(
+        &self,
+        id: String,
+        field: String,
+        value: FieldValue,
+    ) -> Result<CrmRecord, CrmError> {
+        self.store(|s| s.resolve_conflict(&id, &field, value.into()))
+            .map(|r| (&r).into())
     }
 
     /// Signs in to a relay (e.g. `https://crm.example.com`); `sync` then uses it.
-    pub fn login(&self, base_url: String, username: String, password: String) -> Result<(), CrmError> {
+    pub fn login(
+        &self,
+        base_url: String,
+        username: String,
+        password: String,
+    ) -> Result<(), CrmError> {
         let (transport, _) = HttpTransport::login(&base_url, &username, &password)?;
         self.with(|inner| {
             inner.transport = Some(transport);
@@ -200,7 +252,11 @@ impl CrmStore {
     }
 
     /// Syncs through the app's own transport.
-    pub fn sync_with(&self, transport: Arc<dyn HostTransport>, listener: Option<Arc<dyn SyncListener>>) -> Result<SyncStatus, CrmError> {
+    pub fn sync_with(
+        &self,
+        transport: Arc<dyn HostTransport>,
+        listener: Option<Arc<dyn SyncListener>>,
+    ) -> Result<SyncStatus, CrmError> {
         let adapter = HostAdapter(transport);
         let done = self.store(|s| {
             s.sync(&adapter, &mut |p| {
@@ -238,7 +294,10 @@ impl CrmStore {
 
     pub fn outbox_status(&self) -> Result<OutboxStatus, CrmError> {
         let s = self.store(|s| s.outbox_status())?;
-        Ok(OutboxStatus { pending: s.pending as u64, rejected: s.rejected as u64 })
+        Ok(OutboxStatus {
+            pending: s.pending as u64,
+            rejected: s.rejected as u64,
+        })
     }
 
     /// Local changes the relay refused, with its reasons.
@@ -246,7 +305,12 @@ impl CrmStore {
         let entries = self.store(|s| s.outbox(0, 10_000, true))?;
         Ok(entries
             .into_iter()
-            .filter_map(|e| Some(RejectedChange { record_id: e.record_id, reason: e.rejected? }))
+            .filter_map(|e| {
+                Some(RejectedChange {
+                    record_id: e.record_id,
+                    reason: e.rejected?,
+                })
+            })
             .collect())
     }
 }
@@ -260,7 +324,11 @@ mod tests {
     }
 
     fn open(dir: &tempfile::TempDir) -> Arc<CrmStore> {
-        CrmStore::open(dir.path().join("s.db").to_string_lossy().into(), "ann".into()).unwrap()
+        CrmStore::open(
+            dir.path().join("s.db").to_string_lossy().into(),
+            "ann".into(),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -273,7 +341,8 @@ mod tests {
             ("address.city".to_string(), text("Leeds")),
             ("custom.tier".to_string(), FieldValue::Int { value: 2 }),
         ]);
-        let CrmRecord::Account { account } = store.create(RecordKind::Account, fields).unwrap() else {
+        let CrmRecord::Account { account } = store.create(RecordKind::Account, fields).unwrap()
+        else {
             panic!("an account comes back as an account");
         };
         assert_eq!(account.name, "Acme");
@@ -307,9 +376,15 @@ mod tests {
         let err = store.get("no-such-id".into()).unwrap_err();
         assert!(matches!(err, CrmError::NotFound(_)), "{err}");
         let err = store
-            .create(RecordKind::Contact, HashMap::from([("email".to_string(), text("nope"))]))
+            .create(
+                RecordKind::Contact,
+                HashMap::from([("email".to_string(), text("nope"))]),
+            )
             .unwrap_err();
-        assert!(matches!(err, CrmError::InvalidInput(ref m) if m.contains("email")), "{err}");
+        assert!(
+            matches!(err, CrmError::InvalidInput(ref m) if m.contains("email")),
+            "{err}"
+        );
         let err = store.update("../x".into(), HashMap::new()).unwrap_err();
         assert!(matches!(err, CrmError::InvalidInput(_)), "{err}");
         let err = store.sync(None).unwrap_err();
@@ -317,14 +392,17 @@ mod tests {
         let err = store.apply_sync_response(vec![1, 2, 3]).unwrap_err();
         assert!(matches!(err, CrmError::Sync(_)), "{err}");
 
-        store.close();
+        store.close_store();
         let err = store.get("x".into()).unwrap_err();
         assert!(matches!(err, CrmError::Closed(_)), "{err}");
 
         let corrupt = dir.path().join("corrupt.db");
         std::fs::write(&corrupt, vec![0x42; 4096]).unwrap();
         let err = CrmStore::open(corrupt.to_string_lossy().into(), "ann".into()).unwrap_err();
-        assert!(matches!(err, CrmError::Storage(ref m) if m.contains("not a SQLite database")), "{err}");
+        assert!(
+            matches!(err, CrmError::Storage(ref m) if m.contains("not a SQLite database")),
+            "{err}"
+        );
     }
 
     #[test]

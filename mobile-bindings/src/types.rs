@@ -202,7 +202,12 @@ impl Read<'_> {
         self.0
             .fields
             .iter()
-            .filter_map(|(k, v)| Some((k.strip_prefix(core::model::CUSTOM_PREFIX)?.to_string(), v.clone().into())))
+            .filter_map(|(k, v)| {
+                Some((
+                    k.strip_prefix(core::model::CUSTOM_PREFIX)?.to_string(),
+                    v.clone().into(),
+                ))
+            })
             .collect()
     }
 }
@@ -285,10 +290,16 @@ pub fn activity(r: &core::Record) -> Activity {
 impl From<&core::Record> for CrmRecord {
     fn from(r: &core::Record) -> Self {
         match r.kind {
-            Kind::Account => CrmRecord::Account { account: account(r) },
-            Kind::Contact => CrmRecord::Contact { contact: contact(r) },
+            Kind::Account => CrmRecord::Account {
+                account: account(r),
+            },
+            Kind::Contact => CrmRecord::Contact {
+                contact: contact(r),
+            },
             Kind::Deal => CrmRecord::Deal { deal: deal(r) },
-            Kind::Activity => CrmRecord::Activity { activity: activity(r) },
+            Kind::Activity => CrmRecord::Activity {
+                activity: activity(r),
+            },
         }
     }
 }
@@ -412,7 +423,11 @@ impl From<core::HistoryEntry> for HistoryEntry {
             fields: h
                 .fields
                 .into_iter()
-                .map(|f| FieldChange { field: f.field, old: f.old.into(), new: f.new.into() })
+                .map(|f| FieldChange {
+                    field: f.field,
+                    old: f.old.into(),
+                    new: f.new.into(),
+                })
                 .collect(),
         }
     }
@@ -440,7 +455,12 @@ impl From<core::Conflict> for Conflict {
             values: c
                 .values
                 .into_iter()
-                .map(|v| ConflictValue { value: v.value.into(), user: v.user, actor: v.actor, time: v.time })
+                .map(|v| ConflictValue {
+                    value: v.value.into(),
+                    user: v.user,
+                    actor: v.actor,
+                    time: v.time,
+                })
                 .collect(),
         }
     }

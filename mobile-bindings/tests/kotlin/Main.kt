@@ -1,0 +1,133 @@
+// Kotlin scenario on the JVM, through the same generated code Android uses:
+// two devices, a real relay, offline edits, a conflict, its resolution.
+// Usage: MainKt <path of fieldcrm-server>
+
+import java.io.File
+import java.nio.file.Files
+import java.util.concurrent.TimeUnit
+import uniffi.fieldcrm_mobile.*
+
+const val PASSWORD = "kotlin-password"
+
+fun check(condition: Boolean, message: () -> String) {
+    if (!condition) throw AssertionError(message())
+}
+
+fun text(value: String) = FieldValue.Text(value)
+
+class Progress : SyncListener {
+    val rounds = mutableListOf<SyncStatus>()
+    override fun onProgress(status: SyncStatus) {
+        rounds.add(status)
+    }
+}
+
+fun main(args: Array<String>) {
+    val relayBin = File(args[0]).absolutePath
+    val tmp = Files.createTempDirectory("fieldcrm-kotlin").toFile()
+    val data = File(tmp, "relay").path
+    fun admin(vararg command: String) {
+        val pb = ProcessBuilder(relayBin, "--data", data, *command).inheritIO()
+        pb.environment()["FIELDCRM_USER_PASSWORD"] = PASSWORD
+        check(pb.start().waitFor() == 0) { "admin command ${command.toList()} failed" }
+    }
+    admin("territory", "add", "north")
+    admin("user", "add", "ann", "--territories", "north")
+    admin("user", "add", "bob", "--territories", "north")
+
+    val relay = ProcessBuilder(relayBin, "--data", data, "serve", "--listen", "127.0.0.1:0")
+        .redirectError(ProcessBuilder.Redirect.DISCARD)
+        .start()
+    try {
+        val url = relay.inputStream.bufferedReader().readLine().removePrefix("listening on ").trim()
+        scenario(tmp, url)
+        badInput(tmp)
+        println("kotlin: 2 passed, 0 failed")
+    } finally {
+        relay.destroy()
+        relay.waitFor(5, TimeUnit.SECONDS)
+        tmp.deleteRecursively()
+    }
+}
+
+fun scenario(tmp: File, url: String) {
+    val ann = CrmStore.open(File(tmp, "ann.db").path, "ann")
+    val acme = (ann.create(RecordKind.ACCOUNT, mapOf("name" to text("Acme"), "territory" to text("north"))) as CrmRecord.Account).account
+    for ((first, last) in listOf("Ada" to "Lovelace", "Grace" to "Hopper")) {
+        ann.create(
+            RecordKind.CONTACT,
+            mapOf(
+                "account_id" to text(acme.meta.id),
+                "first_name" to text(first),
+                "last_name" to text(last),
+                "email" to text("${first.lowercase()}@acme.example"),
+                "territory" to text("north"),
+            ),
+        )
+    }
+    val found = ann.search("lovel", null, 10u)
+    check(found.size == 1 && (found[0] as CrmRecord.Contact).contact.lastName == "Lovelace") { "search found $found" }
+    check(ann.accountOverview(acme.meta.id).contacts.size == 2) { "overview lists both contacts" }
+
+    ann.login(url, "ann", PASSWORD)
+    val progress = Progress()
+    val pushed = ann.sync(progress)
+    check(pushed.acked == 3uL && progress.rounds.isNotEmpty()) { "ann pushed $pushed, progress ${progress.rounds}" }
+
+    val bob = CrmStore.open(File(tmp, "bob.db").path, "bob")
+    bob.login(url, "bob", PASSWORD)
+    bob.sync(null)
+    check((bob.get(acme.meta.id) as CrmRecord.Account).account.name == "Acme") { "bob sees ann's account" }
+
+    // Offline on both devices: the same field, differently.
+    ann.update(acme.meta.id, mapOf("phone" to text("+44 111 111")))
+    bob.update(acme.meta.id, mapOf("phone" to text("+44 222 222")))
+    ann.sync(null)
+    bob.sync(null)
+    ann.sync(null)
+    for (device in listOf(ann, bob)) {
+        val conflicts = device.conflicts(acme.meta.id)
+        check(conflicts.size == 1 && conflicts[0].field == "phone" && conflicts[0].values.size == 2) { "conflict: $conflicts" }
+    }
+    check(ann.get(acme.meta.id) == bob.get(acme.meta.id)) { "both devices show the same record" }
+
+    ann.resolveConflict(acme.meta.id, "phone", text("+44 333 333"))
+    ann.sync(null)
+    bob.sync(null)
+    check(bob.conflicts(acme.meta.id).isEmpty()) { "resolved on bob too" }
+    check((bob.get(acme.meta.id) as CrmRecord.Account).account.phone == "+44 333 333") { "bob has the resolution" }
+
+    val history = bob.history(acme.meta.id)
+    check(history.size == 4) { "create, two edits, resolution: $history" }
+    check(history.last().user == "ann" && history.last().fields.single().field == "phone") { "last change ${history.last()}" }
+    ann.closeStore()
+    bob.closeStore()
+}
+
+fun badInput(tmp: File) {
+    val store = CrmStore.open(File(tmp, "bad.db").path, "ann")
+    try {
+        store.get("no-such-record")
+        throw AssertionError("get of an unknown id must fail")
+    } catch (e: CrmException.NotFound) {
+        check(e.message!!.contains("no-such-record")) { "message names the id: ${e.message}" }
+    }
+    try {
+        store.create(RecordKind.DEAL, mapOf("amount" to FieldValue.Float(1.5)))
+        throw AssertionError("a fractional amount must fail")
+    } catch (e: CrmException.InvalidInput) {
+        check(e.message!!.contains("amount")) { "message names the field: ${e.message}" }
+    }
+    store.closeStore()
+    try {
+        store.get("x")
+        throw AssertionError("a closed handle must fail")
+    } catch (e: CrmException.Closed) {
+    }
+    val corrupt = File(tmp, "corrupt.db").also { it.writeBytes(ByteArray(4096) { 0x42 }) }
+    try {
+        CrmStore.open(corrupt.path, "ann")
+        throw AssertionError("a corrupt file must fail")
+    } catch (e: CrmException.Storage) {
+    }
+}

@@ -1,0 +1,135 @@
+"""The mobile scenario through the generated Python module: two devices, a
+real relay, offline edits, a conflict and its resolution, bad input."""
+
+import os
+import subprocess
+
+import pytest
+
+import fieldcrm_mobile as crm
+
+PASSWORD = "python-password"
+RELAY = os.path.abspath(os.environ.get("FIELDCRM_SERVER_BIN", "target/debug/fieldcrm-server"))
+
+
+def text(value):
+    return crm.FieldValue.TEXT(value)
+
+
+@pytest.fixture
+def relay_url(tmp_path):
+    data = str(tmp_path / "relay")
+    env = dict(os.environ, FIELDCRM_USER_PASSWORD=PASSWORD)
+    for command in (
+        ["territory", "add", "north"],
+        ["user", "add", "ann", "--territories", "north"],
+        ["user", "add", "bob", "--territories", "north"],
+    ):
+        subprocess.run([RELAY, "--data", data, *command], env=env, check=True, capture_output=True)
+    process = subprocess.Popen(
+        [RELAY, "--data", data, "serve", "--listen", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        yield process.stdout.readline().strip().removeprefix("listening on ")
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+class Progress(crm.SyncListener):
+    def __init__(self):
+        self.rounds = []
+
+    def on_progress(self, status):
+        self.rounds.append(status)
+
+
+def test_two_devices_converge_through_the_relay(tmp_path, relay_url):
+    ann = crm.CrmStore.open(str(tmp_path / "ann.db"), "ann")
+    acme = ann.create(crm.RecordKind.ACCOUNT, {"name": text("Acme"), "territory": text("north")}).account
+    for first, last in [("Ada", "Lovelace"), ("Grace", "Hopper")]:
+        ann.create(
+            crm.RecordKind.CONTACT,
+            {
+                "account_id": text(acme.meta.id),
+                "first_name": text(first),
+                "last_name": text(last),
+                "territory": text("north"),
+            },
+        )
+    found = ann.search("hopp", None, 10)
+    assert [r.contact.last_name for r in found] == ["Hopper"]
+
+    ann.login(relay_url, "ann", PASSWORD)
+    progress = Progress()
+    assert ann.sync(progress).acked == 3
+    assert progress.rounds
+
+    bob = crm.CrmStore.open(str(tmp_path / "bob.db"), "bob")
+    bob.login(relay_url, "bob", PASSWORD)
+    bob.sync(None)
+    assert bob.get(acme.meta.id).account.name == "Acme"
+
+    ann.update(acme.meta.id, {"phone": text("+44 111 111")})
+    bob.update(acme.meta.id, {"phone": text("+44 222 222")})
+    for device in (ann, bob, ann):
+        device.sync(None)
+    conflicts = bob.conflicts(acme.meta.id)
+    assert [c.field for c in conflicts] == ["phone"]
+    assert len(conflicts[0].values) == 2
+    assert ann.get(acme.meta.id) == bob.get(acme.meta.id)
+
+    bob.resolve_conflict(acme.meta.id, "phone", text("+44 333 333"))
+    bob.sync(None)
+    ann.sync(None)
+    assert ann.conflicts(acme.meta.id) == []
+    assert ann.get(acme.meta.id).account.phone == "+44 333 333"
+    history = ann.history(acme.meta.id)
+    assert [h.user for h in history][-1] == "bob"
+
+
+def test_bring_your_own_transport(tmp_path, relay_url):
+    """The host carries the bytes: here with urllib, as an app would with its own HTTP stack."""
+    import json
+    import urllib.request
+
+    login = urllib.request.Request(
+        relay_url + "/v1/login",
+        data=json.dumps({"username": "ann", "password": PASSWORD}).encode(),
+        headers={"content-type": "application/json"},
+    )
+    token = json.load(urllib.request.urlopen(login))["token"]
+
+    class Transport(crm.HostTransport):
+        def exchange(self, request):
+            req = urllib.request.Request(
+                relay_url + "/v1/sync",
+                data=bytes(request),
+                headers={"authorization": "Bearer " + token, "content-type": "application/cbor"},
+            )
+            return urllib.request.urlopen(req).read()
+
+    ann = crm.CrmStore.open(str(tmp_path / "ann.db"), "ann")
+    ann.create(crm.RecordKind.ACCOUNT, {"name": text("Byo"), "territory": text("north")})
+    assert ann.sync_with(Transport(), None).acked == 1
+    assert ann.outbox_status().pending == 0
+
+
+def test_bad_input_raises_errors_with_messages(tmp_path):
+    store = crm.CrmStore.open(str(tmp_path / "s.db"), "ann")
+    with pytest.raises(crm.CrmError.NotFound, match="nope"):
+        store.get("nope")
+    with pytest.raises(crm.CrmError.InvalidInput, match="email"):
+        store.create(crm.RecordKind.CONTACT, {"email": text("not-an-email")})
+    with pytest.raises(crm.CrmError.NotSignedIn):
+        store.sync(None)
+    store.close_store()
+    with pytest.raises(crm.CrmError.Closed):
+        store.get("x")
+    corrupt = tmp_path / "corrupt.db"
+    corrupt.write_bytes(b"\x42" * 4096)
+    with pytest.raises(crm.CrmError.Storage):
+        crm.CrmStore.open(str(corrupt), "ann")
