@@ -6,7 +6,7 @@
 //! The child is this test binary re-run with `FIELDCRM_CRASH_CHILD` set.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -47,16 +47,24 @@ fn crash_child() {
                     ]),
                 )
                 .expect("create");
-            println!("ack {seq} create {}", record.id);
+            ack(&format!("ack {seq} create {}", record.id));
             ids.push(record.id);
         } else {
             let id = ids[rng.gen_range(0..ids.len())].clone();
             store
                 .update(&id, fields([("phone", format!("+1 555 {seq}"))]))
                 .expect("update");
-            println!("ack {seq} update {id}");
+            ack(&format!("ack {seq} update {id}"));
         }
     }
+}
+
+/// Reports an edit whose call returned. Flushed at once: stdout on a pipe
+/// may be block-buffered, and a buffered report would be lost to the kill.
+fn ack(line: &str) {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").expect("write to the parent");
+    out.flush().expect("flush to the parent");
 }
 
 #[derive(Debug)]
@@ -66,7 +74,10 @@ enum Ack {
 }
 
 fn parse(line: &str) -> Option<Ack> {
-    let mut parts = line.strip_prefix("ack ")?.split(' ');
+    // The test harness may have printed `test crash_child ... ` (no newline)
+    // before the first report, so look for the marker anywhere in the line.
+    let at = line.find("ack ")?;
+    let mut parts = line[at + 4..].split(' ');
     let seq = parts.next()?.parse().ok()?;
     let op = parts.next()?;
     let id = parts.next()?.trim().to_string();
