@@ -22,7 +22,10 @@ struct Args {
     /// Records in the store whose open time and memory are measured.
     #[arg(long, default_value_t = 100_000)]
     open_records: usize,
-    /// Small run for CI: 500 records, 5,000-record open test.
+    /// Devices in the concurrent phase, each in its own territory.
+    #[arg(long, default_value_t = 50)]
+    devices: usize,
+    /// Small run for CI: 500 records, 5 devices, 5,000-record open test.
     #[arg(long)]
     quick: bool,
     #[arg(long, default_value_t = 42)]
@@ -37,13 +40,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.quick {
         args.records = 500;
         args.open_records = 5_000;
+        args.devices = 5;
     }
     let dir = tempfile::tempdir()?;
     let plan = workload::w1(args.records, args.seed, "north", &["ann", "bob", "cat"]);
 
     let floor = floor(&plan, dir.path())?;
     let local = local(&args, &plan, dir.path())?;
-    let sync = sync_phases(dir.path())?;
+    let sync = sync_phases(dir.path(), args.devices)?;
     let ratio = |phase: &Json, key: &str, floor_key: &str| -> Json {
         match (phase[key].as_f64(), floor[floor_key].as_f64()) {
             (Some(a), Some(b)) if b > 0.0 => json!((a / b * 100.0).round() / 100.0),
@@ -55,7 +59,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "create_one_by_one": ratio(&local, "create_one_by_one_s", "one_by_one_s"),
         "create_batch": ratio(&local, "create_batch_s", "batch_s"),
     });
-    let [mut upload, mut bootstrap, incremental, relay] = sync;
+    let [mut upload, mut bootstrap, incremental, concurrent, relay] = sync;
     let sync_floor = floor["automerge_load_s"].as_f64().unwrap_or(0.0)
         + floor["sqlite_insert_batch_s"].as_f64().unwrap_or(0.0);
     for phase in [&mut upload, &mut bootstrap] {
@@ -69,6 +73,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "upload": upload,
         "bootstrap": bootstrap,
         "incremental": incremental,
+        "concurrent": concurrent,
         "relay": relay,
         "floor": floor,
     });
@@ -211,9 +216,12 @@ fn local(
 
 /// Upload from device A (the batch store), bootstrap of a fresh device B,
 /// 100 edits on A reaching a connected B through push; relay figures.
-fn sync_phases(dir: &std::path::Path) -> Result<[Json; 4], Box<dyn std::error::Error>> {
+fn sync_phases(
+    dir: &std::path::Path,
+    devices: usize,
+) -> Result<[Json; 5], Box<dyn std::error::Error>> {
     let relay_dir = dir.join("relay");
-    let relay = RelayProcess::start(&relay_dir, 0)?;
+    let relay = RelayProcess::start(&relay_dir, devices)?;
     let pw = relay_process::PASSWORD;
 
     let mut a = Store::open(dir.join("device-batch.db"), "ann")?;
@@ -288,6 +296,7 @@ fn sync_phases(dir: &std::path::Path) -> Result<[Json; 4], Box<dyn std::error::E
     let (seen_at, b_syncs) = watcher.join().map_err(|_| "watcher thread panicked")??;
     let incremental = seen_at.duration_since(t);
 
+    let concurrent = concurrent_phase(dir, &relay.url, devices)?;
     let relay_bytes = file_size(&relay_dir.join("relay.db"));
     Ok([
         json!({
@@ -304,8 +313,85 @@ fn sync_phases(dir: &std::path::Path) -> Result<[Json; 4], Box<dyn std::error::E
             "wall_s": secs(incremental), "edits": expected.len(), "push_sync_s": secs(pushed_s),
             "receiver_syncs": b_syncs,
         }),
+        concurrent,
         json!({ "peak_rss_kib": relay.peak_rss_kib(), "store_bytes": relay_bytes }),
     ])
+}
+
+/// `devices` reps, each in their own territory with 5 accounts, each make
+/// 20 edits offline; then all sync at the same moment.
+fn concurrent_phase(
+    dir: &std::path::Path,
+    url: &str,
+    devices: usize,
+) -> Result<Json, Box<dyn std::error::Error>> {
+    const EDITS: usize = 20;
+    let mut ready = Vec::new();
+    for i in 0..devices {
+        let user = format!("rep{i}");
+        let mut store = Store::open(dir.join(format!("rep{i}.db")), &user)?;
+        let (transport, _) = HttpTransport::login(url, &user, relay_process::PASSWORD)?;
+        let ids: Vec<String> = (0..5)
+            .map(|a| {
+                store
+                    .create(
+                        Kind::Account,
+                        fieldcrm_core::fields([
+                            ("name", format!("Rep {i} account {a}")),
+                            ("territory", format!("t{i}")),
+                        ]),
+                    )
+                    .map(|r| r.id)
+            })
+            .collect::<fieldcrm_core::Result<_>>()?;
+        store.sync(&transport, &mut |_| {})?;
+        for e in 0..EDITS {
+            store.update(
+                &ids[e % ids.len()],
+                fieldcrm_core::fields([("custom.visits", Value::Int(e as i64))]),
+            )?;
+        }
+        ready.push((store, transport));
+    }
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(devices + 1));
+    let threads: Vec<_> = ready
+        .into_iter()
+        .map(|(mut store, transport)| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                let t = Instant::now();
+                let result = store.sync(&transport, &mut |_| {});
+                (t.elapsed(), result.map(|p| p.total.acked))
+            })
+        })
+        .collect();
+    barrier.wait();
+    let t = Instant::now();
+    let mut latencies = Vec::new();
+    let (mut errors, mut acked) = (0, 0);
+    for thread in threads {
+        let (latency, result) = thread.join().map_err(|_| "device thread panicked")?;
+        latencies.push(latency);
+        match result {
+            Ok(n) => acked += n,
+            Err(e) => {
+                errors += 1;
+                eprintln!("concurrent sync failed: {e}");
+            }
+        }
+    }
+    let wall = t.elapsed();
+    Ok(json!({
+        "wall_s": secs(wall),
+        "devices": devices,
+        "edits_per_device": EDITS,
+        "changes_acked": acked,
+        "changes_per_s": (acked as f64 / wall.as_secs_f64()).round(),
+        "sync_p50_ms": percentile(&mut latencies, 50.0),
+        "sync_p99_ms": percentile(&mut latencies, 99.0),
+        "errors": errors,
+    }))
 }
 
 /// The records' size as compacted Automerge documents (`save()` of each).
@@ -434,7 +520,8 @@ fn summary(r: &Json) -> String {
         l["records"], l["open_s"], l["open_rss_delta_kib"],
         l["open_large"]["records"], l["open_large"]["open_s"], l["open_large"]["rss_delta_kib"],
     ) + &format!(
-        "\n  upload             {:>8.3} s  ({} B up)\n  bootstrap          {:>8.3} s  ({} B down, {}x compacted)\n  incremental        {:>8.3} s  (100 edits A -> B via push)\n  relay peak rss     {:>8} KiB, store {} B",
+        "\n  concurrent         {:>8.3} s  ({} devices, sync p50/p99 {} / {} ms, {} errors)\n  upload             {:>8.3} s  ({} B up)\n  bootstrap          {:>8.3} s  ({} B down, {}x compacted)\n  incremental        {:>8.3} s  (100 edits A -> B via push)\n  relay peak rss     {:>8} KiB, store {} B",
+        r["concurrent"]["wall_s"], r["concurrent"]["devices"], r["concurrent"]["sync_p50_ms"], r["concurrent"]["sync_p99_ms"], r["concurrent"]["errors"],
         r["upload"]["wall_s"], r["upload"]["bytes_up"], r["bootstrap"]["wall_s"], r["bootstrap"]["bytes_down"],
         r["bootstrap"]["bytes_ratio_to_compacted"], r["incremental"]["wall_s"], r["relay"]["peak_rss_kib"], r["relay"]["store_bytes"],
     )
