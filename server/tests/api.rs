@@ -445,3 +445,32 @@ async fn event_stream_announces_log_advances() {
     }
     let _ = Value::Null;
 }
+
+#[tokio::test]
+async fn one_bad_change_in_a_run_of_one_records_changes_is_rejected_alone() {
+    let fx = fixture();
+    let token = fx.token("ann").await;
+    let mut ann = fx.device("ann");
+    let id = account(&mut ann, "Mover", "north");
+    ann.update(&id, fields([("industry", "Steel")])).unwrap();
+    // Ann may not move a record out of her territories.
+    ann.update(&id, fields([("territory", "south")])).unwrap();
+    let response = fx.sync(&mut ann, &token).await;
+    assert_eq!(
+        response.acks.len(),
+        2,
+        "the create and the first edit are accepted"
+    );
+    assert_eq!(response.rejected.len(), 1);
+    assert!(
+        response.rejected[0].reason.contains("outside yours"),
+        "{}",
+        response.rejected[0].reason
+    );
+    let on_relay = fx.relay.with_records(|r| r.get(&id)).unwrap();
+    assert_eq!(
+        (on_relay.text("industry"), on_relay.text("territory")),
+        (Some("Steel"), Some("north"))
+    );
+    assert_eq!(fx.relay.stats().unwrap().head, 2);
+}

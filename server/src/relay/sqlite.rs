@@ -130,13 +130,22 @@ fn reject(hash: Option<[u8; 32]>, reason: impl Into<String>) -> Rejection {
     }
 }
 
-/// Validates and stores one pushed change inside the push transaction.
-fn push_one(
+/// A pushed change that passed the checks that need no document.
+struct Checked<'a> {
+    change: &'a RecordBytes,
+    parsed: ParsedChange,
+    hash: [u8; 32],
+    actor: String,
+    actor_bound: bool,
+}
+
+/// Size, shape, author and actor checks. `Ok(None)`: the relay already has
+/// the change (acknowledge it, store nothing).
+fn precheck<'a>(
     tx: &StoreTx<'_>,
     user: &User,
-    device: &str,
-    change: &RecordBytes,
-) -> std::result::Result<([u8; 32], bool), Rejection> {
+    change: &'a RecordBytes,
+) -> std::result::Result<Option<Checked<'a>>, Rejection> {
     if change.bytes.len() > MAX_CHANGE_BYTES {
         return Err(reject(
             None,
@@ -157,8 +166,15 @@ fn push_one(
             user.id
         )));
     }
-    let actor = parsed.actor_hex();
     let sql = tx.sql();
+    let logged: Option<i64> = sql
+        .prepare_cached("SELECT 1 FROM relay_log WHERE hash = ?1")
+        .and_then(|mut s| s.query_row([&hash], |r| r.get(0)).optional())
+        .map_err(|e| fail(e.to_string()))?;
+    if logged.is_some() {
+        return Ok(None);
+    }
+    let actor = parsed.actor_hex();
     let owner: Option<String> = sql
         .prepare_cached("SELECT user_id FROM relay_actors WHERE actor = ?1")
         .and_then(|mut s| s.query_row([&actor], |r| r.get(0)).optional())
@@ -168,6 +184,25 @@ fn push_one(
             return Err(fail(format!("actor {actor} belongs to another user")));
         }
     }
+    Ok(Some(Checked {
+        change,
+        parsed,
+        hash,
+        actor,
+        actor_bound: owner.is_some(),
+    }))
+}
+
+/// Applies changes of one record together (one document load, one
+/// projection write), checks access, binds actors and appends to the log;
+/// all or nothing.
+fn apply_group(
+    tx: &StoreTx<'_>,
+    user: &User,
+    device: &str,
+    group: &[Checked<'_>],
+) -> std::result::Result<(), String> {
+    let record_id = &group[0].change.record_id;
     let territories: RefCell<(Option<String>, Option<String>)> = RefCell::new((None, None));
     let check = |before: Option<&Record>, after: &Record| -> fieldcrm_core::Result<()> {
         let (b, a) = (
@@ -186,28 +221,82 @@ fn push_one(
         *territories.borrow_mut() = (b.map(String::from), a.map(String::from));
         Ok(())
     };
-    let outcome = tx
-        .apply_checked(&change.record_id, vec![parsed], &check)
-        .map_err(|e| fail(e.to_string()))?;
-    if outcome.applied == 0 {
-        return Ok((hash, false)); // already had it: acknowledge, log nothing
-    }
-    let (before, after) = territories.into_inner();
-    let moved_from = before.filter(|b| Some(b) != after.as_ref());
-    let store = || -> rusqlite::Result<()> {
-        if owner.is_none() {
-            sql.prepare_cached("INSERT INTO relay_actors (actor, user_id) VALUES (?1, ?2)")?
-                .execute(params![actor, user.id])?;
+    let sql = tx.sql();
+    sql.execute_batch("SAVEPOINT push_group")
+        .map_err(|e| e.to_string())?;
+    let result = (|| -> std::result::Result<(), String> {
+        let parsed = group.iter().map(|c| c.parsed.clone()).collect();
+        tx.apply_checked(record_id, parsed, &check)
+            .map_err(|e| e.to_string())?;
+        let (before, after) = territories.take();
+        // The first entry carries the move, so readers learn of it once.
+        let mut moved_from = before.filter(|b| Some(b) != after.as_ref());
+        let write = |c: &Checked<'_>, moved_from: Option<String>| -> rusqlite::Result<()> {
+            if !c.actor_bound {
+                sql.prepare_cached(
+                    "INSERT OR IGNORE INTO relay_actors (actor, user_id) VALUES (?1, ?2)",
+                )?
+                .execute(params![c.actor, user.id])?;
+            }
+            sql.prepare_cached(
+                "INSERT INTO relay_log (record_id, hash, territory, prev_territory, device, user_id, bytes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![record_id, c.hash, after, moved_from, device, user.id, c.change.bytes])?;
+            Ok(())
+        };
+        for c in group {
+            write(c, moved_from.take()).map_err(|e| e.to_string())?;
         }
-        sql.prepare_cached(
-            "INSERT INTO relay_log (record_id, hash, territory, prev_territory, device, user_id, bytes)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?
-        .execute(params![change.record_id, hash, after, moved_from, device, user.id, change.bytes])?;
         Ok(())
-    };
-    store().map_err(|e| fail(e.to_string()))?;
-    Ok((hash, true))
+    })();
+    if result.is_err() {
+        sql.execute_batch("ROLLBACK TO push_group")
+            .map_err(|e| e.to_string())?;
+    }
+    sql.execute_batch("RELEASE push_group")
+        .map_err(|e| e.to_string())?;
+    result
+}
+
+/// Pushes one request's changes inside its transaction. Consecutive changes
+/// of one record go together; if that fails, each is tried alone so every
+/// change gets its own answer.
+fn push_all(tx: &StoreTx<'_>, user: &User, device: &str, changes: &[RecordBytes]) -> PushOutcome {
+    let mut out = PushOutcome::default();
+    for run in changes.chunk_by(|a, b| a.record_id == b.record_id) {
+        let mut group = Vec::new();
+        for change in run {
+            match precheck(tx, user, change) {
+                Ok(Some(checked)) => group.push(checked),
+                Ok(None) => {
+                    // Already stored: acknowledge again, append nothing.
+                    if let Ok(parsed) = ParsedChange::parse(&change.record_id, &change.bytes) {
+                        out.acks.push(parsed.hash());
+                    }
+                }
+                Err(rejection) => out.rejected.push(rejection),
+            }
+        }
+        if group.is_empty() {
+            continue;
+        }
+        if apply_group(tx, user, device, &group).is_ok() {
+            out.acks.extend(group.iter().map(|c| c.hash));
+            out.appended += group.len();
+            continue;
+        }
+        for single in group.chunks(1) {
+            match apply_group(tx, user, device, single) {
+                Ok(()) => {
+                    out.acks.push(single[0].hash);
+                    out.appended += 1;
+                }
+                Err(reason) => out.rejected.push(reject(Some(single[0].hash), reason)),
+            }
+        }
+    }
+    out
 }
 
 impl RelayStore for SqliteRelay {
@@ -216,19 +305,7 @@ impl RelayStore for SqliteRelay {
             return Ok(PushOutcome::default());
         }
         let mut store = self.lock();
-        Ok(store.transaction(|tx| {
-            let mut out = PushOutcome::default();
-            for change in &changes {
-                match push_one(tx, user, device, change) {
-                    Ok((hash, appended)) => {
-                        out.acks.push(hash);
-                        out.appended += usize::from(appended);
-                    }
-                    Err(rejection) => out.rejected.push(rejection),
-                }
-            }
-            Ok(out)
-        })?)
+        Ok(store.transaction(|tx| Ok(push_all(tx, user, device, &changes)))?)
     }
 
     fn pull(&self, user: &User, device: &str, cursor: &Cursor, max_bytes: u64) -> Result<PullPage> {
