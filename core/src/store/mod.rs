@@ -667,12 +667,14 @@ impl StoreTx<'_> {
         check: &dyn Fn(Option<&Record>, &Record) -> Result<()>,
     ) -> Result<ApplyOutcome> {
         validate_id("record id", id)?;
-        self.tx.execute_batch("SAVEPOINT apply_checked")?;
+        // Cached statements: a relay runs this once per pushed change.
+        let run = |sql: &str| self.tx.prepare_cached(sql).and_then(|mut s| s.execute([]));
+        run("SAVEPOINT apply_checked")?;
         let result = apply_in(&self.tx, id, changes, Receive::Strict(check));
         if result.is_err() {
-            self.tx.execute_batch("ROLLBACK TO apply_checked")?;
+            run("ROLLBACK TO apply_checked")?;
         }
-        self.tx.execute_batch("RELEASE apply_checked")?;
+        run("RELEASE apply_checked")?;
         result
     }
 

@@ -222,8 +222,13 @@ fn apply_group(
         Ok(())
     };
     let sql = tx.sql();
-    sql.execute_batch("SAVEPOINT push_group")
-        .map_err(|e| e.to_string())?;
+    // Cached statements: this runs once per pushed record.
+    let run = |stmt: &str| {
+        sql.prepare_cached(stmt)
+            .and_then(|mut s| s.execute([]))
+            .map_err(|e| e.to_string())
+    };
+    run("SAVEPOINT push_group")?;
     let result = (|| -> std::result::Result<(), String> {
         let parsed = group.iter().map(|c| c.parsed.clone()).collect();
         tx.apply_checked(record_id, parsed, &check)
@@ -251,11 +256,9 @@ fn apply_group(
         Ok(())
     })();
     if result.is_err() {
-        sql.execute_batch("ROLLBACK TO push_group")
-            .map_err(|e| e.to_string())?;
+        run("ROLLBACK TO push_group")?;
     }
-    sql.execute_batch("RELEASE push_group")
-        .map_err(|e| e.to_string())?;
+    run("RELEASE push_group")?;
     result
 }
 
