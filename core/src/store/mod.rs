@@ -267,51 +267,45 @@ impl Store {
         &mut self,
         records: impl IntoIterator<Item = NewRecord>,
     ) -> Result<Vec<RecordId>> {
-        let meta = self.meta();
-        let tx = self.conn.transaction()?;
-        let mut ids = Vec::new();
-        for (index, new) in records.into_iter().enumerate() {
-            let record = create_in(
-                &tx,
-                &self.actor,
-                &self.user,
-                &self.pipeline,
-                &meta,
-                new.kind,
-                new.fields,
-            )
-            .map_err(|e| Error::Import {
-                path: "batch".into(),
-                line: index + 1,
-                reason: e.to_string(),
-            })?;
-            ids.push(record.id);
-        }
-        tx.commit()?;
-        Ok(ids)
+        self.create_batch("batch", records.into_iter().map(|r| Ok(Some(r))))
     }
 
     /// Imports newline-delimited JSON, one `{"kind": .., "fields": {..}}`
-    /// per line, in one transaction: all lines or none.
+    /// per line, in one transaction: all lines or none. Read line by line.
     pub fn import_ndjson(&mut self, path: impl AsRef<Path>) -> Result<Vec<RecordId>> {
-        let path_str = path.as_ref().display().to_string();
         let file = std::io::BufReader::new(std::fs::File::open(path.as_ref())?);
+        let lines = file.split(b'\n').map(|line| {
+            let line = line.map_err(|e| format!("cannot read: {e}"))?;
+            let text = std::str::from_utf8(&line)
+                .map_err(|e| format!("invalid UTF-8 at byte {}", e.valid_up_to()))?;
+            if text.trim().is_empty() {
+                return Ok(None);
+            }
+            serde_json::from_str(text)
+                .map(Some)
+                .map_err(|e| e.to_string())
+        });
+        self.create_batch(&path.as_ref().display().to_string(), lines)
+    }
+
+    /// Creates records in one transaction; `None` items are skipped and the
+    /// first failure (numbered from 1) aborts the whole batch.
+    fn create_batch<I>(&mut self, source: &str, items: I) -> Result<Vec<RecordId>>
+    where
+        I: IntoIterator<Item = std::result::Result<Option<NewRecord>, String>>,
+    {
         let meta = self.meta();
         let tx = self.conn.transaction()?;
         let mut ids = Vec::new();
-        for (index, line) in file.split(b'\n').enumerate() {
+        for (index, item) in items.into_iter().enumerate() {
             let at = |reason: String| Error::Import {
-                path: path_str.clone(),
+                path: source.to_string(),
                 line: index + 1,
                 reason,
             };
-            let line = line?;
-            let text = std::str::from_utf8(&line)
-                .map_err(|e| at(format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
-            if text.trim().is_empty() {
+            let Some(new) = item.map_err(at)? else {
                 continue;
-            }
-            let new: NewRecord = serde_json::from_str(text).map_err(|e| at(e.to_string()))?;
+            };
             let record = create_in(
                 &tx,
                 &self.actor,
