@@ -25,10 +25,14 @@ pub struct Cursor {
     pub view: Option<Vec<String>>,
 }
 
-/// Progress of a bootstrap: records are sent in id order; afterwards the
-/// device continues from the log position the bootstrap started at.
+/// Progress of a bootstrap: records are sent territory by territory, in id
+/// order within each; afterwards the device continues from the log position
+/// the bootstrap started at.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bootstrap {
+    /// The territory being sent ("" for users who see all of them).
+    #[serde(default)]
+    pub territory: String,
     pub after_id: String,
     pub start_seq: u64,
 }
@@ -147,6 +151,7 @@ mod tests {
             cursor: Cursor {
                 seq: 7,
                 bootstrap: Some(Bootstrap {
+                    territory: "north".into(),
                     after_id: "x".into(),
                     start_seq: 9,
                 }),

@@ -474,3 +474,39 @@ async fn one_bad_change_in_a_run_of_one_records_changes_is_rejected_alone() {
     );
     assert_eq!(fx.relay.stats().unwrap().head, 2);
 }
+
+#[tokio::test]
+async fn a_paged_bootstrap_walks_every_territory_of_the_user() {
+    let fx = fixture();
+    let (ann_t, sam_t) = (fx.token("ann").await, fx.token("sam").await);
+    let (mut ann, mut sam) = (fx.device("ann"), fx.device("sam"));
+    for i in 0..15 {
+        account(&mut ann, &format!("North {i:02}"), "north");
+        account(&mut sam, &format!("South {i:02}"), "south");
+    }
+    fx.sync(&mut ann, &ann_t).await;
+    fx.sync(&mut sam, &sam_t).await;
+
+    let maria_t = fx.token("maria").await;
+    let mut maria = fx.device("maria");
+    let mut rounds = 0;
+    loop {
+        let mut request: SyncRequest = protocol::decode(&maria.sync_request().unwrap()).unwrap();
+        request.max_bytes = 1_500;
+        let (status, body) = fx.post_sync(&maria_t, protocol::encode(&request)).await;
+        assert_eq!(status, StatusCode::OK);
+        maria.apply_sync_response(&body).unwrap();
+        rounds += 1;
+        if !protocol::decode::<SyncResponse>(&body).unwrap().more {
+            break;
+        }
+    }
+    assert!(rounds > 4, "{rounds} rounds");
+    let all = maria
+        .list(&fieldcrm_core::ListQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(all.total, 30, "both territories arrived, nothing twice");
+}

@@ -506,6 +506,7 @@ fn bootstrap_state(cursor: &Cursor, head: u64) -> Option<Bootstrap> {
     match &cursor.bootstrap {
         Some(b) => Some(b.clone()),
         None if cursor.seq == 0 && head > 0 => Some(Bootstrap {
+            territory: String::new(),
             after_id: String::new(),
             start_seq: head,
         }),
@@ -526,48 +527,74 @@ fn bootstrap_page(
     let conn = store_conn(store);
     let mut page = PullPage::default();
     let mut bytes = 0u64;
-    let mut after = boot.after_id.clone();
-    let (filter, territories) = territory_filter(user, "territory");
-    let sql = format!(
-        "SELECT id FROM records WHERE id > ?1 {filter}
-           AND EXISTS (SELECT 1 FROM relay_log l WHERE l.record_id = records.id AND l.device != ?3)
-         ORDER BY id LIMIT 500"
+    // One ordered range scan per territory on records(territory, id), so
+    // each page costs its own size, not the size of the store. Office and
+    // admin walk the id index. ("" stands for "every territory".)
+    let mut territories: Vec<String> = if user.role.sees_all() {
+        vec![String::new()]
+    } else {
+        let mut t = user.territories.clone();
+        t.sort();
+        t
+    };
+    territories.retain(|t| *t >= boot.territory);
+    let own_only =
+        "AND EXISTS (SELECT 1 FROM relay_log l WHERE l.record_id = records.id AND l.device != ?3)";
+    let sql_all = format!(
+        "SELECT id FROM records WHERE id > ?1 AND ?2 = '' {own_only} ORDER BY id LIMIT 500"
     );
-    loop {
-        let ids: Vec<String> = conn
-            .prepare_cached(&sql)?
-            .query_map(params![after, territories, device], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        if ids.is_empty() {
-            // Done: continue from the log position the bootstrap started at.
-            page.cursor = Cursor {
-                seq: boot.start_seq,
-                ..Cursor::default()
-            };
-            page.more = head > boot.start_seq;
-            return Ok(page);
-        }
-        for id in ids {
-            let snapshot = store.snapshot(&id)?;
-            if bytes > 0 && bytes + snapshot.len() as u64 > max_bytes {
-                page.cursor = Cursor {
-                    bootstrap: Some(Bootstrap {
-                        after_id: after,
-                        start_seq: boot.start_seq,
-                    }),
-                    ..Cursor::default()
-                };
-                page.more = true;
-                return Ok(page);
+    let sql_one = format!(
+        "SELECT id FROM records WHERE territory = ?2 AND id > ?1 {own_only} ORDER BY id LIMIT 500"
+    );
+    for territory in territories {
+        let sql = if territory.is_empty() {
+            &sql_all
+        } else {
+            &sql_one
+        };
+        let mut after = if territory == boot.territory {
+            boot.after_id.clone()
+        } else {
+            String::new()
+        };
+        loop {
+            let ids: Vec<String> = conn
+                .prepare_cached(sql)?
+                .query_map(params![after, territory, device], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            if ids.is_empty() {
+                break;
             }
-            bytes += snapshot.len() as u64;
-            after = id.clone();
-            page.snapshots.push(RecordBytes {
-                record_id: id,
-                bytes: snapshot,
-            });
+            for id in ids {
+                let snapshot = store.snapshot(&id)?;
+                if bytes > 0 && bytes + snapshot.len() as u64 > max_bytes {
+                    page.cursor = Cursor {
+                        bootstrap: Some(Bootstrap {
+                            territory,
+                            after_id: after,
+                            start_seq: boot.start_seq,
+                        }),
+                        ..Cursor::default()
+                    };
+                    page.more = true;
+                    return Ok(page);
+                }
+                bytes += snapshot.len() as u64;
+                after = id.clone();
+                page.snapshots.push(RecordBytes {
+                    record_id: id,
+                    bytes: snapshot,
+                });
+            }
         }
     }
+    // Done: continue from the log position the bootstrap started at.
+    page.cursor = Cursor {
+        seq: boot.start_seq,
+        ..Cursor::default()
+    };
+    page.more = head > boot.start_seq;
+    Ok(page)
 }
 
 /// Log entries after `seq` that the user may see, skipping the device's own.

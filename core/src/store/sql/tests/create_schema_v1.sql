@@ -55,7 +55,7 @@ CREATE TABLE records (
 CREATE INDEX records_kind_name ON records (kind, name);
 CREATE INDEX records_kind_updated ON records (kind, updated_at);
 CREATE INDEX records_owner ON records (owner);
-CREATE INDEX records_territory ON records (territory);
+CREATE INDEX records_territory ON records (territory, id);
 -- Partial indexes: a commit only writes the indexes its record kind uses.
 CREATE INDEX records_account ON records (account_id) WHERE account_id IS NOT NULL;
 CREATE INDEX records_related ON records (related_to) WHERE related_to IS NOT NULL;
