@@ -204,6 +204,9 @@ impl RecordDoc {
             id: id.to_string(),
             doc,
         };
+        if record.doc.get_heads().is_empty() {
+            return Err(malformed(id, "the document holds no changes"));
+        }
         record.check_identity(None)?;
         Ok(record)
     }

@@ -597,6 +597,8 @@ fn bad_remote_input_is_refused_and_changes_nothing() {
     assert!(b.apply_changes(&acc.id, &batch).is_err());
     assert!(b.apply_changes("bad id!", &batch[..1]).is_err());
     assert!(b.apply_snapshot(&acc.id, b"not a document").is_err());
+    let err = b.apply_snapshot("fresh-id", &[]).unwrap_err();
+    assert!(err.to_string().contains("holds no changes"), "{err}");
     assert!(b
         .apply_snapshot(&acc.id, &a.snapshot(&other.id).unwrap())
         .is_err());
