@@ -151,8 +151,8 @@ fn relay_restarts_lose_nothing_and_retries_change_nothing() {
     // SIGKILL the relay right after it acknowledged: everything is there after restart.
     relay.kill();
     let relay = Relay::start(&data);
-    bob.reconnect(&relay, "bob");
-    ann.reconnect(&relay, "ann");
+    bob.reconnect(&relay);
+    ann.reconnect(&relay);
     bob.sync();
     assert_eq!(all(&bob).len(), 20);
 

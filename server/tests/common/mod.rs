@@ -65,6 +65,10 @@ impl Relay {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: no chance to finish anything.
     pub fn kill(mut self) {
         self.child.kill().unwrap();
@@ -115,18 +119,27 @@ pub fn seed_users(data: &Path) {
 pub struct Device {
     pub store: Store,
     pub transport: HttpTransport,
+    token: String,
 }
 
 impl Device {
     pub fn new(dir: &Path, relay: &Relay, user: &str) -> Device {
         let store = Store::open(dir.join(format!("{user}-device.db")), user).unwrap();
-        let (transport, _) = HttpTransport::login(&relay.url, user, PASSWORD).unwrap();
-        Device { store, transport }
+        let (transport, login) = HttpTransport::login(&relay.url, user, PASSWORD).unwrap();
+        Device {
+            store,
+            transport,
+            token: login.token,
+        }
     }
 
-    /// Point at a restarted relay.
-    pub fn reconnect(&mut self, relay: &Relay, user: &str) {
-        self.transport = HttpTransport::login(&relay.url, user, PASSWORD).unwrap().0;
+    /// Point at a restarted relay (tokens survive restarts).
+    pub fn reconnect(&mut self, relay: &Relay) {
+        self.transport = HttpTransport::new(&relay.url, &self.token);
+    }
+
+    pub fn store_ref(&self) -> &Store {
+        &self.store
     }
 
     pub fn sync(&mut self) -> fieldcrm_core::SyncProgress {
