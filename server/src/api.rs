@@ -38,20 +38,41 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 pub async fn login(
     State(state): State<Arc<AppState>>,
     Json(body): Json<LoginRequest>,
-) -> Result<Json<LoginResponse>, ApiError> {
+) -> Result<Response, ApiError> {
+    if let Err(wait) = state.logins.check(&body.username) {
+        let mut response = ApiError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "too_many_attempts",
+            format!(
+                "too many failed sign-ins for {:?}; try again in {} s",
+                body.username,
+                wait.as_secs() + 1
+            ),
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, (wait.as_secs() + 1).into());
+        return Ok(response);
+    }
     let relay = state.relay.clone();
+    let username = body.username.clone();
     let found =
         tokio::task::spawn_blocking(move || auth::login(&*relay, &body.username, &body.password))
             .await
             .map_err(ApiError::internal)??;
-    let (user, token) =
-        found.ok_or_else(|| ApiError::unauthorized("wrong username or password"))?;
+    let Some((user, token)) = found else {
+        state.logins.failed(&username);
+        return Err(ApiError::unauthorized("wrong username or password"));
+    };
+    state.logins.succeeded(&username);
     Ok(Json(LoginResponse {
         token,
         user: user.id,
         role: user.role.as_str().to_string(),
         territories: user.territories,
-    }))
+    })
+    .into_response())
 }
 
 /// Signs the user out everywhere: every token of theirs stops working.

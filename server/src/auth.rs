@@ -121,3 +121,53 @@ mod tests {
         assert!(!verify_password("x", dummy_hash()));
     }
 }
+
+/// Failed sign-ins per username; after `MAX_FAILURES` within `WINDOW` the
+/// name is locked until the window has passed (brute-force protection).
+#[derive(Debug, Default)]
+pub struct LoginLimiter {
+    failures: std::sync::Mutex<std::collections::HashMap<String, (u32, std::time::Instant)>>,
+}
+
+impl LoginLimiter {
+    pub const MAX_FAILURES: u32 = 5;
+    pub const WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
+    /// Bounds memory under a flood of made-up names.
+    const MAX_TRACKED: usize = 100_000;
+
+    fn key(username: &str) -> String {
+        username.trim().to_lowercase()
+    }
+
+    /// `Err(wait)` while the name is locked.
+    pub fn check(&self, username: &str) -> Result<(), std::time::Duration> {
+        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        match failures.get(&Self::key(username)) {
+            Some((n, since)) if *n >= Self::MAX_FAILURES && since.elapsed() < Self::WINDOW => {
+                Err(Self::WINDOW - since.elapsed())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub fn failed(&self, username: &str) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if failures.len() >= Self::MAX_TRACKED {
+            failures.retain(|_, (_, since)| since.elapsed() < Self::WINDOW);
+        }
+        let entry = failures
+            .entry(Self::key(username))
+            .or_insert((0, std::time::Instant::now()));
+        if entry.1.elapsed() >= Self::WINDOW {
+            *entry = (0, std::time::Instant::now());
+        }
+        entry.0 += 1;
+    }
+
+    pub fn succeeded(&self, username: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&Self::key(username));
+    }
+}

@@ -33,6 +33,7 @@ pub struct AppState {
     /// Newest log sequence number; event streams watch it.
     pub head: tokio::sync::watch::Sender<u64>,
     pub metrics: PrometheusHandle,
+    pub logins: auth::LoginLimiter,
 }
 
 impl std::fmt::Debug for AppState {
@@ -48,6 +49,7 @@ impl AppState {
             relay,
             head: tokio::sync::watch::Sender::new(head),
             metrics: metrics_handle(),
+            logins: auth::LoginLimiter::default(),
         }))
     }
 }

@@ -510,3 +510,32 @@ async fn a_paged_bootstrap_walks_every_territory_of_the_user() {
         .unwrap();
     assert_eq!(all.total, 30, "both territories arrived, nothing twice");
 }
+
+#[tokio::test]
+async fn repeated_failed_sign_ins_lock_the_name_for_a_while() {
+    let fx = fixture();
+    let attempt = |password: &str| {
+        Request::post("/v1/login")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(
+                serde_json::json!({ "username": "ann", "password": password }).to_string(),
+            ))
+            .unwrap()
+    };
+    for _ in 0..fieldcrm_server::auth::LoginLimiter::MAX_FAILURES {
+        let (status, _) = fx.call(attempt("guess")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    // Locked now, even with the right password.
+    let response = fx.app.clone().oneshot(attempt("password1")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(response.headers().contains_key(header::RETRY_AFTER));
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(
+        message(&body).contains("too many failed sign-ins"),
+        "{}",
+        message(&body)
+    );
+    // Other users are not affected.
+    fx.token("bob").await;
+}
