@@ -19,4 +19,7 @@ if [ ! -x "$tools/kotlin/node_modules/kotlin-compiler/bin/kotlinc" ]; then
   echo "installing kotlin-compiler@$KOTLIN_VERSION from npm"
   npm install --silent --prefix "$tools/kotlin" "kotlin-compiler@$KOTLIN_VERSION"
 fi
-python3 -m pytest --version >/dev/null 2>&1 || python3 -m pip install -q pytest
+# Debian's own Python refuses pip installs (PEP 668): fall back to its package.
+python3 -m pytest --version >/dev/null 2>&1 \
+  || python3 -m pip install -q pytest 2>/dev/null \
+  || { apt-get update -q && apt-get install -y -q python3-pytest; }
