@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{seed_users, Device, Relay, PASSWORD};
-use fieldcrm_core::{fields, HttpTransport, Kind, ListQuery};
+use common::{all_records, seed_users, Device, Relay, PASSWORD};
+use fieldcrm_core::{fields, HttpTransport, Kind};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -121,18 +121,6 @@ fn start_proxy(
     (addr, injected)
 }
 
-fn all(device: &Device) -> Vec<fieldcrm_core::Record> {
-    device
-        .store
-        .list(&ListQuery {
-            limit: 1000,
-            include_deleted: true,
-            ..Default::default()
-        })
-        .unwrap()
-        .records
-}
-
 #[test]
 fn syncs_over_a_faulty_network_fail_clearly_and_retries_converge() {
     let dir = tempfile::tempdir().unwrap();
@@ -171,7 +159,7 @@ fn syncs_over_a_faulty_network_fail_clearly_and_retries_converge() {
                     ]),
                 )
                 .unwrap();
-            let known = all(device);
+            let known = all_records(&device.store);
             let target = &known[rng.gen_range(0..known.len())];
             device
                 .store
@@ -201,8 +189,8 @@ fn syncs_over_a_faulty_network_fail_clearly_and_retries_converge() {
     }
     assert_eq!(ann.store.outbox_status().unwrap().pending, 0);
     assert_eq!(bob.store.outbox_status().unwrap().pending, 0);
-    let records = all(&ann);
-    assert_eq!(records, all(&bob));
+    let records = all_records(&ann.store);
+    assert_eq!(records, all_records(&bob.store));
     assert_eq!(records.len(), 60, "every created record arrived once");
     let changes: usize = records
         .iter()

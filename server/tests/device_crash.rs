@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{seed_users, Device, Relay, PASSWORD};
-use fieldcrm_core::{fields, HttpTransport, Kind, ListQuery, Store};
+use common::{all_records, seed_users, Device, Relay, PASSWORD};
+use fieldcrm_core::{fields, HttpTransport, Kind, Store};
 use rand::{Rng, SeedableRng};
 
 const CHILD_ENV: &str = "FIELDCRM_DEVICE_CHILD";
@@ -46,25 +46,6 @@ fn device_child() {
                 .unwrap();
         }
         let _ = store.sync(&transport, &mut |_| {});
-    }
-}
-
-/// Every record, page by page.
-fn records(store: &Store) -> Vec<fieldcrm_core::Record> {
-    let mut all = Vec::new();
-    loop {
-        let q = ListQuery {
-            limit: 1000,
-            offset: all.len(),
-            include_deleted: true,
-            ..Default::default()
-        };
-        let page = store.list(&q).unwrap();
-        let done = page.records.len() < 1000;
-        all.extend(page.records);
-        if done {
-            return all;
-        }
     }
 }
 
@@ -114,10 +95,10 @@ fn device_killed_mid_sync_recovers_without_loss_or_duplicates() {
         // The killed device's store is sound and self-consistent.
         let mut store = Store::open(&path, "ann").unwrap();
         store.integrity_check().unwrap();
-        let listed = records(&store);
+        let listed = all_records(&store);
         store.rebuild_projection().unwrap();
         assert_eq!(
-            records(&store),
+            all_records(&store),
             listed,
             "round {round}: projection matches documents"
         );
@@ -134,10 +115,10 @@ fn device_killed_mid_sync_recovers_without_loss_or_duplicates() {
         "nothing left unsent"
     );
     bob.sync();
-    let mine = records(&ann);
+    let mine = all_records(&ann);
     assert_eq!(
         mine,
-        records(&bob.store),
+        all_records(&bob.store),
         "the device and another device agree"
     );
     // No change applied twice: every record's history has exactly its one creation.

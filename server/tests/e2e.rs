@@ -2,18 +2,8 @@
 
 mod common;
 
-use common::{seed_users, Device, Relay};
-use fieldcrm_core::{fields, Kind, ListQuery, Record, Transport, Value};
-
-fn all(device: &Device) -> Vec<Record> {
-    let mut q = ListQuery {
-        limit: 1000,
-        include_deleted: true,
-        ..Default::default()
-    };
-    q.sort = fieldcrm_core::SortBy::CreatedAt;
-    device.store.list(&q).unwrap().records
-}
+use common::{all_records, seed_users, Device, Relay};
+use fieldcrm_core::{fields, Kind, Transport, Value};
 
 #[test]
 fn reps_and_office_converge_and_other_territories_see_nothing() {
@@ -65,10 +55,18 @@ fn reps_and_office_converge_and_other_territories_see_nothing() {
         bob.store.get(&acme.id).unwrap(),
         ann.store.get(&acme.id).unwrap()
     );
-    assert_eq!(all(&bob).len(), 2, "bob sees north only");
-    assert_eq!(all(&olivia).len(), 3, "the office sees everything");
+    assert_eq!(all_records(&bob.store).len(), 2, "bob sees north only");
+    assert_eq!(
+        all_records(&olivia.store).len(),
+        3,
+        "the office sees everything"
+    );
     sam.sync();
-    assert_eq!(all(&sam).len(), 1, "sam sees none of the north");
+    assert_eq!(
+        all_records(&sam.store).len(),
+        1,
+        "sam sees none of the north"
+    );
 
     // Offline: ann and bob edit the same field and different fields.
     ann.store
@@ -106,7 +104,7 @@ fn reps_and_office_converge_and_other_territories_see_nothing() {
         assert_eq!(conflicts[0].values.len(), 2);
     }
     assert!(sam.store.get(&acme.id).is_err());
-    assert_eq!(all(&sam).len(), 1);
+    assert_eq!(all_records(&sam.store).len(), 1);
 
     // The office resolves it; everyone sees the resolution.
     olivia
@@ -154,10 +152,10 @@ fn relay_restarts_lose_nothing_and_retries_change_nothing() {
     bob.reconnect(&relay);
     ann.reconnect(&relay);
     bob.sync();
-    assert_eq!(all(&bob).len(), 20);
+    assert_eq!(all_records(&bob.store).len(), 20);
 
     // A request whose response is lost is sent again: same result, no duplicates.
-    let id = all(&ann)[0].id.clone();
+    let id = all_records(&ann.store)[0].id.clone();
     ann.store
         .update(&id, fields([("industry", "Retail")]))
         .unwrap();
@@ -182,7 +180,7 @@ fn relay_restarts_lose_nothing_and_retries_change_nothing() {
     std::fs::create_dir_all(dir.path().join("fresh")).unwrap();
     let mut fresh = Device::new(&dir.path().join("fresh"), &relay, "bob");
     fresh.sync();
-    assert_eq!(all(&fresh), all(&bob));
+    assert_eq!(all_records(&fresh.store), all_records(&bob.store));
 }
 
 /// The relay's log head, read from /metrics.

@@ -7,8 +7,8 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{seed_users, Device, Relay};
-use fieldcrm_core::{fields, Kind, ListQuery, Record, Store};
+use common::{all_records, seed_users, Device, Relay};
+use fieldcrm_core::{fields, Kind, Store};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -32,19 +32,8 @@ fn relay_log(data: &std::path::Path) -> HashSet<[u8; 32]> {
         .collect()
 }
 
-fn records(store: &Store) -> Vec<Record> {
-    store
-        .list(&ListQuery {
-            limit: 1000,
-            include_deleted: true,
-            ..Default::default()
-        })
-        .unwrap()
-        .records
-}
-
 fn edit(device: &mut Device, rng: &mut StdRng, tag: &str) {
-    let known = records(device.store_ref());
+    let known = all_records(&device.store);
     if known.is_empty() || rng.gen_bool(0.3) {
         device
             .store
@@ -135,9 +124,9 @@ fn relay_killed_mid_sync_loses_no_acknowledged_change_and_devices_converge() {
             "every change got through"
         );
     }
-    let expected = records(&devices[0].store);
+    let expected = all_records(&devices[0].store);
     for device in &devices[1..] {
-        assert_eq!(records(&device.store), expected, "devices converge");
+        assert_eq!(all_records(&device.store), expected, "devices converge");
     }
     assert!(failed_syncs > 0, "some syncs were cut off by a kill");
     eprintln!(

@@ -1,7 +1,7 @@
 //! Workload W1 (DESIGN §8): a rep's territory of N records, deterministic
 //! from a seed: 20% accounts, 60% contacts, 20% deals, realistic values.
 
-use fieldcrm_core::{Fields, Kind, Value};
+use fieldcrm_core::{fields, Fields, Kind, Value};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -143,7 +143,7 @@ pub fn w1(n: usize, seed: u64, territory: &str, owners: &[&str]) -> Vec<Planned>
             pick(&mut rng, SUFFIX),
             i
         );
-        let f: Fields = [
+        let f = fields([
             ("name", Value::from(name.clone())),
             ("industry", pick(&mut rng, INDUSTRY).into()),
             ("phone", phone(&mut rng).into()),
@@ -162,10 +162,7 @@ pub fn w1(n: usize, seed: u64, territory: &str, owners: &[&str]) -> Vec<Planned>
             ("geo.lon", Value::Float(lon + rng.gen_range(-0.2..0.2))),
             ("owner", pick(&mut rng, owners).into()),
             ("territory", territory.into()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
+        ]);
         out.push(Planned {
             kind: Kind::Account,
             fields: f,
@@ -175,7 +172,7 @@ pub fn w1(n: usize, seed: u64, territory: &str, owners: &[&str]) -> Vec<Planned>
     for i in 0..contacts {
         let account = rng.gen_range(0..accounts);
         let (first, last) = (pick(&mut rng, FIRST), pick(&mut rng, LAST));
-        let f: Fields = [
+        let f = fields([
             ("first_name", Value::from(first)),
             ("last_name", last.into()),
             (
@@ -193,10 +190,7 @@ pub fn w1(n: usize, seed: u64, territory: &str, owners: &[&str]) -> Vec<Planned>
             ("title", pick(&mut rng, TITLE).into()),
             ("owner", pick(&mut rng, owners).into()),
             ("territory", territory.into()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
+        ]);
         out.push(Planned {
             kind: Kind::Contact,
             fields: f,
@@ -205,7 +199,7 @@ pub fn w1(n: usize, seed: u64, territory: &str, owners: &[&str]) -> Vec<Planned>
     }
     for i in 0..deals {
         let account = rng.gen_range(0..accounts);
-        let f: Fields = [
+        let f = fields([
             (
                 "name",
                 Value::from(format!("{} renewal {}", pick(&mut rng, INDUSTRY), i)),
@@ -225,10 +219,7 @@ pub fn w1(n: usize, seed: u64, territory: &str, owners: &[&str]) -> Vec<Planned>
             ("probability", Value::Int(rng.gen_range(0..=10) * 10)),
             ("owner", pick(&mut rng, owners).into()),
             ("territory", territory.into()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
+        ]);
         out.push(Planned {
             kind: Kind::Deal,
             fields: f,

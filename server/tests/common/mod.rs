@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use fieldcrm_core::{HttpTransport, Store};
+use fieldcrm_core::{HttpTransport, ListQuery, Record, Store};
 
 pub const PASSWORD: &str = "correct horse battery";
 
@@ -138,11 +138,26 @@ impl Device {
         self.transport = HttpTransport::new(&relay.url, &self.token);
     }
 
-    pub fn store_ref(&self) -> &Store {
-        &self.store
-    }
-
     pub fn sync(&mut self) -> fieldcrm_core::SyncProgress {
         self.store.sync(&self.transport, &mut |_| {}).unwrap()
+    }
+}
+
+/// Every record of a store, deleted ones included, page by page.
+pub fn all_records(store: &Store) -> Vec<Record> {
+    let mut all = Vec::new();
+    loop {
+        let q = ListQuery {
+            limit: 1000,
+            offset: all.len(),
+            include_deleted: true,
+            ..Default::default()
+        };
+        let page = store.list(&q).unwrap();
+        let done = page.records.len() < 1000;
+        all.extend(page.records);
+        if done {
+            return all;
+        }
     }
 }
