@@ -16,8 +16,11 @@ pub use doc::ParsedChange;
 pub use doc::{ChangeMeta, Conflict, ConflictValue, FieldChange, HistoryEntry, LocalChange};
 pub use error::{Error, Result};
 pub use model::{fields, Fields, Kind, Pipeline, Record, RecordId, Value};
-pub use query::{AccountOverview, ListQuery, Page, SortBy, StageSummary};
-pub use store::{ApplyOutcome, NewRecord, OutboxEntry, OutboxStatus, Store, StoreOptions, StoreTx};
+pub use query::{AccountOverview, ListQuery, OwnerCount, Page, SortBy, StageSummary};
+pub use store::{
+    ApplyOutcome, Author, Draft, Edit, NewRecord, OutboxEntry, OutboxStatus, Store, StoreOptions,
+    StoreTx,
+};
 #[cfg(feature = "http")]
 pub use sync::HttpTransport;
 pub use sync::{RoundReport, SyncProgress, Transport};

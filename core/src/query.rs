@@ -120,6 +120,39 @@ pub struct AccountOverview {
     pub activities: Vec<Record>,
 }
 
+/// Live records one owner holds, per kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerCount {
+    pub owner: String,
+    pub accounts: usize,
+    pub contacts: usize,
+    pub deals: usize,
+    pub activities: usize,
+}
+
+fn add_to_summary(
+    summary: &mut Vec<StageSummary>,
+    stage: String,
+    currency: String,
+    count: usize,
+    amount: i64,
+) {
+    let i = match summary.iter().position(|s| s.stage == stage) {
+        Some(i) => i,
+        None => {
+            // A stage no longer in the pipeline: listed last.
+            summary.push(StageSummary {
+                stage,
+                count: 0,
+                amounts: BTreeMap::new(),
+            });
+            summary.len() - 1
+        }
+    };
+    summary[i].count += count;
+    *summary[i].amounts.entry(currency).or_default() += amount;
+}
+
 /// WHERE clause and its parameters.
 #[derive(Default)]
 struct Filter {
@@ -236,24 +269,137 @@ impl Store {
     /// Full-text search over names, emails, phones and notes, best first.
     /// Words match as prefixes and all must match; `kind` narrows the search.
     pub fn search(&self, text: &str, kind: Option<Kind>, limit: usize) -> Result<Vec<Record>> {
+        self.search_in(text, kind, &[], limit)
+    }
+
+    /// [`Store::search`] narrowed to records of `territories` (empty: all).
+    pub fn search_in(
+        &self,
+        text: &str,
+        kind: Option<Kind>,
+        territories: &[String],
+        limit: usize,
+    ) -> Result<Vec<Record>> {
         let limit = check_limit(limit)?;
         let Some(fts) = fts_query(text) else {
             return Ok(Vec::new());
         };
-        let mut params = vec![SqlValue::from(fts)];
-        let kind_clause = match kind {
-            Some(k) => {
-                params.push(SqlValue::from(k.as_str().to_string()));
-                "AND r.kind = ?2"
-            }
-            None => "",
-        };
+        let mut f = Filter::default();
+        f.add("records_fts MATCH ?", fts);
+        f.clauses.push("r.deleted = 0".into());
+        if let Some(k) = kind {
+            f.add("r.kind = ?", k.as_str().to_string());
+        }
+        if !territories.is_empty() {
+            f.add(
+                "r.territory IN (SELECT value FROM json_each(?))",
+                serde_json::Value::from(territories.to_vec()).to_string(),
+            );
+        }
         let sql = format!(
             "SELECT r.record FROM records_fts JOIN records r ON r.rowid = records_fts.rowid
-             WHERE records_fts MATCH ?1 AND r.deleted = 0 {kind_clause}
-             ORDER BY bm25(records_fts, 10.0, 5.0, 5.0, 1.0) LIMIT {limit}"
+             {} ORDER BY bm25(records_fts, 10.0, 5.0, 5.0, 1.0) LIMIT {limit}",
+            f.sql()
         );
-        query_records(self.conn(), &sql, params)
+        query_records(self.conn(), &sql, f.params)
+    }
+
+    /// Live records per owner and kind in `territories` (empty: all), by owner.
+    pub fn owner_counts(&self, territories: &[String]) -> Result<Vec<OwnerCount>> {
+        let f = list_filter(&ListQuery {
+            territories: territories.to_vec(),
+            ..Default::default()
+        });
+        let sql = format!(
+            "SELECT coalesce(owner, ''), kind, count(*) FROM records {} GROUP BY 1, 2 ORDER BY 1, 2",
+            f.sql()
+        );
+        let mut stmt = self.conn().prepare_cached(&sql)?;
+        let rows = stmt
+            .query_map(params_from_iter(f.params), |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut out: Vec<OwnerCount> = Vec::new();
+        for (owner, kind, n) in rows {
+            if out.last().is_none_or(|o| o.owner != owner) {
+                out.push(OwnerCount {
+                    owner,
+                    ..Default::default()
+                });
+            }
+            let last = out.last_mut().expect("pushed above");
+            match kind.parse::<Kind>() {
+                Ok(Kind::Account) => last.accounts = n as usize,
+                Ok(Kind::Contact) => last.contacts = n as usize,
+                Ok(Kind::Deal) => last.deals = n as usize,
+                Ok(Kind::Activity) => last.activities = n as usize,
+                Err(_) => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// The pipeline as it stood at `time` (ms since the epoch): each deal
+    /// read from its document as of then, so later edits, moves and deletes
+    /// do not count. Walks the deals a page at a time; `territories` (empty:
+    /// all) applies to each deal's territory at that time.
+    pub fn pipeline_summary_at(
+        &self,
+        territories: &[String],
+        time: i64,
+    ) -> Result<Vec<StageSummary>> {
+        let mut summary = self.empty_summary();
+        let mut after = String::new();
+        loop {
+            let ids: Vec<String> = self
+                .conn()
+                .prepare_cached(
+                    "SELECT id FROM records WHERE kind = 'deal' AND id > ?1 AND created_at <= ?2 ORDER BY id LIMIT 500",
+                )?
+                .query_map(rusqlite::params![after, time], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let Some(last) = ids.last().cloned() else {
+                break;
+            };
+            for id in ids {
+                let deal = match self.record_at(&id, time) {
+                    Ok(deal) => deal,
+                    Err(Error::NotYetCreated { .. }) => continue,
+                    Err(e) => return Err(e),
+                };
+                let in_view = territories.is_empty()
+                    || deal
+                        .text("territory")
+                        .is_some_and(|t| territories.iter().any(|mine| mine == t));
+                if deal.deleted || !in_view {
+                    continue;
+                }
+                let stage = deal.text("stage").unwrap_or_default().to_string();
+                let currency = deal.text("currency").unwrap_or_default().to_string();
+                let amount = deal.get("amount").and_then(|v| v.as_int()).unwrap_or(0);
+                add_to_summary(&mut summary, stage, currency, 1, amount);
+            }
+            after = last;
+        }
+        Ok(summary)
+    }
+
+    /// One empty entry per stage of the pipeline, in order.
+    fn empty_summary(&self) -> Vec<StageSummary> {
+        self.pipeline()
+            .stages()
+            .iter()
+            .map(|s| StageSummary {
+                stage: s.clone(),
+                count: 0,
+                amounts: BTreeMap::new(),
+            })
+            .collect()
     }
 
     /// Live deals per stage of the pipeline, in pipeline order (stages that
@@ -286,30 +432,9 @@ impl Store {
                 ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        let mut summary: Vec<StageSummary> = self
-            .pipeline()
-            .stages()
-            .iter()
-            .map(|s| StageSummary {
-                stage: s.clone(),
-                count: 0,
-                amounts: BTreeMap::new(),
-            })
-            .collect();
+        let mut summary = self.empty_summary();
         for (stage, currency, count, amount) in rows {
-            let i = match summary.iter().position(|s| s.stage == stage) {
-                Some(i) => i,
-                None => {
-                    summary.push(StageSummary {
-                        stage,
-                        count: 0,
-                        amounts: BTreeMap::new(),
-                    });
-                    summary.len() - 1
-                }
-            };
-            summary[i].count += count as usize;
-            *summary[i].amounts.entry(currency).or_default() += amount;
+            add_to_summary(&mut summary, stage, currency, count as usize, amount);
         }
         Ok(summary)
     }

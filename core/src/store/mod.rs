@@ -4,6 +4,7 @@
 //! crash leaves all of it or none.
 
 mod documents;
+mod draft;
 mod outbox;
 pub(crate) mod projection;
 pub(crate) mod schema;
@@ -22,6 +23,7 @@ use crate::model::{
     normalize_value, validate_id, FieldType, Fields, Kind, Pipeline, Record, RecordId, Value,
 };
 
+pub use draft::{Author, Draft, Edit};
 pub use outbox::OutboxEntry;
 
 /// Milliseconds since the Unix epoch; replaceable in tests.

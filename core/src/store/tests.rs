@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::model::fields;
-use crate::query::{ListQuery, SortBy};
+use crate::query::{ListQuery, SortBy, StageSummary};
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -902,4 +902,103 @@ fn eviction_removes_records_but_keeps_unsent_changes() {
         .transaction(|tx| tx.ids_in_territories(&["south".into()]))
         .unwrap();
     assert_eq!(south, [b.id]);
+}
+
+fn deal(
+    store: &mut Store,
+    account: &str,
+    name: &str,
+    stage: &str,
+    amount: i64,
+    territory: &str,
+) -> Record {
+    store
+        .create(
+            Kind::Deal,
+            fields([
+                ("account_id", Value::from(account)),
+                ("name", Value::from(name)),
+                ("stage", Value::from(stage)),
+                ("amount", Value::Int(amount)),
+                ("currency", Value::from("EUR")),
+                ("territory", Value::from(territory)),
+            ]),
+        )
+        .unwrap()
+}
+
+#[test]
+fn pipeline_as_it_stood_at_a_past_time() {
+    let mut fx = fixture("ann");
+    let acme = account(&mut fx.store, "Acme", "north");
+    let south = account(&mut fx.store, "Sud", "south");
+    let big = deal(&mut fx.store, &acme.id, "Big", "lead", 1_000, "north");
+    let small = deal(&mut fx.store, &acme.id, "Small", "lead", 50, "north");
+    deal(&mut fx.store, &south.id, "Far", "lead", 7, "south");
+    let then = fx.clock.load(Ordering::SeqCst);
+    fx.clock.fetch_add(10, Ordering::SeqCst);
+    // After `then`: one deal advances, one is deleted, one is created.
+    fx.store
+        .update(&big.id, fields([("stage", "won")]))
+        .unwrap();
+    fx.store.delete(&small.id).unwrap();
+    deal(&mut fx.store, &acme.id, "Late", "proposal", 5, "north");
+
+    let stage = |s: &[StageSummary], name: &str| {
+        let e = s.iter().find(|e| e.stage == name).unwrap();
+        (e.count, e.amounts.get("EUR").copied().unwrap_or(0))
+    };
+    let north = vec!["north".to_string()];
+    let past = fx.store.pipeline_summary_at(&north, then).unwrap();
+    assert_eq!(stage(&past, "lead"), (2, 1_050));
+    assert_eq!(stage(&past, "won"), (0, 0));
+    assert_eq!(stage(&past, "proposal"), (0, 0));
+    assert_eq!(
+        stage(&fx.store.pipeline_summary_at(&[], then).unwrap(), "lead"),
+        (3, 1_057)
+    );
+
+    let now = fx.store.pipeline_summary(None, &north).unwrap();
+    assert_eq!(stage(&now, "lead"), (0, 0));
+    assert_eq!(stage(&now, "won"), (1, 1_000));
+    assert_eq!(stage(&now, "proposal"), (1, 5));
+}
+
+#[test]
+fn owner_counts_and_territory_narrowed_search() {
+    let mut fx = fixture("ann");
+    let acme = account(&mut fx.store, "Acme North", "north");
+    account(&mut fx.store, "Acme South", "south");
+    contact(
+        &mut fx.store,
+        &acme.id,
+        "Ada",
+        "Lovelace",
+        "ada@example.com",
+    );
+    let counts = fx.store.owner_counts(&[]).unwrap();
+    assert_eq!(
+        counts,
+        vec![crate::query::OwnerCount {
+            owner: "ann".into(),
+            accounts: 2,
+            contacts: 1,
+            deals: 0,
+            activities: 0
+        }]
+    );
+    let north = vec!["north".to_string()];
+    assert_eq!(fx.store.owner_counts(&north).unwrap()[0].accounts, 1);
+    let names = |hits: Vec<Record>| hits.iter().map(Record::display_name).collect::<Vec<_>>();
+    assert_eq!(
+        names(fx.store.search_in("acme", None, &north, 10).unwrap()),
+        ["Acme North"]
+    );
+    assert_eq!(
+        fx.store
+            .search_in("acme", Some(Kind::Account), &[], 10)
+            .unwrap()
+            .len(),
+        2
+    );
 }

@@ -1,0 +1,191 @@
+//! Drafts: changes made on behalf of another author and returned, not stored.
+//!
+//! The relay's office UI edits records as the signed-in office user, with
+//! that user's own Automerge actor, not as the relay. It drafts the change
+//! here, then sends it through the same push path a device's change takes
+//! (validation, access control, actor binding, the log), so a browser edit
+//! is indistinguishable from a device's and reaches every device by sync.
+
+use rusqlite::Connection;
+
+use super::{documents, validate_fields, Store};
+use crate::doc::{ChangeMeta, LocalChange, RecordDoc};
+use crate::error::{Error, Result};
+use crate::model::{validate_id, Fields, Kind, Record, RecordId, Value};
+
+/// Who makes a drafted change: a user and the Automerge actor they edit with.
+/// The actor must be used by this author alone (one writer per actor).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Author {
+    pub user: String,
+    pub actor: Vec<u8>,
+}
+
+/// One edit to draft.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Edit {
+    Create { kind: Kind, fields: Fields },
+    Update { id: RecordId, fields: Fields },
+    Delete { id: RecordId },
+    Restore { id: RecordId },
+}
+
+/// A change made but not stored, and the record as it would be after it.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    pub record_id: RecordId,
+    pub change: LocalChange,
+    pub record: Record,
+}
+
+impl Store {
+    /// Makes `edit` as `author` against the stored record, validating it as
+    /// a local edit would, and returns the change without storing it.
+    /// `Ok(None)`: the edit changes nothing (same values, already deleted...).
+    pub fn draft(&self, author: &Author, edit: Edit) -> Result<Option<Draft>> {
+        draft_in(self.conn(), self.pipeline(), author, (self.clock)(), edit)
+    }
+}
+
+fn draft_in(
+    conn: &Connection,
+    pipeline: &crate::model::Pipeline,
+    author: &Author,
+    time: i64,
+    edit: Edit,
+) -> Result<Option<Draft>> {
+    let meta = ChangeMeta {
+        user: author.user.clone(),
+        time,
+    };
+    let (id, mut doc, change) = match edit {
+        Edit::Create { kind, mut fields } => {
+            fields
+                .entry("owner".into())
+                .or_insert_with(|| Value::from(author.user.as_str()));
+            let fields = validate_fields(conn, kind, fields, pipeline, true)?;
+            let id = uuid::Uuid::now_v7().to_string();
+            let (doc, change) = RecordDoc::create(&id, kind, &fields, &author.actor, &meta)?;
+            (id, doc, Some(change))
+        }
+        Edit::Update { id, fields } => {
+            let (mut doc, kind) = load(conn, &id)?;
+            if doc.read()?.deleted {
+                return Err(Error::Deleted(id));
+            }
+            let fields = validate_fields(conn, kind, fields, pipeline, false)?;
+            let change = doc.update(&author.actor, kind, &fields, &meta)?;
+            (id, doc, change)
+        }
+        Edit::Delete { id } => set_deleted(conn, author, &meta, id, true)?,
+        Edit::Restore { id } => set_deleted(conn, author, &meta, id, false)?,
+    };
+    let Some(change) = change else {
+        return Ok(None);
+    };
+    let record = doc.read()?;
+    Ok(Some(Draft {
+        record_id: id,
+        change,
+        record,
+    }))
+}
+
+type Drafted = (RecordId, RecordDoc, Option<LocalChange>);
+
+fn set_deleted(
+    conn: &Connection,
+    author: &Author,
+    meta: &ChangeMeta,
+    id: RecordId,
+    deleted: bool,
+) -> Result<Drafted> {
+    let (mut doc, _) = load(conn, &id)?;
+    if doc.read()?.deleted == deleted {
+        return Ok((id, doc, None));
+    }
+    let change = doc.set_deleted(&author.actor, deleted, meta)?;
+    Ok((id, doc, change))
+}
+
+fn load(conn: &Connection, id: &str) -> Result<(RecordDoc, Kind)> {
+    validate_id("id", id)?;
+    let mut doc = documents::load(conn, id)?
+        .ok_or_else(|| Error::NotFound(id.to_string()))?
+        .doc;
+    let kind = doc.kind()?.ok_or_else(|| Error::NotFound(id.to_string()))?;
+    Ok((doc, kind))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::fields;
+
+    fn office() -> Author {
+        Author {
+            user: "olivia".into(),
+            actor: vec![7; 16],
+        }
+    }
+
+    #[test]
+    fn a_draft_is_made_by_its_author_and_stores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut relay = Store::open(dir.path().join("r.db"), "relay").unwrap();
+        let draft = relay
+            .draft(
+                &office(),
+                Edit::Create {
+                    kind: Kind::Account,
+                    fields: fields([("name", "Acme"), ("territory", "north")]),
+                },
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(draft.record.text("owner"), Some("olivia"));
+        assert_eq!(draft.record.created_by, "olivia");
+        assert!(matches!(
+            relay.get(&draft.record_id),
+            Err(Error::NotFound(_))
+        ));
+        assert_eq!(relay.outbox_status().unwrap().pending, 0);
+
+        // Applied like a device's change, it is the author's, not the store's.
+        relay
+            .apply_changes(&draft.record_id, &[draft.change.bytes.clone()])
+            .unwrap();
+        let history = relay.history(&draft.record_id).unwrap();
+        assert_eq!(history[0].user, "olivia");
+        assert_eq!(history[0].actor, "07".repeat(16));
+
+        let id = draft.record_id.clone();
+        let update = |fields: Fields| {
+            relay.draft(
+                &office(),
+                Edit::Update {
+                    id: id.clone(),
+                    fields,
+                },
+            )
+        };
+        assert!(update(fields([("name", "Acme")])).unwrap().is_none());
+        let renamed = update(fields([("name", "Acme Ltd")])).unwrap().unwrap();
+        assert_eq!(renamed.record.text("name"), Some("Acme Ltd"));
+        let err = update(fields([("website", "not a url")])).unwrap_err();
+        assert!(err.to_string().contains("website"), "{err}");
+        let err = relay
+            .draft(&office(), Edit::Delete { id: "nope".into() })
+            .unwrap_err();
+        assert!(matches!(err, Error::NotFound(_)), "{err}");
+        assert!(relay
+            .draft(&office(), Edit::Restore { id: id.clone() })
+            .unwrap()
+            .is_none());
+        let deleted = relay
+            .draft(&office(), Edit::Delete { id })
+            .unwrap()
+            .unwrap();
+        assert!(deleted.record.deleted);
+    }
+}
