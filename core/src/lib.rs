@@ -15,7 +15,7 @@ pub mod sync;
 pub use doc::ParsedChange;
 pub use doc::{ChangeMeta, Conflict, ConflictValue, FieldChange, HistoryEntry, LocalChange};
 pub use error::{Error, Result};
-pub use model::{fields, Fields, Kind, Pipeline, Record, RecordId, Value};
+pub use model::{fields, FieldType, Fields, Kind, Pipeline, Record, RecordId, Value};
 pub use query::{AccountOverview, ListQuery, OwnerCount, Page, SortBy, StageSummary};
 pub use store::{
     ApplyOutcome, Author, Draft, Edit, NewRecord, OutboxEntry, OutboxStatus, Store, StoreOptions,

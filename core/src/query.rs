@@ -52,6 +52,8 @@ pub struct ListQuery {
     /// Records in any of these territories (empty: all territories).
     pub territories: Vec<String>,
     pub account_id: Option<String>,
+    /// Activities related to this record.
+    pub related_to: Option<String>,
     pub stage: Option<String>,
     /// Only records changed at or after this time (ms since the epoch).
     pub updated_since: Option<i64>,
@@ -72,6 +74,7 @@ impl Default for ListQuery {
             owner: None,
             territories: Vec::new(),
             account_id: None,
+            related_to: None,
             stage: None,
             updated_since: None,
             due_before: None,
@@ -192,6 +195,9 @@ fn list_filter(q: &ListQuery) -> Filter {
     }
     if let Some(account) = &q.account_id {
         f.add("account_id = ?", account.clone());
+    }
+    if let Some(related) = &q.related_to {
+        f.add("related_to = ?", related.clone());
     }
     if let Some(stage) = &q.stage {
         f.add("stage = ?", stage.clone());

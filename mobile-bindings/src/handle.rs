@@ -355,6 +355,7 @@ mod tests {
                 owner: None,
                 territories: vec![],
                 account_id: None,
+                related_to: None,
                 stage: None,
                 updated_since: None,
                 due_before: None,

@@ -322,6 +322,9 @@ pub struct ListFilter {
     pub owner: Option<String>,
     pub territories: Vec<String>,
     pub account_id: Option<String>,
+    /// Activities related to this record.
+    #[uniffi(default = None)]
+    pub related_to: Option<String>,
     pub stage: Option<String>,
     pub updated_since: Option<i64>,
     pub due_before: Option<i64>,
@@ -341,6 +344,7 @@ impl From<ListFilter> for core::ListQuery {
             owner: f.owner,
             territories: f.territories,
             account_id: f.account_id,
+            related_to: f.related_to,
             stage: f.stage,
             updated_since: f.updated_since,
             due_before: f.due_before,

@@ -6,13 +6,14 @@ pub mod auth;
 pub mod demo;
 pub mod error;
 pub mod relay;
+pub mod web;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::middleware::{self, Next};
-use axum::response::{Html, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -87,12 +88,12 @@ pub fn app(state: Arc<AppState>) -> Router {
             REQUEST_TIMEOUT,
         ));
     Router::new()
-        .route("/", get(index))
         .route("/healthz", get(api::healthz))
         .route("/metrics", get(api::metrics))
         // Event streams stay open: no request timeout.
         .route("/v1/events", get(api::events))
         .merge(bounded)
+        .merge(web::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(count_requests))
         // A bug must cost one request a 500, never the process.
@@ -125,14 +126,4 @@ async fn count_requests(request: Request, next: Next) -> Response {
     metrics::counter!("fieldcrm_http_requests_total", "route" => route, "status" => response.status().as_u16().to_string())
         .increment(1);
     response
-}
-
-async fn index() -> Html<&'static str> {
-    Html(concat!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>FieldCRM relay</title></head>",
-        "<body><h1>FieldCRM relay</h1><p>Version ",
-        env!("CARGO_PKG_VERSION"),
-        ". The relay is running and syncing devices (protocol v1, <code>POST /v1/sync</code>). ",
-        "The office web UI is not built yet.</p></body></html>"
-    ))
 }

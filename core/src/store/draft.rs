@@ -47,7 +47,7 @@ impl Store {
     }
 }
 
-fn draft_in(
+pub(super) fn draft_in(
     conn: &Connection,
     pipeline: &crate::model::Pipeline,
     author: &Author,

@@ -503,6 +503,8 @@ impl Store {
     pub fn transaction<R>(&mut self, f: impl FnOnce(&StoreTx<'_>) -> Result<R>) -> Result<R> {
         let tx = StoreTx {
             tx: self.conn.transaction()?,
+            pipeline: &self.pipeline,
+            clock: &self.clock,
         };
         let result = f(&tx)?;
         tx.tx.commit()?;
@@ -637,6 +639,8 @@ impl Store {
 /// A transaction on the store, from [`Store::transaction`].
 pub struct StoreTx<'conn> {
     tx: Transaction<'conn>,
+    pipeline: &'conn Pipeline,
+    clock: &'conn Clock,
 }
 
 impl fmt::Debug for StoreTx<'_> {
@@ -672,6 +676,12 @@ impl StoreTx<'_> {
         }
         run("RELEASE apply_checked")?;
         result
+    }
+
+    /// [`Store::draft`] inside this transaction: it sees what the
+    /// transaction wrote so far.
+    pub fn draft(&self, author: &Author, edit: Edit) -> Result<Option<Draft>> {
+        draft::draft_in(&self.tx, self.pipeline, author, (self.clock)(), edit)
     }
 
     /// Applies changes as a device does (see [`Store::apply_changes`]).

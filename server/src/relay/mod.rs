@@ -10,12 +10,18 @@
 //!   change that commits later with a lower number;
 //! - `pull` returns only what the user may see, paged by bytes.
 
+pub mod office;
 pub mod sqlite;
+
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
 use fieldcrm_core::protocol::{
     Cursor, RecordBytes, Rejection, SyncRequest, SyncResponse, PROTOCOL_VERSION,
+};
+use fieldcrm_core::{
+    Conflict, Edit, HistoryEntry, Kind, ListQuery, OwnerCount, Page, Pipeline, Record, StageSummary,
 };
 
 /// Largest single change a device may push.
@@ -123,6 +129,19 @@ pub fn view_of(user: &User) -> Vec<String> {
     }
 }
 
+/// A record with what its page shows: history and open conflicts.
+#[derive(Debug, Clone)]
+pub struct RecordDetail {
+    pub record: Record,
+    pub history: Vec<HistoryEntry>,
+    /// Device that pushed each change in `history` (by hex change hash).
+    pub devices: HashMap<String, String>,
+    pub conflicts: Vec<Conflict>,
+}
+
+/// What became of one office edit: the record after it, or why it was refused.
+pub type EditOutcome = std::result::Result<Record, String>;
+
 /// Counts for /metrics and the benchmark.
 #[derive(Debug, Default, Serialize)]
 pub struct RelayStats {
@@ -157,6 +176,36 @@ pub trait RelayStore: Send + Sync {
     fn add_token(&self, user: &str, token_hash: &[u8; 32]) -> Result<()>;
     fn user_by_token(&self, token_hash: &[u8; 32]) -> Result<Option<User>>;
     fn revoke_tokens(&self, user: &str) -> Result<usize>;
+    /// Revokes one token (a browser session); the user's devices stay signed in.
+    fn revoke_token(&self, token_hash: &[u8; 32]) -> Result<bool>;
+
+    // ----- the office UI: records read and edited on a user's behalf.
+    // These do not check access: `office` does, before and after calling
+    // them. `territories` empty means every territory.
+
+    fn pipeline(&self) -> Result<Pipeline>;
+    fn list(&self, q: &ListQuery) -> Result<Page>;
+    fn search(
+        &self,
+        text: &str,
+        kind: Option<Kind>,
+        territories: &[String],
+        limit: usize,
+    ) -> Result<Vec<Record>>;
+    fn record(&self, id: &str) -> Result<Option<RecordDetail>>;
+    fn record_at(&self, id: &str, time: i64) -> Result<Record>;
+    /// Live deals per stage now, or as they stood at `at` (ms since the epoch).
+    fn pipeline_summary(
+        &self,
+        territories: &[String],
+        at: Option<i64>,
+    ) -> Result<Vec<StageSummary>>;
+    fn owner_counts(&self, territories: &[String]) -> Result<Vec<OwnerCount>>;
+    /// Makes each edit as `user` (with the user's own Automerge actor for
+    /// `device`) and pushes it as that device would: validated, checked
+    /// against the user's territories, stored and appended to the log, so
+    /// devices receive it on their next sync. One outcome per edit, in order.
+    fn edit(&self, user: &User, device: &str, edits: Vec<Edit>) -> Result<Vec<EditOutcome>>;
 }
 
 /// One `POST /v1/sync` round: push, then pull, as one response.

@@ -14,14 +14,19 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use fieldcrm_core::protocol::{Bootstrap, Cursor, RecordBytes, Rejection};
-use fieldcrm_core::{Error as CoreError, ParsedChange, Record, Store, StoreOptions, StoreTx};
+use fieldcrm_core::{
+    Author, Edit, Error as CoreError, Kind, ListQuery, OwnerCount, Page, ParsedChange, Pipeline,
+    Record, StageSummary, Store, StoreOptions, StoreTx,
+};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    PullPage, PushOutcome, RelayError, RelayStats, RelayStore, Result, Role, User, MAX_CHANGE_BYTES,
+    EditOutcome, PullPage, PushOutcome, RecordDetail, RelayError, RelayStats, RelayStore, Result,
+    Role, User, MAX_CHANGE_BYTES,
 };
 
-const SCHEMA_VERSION: i64 = 1;
+/// 2 added `relay_web_actors`; opening a version 1 file upgrades it.
+const SCHEMA_VERSION: i64 = 2;
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS relay_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 -- Append-only change log; seq is the sync cursor. territory is the record's
@@ -53,6 +58,14 @@ CREATE TABLE IF NOT EXISTS relay_tokens (
 );
 -- Each Automerge actor belongs to the first user who pushed with it.
 CREATE TABLE IF NOT EXISTS relay_actors (actor TEXT PRIMARY KEY, user_id TEXT NOT NULL) WITHOUT ROWID;
+-- The Automerge actor each user edits with from the office UI (one per
+-- user and device name, used by nobody else).
+CREATE TABLE IF NOT EXISTS relay_web_actors (
+    user_id TEXT NOT NULL,
+    device  TEXT NOT NULL,
+    actor   BLOB NOT NULL,
+    PRIMARY KEY (user_id, device)
+) WITHOUT ROWID;
 ";
 
 /// Relay store in `DIR/relay.db`.
@@ -93,6 +106,13 @@ impl SqliteRelay {
                     return Err(CoreError::Refused(format!(
                         "relay schema version {v} is newer than this build ({SCHEMA_VERSION}); upgrade the server"
                     )))
+                }
+                Some(v) if v < SCHEMA_VERSION => {
+                    // Every step so far only added tables, created above.
+                    sql.execute(
+                        "UPDATE relay_meta SET value = ?1 WHERE key = 'schema'",
+                        [SCHEMA_VERSION.to_string()],
+                    )?;
                 }
                 Some(_) => {}
             }
@@ -459,6 +479,152 @@ impl RelayStore for SqliteRelay {
         let store = self.lock();
         Ok(store_conn(&store).execute("DELETE FROM relay_tokens WHERE user_id = ?1", [user])?)
     }
+
+    fn revoke_token(&self, token_hash: &[u8; 32]) -> Result<bool> {
+        let store = self.lock();
+        Ok(
+            store_conn(&store).execute("DELETE FROM relay_tokens WHERE hash = ?1", [token_hash])?
+                > 0,
+        )
+    }
+
+    fn pipeline(&self) -> Result<Pipeline> {
+        Ok(self.lock().pipeline().clone())
+    }
+
+    fn list(&self, q: &ListQuery) -> Result<Page> {
+        Ok(self.lock().list(q)?)
+    }
+
+    fn search(
+        &self,
+        text: &str,
+        kind: Option<Kind>,
+        territories: &[String],
+        limit: usize,
+    ) -> Result<Vec<Record>> {
+        Ok(self.lock().search_in(text, kind, territories, limit)?)
+    }
+
+    fn record(&self, id: &str) -> Result<Option<RecordDetail>> {
+        let store = self.lock();
+        let record = match store.get(id) {
+            Ok(record) => record,
+            Err(CoreError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let history = store.history(id)?;
+        let mut devices = std::collections::HashMap::new();
+        let mut stmt =
+            store_conn(&store).prepare_cached("SELECT device FROM relay_log WHERE hash = ?1")?;
+        for entry in &history {
+            let Ok(hash) = hex::decode(&entry.change) else {
+                continue;
+            };
+            if let Some(device) = stmt
+                .query_row([&hash[..]], |r| r.get::<_, String>(0))
+                .optional()?
+            {
+                devices.insert(entry.change.clone(), device);
+            }
+        }
+        drop(stmt);
+        let conflicts = store.conflicts(id)?;
+        Ok(Some(RecordDetail {
+            record,
+            history,
+            devices,
+            conflicts,
+        }))
+    }
+
+    fn record_at(&self, id: &str, time: i64) -> Result<Record> {
+        Ok(self.lock().record_at(id, time)?)
+    }
+
+    fn pipeline_summary(
+        &self,
+        territories: &[String],
+        at: Option<i64>,
+    ) -> Result<Vec<StageSummary>> {
+        let store = self.lock();
+        Ok(match at {
+            None => store.pipeline_summary(None, territories)?,
+            Some(time) => store.pipeline_summary_at(territories, time)?,
+        })
+    }
+
+    fn owner_counts(&self, territories: &[String]) -> Result<Vec<OwnerCount>> {
+        Ok(self.lock().owner_counts(territories)?)
+    }
+
+    fn edit(&self, user: &User, device: &str, edits: Vec<Edit>) -> Result<Vec<EditOutcome>> {
+        let mut store = self.lock();
+        let drafted = store.transaction(|tx| {
+            let author = Author {
+                user: user.id.clone(),
+                actor: web_actor(tx.sql(), &user.id, device)?,
+            };
+            Ok(edits
+                .into_iter()
+                .map(|edit| edit_one(tx, user, device, &author, edit))
+                .collect::<Vec<_>>())
+        })?;
+        // An edit that changed nothing answers with the record as it is.
+        Ok(drafted
+            .into_iter()
+            .map(|outcome| match outcome {
+                Drafted::Stored(record) => Ok(record),
+                Drafted::Unchanged(id) => store.get(&id).map_err(|e| e.to_string()),
+                Drafted::Refused(reason) => Err(reason),
+            })
+            .collect())
+    }
+}
+
+enum Drafted {
+    Stored(Record),
+    Unchanged(String),
+    Refused(String),
+}
+
+/// Drafts one office edit and pushes it through the device path.
+fn edit_one(tx: &StoreTx<'_>, user: &User, device: &str, author: &Author, edit: Edit) -> Drafted {
+    let target = match &edit {
+        Edit::Create { .. } => None,
+        Edit::Update { id, .. } | Edit::Delete { id } | Edit::Restore { id } => Some(id.clone()),
+    };
+    let draft = match tx.draft(author, edit) {
+        Ok(Some(draft)) => draft,
+        Ok(None) => return Drafted::Unchanged(target.unwrap_or_default()),
+        Err(e) => return Drafted::Refused(e.to_string()),
+    };
+    let change = RecordBytes {
+        record_id: draft.record_id.clone(),
+        bytes: draft.change.bytes.clone(),
+    };
+    let pushed = push_all(tx, user, device, std::slice::from_ref(&change));
+    match pushed.rejected.into_iter().next() {
+        Some(rejection) => Drafted::Refused(rejection.reason),
+        None => Drafted::Stored(draft.record),
+    }
+}
+
+/// The actor `user` edits with from `device` in the office UI, made on first use.
+fn web_actor(conn: &Connection, user: &str, device: &str) -> fieldcrm_core::Result<Vec<u8>> {
+    let found: Option<Vec<u8>> = conn
+        .prepare_cached("SELECT actor FROM relay_web_actors WHERE user_id = ?1 AND device = ?2")?
+        .query_row([user, device], |r| r.get(0))
+        .optional()?;
+    if let Some(actor) = found {
+        return Ok(actor);
+    }
+    let actor = rand::random::<[u8; 16]>().to_vec();
+    conn.execute(
+        "INSERT INTO relay_web_actors (user_id, device, actor) VALUES (?1, ?2, ?3)",
+        params![user, device, actor],
+    )?;
+    Ok(actor)
 }
 
 /// The relay reads its own tables through the record store's connection.

@@ -1,0 +1,235 @@
+//! The records as the office UI sees them: every read and edit narrowed to
+//! what the signed-in user may see (reps and managers their territories,
+//! office and admin everything). Records outside a user's view do not exist
+//! for them: reads and edits answer "not found", never "forbidden", so a
+//! page cannot probe another territory.
+
+use fieldcrm_core::{Edit, Kind, ListQuery, OwnerCount, Page, Record, StageSummary};
+
+use super::{EditOutcome, RecordDetail, RelayError, RelayStore, Result, User};
+
+/// The device name office edits are pushed from (shown in field history).
+pub const WEB_DEVICE: &str = "web";
+
+/// The territories a query may cover for `user`, given the ones asked for
+/// (empty: all they may see). `None`: nothing at all.
+fn narrow(user: &User, asked: &[String]) -> Option<Vec<String>> {
+    if user.role.sees_all() {
+        return Some(asked.to_vec());
+    }
+    let allowed: Vec<String> = if asked.is_empty() {
+        user.territories.clone()
+    } else {
+        asked
+            .iter()
+            .filter(|t| user.territories.contains(t))
+            .cloned()
+            .collect()
+    };
+    // An empty list would mean "every territory" to the store.
+    (!allowed.is_empty()).then_some(allowed)
+}
+
+pub fn list(store: &dyn RelayStore, user: &User, mut q: ListQuery) -> Result<Page> {
+    let Some(territories) = narrow(user, &q.territories) else {
+        return Ok(Page {
+            records: Vec::new(),
+            total: 0,
+        });
+    };
+    q.territories = territories;
+    store.list(&q)
+}
+
+pub fn search(
+    store: &dyn RelayStore,
+    user: &User,
+    text: &str,
+    kind: Option<Kind>,
+    limit: usize,
+) -> Result<Vec<Record>> {
+    match narrow(user, &[]) {
+        Some(territories) => store.search(text, kind, &territories, limit),
+        None => Ok(Vec::new()),
+    }
+}
+
+fn not_found(id: &str) -> RelayError {
+    RelayError::NotFound(format!("no record with id {id:?}"))
+}
+
+/// A record with its history and conflicts, if the user may see it.
+pub fn record(store: &dyn RelayStore, user: &User, id: &str) -> Result<RecordDetail> {
+    match store.record(id)? {
+        Some(detail) if user.can_access(detail.record.text("territory")) => Ok(detail),
+        _ => Err(not_found(id)),
+    }
+}
+
+/// A record as it stood at `time`, if the user may see it now.
+pub fn record_at(store: &dyn RelayStore, user: &User, id: &str, time: i64) -> Result<Record> {
+    record(store, user, id)?;
+    store.record_at(id, time)
+}
+
+/// The records a record's page lists beside it.
+#[derive(Debug, Default)]
+pub struct Related {
+    pub account: Option<Record>,
+    pub contacts: Vec<Record>,
+    pub deals: Vec<Record>,
+    /// Activities about the record, soonest due first.
+    pub activities: Vec<Record>,
+    /// For an activity: the record it is about.
+    pub subject: Option<Record>,
+}
+
+pub fn related(store: &dyn RelayStore, user: &User, record: &Record) -> Result<Related> {
+    let page = |q: ListQuery| -> Result<Vec<Record>> {
+        Ok(list(store, user, ListQuery { limit: 200, ..q })?.records)
+    };
+    let visible = |id: Option<&str>| -> Result<Option<Record>> {
+        Ok(match id {
+            Some(id) => record_if_visible(store, user, id)?,
+            None => None,
+        })
+    };
+    let activities = page(ListQuery {
+        kind: Some(Kind::Activity),
+        related_to: Some(record.id.clone()),
+        sort: fieldcrm_core::SortBy::DueAt,
+        ..Default::default()
+    })?;
+    let mut related = Related {
+        activities,
+        ..Default::default()
+    };
+    match record.kind {
+        Kind::Account => {
+            let of_account = |kind| ListQuery {
+                kind: Some(kind),
+                account_id: Some(record.id.clone()),
+                ..Default::default()
+            };
+            related.contacts = page(of_account(Kind::Contact))?;
+            related.deals = page(of_account(Kind::Deal))?;
+        }
+        Kind::Contact | Kind::Deal => {
+            related.account = visible(record.text("account_id"))?;
+            related.contacts = visible(record.text("contact_id"))?.into_iter().collect();
+        }
+        Kind::Activity => related.subject = visible(record.text("related_to"))?,
+    }
+    Ok(related)
+}
+
+fn record_if_visible(store: &dyn RelayStore, user: &User, id: &str) -> Result<Option<Record>> {
+    match record(store, user, id) {
+        Ok(detail) => Ok(Some(detail.record)),
+        Err(RelayError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Live deals per stage in the user's view (optionally one territory), now
+/// or as they stood at `at`.
+pub fn pipeline_summary(
+    store: &dyn RelayStore,
+    user: &User,
+    territory: Option<&str>,
+    at: Option<i64>,
+) -> Result<Vec<StageSummary>> {
+    let asked: Vec<String> = territory.map(String::from).into_iter().collect();
+    match narrow(user, &asked) {
+        Some(territories) => store.pipeline_summary(&territories, at),
+        None => Ok(store
+            .pipeline()?
+            .stages()
+            .iter()
+            .map(|stage| StageSummary {
+                stage: stage.clone(),
+                count: 0,
+                amounts: Default::default(),
+            })
+            .collect()),
+    }
+}
+
+pub fn owner_counts(store: &dyn RelayStore, user: &User) -> Result<Vec<OwnerCount>> {
+    match narrow(user, &[]) {
+        Some(territories) => store.owner_counts(&territories),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// Makes the edits as `user`; edits of records the user cannot see are
+/// refused as not found, the rest are checked again by the push path.
+pub fn edit(store: &dyn RelayStore, user: &User, edits: Vec<Edit>) -> Result<Vec<EditOutcome>> {
+    let mut allowed = Vec::with_capacity(edits.len());
+    let mut refused = Vec::new();
+    for (i, edit) in edits.into_iter().enumerate() {
+        let target = match &edit {
+            Edit::Create { .. } => None,
+            Edit::Update { id, .. } | Edit::Delete { id } | Edit::Restore { id } => Some(id),
+        };
+        match target {
+            Some(id) if record_if_visible(store, user, id)?.is_none() => {
+                refused.push((i, not_found(id).to_string()));
+            }
+            _ => allowed.push(edit),
+        }
+    }
+    let mut done = store.edit(user, WEB_DEVICE, allowed)?.into_iter();
+    let total = done.len() + refused.len();
+    let mut refused = refused.into_iter().peekable();
+    Ok((0..total)
+        .map(|i| match refused.next_if(|(at, _)| *at == i) {
+            Some((_, reason)) => Err(reason),
+            None => done.next().unwrap_or_else(|| Err("edit lost".into())),
+        })
+        .collect())
+}
+
+/// One edit; its outcome as a result.
+pub fn edit_one(store: &dyn RelayStore, user: &User, change: Edit) -> Result<Record> {
+    single_outcome(edit(store, user, vec![change])?)
+}
+
+fn single_outcome(outcomes: Vec<EditOutcome>) -> Result<Record> {
+    match outcomes.into_iter().next() {
+        Some(Ok(record)) => Ok(record),
+        Some(Err(reason)) if reason.starts_with("no record with id") => {
+            Err(RelayError::NotFound(reason))
+        }
+        Some(Err(reason)) => Err(RelayError::Invalid(reason)),
+        None => Err(RelayError::Invalid("the edit produced no outcome".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relay::Role;
+
+    fn user(role: Role, territories: &[&str]) -> User {
+        User {
+            id: "u".into(),
+            role,
+            territories: territories.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn narrowing_never_widens_a_view() {
+        let rep = user(Role::Rep, &["north"]);
+        assert_eq!(narrow(&rep, &[]), Some(vec!["north".into()]));
+        assert_eq!(narrow(&rep, &["south".into()]), None);
+        assert_eq!(narrow(&user(Role::Rep, &[]), &[]), None);
+        let office = user(Role::Office, &[]);
+        assert_eq!(narrow(&office, &[]), Some(vec![]));
+        assert_eq!(
+            narrow(&office, &["south".into()]),
+            Some(vec!["south".into()])
+        );
+    }
+}

@@ -1,0 +1,467 @@
+//! CSV export of any list (streamed a page at a time) and CSV import of
+//! accounts and contacts: upload, map columns to fields, import, and a
+//! report of every rejected row with its reason.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Multipart, Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use fieldcrm_core::{Edit, Fields, Kind, ListQuery, Record, Value};
+use maud::{html, Markup};
+use serde::Deserialize;
+
+use super::form::from_form;
+use super::layout::{self, field_label, kind_path, page, Nav};
+use super::records::{find, now_ms, ListParams};
+use super::session::{check_csrf_value, Post};
+use super::{blocking, log_advanced, PageError, Session};
+use crate::relay::{office, RelayStore, User};
+use crate::AppState;
+
+/// Rows per export page and per import batch.
+const BATCH: usize = 500;
+/// Mapping target that finds a contact's account by its name.
+const ACCOUNT_BY_NAME: &str = "account_by_name";
+
+fn export_header(kind: Kind) -> Vec<String> {
+    let mut header = vec!["id".to_string()];
+    header.extend(kind.fields().iter().map(|s| s.path.to_string()));
+    header.extend(["created_at", "updated_at", "deleted"].map(String::from));
+    header
+}
+
+/// One record as a CSV row: amounts as decimals, times as UTC ISO 8601.
+fn export_row(record: &Record) -> Vec<String> {
+    let kind = record.kind;
+    let iso = |ms: i64| {
+        time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_default()
+    };
+    let mut row = vec![record.id.clone()];
+    for spec in kind.fields() {
+        row.push(match (record.get(spec.path), spec.ty) {
+            (None | Some(Value::Null), _) => String::new(),
+            (Some(Value::Int(ms)), fieldcrm_core::FieldType::Timestamp) => iso(*ms),
+            (Some(Value::Int(minor)), fieldcrm_core::FieldType::Amount) => {
+                layout::amount(*minor).replace(',', "")
+            }
+            (Some(Value::Text(s)), _) => s.clone(),
+            (Some(other), _) => other.to_string(),
+        });
+    }
+    row.extend([
+        iso(record.created_at),
+        iso(record.updated_at),
+        record.deleted.to_string(),
+    ]);
+    row
+}
+
+fn csv_bytes(rows: impl IntoIterator<Item = Vec<String>>) -> Result<Vec<u8>, String> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    for row in rows {
+        writer.write_record(&row).map_err(|e| e.to_string())?;
+    }
+    writer.into_inner().map_err(|e| e.to_string())
+}
+
+/// Streams the list as CSV, page by page: memory stays one page whatever the size.
+pub async fn export(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path(kind): Path<String>,
+    Query(params): Query<ListParams>,
+) -> Result<Response, PageError> {
+    let kind = layout::kind_from_path(&kind)
+        .ok_or_else(|| PageError::new(StatusCode::NOT_FOUND, format!("no list {kind:?}")))?;
+    let mut query = params.query(kind, now_ms())?;
+    query.limit = BATCH;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let relay = state.relay.clone();
+    let user = session.user.clone();
+    tokio::task::spawn_blocking(move || {
+        let send = |chunk: Result<Vec<u8>, String>| {
+            tx.blocking_send(chunk.map_err(std::io::Error::other))
+                .is_ok()
+        };
+        if !send(csv_bytes([export_header(kind)])) {
+            return;
+        }
+        let mut offset = 0;
+        loop {
+            let q = ListQuery {
+                offset,
+                ..query.clone()
+            };
+            let (records, _) = match find(&*relay, &user, kind, &params, q) {
+                Ok(found) => found,
+                Err(e) => {
+                    send(Err(e.to_string()));
+                    return;
+                }
+            };
+            let n = records.len();
+            if n == 0 || !send(csv_bytes(records.iter().map(export_row))) {
+                return;
+            }
+            // A search answers in one go; a list pages on.
+            if n < BATCH || !params.q.trim().is_empty() {
+                return;
+            }
+            offset += n;
+        }
+    });
+    let filename = format!("fieldcrm-{}.csv", kind_path(kind));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{filename}\""),
+            ),
+        ],
+        Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
+    )
+        .into_response())
+}
+
+fn import_kinds() -> [Kind; 2] {
+    [Kind::Account, Kind::Contact]
+}
+
+pub async fn import_page(session: Session) -> Markup {
+    let body = html! {
+        p { "Import accounts or contacts from a CSV file with a header row. Next you choose which column goes to which field." }
+        form.record method="post" action="/import" enctype="multipart/form-data" {
+            (layout::csrf(&session))
+            div.field { label for="kind" { "Records" }
+                select id="kind" name="kind" { @for k in import_kinds() { option value=(k.as_str()) { (layout::kind_title(k)) } } } }
+            div.field { label for="file" { "CSV file" } input id="file" type="file" name="file" accept=".csv,text/csv" required; }
+            p.actions { button type="submit" { "Next: map columns" } }
+        }
+    };
+    page(&session, "Import", Nav::Import, body)
+}
+
+fn parse_kind(raw: &str) -> Result<Kind, PageError> {
+    raw.parse::<Kind>()
+        .ok()
+        .filter(|k| import_kinds().contains(k))
+        .ok_or_else(|| {
+            PageError::bad_request(format!("cannot import {raw:?}; choose account or contact"))
+        })
+}
+
+/// A file's header, its first rows and how many rows it has.
+struct Preview {
+    header: Vec<String>,
+    samples: Vec<Vec<String>>,
+    rows: usize,
+}
+
+/// Reads the header and a few rows; refuses what is not CSV.
+fn preview(text: &str) -> Result<Preview, PageError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let header: Vec<String> = reader
+        .headers()
+        .map_err(|e| PageError::bad_request(format!("not a readable CSV file: {e}")))?
+        .iter()
+        .map(|h| h.trim().to_string())
+        .collect();
+    if header.iter().all(String::is_empty) {
+        return Err(PageError::bad_request("the CSV file has no header row"));
+    }
+    let mut samples = Vec::new();
+    let mut rows = 0;
+    for row in reader.records() {
+        let row =
+            row.map_err(|e| PageError::bad_request(format!("not a readable CSV file: {e}")))?;
+        if samples.len() < 3 {
+            samples.push(row.iter().map(String::from).collect());
+        }
+        rows += 1;
+    }
+    Ok(Preview {
+        header,
+        samples,
+        rows,
+    })
+}
+
+/// The field a column header most likely means ("First name" → first_name).
+fn guess(kind: Kind, header: &str) -> String {
+    let norm = |s: &str| s.to_lowercase().replace([' ', '-', '.', '_'], "");
+    let h = norm(header);
+    if kind == Kind::Contact && (h == "account" || h == "accountname" || h == "company") {
+        return ACCOUNT_BY_NAME.into();
+    }
+    kind.fields()
+        .iter()
+        .map(|s| s.path)
+        .find(|p| norm(p) == h || norm(&field_label(p)) == h)
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Step 2: the column mapping, with the file carried along.
+pub async fn import_preview(
+    session: Session,
+    mut multipart: Multipart,
+) -> Result<Response, PageError> {
+    let (mut csrf, mut kind, mut text) = (String::new(), String::new(), None);
+    while let Some(field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| PageError::bad_request(format!("unreadable upload: {e}")))?
+    {
+        let name = field.name().unwrap_or("").to_string();
+        let bytes = field
+            .bytes()
+            .await
+            .map_err(|e| PageError::bad_request(format!("unreadable upload: {e}")))?;
+        let as_text = || {
+            String::from_utf8(bytes.to_vec()).map_err(|e| {
+                PageError::bad_request(format!(
+                    "the file is not UTF-8 text (byte {})",
+                    e.utf8_error().valid_up_to()
+                ))
+            })
+        };
+        match name.as_str() {
+            "_csrf" => csrf = as_text()?,
+            "kind" => kind = as_text()?,
+            "file" => text = Some(as_text()?),
+            _ => {}
+        }
+    }
+    check_csrf_value(&session, &csrf)?;
+    let kind = parse_kind(&kind)?;
+    let text = text.ok_or_else(|| PageError::bad_request("choose a CSV file to import"))?;
+    let Preview {
+        header,
+        samples,
+        rows,
+    } = preview(&text)?;
+    let mut targets: Vec<(String, String)> = vec![(String::new(), "— skip —".into())];
+    if kind == Kind::Contact {
+        targets.push((ACCOUNT_BY_NAME.into(), "Account (by name)".into()));
+    }
+    targets.extend(
+        kind.fields()
+            .iter()
+            .map(|s| (s.path.to_string(), field_label(s.path))),
+    );
+    let body = html! {
+        p { (rows) " rows. Choose the field each column fills; columns left on “skip” are not imported. Owner defaults to you." }
+        form.record method="post" action="/import/run" {
+            (layout::csrf(&session))
+            input type="hidden" name="kind" value=(kind.as_str());
+            textarea hidden name="csv" { (text) }
+            table.mapping {
+                thead { tr { th { "Column" } th { "Examples" } th { "Field" } } }
+                tbody { @for (i, h) in header.iter().enumerate() {
+                    @let chosen = guess(kind, h);
+                    tr {
+                        td { (h) }
+                        td.muted { (samples.iter().filter_map(|r| r.get(i)).cloned().collect::<Vec<_>>().join(" · ")) }
+                        td { select name=(format!("map_{i}")) aria-label=(format!("Field for column {h}")) {
+                            @for (value, label) in &targets { option value=(value) selected[*value == chosen] { (label) } }
+                        } }
+                    }
+                } }
+            }
+            p.actions { button type="submit" { "Import" } }
+        }
+    };
+    Ok(page(
+        &session,
+        &format!("Import {}", layout::kind_title(kind).to_lowercase()),
+        Nav::Import,
+        body,
+    )
+    .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ImportForm {
+    kind: String,
+    csv: String,
+    #[serde(flatten)]
+    mapping: HashMap<String, String>,
+}
+
+/// Accounts in the user's view by lower-case name (for contacts' account column).
+fn accounts_by_name(
+    relay: &dyn RelayStore,
+    user: &User,
+) -> crate::relay::Result<HashMap<String, Vec<String>>> {
+    let mut names: HashMap<String, Vec<String>> = HashMap::new();
+    let mut offset = 0;
+    loop {
+        let page = office::list(
+            relay,
+            user,
+            ListQuery {
+                kind: Some(Kind::Account),
+                limit: 1000,
+                offset,
+                ..Default::default()
+            },
+        )?;
+        let n = page.records.len();
+        for a in page.records {
+            names
+                .entry(a.display_name().to_lowercase())
+                .or_default()
+                .push(a.id);
+        }
+        if n < 1000 {
+            return Ok(names);
+        }
+        offset += n;
+    }
+}
+
+/// One CSV row as fields, or why it cannot be.
+fn row_fields(
+    kind: Kind,
+    columns: &[(usize, String)],
+    row: &csv::StringRecord,
+    accounts: &HashMap<String, Vec<String>>,
+    default_territory: Option<&str>,
+) -> Result<Fields, String> {
+    let mut fields = Fields::new();
+    for (i, target) in columns {
+        let raw = row.get(*i).unwrap_or("").trim();
+        if raw.is_empty() {
+            continue;
+        }
+        if target == ACCOUNT_BY_NAME {
+            let id = match accounts.get(&raw.to_lowercase()).map(Vec::as_slice) {
+                Some([one]) => one.clone(),
+                Some([]) | None => return Err(format!("no account named {raw:?}")),
+                Some(many) => {
+                    return Err(format!(
+                        "{} accounts are named {raw:?}; use account ids",
+                        many.len()
+                    ))
+                }
+            };
+            fields.insert("account_id".into(), Value::Text(id));
+            continue;
+        }
+        let spec = kind
+            .field(target)
+            .ok_or_else(|| format!("unknown field {target:?}"))?;
+        let value = from_form(spec.ty, raw).map_err(|e| format!("{}: {e}", field_label(target)))?;
+        fields.insert(target.clone(), value);
+    }
+    if let Some(t) = default_territory {
+        fields
+            .entry("territory".into())
+            .or_insert_with(|| Value::from(t));
+    }
+    Ok(fields)
+}
+
+/// Step 3: import and report.
+pub async fn import_run(
+    State(state): State<Arc<AppState>>,
+    Post(session, form): Post<ImportForm>,
+) -> Result<Response, PageError> {
+    let kind = parse_kind(&form.kind)?;
+    let mut columns: Vec<(usize, String)> = form
+        .mapping
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("map_")?.parse().ok()?, v.clone())))
+        .filter(|(_, v)| !v.is_empty())
+        .collect();
+    columns.sort();
+    if columns.is_empty() {
+        return Err(PageError::bad_request("map at least one column to a field"));
+    }
+    let user = session.user.clone();
+    let (imported, rejected) = blocking(&state, move |relay| {
+        let accounts = if kind == Kind::Contact {
+            accounts_by_name(relay, &user)?
+        } else {
+            HashMap::new()
+        };
+        let default_territory = match user.territories.as_slice() {
+            [only] if !user.role.sees_all() => Some(only.clone()),
+            _ => None,
+        };
+        let mut reader = csv::ReaderBuilder::new()
+            .flexible(true)
+            .from_reader(form.csv.as_bytes());
+        let mut imported = 0usize;
+        let mut rejected: Vec<(usize, String)> = Vec::new();
+        let mut batch: Vec<(usize, Edit)> = Vec::new();
+        let flush = |batch: &mut Vec<(usize, Edit)>,
+                     imported: &mut usize,
+                     rejected: &mut Vec<(usize, String)>|
+         -> crate::relay::Result<()> {
+            let lines: Vec<usize> = batch.iter().map(|(line, _)| *line).collect();
+            let edits = batch.drain(..).map(|(_, e)| e).collect();
+            for (line, outcome) in lines.into_iter().zip(office::edit(relay, &user, edits)?) {
+                match outcome {
+                    Ok(_) => *imported += 1,
+                    Err(reason) => rejected.push((line, reason)),
+                }
+            }
+            Ok(())
+        };
+        for (index, row) in reader.records().enumerate() {
+            let line = index + 2; // line 1 is the header
+            let row = match row {
+                Ok(row) => row,
+                Err(e) => {
+                    rejected.push((line, format!("unreadable row: {e}")));
+                    continue;
+                }
+            };
+            match row_fields(
+                kind,
+                &columns,
+                &row,
+                &accounts,
+                default_territory.as_deref(),
+            ) {
+                Ok(fields) => batch.push((line, Edit::Create { kind, fields })),
+                Err(reason) => rejected.push((line, reason)),
+            }
+            if batch.len() >= BATCH {
+                flush(&mut batch, &mut imported, &mut rejected)?;
+            }
+        }
+        flush(&mut batch, &mut imported, &mut rejected)?;
+        rejected.sort();
+        Ok((imported, rejected))
+    })
+    .await?;
+    if imported > 0 {
+        log_advanced(&state).await;
+    }
+    let title = layout::kind_title(kind);
+    let body = html! {
+        p.summary { strong.imported { (imported) } " " (title.to_lowercase()) " imported, " strong.rejected { (rejected.len()) } " rows rejected." }
+        @if !rejected.is_empty() {
+            table.rejected {
+                thead { tr { th { "Line" } th { "Reason" } } }
+                tbody { @for (line, reason) in &rejected { tr { td { (line) } td { (reason) } } } }
+            }
+        }
+        p.actions { a href=(format!("/{}", kind_path(kind))) { "See " (title.to_lowercase()) } " · " a href="/import" { "Import another file" } }
+    };
+    Ok(page(&session, "Import report", Nav::Import, body).into_response())
+}

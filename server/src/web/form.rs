@@ -1,0 +1,311 @@
+//! Record forms: one input per field of a kind, and the way back from what
+//! a browser posts to validated field values, with a message per field.
+
+use std::collections::BTreeMap;
+
+use fieldcrm_core::model::normalize_value;
+use fieldcrm_core::{FieldType, Fields, Kind, Pipeline, Value};
+use maud::{html, Markup};
+use time::macros::format_description;
+use time::PrimitiveDateTime;
+
+use super::layout::field_label;
+
+/// What the selects of a form offer.
+#[derive(Debug, Default)]
+pub struct Choices {
+    pub stages: Vec<String>,
+    pub territories: Vec<String>,
+    /// (id, name) of the accounts the user may see.
+    pub accounts: Vec<(String, String)>,
+}
+
+const ACTIVITY_KINDS: [&str; 5] = ["call", "meeting", "visit", "task", "note"];
+
+/// Messages by field path ("" for the form as a whole).
+pub type Errors = BTreeMap<String, String>;
+
+/// The inputs for every built-in field of `kind`, filled from `values`.
+pub fn inputs(
+    kind: Kind,
+    values: &BTreeMap<String, String>,
+    errors: &Errors,
+    choices: &Choices,
+) -> Markup {
+    html! {
+        @for spec in kind.fields() {
+            @let path = spec.path;
+            @let current = values.get(path).map(String::as_str).unwrap_or("");
+            @let error = errors.get(path);
+            div.field class=[error.map(|_| "invalid")] {
+                label for=(path) {
+                    (field_label(path))
+                    @if spec.required { span.req title="required" { " *" } }
+                }
+                @match spec.ty {
+                    FieldType::LongText => textarea id=(path) name=(path) rows="4" { (current) },
+                    FieldType::Bool => {
+                        input type="hidden" name=(path) value="false";
+                        input id=(path) name=(path) type="checkbox" value="true" checked[current == "true"];
+                    }
+                    FieldType::Stage => (select(path, current, choices.stages.iter().map(|s| (s.as_str(), s.as_str())), spec.required)),
+                    FieldType::ActivityKind => (select(path, current, ACTIVITY_KINDS.iter().map(|k| (*k, *k)), spec.required)),
+                    FieldType::Ref(Some(Kind::Account)) => (select(path, current, choices.accounts.iter().map(|(id, name)| (id.as_str(), name.as_str())), spec.required)),
+                    _ if path == "territory" => (select(path, current, choices.territories.iter().map(|t| (t.as_str(), t.as_str())), spec.required)),
+                    ty => input id=(path) name=(path) type=(input_type(ty)) value=(current)
+                        step=[matches!(ty, FieldType::Latitude | FieldType::Longitude).then_some("any")]
+                        placeholder=[placeholder(ty)]
+                        aria-invalid=[error.map(|_| "true")];
+                }
+                @if let Some(error) = error {
+                    span.field-error id=(format!("error-{path}")) role="alert" { (error) }
+                }
+            }
+        }
+    }
+}
+
+fn select<'a>(
+    path: &str,
+    current: &str,
+    options: impl Iterator<Item = (&'a str, &'a str)>,
+    required: bool,
+) -> Markup {
+    let mut options: Vec<(&str, &str)> = options.collect();
+    if !current.is_empty() && !options.iter().any(|(v, _)| *v == current) {
+        // Keep a value the list does not offer (a stage since removed...).
+        options.insert(0, (current, current));
+    }
+    html! {
+        select id=(path) name=(path) required[required] {
+            option value="" { "—" }
+            @for (value, label) in options {
+                option value=(value) selected[value == current] { (label) }
+            }
+        }
+    }
+}
+
+fn input_type(ty: FieldType) -> &'static str {
+    match ty {
+        FieldType::Email => "email",
+        FieldType::Phone => "tel",
+        FieldType::Url => "url",
+        FieldType::Percent | FieldType::Latitude | FieldType::Longitude => "number",
+        FieldType::Timestamp => "datetime-local",
+        FieldType::Date => "date",
+        _ => "text",
+    }
+}
+
+fn placeholder(ty: FieldType) -> Option<&'static str> {
+    match ty {
+        FieldType::Amount => Some("1234.50"),
+        FieldType::Currency => Some("EUR"),
+        FieldType::Ref(_) => Some("record id"),
+        _ => None,
+    }
+}
+
+/// A record's values as form strings.
+pub fn form_values(kind: Kind, fields: &Fields) -> BTreeMap<String, String> {
+    fields
+        .iter()
+        .map(|(path, value)| (path.clone(), form_string(kind, path, value)))
+        .collect()
+}
+
+fn form_string(kind: Kind, path: &str, value: &Value) -> String {
+    let ty = kind.field(path).map(|s| s.ty);
+    match (value, ty) {
+        (Value::Null, _) => String::new(),
+        (Value::Int(minor), Some(FieldType::Amount)) => {
+            let sign = if *minor < 0 { "-" } else { "" };
+            format!(
+                "{sign}{}.{:02}",
+                minor.unsigned_abs() / 100,
+                minor.unsigned_abs() % 100
+            )
+        }
+        (Value::Int(ms), Some(FieldType::Timestamp)) => {
+            time::OffsetDateTime::from_unix_timestamp_nanos(*ms as i128 * 1_000_000)
+                .ok()
+                .and_then(|t| {
+                    t.format(format_description!("[year]-[month]-[day]T[hour]:[minute]"))
+                        .ok()
+                })
+                .unwrap_or_default()
+        }
+        (Value::Text(s), _) => s.clone(),
+        (other, _) => other.to_string(),
+    }
+}
+
+/// Parses a posted form into field values for `kind`. Fields the form does
+/// not carry are left out; empty ones are `Null` (cleared). When
+/// `creating`, required fields must be present.
+pub fn parse(
+    kind: Kind,
+    form: &[(String, String)],
+    pipeline: &Pipeline,
+    creating: bool,
+) -> (Fields, Errors) {
+    let mut fields = Fields::new();
+    let mut errors = Errors::new();
+    for spec in kind.fields() {
+        // A checkbox posts a hidden "false" and, when ticked, "true" after it.
+        let Some(raw) = form
+            .iter()
+            .rev()
+            .find(|(k, _)| k == spec.path)
+            .map(|(_, v)| v.trim())
+        else {
+            if creating && spec.required {
+                errors.insert(spec.path.into(), "required".into());
+            }
+            continue;
+        };
+        if raw.is_empty() {
+            if creating && spec.required {
+                errors.insert(spec.path.into(), "required".into());
+            } else if !creating {
+                fields.insert(spec.path.into(), Value::Null);
+            }
+            continue;
+        }
+        let parsed = from_form(spec.ty, raw)
+            .and_then(|v| normalize_value(kind, spec.path, v, pipeline).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(value) => {
+                fields.insert(spec.path.into(), value);
+            }
+            Err(message) => {
+                errors.insert(spec.path.into(), message);
+            }
+        }
+    }
+    (fields, errors)
+}
+
+/// One form string as a value of type `ty`, before validation.
+pub fn from_form(ty: FieldType, raw: &str) -> Result<Value, String> {
+    Ok(match ty {
+        FieldType::Amount => Value::Int(parse_amount(raw)?),
+        FieldType::Percent => Value::Int(
+            raw.parse()
+                .map_err(|_| format!("{raw:?} is not a whole number"))?,
+        ),
+        FieldType::Latitude | FieldType::Longitude => Value::Float(
+            raw.parse()
+                .map_err(|_| format!("{raw:?} is not a number"))?,
+        ),
+        FieldType::Bool => Value::Bool(matches!(raw, "true" | "on" | "yes" | "1")),
+        FieldType::Timestamp => Value::Int(parse_datetime(raw)?),
+        _ => Value::Text(raw.to_string()),
+    })
+}
+
+/// "1,234.5" → 123450 minor units.
+pub fn parse_amount(raw: &str) -> Result<i64, String> {
+    let bad = || format!("{raw:?} is not an amount like 1234.50");
+    let cleaned: String = raw.chars().filter(|c| *c != ',' && *c != ' ').collect();
+    let (negative, digits) = match cleaned.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, cleaned.as_str()),
+    };
+    let (whole, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    if whole.is_empty() && frac.is_empty()
+        || !whole.chars().all(|c| c.is_ascii_digit())
+        || !frac.chars().all(|c| c.is_ascii_digit())
+        || frac.len() > 2
+    {
+        return Err(bad());
+    }
+    let whole: i64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| bad())?
+    };
+    let frac: i64 = format!("{frac:0<2}").parse().map_err(|_| bad())?;
+    let minor = whole
+        .checked_mul(100)
+        .and_then(|w| w.checked_add(frac))
+        .ok_or_else(bad)?;
+    Ok(if negative { -minor } else { minor })
+}
+
+/// "2026-11-24T10:30" (UTC) → ms since the epoch.
+pub fn parse_datetime(raw: &str) -> Result<i64, String> {
+    let minutes = format_description!("[year]-[month]-[day]T[hour]:[minute]");
+    let seconds = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
+    let date_only = format_description!("[year]-[month]-[day]");
+    let at = PrimitiveDateTime::parse(raw, minutes)
+        .or_else(|_| PrimitiveDateTime::parse(raw, seconds))
+        .or_else(|_| time::Date::parse(raw, date_only).map(|d| d.midnight()))
+        .map_err(|_| format!("{raw:?} is not a date and time like 2026-11-24T10:30"))?;
+    Ok((at.assume_utc().unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_parse_to_minor_units() {
+        assert_eq!(parse_amount("1,234.5"), Ok(123_450));
+        assert_eq!(parse_amount("12"), Ok(1_200));
+        assert_eq!(parse_amount("-0.07"), Ok(-7));
+        assert!(parse_amount("1.234").is_err());
+        assert!(parse_amount("ten").is_err());
+        assert!(parse_amount("").is_err());
+        assert!(parse_amount("99999999999999999999").is_err());
+    }
+
+    #[test]
+    fn form_posts_become_validated_fields_with_messages() {
+        let pipeline = Pipeline::default();
+        let form = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let (fields, errors) = parse(
+            Kind::Deal,
+            &form(&[
+                ("name", "Big"),
+                ("stage", "nope"),
+                ("amount", "12.5"),
+                ("probability", ""),
+            ]),
+            &pipeline,
+            true,
+        );
+        assert_eq!(fields["amount"], Value::Int(1_250));
+        assert!(!fields.contains_key("probability"));
+        assert!(errors["stage"].contains("nope"), "{errors:?}");
+        assert_eq!(errors["territory"], "required");
+        let (fields, errors) = parse(
+            Kind::Activity,
+            &form(&[
+                ("done", "false"),
+                ("done", "true"),
+                ("due_at", "2026-11-24T10:30"),
+                ("subject", ""),
+            ]),
+            &pipeline,
+            false,
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(fields["done"], Value::Bool(true));
+        assert_eq!(fields["subject"], Value::Null);
+        assert_eq!(
+            form_string(Kind::Activity, "due_at", &fields["due_at"]),
+            "2026-11-24T10:30"
+        );
+        assert_eq!(
+            form_string(Kind::Deal, "amount", &Value::Int(1_250)),
+            "12.50"
+        );
+    }
+}

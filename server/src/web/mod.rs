@@ -1,0 +1,143 @@
+//! The office web UI: server-rendered pages (maud templates, which escape
+//! every value), a stylesheet and a little JavaScript, all embedded in the
+//! binary so the UI works on a LAN with no internet. Handlers are thin:
+//! parse the request, call `relay::office` (which enforces territories) in
+//! `spawn_blocking`, render. Decision record: docs/decisions/0003-office-ui.md.
+
+mod assets;
+mod board;
+mod csv_io;
+mod form;
+mod layout;
+mod records;
+mod session;
+
+use std::sync::Arc;
+
+use axum::extract::Request;
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::error::ApiError;
+use crate::relay::{RelayError, RelayStore};
+use crate::AppState;
+
+pub use session::Session;
+
+/// The office UI's routes.
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/dashboard") }))
+        .route("/login", get(session::login_page).post(session::login))
+        .route("/logout", post(session::logout))
+        .route("/dashboard", get(board::dashboard))
+        .route("/pipeline", get(board::pipeline))
+        .route("/pipeline/move", post(board::move_deal))
+        .route(
+            "/import",
+            get(csv_io::import_page).post(csv_io::import_preview),
+        )
+        .route("/import/run", post(csv_io::import_run))
+        .route("/static/app.css", get(assets::css))
+        .route("/static/app.js", get(assets::js))
+        .route("/r/{id}", get(records::show).post(records::update))
+        .route("/r/{id}/edit", get(records::edit_form))
+        .route("/r/{id}/delete", post(records::delete))
+        .route("/r/{id}/restore", post(records::restore))
+        .route("/r/{id}/resolve", post(records::resolve))
+        .route("/{kind}", get(records::list).post(records::create))
+        .route("/{kind}/new", get(records::new_form))
+        .route("/{kind}/export.csv", get(csv_io::export))
+        .layer(middleware::from_fn(same_origin))
+}
+
+/// Refuses state-changing requests sent from another site's page (checked
+/// on top of the CSRF token and the SameSite cookie).
+async fn same_origin(request: Request, next: Next) -> Response {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok());
+        let origin = request
+            .headers()
+            .get(header::ORIGIN)
+            .and_then(|h| h.to_str().ok());
+        if let (Some(origin), Some(host)) = (origin, host) {
+            let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+            if origin != "null" && origin_host != host {
+                return PageError::new(
+                    StatusCode::FORBIDDEN,
+                    format!("refused a request from another site ({origin})"),
+                )
+                .into_response();
+            }
+        }
+    }
+    next.run(request).await
+}
+
+/// Runs store work off the async threads.
+async fn blocking<R: Send + 'static>(
+    state: &Arc<AppState>,
+    f: impl FnOnce(&dyn RelayStore) -> Result<R, RelayError> + Send + 'static,
+) -> Result<R, PageError> {
+    let relay = state.relay.clone();
+    tokio::task::spawn_blocking(move || f(&*relay))
+        .await
+        .map_err(|e| PageError::from(ApiError::internal(e)))?
+        .map_err(PageError::from)
+}
+
+/// Wakes connected devices after office edits advanced the log.
+async fn log_advanced(state: &Arc<AppState>) {
+    if let Ok(head) = blocking(state, |relay| relay.head()).await {
+        state.head.send_if_modified(|current| {
+            let advanced = head > *current;
+            *current = head.max(*current);
+            advanced
+        });
+    }
+}
+
+/// An error shown as a page.
+#[derive(Debug)]
+pub struct PageError {
+    status: StatusCode,
+    message: String,
+}
+
+impl PageError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        PageError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        PageError::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl From<ApiError> for PageError {
+    fn from(e: ApiError) -> Self {
+        PageError::new(e.status, e.message)
+    }
+}
+
+impl From<RelayError> for PageError {
+    fn from(e: RelayError) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let title = self.status.canonical_reason().unwrap_or("Error");
+        (self.status, layout::bare(title, &self.message)).into_response()
+    }
+}

@@ -1,0 +1,693 @@
+//! Record lists, record pages (fields, related records, activity timeline,
+//! field history, conflicts) and the create / edit / delete / restore /
+//! resolve actions.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use fieldcrm_core::{Edit, Fields, Kind, ListQuery, Record, SortBy, Value};
+use maud::{html, Markup};
+use serde::Deserialize;
+
+use super::form::{self, Choices, Errors};
+use super::layout::{self, field_label, kind_path, kind_title, page, record_link, Nav};
+use super::session::Post;
+use super::{blocking, log_advanced, PageError, Session};
+use crate::relay::{office, RecordDetail, RelayStore, User};
+use crate::AppState;
+
+const PAGE_SIZE: usize = 50;
+const DAY_MS: i64 = 86_400_000;
+
+fn kind_of(path: &str) -> Result<Kind, PageError> {
+    layout::kind_from_path(path)
+        .ok_or_else(|| PageError::new(StatusCode::NOT_FOUND, format!("no page {path:?}")))
+}
+
+/// A list's filters, as its query string carries them.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default)]
+pub struct ListParams {
+    pub q: String,
+    pub owner: String,
+    pub territory: String,
+    pub stage: String,
+    /// Activities: overdue, today or week.
+    pub due: String,
+    pub sort: String,
+    pub desc: bool,
+    pub deleted: bool,
+    pub conflicts: bool,
+    pub page: usize,
+}
+
+fn some(s: &str) -> Option<String> {
+    let s = s.trim();
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+impl ListParams {
+    /// The list query these filters ask for (territories are narrowed later).
+    pub fn query(&self, kind: Kind, now: i64) -> Result<ListQuery, PageError> {
+        let sort = match self.sort.as_str() {
+            "" | "name" => SortBy::Name,
+            "updated_at" => SortBy::UpdatedAt,
+            "created_at" => SortBy::CreatedAt,
+            "amount" => SortBy::Amount,
+            "close_date" => SortBy::CloseDate,
+            "due_at" => SortBy::DueAt,
+            "stage" => SortBy::Stage,
+            other => return Err(PageError::bad_request(format!("cannot sort by {other:?}"))),
+        };
+        let due_before = match self.due.as_str() {
+            "" => None,
+            "overdue" => Some(now),
+            "today" => Some(now - now.rem_euclid(DAY_MS) + DAY_MS),
+            "week" => Some(now + 7 * DAY_MS),
+            other => {
+                return Err(PageError::bad_request(format!(
+                    "due filter {other:?} is not overdue, today or week"
+                )))
+            }
+        };
+        Ok(ListQuery {
+            kind: Some(kind),
+            owner: some(&self.owner),
+            territories: some(&self.territory).into_iter().collect(),
+            stage: some(&self.stage),
+            due_before,
+            include_deleted: self.deleted,
+            only_conflicts: self.conflicts,
+            sort,
+            descending: self.desc,
+            limit: PAGE_SIZE,
+            offset: self.page.saturating_mul(PAGE_SIZE),
+            ..Default::default()
+        })
+    }
+
+    fn with_page(&self, page: usize) -> String {
+        let mut pairs: Vec<(&str, String)> = vec![
+            ("q", self.q.clone()),
+            ("owner", self.owner.clone()),
+            ("territory", self.territory.clone()),
+            ("stage", self.stage.clone()),
+            ("due", self.due.clone()),
+            ("sort", self.sort.clone()),
+        ];
+        pairs.retain(|(_, v)| !v.is_empty());
+        for (flag, on) in [
+            ("desc", self.desc),
+            ("deleted", self.deleted),
+            ("conflicts", self.conflicts),
+        ] {
+            if on {
+                pairs.push((flag, "true".into()));
+            }
+        }
+        if page > 0 {
+            pairs.push(("page", page.to_string()));
+        }
+        serde_urlencoded::to_string(pairs).unwrap_or_default()
+    }
+}
+
+pub fn now_ms() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp() * 1000
+}
+
+/// The records a list shows: a search (best first, up to 200, filters
+/// applied to the hits) or a filtered, sorted page.
+pub fn find(
+    relay: &dyn RelayStore,
+    user: &User,
+    kind: Kind,
+    p: &ListParams,
+    q: ListQuery,
+) -> crate::relay::Result<(Vec<Record>, usize)> {
+    if p.q.trim().is_empty() {
+        let page = office::list(relay, user, q)?;
+        return Ok((page.records, page.total));
+    }
+    let hits: Vec<Record> = office::search(relay, user, &p.q, Some(kind), 200)?
+        .into_iter()
+        .filter(|r| {
+            q.owner
+                .as_deref()
+                .is_none_or(|o| r.text("owner") == Some(o))
+                && q.stage
+                    .as_deref()
+                    .is_none_or(|s| r.text("stage") == Some(s))
+                && q.territories
+                    .first()
+                    .is_none_or(|t| r.text("territory") == Some(t.as_str()))
+        })
+        .collect();
+    let total = hits.len();
+    Ok((hits, total))
+}
+
+fn columns(kind: Kind) -> &'static [&'static str] {
+    match kind {
+        Kind::Account => &["industry", "address.city", "phone", "owner", "territory"],
+        Kind::Contact => &["email", "phone", "title", "owner", "territory"],
+        Kind::Deal => &["stage", "amount", "close_date", "owner", "territory"],
+        Kind::Activity => &["kind", "due_at", "done", "owner", "territory"],
+    }
+}
+
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path(kind): Path<String>,
+    Query(params): Query<ListParams>,
+) -> Result<Markup, PageError> {
+    let kind = kind_of(&kind)?;
+    let query = params.query(kind, now_ms())?;
+    let user = session.user.clone();
+    let p = params.clone();
+    let (records, total, choices) = blocking(&state, move |relay| {
+        let (records, total) = find(relay, &user, kind, &p, query)?;
+        Ok((records, total, choices(relay, &user, false)?))
+    })
+    .await?;
+    let title = kind_title(kind);
+    let path = kind_path(kind);
+    let searching = !params.q.trim().is_empty();
+    let sorts: &[(&str, &str)] = match kind {
+        Kind::Deal => &[
+            ("name", "Name"),
+            ("amount", "Amount"),
+            ("close_date", "Close date"),
+            ("stage", "Stage"),
+            ("updated_at", "Last change"),
+        ],
+        Kind::Activity => &[
+            ("due_at", "Due"),
+            ("name", "Subject"),
+            ("updated_at", "Last change"),
+        ],
+        _ => &[
+            ("name", "Name"),
+            ("updated_at", "Last change"),
+            ("created_at", "Created"),
+        ],
+    };
+    let body = html! {
+        form.filters method="get" action=(format!("/{path}")) {
+            input type="search" name="q" value=(params.q) placeholder=(format!("Search {}", title.to_lowercase())) aria-label="Search";
+            input name="owner" value=(params.owner) placeholder="Owner" aria-label="Owner";
+            select name="territory" aria-label="Territory" {
+                option value="" { "All territories" }
+                @for t in &choices.territories { option value=(t) selected[*t == params.territory] { (t) } }
+            }
+            @if kind == Kind::Deal {
+                select name="stage" aria-label="Stage" {
+                    option value="" { "All stages" }
+                    @for s in &choices.stages { option value=(s) selected[*s == params.stage] { (s) } }
+                }
+            }
+            @if kind == Kind::Activity {
+                select name="due" aria-label="Due" {
+                    @for (v, label) in [("", "Any due date"), ("overdue", "Overdue"), ("today", "Due by end of today"), ("week", "Due within 7 days")] {
+                        option value=(v) selected[v == params.due] { (label) }
+                    }
+                }
+            }
+            select name="sort" aria-label="Sort by" disabled[searching] {
+                @for (v, label) in sorts { option value=(v) selected[*v == params.sort] { "Sort: " (label) } }
+            }
+            label.check { input type="checkbox" name="desc" value="true" checked[params.desc]; "Descending" }
+            label.check { input type="checkbox" name="conflicts" value="true" checked[params.conflicts]; "Conflicts only" }
+            label.check { input type="checkbox" name="deleted" value="true" checked[params.deleted]; "Include deleted" }
+            button type="submit" { "Apply" }
+        }
+        p.actions {
+            a.button href=(format!("/{path}/new")) { "New " (kind.as_str()) }
+            a href=(format!("/{path}/export.csv?{}", params.with_page(0))) { "Export CSV" }
+            span.count { (total) " " (title.to_lowercase()) @if searching { " found (best 200 matches)" } }
+        }
+        table.records {
+            thead { tr {
+                th { @if kind == Kind::Contact || kind == Kind::Activity { (if kind == Kind::Contact { "Name" } else { "Subject" }) } @else { "Name" } }
+                @for c in columns(kind) { th { (field_label(c)) } }
+            } }
+            tbody {
+                @for r in &records {
+                    tr class=[r.deleted.then_some("deleted")] {
+                        td { (record_link(r)) @if r.deleted { " " span.badge { "deleted" } } }
+                        @for c in columns(kind) {
+                            td { @if *c == "amount" { (layout::money(r)) } @else { (r.get(c).map(|v| layout::value(kind, c, v)).unwrap_or_default()) } }
+                        }
+                    }
+                }
+                @if records.is_empty() { tr { td colspan="6" { "Nothing matches." } } }
+            }
+        }
+        @if !searching {
+            nav.pages {
+                @if params.page > 0 { a rel="prev" href=(format!("/{path}?{}", params.with_page(params.page - 1))) { "← Previous" } }
+                span { "Page " (params.page + 1) " of " (total.div_ceil(PAGE_SIZE).max(1)) }
+                @if (params.page + 1) * PAGE_SIZE < total { a rel="next" href=(format!("/{path}?{}", params.with_page(params.page + 1))) { "Next →" } }
+            }
+        }
+    };
+    Ok(page(&session, title, Nav::List(kind), body))
+}
+
+/// What a form's selects offer this user. `accounts`: include the accounts list.
+pub fn choices(
+    relay: &dyn RelayStore,
+    user: &User,
+    accounts: bool,
+) -> crate::relay::Result<Choices> {
+    let territories = if user.role.sees_all() {
+        relay.territories()?
+    } else {
+        user.territories.clone()
+    };
+    let accounts = if accounts {
+        office::list(
+            relay,
+            user,
+            ListQuery {
+                kind: Some(Kind::Account),
+                limit: 1000,
+                ..Default::default()
+            },
+        )?
+        .records
+        .into_iter()
+        .map(|a| (a.id.clone(), a.display_name()))
+        .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(Choices {
+        stages: relay.pipeline()?.stages().to_vec(),
+        territories,
+        accounts,
+    })
+}
+
+fn form_page(
+    session: &Session,
+    kind: Kind,
+    action: &str,
+    title: &str,
+    values: &BTreeMap<String, String>,
+    errors: &Errors,
+    choices: &Choices,
+) -> Markup {
+    let body = html! {
+        form.record method="post" action=(action) novalidate {
+            (layout::csrf(session))
+            @if let Some(problem) = errors.get("") { p.error role="alert" { (problem) } }
+            (form::inputs(kind, values, errors, choices))
+            p.actions { button type="submit" { "Save" } a href="javascript:history.back()" { "Cancel" } }
+        }
+    };
+    page(session, title, Nav::List(kind), body)
+}
+
+pub async fn new_form(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path(kind): Path<String>,
+    Query(prefill): Query<BTreeMap<String, String>>,
+) -> Result<Markup, PageError> {
+    let kind = kind_of(&kind)?;
+    let user = session.user.clone();
+    let choices = blocking(&state, move |relay| choices(relay, &user, true)).await?;
+    let mut values = prefill;
+    values
+        .entry("owner".into())
+        .or_insert_with(|| session.user.id.clone());
+    if let [only] = choices.territories.as_slice() {
+        values
+            .entry("territory".into())
+            .or_insert_with(|| only.clone());
+    }
+    if kind == Kind::Deal {
+        if let Some(first) = choices.stages.first() {
+            values
+                .entry("stage".into())
+                .or_insert_with(|| first.clone());
+        }
+    }
+    let title = format!("New {}", kind.as_str());
+    Ok(form_page(
+        &session,
+        kind,
+        &format!("/{}", kind_path(kind)),
+        &title,
+        &values,
+        &Errors::new(),
+        &choices,
+    ))
+}
+
+/// Puts a refusal next to the field it names, if it names one.
+fn place_error(errors: &mut Errors, kind: Kind, reason: String) {
+    let field = kind
+        .fields()
+        .iter()
+        .map(|s| s.path)
+        .find(|path| reason.contains(&format!("field {path:?}")));
+    errors.insert(field.unwrap_or("").to_string(), reason);
+}
+
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    Path(kind): Path<String>,
+    Post(session, posted): Post<Vec<(String, String)>>,
+) -> Result<Response, PageError> {
+    let kind = kind_of(&kind)?;
+    let user = session.user.clone();
+    let (outcome, choices) = blocking(&state, move |relay| {
+        let pipeline = relay.pipeline()?;
+        let (fields, errors) = form::parse(kind, &posted, &pipeline, true);
+        let outcome = if errors.is_empty() {
+            Ok(office::edit(relay, &user, vec![Edit::Create { kind, fields }])?.remove(0))
+        } else {
+            Err((errors, posted))
+        };
+        Ok((outcome, choices(relay, &user, true)?))
+    })
+    .await?;
+    let (mut errors, posted) = match outcome {
+        Ok(Ok(record)) => {
+            log_advanced(&state).await;
+            return Ok(Redirect::to(&format!("/r/{}", record.id)).into_response());
+        }
+        Ok(Err(reason)) => {
+            let mut errors = Errors::new();
+            place_error(&mut errors, kind, reason);
+            (errors, None)
+        }
+        Err((errors, posted)) => (errors, Some(posted)),
+    };
+    if errors.is_empty() {
+        errors.insert(String::new(), "the record could not be saved".into());
+    }
+    let values = posted
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| k != "_csrf")
+        .collect();
+    let title = format!("New {}", kind.as_str());
+    let markup = form_page(
+        &session,
+        kind,
+        &format!("/{}", kind_path(kind)),
+        &title,
+        &values,
+        &errors,
+        &choices,
+    );
+    Ok((StatusCode::UNPROCESSABLE_ENTITY, markup).into_response())
+}
+
+pub async fn edit_form(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path(id): Path<String>,
+) -> Result<Markup, PageError> {
+    let user = session.user.clone();
+    let (detail, choices) = blocking(&state, move |relay| {
+        Ok((
+            office::record(relay, &user, &id)?,
+            choices(relay, &user, true)?,
+        ))
+    })
+    .await?;
+    let record = detail.record;
+    let values = form::form_values(record.kind, &record.fields);
+    let title = format!("Edit {}", record.display_name());
+    Ok(form_page(
+        &session,
+        record.kind,
+        &format!("/r/{}", record.id),
+        &title,
+        &values,
+        &Errors::new(),
+        &choices,
+    ))
+}
+
+/// Only the fields whose value differs: saving a form must not resolve a
+/// conflict on a field nobody touched.
+fn changed(record: &Record, fields: Fields) -> Fields {
+    fields
+        .into_iter()
+        .filter(|(path, value)| record.get(path).unwrap_or(&Value::Null) != value)
+        .collect()
+}
+
+pub async fn update(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Post(session, posted): Post<Vec<(String, String)>>,
+) -> Result<Response, PageError> {
+    let user = session.user.clone();
+    let record_id = id.clone();
+    let (outcome, kind, choices) = blocking(&state, move |relay| {
+        let record = office::record(relay, &user, &id)?.record;
+        let pipeline = relay.pipeline()?;
+        let (fields, errors) = form::parse(record.kind, &posted, &pipeline, false);
+        let fields = changed(&record, fields);
+        let outcome = if !errors.is_empty() {
+            Err((errors, posted))
+        } else if fields.is_empty() {
+            Ok(Ok(record.clone()))
+        } else {
+            Ok(office::edit(
+                relay,
+                &user,
+                vec![Edit::Update {
+                    id: id.clone(),
+                    fields,
+                }],
+            )?
+            .remove(0))
+        };
+        Ok((outcome, record.kind, choices(relay, &user, true)?))
+    })
+    .await?;
+    let (mut errors, posted) = match outcome {
+        Ok(Ok(_)) => {
+            log_advanced(&state).await;
+            return Ok(Redirect::to(&format!("/r/{record_id}")).into_response());
+        }
+        Ok(Err(reason)) => {
+            let mut errors = Errors::new();
+            place_error(&mut errors, kind, reason);
+            (errors, Vec::new())
+        }
+        Err((errors, posted)) => (errors, posted),
+    };
+    if errors.is_empty() {
+        errors.insert(String::new(), "the record could not be saved".into());
+    }
+    let values = posted.into_iter().filter(|(k, _)| k != "_csrf").collect();
+    let markup = form_page(
+        &session,
+        kind,
+        &format!("/r/{record_id}"),
+        "Edit",
+        &values,
+        &errors,
+        &choices,
+    );
+    Ok((StatusCode::UNPROCESSABLE_ENTITY, markup).into_response())
+}
+
+async fn simple_edit(
+    state: Arc<AppState>,
+    session: Session,
+    edit: Edit,
+    back: String,
+) -> Result<Response, PageError> {
+    let user = session.user.clone();
+    blocking(&state, move |relay| office::edit_one(relay, &user, edit)).await?;
+    log_advanced(&state).await;
+    Ok(Redirect::to(&back).into_response())
+}
+
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Post(session, _): Post<Vec<(String, String)>>,
+) -> Result<Response, PageError> {
+    let back = format!("/r/{id}");
+    simple_edit(state, session, Edit::Delete { id }, back).await
+}
+
+pub async fn restore(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Post(session, _): Post<Vec<(String, String)>>,
+) -> Result<Response, PageError> {
+    let back = format!("/r/{id}");
+    simple_edit(state, session, Edit::Restore { id }, back).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Resolve {
+    field: String,
+    /// The chosen value as JSON.
+    value: String,
+}
+
+/// Keeps one of a conflict's competing values (writing it supersedes all).
+pub async fn resolve(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Post(session, form): Post<Resolve>,
+) -> Result<Response, PageError> {
+    let value: Value = serde_json::from_str(&form.value).map_err(|e| {
+        PageError::bad_request(format!("unreadable value for {:?}: {e}", form.field))
+    })?;
+    let back = format!("/r/{id}");
+    let edit = Edit::Update {
+        id,
+        fields: fieldcrm_core::fields([(form.field, value)]),
+    };
+    simple_edit(state, session, edit, back).await
+}
+
+pub async fn show(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path(id): Path<String>,
+) -> Result<Markup, PageError> {
+    let user = session.user.clone();
+    let (detail, related) = blocking(&state, move |relay| {
+        let detail = office::record(relay, &user, &id)?;
+        let related = office::related(relay, &user, &detail.record)?;
+        Ok((detail, related))
+    })
+    .await?;
+    let RecordDetail {
+        record,
+        history,
+        devices,
+        conflicts,
+    } = &detail;
+    let kind = record.kind;
+    let device = |change: &str, actor: &str| -> String {
+        match devices.get(change) {
+            Some(d) if d == office::WEB_DEVICE => "web".into(),
+            Some(d) => d.chars().take(8).collect(),
+            None => format!("actor {}", actor.chars().take(8).collect::<String>()),
+        }
+    };
+    let conflicted: Vec<&str> = conflicts.iter().map(|c| c.field.as_str()).collect();
+    let custom: Vec<(&String, &Value)> = record
+        .fields
+        .iter()
+        .filter(|(k, _)| k.starts_with("custom."))
+        .collect();
+    let title = match record.display_name() {
+        name if name.is_empty() => format!("({})", kind.as_str()),
+        name => name,
+    };
+    let body = html! {
+        p.kind { (kind.as_str()) " · created " (layout::time(record.created_at)) " by " (record.created_by) " · last change " (layout::time(record.updated_at)) }
+        @if record.deleted {
+            div.banner role="status" { "This " (kind.as_str()) " is deleted. " (layout::button_form(&session, &format!("/r/{}/restore", record.id), "Restore", "")) }
+        } @else {
+            p.actions {
+                a.button href=(format!("/r/{}/edit", record.id)) { "Edit" }
+                (layout::button_form(&session, &format!("/r/{}/delete", record.id), "Delete", "danger"))
+                @if kind == Kind::Account || kind == Kind::Contact || kind == Kind::Deal {
+                    a href=(format!("/activities/new?related_to={}&territory={}", record.id, record.text("territory").unwrap_or(""))) { "Log activity" }
+                }
+            }
+        }
+        @if !conflicts.is_empty() {
+            section.conflicts aria-labelledby="conflicts-h" {
+                h2 id="conflicts-h" { "Conflicts" }
+                p { "These fields were changed at the same time on different devices. The first value is shown now; pick the one to keep." }
+                @for c in conflicts {
+                    div.conflict data-field=(c.field) {
+                        h3 { (field_label(&c.field)) }
+                        ul { @for v in &c.values {
+                            li {
+                                strong { (layout::value(kind, &c.field, &v.value)) }
+                                " — " (v.user) ", " (layout::time(v.time))
+                                form.inline method="post" action=(format!("/r/{}/resolve", record.id)) {
+                                    (layout::csrf(&session))
+                                    input type="hidden" name="field" value=(c.field);
+                                    input type="hidden" name="value" value=(serde_json::to_string(&v.value).unwrap_or_default());
+                                    button type="submit" { "Keep this" }
+                                }
+                            }
+                        } }
+                    }
+                }
+            }
+        }
+        section aria-labelledby="fields-h" {
+            h2 id="fields-h" { "Fields" }
+            dl.fields {
+                @for spec in kind.fields() {
+                    @if let Some(v) = record.get(spec.path).filter(|v| !v.is_null()) {
+                        dt { (field_label(spec.path)) @if conflicted.contains(&spec.path) { " " span.badge.warn { "conflict" } } }
+                        dd data-field=(spec.path) {
+                            @match spec.ty {
+                                fieldcrm_core::FieldType::Ref(_) => @if let Some(target) = v.as_str() { a href=(format!("/r/{target}")) { (target) } },
+                                fieldcrm_core::FieldType::Amount => (layout::money(record)),
+                                fieldcrm_core::FieldType::LongText => div.longtext { (layout::value(kind, spec.path, v)) },
+                                _ => (layout::value(kind, spec.path, v)),
+                            }
+                        }
+                    }
+                }
+                @for (k, v) in &custom { dt { (k.trim_start_matches("custom.")) } dd { (layout::value(kind, k, v)) } }
+            }
+        }
+        @if let Some(account) = &related.account { section { h2 { "Account" } p { (record_link(account)) } } }
+        @if let Some(subject) = &related.subject { section { h2 { "About" } p { (record_link(subject)) " (" (subject.kind.as_str()) ")" } } }
+        @if !related.contacts.is_empty() {
+            section { h2 { "Contacts" } ul { @for c in &related.contacts { li { (record_link(c)) " " (c.text("email").unwrap_or("")) } } } }
+        }
+        @if !related.deals.is_empty() {
+            section { h2 { "Deals" } ul { @for d in &related.deals { li { (record_link(d)) " · " (d.text("stage").unwrap_or("")) " · " (layout::money(d)) } } } }
+        }
+        section aria-labelledby="timeline-h" {
+            h2 id="timeline-h" { "Activity timeline" }
+            @if related.activities.is_empty() { p.muted { "No activities yet." } }
+            ol.timeline { @for a in &related.activities {
+                li class=[(a.get("done") == Some(&Value::Bool(true))).then_some("done")] {
+                    span.when { (a.get("due_at").map(|v| layout::value(Kind::Activity, "due_at", v)).unwrap_or_else(|| "no due date".into())) }
+                    " " span.badge { (a.text("kind").unwrap_or("")) } " " (record_link(a))
+                }
+            } }
+        }
+        section aria-labelledby="history-h" {
+            h2 id="history-h" { "Field history" }
+            table.history {
+                thead { tr { th { "When" } th { "Who" } th { "Device" } th { "Field" } th { "Old" } th { "New" } } }
+                tbody {
+                    @for entry in history.iter().rev() {
+                        @for change in &entry.fields {
+                            tr {
+                                td { (layout::time(entry.time)) }
+                                td { (entry.user) }
+                                td title=(entry.actor) { (device(&entry.change, &entry.actor)) }
+                                td { (field_label(&change.field)) }
+                                td.old { (layout::value(kind, &change.field, &change.old)) }
+                                td.new { (layout::value(kind, &change.field, &change.new)) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    Ok(page(&session, &title, Nav::List(kind), body))
+}
