@@ -153,7 +153,7 @@ mod tests {
 
         // Applied like a device's change, it is the author's, not the store's.
         relay
-            .apply_changes(&draft.record_id, &[draft.change.bytes.clone()])
+            .apply_changes(&draft.record_id, std::slice::from_ref(&draft.change.bytes))
             .unwrap();
         let history = relay.history(&draft.record_id).unwrap();
         assert_eq!(history[0].user, "olivia");

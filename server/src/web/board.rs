@@ -92,7 +92,7 @@ pub async fn pipeline(
                 section.stage data-stage=(stage.stage) {
                     header {
                         h2 { (stage.stage) }
-                        p.total { span.count { (stage.count) " deals" } " · " span.sum { (totals(stage)) } }
+                        p.total { span.count { (stage.count) @if stage.count == 1 { " deal" } @else { " deals" } } " · " span.sum { (totals(stage)) } }
                     }
                     @for deal in &deals.records {
                         article.card draggable="true" data-id=(deal.id) {
@@ -109,7 +109,7 @@ pub async fn pipeline(
                         }
                     }
                     @if deals.total > deals.records.len() {
-                        p.more { a href=(format!("/deals?stage={}", stage.stage)) { (deals.total - deals.records.len()) " more…" } }
+                        p.more { a href=(layout::href("/deals", &[("stage", &stage.stage)])) { (deals.total - deals.records.len()) " more…" } }
                     }
                 }
             }
@@ -236,7 +236,7 @@ pub async fn dashboard(
                 table.reps {
                     thead { tr { th { "Owner" } th { "Accounts" } th { "Contacts" } th { "Deals" } th { "Activities" } } }
                     tbody { @for o in &owners {
-                        tr { td { a href=(format!("/deals?owner={}", o.owner)) { (o.owner) } } td { (o.accounts) } td { (o.contacts) } td { (o.deals) } td { (o.activities) } }
+                        tr { td { a href=(layout::href("/deals", &[("owner", &o.owner)])) { (o.owner) } } td { (o.accounts) } td { (o.contacts) } td { (o.deals) } td { (o.activities) } }
                     } }
                 }
             }

@@ -145,7 +145,7 @@ pub async fn import_page(session: Session) -> Markup {
             div.field { label for="kind" { "Records" }
                 select id="kind" name="kind" { @for k in import_kinds() { option value=(k.as_str()) { (layout::kind_title(k)) } } } }
             div.field { label for="file" { "CSV file" } input id="file" type="file" name="file" accept=".csv,text/csv" required; }
-            p.actions { button type="submit" { "Next: map columns" } }
+            div.actions { button type="submit" { "Next: map columns" } }
         }
     };
     page(&session, "Import", Nav::Import, body)
@@ -280,7 +280,7 @@ pub async fn import_preview(
                     }
                 } }
             }
-            p.actions { button type="submit" { "Import" } }
+            div.actions { button type="submit" { "Import" } }
         }
     };
     Ok(page(
@@ -461,7 +461,7 @@ pub async fn import_run(
                 tbody { @for (line, reason) in &rejected { tr { td { (line) } td { (reason) } } } }
             }
         }
-        p.actions { a href=(format!("/{}", kind_path(kind))) { "See " (title.to_lowercase()) } " · " a href="/import" { "Import another file" } }
+        div.actions { a href=(format!("/{}", kind_path(kind))) { "See " (title.to_lowercase()) } " · " a href="/import" { "Import another file" } }
     };
     Ok(page(&session, "Import report", Nav::Import, body).into_response())
 }

@@ -37,7 +37,7 @@ pub fn inputs(
             @let path = spec.path;
             @let current = values.get(path).map(String::as_str).unwrap_or("");
             @let error = errors.get(path);
-            div.field class=[error.map(|_| "invalid")] {
+            div class=(if error.is_some() { "field invalid" } else { "field" }) {
                 label for=(path) {
                     (field_label(path))
                     @if spec.required { span.req title="required" { " *" } }
@@ -143,7 +143,8 @@ fn form_string(kind: Kind, path: &str, value: &Value) -> String {
 
 /// Parses a posted form into field values for `kind`. Fields the form does
 /// not carry are left out; empty ones are `Null` (cleared). When
-/// `creating`, required fields must be present.
+/// `creating`, required fields must be present, but for `owner`, which
+/// defaults to the user who creates the record.
 pub fn parse(
     kind: Kind,
     form: &[(String, String)],
@@ -153,6 +154,7 @@ pub fn parse(
     let mut fields = Fields::new();
     let mut errors = Errors::new();
     for spec in kind.fields() {
+        let required = creating && spec.required && spec.path != "owner";
         // A checkbox posts a hidden "false" and, when ticked, "true" after it.
         let Some(raw) = form
             .iter()
@@ -160,13 +162,13 @@ pub fn parse(
             .find(|(k, _)| k == spec.path)
             .map(|(_, v)| v.trim())
         else {
-            if creating && spec.required {
+            if required {
                 errors.insert(spec.path.into(), "required".into());
             }
             continue;
         };
         if raw.is_empty() {
-            if creating && spec.required {
+            if required {
                 errors.insert(spec.path.into(), "required".into());
             } else if !creating {
                 fields.insert(spec.path.into(), Value::Null);

@@ -176,6 +176,14 @@ pub fn money(record: &Record) -> String {
     }
 }
 
+/// `path?query` with every value URL-encoded.
+pub fn href(path: &str, pairs: &[(&str, &str)]) -> String {
+    format!(
+        "{path}?{}",
+        serde_urlencoded::to_string(pairs).unwrap_or_default()
+    )
+}
+
 /// A link to a record's page.
 pub fn record_link(record: &Record) -> Markup {
     let name = record.display_name();

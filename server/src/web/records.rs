@@ -225,7 +225,7 @@ pub async fn list(
             label.check { input type="checkbox" name="deleted" value="true" checked[params.deleted]; "Include deleted" }
             button type="submit" { "Apply" }
         }
-        p.actions {
+        div.actions {
             a.button href=(format!("/{path}/new")) { "New " (kind.as_str()) }
             a href=(format!("/{path}/export.csv?{}", params.with_page(0))) { "Export CSV" }
             span.count { (total) " " (title.to_lowercase()) @if searching { " found (best 200 matches)" } }
@@ -307,7 +307,7 @@ fn form_page(
             (layout::csrf(session))
             @if let Some(problem) = errors.get("") { p.error role="alert" { (problem) } }
             (form::inputs(kind, values, errors, choices))
-            p.actions { button type="submit" { "Save" } a href="javascript:history.back()" { "Cancel" } }
+            div.actions { button type="submit" { "Save" } a href="javascript:history.back()" { "Cancel" } }
         }
     };
     page(session, title, Nav::List(kind), body)
@@ -600,11 +600,11 @@ pub async fn show(
         @if record.deleted {
             div.banner role="status" { "This " (kind.as_str()) " is deleted. " (layout::button_form(&session, &format!("/r/{}/restore", record.id), "Restore", "")) }
         } @else {
-            p.actions {
+            div.actions {
                 a.button href=(format!("/r/{}/edit", record.id)) { "Edit" }
                 (layout::button_form(&session, &format!("/r/{}/delete", record.id), "Delete", "danger"))
                 @if kind == Kind::Account || kind == Kind::Contact || kind == Kind::Deal {
-                    a href=(format!("/activities/new?related_to={}&territory={}", record.id, record.text("territory").unwrap_or(""))) { "Log activity" }
+                    a href=(layout::href("/activities/new", &[("related_to", &record.id), ("territory", record.text("territory").unwrap_or(""))])) { "Log activity" }
                 }
             }
         }

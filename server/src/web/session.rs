@@ -148,8 +148,8 @@ fn login_form(next: &str, error: Option<&str>) -> Markup {
                 @if let Some(error) = error {
                     p.error role="alert" { (error) }
                 }
-                label { "Username" input name="username" autocomplete="username" required autofocus; }
-                label { "Password" input name="password" type="password" autocomplete="current-password" required; }
+                label { "Username" input id="username" name="username" autocomplete="username" required autofocus; }
+                label { "Password" input id="password" name="password" type="password" autocomplete="current-password" required; }
                 input type="hidden" name="next" value=(next);
                 button type="submit" { "Sign in" }
             }

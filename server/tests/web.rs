@@ -1,0 +1,647 @@
+//! Office web UI, in-process through the router: sessions, CSRF, escaping,
+//! territories, forms and their messages, conflicts, the pipeline board,
+//! the dashboard and CSV. Devices are real core stores syncing through the
+//! same router, so office edits are checked where reps receive them.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::http::{header, Request, StatusCode};
+use axum::Router;
+use fieldcrm_core::protocol;
+use fieldcrm_core::{fields, Kind, ListQuery, Store};
+use fieldcrm_server::relay::sqlite::SqliteRelay;
+use fieldcrm_server::relay::{RelayStore, Role};
+use fieldcrm_server::{app, auth, AppState};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    dir: std::path::PathBuf,
+    relay: Arc<SqliteRelay>,
+    app: Router,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Arc::new(SqliteRelay::open(&dir.path().join("relay")).unwrap());
+    relay.add_territory("north").unwrap();
+    relay.add_territory("south").unwrap();
+    let hash = auth::hash_password("password1").unwrap();
+    for (user, role, territories) in [
+        ("ann", Role::Rep, vec!["north"]),
+        ("sam", Role::Rep, vec!["south"]),
+        ("maria", Role::Manager, vec!["north", "south"]),
+        ("olivia", Role::Office, vec![]),
+    ] {
+        let t: Vec<String> = territories.into_iter().map(String::from).collect();
+        relay.add_user(user, &hash, role, &t).unwrap();
+    }
+    let state = AppState::new(relay.clone()).unwrap();
+    Fixture {
+        dir: dir.path().to_path_buf(),
+        _dir: dir,
+        app: app(state),
+        relay,
+    }
+}
+
+/// A signed-in browser: its session cookie and CSRF token.
+struct Browser {
+    cookie: String,
+    csrf: String,
+}
+
+struct Answer {
+    status: StatusCode,
+    location: String,
+    body: String,
+}
+
+impl Fixture {
+    async fn send(&self, request: Request<Body>) -> Answer {
+        let response = self.app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let location = response
+            .headers()
+            .get(header::LOCATION)
+            .map(|l| l.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let bytes: Bytes = response.into_body().collect().await.unwrap().to_bytes();
+        Answer {
+            status,
+            location,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+
+    async fn sign_in(&self, user: &str) -> Browser {
+        let response = self
+            .app
+            .clone()
+            .oneshot(form_request(
+                "/login",
+                "",
+                &[("username", user), ("password", "password1")],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        let set = response.headers()[header::SET_COOKIE].to_str().unwrap();
+        assert!(
+            set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+            "{set}"
+        );
+        let cookie = set.split(';').next().unwrap().to_string();
+        let mut browser = Browser {
+            cookie,
+            csrf: String::new(),
+        };
+        let page = self.get(&browser, "/dashboard").await;
+        assert_eq!(page.status, StatusCode::OK);
+        browser.csrf = between(&page.body, "name=\"_csrf\" value=\"", "\"").to_string();
+        assert_eq!(browser.csrf.len(), 64);
+        browser
+    }
+
+    async fn get(&self, browser: &Browser, path: &str) -> Answer {
+        self.send(
+            Request::get(path)
+                .header(header::COOKIE, &browser.cookie)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+    }
+
+    async fn post(&self, browser: &Browser, path: &str, pairs: &[(&str, &str)]) -> Answer {
+        let mut with_csrf = vec![("_csrf", browser.csrf.as_str())];
+        with_csrf.extend_from_slice(pairs);
+        self.send(form_request(path, &browser.cookie, &with_csrf))
+            .await
+    }
+
+    /// A device syncs through the router until it is up to date.
+    async fn sync(&self, device: &mut Store) {
+        let token = {
+            let (user, token) = auth::login(&*self.relay, device.user(), "password1")
+                .unwrap()
+                .unwrap();
+            assert_eq!(user.id, device.user());
+            token
+        };
+        for _ in 0..20 {
+            let request = Request::post("/v1/sync")
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .header(header::CONTENT_TYPE, protocol::CONTENT_TYPE)
+                .body(Body::from(device.sync_request().unwrap()))
+                .unwrap();
+            let response = self.app.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            device.apply_sync_response(&bytes).unwrap();
+            let decoded: protocol::SyncResponse = protocol::decode(&bytes).unwrap();
+            if !decoded.more && device.outbox_status().unwrap().pending == 0 {
+                return;
+            }
+        }
+        panic!("sync did not finish");
+    }
+
+    fn device(&self, user: &str) -> Store {
+        Store::open(self.dir.join(format!("{user}.db")), user).unwrap()
+    }
+
+    /// Creates a record through the UI; returns its id.
+    async fn create(&self, browser: &Browser, kind: &str, pairs: &[(&str, &str)]) -> String {
+        let answer = self.post(browser, &format!("/{kind}"), pairs).await;
+        assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+        answer.location.strip_prefix("/r/").unwrap().to_string()
+    }
+}
+
+fn form_request(path: &str, cookie: &str, pairs: &[(&str, &str)]) -> Request<Body> {
+    Request::post(path)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::COOKIE, cookie)
+        .header(header::HOST, "crm.example")
+        .header(header::ORIGIN, "http://crm.example")
+        .body(Body::from(serde_urlencoded::to_string(pairs).unwrap()))
+        .unwrap()
+}
+
+fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
+    let from = text
+        .find(start)
+        .unwrap_or_else(|| panic!("{start:?} not in page"))
+        + start.len();
+    let len = text[from..].find(end).unwrap();
+    &text[from..from + len]
+}
+
+#[tokio::test]
+async fn signing_in_and_out_guards_every_page() {
+    let fx = fixture();
+    let anonymous = Browser {
+        cookie: String::new(),
+        csrf: String::new(),
+    };
+    let answer = fx.get(&anonymous, "/accounts?owner=ann").await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER);
+    assert_eq!(answer.location, "/login?next=%2Faccounts%3Fowner%3Dann");
+    let wrong = fx
+        .send(form_request(
+            "/login",
+            "",
+            &[("username", "ann"), ("password", "nope-nope")],
+        ))
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(wrong.body.contains("Wrong username or password."));
+
+    let ann = fx.sign_in("ann").await;
+    assert_eq!(fx.get(&ann, "/accounts").await.status, StatusCode::OK);
+    // Signing out ends this session only.
+    let out = fx.post(&ann, "/logout", &[]).await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        fx.get(&ann, "/accounts").await.status,
+        StatusCode::SEE_OTHER
+    );
+}
+
+#[tokio::test]
+async fn state_changes_need_the_csrf_token_and_this_site_as_origin() {
+    let fx = fixture();
+    let olivia = fx.sign_in("olivia").await;
+    let pairs = [
+        ("name", "Forged"),
+        ("territory", "north"),
+        ("owner", "olivia"),
+    ];
+    let forged = fx
+        .send(form_request("/accounts", &olivia.cookie, &pairs))
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert!(forged.body.contains("CSRF check failed"), "{}", forged.body);
+    let mut request = form_request("/accounts", &olivia.cookie, &[("_csrf", &olivia.csrf)]);
+    request
+        .headers_mut()
+        .insert(header::ORIGIN, "https://evil.example".parse().unwrap());
+    assert_eq!(fx.send(request).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(fx.relay.stats().unwrap().records, 0, "nothing was stored");
+}
+
+#[tokio::test]
+async fn office_edits_are_the_office_users_changes_and_reach_reps_by_sync() {
+    let fx = fixture();
+    let olivia = fx.sign_in("olivia").await;
+    let id = fx
+        .create(
+            &olivia,
+            "accounts",
+            &[("name", "Acme"), ("territory", "north"), ("owner", "ann")],
+        )
+        .await;
+    let mut ann = fx.device("ann");
+    fx.sync(&mut ann).await;
+    assert_eq!(ann.get(&id).unwrap().text("name"), Some("Acme"));
+
+    // The rep edits offline and syncs; the office page shows it and its history.
+    ann.update(&id, fields([("phone", "+44 20 7946 0000")]))
+        .unwrap();
+    fx.sync(&mut ann).await;
+    let page = fx.get(&olivia, &format!("/r/{id}")).await;
+    assert!(page.body.contains("+44 20 7946 0000"));
+    let history = between(&page.body, "Field history", "</table>");
+    assert!(history.contains("<td>ann</td>"), "{history}");
+    assert!(history.contains("<td>olivia</td>"));
+    assert!(
+        history.contains(">web</td>"),
+        "office edits show device web"
+    );
+    assert!(history.contains(&ann.device_id()[..8]), "{history}");
+
+    // An office edit of the same record reaches the rep.
+    let answer = fx
+        .post(
+            &olivia,
+            &format!("/r/{id}"),
+            &[
+                ("name", "Acme Ltd"),
+                ("territory", "north"),
+                ("owner", "ann"),
+            ],
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+    fx.sync(&mut ann).await;
+    let record = ann.get(&id).unwrap();
+    assert_eq!(record.text("name"), Some("Acme Ltd"));
+    assert_eq!(
+        record.text("phone"),
+        Some("+44 20 7946 0000"),
+        "an untouched field stays"
+    );
+    let last = ann.history(&id).unwrap().pop().unwrap();
+    assert_eq!(last.user, "olivia");
+
+    // Delete and restore travel too.
+    assert_eq!(
+        fx.post(&olivia, &format!("/r/{id}/delete"), &[])
+            .await
+            .status,
+        StatusCode::SEE_OTHER
+    );
+    fx.sync(&mut ann).await;
+    assert!(ann.get(&id).unwrap().deleted);
+    assert!(fx
+        .get(&olivia, &format!("/r/{id}"))
+        .await
+        .body
+        .contains("is deleted"));
+    fx.post(&olivia, &format!("/r/{id}/restore"), &[]).await;
+    fx.sync(&mut ann).await;
+    assert!(!ann.get(&id).unwrap().deleted);
+}
+
+#[tokio::test]
+async fn user_data_is_escaped_everywhere() {
+    let fx = fixture();
+    let olivia = fx.sign_in("olivia").await;
+    let probe = "<script>alert(1)</script>";
+    let id = fx
+        .create(
+            &olivia,
+            "accounts",
+            &[("name", probe), ("territory", "north")],
+        )
+        .await;
+    fx.create(
+        &olivia,
+        "contacts",
+        &[
+            ("account_id", &id),
+            ("first_name", probe),
+            ("last_name", "\"><img src=x onerror=alert(2)>"),
+            ("territory", "north"),
+        ],
+    )
+    .await;
+    for path in [
+        "/accounts",
+        "/contacts",
+        &format!("/r/{id}"),
+        "/dashboard",
+        "/contacts?q=script",
+    ] {
+        let page = fx.get(&olivia, path).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}");
+        assert!(
+            !page.body.contains(probe),
+            "{path} renders the probe as markup"
+        );
+        assert!(!page.body.contains("<img src=x"), "{path}");
+        if path != "/dashboard" {
+            assert!(
+                page.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+                "{path}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn reps_see_and_change_only_their_territories() {
+    let fx = fixture();
+    let olivia = fx.sign_in("olivia").await;
+    let north = fx
+        .create(
+            &olivia,
+            "accounts",
+            &[("name", "Northwind"), ("territory", "north")],
+        )
+        .await;
+    fx.create(
+        &olivia,
+        "accounts",
+        &[("name", "Southsea"), ("territory", "south")],
+    )
+    .await;
+    let sam = fx.sign_in("sam").await;
+    let list = fx.get(&sam, "/accounts").await;
+    assert!(list.body.contains("Southsea") && !list.body.contains("Northwind"));
+    assert!(!fx
+        .get(&sam, "/accounts?q=northwind")
+        .await
+        .body
+        .contains("Northwind"));
+    assert!(!fx
+        .get(&sam, "/accounts?territory=north")
+        .await
+        .body
+        .contains("Northwind"));
+    assert_eq!(
+        fx.get(&sam, &format!("/r/{north}")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let edit = fx
+        .post(&sam, &format!("/r/{north}"), &[("name", "Mine now")])
+        .await;
+    assert_eq!(edit.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        fx.post(&sam, &format!("/r/{north}/delete"), &[])
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let create = fx
+        .post(
+            &sam,
+            "/accounts",
+            &[("name", "Sneaky"), ("territory", "north")],
+        )
+        .await;
+    assert_eq!(create.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(create.body.contains("outside yours"), "{}", create.body);
+    assert_eq!(fx.relay.stats().unwrap().records, 2);
+    let export = fx.get(&sam, "/accounts/export.csv").await;
+    assert!(export.body.contains("Southsea") && !export.body.contains("Northwind"));
+}
+
+#[tokio::test]
+async fn invalid_fields_get_their_message_next_to_them_and_nothing_is_stored() {
+    let fx = fixture();
+    let olivia = fx.sign_in("olivia").await;
+    let acme = fx
+        .create(
+            &olivia,
+            "accounts",
+            &[("name", "Acme"), ("territory", "north")],
+        )
+        .await;
+    let answer = fx
+        .post(
+            &olivia,
+            "/deals",
+            &[
+                ("account_id", &acme),
+                ("name", "Big"),
+                ("stage", "lead"),
+                ("amount", "twelve"),
+                ("probability", "140"),
+                ("territory", "north"),
+            ],
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(between(&answer.body, "id=\"error-amount\"", "</span>").contains("not an amount"));
+    assert!(between(&answer.body, "id=\"error-probability\"", "</span>").contains("140"));
+    assert!(
+        answer.body.contains("value=\"Big\""),
+        "the form keeps what was typed"
+    );
+    let missing = fx
+        .post(&olivia, "/contacts", &[("first_name", "Ada")])
+        .await;
+    assert!(between(&missing.body, "id=\"error-last_name\"", "</span>").contains("required"));
+    assert_eq!(fx.relay.stats().unwrap().records, 1);
+}
+
+#[tokio::test]
+async fn conflicts_show_on_the_record_page_until_the_office_resolves_them() {
+    let fx = fixture();
+    let olivia = fx.sign_in("olivia").await;
+    let id = fx
+        .create(
+            &olivia,
+            "accounts",
+            &[("name", "Acme"), ("territory", "north")],
+        )
+        .await;
+    // A rep's and a manager's phone both edit `phone` while offline.
+    let (mut ann, mut maria) = (fx.device("ann"), fx.device("maria"));
+    fx.sync(&mut ann).await;
+    fx.sync(&mut maria).await;
+    ann.update(&id, fields([("phone", "+44 111")])).unwrap();
+    maria.update(&id, fields([("phone", "+44 222")])).unwrap();
+    fx.sync(&mut ann).await;
+    fx.sync(&mut maria).await;
+
+    let page = fx.get(&olivia, &format!("/r/{id}")).await;
+    let conflicts = between(&page.body, "id=\"conflicts-h\"", "</section>");
+    assert!(conflicts.contains("+44 111") && conflicts.contains("+44 222"));
+    let listed = fx.get(&olivia, "/accounts?conflicts=true").await;
+    assert!(listed.body.contains("Acme"));
+
+    let resolved = fx
+        .post(
+            &olivia,
+            &format!("/r/{id}/resolve"),
+            &[("field", "phone"), ("value", "\"+44 222\"")],
+        )
+        .await;
+    assert_eq!(resolved.status, StatusCode::SEE_OTHER);
+    let page = fx.get(&olivia, &format!("/r/{id}")).await;
+    assert!(!page.body.contains("id=\"conflicts-h\""));
+    fx.sync(&mut ann).await;
+    assert!(ann.conflicts(&id).unwrap().is_empty());
+    assert_eq!(ann.get(&id).unwrap().text("phone"), Some("+44 222"));
+}
+
+#[tokio::test]
+async fn the_board_moves_deals_and_the_dashboard_shows_the_pipeline_then_and_now() {
+    let fx = fixture();
+    let olivia = fx.sign_in("olivia").await;
+    let acme = fx
+        .create(
+            &olivia,
+            "accounts",
+            &[("name", "Acme"), ("territory", "north")],
+        )
+        .await;
+    let deal = fx
+        .create(
+            &olivia,
+            "deals",
+            &[
+                ("account_id", &acme),
+                ("name", "Big"),
+                ("stage", "lead"),
+                ("amount", "1000"),
+                ("currency", "EUR"),
+                ("territory", "north"),
+            ],
+        )
+        .await;
+    let board = fx.get(&olivia, "/pipeline").await;
+    let lead = between(&board.body, "data-stage=\"lead\"", "</section>");
+    assert!(
+        lead.contains("Big") && lead.contains("1,000.00 EUR"),
+        "{lead}"
+    );
+    let moved = fx
+        .post(
+            &olivia,
+            "/pipeline/move",
+            &[("id", &deal), ("stage", "won")],
+        )
+        .await;
+    assert_eq!(moved.status, StatusCode::SEE_OTHER);
+    let board = fx.get(&olivia, "/pipeline").await;
+    assert!(between(&board.body, "data-stage=\"won\"", "</section>").contains("Big"));
+    let bad = fx
+        .post(
+            &olivia,
+            "/pipeline/move",
+            &[("id", &deal), ("stage", "heaven")],
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.body.contains("heaven"));
+
+    let dashboard = fx.get(&olivia, "/dashboard").await;
+    let won = between(&dashboard.body, "<tr data-stage=\"won\">", "</tr>");
+    assert!(won.contains("1,000.00 EUR"), "{won}");
+    // Before the deal existed, the pipeline was empty.
+    let past = fx.get(&olivia, "/dashboard?at=2020-01-01").await;
+    let then = between(&past.body, "As of 2020-01-01", "</table>");
+    assert!(!then.contains("EUR"), "{then}");
+    assert_eq!(
+        fx.get(&olivia, "/dashboard?at=yesterday").await.status,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn csv_import_maps_columns_reports_rejected_rows_and_export_round_trips() {
+    let fx = fixture();
+    let olivia = fx.sign_in("olivia").await;
+    fx.create(
+        &olivia,
+        "accounts",
+        &[("name", "Acme"), ("territory", "north")],
+    )
+    .await;
+    let csv = "Given name,Surname,E-mail,Company,Region\n\
+               Ada,Lovelace,ada@example.com,Acme,north\n\
+               Bob,Noaccount,bob@example.com,Nowhere Inc,north\n\
+               Cy,Bademail,not-an-email,Acme,north\n\
+               Di,Okay,di@example.com,acme,north\n";
+    let boundary = "XBOUNDARYX";
+    let mut body = String::new();
+    for (name, value) in [("_csrf", olivia.csrf.as_str()), ("kind", "contact")] {
+        body += &format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+        );
+    }
+    body += &format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"c.csv\"\r\nContent-Type: text/csv\r\n\r\n{csv}\r\n--{boundary}--\r\n");
+    let preview = fx
+        .send(
+            Request::post("/import")
+                .header(header::COOKIE, &olivia.cookie)
+                .header(
+                    header::CONTENT_TYPE,
+                    format!("multipart/form-data; boundary={boundary}"),
+                )
+                .body(Body::from(body))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(preview.status, StatusCode::OK, "{}", preview.body);
+    assert!(preview.body.contains("4 rows"));
+    // The guessed mapping: Company finds the account by name, E-mail the email.
+    assert!(between(&preview.body, "name=\"map_3\"", "</select>")
+        .contains("value=\"account_by_name\" selected"));
+    assert!(
+        between(&preview.body, "name=\"map_2\"", "</select>").contains("value=\"email\" selected")
+    );
+
+    let run = fx
+        .post(
+            &olivia,
+            "/import/run",
+            &[
+                ("kind", "contact"),
+                ("csv", csv),
+                ("map_0", "first_name"),
+                ("map_1", "last_name"),
+                ("map_2", "email"),
+                ("map_3", "account_by_name"),
+                ("map_4", "territory"),
+            ],
+        )
+        .await;
+    assert_eq!(run.status, StatusCode::OK, "{}", run.body);
+    assert!(
+        run.body.contains("<strong class=\"imported\">2</strong>"),
+        "{}",
+        run.body
+    );
+    let rejected = between(&run.body, "<table class=\"rejected\">", "</table>");
+    assert!(
+        rejected.contains("<td>3</td><td>no account named &quot;Nowhere Inc&quot;</td>"),
+        "{rejected}"
+    );
+    assert!(
+        rejected.contains("<td>4</td>") && rejected.contains("not-an-email"),
+        "{rejected}"
+    );
+    let contacts = fx.relay.list(&ListQuery::kind(Kind::Contact)).unwrap();
+    assert_eq!(contacts.total, 2);
+    assert!(contacts
+        .records
+        .iter()
+        .all(|c| c.text("owner") == Some("olivia")));
+
+    let export = fx.get(&olivia, "/contacts/export.csv?sort=name").await;
+    assert_eq!(export.status, StatusCode::OK);
+    let mut reader = csv::Reader::from_reader(export.body.as_bytes());
+    let header = reader.headers().unwrap().clone();
+    assert_eq!(&header[0], "id");
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 2);
+    let first_name = header.iter().position(|h| h == "first_name").unwrap();
+    assert_eq!(&rows[0][first_name], "Ada");
+}
