@@ -8,10 +8,10 @@
 
 use rusqlite::Connection;
 
-use super::{documents, validate_fields, Store};
+use super::{documents, lookup_in, validate_fields_with, LookupRecord, Store};
 use crate::doc::{ChangeMeta, LocalChange, RecordDoc};
 use crate::error::{Error, Result};
-use crate::model::{validate_id, Fields, Kind, Record, RecordId, Value};
+use crate::model::{validate_id, Fields, Kind, Pipeline, Record, RecordId, Value};
 
 /// Who makes a drafted change: a user and the Automerge actor they edit with.
 /// The actor must be used by this author alone (one writer per actor).
@@ -49,36 +49,78 @@ impl Store {
 
 pub(super) fn draft_in(
     conn: &Connection,
-    pipeline: &crate::model::Pipeline,
+    pipeline: &Pipeline,
     author: &Author,
     time: i64,
+    edit: Edit,
+) -> Result<Option<Draft>> {
+    let doc = match &edit {
+        Edit::Create { .. } => None,
+        Edit::Update { id, .. } | Edit::Delete { id } | Edit::Restore { id } => {
+            validate_id("id", id)?;
+            documents::load(conn, id)?.map(|loaded| loaded.doc)
+        }
+    };
+    draft_on(doc, author, time, pipeline, &|id| lookup_in(conn, id), edit)
+}
+
+/// Drafts `edit` on `doc` (the record's document, `None` when creating or
+/// when the record does not exist) for any storage: `lookup` resolves the
+/// references the edit makes. Stores nothing.
+pub fn draft_on(
+    doc: Option<RecordDoc>,
+    author: &Author,
+    time: i64,
+    pipeline: &Pipeline,
+    lookup: LookupRecord<'_>,
     edit: Edit,
 ) -> Result<Option<Draft>> {
     let meta = ChangeMeta {
         user: author.user.clone(),
         time,
     };
+    let existing = |id: &RecordId, doc: Option<RecordDoc>| -> Result<(RecordDoc, Kind)> {
+        let mut doc = doc.ok_or_else(|| Error::NotFound(id.clone()))?;
+        let kind = doc.kind()?.ok_or_else(|| Error::NotFound(id.clone()))?;
+        Ok((doc, kind))
+    };
     let (id, mut doc, change) = match edit {
         Edit::Create { kind, mut fields } => {
             fields
                 .entry("owner".into())
                 .or_insert_with(|| Value::from(author.user.as_str()));
-            let fields = validate_fields(conn, kind, fields, pipeline, true)?;
+            let fields = validate_fields_with(lookup, kind, fields, pipeline, true)?;
             let id = uuid::Uuid::now_v7().to_string();
             let (doc, change) = RecordDoc::create(&id, kind, &fields, &author.actor, &meta)?;
             (id, doc, Some(change))
         }
         Edit::Update { id, fields } => {
-            let (mut doc, kind) = load(conn, &id)?;
+            let (mut doc, kind) = existing(&id, doc)?;
             if doc.read()?.deleted {
                 return Err(Error::Deleted(id));
             }
-            let fields = validate_fields(conn, kind, fields, pipeline, false)?;
+            let fields = validate_fields_with(lookup, kind, fields, pipeline, false)?;
             let change = doc.update(&author.actor, kind, &fields, &meta)?;
             (id, doc, change)
         }
-        Edit::Delete { id } => set_deleted(conn, author, &meta, id, true)?,
-        Edit::Restore { id } => set_deleted(conn, author, &meta, id, false)?,
+        Edit::Delete { id } => {
+            let (mut doc, _) = existing(&id, doc)?;
+            let change = if doc.read()?.deleted {
+                None
+            } else {
+                doc.set_deleted(&author.actor, true, &meta)?
+            };
+            (id, doc, change)
+        }
+        Edit::Restore { id } => {
+            let (mut doc, _) = existing(&id, doc)?;
+            let change = if doc.read()?.deleted {
+                doc.set_deleted(&author.actor, false, &meta)?
+            } else {
+                None
+            };
+            (id, doc, change)
+        }
     };
     let Some(change) = change else {
         return Ok(None);
@@ -89,32 +131,6 @@ pub(super) fn draft_in(
         change,
         record,
     }))
-}
-
-type Drafted = (RecordId, RecordDoc, Option<LocalChange>);
-
-fn set_deleted(
-    conn: &Connection,
-    author: &Author,
-    meta: &ChangeMeta,
-    id: RecordId,
-    deleted: bool,
-) -> Result<Drafted> {
-    let (mut doc, _) = load(conn, &id)?;
-    if doc.read()?.deleted == deleted {
-        return Ok((id, doc, None));
-    }
-    let change = doc.set_deleted(&author.actor, deleted, meta)?;
-    Ok((id, doc, change))
-}
-
-fn load(conn: &Connection, id: &str) -> Result<(RecordDoc, Kind)> {
-    validate_id("id", id)?;
-    let mut doc = documents::load(conn, id)?
-        .ok_or_else(|| Error::NotFound(id.to_string()))?
-        .doc;
-    let kind = doc.kind()?.ok_or_else(|| Error::NotFound(id.to_string()))?;
-    Ok((doc, kind))
 }
 
 #[cfg(test)]

@@ -23,8 +23,9 @@ use crate::model::{
     normalize_value, validate_id, FieldType, Fields, Kind, Pipeline, Record, RecordId, Value,
 };
 
-pub use draft::{Author, Draft, Edit};
+pub use draft::{draft_on, Author, Draft, Edit};
 pub use outbox::OutboxEntry;
+pub use projection::search_columns;
 
 /// Milliseconds since the Unix epoch; replaceable in tests.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -753,10 +754,35 @@ fn create_in(
     projection::write(tx, &mut doc)?.ok_or_else(|| Error::NotFound(id.clone()))
 }
 
+/// Finds a record a reference points at: its kind and whether it is deleted.
+pub type LookupRecord<'a> = &'a dyn Fn(&str) -> Result<Option<(Kind, bool)>>;
+
+/// [`LookupRecord`] over this store's projection.
+fn lookup_in(conn: &Connection, id: &str) -> Result<Option<(Kind, bool)>> {
+    let found: Option<(String, bool)> = conn
+        .prepare_cached("SELECT kind, deleted FROM records WHERE id = ?1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    found
+        .map(|(kind, deleted)| Ok((kind.parse::<Kind>()?, deleted)))
+        .transpose()
+}
+
 /// Normalises every field, checks references against the store and, for a
 /// new record, that every required field is present.
 fn validate_fields(
     conn: &Connection,
+    kind: Kind,
+    fields: Fields,
+    pipeline: &Pipeline,
+    creating: bool,
+) -> Result<Fields> {
+    validate_fields_with(&|id| lookup_in(conn, id), kind, fields, pipeline, creating)
+}
+
+/// [`validate_fields`] for any storage: `lookup` resolves references.
+pub fn validate_fields_with(
+    lookup: LookupRecord<'_>,
     kind: Kind,
     fields: Fields,
     pipeline: &Pipeline,
@@ -767,7 +793,7 @@ fn validate_fields(
         let value = normalize_value(kind, &path, value, pipeline)?;
         if let (Some(spec), Value::Text(target)) = (kind.field(&path), &value) {
             if let FieldType::Ref(expected) = spec.ty {
-                check_reference(conn, &path, target, expected)?;
+                check_reference(lookup, &path, target, expected)?;
             }
         }
         if !(creating && value.is_null()) {
@@ -790,15 +816,12 @@ fn validate_fields(
 }
 
 fn check_reference(
-    conn: &Connection,
+    lookup: LookupRecord<'_>,
     field: &str,
     target: &str,
     expected: Option<Kind>,
 ) -> Result<()> {
-    let found: Option<(String, bool)> = conn
-        .prepare_cached("SELECT kind, deleted FROM records WHERE id = ?1")?
-        .query_row([target], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
+    let found = lookup(target)?;
     let expected_text = expected.map_or("an existing record".to_string(), |k| {
         format!("an existing {k}")
     });
@@ -815,7 +838,7 @@ fn check_reference(
             expected: format!("{expected_text} (it is deleted)"),
         }),
         Some((kind, false)) => match expected {
-            Some(k) if k.as_str() != kind => Err(bad()),
+            Some(k) if k != kind => Err(bad()),
             _ => Ok(()),
         },
     }

@@ -67,6 +67,19 @@ fn upsert(conn: &Connection, record: &Record, has_conflicts: bool) -> Result<()>
             ],
             |r| r.get(0),
         )?;
+    let [name, email, phone, notes] = search_columns(record);
+    conn.prepare_cached("DELETE FROM records_fts WHERE rowid = ?1")?
+        .execute([rowid])?;
+    conn.prepare_cached(
+        "INSERT INTO records_fts (rowid, name, email, phone, notes) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![rowid, name, email, phone, notes])?;
+    Ok(())
+}
+
+/// A record's full-text entry: names, emails, phones (as written and as
+/// bare digits) and notes, in that order. Any store's search indexes these.
+pub fn search_columns(record: &Record) -> [String; 4] {
     let column = |role: SearchRole| -> String {
         record
             .kind
@@ -77,19 +90,12 @@ fn upsert(conn: &Connection, record: &Record, has_conflicts: bool) -> Result<()>
             .collect::<Vec<_>>()
             .join(" ")
     };
-    conn.prepare_cached("DELETE FROM records_fts WHERE rowid = ?1")?
-        .execute([rowid])?;
-    conn.prepare_cached(
-        "INSERT INTO records_fts (rowid, name, email, phone, notes) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![
-        rowid,
+    [
         column(SearchRole::Name),
         column(SearchRole::Email),
         phone_terms(&column(SearchRole::Phone)),
         column(SearchRole::Notes),
-    ])?;
-    Ok(())
+    ]
 }
 
 /// Phone numbers are indexed as written and as bare digits, so "0207946"

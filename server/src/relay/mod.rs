@@ -11,6 +11,7 @@
 //! - `pull` returns only what the user may see, paged by bytes.
 
 pub mod office;
+pub mod pull;
 pub mod sqlite;
 
 use std::collections::HashMap;

@@ -13,13 +13,14 @@ use std::cell::RefCell;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use fieldcrm_core::protocol::{Bootstrap, Cursor, RecordBytes, Rejection};
+use fieldcrm_core::protocol::{Cursor, RecordBytes, Rejection};
 use fieldcrm_core::{
     Author, Edit, Error as CoreError, Kind, ListQuery, OwnerCount, Page, ParsedChange, Pipeline,
     Record, StageSummary, Store, StoreOptions, StoreTx,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::pull::{self, LogEntry, LogSource};
 use super::{
     EditOutcome, PullPage, PushOutcome, RecordDetail, RelayError, RelayStats, RelayStore, Result,
     Role, User, MAX_CHANGE_BYTES,
@@ -333,11 +334,7 @@ impl RelayStore for SqliteRelay {
 
     fn pull(&self, user: &User, device: &str, cursor: &Cursor, max_bytes: u64) -> Result<PullPage> {
         let store = self.lock();
-        let head = head(store_conn(&store))?;
-        if let Some(boot) = bootstrap_state(cursor, head) {
-            return bootstrap_page(&store, user, device, boot, head, max_bytes);
-        }
-        log_page(&store, user, device, cursor.seq, head, max_bytes)
+        pull::pull(&mut SqliteLog(&store), user, device, cursor, max_bytes)
     }
 
     fn head(&self) -> Result<u64> {
@@ -667,181 +664,61 @@ fn check_territories(conn: &Connection, territories: &[String]) -> fieldcrm_core
     Ok(())
 }
 
-/// A fresh device (cursor 0) bootstraps from compacted documents.
-fn bootstrap_state(cursor: &Cursor, head: u64) -> Option<Bootstrap> {
-    match &cursor.bootstrap {
-        Some(b) => Some(b.clone()),
-        None if cursor.seq == 0 && head > 0 => Some(Bootstrap {
-            territory: String::new(),
-            after_id: String::new(),
-            start_seq: head,
-        }),
-        None => None,
-    }
-}
+/// The log and documents as [`pull`] reads them.
+struct SqliteLog<'a>(&'a Store);
 
-/// Compacted documents of the records the user may see, in id order,
-/// leaving out records whose every change came from this device (it has them).
-fn bootstrap_page(
-    store: &Store,
-    user: &User,
-    device: &str,
-    boot: Bootstrap,
-    head: u64,
-    max_bytes: u64,
-) -> Result<PullPage> {
-    let conn = store_conn(store);
-    let mut page = PullPage::default();
-    let mut bytes = 0u64;
-    // One ordered range scan per territory on records(territory, id), so
-    // each page costs its own size, not the size of the store. Office and
-    // admin walk the id index. ("" stands for "every territory".)
-    let mut territories: Vec<String> = if user.role.sees_all() {
-        vec![String::new()]
-    } else {
-        let mut t = user.territories.clone();
-        t.sort();
-        t
-    };
-    territories.retain(|t| *t >= boot.territory);
-    let own_only =
-        "AND EXISTS (SELECT 1 FROM relay_log l WHERE l.record_id = records.id AND l.device != ?3)";
-    let sql_all = format!(
-        "SELECT id FROM records WHERE id > ?1 AND ?2 = '' {own_only} ORDER BY id LIMIT 500"
-    );
-    let sql_one = format!(
-        "SELECT id FROM records WHERE territory = ?2 AND id > ?1 {own_only} ORDER BY id LIMIT 500"
-    );
-    for territory in territories {
-        let sql = if territory.is_empty() {
-            &sql_all
-        } else {
-            &sql_one
-        };
-        let mut after = if territory == boot.territory {
-            boot.after_id.clone()
-        } else {
-            String::new()
-        };
-        loop {
-            let ids: Vec<String> = conn
-                .prepare_cached(sql)?
-                .query_map(params![after, territory, device], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
-            if ids.is_empty() {
-                break;
-            }
-            for id in ids {
-                let snapshot = store.snapshot(&id)?;
-                if bytes > 0 && bytes + snapshot.len() as u64 > max_bytes {
-                    page.cursor = Cursor {
-                        bootstrap: Some(Bootstrap {
-                            territory,
-                            after_id: after,
-                            start_seq: boot.start_seq,
-                        }),
-                        ..Cursor::default()
-                    };
-                    page.more = true;
-                    return Ok(page);
-                }
-                bytes += snapshot.len() as u64;
-                after = id.clone();
-                page.snapshots.push(RecordBytes {
-                    record_id: id,
-                    bytes: snapshot,
-                });
-            }
-        }
+impl LogSource for SqliteLog<'_> {
+    fn head(&mut self) -> Result<u64> {
+        head(store_conn(self.0))
     }
-    // Done: continue from the log position the bootstrap started at.
-    page.cursor = Cursor {
-        seq: boot.start_seq,
-        ..Cursor::default()
-    };
-    page.more = head > boot.start_seq;
-    Ok(page)
-}
 
-/// Log entries after `seq` that the user may see, skipping the device's own.
-fn log_page(
-    store: &Store,
-    user: &User,
-    device: &str,
-    seq: u64,
-    head: u64,
-    max_bytes: u64,
-) -> Result<PullPage> {
-    let conn = store_conn(store);
-    let (filter, territories) = territory_filter(user, "territory");
-    let (move_filter, _) = territory_filter(user, "prev_territory");
-    let visibility = format!("AND (1 {filter} OR 1 {move_filter})");
-    let sql = format!(
-        "SELECT seq, record_id, territory, prev_territory, device, bytes FROM relay_log
-         WHERE seq > ?1 {visibility} ORDER BY seq LIMIT 1000"
-    );
-    let mut page = PullPage {
-        cursor: Cursor {
-            seq,
-            ..Cursor::default()
-        },
-        ..Default::default()
-    };
-    let mut bytes = 0u64;
-    let mut snapshotted: Vec<String> = Vec::new();
-    let mut last = seq;
-    loop {
-        let mut stmt = conn.prepare_cached(&sql)?;
+    fn entries_after(&mut self, user: &User, seq: u64, limit: usize) -> Result<Vec<LogEntry>> {
+        let (filter, territories) = territory_filter(user, "territory");
+        let (move_filter, _) = territory_filter(user, "prev_territory");
+        let sql = format!(
+            "SELECT seq, record_id, territory, prev_territory, device, bytes FROM relay_log
+             WHERE seq > ?1 AND (1 {filter} OR 1 {move_filter}) ORDER BY seq LIMIT {limit}"
+        );
+        let mut stmt = store_conn(self.0).prepare_cached(&sql)?;
         let rows = stmt
-            .query_map(params![last as i64, territories], |r| {
-                Ok((
-                    r.get::<_, i64>(0)? as u64,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, Vec<u8>>(5)?,
-                ))
+            .query_map(params![seq as i64, territories], |r| {
+                Ok(LogEntry {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    record_id: r.get(1)?,
+                    territory: r.get(2)?,
+                    prev_territory: r.get(3)?,
+                    device: r.get(4)?,
+                    bytes: r.get(5)?,
+                })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        if rows.is_empty() {
-            // Nothing visible up to head: skip past invisible entries too.
-            page.cursor.seq = head.max(page.cursor.seq);
-            page.more = false;
-            return Ok(page);
-        }
-        for (entry_seq, record_id, territory, prev, origin, change) in rows {
-            last = entry_seq;
-            let sees_now = user.can_access(territory.as_deref());
-            let saw_before = prev.as_deref().is_none_or(|p| user.can_access(Some(p)));
-            let item_bytes = change.len() as u64;
-            if bytes > 0 && bytes + item_bytes > max_bytes {
-                page.more = true;
-                return Ok(page);
-            }
-            if !sees_now {
-                // The record left the user's territories.
-                page.evict.push(record_id);
-            } else if !saw_before {
-                // It entered them: the device lacks its history, send all of it.
-                if !snapshotted.contains(&record_id) {
-                    let snapshot = store.snapshot(&record_id)?;
-                    bytes += snapshot.len() as u64;
-                    snapshotted.push(record_id.clone());
-                    page.snapshots.push(RecordBytes {
-                        record_id,
-                        bytes: snapshot,
-                    });
-                }
-            } else if origin != device {
-                bytes += item_bytes;
-                page.changes.push(RecordBytes {
-                    record_id,
-                    bytes: change,
-                });
-            }
-            page.cursor.seq = entry_seq;
-        }
+        Ok(rows)
+    }
+
+    fn bootstrap_ids(
+        &mut self,
+        territory: &str,
+        after_id: &str,
+        device: &str,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        // Ordered range scans on records(territory, id), or the id index.
+        let own_only =
+            "AND EXISTS (SELECT 1 FROM relay_log l WHERE l.record_id = records.id AND l.device != ?3)";
+        let sql = if territory.is_empty() {
+            format!("SELECT id FROM records WHERE id > ?1 AND ?2 = '' {own_only} ORDER BY id LIMIT {limit}")
+        } else {
+            format!("SELECT id FROM records WHERE territory = ?2 AND id > ?1 {own_only} ORDER BY id LIMIT {limit}")
+        };
+        let ids = store_conn(self.0)
+            .prepare_cached(&sql)?
+            .query_map(params![after_id, territory, device], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(ids)
+    }
+
+    fn snapshot(&mut self, id: &str) -> Result<Vec<u8>> {
+        Ok(self.0.snapshot(id)?)
     }
 }
 

@@ -1,0 +1,207 @@
+//! What a device lacks, one page at a time: the paging algorithm every relay
+//! store shares. A store only answers the four questions of [`LogSource`].
+//!
+//! A fresh device (cursor 0) bootstraps from compacted documents, territory
+//! by territory in id order, leaving out records whose every change came
+//! from that device; then it reads the log from where the bootstrap began.
+//! Log reading skips the device's own changes, sends a whole document when a
+//! record enters the user's territories and an eviction when it leaves them.
+
+use fieldcrm_core::protocol::{Bootstrap, Cursor, RecordBytes};
+
+use super::{PullPage, Result, User};
+
+/// Log entries read per query.
+const LOG_BATCH: usize = 1000;
+/// Record ids read per bootstrap query.
+const BOOTSTRAP_BATCH: usize = 500;
+
+/// One entry of the relay's change log.
+#[derive(Debug, Clone)]
+pub struct LogEntry {
+    pub seq: u64,
+    pub record_id: String,
+    /// The record's territory after the change.
+    pub territory: Option<String>,
+    /// Set when the change moved the record: its territory before.
+    pub prev_territory: Option<String>,
+    pub device: String,
+    pub bytes: Vec<u8>,
+}
+
+/// What the paging needs from a store, read in one consistent view.
+pub trait LogSource {
+    /// The newest sequence number in the log (0 when empty).
+    fn head(&mut self) -> Result<u64>;
+    /// Up to `limit` entries after `seq`, in order, whose territory or
+    /// previous territory `user` may see (all for office and admin).
+    fn entries_after(&mut self, user: &User, seq: u64, limit: usize) -> Result<Vec<LogEntry>>;
+    /// Up to `limit` ids after `after_id`, in order, of records in
+    /// `territory` ("": every territory) that hold a change from a device
+    /// other than `device`.
+    fn bootstrap_ids(
+        &mut self,
+        territory: &str,
+        after_id: &str,
+        device: &str,
+        limit: usize,
+    ) -> Result<Vec<String>>;
+    /// The record's compacted document.
+    fn snapshot(&mut self, id: &str) -> Result<Vec<u8>>;
+}
+
+/// The next page for `device` after `cursor`, at most `max_bytes` (but at
+/// least one item).
+pub fn pull(
+    source: &mut dyn LogSource,
+    user: &User,
+    device: &str,
+    cursor: &Cursor,
+    max_bytes: u64,
+) -> Result<PullPage> {
+    let head = source.head()?;
+    match bootstrap_state(cursor, head) {
+        Some(boot) => bootstrap_page(source, user, device, boot, head, max_bytes),
+        None => log_page(source, user, device, cursor.seq, head, max_bytes),
+    }
+}
+
+/// A fresh device (cursor 0) bootstraps from compacted documents.
+fn bootstrap_state(cursor: &Cursor, head: u64) -> Option<Bootstrap> {
+    match &cursor.bootstrap {
+        Some(b) => Some(b.clone()),
+        None if cursor.seq == 0 && head > 0 => Some(Bootstrap {
+            territory: String::new(),
+            after_id: String::new(),
+            start_seq: head,
+        }),
+        None => None,
+    }
+}
+
+fn bootstrap_page(
+    source: &mut dyn LogSource,
+    user: &User,
+    device: &str,
+    boot: Bootstrap,
+    head: u64,
+    max_bytes: u64,
+) -> Result<PullPage> {
+    let mut page = PullPage::default();
+    let mut bytes = 0u64;
+    // One ordered range scan per territory, so each page costs its own
+    // size, not the size of the store. "" stands for "every territory".
+    let mut territories: Vec<String> = if user.role.sees_all() {
+        vec![String::new()]
+    } else {
+        let mut t = user.territories.clone();
+        t.sort();
+        t
+    };
+    territories.retain(|t| *t >= boot.territory);
+    for territory in territories {
+        let mut after = if territory == boot.territory {
+            boot.after_id.clone()
+        } else {
+            String::new()
+        };
+        loop {
+            let ids = source.bootstrap_ids(&territory, &after, device, BOOTSTRAP_BATCH)?;
+            if ids.is_empty() {
+                break;
+            }
+            for id in ids {
+                let snapshot = source.snapshot(&id)?;
+                if bytes > 0 && bytes + snapshot.len() as u64 > max_bytes {
+                    page.cursor = Cursor {
+                        bootstrap: Some(Bootstrap {
+                            territory,
+                            after_id: after,
+                            start_seq: boot.start_seq,
+                        }),
+                        ..Cursor::default()
+                    };
+                    page.more = true;
+                    return Ok(page);
+                }
+                bytes += snapshot.len() as u64;
+                after = id.clone();
+                page.snapshots.push(RecordBytes {
+                    record_id: id,
+                    bytes: snapshot,
+                });
+            }
+        }
+    }
+    // Done: continue from the log position the bootstrap started at.
+    page.cursor = Cursor {
+        seq: boot.start_seq,
+        ..Cursor::default()
+    };
+    page.more = head > boot.start_seq;
+    Ok(page)
+}
+
+fn log_page(
+    source: &mut dyn LogSource,
+    user: &User,
+    device: &str,
+    seq: u64,
+    head: u64,
+    max_bytes: u64,
+) -> Result<PullPage> {
+    let mut page = PullPage {
+        cursor: Cursor {
+            seq,
+            ..Cursor::default()
+        },
+        ..Default::default()
+    };
+    let mut bytes = 0u64;
+    let mut snapshotted: Vec<String> = Vec::new();
+    let mut last = seq;
+    loop {
+        let entries = source.entries_after(user, last, LOG_BATCH)?;
+        if entries.is_empty() {
+            // Nothing visible up to head: skip past invisible entries too.
+            page.cursor.seq = head.max(page.cursor.seq);
+            page.more = false;
+            return Ok(page);
+        }
+        for entry in entries {
+            last = entry.seq;
+            let sees_now = user.can_access(entry.territory.as_deref());
+            let saw_before = entry
+                .prev_territory
+                .as_deref()
+                .is_none_or(|p| user.can_access(Some(p)));
+            let item_bytes = entry.bytes.len() as u64;
+            if bytes > 0 && bytes + item_bytes > max_bytes {
+                page.more = true;
+                return Ok(page);
+            }
+            if !sees_now {
+                // The record left the user's territories.
+                page.evict.push(entry.record_id);
+            } else if !saw_before {
+                // It entered them: the device lacks its history, send all of it.
+                if !snapshotted.contains(&entry.record_id) {
+                    let snapshot = source.snapshot(&entry.record_id)?;
+                    bytes += snapshot.len() as u64;
+                    snapshotted.push(entry.record_id.clone());
+                    page.snapshots.push(RecordBytes {
+                        record_id: entry.record_id,
+                        bytes: snapshot,
+                    });
+                }
+            } else if entry.device != device {
+                bytes += item_bytes;
+                page.changes.push(RecordBytes {
+                    record_id: entry.record_id,
+                    bytes: entry.bytes,
+                });
+            }
+            page.cursor.seq = entry.seq;
+        }
+    }
+}
