@@ -18,7 +18,8 @@ pub use error::{Error, Result};
 pub use model::{fields, FieldType, Fields, Kind, Pipeline, Record, RecordId, Value};
 pub use query::{AccountOverview, ListQuery, OwnerCount, Page, SortBy, StageSummary};
 pub use store::{
-    ApplyOutcome, Author, Draft, Edit, NewRecord, OutboxEntry, OutboxStatus, Store, StoreOptions,
+    draft_on, search_columns, validate_fields_with, ApplyOutcome, Author, Draft, Edit,
+    LookupRecord, NewRecord, OutboxEntry, OutboxStatus, Store, StoreOptions,
     StoreTx,
 };
 #[cfg(feature = "http")]

@@ -54,6 +54,12 @@ impl From<RelayError> for ApiError {
             RelayError::Invalid(m) => ApiError::bad_request(m),
             RelayError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "not_found", m),
             RelayError::Sqlite(e) => ApiError::internal(e),
+            RelayError::Postgres(e) => ApiError::internal(e),
+            RelayError::Pool(e) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("relay storage unavailable: {e}"),
+            ),
         }
     }
 }

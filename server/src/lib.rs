@@ -45,10 +45,19 @@ impl std::fmt::Debug for AppState {
 
 impl AppState {
     pub fn new(relay: Arc<dyn RelayStore>) -> relay::Result<Arc<Self>> {
-        let head = relay.head()?;
+        let head = tokio::sync::watch::Sender::new(relay.head()?);
+        // Other relays on the same database advance the log too.
+        let watched = head.clone();
+        relay.watch_log(Box::new(move |newest| {
+            watched.send_if_modified(|current| {
+                let advanced = newest > *current;
+                *current = newest.max(*current);
+                advanced
+            });
+        }));
         Ok(Arc::new(AppState {
             relay,
-            head: tokio::sync::watch::Sender::new(head),
+            head,
             metrics: metrics_handle(),
             logins: auth::LoginLimiter::default(),
         }))
@@ -109,7 +118,8 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let state = AppState::new(relay)?;
+    // Store calls block; a PostgreSQL client must not block the runtime.
+    let state = tokio::task::spawn_blocking(move || AppState::new(relay)).await??;
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await?;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
+use fieldcrm_server::relay::postgres::PgRelay;
 use fieldcrm_server::relay::sqlite::SqliteRelay;
 use fieldcrm_server::relay::{RelayStore, Role};
 use fieldcrm_server::{auth, demo};
@@ -36,6 +37,13 @@ struct DataDir {
         default_value = "fieldcrm-data"
     )]
     data: PathBuf,
+    /// Keep the relay's data in PostgreSQL instead of the embedded SQLite
+    /// store (`postgres://user@host:5432/db`); several relays may share one.
+    #[arg(long, global = true, env = "FIELDCRM_DATABASE")]
+    database: Option<String>,
+    /// Most PostgreSQL connections this process opens.
+    #[arg(long, global = true, env = "FIELDCRM_DB_POOL", default_value_t = 16)]
+    db_pool: u32,
 }
 
 #[derive(Subcommand, Debug)]
@@ -113,13 +121,22 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
-    let relay = Arc::new(SqliteRelay::open(&cli.data.data)?);
+    let (relay, place): (Arc<dyn RelayStore>, String) = match &cli.data.database {
+        Some(url) => (
+            Arc::new(PgRelay::open(url, cli.data.db_pool)?),
+            "PostgreSQL".into(),
+        ),
+        None => (
+            Arc::new(SqliteRelay::open(&cli.data.data)?),
+            cli.data.data.display().to_string(),
+        ),
+    };
     match cli.command {
         Command::Serve { listen, demo } => {
             if demo {
                 seed_demo(&*relay)?;
             }
-            serve(relay, listen, &cli.data.data)?;
+            serve(relay, listen, &place)?;
         }
         Command::Demo => seed_demo(&*relay)?,
         Command::User(cmd) => user_command(&*relay, cmd)?,
@@ -195,9 +212,9 @@ fn user_command(
 }
 
 fn serve(
-    relay: Arc<SqliteRelay>,
+    relay: Arc<dyn RelayStore>,
     listen: SocketAddr,
-    data: &std::path::Path,
+    data: &str,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -206,7 +223,7 @@ fn serve(
         let listener = tokio::net::TcpListener::bind(listen).await?;
         // Tests and scripts read the real address (with --listen 127.0.0.1:0).
         println!("listening on http://{}", listener.local_addr()?);
-        tracing::info!(addr = %listener.local_addr()?, data = %data.display(), "FieldCRM relay listening");
+        tracing::info!(addr = %listener.local_addr()?, data = %data, "FieldCRM relay listening");
         fieldcrm_server::serve(relay, listener, shutdown_signal()).await?;
         tracing::info!("relay stopped; in-flight syncs finished");
         Ok::<_, Box<dyn std::error::Error>>(())

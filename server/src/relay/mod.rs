@@ -11,6 +11,7 @@
 //! - `pull` returns only what the user may see, paged by bytes.
 
 pub mod office;
+pub mod postgres;
 pub mod pull;
 pub mod sqlite;
 
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use fieldcrm_core::protocol::{
     Cursor, RecordBytes, Rejection, SyncRequest, SyncResponse, PROTOCOL_VERSION,
 };
+pub use pull::LogEntry;
 use fieldcrm_core::{
     Conflict, Edit, HistoryEntry, Kind, ListQuery, OwnerCount, Page, Pipeline, Record, StageSummary,
 };
@@ -92,6 +94,10 @@ pub enum RelayError {
     Core(#[from] fieldcrm_core::Error),
     #[error("relay storage error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("relay storage error: {0}")]
+    Postgres(#[from] ::postgres::Error),
+    #[error("relay storage unavailable: {0}")]
+    Pool(#[from] r2d2::Error),
     #[error("{0}")]
     Invalid(String),
     #[error("{0}")]
@@ -180,6 +186,13 @@ pub trait RelayStore: Send + Sync {
     /// Revokes one token (a browser session); the user's devices stay signed in.
     fn revoke_token(&self, token_hash: &[u8; 32]) -> Result<bool>;
 
+    /// Calls `on_head` when another process appends to this store's log
+    /// (several relays on one database). A store only one process uses has
+    /// nothing to watch.
+    fn watch_log(&self, on_head: Box<dyn Fn(u64) + Send>) {
+        let _ = on_head;
+    }
+
     // ----- the office UI: records read and edited on a user's behalf.
     // These do not check access: `office` does, before and after calling
     // them. `territories` empty means every territory.
@@ -207,6 +220,66 @@ pub trait RelayStore: Send + Sync {
     /// against the user's territories, stored and appended to the log, so
     /// devices receive it on their next sync. One outcome per edit, in order.
     fn edit(&self, user: &User, device: &str, edits: Vec<Edit>) -> Result<Vec<EditOutcome>>;
+}
+
+pub(crate) fn reject(hash: Option<[u8; 32]>, reason: impl Into<String>) -> Rejection {
+    Rejection {
+        hash: hash.map(|h| h.to_vec()).unwrap_or_default(),
+        reason: reason.into(),
+    }
+}
+
+/// The checks a pushed change passes before any storage is read: its size,
+/// that it is one well-formed change, and that it is signed as `user`.
+pub(crate) fn parse_pushed(
+    user: &User,
+    change: &RecordBytes,
+) -> std::result::Result<fieldcrm_core::ParsedChange, Rejection> {
+    if change.bytes.len() > MAX_CHANGE_BYTES {
+        return Err(reject(
+            None,
+            format!(
+                "change of {} bytes exceeds the limit of {MAX_CHANGE_BYTES}",
+                change.bytes.len()
+            ),
+        ));
+    }
+    let parsed = fieldcrm_core::ParsedChange::parse(&change.record_id, &change.bytes)
+        .map_err(|e| reject(None, e.to_string()))?;
+    if parsed.user() != Some(user.id.as_str()) {
+        return Err(reject(
+            Some(parsed.hash()),
+            format!(
+                "change is signed as user {:?}, but you are {:?}",
+                parsed.user().unwrap_or(""),
+                user.id
+            ),
+        ));
+    }
+    Ok(parsed)
+}
+
+/// Refuses a change unless `user` may hold the record both before it
+/// (when it existed) and after it. Returns its territory before and after.
+pub(crate) fn check_access(
+    user: &User,
+    before: Option<&Record>,
+    after: &Record,
+) -> fieldcrm_core::Result<(Option<String>, Option<String>)> {
+    let (b, a) = (
+        before.and_then(|r| r.text("territory")),
+        after.text("territory"),
+    );
+    for t in before.map(|_| b).into_iter().chain([a]) {
+        if !user.can_access(t) {
+            return Err(fieldcrm_core::Error::Refused(format!(
+                "record {} is in territory {:?}, outside yours",
+                after.id,
+                t.unwrap_or("")
+            )));
+        }
+    }
+    Ok((b.map(String::from), a.map(String::from)))
 }
 
 /// One `POST /v1/sync` round: push, then pull, as one response.

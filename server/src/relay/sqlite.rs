@@ -22,8 +22,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::pull::{self, LogEntry, LogSource};
 use super::{
-    EditOutcome, PullPage, PushOutcome, RecordDetail, RelayError, RelayStats, RelayStore, Result,
-    Role, User, MAX_CHANGE_BYTES,
+    check_access, parse_pushed, reject, EditOutcome, PullPage, PushOutcome, RecordDetail,
+    RelayError, RelayStats, RelayStore, Result, Role, User,
 };
 
 /// 2 added `relay_web_actors`; opening a version 1 file upgrades it.
@@ -144,13 +144,6 @@ fn parse_territories(json: &str) -> Vec<String> {
     serde_json::from_str(json).unwrap_or_default()
 }
 
-fn reject(hash: Option<[u8; 32]>, reason: impl Into<String>) -> Rejection {
-    Rejection {
-        hash: hash.map(|h| h.to_vec()).unwrap_or_default(),
-        reason: reason.into(),
-    }
-}
-
 /// A pushed change that passed the checks that need no document.
 struct Checked<'a> {
     change: &'a RecordBytes,
@@ -167,26 +160,9 @@ fn precheck<'a>(
     user: &User,
     change: &'a RecordBytes,
 ) -> std::result::Result<Option<Checked<'a>>, Rejection> {
-    if change.bytes.len() > MAX_CHANGE_BYTES {
-        return Err(reject(
-            None,
-            format!(
-                "change of {} bytes exceeds the limit of {MAX_CHANGE_BYTES}",
-                change.bytes.len()
-            ),
-        ));
-    }
-    let parsed = ParsedChange::parse(&change.record_id, &change.bytes)
-        .map_err(|e| reject(None, e.to_string()))?;
+    let parsed = parse_pushed(user, change)?;
     let hash = parsed.hash();
     let fail = |reason: String| reject(Some(hash), reason);
-    if parsed.user() != Some(user.id.as_str()) {
-        return Err(fail(format!(
-            "change is signed as user {:?}, but you are {:?}",
-            parsed.user().unwrap_or(""),
-            user.id
-        )));
-    }
     let sql = tx.sql();
     let logged: Option<i64> = sql
         .prepare_cached("SELECT 1 FROM relay_log WHERE hash = ?1")
@@ -226,20 +202,7 @@ fn apply_group(
     let record_id = &group[0].change.record_id;
     let territories: RefCell<(Option<String>, Option<String>)> = RefCell::new((None, None));
     let check = |before: Option<&Record>, after: &Record| -> fieldcrm_core::Result<()> {
-        let (b, a) = (
-            before.and_then(|r| r.text("territory")),
-            after.text("territory"),
-        );
-        for t in before.map(|_| b).into_iter().chain([a]) {
-            if !user.can_access(t) {
-                return Err(CoreError::Refused(format!(
-                    "record {} is in territory {:?}, outside yours",
-                    after.id,
-                    t.unwrap_or("")
-                )));
-            }
-        }
-        *territories.borrow_mut() = (b.map(String::from), a.map(String::from));
+        *territories.borrow_mut() = check_access(user, before, after)?;
         Ok(())
     };
     let sql = tx.sql();

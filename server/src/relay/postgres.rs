@@ -1,0 +1,1179 @@
+//! The PostgreSQL relay store, for deployments that outgrow one machine:
+//! several relay processes behind a load balancer share one database.
+//!
+//! Each record is one row of `relay_documents` (its compacted Automerge
+//! document, rewritten on every accepted change) and one row of
+//! `relay_records` (the query projection with a `tsvector` for search).
+//! The change log, users, tokens, territories and actor bindings have the
+//! same shape as in the SQLite store.
+//!
+//! Cursor correctness: a sequence hands out numbers in the order
+//! transactions ask, not the order they commit, so a reader could see seq
+//! N+1 before N commits and skip N for ever. Every push therefore appends
+//! to the log last, holding a transaction-scoped advisory lock
+//! (`LOG_LOCK`) from taking its numbers until its commit is visible. A
+//! transaction with a higher number can only take them after a lower one
+//! has committed, so log order is commit order (docs/storage.md).
+//!
+//! Pushes lock the documents they change (`SELECT ... FOR UPDATE`) in
+//! record-id order, so two relays pushing the same records cannot deadlock.
+//! After commit, `NOTIFY fieldcrm_log` tells every relay process (see
+//! [`PgRelay::listen`]) to wake its connected devices.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use fieldcrm_core::protocol::{Cursor, RecordBytes};
+use fieldcrm_core::{
+    draft_on, search_columns, Author, Edit, Error as CoreError, FieldType, Kind, ListQuery, OwnerCount, Page,
+    ParsedChange, Pipeline, Record, SortBy, StageSummary, Value,
+};
+use fieldcrm_core::doc::RecordDoc;
+use postgres::types::ToSql;
+use postgres::{GenericClient, NoTls, Transaction};
+use r2d2_postgres::PostgresConnectionManager;
+
+use super::pull::{self, LogEntry, LogSource};
+use super::{
+    check_access, parse_pushed, reject, EditOutcome, PullPage, PushOutcome, RecordDetail,
+    RelayError, RelayStats, RelayStore, Result, Role, User,
+};
+
+type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+
+const SCHEMA_VERSION: i64 = 1;
+/// Advisory lock held from taking log numbers until commit ("FCRM").
+const LOG_LOCK: i64 = 0x4643_524D;
+/// Advisory lock held while migrating, so relays starting together do not race.
+const MIGRATE_LOCK: i64 = 0x4643_524E;
+/// The channel relays hear about new log entries on.
+pub const CHANNEL: &str = "fieldcrm_log";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS relay_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- One compacted Automerge document per record ('' while being created).
+CREATE TABLE IF NOT EXISTS relay_documents (id TEXT PRIMARY KEY, snapshot BYTEA NOT NULL);
+-- Query projection, derived from the documents.
+CREATE TABLE IF NOT EXISTS relay_records (
+    id            TEXT PRIMARY KEY,
+    kind          TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    owner         TEXT,
+    territory     TEXT,
+    account_id    TEXT,
+    related_to    TEXT,
+    stage         TEXT,
+    amount        BIGINT,
+    currency      TEXT,
+    close_date    TEXT,
+    due_at        BIGINT,
+    done          BOOLEAN,
+    deleted       BOOLEAN NOT NULL,
+    has_conflicts BOOLEAN NOT NULL,
+    created_at    BIGINT NOT NULL,
+    updated_at    BIGINT NOT NULL,
+    record        TEXT NOT NULL,
+    search        TSVECTOR NOT NULL
+);
+CREATE INDEX IF NOT EXISTS relay_records_kind_name ON relay_records (kind, name);
+CREATE INDEX IF NOT EXISTS relay_records_kind_updated ON relay_records (kind, updated_at);
+CREATE INDEX IF NOT EXISTS relay_records_owner ON relay_records (owner);
+CREATE INDEX IF NOT EXISTS relay_records_territory ON relay_records (territory, id);
+CREATE INDEX IF NOT EXISTS relay_records_account ON relay_records (account_id) WHERE account_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS relay_records_related ON relay_records (related_to) WHERE related_to IS NOT NULL;
+CREATE INDEX IF NOT EXISTS relay_records_stage ON relay_records (stage) WHERE stage IS NOT NULL;
+CREATE INDEX IF NOT EXISTS relay_records_search ON relay_records USING GIN (search);
+CREATE SEQUENCE IF NOT EXISTS relay_log_seq;
+CREATE TABLE IF NOT EXISTS relay_log (
+    seq            BIGINT PRIMARY KEY,
+    record_id      TEXT NOT NULL,
+    hash           BYTEA NOT NULL UNIQUE,
+    territory      TEXT,
+    prev_territory TEXT,
+    device         TEXT NOT NULL,
+    user_id        TEXT NOT NULL,
+    bytes          BYTEA NOT NULL
+);
+CREATE INDEX IF NOT EXISTS relay_log_territory ON relay_log (territory, seq);
+CREATE INDEX IF NOT EXISTS relay_log_record ON relay_log (record_id, device);
+CREATE INDEX IF NOT EXISTS relay_log_moves ON relay_log (prev_territory, seq) WHERE prev_territory IS NOT NULL;
+CREATE TABLE IF NOT EXISTS relay_territories (name TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS relay_users (
+    id            TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    role          TEXT NOT NULL,
+    territories   TEXT[] NOT NULL
+);
+CREATE TABLE IF NOT EXISTS relay_tokens (
+    hash    BYTEA PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES relay_users (id) ON DELETE CASCADE
+);
+CREATE TABLE IF NOT EXISTS relay_actors (actor TEXT PRIMARY KEY, user_id TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS relay_web_actors (
+    user_id TEXT NOT NULL,
+    device  TEXT NOT NULL,
+    actor   BYTEA NOT NULL,
+    PRIMARY KEY (user_id, device)
+);
+";
+
+/// Relay store in a PostgreSQL database.
+pub struct PgRelay {
+    pool: Pool,
+    config: postgres::Config,
+}
+
+impl std::fmt::Debug for PgRelay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgRelay").finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl PgRelay {
+    /// Connects to `url` (`postgres://user@host/db`), creating or upgrading
+    /// the schema. `pool_size` bounds the connections this process opens.
+    pub fn open(url: &str, pool_size: u32) -> Result<Self> {
+        let config: postgres::Config = url
+            .parse()
+            .map_err(|e| RelayError::Invalid(format!("bad PostgreSQL URL: {e}")))?;
+        let manager = PostgresConnectionManager::new(config.clone(), NoTls);
+        let pool = r2d2::Pool::builder()
+            .max_size(pool_size.max(1))
+            .connection_timeout(Duration::from_secs(10))
+            .build(manager)?;
+        let relay = PgRelay { pool, config };
+        relay.migrate()?;
+        Ok(relay)
+    }
+
+    fn conn(&self) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>> {
+        Ok(self.pool.get()?)
+    }
+
+    fn migrate(&self) -> Result<()> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATE_LOCK])?;
+        tx.batch_execute(SCHEMA)?;
+        let version: Option<String> = tx
+            .query_opt("SELECT value FROM relay_meta WHERE key = 'schema'", &[])?
+            .map(|r| r.get(0));
+        match version.and_then(|v| v.parse::<i64>().ok()) {
+            None => {
+                tx.execute(
+                    "INSERT INTO relay_meta (key, value) VALUES ('schema', $1)",
+                    &[&SCHEMA_VERSION.to_string()],
+                )?;
+            }
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(RelayError::Invalid(format!(
+                    "relay schema version {v} is newer than this build ({SCHEMA_VERSION}); upgrade the server"
+                )))
+            }
+            Some(_) => {}
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Calls `on_head` with the newest log sequence number whenever any
+    /// relay process on this database appends to the log. Runs on its own
+    /// thread with its own connection, reconnecting after failures.
+    pub fn listen(&self, on_head: impl Fn(u64) + Send + 'static) {
+        let config = self.config.clone();
+        std::thread::Builder::new()
+            .name("fieldcrm-listen".into())
+            .spawn(move || loop {
+                if let Err(e) = listen_once(&config, &on_head) {
+                    tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            })
+            .expect("spawning the listener thread");
+    }
+}
+
+fn listen_once(config: &postgres::Config, on_head: &dyn Fn(u64)) -> Result<()> {
+    let mut client = config.connect(NoTls)?;
+    client.batch_execute(&format!("LISTEN {CHANNEL}"))?;
+    // Whatever was appended while not listening.
+    on_head(log_head(&mut client)?);
+    let mut notifications = client.notifications();
+    let mut iter = notifications.blocking_iter();
+    while let Some(note) = postgres::fallible_iterator::FallibleIterator::next(&mut iter)? {
+        if let Ok(head) = note.payload().parse::<u64>() {
+            on_head(head);
+        }
+    }
+    Ok(())
+}
+
+fn log_head(conn: &mut impl GenericClient) -> Result<u64> {
+    let head: i64 = conn
+        .query_one("SELECT coalesce(max(seq), 0) FROM relay_log", &[])?
+        .get(0);
+    Ok(head as u64)
+}
+
+fn user_from_row(row: &postgres::Row) -> User {
+    let role: String = row.get("role");
+    User {
+        id: row.get("id"),
+        role: role.parse().unwrap_or(Role::Rep),
+        territories: row.get("territories"),
+    }
+}
+
+fn check_known_territories(conn: &mut impl GenericClient, territories: &[String]) -> Result<()> {
+    for t in territories {
+        if conn
+            .query_opt("SELECT 1 FROM relay_territories WHERE name = $1", &[t])?
+            .is_none()
+        {
+            return Err(RelayError::Invalid(format!(
+                "unknown territory {t:?}; add it first with `fieldcrm-server territory add`"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A log row to append once the push's documents are written.
+struct Pending {
+    record_id: String,
+    hash: [u8; 32],
+    territory: Option<String>,
+    prev_territory: Option<String>,
+    bytes: Vec<u8>,
+}
+
+/// Loads a record's document for writing, locking its row.
+fn lock_document(tx: &mut Transaction<'_>, id: &str) -> Result<Option<RecordDoc>> {
+    // A placeholder row gives a new record a row to lock, so two relays
+    // creating the same record wait for each other instead of overwriting.
+    tx.execute(
+        "INSERT INTO relay_documents (id, snapshot) VALUES ($1, '') ON CONFLICT (id) DO NOTHING",
+        &[&id],
+    )?;
+    let snapshot: Vec<u8> = tx
+        .query_one(
+            "SELECT snapshot FROM relay_documents WHERE id = $1 FOR UPDATE",
+            &[&id],
+        )?
+        .get(0);
+    if snapshot.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(RecordDoc::load(id, Some(&snapshot), [])?))
+}
+
+fn read_document(conn: &mut impl GenericClient, id: &str) -> Result<Option<RecordDoc>> {
+    let row = conn.query_opt(
+        "SELECT snapshot FROM relay_documents WHERE id = $1 AND snapshot <> ''",
+        &[&id],
+    )?;
+    match row {
+        Some(row) => {
+            let snapshot: Vec<u8> = row.get(0);
+            Ok(Some(RecordDoc::load(id, Some(&snapshot), [])?))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Writes a record's document and its projection row.
+fn store_document(tx: &mut Transaction<'_>, doc: &mut RecordDoc, record: &Record) -> Result<()> {
+    tx.execute(
+        "UPDATE relay_documents SET snapshot = $2 WHERE id = $1",
+        &[&record.id, &doc.save()],
+    )?;
+    let text = |p: &str| record.text(p).map(String::from);
+    let int = |p: &str| record.get(p).and_then(Value::as_int);
+    let done = match record.get("done") {
+        Some(Value::Bool(b)) => Some(*b),
+        _ => None,
+    };
+    let json = serde_json::to_string(record).map_err(|e| CoreError::CorruptDocument {
+        doc: record.id.clone(),
+        reason: e.to_string(),
+    })?;
+    let [name, email, phone, notes] = search_columns(record);
+    let has_conflicts = doc.has_conflicts()?;
+    tx.execute(
+        "INSERT INTO relay_records (id, kind, name, owner, territory, account_id, related_to, stage,
+             amount, currency, close_date, due_at, done, deleted, has_conflicts, created_at, updated_at,
+             record, search)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+             setweight(to_tsvector('simple', $19), 'A') || setweight(to_tsvector('simple', $20), 'B')
+             || setweight(to_tsvector('simple', $21), 'B') || setweight(to_tsvector('simple', $22), 'D'))
+         ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, name = excluded.name,
+             owner = excluded.owner, territory = excluded.territory, account_id = excluded.account_id,
+             related_to = excluded.related_to, stage = excluded.stage, amount = excluded.amount,
+             currency = excluded.currency, close_date = excluded.close_date, due_at = excluded.due_at,
+             done = excluded.done, deleted = excluded.deleted, has_conflicts = excluded.has_conflicts,
+             created_at = excluded.created_at, updated_at = excluded.updated_at,
+             record = excluded.record, search = excluded.search",
+        &[
+            &record.id,
+            &record.kind.as_str(),
+            &record.display_name(),
+            &text("owner"),
+            &text("territory"),
+            &text("account_id"),
+            &text("related_to"),
+            &text("stage"),
+            &int("amount"),
+            &text("currency"),
+            &text("close_date"),
+            &int("due_at"),
+            &done,
+            &record.deleted,
+            &has_conflicts,
+            &record.created_at,
+            &record.updated_at,
+            &json,
+            &name,
+            &email,
+            &phone,
+            &notes,
+        ],
+    )?;
+    Ok(())
+}
+
+/// A pushed change that passed the checks that need no document.
+struct Checked {
+    parsed: ParsedChange,
+    hash: [u8; 32],
+    actor: String,
+}
+
+/// Author, actor and already-logged checks. `Ok(None)`: already in the log.
+fn precheck(
+    tx: &mut Transaction<'_>,
+    user: &User,
+    change: &RecordBytes,
+) -> std::result::Result<Option<Checked>, fieldcrm_core::protocol::Rejection> {
+    let parsed = parse_pushed(user, change)?;
+    let hash = parsed.hash();
+    let fail = |e: postgres::Error| reject(Some(hash), format!("relay storage error: {e}"));
+    if tx
+        .query_opt("SELECT 1 FROM relay_log WHERE hash = $1", &[&&hash[..]])
+        .map_err(fail)?
+        .is_some()
+    {
+        return Ok(None);
+    }
+    let actor = parsed.actor_hex();
+    let owner: Option<String> = tx
+        .query_opt("SELECT user_id FROM relay_actors WHERE actor = $1", &[&actor])
+        .map_err(fail)?
+        .map(|r| r.get(0));
+    if owner.as_ref().is_some_and(|o| *o != user.id) {
+        return Err(reject(
+            Some(hash),
+            format!("actor {actor} belongs to another user"),
+        ));
+    }
+    Ok(Some(Checked {
+        parsed,
+        hash,
+        actor,
+    }))
+}
+
+/// Applies one record's changes under a savepoint: strict (every change
+/// applies now), access checked before and after, actors bound. Returns
+/// the log rows to append.
+fn apply_group(
+    tx: &mut Transaction<'_>,
+    user: &User,
+    record_id: &str,
+    group: &[&Checked],
+) -> Result<Vec<Pending>> {
+    let mut sp = tx.transaction()?;
+    let existing = lock_document(&mut sp, record_id)?;
+    let before = match existing {
+        Some(mut doc) => {
+            let record = doc.read()?;
+            Some((doc, record))
+        }
+        None => None,
+    };
+    let (mut doc, before_record) = match before {
+        Some((doc, record)) => (doc, Some(record)),
+        None => (RecordDoc::empty(record_id), None),
+    };
+    let fresh: Vec<ParsedChange> = group
+        .iter()
+        .filter(|c| !doc.has_change(&c.hash))
+        .map(|c| c.parsed.clone())
+        .collect();
+    if !fresh.is_empty() {
+        doc.apply_remote(fresh)?;
+    }
+    let waiting = group.iter().filter(|c| !doc.has_change(&c.hash)).count();
+    if waiting > 0 {
+        return Err(CoreError::MissingDependencies {
+            doc: record_id.to_string(),
+            count: waiting,
+        }
+        .into());
+    }
+    let after = doc.read()?;
+    let (was, now) = check_access(user, before_record.as_ref(), &after)?;
+    for c in group {
+        sp.execute(
+            "INSERT INTO relay_actors (actor, user_id) VALUES ($1, $2) ON CONFLICT (actor) DO NOTHING",
+            &[&c.actor, &user.id],
+        )?;
+        let owner: String = sp
+            .query_one("SELECT user_id FROM relay_actors WHERE actor = $1", &[&c.actor])?
+            .get(0);
+        if owner != user.id {
+            return Err(RelayError::Invalid(format!(
+                "actor {} belongs to another user",
+                c.actor
+            )));
+        }
+    }
+    store_document(&mut sp, &mut doc, &after)?;
+    sp.commit()?;
+    // The first entry carries the move, so readers learn of it once.
+    let mut moved_from = was.filter(|b| Some(b) != now.as_ref());
+    Ok(group
+        .iter()
+        .map(|c| Pending {
+            record_id: record_id.to_string(),
+            hash: c.hash,
+            territory: now.clone(),
+            prev_territory: moved_from.take(),
+            bytes: c.parsed.bytes().to_vec(),
+        })
+        .collect())
+}
+
+/// Pushes changes in `tx` (documents, projection, then the log under the
+/// log lock). Each change gets an acknowledgement or a reason.
+fn push_in(
+    tx: &mut Transaction<'_>,
+    user: &User,
+    device: &str,
+    changes: &[RecordBytes],
+) -> Result<PushOutcome> {
+    let mut out = PushOutcome::default();
+    // Lock documents in one order in every push: no deadlocks between relays.
+    let mut ordered: Vec<&RecordBytes> = changes.iter().collect();
+    ordered.sort_by(|a, b| a.record_id.cmp(&b.record_id));
+    let mut pending: Vec<Pending> = Vec::new();
+    for run in ordered.chunk_by(|a, b| a.record_id == b.record_id) {
+        let mut group = Vec::new();
+        for change in run {
+            match precheck(tx, user, change) {
+                Ok(Some(checked)) => group.push(checked),
+                Ok(None) => {
+                    if let Ok(parsed) = ParsedChange::parse(&change.record_id, &change.bytes) {
+                        out.acks.push(parsed.hash());
+                    }
+                }
+                Err(rejection) => out.rejected.push(rejection),
+            }
+        }
+        if group.is_empty() {
+            continue;
+        }
+        let record_id = &run[0].record_id;
+        let all: Vec<&Checked> = group.iter().collect();
+        if let Ok(rows) = apply_group(tx, user, record_id, &all) {
+            pending.extend(rows);
+            continue;
+        }
+        // Something in the run failed: try each change alone for its own answer.
+        for single in &group {
+            match apply_group(tx, user, record_id, &[single]) {
+                Ok(rows) => pending.extend(rows),
+                Err(e) => out.rejected.push(reject(Some(single.hash), e.to_string())),
+            }
+        }
+    }
+    if pending.is_empty() {
+        return Ok(out);
+    }
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOG_LOCK])?;
+    for row in pending {
+        let inserted = tx.execute(
+            "INSERT INTO relay_log (seq, record_id, hash, territory, prev_territory, device, user_id, bytes)
+             VALUES (nextval('relay_log_seq'), $1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (hash) DO NOTHING",
+            &[
+                &row.record_id,
+                &&row.hash[..],
+                &row.territory,
+                &row.prev_territory,
+                &device,
+                &user.id,
+                &row.bytes,
+            ],
+        )?;
+        // Another relay may have logged the same change a moment ago.
+        out.appended += inserted as usize;
+        out.acks.push(row.hash);
+    }
+    tx.execute(
+        "SELECT pg_notify($1, (SELECT max(seq) FROM relay_log)::text)",
+        &[&CHANNEL],
+    )?;
+    Ok(out)
+}
+
+/// Territory filter for the projection: `None` for every territory.
+fn territories_param(territories: &[String]) -> Option<Vec<String>> {
+    (!territories.is_empty()).then(|| territories.to_vec())
+}
+
+/// WHERE clause and parameters over `relay_records`.
+#[derive(Default)]
+struct Filter {
+    clauses: Vec<String>,
+    params: Vec<Box<dyn ToSql + Sync>>,
+}
+
+impl Filter {
+    fn add(&mut self, clause: &str, value: impl ToSql + Sync + 'static) {
+        self.params.push(Box::new(value));
+        self.clauses
+            .push(clause.replace('?', &format!("${}", self.params.len())));
+    }
+
+    fn sql(&self) -> String {
+        if self.clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", self.clauses.join(" AND "))
+        }
+    }
+
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.params.iter().map(|p| p.as_ref()).collect()
+    }
+}
+
+fn list_filter(q: &ListQuery) -> Filter {
+    let mut f = Filter::default();
+    if let Some(kind) = q.kind {
+        f.add("kind = ?", kind.as_str().to_string());
+    }
+    if let Some(owner) = &q.owner {
+        f.add("owner = ?", owner.clone());
+    }
+    if let Some(territories) = territories_param(&q.territories) {
+        f.add("territory = ANY(?)", territories);
+    }
+    if let Some(account) = &q.account_id {
+        f.add("account_id = ?", account.clone());
+    }
+    if let Some(related) = &q.related_to {
+        f.add("related_to = ?", related.clone());
+    }
+    if let Some(stage) = &q.stage {
+        f.add("stage = ?", stage.clone());
+    }
+    if let Some(since) = q.updated_since {
+        f.add("updated_at >= ?", since);
+    }
+    if let Some(before) = q.due_before {
+        f.add("due_at < ? AND NOT coalesce(done, false)", before);
+    }
+    if !q.include_deleted {
+        f.clauses.push("NOT deleted".into());
+    }
+    if q.only_conflicts {
+        f.clauses.push("has_conflicts".into());
+    }
+    f
+}
+
+fn sort_column(sort: SortBy) -> &'static str {
+    match sort {
+        SortBy::Name => "name",
+        SortBy::UpdatedAt => "updated_at",
+        SortBy::CreatedAt => "created_at",
+        SortBy::Amount => "amount",
+        SortBy::CloseDate => "close_date",
+        SortBy::DueAt => "due_at",
+        SortBy::Stage => "stage",
+    }
+}
+
+fn records_from(rows: Vec<postgres::Row>) -> Result<Vec<Record>> {
+    rows.iter()
+        .map(|r| {
+            let json: String = r.get("record");
+            serde_json::from_str(&json).map_err(|e| {
+                RelayError::Invalid(format!("unreadable projection row: {e}"))
+            })
+        })
+        .collect()
+}
+
+/// Each word a prefix term, all required; nothing typed is query syntax.
+fn ts_query(text: &str) -> Option<String> {
+    let terms: Vec<String> = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|t| !t.is_empty())
+        .take(16)
+        .map(|t| format!("{}:*", t.to_lowercase()))
+        .collect();
+    (!terms.is_empty()).then(|| terms.join(" & "))
+}
+
+fn empty_summary(pipeline: &Pipeline) -> Vec<StageSummary> {
+    pipeline
+        .stages()
+        .iter()
+        .map(|s| StageSummary {
+            stage: s.clone(),
+            count: 0,
+            amounts: Default::default(),
+        })
+        .collect()
+}
+
+fn add_to_summary(summary: &mut Vec<StageSummary>, stage: String, currency: String, count: usize, amount: i64) {
+    let i = match summary.iter().position(|s| s.stage == stage) {
+        Some(i) => i,
+        None => {
+            summary.push(StageSummary {
+                stage,
+                count: 0,
+                amounts: Default::default(),
+            });
+            summary.len() - 1
+        }
+    };
+    summary[i].count += count;
+    *summary[i].amounts.entry(currency).or_default() += amount;
+}
+
+/// The log as [`pull`] reads it, in one repeatable-read transaction.
+struct PgLog<'a, 'b>(&'a mut Transaction<'b>);
+
+impl LogSource for PgLog<'_, '_> {
+    fn head(&mut self) -> Result<u64> {
+        log_head(self.0)
+    }
+
+    fn entries_after(&mut self, user: &User, seq: u64, limit: usize) -> Result<Vec<LogEntry>> {
+        let territories: Option<Vec<String>> =
+            (!user.role.sees_all()).then(|| user.territories.clone());
+        let rows = self.0.query(
+            "SELECT seq, record_id, territory, prev_territory, device, bytes FROM relay_log
+             WHERE seq > $1 AND ($2::text[] IS NULL OR territory = ANY($2) OR prev_territory = ANY($2))
+             ORDER BY seq LIMIT $3",
+            &[&(seq as i64), &territories, &(limit as i64)],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| LogEntry {
+                seq: r.get::<_, i64>(0) as u64,
+                record_id: r.get(1),
+                territory: r.get(2),
+                prev_territory: r.get(3),
+                device: r.get(4),
+                bytes: r.get(5),
+            })
+            .collect())
+    }
+
+    fn bootstrap_ids(
+        &mut self,
+        territory: &str,
+        after_id: &str,
+        device: &str,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        let own_only = "AND EXISTS (SELECT 1 FROM relay_log l WHERE l.record_id = r.id AND l.device <> $3)";
+        let sql = if territory.is_empty() {
+            format!("SELECT id FROM relay_records r WHERE id > $1 AND $2 = '' {own_only} ORDER BY id LIMIT $4")
+        } else {
+            format!("SELECT id FROM relay_records r WHERE territory = $2 AND id > $1 {own_only} ORDER BY id LIMIT $4")
+        };
+        let rows = self
+            .0
+            .query(&sql, &[&after_id, &territory, &device, &(limit as i64)])?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    fn snapshot(&mut self, id: &str) -> Result<Vec<u8>> {
+        let row = self
+            .0
+            .query_opt("SELECT snapshot FROM relay_documents WHERE id = $1", &[&id])?;
+        row.map(|r| r.get(0))
+            .filter(|s: &Vec<u8>| !s.is_empty())
+            .ok_or_else(|| RelayError::NotFound(format!("no record with id {id:?}")))
+    }
+}
+
+impl RelayStore for PgRelay {
+    fn push(&self, user: &User, device: &str, changes: Vec<RecordBytes>) -> Result<PushOutcome> {
+        if changes.is_empty() {
+            return Ok(PushOutcome::default());
+        }
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
+        let out = push_in(&mut tx, user, device, &changes)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn pull(&self, user: &User, device: &str, cursor: &Cursor, max_bytes: u64) -> Result<PullPage> {
+        let mut conn = self.conn()?;
+        // One snapshot for the whole page: the log, documents and projection agree.
+        let mut tx = conn
+            .build_transaction()
+            .isolation_level(postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()?;
+        let page = pull::pull(&mut PgLog(&mut tx), user, device, cursor, max_bytes)?;
+        tx.commit()?;
+        Ok(page)
+    }
+
+    fn head(&self) -> Result<u64> {
+        log_head(&mut *self.conn()?)
+    }
+
+    fn stats(&self) -> Result<RelayStats> {
+        let mut conn = self.conn()?;
+        let row = conn.query_one(
+            "SELECT (SELECT count(*) FROM relay_records), (SELECT count(*) FROM relay_log),
+                    (SELECT coalesce(max(seq), 0) FROM relay_log)",
+            &[],
+        )?;
+        Ok(RelayStats {
+            records: row.get::<_, i64>(0) as u64,
+            log_entries: row.get::<_, i64>(1) as u64,
+            head: row.get::<_, i64>(2) as u64,
+        })
+    }
+
+    fn add_user(
+        &self,
+        id: &str,
+        password_hash: &str,
+        role: Role,
+        territories: &[String],
+    ) -> Result<()> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
+        check_known_territories(&mut tx, territories)?;
+        let inserted = tx.execute(
+            "INSERT INTO relay_users (id, password_hash, role, territories) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (id) DO NOTHING",
+            &[&id, &password_hash, &role.as_str(), &territories],
+        )?;
+        if inserted == 0 {
+            return Err(RelayError::Invalid(format!("user {id:?} already exists")));
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn user(&self, id: &str) -> Result<Option<(User, String)>> {
+        let row = self.conn()?.query_opt(
+            "SELECT id, role, territories, password_hash FROM relay_users WHERE id = $1",
+            &[&id],
+        )?;
+        Ok(row.map(|r| (user_from_row(&r), r.get("password_hash"))))
+    }
+
+    fn list_users(&self) -> Result<Vec<User>> {
+        let rows = self
+            .conn()?
+            .query("SELECT id, role, territories FROM relay_users ORDER BY id", &[])?;
+        Ok(rows.iter().map(user_from_row).collect())
+    }
+
+    fn remove_user(&self, id: &str) -> Result<bool> {
+        Ok(self
+            .conn()?
+            .execute("DELETE FROM relay_users WHERE id = $1", &[&id])?
+            > 0)
+    }
+
+    fn set_territories(&self, id: &str, territories: &[String]) -> Result<()> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
+        check_known_territories(&mut tx, territories)?;
+        let n = tx.execute(
+            "UPDATE relay_users SET territories = $2 WHERE id = $1",
+            &[&id, &territories],
+        )?;
+        if n == 0 {
+            return Err(RelayError::NotFound(format!("user {id}")));
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn add_territory(&self, name: &str) -> Result<()> {
+        if name.trim().is_empty() || name.len() > 64 {
+            return Err(RelayError::Invalid(format!(
+                "territory name {name:?} must be 1 to 64 bytes"
+            )));
+        }
+        self.conn()?.execute(
+            "INSERT INTO relay_territories (name) VALUES ($1) ON CONFLICT DO NOTHING",
+            &[&name],
+        )?;
+        Ok(())
+    }
+
+    fn territories(&self) -> Result<Vec<String>> {
+        let rows = self
+            .conn()?
+            .query("SELECT name FROM relay_territories ORDER BY name", &[])?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    fn add_token(&self, user: &str, token_hash: &[u8; 32]) -> Result<()> {
+        self.conn()?.execute(
+            "INSERT INTO relay_tokens (hash, user_id) VALUES ($1, $2)",
+            &[&&token_hash[..], &user],
+        )?;
+        Ok(())
+    }
+
+    fn user_by_token(&self, token_hash: &[u8; 32]) -> Result<Option<User>> {
+        let row = self.conn()?.query_opt(
+            "SELECT u.id, u.role, u.territories FROM relay_tokens t JOIN relay_users u ON u.id = t.user_id
+             WHERE t.hash = $1",
+            &[&&token_hash[..]],
+        )?;
+        Ok(row.as_ref().map(user_from_row))
+    }
+
+    fn revoke_tokens(&self, user: &str) -> Result<usize> {
+        Ok(self
+            .conn()?
+            .execute("DELETE FROM relay_tokens WHERE user_id = $1", &[&user])? as usize)
+    }
+
+    fn watch_log(&self, on_head: Box<dyn Fn(u64) + Send>) {
+        self.listen(on_head);
+    }
+
+    fn revoke_token(&self, token_hash: &[u8; 32]) -> Result<bool> {
+        Ok(self
+            .conn()?
+            .execute("DELETE FROM relay_tokens WHERE hash = $1", &[&&token_hash[..]])?
+            > 0)
+    }
+
+    fn pipeline(&self) -> Result<Pipeline> {
+        Ok(Pipeline::default())
+    }
+
+    fn list(&self, q: &ListQuery) -> Result<Page> {
+        if q.limit == 0 || q.limit > fieldcrm_core::query::MAX_PAGE {
+            return Err(CoreError::InvalidQuery(format!(
+                "limit {} must be between 1 and {}",
+                q.limit,
+                fieldcrm_core::query::MAX_PAGE
+            ))
+            .into());
+        }
+        let f = list_filter(q);
+        let mut conn = self.conn()?;
+        let total: i64 = conn
+            .query_one(&format!("SELECT count(*) FROM relay_records {}", f.sql()), &f.params())?
+            .get(0);
+        let order = if q.descending { "DESC" } else { "ASC" };
+        let column = sort_column(q.sort);
+        let sql = format!(
+            "SELECT record FROM relay_records {} ORDER BY {column} IS NULL, {column} {order}, id {order} LIMIT {} OFFSET {}",
+            f.sql(),
+            q.limit,
+            q.offset
+        );
+        let records = records_from(conn.query(&sql, &f.params())?)?;
+        Ok(Page {
+            records,
+            total: total as usize,
+        })
+    }
+
+    fn search(
+        &self,
+        text: &str,
+        kind: Option<Kind>,
+        territories: &[String],
+        limit: usize,
+    ) -> Result<Vec<Record>> {
+        let Some(query) = ts_query(text) else {
+            return Ok(Vec::new());
+        };
+        let rows = self.conn()?.query(
+            "SELECT record FROM relay_records, to_tsquery('simple', $1) q
+             WHERE search @@ q AND NOT deleted AND ($2::text IS NULL OR kind = $2)
+               AND ($3::text[] IS NULL OR territory = ANY($3))
+             ORDER BY ts_rank(search, q) DESC, id LIMIT $4",
+            &[
+                &query,
+                &kind.map(|k| k.as_str().to_string()),
+                &territories_param(territories),
+                &(limit.min(fieldcrm_core::query::MAX_PAGE) as i64),
+            ],
+        )?;
+        records_from(rows)
+    }
+
+    fn record(&self, id: &str) -> Result<Option<RecordDetail>> {
+        let mut conn = self.conn()?;
+        let Some(mut doc) = read_document(&mut *conn, id)? else {
+            return Ok(None);
+        };
+        let record = doc.read()?;
+        let history = doc.history()?;
+        let mut devices = HashMap::new();
+        for entry in &history {
+            let Ok(hash) = hex::decode(&entry.change) else {
+                continue;
+            };
+            if let Some(row) =
+                conn.query_opt("SELECT device FROM relay_log WHERE hash = $1", &[&hash])?
+            {
+                devices.insert(entry.change.clone(), row.get(0));
+            }
+        }
+        let conflicts = doc.conflicts()?;
+        Ok(Some(RecordDetail {
+            record,
+            history,
+            devices,
+            conflicts,
+        }))
+    }
+
+    fn record_at(&self, id: &str, time: i64) -> Result<Record> {
+        match read_document(&mut *self.conn()?, id)? {
+            Some(mut doc) => Ok(doc.read_at_time(time)?),
+            None => Err(RelayError::NotFound(format!("no record with id {id:?}"))),
+        }
+    }
+
+    fn pipeline_summary(
+        &self,
+        territories: &[String],
+        at: Option<i64>,
+    ) -> Result<Vec<StageSummary>> {
+        let mut conn = self.conn()?;
+        let mut summary = empty_summary(&Pipeline::default());
+        let territories = territories_param(territories);
+        let Some(time) = at else {
+            let rows = conn.query(
+                "SELECT coalesce(stage, ''), coalesce(currency, ''), count(*), coalesce(sum(amount), 0)::bigint
+                 FROM relay_records WHERE kind = 'deal' AND NOT deleted
+                   AND ($1::text[] IS NULL OR territory = ANY($1))
+                 GROUP BY 1, 2",
+                &[&territories],
+            )?;
+            for r in rows {
+                add_to_summary(&mut summary, r.get(0), r.get(1), r.get::<_, i64>(2) as usize, r.get(3));
+            }
+            return Ok(summary);
+        };
+        // As it stood then: each deal read from its document, a page at a time.
+        let mut after = String::new();
+        loop {
+            let rows = conn.query(
+                "SELECT r.id, d.snapshot FROM relay_records r JOIN relay_documents d ON d.id = r.id
+                 WHERE r.kind = 'deal' AND r.id > $1 AND r.created_at <= $2 ORDER BY r.id LIMIT 500",
+                &[&after, &time],
+            )?;
+            let Some(last) = rows.last().map(|r| r.get::<_, String>(0)) else {
+                break;
+            };
+            for row in rows {
+                let id: String = row.get(0);
+                let snapshot: Vec<u8> = row.get(1);
+                let deal = match RecordDoc::load(&id, Some(&snapshot), [])?.read_at_time(time) {
+                    Ok(deal) => deal,
+                    Err(CoreError::NotYetCreated { .. }) => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                let in_view = territories.as_ref().is_none_or(|ts| {
+                    deal.text("territory").is_some_and(|t| ts.iter().any(|mine| mine == t))
+                });
+                if deal.deleted || !in_view {
+                    continue;
+                }
+                add_to_summary(
+                    &mut summary,
+                    deal.text("stage").unwrap_or_default().to_string(),
+                    deal.text("currency").unwrap_or_default().to_string(),
+                    1,
+                    deal.get("amount").and_then(Value::as_int).unwrap_or(0),
+                );
+            }
+            after = last;
+        }
+        Ok(summary)
+    }
+
+    fn owner_counts(&self, territories: &[String]) -> Result<Vec<OwnerCount>> {
+        let rows = self.conn()?.query(
+            "SELECT coalesce(owner, ''), kind, count(*) FROM relay_records
+             WHERE NOT deleted AND ($1::text[] IS NULL OR territory = ANY($1))
+             GROUP BY 1, 2 ORDER BY 1, 2",
+            &[&territories_param(territories)],
+        )?;
+        let mut out: Vec<OwnerCount> = Vec::new();
+        for r in rows {
+            let owner: String = r.get(0);
+            if out.last().is_none_or(|o| o.owner != owner) {
+                out.push(OwnerCount {
+                    owner,
+                    ..Default::default()
+                });
+            }
+            let last = out.last_mut().expect("pushed above");
+            let n = r.get::<_, i64>(2) as usize;
+            match r.get::<_, String>(1).parse::<Kind>() {
+                Ok(Kind::Account) => last.accounts = n,
+                Ok(Kind::Contact) => last.contacts = n,
+                Ok(Kind::Deal) => last.deals = n,
+                Ok(Kind::Activity) => last.activities = n,
+                Err(_) => {}
+            }
+        }
+        Ok(out)
+    }
+
+    fn edit(&self, user: &User, device: &str, edits: Vec<Edit>) -> Result<Vec<EditOutcome>> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
+        let author = Author {
+            user: user.id.clone(),
+            actor: web_actor(&mut tx, &user.id, device)?,
+        };
+        let pipeline = Pipeline::default();
+        let mut outcomes = Vec::with_capacity(edits.len());
+        for edit in edits {
+            outcomes.push(edit_one(&mut tx, user, device, &author, &pipeline, edit)?);
+        }
+        tx.commit()?;
+        Ok(outcomes)
+    }
+}
+
+/// Drafts one office edit on the locked document and pushes it.
+fn edit_one(
+    tx: &mut Transaction<'_>,
+    user: &User,
+    device: &str,
+    author: &Author,
+    pipeline: &Pipeline,
+    edit: Edit,
+) -> Result<EditOutcome> {
+    let target = match &edit {
+        Edit::Create { .. } => None,
+        Edit::Update { id, .. } | Edit::Delete { id } | Edit::Restore { id } => Some(id.clone()),
+    };
+    // Lock the document first: the draft's actor sequence must follow the
+    // stored document even if this user edits from two relays at once.
+    let mut sp = tx.transaction()?;
+    let doc = match &target {
+        Some(id) => lock_document(&mut sp, id)?,
+        None => None,
+    };
+    let lookups: std::cell::RefCell<Vec<(String, Option<(Kind, bool)>)>> = Default::default();
+    let lookup = |id: &str| -> fieldcrm_core::Result<Option<(Kind, bool)>> {
+        Ok(lookups
+            .borrow()
+            .iter()
+            .find(|(known, _)| known == id)
+            .and_then(|(_, found)| *found))
+    };
+    // References are resolved before drafting (the lookup cannot query).
+    if let Edit::Create { fields, .. } | Edit::Update { fields, .. } = &edit {
+        for (path, value) in fields {
+            let is_ref = Kind::ALL
+                .iter()
+                .any(|k| matches!(k.field(path).map(|s| s.ty), Some(FieldType::Ref(_))));
+            if let (true, Value::Text(target)) = (is_ref, value) {
+                let row = sp.query_opt(
+                    "SELECT kind, deleted FROM relay_records WHERE id = $1",
+                    &[target],
+                )?;
+                let found = row.and_then(|r| {
+                    r.get::<_, String>(0)
+                        .parse::<Kind>()
+                        .ok()
+                        .map(|k| (k, r.get::<_, bool>(1)))
+                });
+                lookups.borrow_mut().push((target.clone(), found));
+            }
+        }
+    }
+    let draft = match draft_on(doc, author, now_ms(), pipeline, &lookup, edit) {
+        Ok(Some(draft)) => draft,
+        Ok(None) => {
+            drop(sp);
+            let id = target.unwrap_or_default();
+            return Ok(match read_document(tx, &id)? {
+                Some(mut doc) => doc.read().map_err(|e| e.to_string()),
+                None => Err(format!("no record with id {id:?}")),
+            });
+        }
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    sp.commit()?;
+    let change = RecordBytes {
+        record_id: draft.record_id.clone(),
+        bytes: draft.change.bytes.clone(),
+    };
+    let pushed = push_in(tx, user, device, std::slice::from_ref(&change))?;
+    Ok(match pushed.rejected.into_iter().next() {
+        Some(rejection) => Err(rejection.reason),
+        None => Ok(draft.record),
+    })
+}
+
+/// The actor `user` edits with from `device` in the office UI, made on first use.
+fn web_actor(tx: &mut Transaction<'_>, user: &str, device: &str) -> Result<Vec<u8>> {
+    let actor = rand::random::<[u8; 16]>().to_vec();
+    tx.execute(
+        "INSERT INTO relay_web_actors (user_id, device, actor) VALUES ($1, $2, $3)
+         ON CONFLICT (user_id, device) DO NOTHING",
+        &[&user, &device, &actor],
+    )?;
+    Ok(tx
+        .query_one(
+            "SELECT actor FROM relay_web_actors WHERE user_id = $1 AND device = $2",
+            &[&user, &device],
+        )?
+        .get(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn search_terms_are_prefixes_and_never_syntax() {
+        assert_eq!(ts_query("Ada Love"), Some("ada:* & love:*".into()));
+        assert_eq!(
+            ts_query("x' | !y & (z"),
+            Some("x:* & y:* & z:*".into())
+        );
+        assert_eq!(ts_query(" -- "), None);
+    }
+}
