@@ -19,8 +19,7 @@ pub use model::{fields, FieldType, Fields, Kind, Pipeline, Record, RecordId, Val
 pub use query::{AccountOverview, ListQuery, OwnerCount, Page, SortBy, StageSummary};
 pub use store::{
     draft_on, search_columns, validate_fields_with, ApplyOutcome, Author, Draft, Edit,
-    LookupRecord, NewRecord, OutboxEntry, OutboxStatus, Store, StoreOptions,
-    StoreTx,
+    LookupRecord, NewRecord, OutboxEntry, OutboxStatus, Store, StoreOptions, StoreTx,
 };
 #[cfg(feature = "http")]
 pub use sync::HttpTransport;

@@ -22,10 +22,10 @@ use serde::{Deserialize, Serialize};
 use fieldcrm_core::protocol::{
     Cursor, RecordBytes, Rejection, SyncRequest, SyncResponse, PROTOCOL_VERSION,
 };
-pub use pull::LogEntry;
 use fieldcrm_core::{
     Conflict, Edit, HistoryEntry, Kind, ListQuery, OwnerCount, Page, Pipeline, Record, StageSummary,
 };
+pub use pull::LogEntry;
 
 /// Largest single change a device may push.
 pub const MAX_CHANGE_BYTES: usize = 1 << 20;

@@ -23,12 +23,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use fieldcrm_core::doc::RecordDoc;
 use fieldcrm_core::protocol::{Cursor, RecordBytes};
 use fieldcrm_core::{
-    draft_on, search_columns, Author, Edit, Error as CoreError, FieldType, Kind, ListQuery, OwnerCount, Page,
-    ParsedChange, Pipeline, Record, SortBy, StageSummary, Value,
+    draft_on, search_columns, Author, Edit, Error as CoreError, FieldType, Kind, ListQuery,
+    OwnerCount, Page, ParsedChange, Pipeline, Record, SortBy, StageSummary, Value,
 };
-use fieldcrm_core::doc::RecordDoc;
 use postgres::types::ToSql;
 use postgres::{GenericClient, NoTls, Transaction};
 use r2d2_postgres::PostgresConnectionManager;
@@ -373,7 +373,10 @@ fn precheck(
     }
     let actor = parsed.actor_hex();
     let owner: Option<String> = tx
-        .query_opt("SELECT user_id FROM relay_actors WHERE actor = $1", &[&actor])
+        .query_opt(
+            "SELECT user_id FROM relay_actors WHERE actor = $1",
+            &[&actor],
+        )
         .map_err(fail)?
         .map(|r| r.get(0));
     if owner.as_ref().is_some_and(|o| *o != user.id) {
@@ -435,7 +438,10 @@ fn apply_group(
             &[&c.actor, &user.id],
         )?;
         let owner: String = sp
-            .query_one("SELECT user_id FROM relay_actors WHERE actor = $1", &[&c.actor])?
+            .query_one(
+                "SELECT user_id FROM relay_actors WHERE actor = $1",
+                &[&c.actor],
+            )?
             .get(0);
         if owner != user.id {
             return Err(RelayError::Invalid(format!(
@@ -616,9 +622,8 @@ fn records_from(rows: Vec<postgres::Row>) -> Result<Vec<Record>> {
     rows.iter()
         .map(|r| {
             let json: String = r.get("record");
-            serde_json::from_str(&json).map_err(|e| {
-                RelayError::Invalid(format!("unreadable projection row: {e}"))
-            })
+            serde_json::from_str(&json)
+                .map_err(|e| RelayError::Invalid(format!("unreadable projection row: {e}")))
         })
         .collect()
 }
@@ -646,7 +651,13 @@ fn empty_summary(pipeline: &Pipeline) -> Vec<StageSummary> {
         .collect()
 }
 
-fn add_to_summary(summary: &mut Vec<StageSummary>, stage: String, currency: String, count: usize, amount: i64) {
+fn add_to_summary(
+    summary: &mut Vec<StageSummary>,
+    stage: String,
+    currency: String,
+    count: usize,
+    amount: i64,
+) {
     let i = match summary.iter().position(|s| s.stage == stage) {
         Some(i) => i,
         None => {
@@ -699,7 +710,8 @@ impl LogSource for PgLog<'_, '_> {
         device: &str,
         limit: usize,
     ) -> Result<Vec<String>> {
-        let own_only = "AND EXISTS (SELECT 1 FROM relay_log l WHERE l.record_id = r.id AND l.device <> $3)";
+        let own_only =
+            "AND EXISTS (SELECT 1 FROM relay_log l WHERE l.record_id = r.id AND l.device <> $3)";
         let sql = if territory.is_empty() {
             format!("SELECT id FROM relay_records r WHERE id > $1 AND $2 = '' {own_only} ORDER BY id LIMIT $4")
         } else {
@@ -795,9 +807,10 @@ impl RelayStore for PgRelay {
     }
 
     fn list_users(&self) -> Result<Vec<User>> {
-        let rows = self
-            .conn()?
-            .query("SELECT id, role, territories FROM relay_users ORDER BY id", &[])?;
+        let rows = self.conn()?.query(
+            "SELECT id, role, territories FROM relay_users ORDER BY id",
+            &[],
+        )?;
         Ok(rows.iter().map(user_from_row).collect())
     }
 
@@ -871,10 +884,10 @@ impl RelayStore for PgRelay {
     }
 
     fn revoke_token(&self, token_hash: &[u8; 32]) -> Result<bool> {
-        Ok(self
-            .conn()?
-            .execute("DELETE FROM relay_tokens WHERE hash = $1", &[&&token_hash[..]])?
-            > 0)
+        Ok(self.conn()?.execute(
+            "DELETE FROM relay_tokens WHERE hash = $1",
+            &[&&token_hash[..]],
+        )? > 0)
     }
 
     fn pipeline(&self) -> Result<Pipeline> {
@@ -893,7 +906,10 @@ impl RelayStore for PgRelay {
         let f = list_filter(q);
         let mut conn = self.conn()?;
         let total: i64 = conn
-            .query_one(&format!("SELECT count(*) FROM relay_records {}", f.sql()), &f.params())?
+            .query_one(
+                &format!("SELECT count(*) FROM relay_records {}", f.sql()),
+                &f.params(),
+            )?
             .get(0);
         let order = if q.descending { "DESC" } else { "ASC" };
         let column = sort_column(q.sort);
@@ -986,7 +1002,13 @@ impl RelayStore for PgRelay {
                 &[&territories],
             )?;
             for r in rows {
-                add_to_summary(&mut summary, r.get(0), r.get(1), r.get::<_, i64>(2) as usize, r.get(3));
+                add_to_summary(
+                    &mut summary,
+                    r.get(0),
+                    r.get(1),
+                    r.get::<_, i64>(2) as usize,
+                    r.get(3),
+                );
             }
             return Ok(summary);
         };
@@ -1010,7 +1032,8 @@ impl RelayStore for PgRelay {
                     Err(e) => return Err(e.into()),
                 };
                 let in_view = territories.as_ref().is_none_or(|ts| {
-                    deal.text("territory").is_some_and(|t| ts.iter().any(|mine| mine == t))
+                    deal.text("territory")
+                        .is_some_and(|t| ts.iter().any(|mine| mine == t))
                 });
                 if deal.deleted || !in_view {
                     continue;
@@ -1094,15 +1117,8 @@ fn edit_one(
         Some(id) => lock_document(&mut sp, id)?,
         None => None,
     };
-    let lookups: std::cell::RefCell<Vec<(String, Option<(Kind, bool)>)>> = Default::default();
-    let lookup = |id: &str| -> fieldcrm_core::Result<Option<(Kind, bool)>> {
-        Ok(lookups
-            .borrow()
-            .iter()
-            .find(|(known, _)| known == id)
-            .and_then(|(_, found)| *found))
-    };
     // References are resolved before drafting (the lookup cannot query).
+    let mut found: HashMap<String, Option<(Kind, bool)>> = HashMap::new();
     if let Edit::Create { fields, .. } | Edit::Update { fields, .. } = &edit {
         for (path, value) in fields {
             let is_ref = Kind::ALL
@@ -1113,16 +1129,19 @@ fn edit_one(
                     "SELECT kind, deleted FROM relay_records WHERE id = $1",
                     &[target],
                 )?;
-                let found = row.and_then(|r| {
+                let record = row.and_then(|r| {
                     r.get::<_, String>(0)
                         .parse::<Kind>()
                         .ok()
                         .map(|k| (k, r.get::<_, bool>(1)))
                 });
-                lookups.borrow_mut().push((target.clone(), found));
+                found.insert(target.clone(), record);
             }
         }
     }
+    let lookup = |id: &str| -> fieldcrm_core::Result<Option<(Kind, bool)>> {
+        Ok(found.get(id).copied().flatten())
+    };
     let draft = match draft_on(doc, author, now_ms(), pipeline, &lookup, edit) {
         Ok(Some(draft)) => draft,
         Ok(None) => {
@@ -1170,10 +1189,7 @@ mod tests {
     #[test]
     fn search_terms_are_prefixes_and_never_syntax() {
         assert_eq!(ts_query("Ada Love"), Some("ada:* & love:*".into()));
-        assert_eq!(
-            ts_query("x' | !y & (z"),
-            Some("x:* & y:* & z:*".into())
-        );
+        assert_eq!(ts_query("x' | !y & (z"), Some("x:* & y:* & z:*".into()));
         assert_eq!(ts_query(" -- "), None);
     }
 }

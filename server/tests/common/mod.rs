@@ -161,3 +161,65 @@ pub fn all_records(store: &Store) -> Vec<Record> {
         }
     }
 }
+
+/// The PostgreSQL server the tests may use (`FIELDCRM_TEST_POSTGRES`, set by
+/// `.ci/run`), or `None` after saying why the test is skipped.
+pub fn postgres_url(test: &str) -> Option<String> {
+    match std::env::var("FIELDCRM_TEST_POSTGRES") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            eprintln!("skipped {test}: FIELDCRM_TEST_POSTGRES is not set (a PostgreSQL URL, e.g. postgres://postgres@127.0.0.1:5432/test)");
+            None
+        }
+    }
+}
+
+/// A fresh schema of its own in the test database, dropped afterwards, so
+/// tests running at once never see each other's tables.
+pub struct PgSchema {
+    base: String,
+    name: String,
+}
+
+impl PgSchema {
+    pub fn new(base: &str) -> PgSchema {
+        let name = format!("t_{}", uuid_like());
+        let mut client = postgres::Client::connect(base, postgres::NoTls).unwrap();
+        client
+            .batch_execute(&format!("CREATE SCHEMA {name}"))
+            .unwrap();
+        PgSchema {
+            base: base.to_string(),
+            name,
+        }
+    }
+
+    /// The URL that puts this schema first on the search path.
+    pub fn url(&self) -> String {
+        let sep = if self.base.contains('?') { '&' } else { '?' };
+        format!("{}{sep}options=-csearch_path%3D{}", self.base, self.name)
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        if let Ok(mut client) = postgres::Client::connect(&self.base, postgres::NoTls) {
+            let _ = client.batch_execute(&format!("DROP SCHEMA {} CASCADE", self.name));
+        }
+    }
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{}_{}_{}",
+        std::process::id(),
+        nanos % 1_000_000_000,
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
