@@ -40,9 +40,17 @@ pub struct Relay {
 
 impl Relay {
     pub fn start(data: &Path) -> Relay {
+        Relay::start_with(&["--data".as_ref(), data.as_os_str()], data)
+    }
+
+    /// A relay process on a PostgreSQL database.
+    pub fn start_postgres(url: &str) -> Relay {
+        Relay::start_with(&["--database".as_ref(), url.as_ref()], Path::new(""))
+    }
+
+    fn start_with(store: &[&std::ffi::OsStr], data: &Path) -> Relay {
         let mut child = Command::new(bin())
-            .arg("--data")
-            .arg(data)
+            .args(store)
             .args(["serve", "--listen", "127.0.0.1:0"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -168,7 +176,12 @@ pub fn postgres_url(test: &str) -> Option<String> {
     match std::env::var("FIELDCRM_TEST_POSTGRES") {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
-            eprintln!("skipped {test}: FIELDCRM_TEST_POSTGRES is not set (a PostgreSQL URL, e.g. postgres://postgres@127.0.0.1:5432/test)");
+            // Straight to stderr: libtest hides what a passing test prints.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipped {test}: FIELDCRM_TEST_POSTGRES is not set (a PostgreSQL URL, e.g. postgres://postgres@127.0.0.1:5432/test)"
+            );
             None
         }
     }
