@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
 use fieldcrm_server::auth::hash_password;
+use fieldcrm_server::relay::postgres::PgRelay;
 use fieldcrm_server::relay::sqlite::SqliteRelay;
 use fieldcrm_server::relay::{RelayStore, Role};
 
@@ -31,9 +32,17 @@ pub fn seed(relay: &dyn RelayStore, reps: usize) -> Result<(), Box<dyn std::erro
     Ok(())
 }
 
-/// Body of the child process: open, seed if new, serve until killed.
-pub fn run_child(dir: &Path, reps: usize) -> Result<(), Box<dyn std::error::Error>> {
-    let relay = Arc::new(SqliteRelay::open(dir)?);
+/// Body of the child process: open, seed if new, serve until killed. With
+/// `database`, the store is PostgreSQL; otherwise SQLite in `dir`.
+pub fn run_child(
+    dir: &Path,
+    reps: usize,
+    database: Option<&str>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let relay: Arc<dyn RelayStore> = match database {
+        Some(url) => Arc::new(PgRelay::open(url, 16)?),
+        None => Arc::new(SqliteRelay::open(dir)?),
+    };
     if relay.list_users()?.is_empty() {
         seed(&*relay, reps)?;
     }
@@ -56,10 +65,20 @@ pub struct RelayProcess {
 
 impl RelayProcess {
     pub fn start(dir: &Path, reps: usize) -> std::io::Result<RelayProcess> {
+        RelayProcess::start_with(dir, reps, None)
+    }
+
+    /// A relay on PostgreSQL at `database` (seeded by the first one started).
+    pub fn start_with(
+        dir: &Path,
+        reps: usize,
+        database: Option<&str>,
+    ) -> std::io::Result<RelayProcess> {
         let mut child = Command::new(std::env::current_exe()?)
             .arg(CHILD_FLAG)
             .arg(dir)
             .arg(reps.to_string())
+            .args(database)
             .env("RUST_LOG", "error")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -104,5 +123,6 @@ pub fn child_main_if_requested() -> Option<Result<(), Box<dyn std::error::Error>
     let i = args.iter().position(|a| a == CHILD_FLAG)?;
     let dir = args.get(i + 1)?;
     let reps = args.get(i + 2).and_then(|r| r.parse().ok()).unwrap_or(0);
-    Some(run_child(Path::new(dir), reps))
+    let database = args.get(i + 3).map(String::as_str);
+    Some(run_child(Path::new(dir), reps, database))
 }

@@ -1,7 +1,7 @@
 //! FieldCRM benchmark: runs workload W1 through the real store and prints
 //! ONE JSON object on stdout (a readable summary goes to stderr).
 //!
-//! `cargo run --release -p fieldcrm-tests --bin fieldcrm-bench -- [--records N] [--quick]`
+//! `cargo run --release -p fieldcrm-tests --bin fieldcrm-bench -- [--records N] [--devices D] [--store sqlite|postgres] [--quick]`
 
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,69 @@ struct Args {
     quick: bool,
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// The relay's store.
+    #[arg(long, value_enum, default_value_t = StoreKind::Sqlite)]
+    store: StoreKind,
+    /// PostgreSQL server for `--store postgres` (a fresh schema is made and dropped).
+    #[arg(
+        long,
+        env = "FIELDCRM_BENCH_POSTGRES",
+        default_value = "postgres://postgres@127.0.0.1:5432/test"
+    )]
+    postgres: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StoreKind {
+    Sqlite,
+    Postgres,
+}
+
+/// A schema of the benchmark's own in the PostgreSQL database, dropped at the end.
+struct BenchSchema {
+    base: String,
+    name: String,
+}
+
+impl BenchSchema {
+    fn create(base: &str) -> Result<BenchSchema, Box<dyn std::error::Error>> {
+        let name = format!("fieldcrm_bench_{}", std::process::id());
+        let mut client = postgres::Client::connect(base, postgres::NoTls)?;
+        client.batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"
+        ))?;
+        Ok(BenchSchema {
+            base: base.to_string(),
+            name,
+        })
+    }
+
+    fn url(&self) -> String {
+        let sep = if self.base.contains('?') { '&' } else { '?' };
+        format!("{}{sep}options=-csearch_path%3D{}", self.base, self.name)
+    }
+
+    /// Bytes of every table and index in the schema.
+    fn bytes(&self) -> u64 {
+        postgres::Client::connect(&self.base, postgres::NoTls)
+            .and_then(|mut c| {
+                c.query_one(
+                    "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c
+                     JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relkind = 'r'",
+                    &[&self.name],
+                )
+            })
+            .map(|r| r.get::<_, i64>(0) as u64)
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for BenchSchema {
+    fn drop(&mut self) {
+        if let Ok(mut c) = postgres::Client::connect(&self.base, postgres::NoTls) {
+            let _ = c.batch_execute(&format!("DROP SCHEMA {} CASCADE", self.name));
+        }
+    }
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -47,7 +110,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let floor = floor(&plan, dir.path())?;
     let local = local(&args, &plan, dir.path())?;
-    let sync = sync_phases(dir.path(), args.devices)?;
+    let schema = match args.store {
+        StoreKind::Postgres => Some(BenchSchema::create(&args.postgres)?),
+        StoreKind::Sqlite => None,
+    };
+    let sync = sync_phases(dir.path(), args.devices, schema.as_ref())?;
     let ratio = |phase: &Json, key: &str, floor_key: &str| -> Json {
         match (phase[key].as_f64(), floor[floor_key].as_f64()) {
             (Some(a), Some(b)) if b > 0.0 => json!((a / b * 100.0).round() / 100.0),
@@ -59,7 +126,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "create_one_by_one": ratio(&local, "create_one_by_one_s", "one_by_one_s"),
         "create_batch": ratio(&local, "create_batch_s", "batch_s"),
     });
-    let [mut upload, mut bootstrap, incremental, concurrent, relay] = sync;
+    let [mut upload, mut bootstrap, incremental, concurrent, mut relay] = sync;
+    relay["store"] = json!(match args.store {
+        StoreKind::Sqlite => "sqlite",
+        StoreKind::Postgres => "postgres",
+    });
     let sync_floor = floor["automerge_load_s"].as_f64().unwrap_or(0.0)
         + floor["sqlite_insert_batch_s"].as_f64().unwrap_or(0.0);
     for phase in [&mut upload, &mut bootstrap] {
@@ -219,9 +290,11 @@ fn local(
 fn sync_phases(
     dir: &std::path::Path,
     devices: usize,
+    schema: Option<&BenchSchema>,
 ) -> Result<[Json; 5], Box<dyn std::error::Error>> {
     let relay_dir = dir.join("relay");
-    let relay = RelayProcess::start(&relay_dir, devices)?;
+    let database = schema.map(BenchSchema::url);
+    let relay = RelayProcess::start_with(&relay_dir, devices, database.as_deref())?;
     let pw = relay_process::PASSWORD;
 
     let mut a = Store::open(dir.join("device-batch.db"), "ann")?;
@@ -296,8 +369,21 @@ fn sync_phases(
     let (seen_at, b_syncs) = watcher.join().map_err(|_| "watcher thread panicked")??;
     let incremental = seen_at.duration_since(t);
 
-    let concurrent = concurrent_phase(dir, &relay.url, devices)?;
-    let relay_bytes = file_size(&relay_dir.join("relay.db"));
+    let mut concurrent = concurrent_phase(dir, std::slice::from_ref(&relay.url), devices, "one")?;
+    let relay_bytes = match schema {
+        Some(schema) => schema.bytes(),
+        None => file_size(&relay_dir.join("relay.db")),
+    };
+    let mut relay_figures =
+        json!({ "peak_rss_kib": relay.peak_rss_kib(), "store_bytes": relay_bytes });
+    if let Some(url) = &database {
+        // The same load split over two relay processes on the one database.
+        let second = RelayProcess::start_with(&dir.join("relay-2"), devices, Some(url))?;
+        let urls = [relay.url.clone(), second.url.clone()];
+        let two = concurrent_phase(dir, &urls, devices, "two")?;
+        relay_figures["second_relay_peak_rss_kib"] = json!(second.peak_rss_kib());
+        concurrent["two_relays"] = two;
+    }
     Ok([
         json!({
             "wall_s": secs(upload_s), "records": records, "changes_acked": up.total.acked,
@@ -314,22 +400,25 @@ fn sync_phases(
             "receiver_syncs": b_syncs,
         }),
         concurrent,
-        json!({ "peak_rss_kib": relay.peak_rss_kib(), "store_bytes": relay_bytes }),
+        relay_figures,
     ])
 }
 
 /// `devices` reps, each in their own territory with 5 accounts, each make
-/// 20 edits offline; then all sync at the same moment.
+/// 20 edits offline; then all sync at the same moment. Devices are spread
+/// over `urls` (relays on one database); `tag` names this run's device files.
 fn concurrent_phase(
     dir: &std::path::Path,
-    url: &str,
+    urls: &[String],
     devices: usize,
+    tag: &str,
 ) -> Result<Json, Box<dyn std::error::Error>> {
     const EDITS: usize = 20;
     let mut ready = Vec::new();
     for i in 0..devices {
         let user = format!("rep{i}");
-        let mut store = Store::open(dir.join(format!("rep{i}.db")), &user)?;
+        let mut store = Store::open(dir.join(format!("rep{i}-{tag}.db")), &user)?;
+        let url = &urls[i % urls.len()];
         let (transport, _) = HttpTransport::login(url, &user, relay_process::PASSWORD)?;
         let ids: Vec<String> = (0..5)
             .map(|a| {
@@ -391,6 +480,7 @@ fn concurrent_phase(
         "sync_p50_ms": percentile(&mut latencies, 50.0),
         "sync_p99_ms": percentile(&mut latencies, 99.0),
         "errors": errors,
+        "relays": urls.len(),
     }))
 }
 
