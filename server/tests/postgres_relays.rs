@@ -17,8 +17,8 @@ use fieldcrm_server::relay::postgres::PgRelay;
 use fieldcrm_server::relay::{RelayStore, Role};
 
 const PASSWORD: &str = common::PASSWORD;
-const WRITERS: usize = 6;
-const ROUNDS: usize = 15;
+const WRITERS: usize = 8;
+const ROUNDS: usize = 40;
 
 fn seed(url: &str) -> PgRelay {
     let relay = PgRelay::open(url, 2).unwrap();

@@ -26,17 +26,21 @@ use std::time::Duration;
 use fieldcrm_core::doc::RecordDoc;
 use fieldcrm_core::protocol::{Cursor, RecordBytes};
 use fieldcrm_core::{
-    draft_on, search_columns, Author, Edit, Error as CoreError, FieldType, Kind, ListQuery,
-    OwnerCount, Page, ParsedChange, Pipeline, Record, SortBy, StageSummary, Value,
+    draft_on, Author, Edit, Error as CoreError, FieldType, Kind, ListQuery, OwnerCount, Page,
+    Pipeline, Record, SortBy, StageSummary, Value,
 };
 use postgres::types::ToSql;
 use postgres::{GenericClient, NoTls, Transaction};
 use r2d2_postgres::PostgresConnectionManager;
 
+mod push;
+
+use push::push_in;
+
 use super::pull::{self, LogEntry, LogSource};
 use super::{
-    check_access, parse_pushed, reject, EditOutcome, PullPage, PushOutcome, RecordDetail,
-    RelayError, RelayStats, RelayStore, Result, Role, User,
+    EditOutcome, PullPage, PushOutcome, RecordDetail, RelayError, RelayStats, RelayStore, Result,
+    Role, User,
 };
 
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
@@ -245,15 +249,6 @@ fn check_known_territories(conn: &mut impl GenericClient, territories: &[String]
     Ok(())
 }
 
-/// A log row to append once the push's documents are written.
-struct Pending {
-    record_id: String,
-    hash: [u8; 32],
-    territory: Option<String>,
-    prev_territory: Option<String>,
-    bytes: Vec<u8>,
-}
-
 /// Loads a record's document for writing, locking its row.
 fn lock_document(tx: &mut Transaction<'_>, id: &str) -> Result<Option<RecordDoc>> {
     // A placeholder row gives a new record a row to lock, so two relays
@@ -286,257 +281,6 @@ fn read_document(conn: &mut impl GenericClient, id: &str) -> Result<Option<Recor
         }
         None => Ok(None),
     }
-}
-
-/// Writes a record's document and its projection row.
-fn store_document(tx: &mut Transaction<'_>, doc: &mut RecordDoc, record: &Record) -> Result<()> {
-    tx.execute(
-        "UPDATE relay_documents SET snapshot = $2 WHERE id = $1",
-        &[&record.id, &doc.save()],
-    )?;
-    let text = |p: &str| record.text(p).map(String::from);
-    let int = |p: &str| record.get(p).and_then(Value::as_int);
-    let done = match record.get("done") {
-        Some(Value::Bool(b)) => Some(*b),
-        _ => None,
-    };
-    let json = serde_json::to_string(record).map_err(|e| CoreError::CorruptDocument {
-        doc: record.id.clone(),
-        reason: e.to_string(),
-    })?;
-    let [name, email, phone, notes] = search_columns(record);
-    let has_conflicts = doc.has_conflicts()?;
-    tx.execute(
-        "INSERT INTO relay_records (id, kind, name, owner, territory, account_id, related_to, stage,
-             amount, currency, close_date, due_at, done, deleted, has_conflicts, created_at, updated_at,
-             record, search)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-             setweight(to_tsvector('simple', $19), 'A') || setweight(to_tsvector('simple', $20), 'B')
-             || setweight(to_tsvector('simple', $21), 'B') || setweight(to_tsvector('simple', $22), 'D'))
-         ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, name = excluded.name,
-             owner = excluded.owner, territory = excluded.territory, account_id = excluded.account_id,
-             related_to = excluded.related_to, stage = excluded.stage, amount = excluded.amount,
-             currency = excluded.currency, close_date = excluded.close_date, due_at = excluded.due_at,
-             done = excluded.done, deleted = excluded.deleted, has_conflicts = excluded.has_conflicts,
-             created_at = excluded.created_at, updated_at = excluded.updated_at,
-             record = excluded.record, search = excluded.search",
-        &[
-            &record.id,
-            &record.kind.as_str(),
-            &record.display_name(),
-            &text("owner"),
-            &text("territory"),
-            &text("account_id"),
-            &text("related_to"),
-            &text("stage"),
-            &int("amount"),
-            &text("currency"),
-            &text("close_date"),
-            &int("due_at"),
-            &done,
-            &record.deleted,
-            &has_conflicts,
-            &record.created_at,
-            &record.updated_at,
-            &json,
-            &name,
-            &email,
-            &phone,
-            &notes,
-        ],
-    )?;
-    Ok(())
-}
-
-/// A pushed change that passed the checks that need no document.
-struct Checked {
-    parsed: ParsedChange,
-    hash: [u8; 32],
-    actor: String,
-}
-
-/// Author, actor and already-logged checks. `Ok(None)`: already in the log.
-fn precheck(
-    tx: &mut Transaction<'_>,
-    user: &User,
-    change: &RecordBytes,
-) -> std::result::Result<Option<Checked>, fieldcrm_core::protocol::Rejection> {
-    let parsed = parse_pushed(user, change)?;
-    let hash = parsed.hash();
-    let fail = |e: postgres::Error| reject(Some(hash), format!("relay storage error: {e}"));
-    if tx
-        .query_opt("SELECT 1 FROM relay_log WHERE hash = $1", &[&&hash[..]])
-        .map_err(fail)?
-        .is_some()
-    {
-        return Ok(None);
-    }
-    let actor = parsed.actor_hex();
-    let owner: Option<String> = tx
-        .query_opt(
-            "SELECT user_id FROM relay_actors WHERE actor = $1",
-            &[&actor],
-        )
-        .map_err(fail)?
-        .map(|r| r.get(0));
-    if owner.as_ref().is_some_and(|o| *o != user.id) {
-        return Err(reject(
-            Some(hash),
-            format!("actor {actor} belongs to another user"),
-        ));
-    }
-    Ok(Some(Checked {
-        parsed,
-        hash,
-        actor,
-    }))
-}
-
-/// Applies one record's changes under a savepoint: strict (every change
-/// applies now), access checked before and after, actors bound. Returns
-/// the log rows to append.
-fn apply_group(
-    tx: &mut Transaction<'_>,
-    user: &User,
-    record_id: &str,
-    group: &[&Checked],
-) -> Result<Vec<Pending>> {
-    let mut sp = tx.transaction()?;
-    let existing = lock_document(&mut sp, record_id)?;
-    let before = match existing {
-        Some(mut doc) => {
-            let record = doc.read()?;
-            Some((doc, record))
-        }
-        None => None,
-    };
-    let (mut doc, before_record) = match before {
-        Some((doc, record)) => (doc, Some(record)),
-        None => (RecordDoc::empty(record_id), None),
-    };
-    let fresh: Vec<ParsedChange> = group
-        .iter()
-        .filter(|c| !doc.has_change(&c.hash))
-        .map(|c| c.parsed.clone())
-        .collect();
-    if !fresh.is_empty() {
-        doc.apply_remote(fresh)?;
-    }
-    let waiting = group.iter().filter(|c| !doc.has_change(&c.hash)).count();
-    if waiting > 0 {
-        return Err(CoreError::MissingDependencies {
-            doc: record_id.to_string(),
-            count: waiting,
-        }
-        .into());
-    }
-    let after = doc.read()?;
-    let (was, now) = check_access(user, before_record.as_ref(), &after)?;
-    for c in group {
-        sp.execute(
-            "INSERT INTO relay_actors (actor, user_id) VALUES ($1, $2) ON CONFLICT (actor) DO NOTHING",
-            &[&c.actor, &user.id],
-        )?;
-        let owner: String = sp
-            .query_one(
-                "SELECT user_id FROM relay_actors WHERE actor = $1",
-                &[&c.actor],
-            )?
-            .get(0);
-        if owner != user.id {
-            return Err(RelayError::Invalid(format!(
-                "actor {} belongs to another user",
-                c.actor
-            )));
-        }
-    }
-    store_document(&mut sp, &mut doc, &after)?;
-    sp.commit()?;
-    // The first entry carries the move, so readers learn of it once.
-    let mut moved_from = was.filter(|b| Some(b) != now.as_ref());
-    Ok(group
-        .iter()
-        .map(|c| Pending {
-            record_id: record_id.to_string(),
-            hash: c.hash,
-            territory: now.clone(),
-            prev_territory: moved_from.take(),
-            bytes: c.parsed.bytes().to_vec(),
-        })
-        .collect())
-}
-
-/// Pushes changes in `tx` (documents, projection, then the log under the
-/// log lock). Each change gets an acknowledgement or a reason.
-fn push_in(
-    tx: &mut Transaction<'_>,
-    user: &User,
-    device: &str,
-    changes: &[RecordBytes],
-) -> Result<PushOutcome> {
-    let mut out = PushOutcome::default();
-    // Lock documents in one order in every push: no deadlocks between relays.
-    let mut ordered: Vec<&RecordBytes> = changes.iter().collect();
-    ordered.sort_by(|a, b| a.record_id.cmp(&b.record_id));
-    let mut pending: Vec<Pending> = Vec::new();
-    for run in ordered.chunk_by(|a, b| a.record_id == b.record_id) {
-        let mut group = Vec::new();
-        for change in run {
-            match precheck(tx, user, change) {
-                Ok(Some(checked)) => group.push(checked),
-                Ok(None) => {
-                    if let Ok(parsed) = ParsedChange::parse(&change.record_id, &change.bytes) {
-                        out.acks.push(parsed.hash());
-                    }
-                }
-                Err(rejection) => out.rejected.push(rejection),
-            }
-        }
-        if group.is_empty() {
-            continue;
-        }
-        let record_id = &run[0].record_id;
-        let all: Vec<&Checked> = group.iter().collect();
-        if let Ok(rows) = apply_group(tx, user, record_id, &all) {
-            pending.extend(rows);
-            continue;
-        }
-        // Something in the run failed: try each change alone for its own answer.
-        for single in &group {
-            match apply_group(tx, user, record_id, &[single]) {
-                Ok(rows) => pending.extend(rows),
-                Err(e) => out.rejected.push(reject(Some(single.hash), e.to_string())),
-            }
-        }
-    }
-    if pending.is_empty() {
-        return Ok(out);
-    }
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOG_LOCK])?;
-    for row in pending {
-        let inserted = tx.execute(
-            "INSERT INTO relay_log (seq, record_id, hash, territory, prev_territory, device, user_id, bytes)
-             VALUES (nextval('relay_log_seq'), $1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (hash) DO NOTHING",
-            &[
-                &row.record_id,
-                &&row.hash[..],
-                &row.territory,
-                &row.prev_territory,
-                &device,
-                &user.id,
-                &row.bytes,
-            ],
-        )?;
-        // Another relay may have logged the same change a moment ago.
-        out.appended += inserted as usize;
-        out.acks.push(row.hash);
-    }
-    tx.execute(
-        "SELECT pg_notify($1, (SELECT max(seq) FROM relay_log)::text)",
-        &[&CHANNEL],
-    )?;
-    Ok(out)
 }
 
 /// Territory filter for the projection: `None` for every territory.
