@@ -133,7 +133,9 @@ pub struct OwnerCount {
     pub activities: usize,
 }
 
-fn add_to_summary(
+/// Adds `count` deals worth `amount` (minor units of `currency`) to
+/// `stage`'s entry; a stage no longer in the pipeline is listed last.
+pub fn add_to_summary(
     summary: &mut Vec<StageSummary>,
     stage: String,
     currency: String,
@@ -154,6 +156,19 @@ fn add_to_summary(
     };
     summary[i].count += count;
     *summary[i].amounts.entry(currency).or_default() += amount;
+}
+
+/// One empty entry per stage of `pipeline`, in order.
+pub fn empty_summary(pipeline: &crate::model::Pipeline) -> Vec<StageSummary> {
+    pipeline
+        .stages()
+        .iter()
+        .map(|s| StageSummary {
+            stage: s.clone(),
+            count: 0,
+            amounts: BTreeMap::new(),
+        })
+        .collect()
 }
 
 /// WHERE clause and its parameters.
@@ -359,7 +374,7 @@ impl Store {
         territories: &[String],
         time: i64,
     ) -> Result<Vec<StageSummary>> {
-        let mut summary = self.empty_summary();
+        let mut summary = empty_summary(self.pipeline());
         let mut after = String::new();
         loop {
             let ids: Vec<String> = self
@@ -395,19 +410,6 @@ impl Store {
         Ok(summary)
     }
 
-    /// One empty entry per stage of the pipeline, in order.
-    fn empty_summary(&self) -> Vec<StageSummary> {
-        self.pipeline()
-            .stages()
-            .iter()
-            .map(|s| StageSummary {
-                stage: s.clone(),
-                count: 0,
-                amounts: BTreeMap::new(),
-            })
-            .collect()
-    }
-
     /// Live deals per stage of the pipeline, in pipeline order (stages that
     /// are no longer in the pipeline come last).
     pub fn pipeline_summary(
@@ -438,7 +440,7 @@ impl Store {
                 ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        let mut summary = self.empty_summary();
+        let mut summary = empty_summary(self.pipeline());
         for (stage, currency, count, amount) in rows {
             add_to_summary(&mut summary, stage, currency, count as usize, amount);
         }

@@ -142,16 +142,7 @@ pub fn pipeline_summary(
     let asked: Vec<String> = territory.map(String::from).into_iter().collect();
     match narrow(user, &asked) {
         Some(territories) => store.pipeline_summary(&territories, at),
-        None => Ok(store
-            .pipeline()?
-            .stages()
-            .iter()
-            .map(|stage| StageSummary {
-                stage: stage.clone(),
-                count: 0,
-                amounts: Default::default(),
-            })
-            .collect()),
+        None => Ok(fieldcrm_core::query::empty_summary(&store.pipeline()?)),
     }
 }
 

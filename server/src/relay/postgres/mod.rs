@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use fieldcrm_core::doc::RecordDoc;
 use fieldcrm_core::protocol::{Cursor, RecordBytes};
+use fieldcrm_core::query::{add_to_summary, empty_summary};
 use fieldcrm_core::{
     draft_on, Author, Edit, Error as CoreError, FieldType, Kind, ListQuery, OwnerCount, Page,
     Pipeline, Record, SortBy, StageSummary, Value,
@@ -381,40 +382,6 @@ fn ts_query(text: &str) -> Option<String> {
         .map(|t| format!("{}:*", t.to_lowercase()))
         .collect();
     (!terms.is_empty()).then(|| terms.join(" & "))
-}
-
-fn empty_summary(pipeline: &Pipeline) -> Vec<StageSummary> {
-    pipeline
-        .stages()
-        .iter()
-        .map(|s| StageSummary {
-            stage: s.clone(),
-            count: 0,
-            amounts: Default::default(),
-        })
-        .collect()
-}
-
-fn add_to_summary(
-    summary: &mut Vec<StageSummary>,
-    stage: String,
-    currency: String,
-    count: usize,
-    amount: i64,
-) {
-    let i = match summary.iter().position(|s| s.stage == stage) {
-        Some(i) => i,
-        None => {
-            summary.push(StageSummary {
-                stage,
-                count: 0,
-                amounts: Default::default(),
-            });
-            summary.len() - 1
-        }
-    };
-    summary[i].count += count;
-    *summary[i].amounts.entry(currency).or_default() += amount;
 }
 
 /// The log as [`pull`] reads it, in one repeatable-read transaction.
