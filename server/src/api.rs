@@ -109,7 +109,7 @@ pub async fn sync(
     .map_err(ApiError::internal)??;
     if let Some(head) = head {
         // Wake every connected device: the log advanced.
-        state.head.send_replace(head);
+        state.log_advanced(head);
     }
     metrics::counter!("fieldcrm_changes_accepted_total")
         .increment((pushed - response.rejected.len()) as u64);

@@ -48,13 +48,7 @@ impl AppState {
         let head = tokio::sync::watch::Sender::new(relay.head()?);
         // Other relays on the same database advance the log too.
         let watched = head.clone();
-        relay.watch_log(Box::new(move |newest| {
-            watched.send_if_modified(|current| {
-                let advanced = newest > *current;
-                *current = newest.max(*current);
-                advanced
-            });
-        }));
+        relay.watch_log(Box::new(move |newest| advance(&watched, newest)));
         Ok(Arc::new(AppState {
             relay,
             head,
@@ -62,6 +56,21 @@ impl AppState {
             logins: auth::LoginLimiter::default(),
         }))
     }
+}
+
+impl AppState {
+    /// The log reached `newest`: wake event streams (never moves back).
+    pub fn log_advanced(&self, newest: u64) {
+        advance(&self.head, newest);
+    }
+}
+
+fn advance(head: &tokio::sync::watch::Sender<u64>, newest: u64) {
+    head.send_if_modified(|current| {
+        let advanced = newest > *current;
+        *current = newest.max(*current);
+        advanced
+    });
 }
 
 /// The process-wide Prometheus recorder (installed once).

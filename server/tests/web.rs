@@ -21,6 +21,7 @@ struct Fixture {
     dir: std::path::PathBuf,
     relay: Arc<SqliteRelay>,
     app: Router,
+    state: Arc<AppState>,
 }
 
 fn fixture() -> Fixture {
@@ -42,8 +43,9 @@ fn fixture() -> Fixture {
     Fixture {
         dir: dir.path().to_path_buf(),
         _dir: dir,
-        app: app(state),
+        app: app(state.clone()),
         relay,
+        state,
     }
 }
 
@@ -237,6 +239,7 @@ async fn state_changes_need_the_csrf_token_and_this_site_as_origin() {
 async fn office_edits_are_the_office_users_changes_and_reach_reps_by_sync() {
     let fx = fixture();
     let olivia = fx.sign_in("olivia").await;
+    let mut events = fx.state.head.subscribe();
     let id = fx
         .create(
             &olivia,
@@ -244,6 +247,9 @@ async fn office_edits_are_the_office_users_changes_and_reach_reps_by_sync() {
             &[("name", "Acme"), ("territory", "north"), ("owner", "ann")],
         )
         .await;
+    // Connected devices are woken at once (the event stream watches this).
+    assert!(events.has_changed().unwrap(), "office edits wake devices");
+    assert_eq!(*events.borrow_and_update(), fx.relay.head().unwrap());
     let mut ann = fx.device("ann");
     fx.sync(&mut ann).await;
     assert_eq!(ann.get(&id).unwrap().text("name"), Some("Acme"));
@@ -644,4 +650,29 @@ async fn csv_import_maps_columns_reports_rejected_rows_and_export_round_trips() 
     assert_eq!(rows.len(), 2);
     let first_name = header.iter().position(|h| h == "first_name").unwrap();
     assert_eq!(&rows[0][first_name], "Ada");
+}
+
+#[tokio::test]
+async fn paths_that_climb_out_find_nothing() {
+    let fx = fixture();
+    let olivia = fx.sign_in("olivia").await;
+    for path in [
+        "/static/../../etc/passwd",
+        "/static/%2e%2e/%2e%2e/etc/passwd",
+        "/static/..%2fCargo.toml",
+        "/r/..%2f..%2fetc%2fpasswd",
+        "/accounts/..%2f..%2fetc%2fpasswd/export.csv",
+    ] {
+        let answer = fx.get(&olivia, path).await;
+        assert!(
+            answer.status == StatusCode::NOT_FOUND || answer.status == StatusCode::BAD_REQUEST,
+            "{path}: {}",
+            answer.status
+        );
+        assert!(!answer.body.contains("root:"), "{path}");
+    }
+    assert_eq!(
+        fx.get(&olivia, "/static/app.css").await.status,
+        StatusCode::OK
+    );
 }

@@ -95,11 +95,7 @@ async fn blocking<R: Send + 'static>(
 /// Wakes connected devices after office edits advanced the log.
 async fn log_advanced(state: &Arc<AppState>) {
     if let Ok(head) = blocking(state, |relay| relay.head()).await {
-        state.head.send_if_modified(|current| {
-            let advanced = head > *current;
-            *current = head.max(*current);
-            advanced
-        });
+        state.log_advanced(head);
     }
 }
 
