@@ -36,16 +36,16 @@ pub trait LogSource {
     /// Up to `limit` entries after `seq`, in order, whose territory or
     /// previous territory `user` may see (all for office and admin).
     fn entries_after(&mut self, user: &User, seq: u64, limit: usize) -> Result<Vec<LogEntry>>;
-    /// Up to `limit` ids after `after_id`, in order, of records in
-    /// `territory` ("": every territory) that hold a change from a device
-    /// other than `device`.
-    fn bootstrap_ids(
+    /// Up to `limit` records after `after_id`, in id order, of `territory`
+    /// ("": every territory) that hold a change from a device other than
+    /// `device`: each id with its compacted document.
+    fn bootstrap_batch(
         &mut self,
         territory: &str,
         after_id: &str,
         device: &str,
         limit: usize,
-    ) -> Result<Vec<String>>;
+    ) -> Result<Vec<(String, Vec<u8>)>>;
     /// The record's compacted document.
     fn snapshot(&mut self, id: &str) -> Result<Vec<u8>>;
 }
@@ -106,12 +106,11 @@ fn bootstrap_page(
             String::new()
         };
         loop {
-            let ids = source.bootstrap_ids(&territory, &after, device, BOOTSTRAP_BATCH)?;
-            if ids.is_empty() {
+            let batch = source.bootstrap_batch(&territory, &after, device, BOOTSTRAP_BATCH)?;
+            if batch.is_empty() {
                 break;
             }
-            for id in ids {
-                let snapshot = source.snapshot(&id)?;
+            for (id, snapshot) in batch {
                 if bytes > 0 && bytes + snapshot.len() as u64 > max_bytes {
                     page.cursor = Cursor {
                         bootstrap: Some(Bootstrap {

@@ -658,13 +658,13 @@ impl LogSource for SqliteLog<'_> {
         Ok(rows)
     }
 
-    fn bootstrap_ids(
+    fn bootstrap_batch(
         &mut self,
         territory: &str,
         after_id: &str,
         device: &str,
         limit: usize,
-    ) -> Result<Vec<String>> {
+    ) -> Result<Vec<(String, Vec<u8>)>> {
         // Ordered range scans on records(territory, id), or the id index.
         let own_only =
             "AND EXISTS (SELECT 1 FROM relay_log l WHERE l.record_id = records.id AND l.device != ?3)";
@@ -673,11 +673,16 @@ impl LogSource for SqliteLog<'_> {
         } else {
             format!("SELECT id FROM records WHERE territory = ?2 AND id > ?1 {own_only} ORDER BY id LIMIT {limit}")
         };
-        let ids = store_conn(self.0)
+        let ids: Vec<String> = store_conn(self.0)
             .prepare_cached(&sql)?
             .query_map(params![after_id, territory, device], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
-        Ok(ids)
+        ids.into_iter()
+            .map(|id| {
+                let snapshot = self.0.snapshot(&id)?;
+                Ok((id, snapshot))
+            })
+            .collect()
     }
 
     fn snapshot(&mut self, id: &str) -> Result<Vec<u8>> {

@@ -414,24 +414,30 @@ impl LogSource for PgLog<'_, '_> {
             .collect())
     }
 
-    fn bootstrap_ids(
+    fn bootstrap_batch(
         &mut self,
         territory: &str,
         after_id: &str,
         device: &str,
         limit: usize,
-    ) -> Result<Vec<String>> {
-        let own_only =
-            "AND EXISTS (SELECT 1 FROM relay_log l WHERE l.record_id = r.id AND l.device <> $3)";
-        let sql = if territory.is_empty() {
-            format!("SELECT id FROM relay_records r WHERE id > $1 AND $2 = '' {own_only} ORDER BY id LIMIT $4")
+    ) -> Result<Vec<(String, Vec<u8>)>> {
+        // Ids and documents in one query per batch; an ordered range scan
+        // on relay_records(territory, id), or the id index for everything.
+        let scope = if territory.is_empty() {
+            "$2 = ''"
         } else {
-            format!("SELECT id FROM relay_records r WHERE territory = $2 AND id > $1 {own_only} ORDER BY id LIMIT $4")
+            "r.territory = $2"
         };
+        let sql = format!(
+            "SELECT r.id, d.snapshot FROM relay_records r JOIN relay_documents d ON d.id = r.id
+             WHERE {scope} AND r.id > $1
+               AND EXISTS (SELECT 1 FROM relay_log l WHERE l.record_id = r.id AND l.device <> $3)
+             ORDER BY r.id LIMIT $4"
+        );
         let rows = self
             .0
             .query(&sql, &[&after_id, &territory, &device, &(limit as i64)])?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     fn snapshot(&mut self, id: &str) -> Result<Vec<u8>> {

@@ -218,9 +218,15 @@ fn merge(
         let log = (0..group.len())
             .map(|i| (i, now.clone(), moved_from.take()))
             .collect();
+        // A record made by one change is stored as that change (the common
+        // upload): the smallest document there is, and no save() to run.
+        let snapshot = match group {
+            [only] if before.is_none() => only.parsed.bytes().to_vec(),
+            _ => doc.save(),
+        };
         Ok(Written {
             has_conflicts: doc.has_conflicts()?,
-            snapshot: doc.save(),
+            snapshot,
             record,
             log,
         })
