@@ -35,6 +35,8 @@ pub struct AppState {
     pub head: tokio::sync::watch::Sender<u64>,
     pub metrics: PrometheusHandle,
     pub logins: auth::LoginLimiter,
+    /// Longest time a bounded request may take, headers included.
+    pub request_timeout: Duration,
 }
 
 impl std::fmt::Debug for AppState {
@@ -45,6 +47,13 @@ impl std::fmt::Debug for AppState {
 
 impl AppState {
     pub fn new(relay: Arc<dyn RelayStore>) -> relay::Result<Arc<Self>> {
+        AppState::with_timeout(relay, REQUEST_TIMEOUT)
+    }
+
+    pub fn with_timeout(
+        relay: Arc<dyn RelayStore>,
+        request_timeout: Duration,
+    ) -> relay::Result<Arc<Self>> {
         let head = tokio::sync::watch::Sender::new(relay.head()?);
         // Other relays on the same database advance the log too.
         let watched = head.clone();
@@ -54,6 +63,7 @@ impl AppState {
             head,
             metrics: metrics_handle(),
             logins: auth::LoginLimiter::default(),
+            request_timeout,
         }))
     }
 }
@@ -103,7 +113,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/sync", post(api::sync))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
-            REQUEST_TIMEOUT,
+            state.request_timeout,
         ));
     Router::new()
         .route("/healthz", get(api::healthz))
@@ -127,11 +137,69 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    serve_with(relay, listener, shutdown, REQUEST_TIMEOUT).await
+}
+
+/// [`serve`] with a request timeout of `request_timeout`. A client that
+/// sends its headers, or (on bounded routes) its request, slower than that
+/// is cut off, so slow or stuck clients cannot pile up connections.
+pub async fn serve_with(
+    relay: Arc<dyn RelayStore>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    request_timeout: Duration,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+
     // Store calls block; a PostgreSQL client must not block the runtime.
-    let state = tokio::task::spawn_blocking(move || AppState::new(relay)).await??;
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let state = tokio::task::spawn_blocking(move || AppState::with_timeout(relay, request_timeout))
+        .await??;
+    let router = app(state);
+    // axum::serve sets no header timeout; hyper does once it has a timer.
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(request_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait, do not spin.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let service = TowerToHyperService::new(router.clone());
+                let connection = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .into_owned();
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    // In-flight requests finish; open event streams do not end by
+    // themselves, so they get at most one request timeout.
+    if tokio::time::timeout(request_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::info!("closing connections still open after the shutdown grace period");
+    }
     Ok(())
 }
 

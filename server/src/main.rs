@@ -56,6 +56,10 @@ enum Command {
         /// Seed the demo dataset first if the store has no users.
         #[arg(long, env = "FIELDCRM_DEMO")]
         demo: bool,
+        /// Seconds a client may take to send a request's headers, and a
+        /// sync or sign-in request to complete (408 after that).
+        #[arg(long, env = "FIELDCRM_REQUEST_TIMEOUT", default_value_t = 60)]
+        request_timeout: u64,
     },
     /// Seed the demo dataset (two territories, reps, a manager, an office user, records).
     Demo,
@@ -132,11 +136,16 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         ),
     };
     match cli.command {
-        Command::Serve { listen, demo } => {
+        Command::Serve {
+            listen,
+            demo,
+            request_timeout,
+        } => {
             if demo {
                 seed_demo(&*relay)?;
             }
-            serve(relay, listen, &place)?;
+            let timeout = std::time::Duration::from_secs(request_timeout.max(1));
+            serve(relay, listen, &place, timeout)?;
         }
         Command::Demo => seed_demo(&*relay)?,
         Command::User(cmd) => user_command(&*relay, cmd)?,
@@ -215,6 +224,7 @@ fn serve(
     relay: Arc<dyn RelayStore>,
     listen: SocketAddr,
     data: &str,
+    request_timeout: std::time::Duration,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -224,7 +234,7 @@ fn serve(
         // Tests and scripts read the real address (with --listen 127.0.0.1:0).
         println!("listening on http://{}", listener.local_addr()?);
         tracing::info!(addr = %listener.local_addr()?, data = %data, "FieldCRM relay listening");
-        fieldcrm_server::serve(relay, listener, shutdown_signal()).await?;
+        fieldcrm_server::serve_with(relay, listener, shutdown_signal(), request_timeout).await?;
         tracing::info!("relay stopped; in-flight syncs finished");
         Ok::<_, Box<dyn std::error::Error>>(())
     })

@@ -40,18 +40,24 @@ pub struct Relay {
 
 impl Relay {
     pub fn start(data: &Path) -> Relay {
-        Relay::start_with(&["--data".as_ref(), data.as_os_str()], data)
+        Relay::start_with(&["--data".as_ref(), data.as_os_str()], data, &[])
+    }
+
+    /// A relay on `data` with more `serve` flags.
+    pub fn start_serving(data: &Path, flags: &[&str]) -> Relay {
+        Relay::start_with(&["--data".as_ref(), data.as_os_str()], data, flags)
     }
 
     /// A relay process on a PostgreSQL database.
     pub fn start_postgres(url: &str) -> Relay {
-        Relay::start_with(&["--database".as_ref(), url.as_ref()], Path::new(""))
+        Relay::start_with(&["--database".as_ref(), url.as_ref()], Path::new(""), &[])
     }
 
-    fn start_with(store: &[&std::ffi::OsStr], data: &Path) -> Relay {
+    fn start_with(store: &[&std::ffi::OsStr], data: &Path, flags: &[&str]) -> Relay {
         let mut child = Command::new(bin())
             .args(store)
             .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(flags)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
