@@ -30,6 +30,12 @@ struct Args {
     quick: bool,
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Seconds of the load phase: every device edits and syncs once per
+    /// `--load-interval-ms` (with jitter) against one relay.
+    #[arg(long, default_value_t = 60)]
+    load_seconds: u64,
+    #[arg(long, default_value_t = 1000)]
+    load_interval_ms: u64,
     /// The relay's store.
     #[arg(long, value_enum, default_value_t = StoreKind::Sqlite)]
     store: StoreKind,
@@ -104,6 +110,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.records = 500;
         args.open_records = 5_000;
         args.devices = 5;
+        args.load_seconds = 3;
     }
     let dir = tempfile::tempdir()?;
     let plan = workload::w1(args.records, args.seed, "north", &["ann", "bob", "cat"]);
@@ -114,7 +121,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         StoreKind::Postgres => Some(BenchSchema::create(&args.postgres)?),
         StoreKind::Sqlite => None,
     };
-    let sync = sync_phases(dir.path(), args.devices, schema.as_ref())?;
+    let sync = sync_phases(dir.path(), &args, schema.as_ref())?;
     let ratio = |phase: &Json, key: &str, floor_key: &str| -> Json {
         match (phase[key].as_f64(), floor[floor_key].as_f64()) {
             (Some(a), Some(b)) if b > 0.0 => json!((a / b * 100.0).round() / 100.0),
@@ -126,7 +133,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "create_one_by_one": ratio(&local, "create_one_by_one_s", "one_by_one_s"),
         "create_batch": ratio(&local, "create_batch_s", "batch_s"),
     });
-    let [mut upload, mut bootstrap, incremental, concurrent, mut relay] = sync;
+    let [mut upload, mut bootstrap, incremental, concurrent, load, mut relay] = sync;
     relay["store"] = json!(match args.store {
         StoreKind::Sqlite => "sqlite",
         StoreKind::Postgres => "postgres",
@@ -145,6 +152,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "bootstrap": bootstrap,
         "incremental": incremental,
         "concurrent": concurrent,
+        "load": load,
         "relay": relay,
         "floor": floor,
     });
@@ -289,9 +297,10 @@ fn local(
 /// 100 edits on A reaching a connected B through push; relay figures.
 fn sync_phases(
     dir: &std::path::Path,
-    devices: usize,
+    args: &Args,
     schema: Option<&BenchSchema>,
-) -> Result<[Json; 5], Box<dyn std::error::Error>> {
+) -> Result<[Json; 6], Box<dyn std::error::Error>> {
+    let devices = args.devices;
     let relay_dir = dir.join("relay");
     let database = schema.map(BenchSchema::url);
     let relay = RelayProcess::start_with(&relay_dir, devices, database.as_deref())?;
@@ -370,6 +379,13 @@ fn sync_phases(
     let incremental = seen_at.duration_since(t);
 
     let mut concurrent = concurrent_phase(dir, std::slice::from_ref(&relay.url), devices, "one")?;
+    let load = load_phase(
+        dir,
+        &relay.url,
+        devices,
+        Duration::from_secs(args.load_seconds),
+        Duration::from_millis(args.load_interval_ms),
+    )?;
     let relay_bytes = match schema {
         Some(schema) => schema.bytes(),
         None => file_size(&relay_dir.join("relay.db")),
@@ -400,6 +416,7 @@ fn sync_phases(
             "receiver_syncs": b_syncs,
         }),
         concurrent,
+        load,
         relay_figures,
     ])
 }
@@ -481,6 +498,88 @@ fn concurrent_phase(
         "sync_p99_ms": percentile(&mut latencies, 99.0),
         "errors": errors,
         "relays": urls.len(),
+    }))
+}
+
+/// `devices` devices for `seconds`, each editing one of its accounts and
+/// syncing about every `interval` (jittered so they do not march in step),
+/// against one relay. Bounded in time and in count (one sync per device per
+/// interval).
+fn load_phase(
+    dir: &std::path::Path,
+    url: &str,
+    devices: usize,
+    seconds: Duration,
+    interval: Duration,
+) -> Result<Json, Box<dyn std::error::Error>> {
+    let mut ready = Vec::new();
+    for i in 0..devices {
+        let user = format!("rep{i}");
+        let mut store = Store::open(dir.join(format!("rep{i}-load.db")), &user)?;
+        let (transport, _) = HttpTransport::login(url, &user, relay_process::PASSWORD)?;
+        let account = store
+            .create(
+                Kind::Account,
+                fieldcrm_core::fields([
+                    ("name", format!("Load {i}")),
+                    ("territory", format!("t{i}")),
+                ]),
+            )?
+            .id;
+        store.sync(&transport, &mut |_| {})?;
+        ready.push((store, transport, account));
+    }
+    let started = Instant::now();
+    let deadline = started + seconds;
+    let threads: Vec<_> = ready
+        .into_iter()
+        .enumerate()
+        .map(|(i, (mut store, transport, account))| {
+            std::thread::spawn(move || {
+                let mut rng = StdRng::seed_from_u64(i as u64);
+                let mut latencies = Vec::new();
+                let mut errors = 0usize;
+                // Spread the first syncs over one interval.
+                std::thread::sleep(interval.mul_f64(rng.gen::<f64>()));
+                let mut n = 0i64;
+                while Instant::now() < deadline {
+                    n += 1;
+                    let edit = store.update(
+                        &account,
+                        fieldcrm_core::fields([("custom.visits", Value::Int(n))]),
+                    );
+                    let t = Instant::now();
+                    match edit.and_then(|_| store.sync(&transport, &mut |_| {})) {
+                        Ok(_) => latencies.push(t.elapsed()),
+                        Err(e) => {
+                            errors += 1;
+                            eprintln!("load sync failed: {e}");
+                        }
+                    }
+                    std::thread::sleep(interval.mul_f64(0.5 + rng.gen::<f64>()));
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for thread in threads {
+        let (l, e) = thread.join().map_err(|_| "load thread panicked")?;
+        latencies.extend(l);
+        errors += e;
+    }
+    let wall = started.elapsed();
+    let syncs = latencies.len();
+    Ok(json!({
+        "wall_s": secs(wall),
+        "devices": devices,
+        "interval_ms": interval.as_millis() as u64,
+        "syncs": syncs,
+        "syncs_per_s": (syncs as f64 / wall.as_secs_f64()).round(),
+        "sync_p50_ms": percentile(&mut latencies, 50.0),
+        "sync_p99_ms": percentile(&mut latencies, 99.0),
+        "errors": errors,
     }))
 }
 
@@ -610,8 +709,9 @@ fn summary(r: &Json) -> String {
         l["records"], l["open_s"], l["open_rss_delta_kib"],
         l["open_large"]["records"], l["open_large"]["open_s"], l["open_large"]["rss_delta_kib"],
     ) + &format!(
-        "\n  concurrent         {:>8.3} s  ({} devices, sync p50/p99 {} / {} ms, {} errors)\n  upload             {:>8.3} s  ({} B up)\n  bootstrap          {:>8.3} s  ({} B down, {}x compacted)\n  incremental        {:>8.3} s  (100 edits A -> B via push)\n  relay peak rss     {:>8} KiB, store {} B",
+        "\n  concurrent         {:>8.3} s  ({} devices, sync p50/p99 {} / {} ms, {} errors)\n  load               {:>8.3} s  ({} devices, {} syncs, sync p50/p99 {} / {} ms, {} errors)\n  upload             {:>8.3} s  ({} B up)\n  bootstrap          {:>8.3} s  ({} B down, {}x compacted)\n  incremental        {:>8.3} s  (100 edits A -> B via push)\n  relay peak rss     {:>8} KiB, store {} B",
         r["concurrent"]["wall_s"], r["concurrent"]["devices"], r["concurrent"]["sync_p50_ms"], r["concurrent"]["sync_p99_ms"], r["concurrent"]["errors"],
+        r["load"]["wall_s"], r["load"]["devices"], r["load"]["syncs"], r["load"]["sync_p50_ms"], r["load"]["sync_p99_ms"], r["load"]["errors"],
         r["upload"]["wall_s"], r["upload"]["bytes_up"], r["bootstrap"]["wall_s"], r["bootstrap"]["bytes_down"],
         r["bootstrap"]["bytes_ratio_to_compacted"], r["incremental"]["wall_s"], r["relay"]["peak_rss_kib"], r["relay"]["store_bytes"],
     )
