@@ -14,7 +14,7 @@ use fieldcrm_core::protocol::{self, LoginRequest, LoginResponse, SyncRequest};
 use serde::Deserialize;
 use tokio_stream::{Stream, StreamExt};
 
-use crate::auth::{self, AuthUser};
+use crate::auth::AuthUser;
 use crate::error::ApiError;
 use crate::{relay, AppState};
 
@@ -55,12 +55,8 @@ pub async fn login(
             .insert(axum::http::header::RETRY_AFTER, (wait.as_secs() + 1).into());
         return Ok(response);
     }
-    let relay = state.relay.clone();
     let username = body.username.clone();
-    let found =
-        tokio::task::spawn_blocking(move || auth::login(&*relay, &body.username, &body.password))
-            .await
-            .map_err(ApiError::internal)??;
+    let found = state.sign_in(&body.username, &body.password).await?;
     let Some((user, token)) = found else {
         state.logins.failed(&username);
         return Err(ApiError::unauthorized("wrong username or password"));

@@ -37,6 +37,9 @@ pub struct AppState {
     pub logins: auth::LoginLimiter,
     /// Longest time a bounded request may take, headers included.
     pub request_timeout: Duration,
+    /// Password checks running at once. Argon2 takes ~19 MiB and a core
+    /// for each; unbounded, a burst of sign-ins would take gigabytes.
+    pub password_checks: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for AppState {
@@ -64,11 +67,35 @@ impl AppState {
             metrics: metrics_handle(),
             logins: auth::LoginLimiter::default(),
             request_timeout,
+            password_checks: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
         }))
     }
 }
 
 impl AppState {
+    /// Checks a sign-in and issues a token, at most one password check per
+    /// core at a time (the rest wait their turn).
+    pub async fn sign_in(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> Result<Option<(relay::User, String)>, error::ApiError> {
+        let _permit = self
+            .password_checks
+            .acquire()
+            .await
+            .map_err(error::ApiError::internal)?;
+        let relay = self.relay.clone();
+        let (username, password) = (username.to_string(), password.to_string());
+        Ok(
+            tokio::task::spawn_blocking(move || auth::login(&*relay, &username, &password))
+                .await
+                .map_err(error::ApiError::internal)??,
+        )
+    }
+
     /// The log reached `newest`: wake event streams (never moves back).
     pub fn log_advanced(&self, newest: u64) {
         advance(&self.head, newest);

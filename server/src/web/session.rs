@@ -189,10 +189,7 @@ pub async fn login(
             .into_response());
     }
     let username = form.username.clone();
-    let found = blocking(&state, move |relay| {
-        auth::login(relay, &form.username, &form.password)
-    })
-    .await?;
+    let found = state.sign_in(&form.username, &form.password).await?;
     let Some((_user, token)) = found else {
         state.logins.failed(&username);
         return Ok((

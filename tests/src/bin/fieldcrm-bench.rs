@@ -6,6 +6,10 @@
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+
+/// The same allocator as `fieldcrm-server`, so the relay child measures alike.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use fieldcrm_core::{Fields, HttpTransport, Kind, NewRecord, Store, Value};
 use fieldcrm_tests::relay_process::{self, RelayProcess};
 use fieldcrm_tests::workload::{self, Planned};
