@@ -23,8 +23,7 @@ pub async fn healthz() -> &'static str {
 }
 
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let relay = state.relay.clone();
-    if let Ok(Ok(stats)) = tokio::task::spawn_blocking(move || relay.stats()).await {
+    if let Ok(stats) = state.store(|relay| relay.stats()).await {
         metrics::gauge!("fieldcrm_relay_records").set(stats.records as f64);
         metrics::gauge!("fieldcrm_relay_log_head").set(stats.head as f64);
     }
@@ -76,10 +75,9 @@ pub async fn logout(
     State(state): State<Arc<AppState>>,
     AuthUser(user): AuthUser,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let relay = state.relay.clone();
-    let revoked = tokio::task::spawn_blocking(move || relay.revoke_tokens(&user.id))
-        .await
-        .map_err(ApiError::internal)??;
+    let revoked = state
+        .store(move |relay| relay.revoke_tokens(&user.id))
+        .await?;
     Ok(Json(serde_json::json!({ "revoked": revoked })))
 }
 
@@ -91,18 +89,17 @@ pub async fn sync(
     let started = Instant::now();
     let request: SyncRequest = protocol::decode(&body)?;
     let pushed = request.push.len();
-    let relay = state.relay.clone();
-    let (response, appended, head) = tokio::task::spawn_blocking(move || {
-        let (response, appended) = relay::sync(&*relay, &user, request)?;
-        let head = if appended > 0 {
-            Some(relay.head()?)
-        } else {
-            None
-        };
-        Ok::<_, relay::RelayError>((response, appended, head))
-    })
-    .await
-    .map_err(ApiError::internal)??;
+    let (response, appended, head) = state
+        .store(move |relay| {
+            let (response, appended) = relay::sync(relay, &user, request)?;
+            let head = if appended > 0 {
+                Some(relay.head()?)
+            } else {
+                None
+            };
+            Ok((response, appended, head))
+        })
+        .await?;
     if let Some(head) = head {
         // Wake every connected device: the log advanced.
         state.log_advanced(head);

@@ -97,10 +97,7 @@ impl FromRequestParts<Arc<AppState>> for AuthUser {
             .strip_prefix("Bearer ")
             .ok_or_else(|| ApiError::unauthorized("Authorization must be `Bearer <token>`"))?;
         let hash = token_hash(token.trim());
-        let store = state.relay.clone();
-        let user = tokio::task::spawn_blocking(move || store.user_by_token(&hash))
-            .await
-            .map_err(ApiError::internal)??;
+        let user = state.store(move |relay| relay.user_by_token(&hash)).await?;
         user.map(AuthUser)
             .ok_or_else(|| ApiError::unauthorized("unknown or revoked token; sign in again"))
     }

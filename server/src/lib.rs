@@ -37,6 +37,9 @@ pub struct AppState {
     pub logins: auth::LoginLimiter,
     /// Longest time a bounded request may take, headers included.
     pub request_timeout: Duration,
+    /// Store calls running at once; other requests wait as cheap tasks,
+    /// not as blocked threads (each thread costs memory).
+    pub store_slots: tokio::sync::Semaphore,
     /// Password checks running at once. Argon2 takes ~19 MiB and a core
     /// for each; unbounded, a burst of sign-ins would take gigabytes.
     pub password_checks: tokio::sync::Semaphore,
@@ -61,12 +64,14 @@ impl AppState {
         // Other relays on the same database advance the log too.
         let watched = head.clone();
         relay.watch_log(Box::new(move |newest| advance(&watched, newest)));
+        let store_slots = tokio::sync::Semaphore::new(relay.parallelism().max(1));
         Ok(Arc::new(AppState {
             relay,
             head,
             metrics: metrics_handle(),
             logins: auth::LoginLimiter::default(),
             request_timeout,
+            store_slots,
             password_checks: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
@@ -87,13 +92,25 @@ impl AppState {
             .acquire()
             .await
             .map_err(error::ApiError::internal)?;
-        let relay = self.relay.clone();
         let (username, password) = (username.to_string(), password.to_string());
-        Ok(
-            tokio::task::spawn_blocking(move || auth::login(&*relay, &username, &password))
-                .await
-                .map_err(error::ApiError::internal)??,
-        )
+        self.store(move |relay| auth::login(relay, &username, &password))
+            .await
+    }
+
+    /// Runs store work on a blocking thread once a store slot is free.
+    pub async fn store<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn RelayStore) -> relay::Result<R> + Send + 'static,
+    ) -> Result<R, error::ApiError> {
+        let _slot = self
+            .store_slots
+            .acquire()
+            .await
+            .map_err(error::ApiError::internal)?;
+        let relay = self.relay.clone();
+        Ok(tokio::task::spawn_blocking(move || f(&*relay))
+            .await
+            .map_err(error::ApiError::internal)??)
     }
 
     /// The log reached `newest`: wake event streams (never moves back).

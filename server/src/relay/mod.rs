@@ -186,6 +186,11 @@ pub trait RelayStore: Send + Sync {
     /// Revokes one token (a browser session); the user's devices stay signed in.
     fn revoke_token(&self, token_hash: &[u8; 32]) -> Result<bool>;
 
+    /// How many calls may usefully run at once (the relay queues the rest).
+    fn parallelism(&self) -> usize {
+        2
+    }
+
     /// Calls `on_head` when another process appends to this store's log
     /// (several relays on one database). A store only one process uses has
     /// nothing to watch.

@@ -85,11 +85,7 @@ async fn blocking<R: Send + 'static>(
     state: &Arc<AppState>,
     f: impl FnOnce(&dyn RelayStore) -> Result<R, RelayError> + Send + 'static,
 ) -> Result<R, PageError> {
-    let relay = state.relay.clone();
-    tokio::task::spawn_blocking(move || f(&*relay))
-        .await
-        .map_err(|e| PageError::from(ApiError::internal(e)))?
-        .map_err(PageError::from)
+    Ok(state.store(f).await?)
 }
 
 /// Wakes connected devices after office edits advanced the log.

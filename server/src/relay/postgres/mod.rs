@@ -596,6 +596,10 @@ impl RelayStore for PgRelay {
             .execute("DELETE FROM relay_tokens WHERE user_id = $1", &[&user])? as usize)
     }
 
+    fn parallelism(&self) -> usize {
+        self.pool.max_size() as usize
+    }
+
     fn watch_log(&self, on_head: Box<dyn Fn(u64) + Send>) {
         self.listen(on_head);
     }
