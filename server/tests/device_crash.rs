@@ -143,3 +143,127 @@ fn device_killed_mid_sync_recovers_without_loss_or_duplicates() {
     );
     eprintln!("{ROUNDS} device kills, {} records converged", mine.len());
 }
+
+const PAGES_ENV: &str = "FIELDCRM_DEVICE_PAGES_CHILD";
+
+/// The device process for the targeted kill: pulls in small pages, says
+/// after each page is stored, and pauses so the kill lands between pages.
+#[test]
+fn device_pages_child() {
+    let Ok(spec) = std::env::var(PAGES_ENV) else {
+        return;
+    };
+    use std::io::Write;
+    let mut parts = spec.split('|');
+    let (path, url, token) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    let mut store = Store::open(path, "ann").unwrap();
+    let transport = HttpTransport::new(url, token);
+    for page in 1.. {
+        let mut request: fieldcrm_core::protocol::SyncRequest =
+            fieldcrm_core::protocol::decode(&store.sync_request().unwrap()).unwrap();
+        request.max_bytes = 1_500;
+        let bytes = fieldcrm_core::Transport::exchange(
+            &transport,
+            &fieldcrm_core::protocol::encode(&request),
+        )
+        .unwrap();
+        store.apply_sync_response(&bytes).unwrap();
+        let response: fieldcrm_core::protocol::SyncResponse =
+            fieldcrm_core::protocol::decode(&bytes).unwrap();
+        let mut out = std::io::stdout();
+        writeln!(out, "\npage {page} stored, more={}", response.more).unwrap();
+        out.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        if !response.more {
+            return;
+        }
+    }
+}
+
+#[test]
+fn device_killed_between_two_pages_of_one_sync_resumes_where_it_stopped() {
+    if std::env::var(CHILD_ENV).is_ok() || std::env::var(PAGES_ENV).is_ok() {
+        return;
+    }
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("relay");
+    seed_users(&data);
+    let relay = Relay::start(&data);
+    let (_, login) = HttpTransport::login(&relay.url, "ann", PASSWORD).unwrap();
+    let path = dir.path().join("ann-phone.db");
+    let mut bob = Device::new(dir.path(), &relay, "bob");
+    for k in 0..200 {
+        bob.store
+            .create(
+                Kind::Account,
+                fields([("name", format!("Bob {k}")), ("territory", "north".into())]),
+            )
+            .unwrap();
+    }
+    bob.sync();
+
+    let mut before = 0;
+    for kill_after in [1usize, 3, 6] {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "device_pages_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(
+                PAGES_ENV,
+                format!("{}|{}|{}", path.display(), relay.url, login.token),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut stored = 0;
+        let mut finished = false;
+        while let Some(Ok(line)) = lines.next() {
+            if line.starts_with("page ") {
+                stored += 1;
+                finished = line.ends_with("more=false");
+                if stored == kill_after || finished {
+                    break;
+                }
+            }
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!finished, "the kill came before the sync finished");
+
+        // What was stored before the kill is there, consistent, once.
+        let store = Store::open(&path, "ann").unwrap();
+        store.integrity_check().unwrap();
+        let partial = all_records(&store).len();
+        assert!(partial < 200, "a partial pull: {partial}");
+        assert!(
+            partial > before,
+            "each run kept the pages it stored: {partial} after {before}"
+        );
+        before = partial;
+        drop(store);
+    }
+
+    // Resuming completes the pull: everything, each change once.
+    let mut ann = Store::open(&path, "ann").unwrap();
+    let transport = HttpTransport::new(&relay.url, &login.token);
+    ann.sync(&transport, &mut |_| {}).unwrap();
+    assert_eq!(all_records(&ann), all_records(&bob.store));
+    for r in all_records(&ann) {
+        assert_eq!(
+            ann.history(&r.id).unwrap().len(),
+            1,
+            "{} applied once",
+            r.id
+        );
+    }
+}
