@@ -275,8 +275,17 @@ fn run(ops: Vec<Op>, seed: u64) {
     }
 }
 
+/// `PROPTEST_CASES` for a longer run; the CI default otherwise. (An
+/// explicit `cases` in the config would ignore the variable.)
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(48), ..ProptestConfig::default() })]
 
     #[test]
     fn stores_converge_whatever_the_order(ops in prop::collection::vec(op(), 1..60), seed in any::<u64>()) {

@@ -264,8 +264,17 @@ fn run(ops: Vec<Op>) {
     assert_eq!(at_relay, expected, "the relay differs from the devices");
 }
 
+/// `PROPTEST_CASES` for a longer run; the CI default otherwise. (An
+/// explicit `cases` in the config would ignore the variable.)
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(24), ..ProptestConfig::default() })]
 
     #[test]
     fn devices_office_and_relay_converge_through_lost_responses_and_restarts(
