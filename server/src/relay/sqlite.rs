@@ -246,14 +246,19 @@ fn apply_group(
     result
 }
 
-/// Pushes one request's changes inside its transaction. Consecutive changes
-/// of one record go together; if that fails, each is tried alone so every
-/// change gets its own answer.
+/// Pushes one request's changes inside its transaction. One record's
+/// changes go together; if that fails, each is tried alone so every change
+/// gets its own answer.
 fn push_all(tx: &StoreTx<'_>, user: &User, device: &str, changes: &[RecordBytes]) -> PushOutcome {
     let mut out = PushOutcome::default();
-    for run in changes.chunk_by(|a, b| a.record_id == b.record_id) {
+    // A device's edits interleave records; grouping all of one record's
+    // changes (their order kept) means one document load and one
+    // projection write per record, not per change.
+    let mut ordered: Vec<&RecordBytes> = changes.iter().collect();
+    ordered.sort_by(|a, b| a.record_id.cmp(&b.record_id));
+    for run in ordered.chunk_by(|a, b| a.record_id == b.record_id) {
         let mut group = Vec::new();
-        for change in run {
+        for change in run.iter().copied() {
             match precheck(tx, user, change) {
                 Ok(Some(checked)) => group.push(checked),
                 Ok(None) => {
