@@ -232,7 +232,7 @@ pub async fn list(
         }
         table.records {
             thead { tr {
-                th { @if kind == Kind::Contact || kind == Kind::Activity { (if kind == Kind::Contact { "Name" } else { "Subject" }) } @else { "Name" } }
+                th { (if kind == Kind::Activity { "Subject" } else { "Name" }) }
                 @for c in columns(kind) { th { (field_label(c)) } }
             } }
             tbody {
