@@ -28,6 +28,25 @@ pub const MAX_BODY_BYTES: usize = 64 << 20;
 /// A request that takes longer is cut off with 408 (slow or stuck clients).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How the relay serves, beyond its store.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    /// Longest time a bounded request may take, headers included.
+    pub request_timeout: Duration,
+    /// Mark the office UI's session cookie `Secure` (only sent over HTTPS):
+    /// set it when the relay is reached through TLS.
+    pub secure_cookies: bool,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            request_timeout: REQUEST_TIMEOUT,
+            secure_cookies: false,
+        }
+    }
+}
+
 /// What every handler shares.
 pub struct AppState {
     pub relay: Arc<dyn RelayStore>,
@@ -35,8 +54,7 @@ pub struct AppState {
     pub head: tokio::sync::watch::Sender<u64>,
     pub metrics: PrometheusHandle,
     pub logins: auth::LoginLimiter,
-    /// Longest time a bounded request may take, headers included.
-    pub request_timeout: Duration,
+    pub options: ServeOptions,
     /// Store calls running at once; other requests wait as cheap tasks,
     /// not as blocked threads (each thread costs memory).
     pub store_slots: tokio::sync::Semaphore,
@@ -53,12 +71,12 @@ impl std::fmt::Debug for AppState {
 
 impl AppState {
     pub fn new(relay: Arc<dyn RelayStore>) -> relay::Result<Arc<Self>> {
-        AppState::with_timeout(relay, REQUEST_TIMEOUT)
+        AppState::with_options(relay, ServeOptions::default())
     }
 
-    pub fn with_timeout(
+    pub fn with_options(
         relay: Arc<dyn RelayStore>,
-        request_timeout: Duration,
+        options: ServeOptions,
     ) -> relay::Result<Arc<Self>> {
         let head = tokio::sync::watch::Sender::new(relay.head()?);
         // Other relays on the same database advance the log too.
@@ -70,7 +88,7 @@ impl AppState {
             head,
             metrics: metrics_handle(),
             logins: auth::LoginLimiter::default(),
-            request_timeout,
+            options,
             store_slots,
             password_checks: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -157,7 +175,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/sync", post(api::sync))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
-            state.request_timeout,
+            state.options.request_timeout,
         ));
     Router::new()
         .route("/healthz", get(api::healthz))
@@ -181,25 +199,26 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    serve_with(relay, listener, shutdown, REQUEST_TIMEOUT).await
+    serve_with(relay, listener, shutdown, ServeOptions::default()).await
 }
 
-/// [`serve`] with a request timeout of `request_timeout`. A client that
-/// sends its headers, or (on bounded routes) its request, slower than that
-/// is cut off, so slow or stuck clients cannot pile up connections.
+/// [`serve`] with `options`. A client that sends its headers, or (on
+/// bounded routes) its request, slower than the request timeout is cut
+/// off, so slow or stuck clients cannot pile up connections.
 pub async fn serve_with(
     relay: Arc<dyn RelayStore>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    request_timeout: Duration,
+    options: ServeOptions,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    let request_timeout = options.request_timeout;
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto::Builder;
     use hyper_util::service::TowerToHyperService;
 
     // Store calls block; a PostgreSQL client must not block the runtime.
-    let state = tokio::task::spawn_blocking(move || AppState::with_timeout(relay, request_timeout))
-        .await??;
+    let state =
+        tokio::task::spawn_blocking(move || AppState::with_options(relay, options)).await??;
     let router = app(state);
     // axum::serve sets no header timeout; hyper does once it has a timer.
     let mut builder = Builder::new(TokioExecutor::new());

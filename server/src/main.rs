@@ -15,7 +15,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use fieldcrm_server::relay::postgres::PgRelay;
 use fieldcrm_server::relay::sqlite::SqliteRelay;
 use fieldcrm_server::relay::{RelayStore, Role};
-use fieldcrm_server::{auth, demo};
+use fieldcrm_server::{auth, demo, ServeOptions};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -66,6 +66,10 @@ enum Command {
         /// sync or sign-in request to complete (408 after that).
         #[arg(long, env = "FIELDCRM_REQUEST_TIMEOUT", default_value_t = 60)]
         request_timeout: u64,
+        /// Mark the office UI's session cookie Secure (set when users reach
+        /// the relay over HTTPS, e.g. through a TLS-terminating balancer).
+        #[arg(long, env = "FIELDCRM_SECURE_COOKIES")]
+        secure_cookies: bool,
     },
     /// Seed the demo dataset (two territories, reps, a manager, an office user, records).
     Demo,
@@ -146,12 +150,16 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             listen,
             demo,
             request_timeout,
+            secure_cookies,
         } => {
             if demo {
                 seed_demo(&*relay)?;
             }
-            let timeout = std::time::Duration::from_secs(request_timeout.max(1));
-            serve(relay, listen, &place, timeout)?;
+            let options = ServeOptions {
+                request_timeout: std::time::Duration::from_secs(request_timeout.max(1)),
+                secure_cookies,
+            };
+            serve(relay, listen, &place, options)?;
         }
         Command::Demo => seed_demo(&*relay)?,
         Command::User(cmd) => user_command(&*relay, cmd)?,
@@ -230,7 +238,7 @@ fn serve(
     relay: Arc<dyn RelayStore>,
     listen: SocketAddr,
     data: &str,
-    request_timeout: std::time::Duration,
+    options: ServeOptions,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -240,7 +248,7 @@ fn serve(
         // Tests and scripts read the real address (with --listen 127.0.0.1:0).
         println!("listening on http://{}", listener.local_addr()?);
         tracing::info!(addr = %listener.local_addr()?, data = %data, "FieldCRM relay listening");
-        fieldcrm_server::serve_with(relay, listener, shutdown_signal(), request_timeout).await?;
+        fieldcrm_server::serve_with(relay, listener, shutdown_signal(), options).await?;
         tracing::info!("relay stopped; in-flight syncs finished");
         Ok::<_, Box<dyn std::error::Error>>(())
     })

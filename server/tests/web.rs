@@ -676,3 +676,38 @@ async fn paths_that_climb_out_find_nothing() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn the_session_cookie_is_secure_when_the_relay_is_served_over_https() {
+    let fx = fixture();
+    let options = fieldcrm_server::ServeOptions {
+        secure_cookies: true,
+        ..Default::default()
+    };
+    let state = AppState::with_options(fx.relay.clone(), options).unwrap();
+    let response = app(state)
+        .oneshot(form_request(
+            "/login",
+            "",
+            &[("username", "ann"), ("password", "password1")],
+        ))
+        .await
+        .unwrap();
+    let cookie = response.headers()[header::SET_COOKIE].to_str().unwrap();
+    assert!(cookie.ends_with("; Secure"), "{cookie}");
+    // The default (plain HTTP on a LAN) does not mark it.
+    let plain = fx
+        .app
+        .clone()
+        .oneshot(form_request(
+            "/login",
+            "",
+            &[("username", "ann"), ("password", "password1")],
+        ))
+        .await
+        .unwrap();
+    assert!(!plain.headers()[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .contains("Secure"));
+}
