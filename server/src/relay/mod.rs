@@ -146,8 +146,37 @@ pub struct RecordDetail {
     pub conflicts: Vec<Conflict>,
 }
 
+/// Why an office edit was not made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EditRefusal {
+    /// The record does not exist, or not for this user.
+    #[error("{0}")]
+    NotFound(String),
+    /// The edit is invalid or not allowed (the message says which field or rule).
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl From<fieldcrm_core::Error> for EditRefusal {
+    fn from(e: fieldcrm_core::Error) -> Self {
+        match e {
+            fieldcrm_core::Error::NotFound(_) => EditRefusal::NotFound(e.to_string()),
+            e => EditRefusal::Refused(e.to_string()),
+        }
+    }
+}
+
+impl From<EditRefusal> for RelayError {
+    fn from(e: EditRefusal) -> Self {
+        match e {
+            EditRefusal::NotFound(m) => RelayError::NotFound(m),
+            EditRefusal::Refused(m) => RelayError::Invalid(m),
+        }
+    }
+}
+
 /// What became of one office edit: the record after it, or why it was refused.
-pub type EditOutcome = std::result::Result<Record, String>;
+pub type EditOutcome = std::result::Result<Record, EditRefusal>;
 
 /// Counts for /metrics and the benchmark.
 #[derive(Debug, Default, Serialize)]

@@ -6,7 +6,7 @@
 
 use fieldcrm_core::{Edit, Kind, ListQuery, OwnerCount, Page, Record, StageSummary};
 
-use super::{EditOutcome, RecordDetail, RelayError, RelayStore, Result, User};
+use super::{EditOutcome, EditRefusal, RecordDetail, RelayError, RelayStore, Result, User};
 
 /// The device name office edits are pushed from (shown in field history).
 pub const WEB_DEVICE: &str = "web";
@@ -165,7 +165,7 @@ pub fn edit(store: &dyn RelayStore, user: &User, edits: Vec<Edit>) -> Result<Vec
         };
         match target {
             Some(id) if record_if_visible(store, user, id)?.is_none() => {
-                refused.push((i, not_found(id).to_string()));
+                refused.push((i, EditRefusal::NotFound(not_found(id).to_string())));
             }
             _ => allowed.push(edit),
         }
@@ -176,7 +176,9 @@ pub fn edit(store: &dyn RelayStore, user: &User, edits: Vec<Edit>) -> Result<Vec
     Ok((0..total)
         .map(|i| match refused.next_if(|(at, _)| *at == i) {
             Some((_, reason)) => Err(reason),
-            None => done.next().unwrap_or_else(|| Err("edit lost".into())),
+            None => done.next().unwrap_or_else(|| {
+                Err(EditRefusal::Refused("the edit produced no outcome".into()))
+            }),
         })
         .collect())
 }
@@ -188,11 +190,7 @@ pub fn edit_one(store: &dyn RelayStore, user: &User, change: Edit) -> Result<Rec
 
 fn single_outcome(outcomes: Vec<EditOutcome>) -> Result<Record> {
     match outcomes.into_iter().next() {
-        Some(Ok(record)) => Ok(record),
-        Some(Err(reason)) if reason.starts_with("no record with id") => {
-            Err(RelayError::NotFound(reason))
-        }
-        Some(Err(reason)) => Err(RelayError::Invalid(reason)),
+        Some(outcome) => Ok(outcome?),
         None => Err(RelayError::Invalid("the edit produced no outcome".into())),
     }
 }

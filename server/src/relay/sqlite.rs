@@ -22,8 +22,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::pull::{self, LogEntry, LogSource};
 use super::{
-    check_access, parse_pushed, reject, EditOutcome, PullPage, PushOutcome, RecordDetail,
-    RelayError, RelayStats, RelayStore, Result, Role, User,
+    check_access, parse_pushed, reject, EditOutcome, EditRefusal, PullPage, PushOutcome,
+    RecordDetail, RelayError, RelayStats, RelayStore, Result, Role, User,
 };
 
 /// 2 added `relay_web_actors`; opening a version 1 file upgrades it.
@@ -540,8 +540,8 @@ impl RelayStore for SqliteRelay {
             .into_iter()
             .map(|outcome| match outcome {
                 Drafted::Stored(record) => Ok(record),
-                Drafted::Unchanged(id) => store.get(&id).map_err(|e| e.to_string()),
-                Drafted::Refused(reason) => Err(reason),
+                Drafted::Unchanged(id) => store.get(&id).map_err(EditRefusal::from),
+                Drafted::Refused(why) => Err(why),
             })
             .collect())
     }
@@ -550,7 +550,7 @@ impl RelayStore for SqliteRelay {
 enum Drafted {
     Stored(Record),
     Unchanged(String),
-    Refused(String),
+    Refused(EditRefusal),
 }
 
 /// Drafts one office edit and pushes it through the device path.
@@ -562,7 +562,7 @@ fn edit_one(tx: &StoreTx<'_>, user: &User, device: &str, author: &Author, edit: 
     let draft = match tx.draft(author, edit) {
         Ok(Some(draft)) => draft,
         Ok(None) => return Drafted::Unchanged(target.unwrap_or_default()),
-        Err(e) => return Drafted::Refused(e.to_string()),
+        Err(e) => return Drafted::Refused(e.into()),
     };
     let change = RecordBytes {
         record_id: draft.record_id.clone(),
@@ -570,7 +570,7 @@ fn edit_one(tx: &StoreTx<'_>, user: &User, device: &str, author: &Author, edit: 
     };
     let pushed = push_all(tx, user, device, std::slice::from_ref(&change));
     match pushed.rejected.into_iter().next() {
-        Some(rejection) => Drafted::Refused(rejection.reason),
+        Some(rejection) => Drafted::Refused(EditRefusal::Refused(rejection.reason)),
         None => Drafted::Stored(draft.record),
     }
 }

@@ -416,7 +416,7 @@ pub async fn import_run(
             for (line, outcome) in lines.into_iter().zip(office::edit(relay, &user, edits)?) {
                 match outcome {
                     Ok(_) => *imported += 1,
-                    Err(reason) => rejected.push((line, reason)),
+                    Err(reason) => rejected.push((line, reason.to_string())),
                 }
             }
             Ok(())

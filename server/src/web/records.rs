@@ -385,7 +385,7 @@ pub async fn create(
         }
         Ok(Err(reason)) => {
             let mut errors = Errors::new();
-            place_error(&mut errors, kind, reason);
+            place_error(&mut errors, kind, reason.to_string());
             (errors, None)
         }
         Err((errors, posted)) => (errors, Some(posted)),
@@ -484,7 +484,7 @@ pub async fn update(
         }
         Ok(Err(reason)) => {
             let mut errors = Errors::new();
-            place_error(&mut errors, kind, reason);
+            place_error(&mut errors, kind, reason.to_string());
             (errors, Vec::new())
         }
         Err((errors, posted)) => (errors, posted),

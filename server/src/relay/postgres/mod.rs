@@ -40,8 +40,8 @@ use push::push_in;
 
 use super::pull::{self, LogEntry, LogSource};
 use super::{
-    EditOutcome, PullPage, PushOutcome, RecordDetail, RelayError, RelayStats, RelayStore, Result,
-    Role, User,
+    EditOutcome, EditRefusal, PullPage, PushOutcome, RecordDetail, RelayError, RelayStats,
+    RelayStore, Result, Role, User,
 };
 
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
@@ -869,11 +869,11 @@ fn edit_one(
             drop(sp);
             let id = target.unwrap_or_default();
             return Ok(match read_document(tx, &id)? {
-                Some(mut doc) => doc.read().map_err(|e| e.to_string()),
-                None => Err(format!("no record with id {id:?}")),
+                Some(mut doc) => doc.read().map_err(EditRefusal::from),
+                None => Err(EditRefusal::NotFound(format!("no record with id {id:?}"))),
             });
         }
-        Err(e) => return Ok(Err(e.to_string())),
+        Err(e) => return Ok(Err(e.into())),
     };
     sp.commit()?;
     let change = RecordBytes {
@@ -882,7 +882,7 @@ fn edit_one(
     };
     let pushed = push_in(tx, user, device, std::slice::from_ref(&change))?;
     Ok(match pushed.rejected.into_iter().next() {
-        Some(rejection) => Err(rejection.reason),
+        Some(rejection) => Err(EditRefusal::Refused(rejection.reason)),
         None => Ok(draft.record),
     })
 }
