@@ -581,7 +581,13 @@ pub async fn show(
     let device = |change: &str, actor: &str| -> String {
         match devices.get(change) {
             Some(d) if d == office::WEB_DEVICE => "web".into(),
-            Some(d) => d.chars().take(8).collect(),
+            // Device ids are UUIDv7: the leading digits are a timestamp
+            // that devices made the same day share; the tail tells them apart.
+            // (Characters, not bytes: a device names itself.)
+            Some(d) => {
+                let skip = d.chars().count().saturating_sub(8);
+                format!("…{}", d.chars().skip(skip).collect::<String>())
+            }
             None => format!("actor {}", actor.chars().take(8).collect::<String>()),
         }
     };
