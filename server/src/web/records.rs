@@ -690,6 +690,16 @@ pub async fn show(
                                 td.new { (layout::value(kind, &change.field, &change.new)) }
                             }
                         }
+                        @if entry.fields.is_empty() {
+                            // A change that leaves every value as shown: keeping the
+                            // displayed side of a conflict, or writing a value again.
+                            tr.quiet {
+                                td { (layout::time(entry.time)) }
+                                td { (entry.user) }
+                                td title=(entry.actor) { (device(&entry.change, &entry.actor)) }
+                                td colspan="3" { "no visible value changed (a conflict resolved by keeping the value shown, or a value written again)" }
+                            }
+                        }
                     }
                 }
             }
