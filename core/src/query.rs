@@ -232,6 +232,15 @@ fn list_filter(q: &ListQuery) -> Filter {
     f
 }
 
+/// An offset SQL can take (a huge page number in a URL must be a clear
+/// error, not a storage error).
+pub fn check_offset(offset: usize) -> Result<i64> {
+    i64::try_from(offset)
+        .ok()
+        .filter(|o| *o <= i64::from(u32::MAX))
+        .ok_or_else(|| Error::InvalidQuery(format!("offset {offset} is too large")))
+}
+
 fn check_limit(limit: usize) -> Result<i64> {
     if limit == 0 || limit > MAX_PAGE {
         return Err(Error::InvalidQuery(format!(
@@ -267,6 +276,7 @@ impl Store {
     /// Records matching `q`, one page at a time.
     pub fn list(&self, q: &ListQuery) -> Result<Page> {
         let limit = check_limit(q.limit)?;
+        let offset = check_offset(q.offset)?;
         let f = list_filter(q);
         let total: i64 = self
             .conn()
@@ -274,11 +284,10 @@ impl Store {
             .query_row(params_from_iter(f.params.iter()), |r| r.get(0))?;
         let order = if q.descending { "DESC" } else { "ASC" };
         let sql = format!(
-            "SELECT record FROM records {} ORDER BY {} IS NULL, {} {order}, id {order} LIMIT {limit} OFFSET {}",
+            "SELECT record FROM records {} ORDER BY {} IS NULL, {} {order}, id {order} LIMIT {limit} OFFSET {offset}",
             f.sql(),
             q.sort.column(),
             q.sort.column(),
-            q.offset
         );
         let records = query_records(self.conn(), &sql, f.params)?;
         Ok(Page {

@@ -723,3 +723,24 @@ async fn the_session_cookie_is_secure_when_the_relay_is_served_over_https() {
         .unwrap()
         .contains("Secure"));
 }
+
+#[tokio::test]
+async fn a_page_number_out_of_range_is_a_clear_400() {
+    let fx = fixture();
+    let olivia = fx.sign_in("olivia").await;
+    for path in [
+        "/accounts?page=4000000000000000",
+        "/accounts?page=-1",
+        "/accounts?sort=drop",
+    ] {
+        let answer = fx.get(&olivia, path).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{path}: {}",
+            answer.body
+        );
+    }
+    let huge = fx.get(&olivia, "/accounts?page=4000000000000000").await;
+    assert!(huge.body.contains("too large"), "{}", huge.body);
+}

@@ -183,16 +183,16 @@ pub fn edit(store: &dyn RelayStore, user: &User, edits: Vec<Edit>) -> Result<Vec
         .collect())
 }
 
-/// One edit; its outcome as a result.
-pub fn edit_one(store: &dyn RelayStore, user: &User, change: Edit) -> Result<Record> {
-    single_outcome(edit(store, user, vec![change])?)
+/// One edit and what became of it (a refusal is an answer, not a failure).
+pub fn try_edit(store: &dyn RelayStore, user: &User, change: Edit) -> Result<EditOutcome> {
+    edit(store, user, vec![change])?
+        .pop()
+        .ok_or_else(|| RelayError::Invalid("the edit produced no outcome".into()))
 }
 
-fn single_outcome(outcomes: Vec<EditOutcome>) -> Result<Record> {
-    match outcomes.into_iter().next() {
-        Some(outcome) => Ok(outcome?),
-        None => Err(RelayError::Invalid("the edit produced no outcome".into())),
-    }
+/// One edit; a refusal is an error.
+pub fn edit_one(store: &dyn RelayStore, user: &User, change: Edit) -> Result<Record> {
+    Ok(try_edit(store, user, change)??)
 }
 
 #[cfg(test)]

@@ -371,7 +371,11 @@ pub async fn create(
         let pipeline = relay.pipeline()?;
         let (fields, errors) = form::parse(kind, &posted, &pipeline, true);
         let outcome = if errors.is_empty() {
-            Ok(office::edit(relay, &user, vec![Edit::Create { kind, fields }])?.remove(0))
+            Ok(office::try_edit(
+                relay,
+                &user,
+                Edit::Create { kind, fields },
+            )?)
         } else {
             Err((errors, posted))
         };
@@ -464,15 +468,11 @@ pub async fn update(
         } else if fields.is_empty() {
             Ok(Ok(record.clone()))
         } else {
-            Ok(office::edit(
-                relay,
-                &user,
-                vec![Edit::Update {
-                    id: id.clone(),
-                    fields,
-                }],
-            )?
-            .remove(0))
+            let update = Edit::Update {
+                id: id.clone(),
+                fields,
+            };
+            Ok(office::try_edit(relay, &user, update)?)
         };
         Ok((outcome, record.kind, choices(relay, &user, true)?))
     })

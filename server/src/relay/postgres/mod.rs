@@ -624,6 +624,7 @@ impl RelayStore for PgRelay {
             ))
             .into());
         }
+        let offset = fieldcrm_core::query::check_offset(q.offset)?;
         let f = list_filter(q);
         let mut conn = self.conn()?;
         let total: i64 = conn
@@ -635,10 +636,9 @@ impl RelayStore for PgRelay {
         let order = if q.descending { "DESC" } else { "ASC" };
         let column = sort_column(q.sort);
         let sql = format!(
-            "SELECT record FROM relay_records {} ORDER BY {column} IS NULL, {column} {order}, id {order} LIMIT {} OFFSET {}",
+            "SELECT record FROM relay_records {} ORDER BY {column} IS NULL, {column} {order}, id {order} LIMIT {} OFFSET {offset}",
             f.sql(),
             q.limit,
-            q.offset
         );
         let records = records_from(conn.query(&sql, &f.params())?)?;
         Ok(Page {
