@@ -54,6 +54,7 @@ impl From<RelayError> for ApiError {
             RelayError::Invalid(m) => ApiError::bad_request(m),
             RelayError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "not_found", m),
             RelayError::Sqlite(e) => ApiError::internal(e),
+            RelayError::Storage(e) => ApiError::internal(e),
             RelayError::Postgres(e) => ApiError::internal(e),
             RelayError::Pool(e) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,

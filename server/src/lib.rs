@@ -157,6 +157,11 @@ fn metrics_handle() -> PrometheusHandle {
                         0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                     ],
                 )
+                .expect("bucket list is not empty")
+                .set_buckets_for_metric(
+                    Matcher::Full("fieldcrm_group_commit_pushes".into()),
+                    &[1.0, 2.0, 4.0, 8.0, 16.0],
+                )
                 .expect("bucket list is not empty");
             let recorder = builder.build_recorder();
             let handle = recorder.handle();

@@ -5,13 +5,12 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use common::log_readers::{self, Reader};
 use common::{PgSchema, Relay};
-use fieldcrm_core::protocol::{self, Cursor, SyncRequest, SyncResponse, PROTOCOL_VERSION};
-use fieldcrm_core::{fields, HttpTransport, Kind, ParsedChange, Store, Transport};
+use fieldcrm_core::{fields, HttpTransport, Kind, Store};
 use fieldcrm_server::auth;
 use fieldcrm_server::relay::postgres::PgRelay;
 use fieldcrm_server::relay::{RelayStore, Role};
@@ -32,53 +31,6 @@ fn seed(url: &str) -> PgRelay {
     }
     relay.add_user("olivia", &hash, Role::Office, &[]).unwrap();
     relay
-}
-
-/// Reads the log with the raw protocol and remembers every change hash it
-/// is sent, so duplicates and gaps are visible.
-struct Reader {
-    transports: Vec<HttpTransport>,
-    cursor: Cursor,
-    seen: HashMap<[u8; 32], usize>,
-    round: usize,
-}
-
-impl Reader {
-    fn new(relays: &[&Relay]) -> Reader {
-        let transports = relays
-            .iter()
-            .map(|r| HttpTransport::login(&r.url, "olivia", PASSWORD).unwrap().0)
-            .collect();
-        Reader {
-            transports,
-            cursor: Cursor::default(),
-            seen: HashMap::new(),
-            round: 0,
-        }
-    }
-
-    /// One pull, from the next relay in turn; `true` while there is more.
-    fn pull(&mut self) -> bool {
-        let transport = &self.transports[self.round % self.transports.len()];
-        self.round += 1;
-        let request = SyncRequest {
-            version: PROTOCOL_VERSION,
-            device_id: format!("reader-{:p}", self),
-            cursor: self.cursor.clone(),
-            push: vec![],
-            max_bytes: 4_000,
-        };
-        let bytes = transport.exchange(&protocol::encode(&request)).unwrap();
-        let response: SyncResponse = protocol::decode(&bytes).unwrap();
-        for change in &response.changes {
-            let hash = ParsedChange::parse(&change.record_id, &change.bytes)
-                .unwrap()
-                .hash();
-            *self.seen.entry(hash).or_default() += 1;
-        }
-        self.cursor = response.cursor;
-        response.more
-    }
 }
 
 #[test]
@@ -105,75 +57,15 @@ fn concurrent_pushes_through_two_relays_never_make_a_reader_skip_or_repeat() {
     let (t, _) = HttpTransport::login(&a.url, "rep0", PASSWORD).unwrap();
     first.sync(&t, &mut |_| {}).unwrap();
     let start_head = store.head().unwrap();
-    let mut readers: Vec<Reader> = (0..2).map(|_| Reader::new(&[&a, &b])).collect();
+    let urls = [a.url.clone(), b.url.clone()];
+    let mut readers: Vec<Reader> = (0..2).map(|_| Reader::new(&urls, "olivia")).collect();
     for r in &mut readers {
-        while r.pull() {}
+        r.catch_up();
         assert_eq!(r.cursor.seq, start_head);
     }
 
     // Writers on both relays, alternating, while readers pull continuously.
-    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let urls = [a.url.clone(), b.url.clone()];
-    let writers: Vec<_> = (0..WRITERS)
-        .map(|i| {
-            let (urls, path, done) = (
-                urls.clone(),
-                dir.path().join(format!("w{i}.db")),
-                done.clone(),
-            );
-            std::thread::spawn(move || {
-                let user = format!("rep{i}");
-                let mut device = Store::open(path, &user).unwrap();
-                let transports: Vec<HttpTransport> = urls
-                    .iter()
-                    .map(|u| HttpTransport::login(u, &user, PASSWORD).unwrap().0)
-                    .collect();
-                for round in 0..ROUNDS {
-                    let territory = format!("t{i}");
-                    let x = device
-                        .create(
-                            Kind::Account,
-                            fields([
-                                ("name", format!("W{i} R{round} x")),
-                                ("territory", territory.clone()),
-                            ]),
-                        )
-                        .unwrap();
-                    device
-                        .create(
-                            Kind::Account,
-                            fields([
-                                ("name", format!("W{i} R{round} y")),
-                                ("territory", territory),
-                            ]),
-                        )
-                        .unwrap();
-                    device
-                        .update(
-                            &x.id,
-                            fields([("phone", format!("+44 20 7946 {round:04}"))]),
-                        )
-                        .unwrap();
-                    device.sync(&transports[round % 2], &mut |_| {}).unwrap();
-                }
-                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            })
-        })
-        .collect();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !writers.iter().all(|w| w.is_finished()) {
-        for r in &mut readers {
-            r.pull();
-        }
-        assert!(Instant::now() < deadline, "writers did not finish");
-    }
-    for w in writers {
-        w.join().expect("a writer failed");
-    }
-    assert_eq!(done.load(std::sync::atomic::Ordering::SeqCst), WRITERS);
-    for r in &mut readers {
-        while r.pull() {}
-    }
+    log_readers::write_while_reading(dir.path(), &urls, WRITERS, ROUNDS, &mut readers);
 
     // Every change in the log after the start, to every reader, exactly once.
     let mut client = postgres::Client::connect(&schema.url(), postgres::NoTls).unwrap();
@@ -187,18 +79,7 @@ fn concurrent_pushes_through_two_relays_never_make_a_reader_skip_or_repeat() {
         .map(|r| r.get::<_, Vec<u8>>(0).try_into().unwrap())
         .collect();
     assert_eq!(logged.len(), WRITERS * ROUNDS * 3);
-    for (n, r) in readers.iter().enumerate() {
-        let repeated: Vec<_> = r.seen.iter().filter(|(_, count)| **count > 1).collect();
-        assert!(
-            repeated.is_empty(),
-            "reader {n} got {} change(s) twice",
-            repeated.len()
-        );
-        let got: HashSet<[u8; 32]> = r.seen.keys().copied().collect();
-        let missed = logged.difference(&got).count();
-        assert_eq!(missed, 0, "reader {n} skipped {missed} change(s)");
-        assert_eq!(got.len(), logged.len());
-    }
+    log_readers::assert_each_read_once(&readers, &logged);
 
     // A device alternating between the relays ends with every record once.
     let mut office = Store::open(dir.path().join("office.db"), "olivia").unwrap();

@@ -98,6 +98,10 @@ pub enum RelayError {
     Postgres(#[from] ::postgres::Error),
     #[error("relay storage unavailable: {0}")]
     Pool(#[from] r2d2::Error),
+    /// A storage failure reported to several requests at once (a group
+    /// commit that failed).
+    #[error("relay storage error: {0}")]
+    Storage(String),
     #[error("{0}")]
     Invalid(String),
     #[error("{0}")]

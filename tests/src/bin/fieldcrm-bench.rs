@@ -453,6 +453,7 @@ fn concurrent_phase(
                 let ready = prepare_device(&path, &url, i, EDITS);
                 // Every thread reaches the barrier, ready or not, so none waits forever.
                 barrier.wait();
+                barrier.wait();
                 let (mut store, transport) = match ready {
                     Ok(ready) => ready,
                     Err(e) => return (None, Err(format!("device {i} setup: {e}"))),
@@ -467,6 +468,27 @@ fn concurrent_phase(
             })
         })
         .collect();
+    barrier.wait();
+    let perf = std::env::var("BENCH_PERF").ok().map(|out| {
+        let c = std::process::Command::new("perf")
+            .args([
+                "record",
+                "-a",
+                "-F",
+                "999",
+                "--call-graph",
+                "dwarf,32768",
+                "-o",
+                &out,
+                "--",
+                "sleep",
+                "0.8",
+            ])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        c
+    });
     barrier.wait();
     let t = Instant::now();
     let mut latencies = Vec::new();
@@ -487,6 +509,9 @@ fn concurrent_phase(
         }
     }
     let wall = t.elapsed();
+    if let Some(mut c) = perf {
+        c.wait().ok();
+    }
     drop(stores);
     Ok(json!({
         "wall_s": secs(wall),

@@ -3,15 +3,23 @@
 //! history and conflicts for free) plus the relay's own tables: the change
 //! log, users, tokens, territories and actor bindings.
 //!
+//! Connections: one writer (behind a mutex, with [`group_commit`] for
+//! pushes) and a small pool of readers. SQLite's WAL lets readers work while
+//! the writer writes, so pulls, sign-in checks and the office UI's reports
+//! never wait behind a push; each read runs in one read transaction, a
+//! consistent snapshot of what has committed.
+//!
 //! Cursor correctness: SQLite runs one write transaction at a time, and a
 //! push assigns log sequence numbers inside its write transaction. So a
 //! transaction holding a lower number always commits before one holding a
 //! higher number starts, and a reader can never see seq N+1 without seq N.
-//! Here one mutex serialises all access on top of that.
+
+mod group_commit;
 
 use std::cell::RefCell;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use fieldcrm_core::protocol::{Cursor, RecordBytes, Rejection};
 use fieldcrm_core::{
@@ -69,9 +77,55 @@ CREATE TABLE IF NOT EXISTS relay_web_actors (
 ) WITHOUT ROWID;
 ";
 
+/// Read connections in the pool: enough for both cores and a slow report.
+const READERS: u32 = 4;
+/// Store calls worth running at once: pushes waiting for the writer form
+/// the next group commit, and reads run beside it.
+const PARALLELISM: usize = 16;
+
 /// Relay store in `DIR/relay.db`.
 pub struct SqliteRelay {
-    store: Mutex<Store>,
+    writer: Mutex<Store>,
+    pushes: group_commit::GroupCommit<PushJob, Result<PushOutcome>>,
+    readers: r2d2::Pool<Readers>,
+}
+
+/// One request's push, waiting for its group commit.
+struct PushJob {
+    user: User,
+    device: String,
+    changes: Vec<RecordBytes>,
+}
+
+/// Opens read connections to the relay's file for the pool.
+#[derive(Debug)]
+struct Readers {
+    path: PathBuf,
+}
+
+impl r2d2::ManageConnection for Readers {
+    type Connection = Store;
+    type Error = CoreError;
+
+    fn connect(&self) -> std::result::Result<Store, CoreError> {
+        Store::open_with(&self.path, "relay", relay_options())
+    }
+
+    fn is_valid(&self, _: &mut Store) -> std::result::Result<(), CoreError> {
+        Ok(())
+    }
+
+    fn has_broken(&self, _: &mut Store) -> bool {
+        false
+    }
+}
+
+fn relay_options() -> StoreOptions {
+    // FULL: an acknowledged change must survive a power loss too.
+    StoreOptions {
+        durable: true,
+        ..StoreOptions::default()
+    }
 }
 
 impl std::fmt::Debug for SqliteRelay {
@@ -84,12 +138,8 @@ impl SqliteRelay {
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir)
             .map_err(|e| RelayError::Invalid(format!("cannot create {}: {e}", dir.display())))?;
-        // FULL: an acknowledged change must survive a power loss too.
-        let options = StoreOptions {
-            durable: true,
-            ..StoreOptions::default()
-        };
-        let mut store = Store::open_with(dir.join("relay.db"), "relay", options)?;
+        let path = dir.join("relay.db");
+        let mut store = Store::open_with(&path, "relay", relay_options())?;
         store.transaction(|tx| {
             let sql = tx.sql();
             sql.execute_batch(SCHEMA)?;
@@ -119,18 +169,35 @@ impl SqliteRelay {
             }
             Ok(())
         })?;
+        // Readers open after the writer has made or upgraded the schema.
+        let readers = r2d2::Pool::builder()
+            .max_size(READERS)
+            .min_idle(Some(1))
+            .connection_timeout(Duration::from_secs(30))
+            .build(Readers { path })?;
         Ok(SqliteRelay {
-            store: Mutex::new(store),
+            writer: Mutex::new(store),
+            pushes: Default::default(),
+            readers,
         })
     }
 
     fn lock(&self) -> MutexGuard<'_, Store> {
         // A panic while holding the lock cannot leave SQLite half-written
         // (the transaction rolls back), so the store stays usable.
-        self.store.lock().unwrap_or_else(|e| e.into_inner())
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Read access to the relay's record store (queries for the office UI).
+    /// Runs `f` on a pooled reader inside one read transaction: every query
+    /// in it sees the same committed state.
+    fn read<R>(&self, f: impl FnOnce(&Store) -> Result<R>) -> Result<R> {
+        let store = self.readers.get()?;
+        // Dropped at the end: a rollback, which for reads only ends the snapshot.
+        let _snapshot = store.sql().unchecked_transaction()?;
+        f(&store)
+    }
+
+    /// Write access to the relay's record store.
     pub fn with_records<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
         f(&mut self.lock())
     }
@@ -296,30 +363,67 @@ impl RelayStore for SqliteRelay {
         if changes.is_empty() {
             return Ok(PushOutcome::default());
         }
-        let mut store = self.lock();
-        Ok(store.transaction(|tx| Ok(push_all(tx, user, device, &changes)))?)
+        let job = PushJob {
+            user: user.clone(),
+            device: device.to_string(),
+            changes,
+        };
+        self.pushes.submit(
+            &self.writer,
+            job,
+            |store, jobs| {
+                metrics::histogram!("fieldcrm_group_commit_pushes").record(jobs.len() as f64);
+                // Every job's changes are checked and applied on their own
+                // (savepoints), so one bad push cannot fail its neighbours;
+                // only the commit itself is shared.
+                let pushed = store.transaction(|tx| {
+                    Ok(jobs
+                        .iter()
+                        .map(|j| push_all(tx, &j.user, &j.device, &j.changes))
+                        .collect::<Vec<_>>())
+                });
+                match pushed {
+                    Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+                    Err(e) => {
+                        let why = e.to_string();
+                        jobs.iter()
+                            .map(|_| Err(RelayError::Storage(why.clone())))
+                            .collect()
+                    }
+                }
+            },
+            || {
+                Err(RelayError::Storage(
+                    "the push was interrupted before it was stored; send it again".into(),
+                ))
+            },
+        )
     }
 
     fn pull(&self, user: &User, device: &str, cursor: &Cursor, max_bytes: u64) -> Result<PullPage> {
-        let store = self.lock();
-        pull::pull(&mut SqliteLog(&store), user, device, cursor, max_bytes)
+        self.read(|store| pull::pull(&mut SqliteLog(store), user, device, cursor, max_bytes))
     }
 
     fn head(&self) -> Result<u64> {
-        head(store_conn(&self.lock()))
+        self.read(|store| head(store_conn(store)))
+    }
+
+    fn parallelism(&self) -> usize {
+        PARALLELISM
     }
 
     fn stats(&self) -> Result<RelayStats> {
-        let store = self.lock();
-        let conn = store_conn(&store);
-        let count = |sql: &str| {
-            conn.query_row(sql, [], |r| r.get::<_, i64>(0))
-                .map(|n| n as u64)
-        };
-        Ok(RelayStats {
-            records: count("SELECT count(*) FROM records")?,
-            log_entries: count("SELECT count(*) FROM relay_log")?,
-            head: head(conn)?,
+        self.read(|store| {
+            let conn = store_conn(store);
+            let count = |sql: &str| {
+                conn.query_row(sql, [], |r| r.get::<_, i64>(0))
+                    .map(|n| n as u64)
+            };
+            Ok(RelayStats {
+                records: count("SELECT count(*) FROM records")?,
+                log_entries: count("SELECT count(*) FROM relay_log")?,
+                head: head(conn)?,
+            })
         })
     }
 
@@ -346,25 +450,27 @@ impl RelayStore for SqliteRelay {
     }
 
     fn user(&self, id: &str) -> Result<Option<(User, String)>> {
-        let store = self.lock();
-        let row = store_conn(&store)
-            .query_row(
-                "SELECT id, role, territories, password_hash FROM relay_users WHERE id = ?1",
-                [id],
-                |r| Ok((user_from_row(r)?, r.get::<_, String>(3)?)),
-            )
-            .optional()?;
-        Ok(row)
+        self.read(|store| {
+            Ok(store_conn(store)
+                .query_row(
+                    "SELECT id, role, territories, password_hash FROM relay_users WHERE id = ?1",
+                    [id],
+                    |r| Ok((user_from_row(r)?, r.get::<_, String>(3)?)),
+                )
+                .optional()?)
+        })
     }
 
     fn list_users(&self) -> Result<Vec<User>> {
-        let store = self.lock();
-        let conn = store_conn(&store);
-        let mut stmt = conn.prepare("SELECT id, role, territories FROM relay_users ORDER BY id")?;
-        let users = stmt
-            .query_map([], user_from_row)?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(users)
+        self.read(|store| {
+            let conn = store_conn(store);
+            let mut stmt =
+                conn.prepare("SELECT id, role, territories FROM relay_users ORDER BY id")?;
+            let users = stmt
+                .query_map([], user_from_row)?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(users)
+        })
     }
 
     fn remove_user(&self, id: &str) -> Result<bool> {
@@ -410,13 +516,14 @@ impl RelayStore for SqliteRelay {
     }
 
     fn territories(&self) -> Result<Vec<String>> {
-        let store = self.lock();
-        let conn = store_conn(&store);
-        let mut stmt = conn.prepare("SELECT name FROM relay_territories ORDER BY name")?;
-        let names = stmt
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(names)
+        self.read(|store| {
+            let conn = store_conn(store);
+            let mut stmt = conn.prepare("SELECT name FROM relay_territories ORDER BY name")?;
+            let names = stmt
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(names)
+        })
     }
 
     fn add_token(&self, user: &str, token_hash: &[u8; 32]) -> Result<()> {
@@ -429,15 +536,15 @@ impl RelayStore for SqliteRelay {
     }
 
     fn user_by_token(&self, token_hash: &[u8; 32]) -> Result<Option<User>> {
-        let store = self.lock();
-        Ok(store_conn(&store)
-            .query_row(
-                "SELECT u.id, u.role, u.territories FROM relay_tokens t JOIN relay_users u ON u.id = t.user_id
-                 WHERE t.hash = ?1",
-                [token_hash],
-                user_from_row,
-            )
-            .optional()?)
+        self.read(|store| {
+            Ok(store_conn(store)
+                .prepare_cached(
+                    "SELECT u.id, u.role, u.territories FROM relay_tokens t JOIN relay_users u ON u.id = t.user_id
+                     WHERE t.hash = ?1",
+                )?
+                .query_row([token_hash], user_from_row)
+                .optional()?)
+        })
     }
 
     fn revoke_tokens(&self, user: &str) -> Result<usize> {
@@ -454,11 +561,11 @@ impl RelayStore for SqliteRelay {
     }
 
     fn pipeline(&self) -> Result<Pipeline> {
-        Ok(self.lock().pipeline().clone())
+        Ok(self.readers.get()?.pipeline().clone())
     }
 
     fn list(&self, q: &ListQuery) -> Result<Page> {
-        Ok(self.lock().list(q)?)
+        self.read(|store| Ok(store.list(q)?))
     }
 
     fn search(
@@ -468,43 +575,15 @@ impl RelayStore for SqliteRelay {
         territories: &[String],
         limit: usize,
     ) -> Result<Vec<Record>> {
-        Ok(self.lock().search_in(text, kind, territories, limit)?)
+        self.read(|store| Ok(store.search_in(text, kind, territories, limit)?))
     }
 
     fn record(&self, id: &str) -> Result<Option<RecordDetail>> {
-        let store = self.lock();
-        let record = match store.get(id) {
-            Ok(record) => record,
-            Err(CoreError::NotFound(_)) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        let history = store.history(id)?;
-        let mut devices = std::collections::HashMap::new();
-        let mut stmt =
-            store_conn(&store).prepare_cached("SELECT device FROM relay_log WHERE hash = ?1")?;
-        for entry in &history {
-            let Ok(hash) = hex::decode(&entry.change) else {
-                continue;
-            };
-            if let Some(device) = stmt
-                .query_row([&hash[..]], |r| r.get::<_, String>(0))
-                .optional()?
-            {
-                devices.insert(entry.change.clone(), device);
-            }
-        }
-        drop(stmt);
-        let conflicts = store.conflicts(id)?;
-        Ok(Some(RecordDetail {
-            record,
-            history,
-            devices,
-            conflicts,
-        }))
+        self.read(|store| record_detail(store, id))
     }
 
     fn record_at(&self, id: &str, time: i64) -> Result<Record> {
-        Ok(self.lock().record_at(id, time)?)
+        self.read(|store| Ok(store.record_at(id, time)?))
     }
 
     fn pipeline_summary(
@@ -512,15 +591,16 @@ impl RelayStore for SqliteRelay {
         territories: &[String],
         at: Option<i64>,
     ) -> Result<Vec<StageSummary>> {
-        let store = self.lock();
-        Ok(match at {
-            None => store.pipeline_summary(None, territories)?,
-            Some(time) => store.pipeline_summary_at(territories, time)?,
+        self.read(|store| {
+            Ok(match at {
+                None => store.pipeline_summary(None, territories)?,
+                Some(time) => store.pipeline_summary_at(territories, time)?,
+            })
         })
     }
 
     fn owner_counts(&self, territories: &[String]) -> Result<Vec<OwnerCount>> {
-        Ok(self.lock().owner_counts(territories)?)
+        self.read(|store| Ok(store.owner_counts(territories)?))
     }
 
     fn edit(&self, user: &User, device: &str, edits: Vec<Edit>) -> Result<Vec<EditOutcome>> {
@@ -545,6 +625,38 @@ impl RelayStore for SqliteRelay {
             })
             .collect())
     }
+}
+
+/// A record with its history (and the device of each change) and conflicts.
+fn record_detail(store: &Store, id: &str) -> Result<Option<RecordDetail>> {
+    let record = match store.get(id) {
+        Ok(record) => record,
+        Err(CoreError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let history = store.history(id)?;
+    let mut devices = std::collections::HashMap::new();
+    let mut stmt =
+        store_conn(store).prepare_cached("SELECT device FROM relay_log WHERE hash = ?1")?;
+    for entry in &history {
+        let Ok(hash) = hex::decode(&entry.change) else {
+            continue;
+        };
+        if let Some(device) = stmt
+            .query_row([&hash[..]], |r| r.get::<_, String>(0))
+            .optional()?
+        {
+            devices.insert(entry.change.clone(), device);
+        }
+    }
+    drop(stmt);
+    let conflicts = store.conflicts(id)?;
+    Ok(Some(RecordDetail {
+        record,
+        history,
+        devices,
+        conflicts,
+    }))
 }
 
 enum Drafted {
