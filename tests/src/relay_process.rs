@@ -97,6 +97,11 @@ impl RelayProcess {
         Ok(RelayProcess { child, url })
     }
 
+    /// CPU time the relay process has used so far (user + system, all threads).
+    pub fn cpu_time(&self) -> std::time::Duration {
+        process_cpu_time(self.child.id())
+    }
+
     /// Peak resident memory of the relay process, in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
@@ -115,6 +120,24 @@ impl Drop for RelayProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// CPU time process `pid` has used (user + system, all threads), from
+/// `/proc` (zero where there is none), in clock ticks of 10 ms.
+pub fn process_cpu_time(pid: u32) -> std::time::Duration {
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // Fields after the command name (which may hold spaces): utime
+            // and stime are the 12th and 13th.
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: u64 = fields.get(11)?.parse().ok()?;
+            let stime: u64 = fields.get(12)?.parse().ok()?;
+            Some(utime + stime)
+        })
+        .unwrap_or(0);
+    std::time::Duration::from_millis(ticks * 10)
 }
 
 /// Whether this process was started as the relay child; if so, runs it.

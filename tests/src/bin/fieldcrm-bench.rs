@@ -382,7 +382,7 @@ fn sync_phases(
     let (seen_at, b_syncs) = watcher.join().map_err(|_| "watcher thread panicked")??;
     let incremental = seen_at.duration_since(t);
 
-    let mut concurrent = concurrent_phase(dir, std::slice::from_ref(&relay.url), devices, "one")?;
+    let mut concurrent = concurrent_phase(dir, &[&relay], devices, "one")?;
     let load = load_phase(
         dir,
         &relay.url,
@@ -399,8 +399,7 @@ fn sync_phases(
     if let Some(url) = &database {
         // The same load split over two relay processes on the one database.
         let second = RelayProcess::start_with(&dir.join("relay-2"), devices, Some(url))?;
-        let urls = [relay.url.clone(), second.url.clone()];
-        let two = concurrent_phase(dir, &urls, devices, "two")?;
+        let two = concurrent_phase(dir, &[&relay, &second], devices, "two")?;
         relay_figures["second_relay_peak_rss_kib"] = json!(second.peak_rss_kib());
         concurrent["two_relays"] = two;
     }
@@ -427,7 +426,9 @@ fn sync_phases(
 
 /// `devices` reps, each in their own territory with 5 accounts, each make
 /// 20 edits offline; then all sync at the same moment. Devices are spread
-/// over `urls` (relays on one database); `tag` names this run's device files.
+/// over `relays` (on one database); `tag` names this run's device files.
+/// CPU time is reported per sync, for the relays and for the devices (this
+/// process), so the split between them is measured, not guessed.
 ///
 /// Each device is one thread for its whole life (open, sign in, first sync,
 /// edits, then the timed sync), as an app's sync runs in a process that has
@@ -435,11 +436,14 @@ fn sync_phases(
 /// allocator's first pages, which no device pays per sync.
 fn concurrent_phase(
     dir: &std::path::Path,
-    urls: &[String],
+    relays: &[&RelayProcess],
     devices: usize,
     tag: &str,
 ) -> Result<Json, Box<dyn std::error::Error>> {
     const EDITS: usize = 20;
+    let urls: Vec<String> = relays.iter().map(|r| r.url.clone()).collect();
+    let relay_cpu = || relays.iter().map(|r| r.cpu_time()).sum::<Duration>();
+    let devices_cpu = || relay_process::process_cpu_time(std::process::id());
     // The store comes back open: a device closing its database (a WAL
     // checkpoint) while the others still sync is no part of a sync.
     type Outcome = (Option<Store>, Result<(Duration, usize), String>);
@@ -452,7 +456,6 @@ fn concurrent_phase(
             std::thread::spawn(move || {
                 let ready = prepare_device(&path, &url, i, EDITS);
                 // Every thread reaches the barrier, ready or not, so none waits forever.
-                barrier.wait();
                 barrier.wait();
                 let (mut store, transport) = match ready {
                     Ok(ready) => ready,
@@ -469,27 +472,7 @@ fn concurrent_phase(
         })
         .collect();
     barrier.wait();
-    let perf = std::env::var("BENCH_PERF").ok().map(|out| {
-        let c = std::process::Command::new("perf")
-            .args([
-                "record",
-                "-a",
-                "-F",
-                "999",
-                "--call-graph",
-                "dwarf,32768",
-                "-o",
-                &out,
-                "--",
-                "sleep",
-                "0.8",
-            ])
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(300));
-        c
-    });
-    barrier.wait();
+    let (relay_cpu_before, devices_cpu_before) = (relay_cpu(), devices_cpu());
     let t = Instant::now();
     let mut latencies = Vec::new();
     let (mut errors, mut acked) = (0, 0);
@@ -509,9 +492,9 @@ fn concurrent_phase(
         }
     }
     let wall = t.elapsed();
-    if let Some(mut c) = perf {
-        c.wait().ok();
-    }
+    let per_sync = |d: Duration| (ms(d) / devices.max(1) as f64 * 100.0).round() / 100.0;
+    let relay_cpu_ms = per_sync(relay_cpu() - relay_cpu_before);
+    let devices_cpu_ms = per_sync(devices_cpu() - devices_cpu_before);
     drop(stores);
     Ok(json!({
         "wall_s": secs(wall),
@@ -523,6 +506,8 @@ fn concurrent_phase(
         "sync_p99_ms": percentile(&mut latencies, 99.0),
         "errors": errors,
         "relays": urls.len(),
+        "relay_cpu_ms_per_sync": relay_cpu_ms,
+        "devices_cpu_ms_per_sync": devices_cpu_ms,
     }))
 }
 
