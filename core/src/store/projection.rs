@@ -2,7 +2,7 @@
 //! filtering and sorting, the record as JSON, and its full-text entry.
 //! Derived from the documents; [`crate::Store::rebuild_projection`] remakes it.
 
-use rusqlite::{params, Connection, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::doc::RecordDoc;
 use crate::error::{Error, Result};
@@ -67,9 +67,28 @@ fn upsert(conn: &Connection, record: &Record, has_conflicts: bool) -> Result<()>
             ],
             |r| r.get(0),
         )?;
-    let [name, email, phone, notes] = search_columns(record);
-    conn.prepare_cached("DELETE FROM records_fts WHERE rowid = ?1")?
-        .execute([rowid])?;
+    // Most edits (a stage, an amount, a note's date) leave the searchable
+    // text as it was; rewriting the entry anyway costs a tokenisation and an
+    // index delete and insert, the larger part of a commit's FTS5 work.
+    let columns = search_columns(record);
+    let indexed: Option<[Option<String>; 4]> = conn
+        .prepare_cached("SELECT name, email, phone, notes FROM records_fts WHERE rowid = ?1")?
+        .query_row([rowid], |r| {
+            Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?])
+        })
+        .optional()?;
+    if let Some(indexed) = &indexed {
+        if indexed
+            .iter()
+            .zip(&columns)
+            .all(|(old, new)| old.as_ref() == Some(new))
+        {
+            return Ok(());
+        }
+        conn.prepare_cached("DELETE FROM records_fts WHERE rowid = ?1")?
+            .execute([rowid])?;
+    }
+    let [name, email, phone, notes] = columns;
     conn.prepare_cached(
         "INSERT INTO records_fts (rowid, name, email, phone, notes) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?

@@ -396,6 +396,32 @@ fn search_finds_names_emails_phones_and_notes() {
 }
 
 #[test]
+fn search_follows_renames_and_keeps_its_entry_through_other_edits() {
+    let mut fx = fixture("ann");
+    let s = &mut fx.store;
+    let acc = account(s, "Acme Steel", "north");
+    let found = |s: &Store, q: &str| s.search(q, None, 10).unwrap().len();
+    let entries = |s: &Store, q: &str| -> i64 {
+        s.sql()
+            .query_row(
+                "SELECT count(*) FROM records_fts WHERE records_fts MATCH ?1",
+                [q],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    // An edit that leaves the searchable text alone keeps the one entry.
+    s.update(&acc.id, fields([("custom.visits", 3)])).unwrap();
+    assert_eq!((found(s, "acme"), entries(s, "acme")), (1, 1));
+    s.update(&acc.id, fields([("name", "Birch Works")]))
+        .unwrap();
+    assert_eq!((found(s, "acme"), entries(s, "acme")), (0, 0));
+    assert_eq!((found(s, "birch"), entries(s, "birch")), (1, 1));
+    s.update(&acc.id, fields([("custom.visits", 4)])).unwrap();
+    assert_eq!((found(s, "birch"), entries(s, "birch")), (1, 1));
+}
+
+#[test]
 fn account_overview_gathers_related_records() {
     let mut fx = fixture("ann");
     let s = &mut fx.store;
