@@ -492,7 +492,13 @@ fn concurrent_phase(
         }
     }
     let wall = t.elapsed();
-    let per_sync = |d: Duration| (ms(d) / devices.max(1) as f64 * 100.0).round() / 100.0;
+    // /proc counts CPU in 10 ms ticks: below 100 ms in all, no figure.
+    let per_sync = |d: Duration| -> Json {
+        if d < Duration::from_millis(100) {
+            return Json::Null;
+        }
+        json!((ms(d) / devices.max(1) as f64 * 100.0).round() / 100.0)
+    };
     let relay_cpu_ms = per_sync(relay_cpu() - relay_cpu_before);
     let devices_cpu_ms = per_sync(devices_cpu() - devices_cpu_before);
     drop(stores);
