@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 use common::log_readers::{self, Reader};
 use common::{PgSchema, Relay};
 use fieldcrm_core::{fields, HttpTransport, Kind, Store};
-use fieldcrm_server::auth;
 use fieldcrm_server::relay::postgres::PgRelay;
-use fieldcrm_server::relay::{RelayStore, Role};
+use fieldcrm_server::relay::RelayStore;
 
 const PASSWORD: &str = common::PASSWORD;
 const WRITERS: usize = 8;
@@ -21,15 +20,7 @@ const ROUNDS: usize = 40;
 
 fn seed(url: &str) -> PgRelay {
     let relay = PgRelay::open(url, 2).unwrap();
-    let hash = auth::hash_password(PASSWORD).unwrap();
-    for i in 0..WRITERS {
-        let t = format!("t{i}");
-        relay.add_territory(&t).unwrap();
-        relay
-            .add_user(&format!("rep{i}"), &hash, Role::Rep, &[t])
-            .unwrap();
-    }
-    relay.add_user("olivia", &hash, Role::Office, &[]).unwrap();
+    log_readers::seed_users(&relay, WRITERS);
     relay
 }
 

@@ -9,9 +9,7 @@ use std::collections::HashSet;
 use common::log_readers::{self, Reader};
 use common::Relay;
 use fieldcrm_core::{fields, HttpTransport, Kind, Store};
-use fieldcrm_server::auth;
 use fieldcrm_server::relay::sqlite::SqliteRelay;
-use fieldcrm_server::relay::{RelayStore, Role};
 
 const WRITERS: usize = 8;
 const ROUNDS: usize = 30;
@@ -19,18 +17,7 @@ const ROUNDS: usize = 30;
 #[test]
 fn concurrent_pushes_and_pulls_never_make_a_reader_skip_or_repeat() {
     let data = tempfile::tempdir().unwrap();
-    {
-        let relay = SqliteRelay::open(data.path()).unwrap();
-        let hash = auth::hash_password(common::PASSWORD).unwrap();
-        for i in 0..WRITERS {
-            let t = format!("t{i}");
-            relay.add_territory(&t).unwrap();
-            relay
-                .add_user(&format!("rep{i}"), &hash, Role::Rep, &[t])
-                .unwrap();
-        }
-        relay.add_user("olivia", &hash, Role::Office, &[]).unwrap();
-    }
+    log_readers::seed_users(&SqliteRelay::open(data.path()).unwrap(), WRITERS);
     let relay = Relay::start(data.path());
     let devices = tempfile::tempdir().unwrap();
     let urls = [relay.url.clone()];

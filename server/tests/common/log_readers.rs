@@ -7,7 +7,24 @@ use std::time::{Duration, Instant};
 use fieldcrm_core::protocol::{self, Cursor, SyncRequest, SyncResponse, PROTOCOL_VERSION};
 use fieldcrm_core::{fields, HttpTransport, Kind, ParsedChange, Store, Transport};
 
+use fieldcrm_server::auth;
+use fieldcrm_server::relay::{RelayStore, Role};
+
 use super::PASSWORD;
+
+/// Users for [`write_while_reading`]: `rep{i}` in territory `t{i}` for each
+/// writer, and `olivia` (office, sees everything) for the readers.
+pub fn seed_users(relay: &dyn RelayStore, writers: usize) {
+    let hash = auth::hash_password(PASSWORD).unwrap();
+    for i in 0..writers {
+        let t = format!("t{i}");
+        relay.add_territory(&t).unwrap();
+        relay
+            .add_user(&format!("rep{i}"), &hash, Role::Rep, &[t])
+            .unwrap();
+    }
+    relay.add_user("olivia", &hash, Role::Office, &[]).unwrap();
+}
 
 /// Reads the log with the raw protocol and remembers every change hash it
 /// is sent, so duplicates and gaps are visible.
