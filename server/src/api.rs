@@ -92,7 +92,7 @@ pub async fn sync(
     let (response, appended, head) = state
         .store(move |relay| {
             let (response, appended) = relay::sync(relay, &user, request)?;
-            let head = if appended > 0 {
+            let head = if appended.changes > 0 {
                 Some(relay.head()?)
             } else {
                 None
@@ -101,13 +101,13 @@ pub async fn sync(
         })
         .await?;
     if let Some(head) = head {
-        // Wake every connected device: the log advanced.
-        state.log_advanced(head);
+        // Wake the connected devices that may see what was appended.
+        state.log_advanced(head, appended.territories.as_ref());
     }
     metrics::counter!("fieldcrm_changes_accepted_total")
         .increment((pushed - response.rejected.len()) as u64);
     metrics::counter!("fieldcrm_changes_rejected_total").increment(response.rejected.len() as u64);
-    metrics::counter!("fieldcrm_changes_appended_total").increment(appended as u64);
+    metrics::counter!("fieldcrm_changes_appended_total").increment(appended.changes as u64);
     metrics::histogram!("fieldcrm_sync_duration_seconds").record(started.elapsed().as_secs_f64());
     Ok((
         [(CONTENT_TYPE, protocol::CONTENT_TYPE)],
@@ -121,20 +121,25 @@ pub struct EventsQuery {
     after: Option<u64>,
 }
 
-/// Server-sent events: one `log` event (data = newest sequence number)
-/// whenever the log advances past `after`. Devices sync when they get one.
+/// Server-sent events: one `log` event (data = a sequence number to sync
+/// up to) whenever the log advances past `after` with changes the user may
+/// see (or ones whose territories are not known). Devices sync when they
+/// get one.
 pub async fn events(
     State(state): State<Arc<AppState>>,
-    AuthUser(_user): AuthUser,
+    AuthUser(user): AuthUser,
     Query(q): Query<EventsQuery>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let after = q.after.unwrap_or(0);
+    let mut sent = q.after.unwrap_or(0);
     let connected = ConnectedDevice::new();
-    let stream = tokio_stream::wrappers::WatchStream::new(state.head.subscribe())
-        .filter(move |head| *head > after)
-        .map(move |head| {
+    let stream =
+        tokio_stream::wrappers::WatchStream::new(state.head.subscribe()).filter_map(move |heads| {
             let _still_connected = &connected;
-            Ok(Event::default().event("log").data(head.to_string()))
+            let visible = heads.visible_to(&user);
+            (visible > sent).then(|| {
+                sent = visible;
+                Ok(Event::default().event("log").data(visible.to_string()))
+            })
         });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }

@@ -5,9 +5,11 @@ pub mod api;
 pub mod auth;
 pub mod demo;
 pub mod error;
+pub mod log_heads;
 pub mod relay;
 pub mod web;
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -50,8 +52,8 @@ impl Default for ServeOptions {
 /// What every handler shares.
 pub struct AppState {
     pub relay: Arc<dyn RelayStore>,
-    /// Newest log sequence number; event streams watch it.
-    pub head: tokio::sync::watch::Sender<u64>,
+    /// How far the log has advanced, per territory; event streams watch it.
+    pub head: tokio::sync::watch::Sender<log_heads::LogHeads>,
     pub metrics: PrometheusHandle,
     pub logins: auth::LoginLimiter,
     pub options: ServeOptions,
@@ -78,10 +80,12 @@ impl AppState {
         relay: Arc<dyn RelayStore>,
         options: ServeOptions,
     ) -> relay::Result<Arc<Self>> {
-        let head = tokio::sync::watch::Sender::new(relay.head()?);
+        let head = tokio::sync::watch::Sender::new(log_heads::LogHeads::starting_at(relay.head()?));
         // Other relays on the same database advance the log too.
         let watched = head.clone();
-        relay.watch_log(Box::new(move |newest| advance(&watched, newest)));
+        relay.watch_log(Box::new(move |newest, territories| {
+            advance(&watched, newest, territories.as_ref())
+        }));
         let store_slots = tokio::sync::Semaphore::new(relay.parallelism().max(1));
         Ok(Arc::new(AppState {
             relay,
@@ -131,18 +135,19 @@ impl AppState {
             .map_err(error::ApiError::internal)??)
     }
 
-    /// The log reached `newest`: wake event streams (never moves back).
-    pub fn log_advanced(&self, newest: u64) {
-        advance(&self.head, newest);
+    /// The log reached `newest` with changes in `territories` (`None`: not
+    /// known, which wakes every event stream).
+    pub fn log_advanced(&self, newest: u64, territories: Option<&BTreeSet<String>>) {
+        advance(&self.head, newest, territories);
     }
 }
 
-fn advance(head: &tokio::sync::watch::Sender<u64>, newest: u64) {
-    head.send_if_modified(|current| {
-        let advanced = newest > *current;
-        *current = newest.max(*current);
-        advanced
-    });
+fn advance(
+    head: &tokio::sync::watch::Sender<log_heads::LogHeads>,
+    newest: u64,
+    territories: Option<&BTreeSet<String>>,
+) {
+    head.send_if_modified(|heads| heads.advance(newest, territories));
 }
 
 /// The process-wide Prometheus recorder (installed once).

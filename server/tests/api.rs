@@ -428,7 +428,7 @@ async fn event_stream_announces_log_advances() {
         text.contains("event: log") && text.contains("data: 1"),
         "{text:?}"
     );
-    assert_eq!(*fx.state.head.borrow(), 1);
+    assert_eq!(fx.state.head.borrow().newest(), 1);
 
     let (status, metrics) = fx
         .call(Request::get("/metrics").body(Body::empty()).unwrap())

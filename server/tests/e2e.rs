@@ -200,3 +200,56 @@ fn ureq_get(url: &str) -> String {
         .unwrap();
     String::from_utf8(output.stdout).unwrap()
 }
+
+/// A device listening for changes is woken by pushes its user may see, and
+/// not by pushes in other territories (200 listening devices used to sync
+/// on every push anywhere).
+#[test]
+fn live_updates_wake_only_devices_that_may_see_the_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("relay");
+    seed_users(&data);
+    let relay = Relay::start(&data);
+    let mut ann = Device::new(dir.path(), &relay, "ann");
+    let mut sam = Device::new(dir.path(), &relay, "sam");
+    sam.sync();
+    let listen = |device: &Device, timeout_ms: u64| {
+        let cursor = device.store.cursor().unwrap().seq;
+        let transport = fieldcrm_core::HttpTransport::new(&relay.url, device.token());
+        std::thread::spawn(move || {
+            transport
+                .wait_for_change(cursor, std::time::Duration::from_millis(timeout_ms))
+                .unwrap()
+        })
+    };
+
+    // A push in the north does not wake Sam (south).
+    let sam_waits = listen(&sam, 1500);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    ann.store
+        .create(
+            Kind::Account,
+            fields([("name", "Acme"), ("territory", "north")]),
+        )
+        .unwrap();
+    ann.sync();
+    assert!(!sam_waits.join().unwrap(), "sam was woken by a north push");
+
+    // Moving that account to the south wakes him.
+    let sam_waits = listen(&sam, 10_000);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let mut maria = Device::new(dir.path(), &relay, "maria");
+    maria.sync();
+    let acme = all_records(&maria.store)[0].id.clone();
+    maria
+        .store
+        .update(&acme, fields([("territory", "south")]))
+        .unwrap();
+    maria.sync();
+    assert!(
+        sam_waits.join().unwrap(),
+        "sam was not woken by a move into the south"
+    );
+    sam.sync();
+    assert_eq!(all_records(&sam.store).len(), 1);
+}

@@ -12,7 +12,7 @@ use common::log_readers::{self, Reader};
 use common::{PgSchema, Relay};
 use fieldcrm_core::{fields, HttpTransport, Kind, Store};
 use fieldcrm_server::relay::postgres::PgRelay;
-use fieldcrm_server::relay::RelayStore;
+use fieldcrm_server::relay::{RelayStore, Role};
 
 const PASSWORD: &str = common::PASSWORD;
 const WRITERS: usize = 8;
@@ -89,7 +89,7 @@ fn concurrent_pushes_through_two_relays_never_make_a_reader_skip_or_repeat() {
 }
 
 #[test]
-fn a_push_through_one_relay_wakes_devices_connected_to_the_other() {
+fn a_push_through_one_relay_wakes_the_devices_that_may_see_it_on_the_other() {
     let Some(base) = common::postgres_url("the cross-relay push test") else {
         return;
     };
@@ -126,9 +126,35 @@ fn a_push_through_one_relay_wakes_devices_connected_to_the_other() {
     assert!(woke, "the device on relay B was told about the change");
     let latency = pushed_at.elapsed();
     assert!(latency < Duration::from_secs(5), "woke after {latency:?}");
+    // Relay B now hears relay A (until it did, what A appended was of
+    // territories not known, which wakes everyone). A device of another
+    // territory is not woken by the next change in t1.
+    let head = store.head().unwrap();
+    // (Its territory is one no other test writes to: relays of every schema
+    // in the database share the notification channel.)
+    let hash = fieldcrm_server::auth::hash_password(PASSWORD).unwrap();
+    store.add_territory("quiet").unwrap();
+    store
+        .add_user("quinn", &hash, Role::Rep, &["quiet".to_string()])
+        .unwrap();
+    let (elsewhere, _) = HttpTransport::login(&b.url, "quinn", PASSWORD).unwrap();
+    let elsewhere_waiting =
+        std::thread::spawn(move || elsewhere.wait_for_change(head, Duration::from_secs(2)));
+    std::thread::sleep(Duration::from_millis(300));
+    writer
+        .create(
+            Kind::Account,
+            fields([("name", "Pushed again"), ("territory", "t1")]),
+        )
+        .unwrap();
+    writer.sync(&t, &mut |_| {}).unwrap();
+    assert!(
+        !elsewhere_waiting.join().unwrap().unwrap(),
+        "a device in another territory was woken by a change in t1"
+    );
     // It pulls from B and has the record.
     let mut reader = Store::open(dir.path().join("r.db"), "rep1").unwrap();
     let (tb, _) = HttpTransport::login(&b.url, "rep1", PASSWORD).unwrap();
     reader.sync(&tb, &mut |_| {}).unwrap();
-    assert_eq!(common::all_records(&reader).len(), 1);
+    assert_eq!(common::all_records(&reader).len(), 2);
 }

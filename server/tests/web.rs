@@ -249,7 +249,10 @@ async fn office_edits_are_the_office_users_changes_and_reach_reps_by_sync() {
         .await;
     // Connected devices are woken at once (the event stream watches this).
     assert!(events.has_changed().unwrap(), "office edits wake devices");
-    assert_eq!(*events.borrow_and_update(), fx.relay.head().unwrap());
+    assert_eq!(
+        events.borrow_and_update().newest(),
+        fx.relay.head().unwrap()
+    );
     let mut ann = fx.device("ann");
     fx.sync(&mut ann).await;
     assert_eq!(ann.get(&id).unwrap().text("name"), Some("Acme"));

@@ -15,7 +15,7 @@ pub mod postgres;
 pub mod pull;
 pub mod sqlite;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -117,6 +117,10 @@ pub struct PushOutcome {
     pub rejected: Vec<Rejection>,
     /// Changes newly appended to the log.
     pub appended: usize,
+    /// The territories those changes touched (before and after a move), so
+    /// only devices that may see them are woken; `None` when the store does
+    /// not say, which wakes every device.
+    pub territories: Option<BTreeSet<String>>,
 }
 
 /// One page of what a device lacks.
@@ -224,10 +228,11 @@ pub trait RelayStore: Send + Sync {
         2
     }
 
-    /// Calls `on_head` when another process appends to this store's log
-    /// (several relays on one database). A store only one process uses has
-    /// nothing to watch.
-    fn watch_log(&self, on_head: Box<dyn Fn(u64) + Send>) {
+    /// Calls `on_head` with the newest sequence number and the territories
+    /// appended to (`None`: not known) when another process appends to this
+    /// store's log (several relays on one database). A store only one
+    /// process uses has nothing to watch.
+    fn watch_log(&self, on_head: Box<OnHead>) {
         let _ = on_head;
     }
 
@@ -325,7 +330,7 @@ pub fn sync(
     store: &dyn RelayStore,
     user: &User,
     request: SyncRequest,
-) -> Result<(SyncResponse, usize)> {
+) -> Result<(SyncResponse, Appended)> {
     if request.device_id.is_empty() || request.device_id.len() > 128 {
         return Err(RelayError::Invalid(
             "device_id must be 1 to 128 bytes".into(),
@@ -376,7 +381,23 @@ pub fn sync(
         },
         more: page.more,
     };
-    Ok((response, pushed.appended))
+    let appended = Appended {
+        changes: pushed.appended,
+        territories: pushed.territories,
+    };
+    Ok((response, appended))
+}
+
+/// Told of appends by other relay processes: (newest sequence number,
+/// the territories appended to, `None` if not known).
+pub type OnHead = dyn Fn(u64, Option<BTreeSet<String>>) + Send;
+
+/// What a sync added to the log, for waking event streams.
+#[derive(Debug, Default)]
+pub struct Appended {
+    pub changes: usize,
+    /// See [`PushOutcome::territories`].
+    pub territories: Option<BTreeSet<String>>,
 }
 
 #[cfg(test)]

@@ -91,7 +91,7 @@ async fn blocking<R: Send + 'static>(
 /// Wakes connected devices after office edits advanced the log.
 async fn log_advanced(state: &Arc<AppState>) {
     if let Ok(head) = blocking(state, |relay| relay.head()).await {
-        state.log_advanced(head);
+        state.log_advanced(head, None);
     }
 }
 

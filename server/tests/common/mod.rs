@@ -154,6 +154,10 @@ impl Device {
         self.transport = HttpTransport::new(&relay.url, &self.token);
     }
 
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
     pub fn sync(&mut self) -> fieldcrm_core::SyncProgress {
         self.store.sync(&self.transport, &mut |_| {}).unwrap()
     }

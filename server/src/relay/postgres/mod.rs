@@ -20,7 +20,7 @@
 //! After commit, `NOTIFY fieldcrm_log` tells every relay process (see
 //! [`PgRelay::listen`]) to wake its connected devices.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use fieldcrm_core::doc::RecordDoc;
@@ -188,10 +188,11 @@ impl PgRelay {
         Ok(())
     }
 
-    /// Calls `on_head` with the newest log sequence number whenever any
+    /// Calls `on_head` with the newest log sequence number (and the
+    /// territories appended to, when the notice carries them) whenever any
     /// relay process on this database appends to the log. Runs on its own
     /// thread with its own connection, reconnecting after failures.
-    pub fn listen(&self, on_head: impl Fn(u64) + Send + 'static) {
+    pub fn listen(&self, on_head: impl Fn(u64, Option<BTreeSet<String>>) + Send + 'static) {
         let config = self.config.clone();
         std::thread::Builder::new()
             .name("fieldcrm-listen".into())
@@ -205,19 +206,52 @@ impl PgRelay {
     }
 }
 
-fn listen_once(config: &postgres::Config, on_head: &dyn Fn(u64)) -> Result<()> {
+fn listen_once(
+    config: &postgres::Config,
+    on_head: &dyn Fn(u64, Option<BTreeSet<String>>),
+) -> Result<()> {
     let mut client = config.connect(NoTls)?;
     client.batch_execute(&format!("LISTEN {CHANNEL}"))?;
-    // Whatever was appended while not listening.
-    on_head(log_head(&mut client)?);
+    // Whatever was appended while not listening, in territories not known.
+    on_head(log_head(&mut client)?, None);
     let mut notifications = client.notifications();
     let mut iter = notifications.blocking_iter();
     while let Some(note) = postgres::fallible_iterator::FallibleIterator::next(&mut iter)? {
-        if let Ok(head) = note.payload().parse::<u64>() {
-            on_head(head);
+        if let Some(notice) = LogNotice::parse(note.payload()) {
+            on_head(notice.head, notice.territories);
         }
     }
     Ok(())
+}
+
+/// The payload of a log notification: JSON `{"head": N, "territories":
+/// [...]}`, territories `null` when not known. A bare number (relays of
+/// earlier builds) is a head with territories not known.
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct LogNotice {
+    pub head: u64,
+    pub territories: Option<BTreeSet<String>>,
+}
+
+/// PostgreSQL refuses notification payloads of 8,000 bytes or more.
+const MAX_NOTICE_TERRITORIES_BYTES: usize = 6_000;
+
+impl LogNotice {
+    fn parse(payload: &str) -> Option<LogNotice> {
+        serde_json::from_str(payload).ok().or_else(|| {
+            payload.parse().ok().map(|head| LogNotice {
+                head,
+                territories: None,
+            })
+        })
+    }
+
+    /// The territories as the notice will carry them: `None` if too many
+    /// to fit in a notification.
+    pub(crate) fn fitting(territories: &BTreeSet<String>) -> Option<&BTreeSet<String>> {
+        let bytes: usize = territories.iter().map(|t| t.len() + 3).sum();
+        (bytes <= MAX_NOTICE_TERRITORIES_BYTES).then_some(territories)
+    }
 }
 
 fn log_head(conn: &mut impl GenericClient) -> Result<u64> {
@@ -600,7 +634,7 @@ impl RelayStore for PgRelay {
         self.pool.max_size() as usize
     }
 
-    fn watch_log(&self, on_head: Box<dyn Fn(u64) + Send>) {
+    fn watch_log(&self, on_head: Box<super::OnHead>) {
         self.listen(on_head);
     }
 
@@ -912,5 +946,36 @@ mod tests {
         assert_eq!(ts_query("Ada Love"), Some("ada:* & love:*".into()));
         assert_eq!(ts_query("x' | !y & (z"), Some("x:* & y:* & z:*".into()));
         assert_eq!(ts_query(" -- "), None);
+    }
+}
+
+#[cfg(test)]
+mod notice_tests {
+    use super::*;
+
+    #[test]
+    fn notices_carry_territories_and_old_relays_bare_heads() {
+        let sent = LogNotice {
+            head: 42,
+            territories: Some(["north".to_string(), "so\"uth".to_string()].into()),
+        };
+        let payload = serde_json::to_string(&sent).unwrap();
+        assert_eq!(LogNotice::parse(&payload), Some(sent));
+        assert_eq!(
+            LogNotice::parse("17"),
+            Some(LogNotice {
+                head: 17,
+                territories: None
+            })
+        );
+        assert_eq!(LogNotice::parse("not a notice"), None);
+    }
+
+    #[test]
+    fn too_many_territories_for_one_notice_are_sent_as_unknown() {
+        let few: BTreeSet<String> = (0..10).map(|i| format!("t{i}")).collect();
+        assert!(LogNotice::fitting(&few).is_some());
+        let many: BTreeSet<String> = (0..200).map(|i| format!("{i:0>60}")).collect();
+        assert!(LogNotice::fitting(&many).is_none());
     }
 }

@@ -4,14 +4,14 @@
 //! the merge and access checks in memory; then one statement each for the
 //! documents, the projection, the actor bindings and the log.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use fieldcrm_core::doc::RecordDoc;
 use fieldcrm_core::protocol::RecordBytes;
 use fieldcrm_core::{search_columns, Error as CoreError, ParsedChange, Record, Value};
 use postgres::Transaction;
 
-use super::{CHANNEL, LOG_LOCK};
+use super::{LogNotice, CHANNEL, LOG_LOCK};
 use crate::relay::{check_access, parse_pushed, reject, PushOutcome, RelayError, Result, User};
 
 /// A change that passed every check that needs no document.
@@ -166,7 +166,9 @@ pub(super) fn push_in(
     }
     write_documents(tx, &written)?;
     bind_actors(tx, user, &accepted)?;
-    out.appended += append_log(tx, user, device, &written, &accepted)?;
+    let (appended, territories) = append_log(tx, user, device, &written, &accepted)?;
+    out.appended += appended;
+    out.territories = Some(territories);
     out.acks.extend(accepted.iter().map(|c| c.hash));
     Ok(out)
 }
@@ -381,14 +383,15 @@ fn bind_actors(tx: &mut Transaction<'_>, user: &User, accepted: &[&Checked]) -> 
 }
 
 /// Appends the accepted changes to the log under the log lock, in push
-/// order, and tells every relay. Returns how many rows were new.
+/// order, and tells every relay. Returns how many rows were new and the
+/// territories they touched.
 fn append_log(
     tx: &mut Transaction<'_>,
     user: &User,
     device: &str,
     written: &BTreeMap<String, Written>,
     accepted: &[&Checked],
-) -> Result<usize> {
+) -> Result<(usize, BTreeSet<String>)> {
     let mut rows: Vec<(usize, &str, &Option<String>, &Option<String>)> = written
         .iter()
         .flat_map(|(id, w)| w.log.iter().map(move |(i, t, p)| (*i, id.as_str(), t, p)))
@@ -410,9 +413,17 @@ fn append_log(
          ON CONFLICT (hash) DO NOTHING",
         &[&record_ids, &hashes, &territories, &moved, &bytes, &device, &user.id],
     )?;
+    let touched: BTreeSet<String> = rows
+        .iter()
+        .flat_map(|r| [r.2, r.3])
+        .flatten()
+        .cloned()
+        .collect();
+    let told: Option<Vec<&String>> = LogNotice::fitting(&touched).map(|t| t.iter().collect());
     tx.execute(
-        "SELECT pg_notify($1, (SELECT max(seq) FROM relay_log)::text)",
-        &[&CHANNEL],
+        "SELECT pg_notify($1, json_build_object(
+             'head', (SELECT max(seq) FROM relay_log), 'territories', $2::text[])::text)",
+        &[&CHANNEL, &told],
     )?;
-    Ok(appended as usize)
+    Ok((appended as usize, touched))
 }

@@ -17,6 +17,7 @@
 mod group_commit;
 
 use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -265,6 +266,9 @@ fn precheck<'a>(
     }))
 }
 
+/// The record's territories a group of changes touched: before and after.
+type Touched = [Option<String>; 2];
+
 /// Applies changes of one record together (one document load, one
 /// projection write), checks access, binds actors and appends to the log;
 /// all or nothing.
@@ -273,7 +277,7 @@ fn apply_group(
     user: &User,
     device: &str,
     group: &[Checked<'_>],
-) -> std::result::Result<(), String> {
+) -> std::result::Result<Touched, String> {
     let sql = tx.sql();
     // Cached statements: this runs once per pushed record.
     let run = |stmt: &str| {
@@ -296,7 +300,7 @@ fn write_group(
     user: &User,
     device: &str,
     group: &[Checked<'_>],
-) -> std::result::Result<(), String> {
+) -> std::result::Result<Touched, String> {
     let record_id = &group[0].change.record_id;
     let territories: RefCell<(Option<String>, Option<String>)> = RefCell::new((None, None));
     let check = |before: Option<&Record>, after: &Record| -> fieldcrm_core::Result<()> {
@@ -309,7 +313,7 @@ fn write_group(
         .map_err(|e| e.to_string())?;
     let (before, after) = territories.take();
     // The first entry carries the move, so readers learn of it once.
-    let mut moved_from = before.filter(|b| Some(b) != after.as_ref());
+    let mut moved_from = before.clone().filter(|b| Some(b) != after.as_ref());
     let write = |c: &Checked<'_>, moved_from: Option<String>| -> rusqlite::Result<()> {
         if !c.actor_bound {
             sql.prepare_cached(
@@ -327,7 +331,7 @@ fn write_group(
     for c in group {
         write(c, moved_from.take()).map_err(|e| e.to_string())?;
     }
-    Ok(())
+    Ok([before, after])
 }
 
 /// Pushes one request's changes inside its transaction. One record's
@@ -335,6 +339,8 @@ fn write_group(
 /// gets its own answer.
 fn push_all(tx: &StoreTx<'_>, user: &User, device: &str, changes: &[RecordBytes]) -> PushOutcome {
     let mut out = PushOutcome::default();
+    let mut territories = BTreeSet::new();
+    let mut touched = |t: Touched| territories.extend(t.into_iter().flatten());
     // A device's edits interleave records; grouping all of one record's
     // changes (their order kept) means one document load and one
     // projection write per record, not per change.
@@ -357,14 +363,16 @@ fn push_all(tx: &StoreTx<'_>, user: &User, device: &str, changes: &[RecordBytes]
         if group.is_empty() {
             continue;
         }
-        if apply_group(tx, user, device, &group).is_ok() {
+        if let Ok(t) = apply_group(tx, user, device, &group) {
+            touched(t);
             out.acks.extend(group.iter().map(|c| c.hash));
             out.appended += group.len();
             continue;
         }
         for single in group.chunks(1) {
             match apply_group(tx, user, device, single) {
-                Ok(()) => {
+                Ok(t) => {
+                    touched(t);
                     out.acks.push(single[0].hash);
                     out.appended += 1;
                 }
@@ -372,6 +380,7 @@ fn push_all(tx: &StoreTx<'_>, user: &User, device: &str, changes: &[RecordBytes]
             }
         }
     }
+    out.territories = Some(territories);
     out
 }
 
