@@ -53,7 +53,9 @@ impl Default for ServeOptions {
 pub struct AppState {
     pub relay: Arc<dyn RelayStore>,
     /// How far the log has advanced, per territory; event streams watch it.
-    pub head: tokio::sync::watch::Sender<log_heads::LogHeads>,
+    /// Shared, so each stream's look at a new value is a pointer copy, not a
+    /// copy of the map.
+    pub head: tokio::sync::watch::Sender<Arc<log_heads::LogHeads>>,
     pub metrics: PrometheusHandle,
     pub logins: auth::LoginLimiter,
     pub options: ServeOptions,
@@ -80,7 +82,9 @@ impl AppState {
         relay: Arc<dyn RelayStore>,
         options: ServeOptions,
     ) -> relay::Result<Arc<Self>> {
-        let head = tokio::sync::watch::Sender::new(log_heads::LogHeads::starting_at(relay.head()?));
+        let head = tokio::sync::watch::Sender::new(Arc::new(log_heads::LogHeads::starting_at(
+            relay.head()?,
+        )));
         // Other relays on the same database advance the log too.
         let watched = head.clone();
         relay.watch_log(Box::new(move |newest, territories| {
@@ -143,11 +147,12 @@ impl AppState {
 }
 
 fn advance(
-    head: &tokio::sync::watch::Sender<log_heads::LogHeads>,
+    head: &tokio::sync::watch::Sender<Arc<log_heads::LogHeads>>,
     newest: u64,
     territories: Option<&BTreeSet<String>>,
 ) {
-    head.send_if_modified(|heads| heads.advance(newest, territories));
+    // Copies the map only if a stream still holds the previous value.
+    head.send_if_modified(|heads| Arc::make_mut(heads).advance(newest, territories));
 }
 
 /// The process-wide Prometheus recorder (installed once).
