@@ -492,9 +492,9 @@ fn concurrent_phase(
         }
     }
     let wall = t.elapsed();
-    // /proc counts CPU in 10 ms ticks: below 100 ms in all, no figure.
+    // /proc counts CPU in 10 ms ticks: below 50 ms in all, no figure.
     let per_sync = |d: Duration| -> Json {
-        if d < Duration::from_millis(100) {
+        if d < Duration::from_millis(50) {
             return Json::Null;
         }
         json!((ms(d) / devices.max(1) as f64 * 100.0).round() / 100.0)
