@@ -81,6 +81,16 @@ pub struct User {
 }
 
 impl User {
+    /// A user for unit tests.
+    #[cfg(test)]
+    pub(crate) fn sample(id: &str, role: Role, territories: &[&str]) -> User {
+        User {
+            id: id.into(),
+            role,
+            territories: territories.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+
     /// Whether the user may see and change records of `territory`.
     pub fn can_access(&self, territory: Option<&str>) -> bool {
         self.role.sees_all()

@@ -201,11 +201,7 @@ mod tests {
     use crate::relay::Role;
 
     fn user(role: Role, territories: &[&str]) -> User {
-        User {
-            id: "u".into(),
-            role,
-            territories: territories.iter().map(|t| t.to_string()).collect(),
-        }
+        User::sample("u", role, territories)
     }
 
     #[test]

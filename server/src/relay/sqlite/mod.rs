@@ -871,11 +871,7 @@ mod tests {
     }
 
     fn rep(id: &str, territory: &str) -> User {
-        User {
-            id: id.into(),
-            role: Role::Rep,
-            territories: vec![territory.into()],
-        }
+        User::sample(id, Role::Rep, &[territory])
     }
 
     #[test]
