@@ -9,17 +9,20 @@
 //! Every local edit is one Automerge change whose message is the user id and
 //! whose time is milliseconds since the Unix epoch.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{
-    ActorId, AutoCommit, Automerge, Change, ChangeHash, ObjId, ObjType, ReadDoc, ScalarValue, ROOT,
+    ActorId, AutoCommit, Automerge, Change, ChangeHash, ObjId, ObjType, PatchAction, Prop, ReadDoc,
+    ScalarValue, ROOT,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::model::{FieldType, Fields, Kind, Record, Value, CUSTOM_PREFIX, DOC_SCHEMA_VERSION};
+use crate::model::{
+    FieldType, Fields, Kind, Record, Stored, TouchedField, Value, CUSTOM_PREFIX, DOC_SCHEMA_VERSION,
+};
 
 /// Who makes a change and when (milliseconds since the Unix epoch).
 #[derive(Debug, Clone)]
@@ -207,7 +210,7 @@ impl RecordDoc {
         if record.doc.get_heads().is_empty() {
             return Err(malformed(id, "the document holds no changes"));
         }
-        record.check_identity(None)?;
+        record.check_identity(None, "the snapshot")?;
         Ok(record)
     }
 
@@ -257,16 +260,98 @@ impl RecordDoc {
     /// record's change, a change of kind) or cannot be applied.
     pub fn apply_remote(&mut self, changes: Vec<ParsedChange>) -> Result<()> {
         let kind_before = self.kind()?;
+        let what = match changes.as_slice() {
+            [one] => format!("change {}", one.change.hash()),
+            many => format!(
+                "changes {}",
+                many.iter()
+                    .map(|c| c.change.hash().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
         let changes: Vec<Change> = changes.into_iter().map(|p| p.change).collect();
-        let first_hash = changes.first().map(|c| c.hash());
         catch_unwind(AssertUnwindSafe(|| self.doc.apply_changes(changes)))
             .map_err(|_| malformed(&self.id, "applying the change failed"))?
             .map_err(|e| Error::ForeignChange {
                 doc: self.id.clone(),
-                hash: first_hash.map(|h| h.to_string()).unwrap_or_default(),
+                what: what.clone(),
                 reason: e.to_string(),
             })?;
-        self.check_identity(kind_before)
+        self.check_identity(kind_before, &what)
+    }
+
+    /// An independent copy to try changes on.
+    pub fn fork(&mut self) -> RecordDoc {
+        RecordDoc {
+            id: self.id.clone(),
+            doc: self.doc.fork(),
+        }
+    }
+
+    /// The fields that changes since `before` (heads) touched, each with
+    /// every value it holds now and how it is stored. Deeper paths than
+    /// `map.key` are cut to three segments: no field lives there.
+    pub fn touched_since(&mut self, before: &[[u8; 32]]) -> Result<Vec<TouchedField>> {
+        let before: Vec<ChangeHash> = before.iter().map(|h| ChangeHash(*h)).collect();
+        let after = self.doc.get_heads();
+        let patches = catch_unwind(AssertUnwindSafe(|| self.doc.diff(&before, &after)))
+            .map_err(|_| malformed(&self.id, "the changes could not be compared"))?;
+        // path -> whether an object was put where one stood before
+        let mut touched: BTreeMap<String, bool> = BTreeMap::new();
+        for patch in &patches {
+            let mut path: Vec<String> = patch.path.iter().map(|(_, p)| prop_name(p)).collect();
+            let key = match &patch.action {
+                PatchAction::PutMap { key, .. } | PatchAction::DeleteMap { key } => {
+                    Some(key.clone())
+                }
+                PatchAction::Conflict {
+                    prop: prop @ Prop::Map(_),
+                }
+                | PatchAction::Increment {
+                    prop: prop @ Prop::Map(_),
+                    ..
+                } => Some(prop_name(prop)),
+                // Inside a text or list: the object's own path.
+                _ => None,
+            };
+            path.extend(key);
+            path.truncate(3);
+            if path.is_empty() {
+                continue;
+            }
+            let puts_object = matches!(
+                &patch.action,
+                PatchAction::PutMap {
+                    value: (automerge::Value::Object(_), _),
+                    ..
+                }
+            );
+            let path = path.join(".");
+            let replaces =
+                puts_object && !before.is_empty() && self.held_object_at(&path, &before)?;
+            *touched.entry(path).or_default() |= replaces;
+        }
+        let doc = self.doc.document();
+        let reader = Reader::now(doc, &self.id);
+        touched
+            .into_iter()
+            .map(|(path, replaces_object)| {
+                Ok(TouchedField {
+                    now: reader.stored_values(&path)?,
+                    path,
+                    replaces_object,
+                })
+            })
+            .collect()
+    }
+
+    fn held_object_at(&mut self, path: &str, heads: &[ChangeHash]) -> Result<bool> {
+        let reader = Reader::at(self.doc.document(), heads, &self.id);
+        Ok(reader
+            .stored_values(path)?
+            .iter()
+            .any(|v| matches!(v, Stored::Map | Stored::List | Stored::Text(_))))
     }
 
     /// Merges another copy of this record (e.g. a bootstrap snapshot).
@@ -275,17 +360,17 @@ impl RecordDoc {
         catch_unwind(AssertUnwindSafe(|| self.doc.merge(&mut other.doc)))
             .map_err(|_| malformed(&self.id, "merging the document failed"))?
             .map_err(|e| malformed(&self.id, e))?;
-        self.check_identity(kind_before)
+        self.check_identity(kind_before, "the snapshot")
     }
 
     /// A document belongs to one record: exactly one `id` equal to ours and
     /// one `type` that never changes.
-    fn check_identity(&mut self, kind_before: Option<Kind>) -> Result<()> {
+    fn check_identity(&mut self, kind_before: Option<Kind>, what: &str) -> Result<()> {
         let id = self.id.as_str();
         let doc = self.doc.document();
         let foreign = |reason: String| Error::ForeignChange {
             doc: id.to_string(),
-            hash: String::new(),
+            what: what.to_string(),
             reason,
         };
         let ids = doc.get_all(ROOT, "id").map_err(|e| corrupt(id, e))?;
@@ -298,7 +383,11 @@ impl RecordDoc {
             .collect();
         if ids.len() != 1 || ids[0] != id {
             return Err(foreign(format!(
-                "the document would claim record id(s) {ids:?}"
+                "the document would claim record id {}",
+                ids.iter()
+                    .map(|i| format!("{i:?}"))
+                    .collect::<Vec<_>>()
+                    .join(" and ")
             )));
         }
         let types = doc.get_all(ROOT, "type").map_err(|e| corrupt(id, e))?;
@@ -306,10 +395,10 @@ impl RecordDoc {
             return Err(foreign("the change gives the record a second type".into()));
         }
         let kind = kind_of(doc, id)?;
-        if kind_before.is_some() && kind != kind_before {
-            return Err(foreign(format!(
-                "the change turns a {kind_before:?} into a {kind:?}"
-            )));
+        if let (Some(was), Some(now)) = (kind_before, kind) {
+            if was != now {
+                return Err(foreign(format!("the change turns a {was} into a {now}")));
+            }
         }
         Ok(())
     }
@@ -681,6 +770,65 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
+    /// Every value at `path` (`key` or `map.key`) as stored, the winner first.
+    fn stored_values(&self, path: &str) -> Result<Vec<Stored>> {
+        let mut segments = path.split('.');
+        let mut obj = ROOT;
+        let mut key = segments.next().unwrap_or_default();
+        for next in segments {
+            match self.get(&obj, key)? {
+                Some((automerge::Value::Object(ObjType::Map | ObjType::Table), id)) => obj = id,
+                _ => return Ok(Vec::new()),
+            }
+            key = next;
+        }
+        let all = match self.heads {
+            None => self.doc.get_all(&obj, key),
+            Some(h) => self.doc.get_all_at(&obj, key, h),
+        }
+        .map_err(|e| corrupt(self.id, e))?;
+        let winner = self.get(&obj, key)?.map(|(_, id)| id);
+        let mut values = Vec::with_capacity(all.len());
+        for (value, id) in all {
+            let stored = self.stored(value, &id)?;
+            if Some(&id) == winner.as_ref() {
+                values.insert(0, stored);
+            } else {
+                values.push(stored);
+            }
+        }
+        Ok(values)
+    }
+
+    fn stored(&self, value: automerge::Value<'_>, id: &ObjId) -> Result<Stored> {
+        Ok(match value {
+            automerge::Value::Object(ObjType::Text) => Stored::Text(
+                match self.heads {
+                    None => self.doc.text(id),
+                    Some(h) => self.doc.text_at(id, h),
+                }
+                .map_err(|e| corrupt(self.id, e))?,
+            ),
+            automerge::Value::Object(ObjType::Map | ObjType::Table) => Stored::Map,
+            automerge::Value::Object(ObjType::List) => Stored::List,
+            automerge::Value::Scalar(s) => match s.as_ref() {
+                ScalarValue::Str(s) => Stored::Str(s.to_string()),
+                ScalarValue::Int(i) => Stored::Int(*i),
+                ScalarValue::Uint(u) => match i64::try_from(*u) {
+                    Ok(i) => Stored::Int(i),
+                    Err(_) => Stored::Other("an integer too large to store"),
+                },
+                ScalarValue::F64(x) => Stored::Float(*x),
+                ScalarValue::Boolean(b) => Stored::Bool(*b),
+                ScalarValue::Timestamp(t) => Stored::Timestamp(*t),
+                ScalarValue::Null => Stored::Null,
+                ScalarValue::Counter(_) => Stored::Other("a counter"),
+                ScalarValue::Bytes(_) => Stored::Other("bytes"),
+                ScalarValue::Unknown { .. } => Stored::Other("a value of unknown type"),
+            },
+        })
+    }
+
     fn convert(&self, value: automerge::Value<'_>, id: &ObjId) -> Result<Option<Value>> {
         Ok(match value {
             automerge::Value::Object(ObjType::Text) => Some(Value::Text(
@@ -764,6 +912,13 @@ impl<'a> Reader<'a> {
             updated_at,
             schema: int("schema")?,
         })
+    }
+}
+
+fn prop_name(prop: &Prop) -> String {
+    match prop {
+        Prop::Map(key) => key.clone(),
+        Prop::Seq(index) => index.to_string(),
     }
 }
 

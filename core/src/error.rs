@@ -36,6 +36,9 @@ pub enum Error {
         expected: String,
     },
 
+    #[error("change time {time} is implausible: {reason}")]
+    ImplausibleTime { time: i64, reason: String },
+
     #[error("no record with id {0:?}")]
     NotFound(String),
 
@@ -48,10 +51,11 @@ pub enum Error {
     #[error("malformed change bytes for record {doc:?}: {reason}")]
     MalformedChange { doc: String, reason: String },
 
-    #[error("change {hash} does not belong to record {doc:?}: {reason}")]
+    /// `what` names the offender: "change <hash>" or "the snapshot".
+    #[error("{what} does not belong to record {doc:?}: {reason}")]
     ForeignChange {
         doc: String,
-        hash: String,
+        what: String,
         reason: String,
     },
 
@@ -121,6 +125,49 @@ fn join(versions: &[u32]) -> String {
 }
 
 impl Error {
+    /// The field an error is about, when it names one.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Error::UnknownField { field, .. }
+            | Error::MissingField { field, .. }
+            | Error::InvalidValue { field, .. }
+            | Error::OversizeValue { field, .. }
+            | Error::BadReference { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+
+    /// A short, stable name for the kind of error (protocol.md lists the
+    /// ones a relay sends in rejections).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::UnknownKind(_) => "unknown_kind",
+            Error::UnknownField { .. } => "unknown_field",
+            Error::MissingField { .. } => "missing_field",
+            Error::InvalidValue { .. } => "invalid_value",
+            Error::OversizeValue { .. } => "oversize_value",
+            Error::BadReference { .. } => "bad_reference",
+            Error::ImplausibleTime { .. } => "implausible_time",
+            Error::NotFound(_) | Error::NotYetCreated { .. } => "not_found",
+            Error::Deleted(_) => "deleted",
+            Error::MalformedChange { .. } => "malformed_change",
+            Error::ForeignChange { .. } => "foreign_change",
+            Error::MissingDependencies { .. } => "missing_dependencies",
+            Error::Refused(_) => "refused",
+            Error::CorruptDocument { .. } => "corrupt_document",
+            Error::InvalidPipeline(_) => "invalid_pipeline",
+            Error::InvalidQuery(_) => "invalid_query",
+            Error::Import { .. } => "import",
+            Error::SchemaTooNew { .. } => "schema_too_new",
+            Error::NotAStore { .. } => "not_a_store",
+            Error::Protocol(_) => "malformed",
+            Error::UnsupportedVersion { .. } => "unsupported_version",
+            Error::Transport { .. } => "transport",
+            Error::Sqlite(_) => "storage",
+            Error::Io(_) => "io",
+        }
+    }
+
     pub(crate) fn invalid(field: &str, value: impl std::fmt::Display, reason: &str) -> Self {
         Error::InvalidValue {
             field: field.to_string(),

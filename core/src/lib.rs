@@ -2,25 +2,36 @@
 //! store, with queries, history, conflicts and the merge primitive sync uses.
 //!
 //! [`Store`] is the entry point; `ARCHITECTURE.md` at the repository root
-//! is the map.
+//! is the map. The modules are private: what this crate offers is the list
+//! below, and nothing else is part of its contract. [`protocol`] is public
+//! as a module because it is the wire format other programs speak.
 
-pub mod doc;
-pub mod error;
-pub mod model;
+mod doc;
+mod error;
+mod model;
 pub mod protocol;
-pub mod query;
-pub mod store;
-pub mod sync;
+mod query;
+mod store;
+mod sync;
 
-pub use doc::ParsedChange;
-pub use doc::{ChangeMeta, Conflict, ConflictValue, FieldChange, HistoryEntry, LocalChange};
+pub use doc::{
+    ChangeMeta, Conflict, ConflictValue, FieldChange, HistoryEntry, LocalChange, ParsedChange,
+    RecordDoc,
+};
 pub use error::{Error, Result};
-pub use model::{fields, FieldType, Fields, Kind, Pipeline, Record, RecordId, Value};
-pub use query::{AccountOverview, ListQuery, OwnerCount, Page, SortBy, StageSummary};
+pub use model::{
+    check_time, fields, normalize_value, Directory, FieldSpec, FieldType, Fields, Kind, Pipeline,
+    Record, RecordId, Rules, SearchRole, Value, CUSTOM_PREFIX, MAX_LONG_TEXT, MAX_TEXT,
+};
+pub use query::{
+    add_to_summary, check_offset, empty_summary, AccountOverview, ListQuery, OwnerCount, Page,
+    SortBy, StageSummary, MAX_PAGE,
+};
 pub use store::{
     draft_on, search_columns, validate_fields_with, ApplyOutcome, Author, Draft, Edit,
-    LookupRecord, NewRecord, OutboxEntry, OutboxStatus, Store, StoreOptions, StoreTx,
+    LookupRecord, NewRecord, OutboxEntry, OutboxStatus, Received, Store, StoreOptions, StoreTx,
+    StoredDoc,
 };
 #[cfg(feature = "http")]
 pub use sync::HttpTransport;
-pub use sync::{RoundReport, SyncProgress, Transport};
+pub use sync::{RoundReport, SyncProgress, Transport, DEFAULT_MAX_BYTES};

@@ -11,8 +11,10 @@ pub const SUPPORTED_VERSIONS: &[u32] = &[1];
 /// Content type of request and response bodies.
 pub const CONTENT_TYPE: &str = "application/cbor";
 
-/// Where a device is in the relay's log.
+/// Where a device is in the relay's log. Every field may be left out: an
+/// empty map is the cursor of a device that never synced.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Cursor {
     /// Log sequence number of the last change seen (0: none yet).
     pub seq: u64,
@@ -56,11 +58,20 @@ pub struct RecordBytes {
     pub bytes: Vec<u8>,
 }
 
+/// A pushed change the relay refused; nothing of it was stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rejection {
+    /// The change's hash (empty when the bytes were not a change at all).
     #[serde(with = "serde_bytes")]
     pub hash: Vec<u8>,
+    /// What was wrong, in words a user can read.
     pub reason: String,
+    /// What kind of refusal it is (protocol.md lists the codes).
+    #[serde(default)]
+    pub code: String,
+    /// The field the refusal is about, when it names one.
+    #[serde(default)]
+    pub field: Option<String>,
 }
 
 /// The relay's answer to a [`SyncRequest`].
@@ -121,15 +132,27 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 
 /// Decodes an envelope, checking its version first.
 pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T> {
-    let probe: VersionProbe = ciborium::from_reader(bytes)
-        .map_err(|e| Error::Protocol(format!("malformed envelope: {e}")))?;
+    let probe: VersionProbe = ciborium::from_reader(bytes).map_err(malformed)?;
     if !SUPPORTED_VERSIONS.contains(&probe.version) {
         return Err(Error::UnsupportedVersion {
             got: probe.version,
             supported: SUPPORTED_VERSIONS.to_vec(),
         });
     }
-    ciborium::from_reader(bytes).map_err(|e| Error::Protocol(format!("malformed envelope: {e}")))
+    ciborium::from_reader(bytes).map_err(malformed)
+}
+
+/// A decoding error in words (ciborium's own display is its debug text).
+fn malformed(e: ciborium::de::Error<std::io::Error>) -> Error {
+    use ciborium::de::Error as De;
+    let what = match e {
+        De::Io(_) => "the body ends in the middle of a value".to_string(),
+        De::Syntax(at) => format!("not CBOR (at byte {at})"),
+        De::Semantic(Some(at), msg) => format!("{msg} (at byte {at})"),
+        De::Semantic(None, msg) => msg,
+        De::RecursionLimitExceeded => "values nested too deeply".to_string(),
+    };
+    Error::Protocol(format!("malformed envelope: {what}"))
 }
 
 /// A 32-byte change hash from the wire.
@@ -167,6 +190,27 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_map_is_the_empty_cursor() {
+        #[derive(Serialize)]
+        struct Bare {
+            version: u32,
+            device_id: String,
+            cursor: std::collections::BTreeMap<String, u32>,
+            push: Vec<RecordBytes>,
+            max_bytes: u64,
+        }
+        let req: SyncRequest = decode(&encode(&Bare {
+            version: 1,
+            device_id: "d".into(),
+            cursor: Default::default(),
+            push: vec![],
+            max_bytes: 10,
+        }))
+        .unwrap();
+        assert_eq!(req.cursor, Cursor::default());
+    }
+
+    #[test]
     fn unknown_versions_and_garbage_get_clear_errors() {
         #[derive(Serialize)]
         struct Future {
@@ -185,7 +229,17 @@ mod tests {
         let err = decode::<SyncRequest>(b"\xff\x00garbage").unwrap_err();
         assert!(err.to_string().starts_with("malformed envelope"), "{err}");
         let err = decode::<SyncRequest>(&encode(&VersionOnly { version: 1 })).unwrap_err();
-        assert!(err.to_string().contains("missing field"), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "malformed envelope: missing field `device_id`"
+        );
+        let mut cut = encode(&VersionOnly { version: 1 });
+        cut.push(0x78); // a text string whose length never comes
+        let err = decode::<SyncRequest>(&cut).unwrap_err();
+        assert!(
+            !err.to_string().contains("Io(") && !err.to_string().contains("Semantic("),
+            "{err}"
+        );
     }
 
     #[derive(Serialize)]

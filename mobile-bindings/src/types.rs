@@ -204,7 +204,7 @@ impl Read<'_> {
             .iter()
             .filter_map(|(k, v)| {
                 Some((
-                    k.strip_prefix(core::model::CUSTOM_PREFIX)?.to_string(),
+                    k.strip_prefix(core::CUSTOM_PREFIX)?.to_string(),
                     v.clone().into(),
                 ))
             })

@@ -22,6 +22,10 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
+pub async fn no_such_endpoint() -> ApiError {
+    ApiError::not_found("no such endpoint")
+}
+
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     if let Ok(stats) = state.store(|relay| relay.stats()).await {
         metrics::gauge!("fieldcrm_relay_records").set(stats.records as f64);

@@ -192,12 +192,17 @@ pub fn app(state: Arc<AppState>) -> Router {
             axum::http::StatusCode::REQUEST_TIMEOUT,
             state.options.request_timeout,
         ));
-    Router::new()
-        .route("/healthz", get(api::healthz))
-        .route("/metrics", get(api::metrics))
+    let v1 = Router::new()
         // Event streams stay open: no request timeout.
         .route("/v1/events", get(api::events))
         .merge(bounded)
+        // Unknown /v1 paths answer in JSON too.
+        .route("/v1/{*rest}", axum::routing::any(api::no_such_endpoint))
+        .layer(middleware::from_fn(error::json_errors));
+    Router::new()
+        .route("/healthz", get(api::healthz))
+        .route("/metrics", get(api::metrics))
+        .merge(v1)
         .merge(web::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(count_requests))

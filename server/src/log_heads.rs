@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use crate::relay::access::{self, Scope};
 use crate::relay::User;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -58,14 +59,14 @@ impl LogHeads {
 
     /// The newest position `user` has reason to sync up to.
     pub fn visible_to(&self, user: &User) -> u64 {
-        if user.role.sees_all() {
-            return self.newest;
+        match access::scope(user) {
+            Scope::All => self.newest,
+            Scope::Territories(mine) => mine
+                .iter()
+                .filter_map(|t| self.by_territory.get(t))
+                .copied()
+                .fold(self.unknown, u64::max),
         }
-        user.territories
-            .iter()
-            .filter_map(|t| self.by_territory.get(t))
-            .copied()
-            .fold(self.unknown, u64::max)
     }
 }
 

@@ -198,17 +198,63 @@ async fn malformed_envelopes_and_unknown_versions_get_400_with_a_message() {
             protocol::encode(&SyncRequest {
                 version: PROTOCOL_VERSION,
                 device_id: String::new(),
-                ..future
+                ..future.clone()
             }),
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{}", message(&body));
 
-    // Oversize body: refused before it is read whole.
-    let (status, _) = fx
+    // Oversize body: refused before it is read whole, in JSON like every error.
+    let (status, body) = fx
         .post_sync(&token, vec![0u8; fieldcrm_server::MAX_BODY_BYTES + 1])
         .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        message(&body),
+        "too_large: the request body is larger than the relay accepts (64 MiB)"
+    );
+    // Sign-in without a JSON content type, a wrong method, an unknown path.
+    let (status, body) = fx
+        .call(
+            Request::post("/v1/login")
+                .body(Body::from(r#"{"username":"ann","password":"x"}"#))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(
+        message(&body).starts_with("unsupported_media_type: ")
+            && message(&body).contains("application/json"),
+        "{}",
+        message(&body)
+    );
+    let (status, body) = fx
+        .call(Request::get("/v1/sync").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(
+        message(&body),
+        "method_not_allowed: method not allowed here"
+    );
+    let (status, body) = fx
+        .call(
+            Request::get("/v1/nothing-here")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(message(&body), "not_found: no such endpoint");
+    // A truncated envelope is described in words, not debug text.
+    let mut cut = protocol::encode(&future);
+    cut.truncate(cut.len() - 3);
+    let (status, body) = fx.post_sync(&token, cut).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        !message(&body).contains("Io(") && !message(&body).contains("Semantic("),
+        "{}",
+        message(&body)
+    );
     // The relay still serves.
     let (status, _) = fx
         .call(Request::get("/healthz").body(Body::empty()).unwrap())

@@ -7,7 +7,8 @@ mod common;
 
 use std::sync::Arc;
 
-use fieldcrm_core::protocol::{self, RecordBytes, SyncRequest};
+use common::raw_client::{now_ms, RawRecord};
+use fieldcrm_core::protocol::{self, RecordBytes, Rejection, SyncRequest};
 use fieldcrm_core::{fields, Edit, Kind, ListQuery, Store, Value};
 use fieldcrm_server::auth;
 use fieldcrm_server::relay::postgres::PgRelay;
@@ -339,7 +340,9 @@ fn office_reads_and_edits_follow_territories(fx: Fixture) {
     )
     .unwrap();
     match &created[2] {
-        Err(relay::EditRefusal::Refused(why)) => assert!(why.contains("territory"), "{why}"),
+        Err(relay::EditRefusal::Refused { field, message, .. }) => {
+            assert_eq!(field.as_deref(), Some("territory"), "{message}")
+        }
         other => panic!("a record without a territory was not refused: {other:?}"),
     }
     let north = created[0].as_ref().unwrap().id.clone();
@@ -446,6 +449,394 @@ fn office_reads_and_edits_follow_territories(fx: Fixture) {
     assert_eq!(device.get(&north).unwrap().text("phone"), Some("+44 2"));
 }
 
+/// Pushes `changes` as `user` and returns the one rejection, checking that
+/// nothing was stored.
+fn refused(fx: &Fixture, user: &str, changes: Vec<RecordBytes>) -> Rejection {
+    let before = fx.relay.stats().unwrap();
+    let out = fx
+        .relay
+        .push(&fx.user(user), "raw-client", changes)
+        .unwrap();
+    let after = fx.relay.stats().unwrap();
+    assert_eq!(
+        (before.records, before.log_entries),
+        (after.records, after.log_entries),
+        "something of a refused push was stored: {:?}",
+        out.rejected
+    );
+    assert!(out.acks.is_empty(), "acknowledged: {:?}", out.rejected);
+    assert_eq!(out.rejected.len(), 1, "{:?}", out.rejected);
+    out.rejected.into_iter().next().unwrap()
+}
+
+fn accepted(fx: &Fixture, user: &str, changes: Vec<RecordBytes>) {
+    let n = changes.len();
+    let out = fx
+        .relay
+        .push(&fx.user(user), "raw-client", changes)
+        .unwrap();
+    assert!(out.rejected.is_empty(), "{:?}", out.rejected);
+    assert_eq!(out.acks.len(), n);
+}
+
+/// What a third-party client found the relay stored (issue 13), refused
+/// now with the reason a device's own validation gives.
+fn values_the_data_model_forbids_are_refused_in_the_devices_words(fx: Fixture) {
+    let mut acme = RawRecord::account("ann", "Acme", "north");
+    accepted(&fx, "ann", vec![acme.commit()]);
+    let mut deal = RawRecord::deal("ann", &acme.id, "north");
+    accepted(&fx, "ann", vec![deal.commit()]);
+
+    /// What a case writes, the rejection code and the reason expected.
+    type Case = (
+        &'static str,
+        Box<dyn Fn(&mut RawRecord)>,
+        &'static str,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "amount as a string",
+            Box::new(|d| {
+                d.put("amount", "12.5");
+            }),
+            "invalid_value",
+            "invalid value for field \"amount\": \"12.5\" (amount must be an integer number of minor units (cents))",
+        ),
+        (
+            "amount as a float",
+            Box::new(|d| {
+                d.put("amount", 12.5);
+            }),
+            "invalid_value",
+            "invalid value for field \"amount\": 12.5 (amount must be an integer number of minor units (cents))",
+        ),
+        (
+            "an unknown field",
+            Box::new(|d| {
+                d.put("fax", "0113 496 0000");
+            }),
+            "unknown_field",
+            "unknown field \"fax\" for a deal",
+        ),
+        (
+            "a stage outside the pipeline",
+            Box::new(|d| {
+                d.put("stage", "dreaming");
+            }),
+            "invalid_value",
+            "invalid value for field \"stage\": \"dreaming\" (not a stage of the pipeline (lead, qualified, proposal, negotiation, won, lost))",
+        ),
+        (
+            "a required field cleared",
+            Box::new(|d| {
+                d.put("name", ());
+            }),
+            "missing_field",
+            "field \"name\" of a deal is required",
+        ),
+        (
+            "a currency not in stored form",
+            Box::new(|d| {
+                d.put("currency", "eur");
+            }),
+            "invalid_value",
+            "invalid value for field \"currency\": \"eur\" (not in stored form; a local edit stores \"EUR\")",
+        ),
+        (
+            "a probability out of range",
+            Box::new(|d| {
+                d.put("probability", 250);
+            }),
+            "invalid_value",
+            "invalid value for field \"probability\": 250 (must be between 0 and 100)",
+        ),
+        (
+            "long text written as a plain string",
+            Box::new(|d| {
+                d.put("notes", "call back");
+            }),
+            "invalid_value",
+            "invalid value for field \"notes\": \"call back\" (long text is stored as an Automerge Text object, not a plain string)",
+        ),
+        (
+            "a short field written as Text",
+            Box::new(|d| {
+                d.put_object("name", automerge::ObjType::Text, "Big");
+            }),
+            "invalid_value",
+            "invalid value for field \"name\": \"Big\" (stored as long text (an Automerge Text object); this field holds a plain string)",
+        ),
+        (
+            "a custom field with a bad name",
+            Box::new(|d| {
+                d.put_in("custom", "Tier", "gold");
+            }),
+            "invalid_value",
+            "invalid value for field \"custom.Tier\": \"Tier\" (custom field names are 1-64 of a-z, 0-9 and _, starting with a letter)",
+        ),
+        (
+            "the creator rewritten",
+            Box::new(|d| {
+                d.put("created_by", "bob");
+            }),
+            "invalid_value",
+            "invalid value for field \"created_by\": \"bob\" (it is set when the record is created and never changes)",
+        ),
+    ];
+    let snapshot = {
+        let mut device = fx.device("olivia");
+        fx.sync(&mut device);
+        device.snapshot(&deal.id).unwrap()
+    };
+    for (what, write, code, reason) in cases {
+        let mut hostile = RawRecord::load(&deal.id, "ann", &snapshot);
+        write(&mut hostile);
+        let r = refused(&fx, "ann", vec![hostile.commit()]);
+        assert_eq!(
+            (r.code.as_str(), r.reason.as_str()),
+            (code, reason),
+            "{what}"
+        );
+    }
+
+    // A device's own validation words it the same way.
+    let mut device = fx.device("ann");
+    fx.sync(&mut device);
+    let err = device
+        .update(&deal.id, fields([("amount", 12.5)]))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid value for field \"amount\": 12.5 (amount must be an integer number of minor units (cents))"
+    );
+
+    // A change stamped in seconds, as JavaScript Automerge does by default.
+    let mut late = RawRecord::load(&deal.id, "ann", &snapshot);
+    late.put("amount", 500);
+    let r = refused(&fx, "ann", vec![late.commit_at(now_ms() / 1000)]);
+    assert_eq!(r.code, "implausible_time");
+    assert!(r.reason.contains("not seconds"), "{}", r.reason);
+
+    // A record made with schema 2, or as someone else.
+    let mut future = RawRecord::account("ann", "Future", "north");
+    future.put("schema", 2);
+    let r = refused(&fx, "ann", vec![future.commit()]);
+    assert!(r.reason.contains("newer than this build"), "{}", r.reason);
+    let mut forged = RawRecord::account("ann", "Forged", "north");
+    forged.put("created_by", "bob");
+    let r = refused(&fx, "ann", vec![forged.commit()]);
+    assert_eq!(r.field.as_deref(), Some("created_by"), "{}", r.reason);
+
+    // A concurrent value that loses the merge is checked all the same.
+    let mut a = RawRecord::load(&deal.id, "ann", &snapshot);
+    let mut b = a.fork();
+    let good = {
+        a.put("amount", 700);
+        a.commit()
+    };
+    let bad = {
+        b.put("amount", "lots");
+        b.commit()
+    };
+    accepted(&fx, "ann", vec![good]);
+    let r = refused(&fx, "ann", vec![bad]);
+    assert!(r.reason.contains("\"lots\""), "{}", r.reason);
+
+    // The relay's record is as the accepted changes left it.
+    let mut office = fx.device("olivia");
+    fx.sync(&mut office);
+    let stored = office.get(&deal.id).unwrap();
+    assert_eq!(stored.get("amount"), Some(&Value::Int(700)));
+    assert_eq!(stored.text("name"), Some("Big deal"));
+    assert!(stored.get("fax").is_none() && stored.get("currency").is_none());
+}
+
+/// References, owners and territories must name what exists — and what
+/// the pusher may see, answering a foreign id exactly as an unknown one.
+fn references_owners_and_territories_must_exist_for_the_pusher(fx: Fixture) {
+    let mut north = RawRecord::account("ann", "Northwind", "north");
+    accepted(&fx, "ann", vec![north.commit()]);
+
+    let mut foreign = RawRecord::deal("sam", &north.id, "south");
+    let r = refused(&fx, "sam", vec![foreign.commit()]);
+    let mut unknown = RawRecord::deal("sam", "0190e0c5-0000-7000-8000-000000000000", "south");
+    let u = refused(&fx, "sam", vec![unknown.commit()]);
+    assert_eq!(
+        (r.code.as_str(), u.code.as_str()),
+        ("bad_reference", "bad_reference")
+    );
+    assert_eq!(
+        r.reason.replace(&north.id, "ID"),
+        u.reason
+            .replace("0190e0c5-0000-7000-8000-000000000000", "ID"),
+        "a foreign id must answer as an unknown one"
+    );
+    assert_eq!(r.field.as_deref(), Some("account_id"));
+
+    let mut nobody = RawRecord::account("ann", "Owned by nobody", "north");
+    nobody.put("owner", "zed");
+    let r = refused(&fx, "ann", vec![nobody.commit()]);
+    assert_eq!(
+        r.reason,
+        "invalid value for field \"owner\": \"zed\" (no such user)"
+    );
+    // An office user could place a record anywhere, but only where a territory exists.
+    let mut nowhere = RawRecord::account("olivia", "Nowhere", "east");
+    let r = refused(&fx, "olivia", vec![nowhere.commit()]);
+    assert_eq!(
+        r.reason,
+        "invalid value for field \"territory\": \"east\" (no such territory)"
+    );
+
+    // An account and a deal on it in one push: the deal may come first.
+    let mut account = RawRecord::account("ann", "Together", "north");
+    let mut deal = RawRecord::deal("ann", &account.id, "north");
+    let (a, d) = (account.commit(), deal.commit());
+    let out = fx
+        .relay
+        .push(&fx.user("ann"), "raw-client", vec![a.clone(), d.clone()]);
+    assert!(out.unwrap().rejected.is_empty());
+    let mut other = RawRecord::account("ann", "Later", "north");
+    let mut on_later = RawRecord::deal("ann", &other.id, "north");
+    let (o, l) = (other.commit(), on_later.commit());
+    let out = fx
+        .relay
+        .push(&fx.user("ann"), "raw-client", vec![l, o])
+        .unwrap();
+    assert_eq!(out.rejected.len(), 1, "the deal before its account");
+    assert_eq!(out.rejected[0].code, "bad_reference");
+    assert_eq!(out.acks.len(), 1);
+}
+
+/// Territory rules are checked before and after each change, per change.
+fn territory_moves_and_foreign_records_are_refused_per_change(fx: Fixture) {
+    let mut acme = RawRecord::account("ann", "Acme", "north");
+    accepted(&fx, "ann", vec![acme.commit()]);
+    let mut sud = RawRecord::account("sam", "Sud", "south");
+    accepted(&fx, "sam", vec![sud.commit()]);
+
+    acme.put("territory", "south");
+    let r = refused(&fx, "ann", vec![acme.commit()]);
+    assert_eq!(
+        (r.code.as_str(), r.field.as_deref()),
+        ("outside_territory", Some("territory"))
+    );
+    assert_eq!(
+        r.reason,
+        format!(
+            "record {} would move to territory \"south\", outside yours",
+            acme.id
+        )
+    );
+    let mut snapshot_holder = fx.device("olivia");
+    fx.sync(&mut snapshot_holder);
+    let mut theirs = RawRecord::load(&sud.id, "ann", &snapshot_holder.snapshot(&sud.id).unwrap());
+    theirs.put("phone", "+44 1");
+    let r = refused(&fx, "ann", vec![theirs.commit()]);
+    assert_eq!(r.code, "not_yours");
+    assert_eq!(
+        r.reason,
+        format!("record {} is not in your territories", sud.id)
+    );
+}
+
+/// The same refusals on both stores, where they used to differ.
+fn both_stores_answer_alike(fx: Fixture) {
+    let err = fx
+        .relay
+        .add_user("ann", "hash", Role::Rep, &[])
+        .unwrap_err();
+    assert!(
+        matches!(err, relay::RelayError::AlreadyExists(_)),
+        "{err:?}"
+    );
+    assert_eq!(err.to_string(), "user \"ann\" already exists");
+    let err = fx.relay.set_territories("nobody", &[]).unwrap_err();
+    assert!(matches!(err, relay::RelayError::NotFound(_)), "{err:?}");
+    let err = fx
+        .relay
+        .add_user("zed", "hash", Role::Rep, &["east".into()])
+        .unwrap_err();
+    assert!(matches!(err, relay::RelayError::Invalid(_)), "{err:?}");
+
+    // An actor belongs to the first user who pushed with it: another
+    // user's change with it is refused on its own, not the whole push.
+    let mut device = fx.device("ann");
+    let id = account(&mut device, "Acme", "north");
+    let stolen = device.changes_since(&id, &[]).unwrap();
+    let mut bob_device = fx.device("bob");
+    let bobs = account(&mut bob_device, "Bobs", "north");
+    let mut push: Vec<RecordBytes> = bob_device
+        .changes_since(&bobs, &[])
+        .unwrap()
+        .into_iter()
+        .map(|bytes| RecordBytes {
+            record_id: bobs.clone(),
+            bytes,
+        })
+        .collect();
+    fx.sync(&mut device);
+    // Re-signed as bob with ann's actor: forge it with raw Automerge.
+    let mut forged = RawRecord::load(&id, "bob", &device.snapshot(&id).unwrap());
+    forged.put("phone", "+44 2");
+    let forged_change = forged.commit();
+    let ann_actor = device.actor_hex();
+    let forged_change = with_actor(&forged_change, &ann_actor);
+    push.push(forged_change);
+    let out = fx.relay.push(&fx.user("bob"), "bob-device", push).unwrap();
+    assert_eq!(out.acks.len(), 1, "bob's own change is stored");
+    assert_eq!(out.rejected.len(), 1);
+    assert_eq!(out.rejected[0].code, "foreign_actor");
+    assert_eq!(
+        out.rejected[0].reason,
+        format!("actor {ann_actor} belongs to another user")
+    );
+    assert!(!stolen.is_empty());
+
+    // Office edits say which field they are about.
+    let err = office::edit_one(
+        &*fx.relay,
+        &fx.user("olivia"),
+        Edit::Update {
+            id: id.clone(),
+            fields: fields([("phone", "call me")]),
+        },
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("phone"), "{err}");
+    let refusal = office::try_edit(
+        &*fx.relay,
+        &fx.user("olivia"),
+        Edit::Update {
+            id: id.clone(),
+            fields: fields([("phone", "call me")]),
+        },
+    )
+    .unwrap()
+    .unwrap_err();
+    match refusal {
+        relay::EditRefusal::Refused { field, code, .. } => {
+            assert_eq!(
+                (field.as_deref(), code.as_str()),
+                (Some("phone"), "invalid_value")
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A change re-made with another actor id (same content, same record).
+fn with_actor(change: &RecordBytes, actor_hex: &str) -> RecordBytes {
+    let parsed = automerge::Change::from_bytes(change.bytes.clone()).unwrap();
+    let mut expanded = parsed.decode();
+    expanded.actor_id = automerge::ActorId::from(hex::decode(actor_hex).unwrap());
+    RecordBytes {
+        record_id: change.record_id.clone(),
+        bytes: automerge::Change::from(expanded).raw_bytes().to_vec(),
+    }
+}
+
 macro_rules! store_suite {
     ($store:ident: $($scenario:ident),* $(,)?) => {
         mod $store {
@@ -468,6 +859,10 @@ store_suite!(sqlite:
     bootstrap_pages_and_skips_a_devices_own_records,
     moving_a_record_evicts_it_and_hands_it_over,
     office_reads_and_edits_follow_territories,
+    values_the_data_model_forbids_are_refused_in_the_devices_words,
+    references_owners_and_territories_must_exist_for_the_pusher,
+    territory_moves_and_foreign_records_are_refused_per_change,
+    both_stores_answer_alike,
 );
 store_suite!(postgres:
     users_tokens_and_territories,
@@ -476,4 +871,8 @@ store_suite!(postgres:
     bootstrap_pages_and_skips_a_devices_own_records,
     moving_a_record_evicts_it_and_hands_it_over,
     office_reads_and_edits_follow_territories,
+    values_the_data_model_forbids_are_refused_in_the_devices_words,
+    references_owners_and_territories_must_exist_for_the_pusher,
+    territory_moves_and_foreign_records_are_refused_per_change,
+    both_stores_answer_alike,
 );

@@ -8,6 +8,7 @@
 mod fields;
 pub(crate) use fields::nested_maps;
 mod pipeline;
+mod received;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -20,7 +21,15 @@ use crate::error::{Error, Result};
 
 pub use fields::{FieldSpec, FieldType, SearchRole};
 pub use pipeline::Pipeline;
+pub use received::{check_received, check_time, Directory, Rules, Stored, TouchedField};
 pub use validate::{normalize_value, validate_custom_name, validate_id, MAX_LONG_TEXT, MAX_TEXT};
+
+/// The calendar date (UTC) of a time in ms since the epoch, for messages.
+pub(crate) fn date_of_ms(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .map(|t| t.date().to_string())
+        .unwrap_or_else(|_| "out of range".into())
+}
 
 /// Version of the document layout written into every record's `schema` field.
 pub const DOC_SCHEMA_VERSION: i64 = 1;

@@ -192,7 +192,7 @@ fn normalize_typed(path: &str, ty: FieldType, value: Value, pipeline: &Pipeline)
     })
 }
 
-fn normalize_custom(path: &str, value: Value) -> Result<Value> {
+pub(super) fn normalize_custom(path: &str, value: Value) -> Result<Value> {
     match value {
         Value::Text(s) if s.len() > MAX_TEXT => Err(Error::OversizeValue {
             field: path.to_string(),

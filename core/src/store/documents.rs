@@ -4,27 +4,143 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::doc::RecordDoc;
-use crate::error::Result;
+use crate::doc::{ParsedChange, RecordDoc};
+use crate::error::{Error, Result};
+use crate::model::{check_received, check_time, Record, Rules};
 
 /// Fold a document's changes into its snapshot once it has this many.
 pub(crate) const COMPACT_AFTER: usize = 32;
 
-/// A document as loaded, with the hashes of its stored incremental changes.
+/// A record's document as a store holds it, loaded for one write: the
+/// document, the changes stored beside its base, and the changes received
+/// since it was loaded (which the store writes when it saves it).
 #[derive(Debug)]
-pub(crate) struct Loaded {
-    pub doc: RecordDoc,
-    pub stored_changes: Vec<[u8; 32]>,
+pub struct StoredDoc {
+    pub(crate) doc: RecordDoc,
+    pub(crate) stored_changes: Vec<[u8; 32]>,
+    pub(crate) fresh: Vec<ParsedChange>,
+    pub(crate) is_new: bool,
 }
 
-impl Loaded {
+/// What received changes did to a record: as it was, and as it is now.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// `None` when the changes created it.
+    pub before: Option<Record>,
+    pub after: Record,
+}
+
+impl StoredDoc {
+    /// A record the store does not hold yet.
+    pub fn new(id: &str) -> StoredDoc {
+        StoredDoc {
+            doc: RecordDoc::empty(id),
+            stored_changes: Vec::new(),
+            fresh: Vec::new(),
+            is_new: true,
+        }
+    }
+
+    /// A record a store keeps as one compacted document (bytes Automerge
+    /// loads whole).
+    pub fn from_compacted(id: &str, bytes: &[u8]) -> Result<StoredDoc> {
+        Ok(StoredDoc {
+            doc: RecordDoc::load(id, Some(bytes), [])?,
+            stored_changes: Vec::new(),
+            fresh: Vec::new(),
+            is_new: false,
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        self.doc.id()
+    }
+
+    pub fn doc(&mut self) -> &mut RecordDoc {
+        &mut self.doc
+    }
+
+    pub fn into_doc(self) -> RecordDoc {
+        self.doc
+    }
+
+    /// Whether the store does not hold this record yet.
+    pub fn is_new(&self) -> bool {
+        self.is_new
+    }
+
     /// Whether `hash` is known: applied, or stored and waiting for dependencies.
     pub fn knows(&mut self, hash: &[u8; 32]) -> bool {
         self.stored_changes.contains(hash) || self.doc.has_change(hash)
     }
+
+    /// An independent copy to try changes on.
+    pub fn fork(&mut self) -> StoredDoc {
+        StoredDoc {
+            doc: self.doc.fork(),
+            stored_changes: self.stored_changes.clone(),
+            fresh: self.fresh.clone(),
+            is_new: self.is_new,
+        }
+    }
+
+    /// Applies changes as a relay must: each must apply now (no missing
+    /// dependencies), be stamped in milliseconds, keep the record's identity,
+    /// and leave every field it touched valid under `rules`. On an error,
+    /// this copy may be part-changed: drop it (try on a [`fork`](Self::fork)).
+    pub fn receive(&mut self, changes: Vec<ParsedChange>, rules: &Rules<'_>) -> Result<Received> {
+        let before = match self.doc.kind()? {
+            Some(_) => Some(self.doc.read()?),
+            None => None,
+        };
+        let heads = self.doc.heads();
+        let mut fresh: Vec<ParsedChange> = Vec::with_capacity(changes.len());
+        for change in changes {
+            let hash = change.hash();
+            if !self.knows(&hash) && !fresh.iter().any(|c| c.hash() == hash) {
+                check_time(change.time())?;
+                fresh.push(change);
+            }
+        }
+        self.doc.apply_remote(fresh.clone())?;
+        let waiting = fresh
+            .iter()
+            .filter(|c| !self.doc.has_change(&c.hash()))
+            .count();
+        if waiting > 0 {
+            return Err(Error::MissingDependencies {
+                doc: self.id().to_string(),
+                count: waiting,
+            });
+        }
+        let Some(kind) = self.doc.kind()? else {
+            return Err(Error::MalformedChange {
+                doc: self.id().to_string(),
+                reason: "a record's first change must create it (set its id, type and fields)"
+                    .into(),
+            });
+        };
+        let touched = self.doc.touched_since(&heads)?;
+        check_received(kind, before.is_none(), &touched, rules)?;
+        self.fresh.extend(fresh);
+        Ok(Received {
+            before,
+            after: self.doc.read()?,
+        })
+    }
+
+    /// The bytes a store keeping one compacted document per record writes:
+    /// a record made by one change is that change (the smallest document
+    /// there is, with no `save` to run), any other the saved document.
+    pub fn compacted(&mut self) -> Vec<u8> {
+        match self.fresh.as_slice() {
+            [only] if self.is_new => only.bytes().to_vec(),
+            _ => self.doc.save(),
+        }
+    }
 }
 
-pub(crate) fn load(conn: &Connection, id: &str) -> Result<Option<Loaded>> {
+pub(crate) fn load(conn: &Connection, id: &str) -> Result<Option<StoredDoc>> {
     let snapshot: Option<Vec<u8>> = conn
         .prepare_cached("SELECT snapshot FROM documents WHERE id = ?1")?
         .query_row([id], |r| r.get(0))
@@ -39,10 +155,43 @@ pub(crate) fn load(conn: &Connection, id: &str) -> Result<Option<Loaded>> {
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let doc = RecordDoc::load(id, Some(&snapshot), rows.iter().map(|(_, b)| b.as_slice()))?;
-    Ok(Some(Loaded {
+    Ok(Some(StoredDoc {
         doc,
         stored_changes: rows.into_iter().map(|(h, _)| h).collect(),
+        fresh: Vec::new(),
+        is_new: false,
     }))
+}
+
+/// Writes what was received into `stored` since it was loaded: its changes
+/// (a new record made by one change stores that change as its base), the
+/// projection, and a compaction once enough changes have gathered.
+pub(crate) fn save(conn: &Connection, stored: &mut StoredDoc) -> Result<Option<Record>> {
+    let fresh = std::mem::take(&mut stored.fresh);
+    let id = stored.id().to_string();
+    let first_applied = fresh
+        .first()
+        .is_some_and(|c| stored.doc.has_change(&c.hash()));
+    match fresh.as_slice() {
+        [] => return Ok(None),
+        [only] if stored.is_new && first_applied => insert(conn, &id, only.bytes())?,
+        _ => {
+            if stored.is_new {
+                // An empty base; every received change is stored beside it.
+                insert(conn, &id, &[])?;
+            }
+            for change in &fresh {
+                add_change(conn, &id, &change.hash(), change.bytes())?;
+                stored.stored_changes.push(change.hash());
+            }
+        }
+    }
+    stored.is_new = false;
+    let record = super::projection::write(conn, &mut stored.doc)?;
+    if stored.stored_changes.len() >= COMPACT_AFTER {
+        compact(conn, stored)?;
+    }
+    Ok(record)
 }
 
 pub(crate) fn add_change(conn: &Connection, id: &str, hash: &[u8; 32], bytes: &[u8]) -> Result<()> {
@@ -63,7 +212,7 @@ pub(crate) fn insert(conn: &Connection, id: &str, snapshot: &[u8]) -> Result<()>
 
 /// Replaces the snapshot with the document's current state and drops the
 /// stored changes it now contains; changes still waiting for dependencies stay.
-pub(crate) fn compact(conn: &Connection, loaded: &mut Loaded) -> Result<()> {
+pub(crate) fn compact(conn: &Connection, loaded: &mut StoredDoc) -> Result<()> {
     let id = loaded.doc.id().to_string();
     let snapshot = loaded.doc.save();
     conn.prepare_cached("UPDATE documents SET snapshot = ?2 WHERE id = ?1")?

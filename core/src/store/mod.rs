@@ -23,6 +23,7 @@ use crate::model::{
     normalize_value, validate_id, FieldType, Fields, Kind, Pipeline, Record, RecordId, Value,
 };
 
+pub use documents::{Received, StoredDoc};
 pub use draft::{draft_on, Author, Draft, Edit};
 pub use outbox::OutboxEntry;
 pub use projection::search_columns;
@@ -206,8 +207,8 @@ impl Store {
     }
 
     /// The SQL connection, for a host that keeps its own tables in the same
-    /// file (the relay). Read through it; write only inside
-    /// [`Store::transaction`], and never to the store's own tables.
+    /// file (the relay), to *read* them. Writes go through
+    /// [`StoreTx::sql`] inside [`Store::transaction`].
     pub fn sql(&self) -> &Connection {
         &self.conn
     }
@@ -484,7 +485,7 @@ impl Store {
             .map(|bytes| ParsedChange::parse(id, bytes))
             .collect::<Result<Vec<_>>>()?;
         let tx = self.conn.transaction()?;
-        let outcome = apply_in(&tx, id, parsed, Receive::Tolerant)?;
+        let outcome = apply_in(&tx, id, parsed)?;
         tx.commit()?;
         Ok(outcome)
     }
@@ -501,14 +502,17 @@ impl Store {
     /// Runs `f` in one transaction: everything it does commits together or
     /// not at all. Hosts (the relay, the sync client) use it to keep their
     /// own tables in step with the records.
-    pub fn transaction<R>(&mut self, f: impl FnOnce(&StoreTx<'_>) -> Result<R>) -> Result<R> {
+    pub fn transaction<R, E: From<Error>>(
+        &mut self,
+        f: impl FnOnce(&StoreTx<'_>) -> std::result::Result<R, E>,
+    ) -> std::result::Result<R, E> {
         let tx = StoreTx {
-            tx: self.conn.transaction()?,
+            tx: self.conn.transaction().map_err(Error::from)?,
             pipeline: &self.pipeline,
             clock: &self.clock,
         };
         let result = f(&tx)?;
-        tx.tx.commit()?;
+        tx.tx.commit().map_err(Error::from)?;
         Ok(result)
     }
 
@@ -650,33 +654,24 @@ impl fmt::Debug for StoreTx<'_> {
     }
 }
 
-impl StoreTx<'_> {
-    /// The SQL connection, for the host's own tables. Never write to the
+impl<'conn> StoreTx<'conn> {
+    /// The transaction, for the host's own tables. Never write to the
     /// store's tables through it.
-    pub fn sql(&self) -> &Connection {
+    pub fn sql(&self) -> &Transaction<'conn> {
         &self.tx
     }
 
-    /// Applies changes strictly, as a relay does: every change must apply
-    /// now (no missing dependencies), and `check(before, after)` may refuse
-    /// the resulting record. On any error nothing of this call is stored
-    /// and the transaction stays usable.
-    pub fn apply_checked(
-        &self,
-        id: &str,
-        changes: Vec<ParsedChange>,
-        check: &dyn Fn(Option<&Record>, &Record) -> Result<()>,
-    ) -> Result<ApplyOutcome> {
+    /// A record's document as stored, to receive changes into and
+    /// [`save`](Self::save_doc); `None` if the store does not hold it.
+    pub fn load_doc(&self, id: &str) -> Result<Option<StoredDoc>> {
         validate_id("record id", id)?;
-        // Cached statements: a relay runs this once per pushed change.
-        let run = |sql: &str| self.tx.prepare_cached(sql).and_then(|mut s| s.execute([]));
-        run("SAVEPOINT apply_checked")?;
-        let result = apply_in(&self.tx, id, changes, Receive::Strict(check));
-        if result.is_err() {
-            run("ROLLBACK TO apply_checked")?;
-        }
-        run("RELEASE apply_checked")?;
-        result
+        documents::load(&self.tx, id)
+    }
+
+    /// Stores what `doc` received since it was loaded: the changes, the
+    /// projection, a compaction when due. Returns the record as stored.
+    pub fn save_doc(&self, doc: &mut StoredDoc) -> Result<Option<Record>> {
+        documents::save(&self.tx, doc)
     }
 
     /// [`Store::draft`] inside this transaction: it sees what the
@@ -688,7 +683,7 @@ impl StoreTx<'_> {
     /// Applies changes as a device does (see [`Store::apply_changes`]).
     pub fn apply_changes(&self, id: &str, changes: Vec<ParsedChange>) -> Result<ApplyOutcome> {
         validate_id("record id", id)?;
-        apply_in(&self.tx, id, changes, Receive::Tolerant)
+        apply_in(&self.tx, id, changes)
     }
 
     pub fn apply_snapshot(&self, id: &str, snapshot: &[u8]) -> Result<ApplyOutcome> {
@@ -815,7 +810,7 @@ pub fn validate_fields_with(
     Ok(out)
 }
 
-fn check_reference(
+pub(crate) fn check_reference(
     lookup: LookupRecord<'_>,
     field: &str,
     target: &str,
@@ -844,38 +839,15 @@ fn check_reference(
     }
 }
 
-/// How a receiver treats remote changes.
-#[derive(Clone, Copy)]
-enum Receive<'a> {
-    /// A device: keep changes whose dependencies are missing until they arrive.
-    Tolerant,
-    /// The relay: every change must apply now, and `check` may refuse the
-    /// result (record before, record after) before anything is stored.
-    Strict(&'a dyn Fn(Option<&Record>, &Record) -> Result<()>),
-}
-
-/// Applies parsed remote changes to one record inside `tx`.
-fn apply_in(
-    tx: &Transaction<'_>,
-    id: &str,
-    changes: Vec<ParsedChange>,
-    mode: Receive<'_>,
-) -> Result<ApplyOutcome> {
-    let (mut loaded, is_new) = match documents::load(tx, id)? {
-        Some(loaded) => (loaded, false),
-        None => (
-            documents::Loaded {
-                doc: RecordDoc::empty(id),
-                stored_changes: Vec::new(),
-            },
-            true,
-        ),
-    };
+/// Applies parsed remote changes to one record inside `tx`, as a device
+/// does: a change whose dependencies are missing is kept until they arrive.
+fn apply_in(tx: &Transaction<'_>, id: &str, changes: Vec<ParsedChange>) -> Result<ApplyOutcome> {
+    let mut stored = documents::load(tx, id)?.unwrap_or_else(|| StoredDoc::new(id));
     let mut outcome = ApplyOutcome::default();
-    let mut fresh = Vec::new();
+    let mut fresh: Vec<ParsedChange> = Vec::new();
     for change in changes {
         let hash = change.hash();
-        if loaded.knows(&hash) || fresh.iter().any(|c: &ParsedChange| c.hash() == hash) {
+        if stored.knows(&hash) || fresh.iter().any(|c| c.hash() == hash) {
             outcome.duplicates += 1;
         } else {
             fresh.push(change);
@@ -884,44 +856,14 @@ fn apply_in(
     if fresh.is_empty() {
         return Ok(outcome);
     }
-    let before = match mode {
-        Receive::Strict(_) if !is_new => Some(loaded.doc.read()?),
-        _ => None,
-    };
-    loaded.doc.apply_remote(fresh.clone())?;
-    let waiting = fresh
+    stored.doc.apply_remote(fresh.clone())?;
+    outcome.pending = fresh
         .iter()
-        .filter(|c| !loaded.doc.has_change(&c.hash()))
+        .filter(|c| !stored.doc.has_change(&c.hash()))
         .count();
-    if let Receive::Strict(check) = mode {
-        if waiting > 0 {
-            return Err(Error::MissingDependencies {
-                doc: id.to_string(),
-                count: waiting,
-            });
-        }
-        check(before.as_ref(), &loaded.doc.read()?)?;
-    }
-    outcome.applied = fresh.len() - waiting;
-    outcome.pending = waiting;
-    match fresh.as_slice() {
-        // The common upload: a new record arrives as its one creating change.
-        [only] if is_new && waiting == 0 => documents::insert(tx, id, only.bytes())?,
-        _ => {
-            if is_new {
-                // An empty base; every received change is stored beside it.
-                documents::insert(tx, id, &[])?;
-            }
-            for change in &fresh {
-                documents::add_change(tx, id, &change.hash(), change.bytes())?;
-                loaded.stored_changes.push(change.hash());
-            }
-        }
-    }
-    projection::write(tx, &mut loaded.doc)?;
-    if loaded.stored_changes.len() >= documents::COMPACT_AFTER {
-        documents::compact(tx, &mut loaded)?;
-    }
+    outcome.applied = fresh.len() - outcome.pending;
+    stored.fresh = fresh;
+    documents::save(tx, &mut stored)?;
     Ok(outcome)
 }
 

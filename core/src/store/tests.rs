@@ -12,7 +12,8 @@ struct Fixture {
 }
 
 fn open_at(dir: &tempfile::TempDir, name: &str, user: &str) -> (Store, Arc<AtomicI64>) {
-    let clock = Arc::new(AtomicI64::new(1_000_000));
+    // A plausible time (2025-11-24): relays refuse changes stamped in seconds.
+    let clock = Arc::new(AtomicI64::new(1_764_000_000_000));
     let c = clock.clone();
     let options = StoreOptions {
         durable: false,
@@ -474,7 +475,7 @@ fn history_record_at_and_conflict_resolution_across_stores() {
     let dir = tempfile::tempdir().unwrap();
     let (mut a, clock_a) = open_at(&dir, "a.db", "ann");
     let (mut b, clock_b) = open_at(&dir, "b.db", "bob");
-    clock_b.store(5_000_000, Ordering::SeqCst);
+    clock_b.store(1_764_000_000_000 + 4_000_000, Ordering::SeqCst);
     let acc = account(&mut a, "Acme", "north");
     let id = acc.id.clone();
     b.apply_changes(&id, &a.changes_since(&id, &[]).unwrap())
@@ -853,8 +854,23 @@ fn outbox_ack_and_reject() {
     );
 }
 
+/// A directory where every name and record exists.
+struct Open;
+
+impl crate::model::Directory for Open {
+    fn record(&self, _: &str) -> Result<Option<(Kind, bool)>> {
+        Ok(Some((Kind::Account, false)))
+    }
+    fn is_user(&self, _: &str) -> Result<bool> {
+        Ok(true)
+    }
+    fn is_territory(&self, _: &str) -> Result<bool> {
+        Ok(true)
+    }
+}
+
 #[test]
-fn strict_apply_refuses_missing_dependencies_and_checked_results() {
+fn received_changes_are_checked_before_anything_is_stored() {
     let dir = tempfile::tempdir().unwrap();
     let (mut device, _) = open_at(&dir, "d.db", "ann");
     let (mut relay, _) = open_at(&dir, "r.db", "relay");
@@ -864,48 +880,52 @@ fn strict_apply_refuses_missing_dependencies_and_checked_results() {
         .unwrap();
     let changes = device.changes_since(&acc.id, &[]).unwrap();
     let parse = |b: &Vec<u8>| ParsedChange::parse(&acc.id, b).unwrap();
-    let allow = |_: Option<&Record>, _: &Record| Ok(());
+    let pipeline = Pipeline::default();
+    let rules = crate::model::Rules {
+        pipeline: &pipeline,
+        author: "ann",
+        directory: &Open,
+    };
     let before = footprint(&relay);
 
     // The second change alone cannot apply: refused, nothing stored.
-    let err = relay
-        .transaction(|tx| tx.apply_checked(&acc.id, vec![parse(&changes[1])], &allow))
+    let err = StoredDoc::new(&acc.id)
+        .receive(vec![parse(&changes[1])], &rules)
         .unwrap_err();
     assert!(
         matches!(err, Error::MissingDependencies { count: 1, .. }),
         "{err}"
     );
+
+    // A change a local edit could not make: an unknown field.
+    let mut raw = automerge::AutoCommit::load(&device.snapshot(&acc.id).unwrap()).unwrap();
+    raw.set_actor(automerge::ActorId::from(&[9u8; 16][..]));
+    automerge::transaction::Transactable::put(&mut raw, automerge::ROOT, "fax", "0113 496")
+        .unwrap();
+    raw.commit_with(
+        automerge::transaction::CommitOptions::default()
+            .with_message("ann".to_string())
+            .with_time(2_000_000_000_000),
+    );
+    let fax = raw.get_last_local_change().unwrap().raw_bytes().to_vec();
+    let mut stored = relay
+        .transaction(|tx| tx.load_doc(&acc.id))
+        .unwrap()
+        .unwrap_or_else(|| StoredDoc::new(&acc.id));
+    let mut all: Vec<ParsedChange> = changes.iter().map(parse).collect();
+    all.push(parse(&fax));
+    let err = stored.fork().receive(all, &rules).unwrap_err();
+    assert_eq!(err.to_string(), "unknown field \"fax\" for a account");
     assert_eq!(footprint(&relay), before);
 
-    // A policy refusal inside a transaction leaves earlier work of that transaction.
-    let other = account(&mut device, "Other", "south");
-    let other_changes = device.changes_since(&other.id, &[]).unwrap();
-    let north_only = |before: Option<&Record>, after: &Record| {
-        for r in before.into_iter().chain([after]) {
-            if r.text("territory") != Some("north") {
-                return Err(Error::Refused(format!(
-                    "territory {:?}",
-                    r.text("territory")
-                )));
-            }
-        }
-        Ok(())
-    };
-    let (ok, refused) = relay
-        .transaction(|tx| {
-            let ok = tx.apply_checked(&acc.id, changes.iter().map(parse).collect(), &north_only)?;
-            let refused = tx.apply_checked(
-                &other.id,
-                vec![ParsedChange::parse(&other.id, &other_changes[0]).unwrap()],
-                &north_only,
-            );
-            Ok((ok, refused))
-        })
+    // The valid ones are received and stored together.
+    let received = stored
+        .receive(changes.iter().map(parse).collect(), &rules)
         .unwrap();
-    assert_eq!(ok.applied, 2);
-    assert!(matches!(refused, Err(Error::Refused(_))));
+    assert!(received.before.is_none());
+    assert_eq!(received.after.text("industry"), Some("Steel"));
+    relay.transaction(|tx| tx.save_doc(&mut stored)).unwrap();
     assert_eq!(relay.get(&acc.id).unwrap(), device.get(&acc.id).unwrap());
-    assert!(matches!(relay.get(&other.id), Err(Error::NotFound(_))));
     assert!(!relay.snapshot(&acc.id).unwrap().is_empty());
 }
 

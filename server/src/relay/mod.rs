@@ -1,24 +1,29 @@
 //! The relay's storage contract and the sync flow built on it.
 //!
 //! [`RelayStore`] is implemented by [`sqlite::SqliteRelay`] (the embedded
-//! default); a PostgreSQL implementation must keep the same promises:
-//! - `push` validates every change (it must load into its record's
-//!   document), enforces the user's access, stores accepted changes durably
-//!   and appends them to the log before returning; repeats are acknowledged,
-//!   never duplicated;
+//! default) and [`postgres::PgRelay`]. The rules live above the trait, once:
+//! [`push`] is the one push algorithm, [`pull`] the one paging algorithm,
+//! [`access`] the one access policy; a store answers storage questions.
+//! Every store keeps these promises:
+//! - a push stores accepted changes durably and appends them to the log
+//!   before returning; repeats are acknowledged, never duplicated;
 //! - the log's sequence number is the sync cursor, and a reader never skips a
 //!   change that commits later with a lower number;
-//! - `pull` returns only what the user may see, paged by bytes.
+//! - a pull returns only what the user may see, paged by bytes.
 
+pub mod access;
+mod error;
 pub mod office;
 pub mod postgres;
 pub mod pull;
+pub mod push;
 pub mod sqlite;
 
 use std::collections::{BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+pub use error::{EditRefusal, Refusal, RelayError, Result};
 use fieldcrm_core::protocol::{
     Cursor, RecordBytes, Rejection, SyncRequest, SyncResponse, PROTOCOL_VERSION,
 };
@@ -26,9 +31,8 @@ use fieldcrm_core::{
     Conflict, Edit, HistoryEntry, Kind, ListQuery, OwnerCount, Page, Pipeline, Record, StageSummary,
 };
 pub use pull::LogEntry;
+pub use push::MAX_CHANGE_BYTES;
 
-/// Largest single change a device may push.
-pub const MAX_CHANGE_BYTES: usize = 1 << 20;
 /// Largest response page, whatever the device asks for.
 pub const MAX_PAGE_BYTES: u64 = 16 << 20;
 
@@ -90,35 +94,7 @@ impl User {
             territories: territories.iter().map(|t| t.to_string()).collect(),
         }
     }
-
-    /// Whether the user may see and change records of `territory`.
-    pub fn can_access(&self, territory: Option<&str>) -> bool {
-        self.role.sees_all()
-            || territory.is_some_and(|t| self.territories.iter().any(|mine| mine == t))
-    }
 }
-
-#[derive(Debug, thiserror::Error)]
-pub enum RelayError {
-    #[error(transparent)]
-    Core(#[from] fieldcrm_core::Error),
-    #[error("relay storage error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("relay storage error: {0}")]
-    Postgres(#[from] ::postgres::Error),
-    #[error("relay storage unavailable: {0}")]
-    Pool(#[from] r2d2::Error),
-    /// A storage failure reported to several requests at once (a group
-    /// commit that failed).
-    #[error("relay storage error: {0}")]
-    Storage(String),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    NotFound(String),
-}
-
-pub type Result<T, E = RelayError> = std::result::Result<T, E>;
 
 /// Result of a push: per change, acknowledged or refused with a reason.
 #[derive(Debug, Default)]
@@ -143,17 +119,6 @@ pub struct PullPage {
     pub more: bool,
 }
 
-/// The territories a user's devices hold: theirs, or `*` for all.
-pub fn view_of(user: &User) -> Vec<String> {
-    if user.role.sees_all() {
-        vec!["*".to_string()]
-    } else {
-        let mut v = user.territories.clone();
-        v.sort();
-        v
-    }
-}
-
 /// A record with what its page shows: history and open conflicts.
 #[derive(Debug, Clone)]
 pub struct RecordDetail {
@@ -162,35 +127,6 @@ pub struct RecordDetail {
     /// Device that pushed each change in `history` (by hex change hash).
     pub devices: HashMap<String, String>,
     pub conflicts: Vec<Conflict>,
-}
-
-/// Why an office edit was not made.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EditRefusal {
-    /// The record does not exist, or not for this user.
-    #[error("{0}")]
-    NotFound(String),
-    /// The edit is invalid or not allowed (the message says which field or rule).
-    #[error("{0}")]
-    Refused(String),
-}
-
-impl From<fieldcrm_core::Error> for EditRefusal {
-    fn from(e: fieldcrm_core::Error) -> Self {
-        match e {
-            fieldcrm_core::Error::NotFound(_) => EditRefusal::NotFound(e.to_string()),
-            e => EditRefusal::Refused(e.to_string()),
-        }
-    }
-}
-
-impl From<EditRefusal> for RelayError {
-    fn from(e: EditRefusal) -> Self {
-        match e {
-            EditRefusal::NotFound(m) => RelayError::NotFound(m),
-            EditRefusal::Refused(m) => RelayError::Invalid(m),
-        }
-    }
 }
 
 /// What became of one office edit: the record after it, or why it was refused.
@@ -275,66 +211,6 @@ pub trait RelayStore: Send + Sync {
     fn edit(&self, user: &User, device: &str, edits: Vec<Edit>) -> Result<Vec<EditOutcome>>;
 }
 
-pub(crate) fn reject(hash: Option<[u8; 32]>, reason: impl Into<String>) -> Rejection {
-    Rejection {
-        hash: hash.map(|h| h.to_vec()).unwrap_or_default(),
-        reason: reason.into(),
-    }
-}
-
-/// The checks a pushed change passes before any storage is read: its size,
-/// that it is one well-formed change, and that it is signed as `user`.
-pub(crate) fn parse_pushed(
-    user: &User,
-    change: &RecordBytes,
-) -> std::result::Result<fieldcrm_core::ParsedChange, Rejection> {
-    if change.bytes.len() > MAX_CHANGE_BYTES {
-        return Err(reject(
-            None,
-            format!(
-                "change of {} bytes exceeds the limit of {MAX_CHANGE_BYTES}",
-                change.bytes.len()
-            ),
-        ));
-    }
-    let parsed = fieldcrm_core::ParsedChange::parse(&change.record_id, &change.bytes)
-        .map_err(|e| reject(None, e.to_string()))?;
-    if parsed.user() != Some(user.id.as_str()) {
-        return Err(reject(
-            Some(parsed.hash()),
-            format!(
-                "change is signed as user {:?}, but you are {:?}",
-                parsed.user().unwrap_or(""),
-                user.id
-            ),
-        ));
-    }
-    Ok(parsed)
-}
-
-/// Refuses a change unless `user` may hold the record both before it
-/// (when it existed) and after it. Returns its territory before and after.
-pub(crate) fn check_access(
-    user: &User,
-    before: Option<&Record>,
-    after: &Record,
-) -> fieldcrm_core::Result<(Option<String>, Option<String>)> {
-    let (b, a) = (
-        before.and_then(|r| r.text("territory")),
-        after.text("territory"),
-    );
-    for t in before.map(|_| b).into_iter().chain([a]) {
-        if !user.can_access(t) {
-            return Err(fieldcrm_core::Error::Refused(format!(
-                "record {} is in territory {:?}, outside yours",
-                after.id,
-                t.unwrap_or("")
-            )));
-        }
-    }
-    Ok((b.map(String::from), a.map(String::from)))
-}
-
 /// One `POST /v1/sync` round: push, then pull, as one response.
 pub fn sync(
     store: &dyn RelayStore,
@@ -347,26 +223,13 @@ pub fn sync(
         ));
     }
     let pushed = store.push(user, &request.device_id, request.push)?;
-    let now = view_of(user);
+    let now = access::view(user);
     let mut cursor = request.cursor;
     let mut evict_territories = Vec::new();
-    if let Some(before) = cursor.view.take().filter(|before| *before != now) {
-        // The user's territories changed since this device last synced.
-        evict_territories = if before.iter().any(|t| t == "*") {
-            // From everything to some: evict every territory not kept.
-            store
-                .territories()?
-                .into_iter()
-                .filter(|t| !now.contains(t))
-                .collect()
-        } else {
-            before
-                .iter()
-                .filter(|t| !now.contains(t) && !now.iter().any(|n| n == "*"))
-                .cloned()
-                .collect()
-        };
-        if now.iter().any(|t| !before.contains(t)) {
+    if let Some(before) = cursor.view.take() {
+        let change = access::view_change(user, &before, || store.territories())?;
+        evict_territories = change.lost;
+        if !change.gained.is_empty() {
             // Gained territories: bootstrap again (what the device has merges idempotently).
             cursor = Cursor::default();
         }
@@ -398,6 +261,24 @@ pub fn sync(
     Ok((response, appended))
 }
 
+/// Territory names: 1 to 64 bytes, not blank.
+pub(crate) fn check_territory_name(name: &str) -> Result<()> {
+    if name.trim().is_empty() || name.len() > 64 {
+        return Err(RelayError::Invalid(format!(
+            "territory name {name:?} must be 1 to 64 bytes and not blank"
+        )));
+    }
+    Ok(())
+}
+
+/// The relay's clock, in milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// Told of appends by other relay processes: (newest sequence number,
 /// the territories appended to, `None` if not known).
 pub type OnHead = dyn Fn(u64, Option<BTreeSet<String>>) + Send;
@@ -408,28 +289,4 @@ pub struct Appended {
     pub changes: usize,
     /// See [`PushOutcome::territories`].
     pub territories: Option<BTreeSet<String>>,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn access_follows_role_and_territories() {
-        let rep = User {
-            id: "ann".into(),
-            role: Role::Rep,
-            territories: vec!["north".into()],
-        };
-        assert!(rep.can_access(Some("north")));
-        assert!(!rep.can_access(Some("south")));
-        assert!(!rep.can_access(None));
-        let office = User {
-            role: Role::Office,
-            territories: vec![],
-            ..rep
-        };
-        assert!(office.can_access(Some("south")) && office.can_access(None));
-        assert!("boss".parse::<Role>().is_err());
-    }
 }

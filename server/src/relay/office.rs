@@ -6,29 +6,11 @@
 
 use fieldcrm_core::{Edit, Kind, ListQuery, OwnerCount, Page, Record, StageSummary};
 
+use super::access::{self, narrow};
 use super::{EditOutcome, EditRefusal, RecordDetail, RelayError, RelayStore, Result, User};
 
 /// The device name office edits are pushed from (shown in field history).
 pub const WEB_DEVICE: &str = "web";
-
-/// The territories a query may cover for `user`, given the ones asked for
-/// (empty: all they may see). `None`: nothing at all.
-fn narrow(user: &User, asked: &[String]) -> Option<Vec<String>> {
-    if user.role.sees_all() {
-        return Some(asked.to_vec());
-    }
-    let allowed: Vec<String> = if asked.is_empty() {
-        user.territories.clone()
-    } else {
-        asked
-            .iter()
-            .filter(|t| user.territories.contains(t))
-            .cloned()
-            .collect()
-    };
-    // An empty list would mean "every territory" to the store.
-    (!allowed.is_empty()).then_some(allowed)
-}
 
 pub fn list(store: &dyn RelayStore, user: &User, mut q: ListQuery) -> Result<Page> {
     let Some(territories) = narrow(user, &q.territories) else {
@@ -61,7 +43,7 @@ fn not_found(id: &str) -> RelayError {
 /// A record with its history and conflicts, if the user may see it.
 pub fn record(store: &dyn RelayStore, user: &User, id: &str) -> Result<RecordDetail> {
     match store.record(id)? {
-        Some(detail) if user.can_access(detail.record.text("territory")) => Ok(detail),
+        Some(detail) if access::sees(user, detail.record.text("territory")) => Ok(detail),
         _ => Err(not_found(id)),
     }
 }
@@ -142,7 +124,7 @@ pub fn pipeline_summary(
     let asked: Vec<String> = territory.map(String::from).into_iter().collect();
     match narrow(user, &asked) {
         Some(territories) => store.pipeline_summary(&territories, at),
-        None => Ok(fieldcrm_core::query::empty_summary(&store.pipeline()?)),
+        None => Ok(fieldcrm_core::empty_summary(&store.pipeline()?)),
     }
 }
 
@@ -177,7 +159,7 @@ pub fn edit(store: &dyn RelayStore, user: &User, edits: Vec<Edit>) -> Result<Vec
         .map(|i| match refused.next_if(|(at, _)| *at == i) {
             Some((_, reason)) => Err(reason),
             None => done.next().unwrap_or_else(|| {
-                Err(EditRefusal::Refused("the edit produced no outcome".into()))
+                Err(EditRefusal::NotFound("the edit produced no outcome".into()))
             }),
         })
         .collect())
@@ -187,34 +169,10 @@ pub fn edit(store: &dyn RelayStore, user: &User, edits: Vec<Edit>) -> Result<Vec
 pub fn try_edit(store: &dyn RelayStore, user: &User, change: Edit) -> Result<EditOutcome> {
     edit(store, user, vec![change])?
         .pop()
-        .ok_or_else(|| RelayError::Invalid("the edit produced no outcome".into()))
+        .ok_or_else(|| RelayError::Storage("the edit produced no outcome".into()))
 }
 
 /// One edit; a refusal is an error.
 pub fn edit_one(store: &dyn RelayStore, user: &User, change: Edit) -> Result<Record> {
     Ok(try_edit(store, user, change)??)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::relay::Role;
-
-    fn user(role: Role, territories: &[&str]) -> User {
-        User::sample("u", role, territories)
-    }
-
-    #[test]
-    fn narrowing_never_widens_a_view() {
-        let rep = user(Role::Rep, &["north"]);
-        assert_eq!(narrow(&rep, &[]), Some(vec!["north".into()]));
-        assert_eq!(narrow(&rep, &["south".into()]), None);
-        assert_eq!(narrow(&user(Role::Rep, &[]), &[]), None);
-        let office = user(Role::Office, &[]);
-        assert_eq!(narrow(&office, &[]), Some(vec![]));
-        assert_eq!(
-            narrow(&office, &["south".into()]),
-            Some(vec!["south".into()])
-        );
-    }
 }

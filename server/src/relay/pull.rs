@@ -9,6 +9,7 @@
 
 use fieldcrm_core::protocol::{Bootstrap, Cursor, RecordBytes};
 
+use super::access::{self, Delivery, Scope};
 use super::{PullPage, Result, User};
 
 /// Log entries read per query.
@@ -34,8 +35,8 @@ pub trait LogSource {
     /// The newest sequence number in the log (0 when empty).
     fn head(&mut self) -> Result<u64>;
     /// Up to `limit` entries after `seq`, in order, whose territory or
-    /// previous territory `user` may see (all for office and admin).
-    fn entries_after(&mut self, user: &User, seq: u64, limit: usize) -> Result<Vec<LogEntry>>;
+    /// previous territory is in `scope`.
+    fn entries_after(&mut self, scope: &Scope, seq: u64, limit: usize) -> Result<Vec<LogEntry>>;
     /// Up to `limit` records after `after_id`, in id order, of `territory`
     /// ("": every territory) that hold a change from a device other than
     /// `device`: each id with its compacted document.
@@ -91,13 +92,7 @@ fn bootstrap_page(
     let mut bytes = 0u64;
     // One ordered range scan per territory, so each page costs its own
     // size, not the size of the store. "" stands for "every territory".
-    let mut territories: Vec<String> = if user.role.sees_all() {
-        vec![String::new()]
-    } else {
-        let mut t = user.territories.clone();
-        t.sort();
-        t
-    };
+    let mut territories = access::bootstrap_territories(user);
     territories.retain(|t| *t >= boot.territory);
     for territory in territories {
         let mut after = if territory == boot.territory {
@@ -159,8 +154,9 @@ fn log_page(
     let mut bytes = 0u64;
     let mut snapshotted: Vec<String> = Vec::new();
     let mut last = seq;
+    let scope = access::scope(user);
     loop {
-        let entries = source.entries_after(user, last, LOG_BATCH)?;
+        let entries = source.entries_after(&scope, last, LOG_BATCH)?;
         if entries.is_empty() {
             // Nothing visible up to head: skip past invisible entries too.
             page.cursor.seq = head.max(page.cursor.seq);
@@ -169,22 +165,20 @@ fn log_page(
         }
         for entry in entries {
             last = entry.seq;
-            let sees_now = user.can_access(entry.territory.as_deref());
-            let saw_before = entry
-                .prev_territory
-                .as_deref()
-                .is_none_or(|p| user.can_access(Some(p)));
             let item_bytes = entry.bytes.len() as u64;
             if bytes > 0 && bytes + item_bytes > max_bytes {
                 page.more = true;
                 return Ok(page);
             }
-            if !sees_now {
-                // The record left the user's territories.
-                page.evict.push(entry.record_id);
-            } else if !saw_before {
-                // It entered them: the device lacks its history, send all of it.
-                if !snapshotted.contains(&entry.record_id) {
+            let delivery = access::delivery(
+                user,
+                entry.territory.as_deref(),
+                entry.prev_territory.as_deref(),
+            );
+            match delivery {
+                Delivery::Evict => page.evict.push(entry.record_id),
+                // It entered the user's view: the device lacks its history.
+                Delivery::Snapshot if !snapshotted.contains(&entry.record_id) => {
                     let snapshot = source.snapshot(&entry.record_id)?;
                     bytes += snapshot.len() as u64;
                     snapshotted.push(entry.record_id.clone());
@@ -193,12 +187,14 @@ fn log_page(
                         bytes: snapshot,
                     });
                 }
-            } else if entry.device != device {
-                bytes += item_bytes;
-                page.changes.push(RecordBytes {
-                    record_id: entry.record_id,
-                    bytes: entry.bytes,
-                });
+                Delivery::Change if entry.device != device => {
+                    bytes += item_bytes;
+                    page.changes.push(RecordBytes {
+                        record_id: entry.record_id,
+                        bytes: entry.bytes,
+                    });
+                }
+                _ => {}
             }
             page.cursor.seq = entry.seq;
         }

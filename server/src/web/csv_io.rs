@@ -397,8 +397,10 @@ pub async fn import_run(
         } else {
             HashMap::new()
         };
-        let default_territory = match user.territories.as_slice() {
-            [only] if !user.role.sees_all() => Some(only.clone()),
+        let default_territory = match crate::relay::access::scope(&user) {
+            crate::relay::access::Scope::Territories(mine) if mine.len() == 1 => {
+                mine.into_iter().next()
+            }
             _ => None,
         };
         let mut reader = csv::ReaderBuilder::new()

@@ -3,8 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use fieldcrm_core::model::normalize_value;
-use fieldcrm_core::{FieldType, Fields, Kind, Pipeline, Value};
+use fieldcrm_core::{normalize_value, FieldType, Fields, Kind, Pipeline, Value};
 use maud::{html, Markup};
 use time::macros::format_description;
 use time::PrimitiveDateTime;

@@ -16,7 +16,7 @@ use super::form::{self, Choices, Errors};
 use super::layout::{self, field_label, kind_path, kind_title, page, record_link, Nav};
 use super::session::Post;
 use super::{blocking, log_advanced, PageError, Session};
-use crate::relay::{office, RecordDetail, RelayStore, User};
+use crate::relay::{access, office, EditRefusal, RecordDetail, RelayStore, User};
 use crate::AppState;
 
 const PAGE_SIZE: usize = 50;
@@ -264,10 +264,9 @@ pub fn choices(
     user: &User,
     accounts: bool,
 ) -> crate::relay::Result<Choices> {
-    let territories = if user.role.sees_all() {
-        relay.territories()?
-    } else {
-        user.territories.clone()
+    let territories = match access::scope(user) {
+        access::Scope::All => relay.territories()?,
+        access::Scope::Territories(mine) => mine,
     };
     let accounts = if accounts {
         office::list(
@@ -350,14 +349,15 @@ pub async fn new_form(
     ))
 }
 
-/// Puts a refusal next to the field it names, if it names one.
-fn place_error(errors: &mut Errors, kind: Kind, reason: String) {
-    let field = kind
-        .fields()
-        .iter()
-        .map(|s| s.path)
-        .find(|path| reason.contains(&format!("field {path:?}")));
-    errors.insert(field.unwrap_or("").to_string(), reason);
+/// Puts a refusal next to the field it is about, if the form shows it.
+fn place_error(errors: &mut Errors, kind: Kind, refusal: EditRefusal) {
+    let field = match &refusal {
+        EditRefusal::Refused {
+            field: Some(field), ..
+        } if kind.field(field).is_some() => field.clone(),
+        _ => String::new(),
+    };
+    errors.insert(field, refusal.to_string());
 }
 
 pub async fn create(
@@ -389,7 +389,7 @@ pub async fn create(
         }
         Ok(Err(reason)) => {
             let mut errors = Errors::new();
-            place_error(&mut errors, kind, reason.to_string());
+            place_error(&mut errors, kind, reason);
             (errors, None)
         }
         Err((errors, posted)) => (errors, Some(posted)),
@@ -484,7 +484,7 @@ pub async fn update(
         }
         Ok(Err(reason)) => {
             let mut errors = Errors::new();
-            place_error(&mut errors, kind, reason.to_string());
+            place_error(&mut errors, kind, reason);
             (errors, Vec::new())
         }
         Err((errors, posted)) => (errors, posted),

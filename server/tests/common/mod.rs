@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod log_readers;
+pub mod raw_client;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

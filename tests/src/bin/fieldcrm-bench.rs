@@ -321,6 +321,7 @@ fn sync_phases(
     let t = Instant::now();
     let up = a.sync(&ta, &mut |_| {})?;
     let upload_s = t.elapsed();
+    refuse_rejections(&a, up.total.rejected)?;
     let (up_sent, up_received) = ta.bytes();
 
     let mut b = Store::open(dir.join("device-b.db"), "bob")?;
@@ -377,8 +378,9 @@ fn sync_phases(
         a.update(id, fieldcrm_core::fields([("custom.note", v.as_str())]))?;
     }
     let t = Instant::now();
-    a.sync(&ta, &mut |_| {})?;
+    let pushed = a.sync(&ta, &mut |_| {})?;
     let pushed_s = t.elapsed();
+    refuse_rejections(&a, pushed.total.rejected)?;
     let (seen_at, b_syncs) = watcher.join().map_err(|_| "watcher thread panicked")??;
     let incremental = seen_at.duration_since(t);
 
@@ -631,6 +633,20 @@ fn load_phase(
         "sync_p99_ms": percentile(&mut latencies, 99.0),
         "errors": errors,
     }))
+}
+
+/// A benchmark whose changes the relay refused measures nothing (and the
+/// phases after it would wait for them for ever): stop with the reason.
+fn refuse_rejections(store: &Store, rejected: usize) -> Result<(), Box<dyn std::error::Error>> {
+    if rejected == 0 {
+        return Ok(());
+    }
+    let first = store
+        .outbox(0, 1_000_000, true)?
+        .into_iter()
+        .find_map(|e| e.rejected)
+        .unwrap_or_default();
+    Err(format!("the relay refused {rejected} change(s) of the workload, e.g.: {first}").into())
 }
 
 /// The records' size as compacted Automerge documents (`save()` of each).

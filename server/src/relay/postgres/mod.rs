@@ -23,12 +23,10 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use fieldcrm_core::doc::RecordDoc;
 use fieldcrm_core::protocol::{Cursor, RecordBytes};
-use fieldcrm_core::query::{add_to_summary, empty_summary};
 use fieldcrm_core::{
-    draft_on, Author, Edit, Error as CoreError, FieldType, Kind, ListQuery, OwnerCount, Page,
-    Pipeline, Record, SortBy, StageSummary, Value,
+    add_to_summary, check_offset, empty_summary, Edit, Error as CoreError, Kind, ListQuery,
+    OwnerCount, Page, Pipeline, Record, RecordDoc, SortBy, StageSummary, Value, MAX_PAGE,
 };
 use postgres::types::ToSql;
 use postgres::{GenericClient, NoTls, Transaction};
@@ -36,12 +34,13 @@ use r2d2_postgres::PostgresConnectionManager;
 
 mod push;
 
-use push::push_in;
+use push::PgPush;
 
+use super::access::Scope;
 use super::pull::{self, LogEntry, LogSource};
 use super::{
-    EditOutcome, EditRefusal, PullPage, PushOutcome, RecordDetail, RelayError, RelayStats,
-    RelayStore, Result, Role, User,
+    EditOutcome, PullPage, PushOutcome, RecordDetail, RelayError, RelayStats, RelayStore, Result,
+    Role, User,
 };
 
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
@@ -132,13 +131,6 @@ impl std::fmt::Debug for PgRelay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgRelay").finish_non_exhaustive()
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 impl PgRelay {
@@ -284,26 +276,6 @@ fn check_known_territories(conn: &mut impl GenericClient, territories: &[String]
     Ok(())
 }
 
-/// Loads a record's document for writing, locking its row.
-fn lock_document(tx: &mut Transaction<'_>, id: &str) -> Result<Option<RecordDoc>> {
-    // A placeholder row gives a new record a row to lock, so two relays
-    // creating the same record wait for each other instead of overwriting.
-    tx.execute(
-        "INSERT INTO relay_documents (id, snapshot) VALUES ($1, '') ON CONFLICT (id) DO NOTHING",
-        &[&id],
-    )?;
-    let snapshot: Vec<u8> = tx
-        .query_one(
-            "SELECT snapshot FROM relay_documents WHERE id = $1 FOR UPDATE",
-            &[&id],
-        )?
-        .get(0);
-    if snapshot.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(RecordDoc::load(id, Some(&snapshot), [])?))
-}
-
 fn read_document(conn: &mut impl GenericClient, id: &str) -> Result<Option<RecordDoc>> {
     let row = conn.query_opt(
         "SELECT snapshot FROM relay_documents WHERE id = $1 AND snapshot <> ''",
@@ -426,9 +398,11 @@ impl LogSource for PgLog<'_, '_> {
         log_head(self.0)
     }
 
-    fn entries_after(&mut self, user: &User, seq: u64, limit: usize) -> Result<Vec<LogEntry>> {
-        let territories: Option<Vec<String>> =
-            (!user.role.sees_all()).then(|| user.territories.clone());
+    fn entries_after(&mut self, scope: &Scope, seq: u64, limit: usize) -> Result<Vec<LogEntry>> {
+        let territories: Option<&Vec<String>> = match scope {
+            Scope::All => None,
+            Scope::Territories(t) => Some(t),
+        };
         let rows = self.0.query(
             "SELECT seq, record_id, territory, prev_territory, device, bytes FROM relay_log
              WHERE seq > $1 AND ($2::text[] IS NULL OR territory = ANY($2) OR prev_territory = ANY($2))
@@ -491,7 +465,9 @@ impl RelayStore for PgRelay {
         }
         let mut conn = self.conn()?;
         let mut tx = conn.transaction()?;
-        let out = push_in(&mut tx, user, device, &changes)?;
+        let mut store = PgPush::new(&mut tx);
+        let out = super::push::push(&mut store, user, device, &changes)?;
+        store.finish()?;
         tx.commit()?;
         Ok(out)
     }
@@ -543,7 +519,9 @@ impl RelayStore for PgRelay {
             &[&id, &password_hash, &role.as_str(), &territories],
         )?;
         if inserted == 0 {
-            return Err(RelayError::Invalid(format!("user {id:?} already exists")));
+            return Err(RelayError::AlreadyExists(format!(
+                "user {id:?} already exists"
+            )));
         }
         tx.commit()?;
         Ok(())
@@ -581,18 +559,14 @@ impl RelayStore for PgRelay {
             &[&id, &territories],
         )?;
         if n == 0 {
-            return Err(RelayError::NotFound(format!("user {id}")));
+            return Err(RelayError::NotFound(format!("no user {id:?}")));
         }
         tx.commit()?;
         Ok(())
     }
 
     fn add_territory(&self, name: &str) -> Result<()> {
-        if name.trim().is_empty() || name.len() > 64 {
-            return Err(RelayError::Invalid(format!(
-                "territory name {name:?} must be 1 to 64 bytes"
-            )));
-        }
+        super::check_territory_name(name)?;
         self.conn()?.execute(
             "INSERT INTO relay_territories (name) VALUES ($1) ON CONFLICT DO NOTHING",
             &[&name],
@@ -646,19 +620,18 @@ impl RelayStore for PgRelay {
     }
 
     fn pipeline(&self) -> Result<Pipeline> {
-        Ok(Pipeline::default())
+        pipeline(&mut *self.conn()?)
     }
 
     fn list(&self, q: &ListQuery) -> Result<Page> {
-        if q.limit == 0 || q.limit > fieldcrm_core::query::MAX_PAGE {
+        if q.limit == 0 || q.limit > MAX_PAGE {
             return Err(CoreError::InvalidQuery(format!(
-                "limit {} must be between 1 and {}",
-                q.limit,
-                fieldcrm_core::query::MAX_PAGE
+                "limit {} must be between 1 and {MAX_PAGE}",
+                q.limit
             ))
             .into());
         }
-        let offset = fieldcrm_core::query::check_offset(q.offset)?;
+        let offset = check_offset(q.offset)?;
         let f = list_filter(q);
         let mut conn = self.conn()?;
         let total: i64 = conn
@@ -700,7 +673,7 @@ impl RelayStore for PgRelay {
                 &query,
                 &kind.map(|k| k.as_str().to_string()),
                 &territories_param(territories),
-                &(limit.min(fieldcrm_core::query::MAX_PAGE) as i64),
+                &(limit.min(MAX_PAGE) as i64),
             ],
         )?;
         records_from(rows)
@@ -746,7 +719,7 @@ impl RelayStore for PgRelay {
         at: Option<i64>,
     ) -> Result<Vec<StageSummary>> {
         let mut conn = self.conn()?;
-        let mut summary = empty_summary(&Pipeline::default());
+        let mut summary = empty_summary(&pipeline(&mut *conn)?);
         let territories = territories_param(territories);
         let Some(time) = at else {
             let rows = conn.query(
@@ -838,103 +811,22 @@ impl RelayStore for PgRelay {
     fn edit(&self, user: &User, device: &str, edits: Vec<Edit>) -> Result<Vec<EditOutcome>> {
         let mut conn = self.conn()?;
         let mut tx = conn.transaction()?;
-        let author = Author {
-            user: user.id.clone(),
-            actor: web_actor(&mut tx, &user.id, device)?,
-        };
-        let pipeline = Pipeline::default();
-        let mut outcomes = Vec::with_capacity(edits.len());
-        for edit in edits {
-            outcomes.push(edit_one(&mut tx, user, device, &author, &pipeline, edit)?);
-        }
+        let mut store = PgPush::new(&mut tx);
+        let outcomes = super::push::edit(&mut store, user, device, edits, super::now_ms())?;
+        store.finish()?;
         tx.commit()?;
         Ok(outcomes)
     }
 }
 
-/// Drafts one office edit on the locked document and pushes it.
-fn edit_one(
-    tx: &mut Transaction<'_>,
-    user: &User,
-    device: &str,
-    author: &Author,
-    pipeline: &Pipeline,
-    edit: Edit,
-) -> Result<EditOutcome> {
-    let target = match &edit {
-        Edit::Create { .. } => None,
-        Edit::Update { id, .. } | Edit::Delete { id } | Edit::Restore { id } => Some(id.clone()),
-    };
-    // Lock the document first: the draft's actor sequence must follow the
-    // stored document even if this user edits from two relays at once.
-    let mut sp = tx.transaction()?;
-    let doc = match &target {
-        Some(id) => lock_document(&mut sp, id)?,
-        None => None,
-    };
-    // References are resolved before drafting (the lookup cannot query).
-    let mut found: HashMap<String, Option<(Kind, bool)>> = HashMap::new();
-    if let Edit::Create { fields, .. } | Edit::Update { fields, .. } = &edit {
-        for (path, value) in fields {
-            let is_ref = Kind::ALL
-                .iter()
-                .any(|k| matches!(k.field(path).map(|s| s.ty), Some(FieldType::Ref(_))));
-            if let (true, Value::Text(target)) = (is_ref, value) {
-                let row = sp.query_opt(
-                    "SELECT kind, deleted FROM relay_records WHERE id = $1",
-                    &[target],
-                )?;
-                let record = row.and_then(|r| {
-                    r.get::<_, String>(0)
-                        .parse::<Kind>()
-                        .ok()
-                        .map(|k| (k, r.get::<_, bool>(1)))
-                });
-                found.insert(target.clone(), record);
-            }
-        }
+/// The configured deal pipeline (`relay_meta` key `pipeline`), or the default.
+fn pipeline(conn: &mut impl GenericClient) -> Result<Pipeline> {
+    let row = conn.query_opt("SELECT value FROM relay_meta WHERE key = 'pipeline'", &[])?;
+    match row {
+        None => Ok(Pipeline::default()),
+        Some(row) => serde_json::from_str(&row.get::<_, String>(0))
+            .map_err(|e| RelayError::Storage(format!("the stored pipeline is unreadable: {e}"))),
     }
-    let lookup = |id: &str| -> fieldcrm_core::Result<Option<(Kind, bool)>> {
-        Ok(found.get(id).copied().flatten())
-    };
-    let draft = match draft_on(doc, author, now_ms(), pipeline, &lookup, edit) {
-        Ok(Some(draft)) => draft,
-        Ok(None) => {
-            drop(sp);
-            let id = target.unwrap_or_default();
-            return Ok(match read_document(tx, &id)? {
-                Some(mut doc) => doc.read().map_err(EditRefusal::from),
-                None => Err(EditRefusal::NotFound(format!("no record with id {id:?}"))),
-            });
-        }
-        Err(e) => return Ok(Err(e.into())),
-    };
-    sp.commit()?;
-    let change = RecordBytes {
-        record_id: draft.record_id.clone(),
-        bytes: draft.change.bytes.clone(),
-    };
-    let pushed = push_in(tx, user, device, std::slice::from_ref(&change))?;
-    Ok(match pushed.rejected.into_iter().next() {
-        Some(rejection) => Err(EditRefusal::Refused(rejection.reason)),
-        None => Ok(draft.record),
-    })
-}
-
-/// The actor `user` edits with from `device` in the office UI, made on first use.
-fn web_actor(tx: &mut Transaction<'_>, user: &str, device: &str) -> Result<Vec<u8>> {
-    let actor = rand::random::<[u8; 16]>().to_vec();
-    tx.execute(
-        "INSERT INTO relay_web_actors (user_id, device, actor) VALUES ($1, $2, $3)
-         ON CONFLICT (user_id, device) DO NOTHING",
-        &[&user, &device, &actor],
-    )?;
-    Ok(tx
-        .query_one(
-            "SELECT actor FROM relay_web_actors WHERE user_id = $1 AND device = $2",
-            &[&user, &device],
-        )?
-        .get(0))
 }
 
 #[cfg(test)]

@@ -1,251 +1,171 @@
-//! A push on PostgreSQL in a fixed number of round trips, whatever its
-//! size: the checks that need no document, then one query each for known
-//! changes, actor owners and the documents (locked in record-id order);
-//! the merge and access checks in memory; then one statement each for the
-//! documents, the projection, the actor bindings and the log.
+//! The PostgreSQL store's answers to the push algorithm's storage
+//! questions, in a fixed number of statements whatever the push's size:
+//! one query each for known changes, actor owners and the documents
+//! (locked in record-id order, so two relays never deadlock); then one
+//! statement each for the documents, the projection rows and, last, the log.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
-use fieldcrm_core::doc::RecordDoc;
-use fieldcrm_core::protocol::RecordBytes;
-use fieldcrm_core::{search_columns, Error as CoreError, ParsedChange, Record, Value};
+use fieldcrm_core::{search_columns, Kind, Pipeline, Record, StoredDoc, Value};
 use postgres::Transaction;
 
 use super::{LogNotice, CHANNEL, LOG_LOCK};
-use crate::relay::{check_access, parse_pushed, reject, PushOutcome, RelayError, Result, User};
+use crate::relay::push::{Accepted, LogRow, PushStore, RecordFacts};
+use crate::relay::{RelayError, Result};
 
-/// A change that passed every check that needs no document.
-struct Checked {
-    parsed: ParsedChange,
-    hash: [u8; 32],
-    actor: String,
+/// A push (or an office edit) inside one PostgreSQL transaction.
+pub(super) struct PgPush<'a, 'b> {
+    pub tx: &'a mut Transaction<'b>,
+    /// Rows made so that a new record has a row to lock; those still empty
+    /// at the end are removed by [`PgPush::finish`].
+    placeholders: Vec<String>,
 }
 
-/// What a record's accepted changes leave to write.
-struct Written {
-    record: Record,
-    snapshot: Vec<u8>,
-    has_conflicts: bool,
-    /// Log rows in push order: (change, territory after, territory before if moved).
-    log: Vec<(usize, Option<String>, Option<String>)>,
-}
-
-/// Pushes `changes` inside `tx`; each gets an acknowledgement or a reason.
-pub(super) fn push_in(
-    tx: &mut Transaction<'_>,
-    user: &User,
-    device: &str,
-    changes: &[RecordBytes],
-) -> Result<PushOutcome> {
-    let mut out = PushOutcome::default();
-    let mut checked: Vec<(String, Checked)> = Vec::new();
-    for change in changes {
-        match parse_pushed(user, change) {
-            Ok(parsed) => checked.push((
-                change.record_id.clone(),
-                Checked {
-                    hash: parsed.hash(),
-                    actor: parsed.actor_hex(),
-                    parsed,
-                },
-            )),
-            Err(rejection) => out.rejected.push(rejection),
+impl<'a, 'b> PgPush<'a, 'b> {
+    pub fn new(tx: &'a mut Transaction<'b>) -> Self {
+        PgPush {
+            tx,
+            placeholders: Vec::new(),
         }
     }
-    // Already logged: acknowledge, store nothing.
-    let hashes: Vec<&[u8]> = checked.iter().map(|(_, c)| &c.hash[..]).collect();
-    let logged: HashSet<Vec<u8>> = tx
-        .query(
+
+    /// Removes the placeholder rows of records nothing was stored for.
+    pub fn finish(self) -> Result<()> {
+        if !self.placeholders.is_empty() {
+            self.tx.execute(
+                "DELETE FROM relay_documents WHERE id = ANY($1) AND snapshot = ''",
+                &[&self.placeholders],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl PushStore for PgPush<'_, '_> {
+    fn logged(&mut self, hashes: &[[u8; 32]]) -> Result<HashSet<[u8; 32]>> {
+        let hashes: Vec<&[u8]> = hashes.iter().map(|h| &h[..]).collect();
+        let rows = self.tx.query(
             "SELECT hash FROM relay_log WHERE hash = ANY($1)",
             &[&hashes],
-        )?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    // Actors bound to someone else: refuse.
-    let actors: Vec<&str> = checked.iter().map(|(_, c)| c.actor.as_str()).collect();
-    let owners: HashMap<String, String> = tx
-        .query(
+        )?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| r.get::<_, Vec<u8>>(0).try_into().ok())
+            .collect())
+    }
+
+    fn claim_actors(&mut self, user: &str, actors: &[&str]) -> Result<HashMap<String, String>> {
+        // A relay racing to bind the same actor waits for this insert's
+        // row lock, then finds this binding: both answer alike.
+        self.tx.execute(
+            "INSERT INTO relay_actors (actor, user_id) SELECT unnest($1::text[]), $2
+             ON CONFLICT (actor) DO NOTHING",
+            &[&actors, &user],
+        )?;
+        let rows = self.tx.query(
             "SELECT actor, user_id FROM relay_actors WHERE actor = ANY($1)",
             &[&actors],
-        )?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    let mut todo: Vec<(String, Checked)> = Vec::new();
-    for (record_id, c) in checked {
-        if logged.contains(&c.hash[..]) {
-            out.acks.push(c.hash);
-        } else if owners.get(&c.actor).is_some_and(|o| *o != user.id) {
-            out.rejected.push(reject(
-                Some(c.hash),
-                format!("actor {} belongs to another user", c.actor),
-            ));
-        } else if !todo.iter().any(|(_, t)| t.hash == c.hash) {
-            todo.push((record_id, c));
-        }
+        )?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
-    if todo.is_empty() {
-        return Ok(out);
-    }
-    // Lock every document in record-id order: no deadlocks between relays.
-    // A placeholder row gives a new record a row to lock, so two relays
-    // creating the same record wait for each other instead of overwriting.
-    todo.sort_by(|a, b| a.0.cmp(&b.0));
-    let ids: Vec<&str> = {
-        let mut ids: Vec<&str> = todo.iter().map(|(id, _)| id.as_str()).collect();
-        ids.dedup();
-        ids
-    };
-    tx.execute(
-        "INSERT INTO relay_documents (id, snapshot) SELECT unnest($1::text[]), '' ON CONFLICT (id) DO NOTHING",
-        &[&ids],
-    )?;
-    let snapshots: HashMap<String, Vec<u8>> = tx
-        .query(
+
+    fn documents(&mut self, ids: &[&str]) -> Result<Vec<Option<StoredDoc>>> {
+        // A placeholder row gives a new record a row to lock, so two relays
+        // creating the same record wait for each other instead of overwriting.
+        let made = self.tx.query(
+            "INSERT INTO relay_documents (id, snapshot) SELECT unnest($1::text[]), ''
+             ON CONFLICT (id) DO NOTHING RETURNING id",
+            &[&ids],
+        )?;
+        self.placeholders
+            .extend(made.iter().map(|r| r.get::<_, String>(0)));
+        let rows = self.tx.query(
             "SELECT id, snapshot FROM relay_documents WHERE id = ANY($1) ORDER BY id FOR UPDATE",
             &[&ids],
-        )?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-
-    let mut written: BTreeMap<String, Written> = BTreeMap::new();
-    let mut accepted: Vec<&Checked> = Vec::new();
-    for run in todo.chunk_by(|a, b| a.0 == b.0) {
-        let record_id = &run[0].0;
-        let group: Vec<&Checked> = run.iter().map(|(_, c)| c).collect();
-        let snapshot = snapshots.get(record_id).map(Vec::as_slice).unwrap_or(&[]);
-        let base = accepted.len();
-        match merge(user, record_id, snapshot, &group) {
-            Ok(w) => {
-                accepted.extend(&group);
-                written.insert(record_id.clone(), relabel(w, base));
-            }
-            Err(_) => {
-                // Try each change alone, keeping those that apply.
-                let mut current = snapshot.to_vec();
-                let mut last: Option<Written> = None;
-                for c in &group {
-                    match merge(user, record_id, &current, &[c]) {
-                        Ok(w) => {
-                            let at = accepted.len();
-                            accepted.push(c);
-                            current = w.snapshot.clone();
-                            let mut w = relabel(w, at);
-                            if let Some(prev) = last.take() {
-                                let mut log = prev.log;
-                                log.append(&mut w.log);
-                                w.log = log;
-                            }
-                            last = Some(w);
-                        }
-                        Err(reason) => out.rejected.push(reject(Some(c.hash), reason)),
-                    }
-                }
-                if let Some(w) = last {
-                    written.insert(record_id.clone(), w);
-                }
-            }
-        }
-    }
-    // New records none of whose changes were accepted leave no row behind.
-    let abandoned: Vec<&str> = ids
-        .iter()
-        .copied()
-        .filter(|id| !written.contains_key(*id))
-        .collect();
-    if !abandoned.is_empty() {
-        tx.execute(
-            "DELETE FROM relay_documents WHERE id = ANY($1) AND snapshot = ''",
-            &[&abandoned],
         )?;
+        let mut found: HashMap<String, Vec<u8>> =
+            rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        ids.iter()
+            .map(|id| match found.remove(*id) {
+                Some(bytes) if !bytes.is_empty() => {
+                    Ok(Some(StoredDoc::from_compacted(id, &bytes)?))
+                }
+                _ => Ok(None),
+            })
+            .collect()
     }
-    if written.is_empty() {
-        return Ok(out);
-    }
-    write_documents(tx, &written)?;
-    bind_actors(tx, user, &accepted)?;
-    let (appended, territories) = append_log(tx, user, device, &written, &accepted)?;
-    out.appended += appended;
-    out.territories = Some(territories);
-    out.acks.extend(accepted.iter().map(|c| c.hash));
-    Ok(out)
-}
 
-/// Renumbers a merge's log rows (0-based in its group) to positions in `accepted`.
-fn relabel(mut w: Written, base: usize) -> Written {
-    for row in &mut w.log {
-        row.0 += base;
-    }
-    w
-}
-
-/// Applies `group` to the document stored as `snapshot`, strictly (every
-/// change must apply now), and checks the user may hold the record before
-/// and after. Nothing is written.
-fn merge(
-    user: &User,
-    record_id: &str,
-    snapshot: &[u8],
-    group: &[&Checked],
-) -> std::result::Result<Written, String> {
-    let run = || -> fieldcrm_core::Result<Written> {
-        let (mut doc, before) = if snapshot.is_empty() {
-            (RecordDoc::empty(record_id), None)
-        } else {
-            let mut doc = RecordDoc::load(record_id, Some(snapshot), [])?;
-            let before = doc.read()?;
-            (doc, Some(before))
-        };
-        let fresh: Vec<ParsedChange> = group
-            .iter()
-            .filter(|c| !doc.has_change(&c.hash))
-            .map(|c| c.parsed.clone())
-            .collect();
-        if !fresh.is_empty() {
-            doc.apply_remote(fresh)?;
-        }
-        let waiting = group.iter().filter(|c| !doc.has_change(&c.hash)).count();
-        if waiting > 0 {
-            return Err(CoreError::MissingDependencies {
-                doc: record_id.to_string(),
-                count: waiting,
-            });
-        }
-        let record = doc.read()?;
-        let (was, now) = check_access(user, before.as_ref(), &record)?;
-        // The first entry carries the move, so readers learn of it once.
-        let mut moved_from = was.filter(|b| Some(b) != now.as_ref());
-        let log = (0..group.len())
-            .map(|i| (i, now.clone(), moved_from.take()))
-            .collect();
-        // A record made by one change is stored as that change (the common
-        // upload): the smallest document there is, and no save() to run.
-        let snapshot = match group {
-            [only] if before.is_none() => only.parsed.bytes().to_vec(),
-            _ => doc.save(),
-        };
-        Ok(Written {
-            has_conflicts: doc.has_conflicts()?,
-            snapshot,
-            record,
-            log,
+    fn facts(&mut self, id: &str) -> Result<Option<RecordFacts>> {
+        let row = self.tx.query_opt(
+            "SELECT kind, deleted, territory FROM relay_records WHERE id = $1",
+            &[&id],
+        )?;
+        row.map(|r| {
+            Ok(RecordFacts {
+                kind: r.get::<_, String>(0).parse::<Kind>()?,
+                deleted: r.get(1),
+                territory: r.get(2),
+            })
         })
-    };
-    run().map_err(|e| e.to_string())
+        .transpose()
+    }
+
+    fn is_user(&mut self, id: &str) -> Result<bool> {
+        Ok(self
+            .tx
+            .query_opt("SELECT 1 FROM relay_users WHERE id = $1", &[&id])?
+            .is_some())
+    }
+
+    fn is_territory(&mut self, name: &str) -> Result<bool> {
+        Ok(self
+            .tx
+            .query_opt("SELECT 1 FROM relay_territories WHERE name = $1", &[&name])?
+            .is_some())
+    }
+
+    fn pipeline(&mut self) -> Result<Pipeline> {
+        super::pipeline(self.tx)
+    }
+
+    fn save(
+        &mut self,
+        user: &str,
+        device: &str,
+        accepted: &mut [Accepted],
+        log: &[LogRow<'_>],
+    ) -> Result<()> {
+        write_documents(self.tx, accepted)?;
+        append_log(self.tx, user, device, log)
+    }
+
+    fn web_actor(&mut self, user: &str, device: &str) -> Result<Vec<u8>> {
+        let actor = rand::random::<[u8; 16]>().to_vec();
+        self.tx.execute(
+            "INSERT INTO relay_web_actors (user_id, device, actor) VALUES ($1, $2, $3)
+             ON CONFLICT (user_id, device) DO NOTHING",
+            &[&user, &device, &actor],
+        )?;
+        Ok(self
+            .tx
+            .query_one(
+                "SELECT actor FROM relay_web_actors WHERE user_id = $1 AND device = $2",
+                &[&user, &device],
+            )?
+            .get(0))
+    }
 }
 
 /// One statement for the documents, one for the projection rows.
-fn write_documents(tx: &mut Transaction<'_>, written: &BTreeMap<String, Written>) -> Result<()> {
-    let ids: Vec<&str> = written.keys().map(String::as_str).collect();
-    let snapshots: Vec<&[u8]> = written.values().map(|w| w.snapshot.as_slice()).collect();
+fn write_documents(tx: &mut Transaction<'_>, accepted: &mut [Accepted]) -> Result<()> {
+    let ids: Vec<String> = accepted.iter().map(|a| a.record.id.clone()).collect();
+    let snapshots: Vec<Vec<u8>> = accepted.iter_mut().map(|a| a.doc.compacted()).collect();
     tx.execute(
         "UPDATE relay_documents d SET snapshot = u.snapshot
          FROM unnest($1::text[], $2::bytea[]) AS u(id, snapshot) WHERE d.id = u.id",
         &[&ids, &snapshots],
     )?;
-    let rows = ProjectionRows::of(written.values())?;
+    let rows = ProjectionRows::of(accepted)?;
     tx.execute(
         "INSERT INTO relay_records (id, kind, name, owner, territory, account_id, related_to, stage,
              amount, currency, close_date, due_at, done, deleted, has_conflicts, created_at, updated_at,
@@ -321,10 +241,11 @@ struct ProjectionRows {
 }
 
 impl ProjectionRows {
-    fn of<'a>(written: impl Iterator<Item = &'a Written>) -> Result<Self> {
+    fn of(accepted: &mut [Accepted]) -> Result<Self> {
         let mut rows = ProjectionRows::default();
-        for w in written {
-            let r = &w.record;
+        for a in accepted {
+            let has_conflicts = a.doc.doc().has_conflicts()?;
+            let r: &Record = &a.record;
             let text = |p: &str| r.text(p).map(String::from);
             let int = |p: &str| r.get(p).and_then(Value::as_int);
             rows.id.push(r.id.clone());
@@ -344,7 +265,7 @@ impl ProjectionRows {
                 _ => None,
             });
             rows.deleted.push(r.deleted);
-            rows.has_conflicts.push(w.has_conflicts);
+            rows.has_conflicts.push(has_conflicts);
             rows.created_at.push(r.created_at);
             rows.updated_at.push(r.updated_at);
             rows.record.push(serde_json::to_string(r).map_err(|e| {
@@ -358,66 +279,35 @@ impl ProjectionRows {
     }
 }
 
-/// Binds new actors to `user`; refuses the push if another user's push
-/// bound one of them a moment ago (the retry then gets a clear rejection).
-fn bind_actors(tx: &mut Transaction<'_>, user: &User, accepted: &[&Checked]) -> Result<()> {
-    let mut actors: Vec<&str> = accepted.iter().map(|c| c.actor.as_str()).collect();
-    actors.sort_unstable();
-    actors.dedup();
-    tx.execute(
-        "INSERT INTO relay_actors (actor, user_id) SELECT unnest($1::text[]), $2
-         ON CONFLICT (actor) DO NOTHING",
-        &[&actors, &user.id],
-    )?;
-    let taken = tx.query(
-        "SELECT actor FROM relay_actors WHERE actor = ANY($1) AND user_id <> $2",
-        &[&actors, &user.id],
-    )?;
-    if let Some(row) = taken.first() {
-        let actor: String = row.get(0);
-        return Err(RelayError::Invalid(format!(
-            "actor {actor} belongs to another user"
-        )));
-    }
-    Ok(())
-}
-
-/// Appends the accepted changes to the log under the log lock, in push
-/// order, and tells every relay. Returns how many rows were new and the
-/// territories they touched.
+/// Appends the rows to the log under the log lock, in order, and tells
+/// every relay.
 fn append_log(
     tx: &mut Transaction<'_>,
-    user: &User,
+    user: &str,
     device: &str,
-    written: &BTreeMap<String, Written>,
-    accepted: &[&Checked],
-) -> Result<(usize, BTreeSet<String>)> {
-    let mut rows: Vec<(usize, &str, &Option<String>, &Option<String>)> = written
-        .iter()
-        .flat_map(|(id, w)| w.log.iter().map(move |(i, t, p)| (*i, id.as_str(), t, p)))
-        .collect();
-    rows.sort_by_key(|r| r.0);
-    let record_ids: Vec<&str> = rows.iter().map(|r| r.1).collect();
-    let hashes: Vec<&[u8]> = rows.iter().map(|r| &accepted[r.0].hash[..]).collect();
-    let territories: Vec<&Option<String>> = rows.iter().map(|r| r.2).collect();
-    let moved: Vec<&Option<String>> = rows.iter().map(|r| r.3).collect();
-    let bytes: Vec<&[u8]> = rows.iter().map(|r| accepted[r.0].parsed.bytes()).collect();
+    rows: &[LogRow<'_>],
+) -> Result<()> {
+    let record_ids: Vec<&str> = rows.iter().map(|r| r.record_id).collect();
+    let hashes: Vec<&[u8]> = rows.iter().map(|r| &r.hash[..]).collect();
+    let territories: Vec<Option<&str>> = rows.iter().map(|r| r.territory).collect();
+    let moved: Vec<Option<&str>> = rows.iter().map(|r| r.moved_from).collect();
+    let bytes: Vec<&[u8]> = rows.iter().map(|r| r.bytes).collect();
     // From here to commit no other push can take log numbers (module docs).
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOG_LOCK])?;
-    let appended = tx.execute(
+    tx.execute(
         "INSERT INTO relay_log (seq, record_id, hash, territory, prev_territory, device, user_id, bytes)
          SELECT nextval('relay_log_seq'), r, h, t, p, $6, $7, b
          FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[], $5::bytea[]) WITH ORDINALITY
              AS u(r, h, t, p, b, n)
          ORDER BY n
          ON CONFLICT (hash) DO NOTHING",
-        &[&record_ids, &hashes, &territories, &moved, &bytes, &device, &user.id],
+        &[&record_ids, &hashes, &territories, &moved, &bytes, &device, &user],
     )?;
-    let touched: BTreeSet<String> = rows
+    let touched: std::collections::BTreeSet<String> = rows
         .iter()
-        .flat_map(|r| [r.2, r.3])
+        .flat_map(|r| [r.territory, r.moved_from])
         .flatten()
-        .cloned()
+        .map(String::from)
         .collect();
     let told: Option<Vec<&String>> = LogNotice::fitting(&touched).map(|t| t.iter().collect());
     tx.execute(
@@ -425,5 +315,5 @@ fn append_log(
              'head', (SELECT max(seq) FROM relay_log), 'territories', $2::text[])::text)",
         &[&CHANNEL, &told],
     )?;
-    Ok((appended as usize, touched))
+    Ok(())
 }

@@ -15,68 +15,27 @@
 //! higher number starts, and a reader can never see seq N+1 without seq N.
 
 mod group_commit;
+mod push_store;
+mod tables;
 
-use std::cell::RefCell;
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use fieldcrm_core::protocol::{Cursor, RecordBytes, Rejection};
+use fieldcrm_core::protocol::{Cursor, RecordBytes};
 use fieldcrm_core::{
-    Author, Edit, Error as CoreError, Kind, ListQuery, OwnerCount, Page, ParsedChange, Pipeline,
-    Record, StageSummary, Store, StoreOptions, StoreTx,
+    Edit, Error as CoreError, Kind, ListQuery, OwnerCount, Page, Pipeline, Record, StageSummary,
+    Store, StoreOptions, StoreTx,
 };
-use rusqlite::{params, Connection, OptionalExtension};
 
+use super::access::Scope;
 use super::pull::{self, LogEntry, LogSource};
+use super::push;
 use super::{
-    check_access, parse_pushed, reject, EditOutcome, EditRefusal, PullPage, PushOutcome,
-    RecordDetail, RelayError, RelayStats, RelayStore, Result, Role, User,
+    EditOutcome, PullPage, PushOutcome, RecordDetail, RelayError, RelayStats, RelayStore, Result,
+    Role, User,
 };
-
-/// 2 added `relay_web_actors`; opening a version 1 file upgrades it.
-const SCHEMA_VERSION: i64 = 2;
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS relay_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
--- Append-only change log; seq is the sync cursor. territory is the record's
--- territory after the change; prev_territory is set when the change moved it.
-CREATE TABLE IF NOT EXISTS relay_log (
-    seq            INTEGER PRIMARY KEY,
-    record_id      TEXT NOT NULL,
-    hash           BLOB NOT NULL UNIQUE,
-    territory      TEXT,
-    prev_territory TEXT,
-    device         TEXT NOT NULL,
-    user_id        TEXT NOT NULL,
-    bytes          BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS relay_log_territory ON relay_log (territory, seq);
-CREATE INDEX IF NOT EXISTS relay_log_record ON relay_log (record_id, device);
-CREATE INDEX IF NOT EXISTS relay_log_moves ON relay_log (prev_territory, seq) WHERE prev_territory IS NOT NULL;
-CREATE TABLE IF NOT EXISTS relay_territories (name TEXT PRIMARY KEY) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS relay_users (
-    id            TEXT PRIMARY KEY,
-    password_hash TEXT NOT NULL,
-    role          TEXT NOT NULL,
-    territories   TEXT NOT NULL
-) WITHOUT ROWID;
--- Bearer tokens, stored as SHA-256 of the token.
-CREATE TABLE IF NOT EXISTS relay_tokens (
-    hash    BLOB PRIMARY KEY,
-    user_id TEXT NOT NULL REFERENCES relay_users (id) ON DELETE CASCADE
-);
--- Each Automerge actor belongs to the first user who pushed with it.
-CREATE TABLE IF NOT EXISTS relay_actors (actor TEXT PRIMARY KEY, user_id TEXT NOT NULL) WITHOUT ROWID;
--- The Automerge actor each user edits with from the office UI (one per
--- user and device name, used by nobody else).
-CREATE TABLE IF NOT EXISTS relay_web_actors (
-    user_id TEXT NOT NULL,
-    device  TEXT NOT NULL,
-    actor   BLOB NOT NULL,
-    PRIMARY KEY (user_id, device)
-) WITHOUT ROWID;
-";
+use push_store::SqlitePush;
 
 /// Read connections in the pool: enough for both cores and a slow report.
 const READERS: u32 = 4;
@@ -149,35 +108,7 @@ impl SqliteRelay {
             .map_err(|e| RelayError::Invalid(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("relay.db");
         let mut store = Store::open_with(&path, "relay", relay_options())?;
-        store.transaction(|tx| {
-            let sql = tx.sql();
-            sql.execute_batch(SCHEMA)?;
-            let version: Option<String> = sql
-                .query_row("SELECT value FROM relay_meta WHERE key = 'schema'", [], |r| r.get(0))
-                .optional()?;
-            match version.and_then(|v| v.parse::<i64>().ok()) {
-                None => {
-                    sql.execute(
-                        "INSERT INTO relay_meta (key, value) VALUES ('schema', ?1)",
-                        [SCHEMA_VERSION.to_string()],
-                    )?;
-                }
-                Some(v) if v > SCHEMA_VERSION => {
-                    return Err(CoreError::Refused(format!(
-                        "relay schema version {v} is newer than this build ({SCHEMA_VERSION}); upgrade the server"
-                    )))
-                }
-                Some(v) if v < SCHEMA_VERSION => {
-                    // Every step so far only added tables, created above.
-                    sql.execute(
-                        "UPDATE relay_meta SET value = ?1 WHERE key = 'schema'",
-                        [SCHEMA_VERSION.to_string()],
-                    )?;
-                }
-                Some(_) => {}
-            }
-            Ok(())
-        })?;
+        write(&mut store, |tx| tables::migrate(tx.sql()))?;
         // Readers open after the writer has made or upgraded the schema.
         let readers = r2d2::Pool::builder()
             .max_size(READERS)
@@ -197,6 +128,11 @@ impl SqliteRelay {
         self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Runs `f` in one write transaction of the writer.
+    fn write<R>(&self, f: impl FnOnce(&StoreTx<'_>) -> Result<R>) -> Result<R> {
+        write(&mut self.lock(), f)
+    }
+
     /// Runs `f` on a pooled reader inside one read transaction: every query
     /// in it sees the same committed state.
     fn read<R>(&self, f: impl FnOnce(&Store) -> Result<R>) -> Result<R> {
@@ -206,190 +142,31 @@ impl SqliteRelay {
         f(&store)
     }
 
-    /// Write access to the relay's record store.
+    /// Write access to the relay's record store (tests and tools).
     pub fn with_records<R>(&self, f: impl FnOnce(&mut Store) -> R) -> R {
         f(&mut self.lock())
     }
 }
 
-fn territories_json(territories: &[String]) -> String {
-    serde_json::Value::from(territories.to_vec()).to_string()
+/// One transaction on `store`; any error rolls it back.
+fn write<R>(store: &mut Store, f: impl FnOnce(&StoreTx<'_>) -> Result<R>) -> Result<R> {
+    store.transaction(f)
 }
 
-fn parse_territories(json: &str) -> Vec<String> {
-    serde_json::from_str(json).unwrap_or_default()
-}
-
-/// A pushed change that passed the checks that need no document.
-struct Checked<'a> {
-    change: &'a RecordBytes,
-    parsed: ParsedChange,
-    hash: [u8; 32],
-    actor: String,
-    actor_bound: bool,
-}
-
-/// Size, shape, author and actor checks. `Ok(None)`: the relay already has
-/// the change (acknowledge it, store nothing).
-fn precheck<'a>(
-    tx: &StoreTx<'_>,
-    user: &User,
-    change: &'a RecordBytes,
-) -> std::result::Result<Option<Checked<'a>>, Rejection> {
-    let parsed = parse_pushed(user, change)?;
-    let hash = parsed.hash();
-    let fail = |reason: String| reject(Some(hash), reason);
-    let sql = tx.sql();
-    let logged: Option<i64> = sql
-        .prepare_cached("SELECT 1 FROM relay_log WHERE hash = ?1")
-        .and_then(|mut s| s.query_row([&hash], |r| r.get(0)).optional())
-        .map_err(|e| fail(e.to_string()))?;
-    if logged.is_some() {
-        return Ok(None);
-    }
-    let actor = parsed.actor_hex();
-    let owner: Option<String> = sql
-        .prepare_cached("SELECT user_id FROM relay_actors WHERE actor = ?1")
-        .and_then(|mut s| s.query_row([&actor], |r| r.get(0)).optional())
-        .map_err(|e| fail(e.to_string()))?;
-    if let Some(owner) = &owner {
-        if owner != &user.id {
-            return Err(fail(format!("actor {actor} belongs to another user")));
-        }
-    }
-    Ok(Some(Checked {
-        change,
-        parsed,
-        hash,
-        actor,
-        actor_bound: owner.is_some(),
-    }))
-}
-
-/// The record's territories a group of changes touched: before and after.
-type Touched = [Option<String>; 2];
-
-/// Applies changes of one record together (one document load, one
-/// projection write), checks access, binds actors and appends to the log;
-/// all or nothing.
-fn apply_group(
-    tx: &StoreTx<'_>,
-    user: &User,
-    device: &str,
-    group: &[Checked<'_>],
-) -> std::result::Result<Touched, String> {
-    let sql = tx.sql();
-    // Cached statements: this runs once per pushed record.
-    let run = |stmt: &str| {
-        sql.prepare_cached(stmt)
-            .and_then(|mut s| s.execute([]))
-            .map_err(|e| e.to_string())
-    };
-    run("SAVEPOINT push_group")?;
-    let result = write_group(tx, user, device, group);
-    if result.is_err() {
-        run("ROLLBACK TO push_group")?;
-    }
-    run("RELEASE push_group")?;
-    result
-}
-
-/// [`apply_group`]'s work inside its savepoint: on failure, part may be written.
-fn write_group(
-    tx: &StoreTx<'_>,
-    user: &User,
-    device: &str,
-    group: &[Checked<'_>],
-) -> std::result::Result<Touched, String> {
-    let record_id = &group[0].change.record_id;
-    let territories: RefCell<(Option<String>, Option<String>)> = RefCell::new((None, None));
-    let check = |before: Option<&Record>, after: &Record| -> fieldcrm_core::Result<()> {
-        *territories.borrow_mut() = check_access(user, before, after)?;
-        Ok(())
-    };
-    let sql = tx.sql();
-    let parsed = group.iter().map(|c| c.parsed.clone()).collect();
-    tx.apply_checked(record_id, parsed, &check)
-        .map_err(|e| e.to_string())?;
-    let (before, after) = territories.take();
-    // The first entry carries the move, so readers learn of it once.
-    let mut moved_from = before.clone().filter(|b| Some(b) != after.as_ref());
-    let write = |c: &Checked<'_>, moved_from: Option<String>| -> rusqlite::Result<()> {
-        if !c.actor_bound {
-            sql.prepare_cached(
-                "INSERT OR IGNORE INTO relay_actors (actor, user_id) VALUES (?1, ?2)",
-            )?
-            .execute(params![c.actor, user.id])?;
-        }
-        sql.prepare_cached(
-            "INSERT INTO relay_log (record_id, hash, territory, prev_territory, device, user_id, bytes)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?
-        .execute(params![record_id, c.hash, after, moved_from, device, user.id, c.change.bytes])?;
-        Ok(())
-    };
-    for c in group {
-        write(c, moved_from.take()).map_err(|e| e.to_string())?;
-    }
-    Ok([before, after])
-}
-
-/// Pushes one request's changes inside its transaction. One record's
-/// changes go together; if that fails, each is tried alone so every change
-/// gets its own answer.
-fn push_all(tx: &StoreTx<'_>, user: &User, device: &str, changes: &[RecordBytes]) -> PushOutcome {
-    let mut out = PushOutcome::default();
-    let mut territories = BTreeSet::new();
-    let mut touched = |t: Touched| territories.extend(t.into_iter().flatten());
-    // A device's edits interleave records; grouping all of one record's
-    // changes (their order kept) means one document load and one
-    // projection write per record, not per change.
-    let mut ordered: Vec<&RecordBytes> = changes.iter().collect();
-    ordered.sort_by(|a, b| a.record_id.cmp(&b.record_id));
-    for run in ordered.chunk_by(|a, b| a.record_id == b.record_id) {
-        let mut group = Vec::new();
-        for change in run.iter().copied() {
-            match precheck(tx, user, change) {
-                Ok(Some(checked)) => group.push(checked),
-                Ok(None) => {
-                    // Already stored: acknowledge again, append nothing.
-                    if let Ok(parsed) = ParsedChange::parse(&change.record_id, &change.bytes) {
-                        out.acks.push(parsed.hash());
-                    }
-                }
-                Err(rejection) => out.rejected.push(rejection),
-            }
-        }
-        if group.is_empty() {
-            continue;
-        }
-        if let Ok(t) = apply_group(tx, user, device, &group) {
-            touched(t);
-            out.acks.extend(group.iter().map(|c| c.hash));
-            out.appended += group.len();
-            continue;
-        }
-        for single in group.chunks(1) {
-            match apply_group(tx, user, device, single) {
-                Ok(t) => {
-                    touched(t);
-                    out.acks.push(single[0].hash);
-                    out.appended += 1;
-                }
-                Err(reason) => out.rejected.push(reject(Some(single[0].hash), reason)),
-            }
-        }
-    }
-    out.territories = Some(territories);
-    out
-}
-
-/// Writes a group commit's pushes, each answered on its own. (Writing a
-/// batch without the savepoint per record was tried: no faster for small
-/// pushes, 15% slower for large ones.)
-fn push_batch(tx: &StoreTx<'_>, jobs: &[PushJob]) -> Vec<PushOutcome> {
+/// Writes a group commit's pushes, each answered on its own: a push that
+/// fails (storage) is rolled back to its savepoint and the others go on.
+fn push_batch(tx: &StoreTx<'_>, jobs: &[PushJob]) -> Vec<Result<PushOutcome>> {
+    let run = |sql: &str| tx.sql().prepare_cached(sql).and_then(|mut s| s.execute([]));
     jobs.iter()
-        .map(|j| push_all(tx, &j.user, &j.device, &j.changes))
+        .map(|job| {
+            run("SAVEPOINT push_job")?;
+            let pushed = push::push(&mut SqlitePush { tx }, &job.user, &job.device, &job.changes);
+            if pushed.is_err() {
+                run("ROLLBACK TO push_job")?;
+            }
+            run("RELEASE push_job")?;
+            pushed
+        })
         .collect()
 }
 
@@ -411,9 +188,8 @@ impl RelayStore for SqliteRelay {
                 // Every job's changes are checked and answered on their own,
                 // so one bad push cannot fail its neighbours; only the
                 // commit itself is shared.
-                let pushed = store.transaction(|tx| Ok(push_batch(tx, &jobs)));
-                match pushed {
-                    Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+                match write(store, |tx| Ok(push_batch(tx, &jobs))) {
+                    Ok(outcomes) => outcomes,
                     Err(e) => {
                         let why = e.to_string();
                         jobs.iter()
@@ -435,7 +211,7 @@ impl RelayStore for SqliteRelay {
     }
 
     fn head(&self) -> Result<u64> {
-        self.read(|store| head(store_conn(store)))
+        self.read(|store| tables::head(store.sql()))
     }
 
     fn parallelism(&self) -> usize {
@@ -444,15 +220,11 @@ impl RelayStore for SqliteRelay {
 
     fn stats(&self) -> Result<RelayStats> {
         self.read(|store| {
-            let conn = store_conn(store);
-            let count = |sql: &str| {
-                conn.query_row(sql, [], |r| r.get::<_, i64>(0))
-                    .map(|n| n as u64)
-            };
+            let (records, log_entries) = tables::counts(store.sql())?;
             Ok(RelayStats {
-                records: count("SELECT count(*) FROM records")?,
-                log_entries: count("SELECT count(*) FROM relay_log")?,
-                head: head(conn)?,
+                records,
+                log_entries,
+                head: tables::head(store.sql())?,
             })
         })
     }
@@ -464,134 +236,52 @@ impl RelayStore for SqliteRelay {
         role: Role,
         territories: &[String],
     ) -> Result<()> {
-        let mut store = self.lock();
-        store.transaction(|tx| {
-            check_territories(tx.sql(), territories)?;
-            let inserted = tx.sql().execute(
-                "INSERT OR IGNORE INTO relay_users (id, password_hash, role, territories) VALUES (?1, ?2, ?3, ?4)",
-                params![id, password_hash, role.as_str(), territories_json(territories)],
-            )?;
-            if inserted == 0 {
-                return Err(CoreError::Refused(format!("user {id:?} already exists")));
-            }
-            Ok(())
-        })?;
-        Ok(())
+        self.write(|tx| tables::add_user(tx.sql(), id, password_hash, role, territories))
     }
 
     fn user(&self, id: &str) -> Result<Option<(User, String)>> {
-        self.read(|store| {
-            Ok(store_conn(store)
-                .query_row(
-                    "SELECT id, role, territories, password_hash FROM relay_users WHERE id = ?1",
-                    [id],
-                    |r| Ok((user_from_row(r)?, r.get::<_, String>(3)?)),
-                )
-                .optional()?)
-        })
+        self.read(|store| tables::user(store.sql(), id))
     }
 
     fn list_users(&self) -> Result<Vec<User>> {
-        self.read(|store| {
-            let conn = store_conn(store);
-            let mut stmt =
-                conn.prepare("SELECT id, role, territories FROM relay_users ORDER BY id")?;
-            let users = stmt
-                .query_map([], user_from_row)?
-                .collect::<rusqlite::Result<_>>()?;
-            Ok(users)
-        })
+        self.read(|store| tables::list_users(store.sql()))
     }
 
     fn remove_user(&self, id: &str) -> Result<bool> {
-        let mut store = self.lock();
-        Ok(store.transaction(|tx| {
-            tx.sql()
-                .execute("DELETE FROM relay_tokens WHERE user_id = ?1", [id])?;
-            Ok(tx
-                .sql()
-                .execute("DELETE FROM relay_users WHERE id = ?1", [id])?
-                > 0)
-        })?)
+        self.write(|tx| tables::remove_user(tx.sql(), id))
     }
 
     fn set_territories(&self, id: &str, territories: &[String]) -> Result<()> {
-        let mut store = self.lock();
-        store.transaction(|tx| {
-            check_territories(tx.sql(), territories)?;
-            let n = tx.sql().execute(
-                "UPDATE relay_users SET territories = ?2 WHERE id = ?1",
-                params![id, territories_json(territories)],
-            )?;
-            if n == 0 {
-                return Err(CoreError::NotFound(format!("user {id}")));
-            }
-            Ok(())
-        })?;
-        Ok(())
+        self.write(|tx| tables::set_territories(tx.sql(), id, territories))
     }
 
     fn add_territory(&self, name: &str) -> Result<()> {
-        if name.trim().is_empty() || name.len() > 64 {
-            return Err(RelayError::Invalid(format!(
-                "territory name {name:?} must be 1 to 64 bytes"
-            )));
-        }
-        let store = self.lock();
-        store_conn(&store).execute(
-            "INSERT OR IGNORE INTO relay_territories (name) VALUES (?1)",
-            [name],
-        )?;
-        Ok(())
+        super::check_territory_name(name)?;
+        self.write(|tx| tables::add_territory(tx.sql(), name))
     }
 
     fn territories(&self) -> Result<Vec<String>> {
-        self.read(|store| {
-            let conn = store_conn(store);
-            let mut stmt = conn.prepare("SELECT name FROM relay_territories ORDER BY name")?;
-            let names = stmt
-                .query_map([], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
-            Ok(names)
-        })
+        self.read(|store| tables::territories(store.sql()))
     }
 
     fn add_token(&self, user: &str, token_hash: &[u8; 32]) -> Result<()> {
-        let store = self.lock();
-        store_conn(&store).execute(
-            "INSERT INTO relay_tokens (hash, user_id) VALUES (?1, ?2)",
-            params![token_hash, user],
-        )?;
-        Ok(())
+        self.write(|tx| tables::add_token(tx.sql(), user, token_hash))
     }
 
     fn user_by_token(&self, token_hash: &[u8; 32]) -> Result<Option<User>> {
-        self.read(|store| {
-            Ok(store_conn(store)
-                .prepare_cached(
-                    "SELECT u.id, u.role, u.territories FROM relay_tokens t JOIN relay_users u ON u.id = t.user_id
-                     WHERE t.hash = ?1",
-                )?
-                .query_row([token_hash], user_from_row)
-                .optional()?)
-        })
+        self.read(|store| tables::user_by_token(store.sql(), token_hash))
     }
 
     fn revoke_tokens(&self, user: &str) -> Result<usize> {
-        let store = self.lock();
-        Ok(store_conn(&store).execute("DELETE FROM relay_tokens WHERE user_id = ?1", [user])?)
+        self.write(|tx| tables::revoke_tokens(tx.sql(), user))
     }
 
     fn revoke_token(&self, token_hash: &[u8; 32]) -> Result<bool> {
-        let store = self.lock();
-        Ok(
-            store_conn(&store).execute("DELETE FROM relay_tokens WHERE hash = ?1", [token_hash])?
-                > 0,
-        )
+        self.write(|tx| tables::revoke_token(tx.sql(), token_hash))
     }
 
     fn pipeline(&self) -> Result<Pipeline> {
-        Ok(self.readers.get()?.pipeline().clone())
+        self.read(|store| push_store::pipeline(store.sql()))
     }
 
     fn list(&self, q: &ListQuery) -> Result<Page> {
@@ -634,26 +324,8 @@ impl RelayStore for SqliteRelay {
     }
 
     fn edit(&self, user: &User, device: &str, edits: Vec<Edit>) -> Result<Vec<EditOutcome>> {
-        let mut store = self.lock();
-        let drafted = store.transaction(|tx| {
-            let author = Author {
-                user: user.id.clone(),
-                actor: web_actor(tx.sql(), &user.id, device)?,
-            };
-            Ok(edits
-                .into_iter()
-                .map(|edit| edit_one(tx, user, device, &author, edit))
-                .collect::<Vec<_>>())
-        })?;
-        // An edit that changed nothing answers with the record as it is.
-        Ok(drafted
-            .into_iter()
-            .map(|outcome| match outcome {
-                Drafted::Stored(record) => Ok(record),
-                Drafted::Unchanged(id) => store.get(&id).map_err(EditRefusal::from),
-                Drafted::Refused(why) => Err(why),
-            })
-            .collect())
+        let now = super::now_ms();
+        self.write(|tx| push::edit(&mut SqlitePush { tx }, user, device, edits, now))
     }
 }
 
@@ -666,20 +338,14 @@ fn record_detail(store: &Store, id: &str) -> Result<Option<RecordDetail>> {
     };
     let history = store.history(id)?;
     let mut devices = std::collections::HashMap::new();
-    let mut stmt =
-        store_conn(store).prepare_cached("SELECT device FROM relay_log WHERE hash = ?1")?;
     for entry in &history {
         let Ok(hash) = hex::decode(&entry.change) else {
             continue;
         };
-        if let Some(device) = stmt
-            .query_row([&hash[..]], |r| r.get::<_, String>(0))
-            .optional()?
-        {
+        if let Some(device) = tables::device_of(store.sql(), &hash)? {
             devices.insert(entry.change.clone(), device);
         }
     }
-    drop(stmt);
     let conflicts = store.conflicts(id)?;
     Ok(Some(RecordDetail {
         record,
@@ -689,120 +355,16 @@ fn record_detail(store: &Store, id: &str) -> Result<Option<RecordDetail>> {
     }))
 }
 
-enum Drafted {
-    Stored(Record),
-    Unchanged(String),
-    Refused(EditRefusal),
-}
-
-/// Drafts one office edit and pushes it through the device path.
-fn edit_one(tx: &StoreTx<'_>, user: &User, device: &str, author: &Author, edit: Edit) -> Drafted {
-    let target = match &edit {
-        Edit::Create { .. } => None,
-        Edit::Update { id, .. } | Edit::Delete { id } | Edit::Restore { id } => Some(id.clone()),
-    };
-    let draft = match tx.draft(author, edit) {
-        Ok(Some(draft)) => draft,
-        Ok(None) => return Drafted::Unchanged(target.unwrap_or_default()),
-        Err(e) => return Drafted::Refused(e.into()),
-    };
-    let change = RecordBytes {
-        record_id: draft.record_id.clone(),
-        bytes: draft.change.bytes.clone(),
-    };
-    let pushed = push_all(tx, user, device, std::slice::from_ref(&change));
-    match pushed.rejected.into_iter().next() {
-        Some(rejection) => Drafted::Refused(EditRefusal::Refused(rejection.reason)),
-        None => Drafted::Stored(draft.record),
-    }
-}
-
-/// The actor `user` edits with from `device` in the office UI, made on first use.
-fn web_actor(conn: &Connection, user: &str, device: &str) -> fieldcrm_core::Result<Vec<u8>> {
-    let found: Option<Vec<u8>> = conn
-        .prepare_cached("SELECT actor FROM relay_web_actors WHERE user_id = ?1 AND device = ?2")?
-        .query_row([user, device], |r| r.get(0))
-        .optional()?;
-    if let Some(actor) = found {
-        return Ok(actor);
-    }
-    let actor = rand::random::<[u8; 16]>().to_vec();
-    conn.execute(
-        "INSERT INTO relay_web_actors (user_id, device, actor) VALUES (?1, ?2, ?3)",
-        params![user, device, actor],
-    )?;
-    Ok(actor)
-}
-
-/// The relay reads its own tables through the record store's connection.
-fn store_conn(store: &Store) -> &Connection {
-    store.sql()
-}
-
-fn head(conn: &Connection) -> Result<u64> {
-    Ok(
-        conn.query_row("SELECT coalesce(max(seq), 0) FROM relay_log", [], |r| {
-            r.get::<_, i64>(0)
-        })? as u64,
-    )
-}
-
-fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
-    let role: String = r.get(1)?;
-    Ok(User {
-        id: r.get(0)?,
-        role: role.parse().unwrap_or(Role::Rep),
-        territories: parse_territories(&r.get::<_, String>(2)?),
-    })
-}
-
-fn check_territories(conn: &Connection, territories: &[String]) -> fieldcrm_core::Result<()> {
-    for t in territories {
-        let known: Option<i64> = conn
-            .query_row(
-                "SELECT 1 FROM relay_territories WHERE name = ?1",
-                [t],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if known.is_none() {
-            return Err(CoreError::Refused(format!(
-                "unknown territory {t:?}; add it first with `fieldcrm-server territory add`"
-            )));
-        }
-    }
-    Ok(())
-}
-
 /// The log and documents as [`pull`] reads them.
 struct SqliteLog<'a>(&'a Store);
 
 impl LogSource for SqliteLog<'_> {
     fn head(&mut self) -> Result<u64> {
-        head(store_conn(self.0))
+        tables::head(self.0.sql())
     }
 
-    fn entries_after(&mut self, user: &User, seq: u64, limit: usize) -> Result<Vec<LogEntry>> {
-        let (filter, territories) = territory_filter(user, "territory");
-        let (move_filter, _) = territory_filter(user, "prev_territory");
-        let sql = format!(
-            "SELECT seq, record_id, territory, prev_territory, device, bytes FROM relay_log
-             WHERE seq > ?1 AND (1 {filter} OR 1 {move_filter}) ORDER BY seq LIMIT {limit}"
-        );
-        let mut stmt = store_conn(self.0).prepare_cached(&sql)?;
-        let rows = stmt
-            .query_map(params![seq as i64, territories], |r| {
-                Ok(LogEntry {
-                    seq: r.get::<_, i64>(0)? as u64,
-                    record_id: r.get(1)?,
-                    territory: r.get(2)?,
-                    prev_territory: r.get(3)?,
-                    device: r.get(4)?,
-                    bytes: r.get(5)?,
-                })
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(rows)
+    fn entries_after(&mut self, scope: &Scope, seq: u64, limit: usize) -> Result<Vec<LogEntry>> {
+        tables::entries_after(self.0.sql(), scope, seq, limit)
     }
 
     fn bootstrap_batch(
@@ -812,19 +374,8 @@ impl LogSource for SqliteLog<'_> {
         device: &str,
         limit: usize,
     ) -> Result<Vec<(String, Vec<u8>)>> {
-        // Ordered range scans on records(territory, id), or the id index.
-        let own_only =
-            "AND EXISTS (SELECT 1 FROM relay_log l WHERE l.record_id = records.id AND l.device != ?3)";
-        let sql = if territory.is_empty() {
-            format!("SELECT id FROM records WHERE id > ?1 AND ?2 = '' {own_only} ORDER BY id LIMIT {limit}")
-        } else {
-            format!("SELECT id FROM records WHERE territory = ?2 AND id > ?1 {own_only} ORDER BY id LIMIT {limit}")
-        };
-        let ids: Vec<String> = store_conn(self.0)
-            .prepare_cached(&sql)?
-            .query_map(params![after_id, territory, device], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        ids.into_iter()
+        tables::bootstrap_ids(self.0.sql(), territory, after_id, device, limit)?
+            .into_iter()
             .map(|id| {
                 let snapshot = self.0.snapshot(&id)?;
                 Ok((id, snapshot))
@@ -834,19 +385,6 @@ impl LogSource for SqliteLog<'_> {
 
     fn snapshot(&mut self, id: &str) -> Result<Vec<u8>> {
         Ok(self.0.snapshot(id)?)
-    }
-}
-
-/// SQL narrowing rows to the user's territories (always true for office and
-/// admin), with its parameter: a JSON array bound as `?2`.
-fn territory_filter(user: &User, column: &str) -> (String, String) {
-    if user.role.sees_all() {
-        ("AND ?2 IS NOT NULL".into(), "[]".into())
-    } else {
-        (
-            format!("AND {column} IN (SELECT value FROM json_each(?2))"),
-            territories_json(&user.territories),
-        )
     }
 }
 
@@ -874,10 +412,24 @@ mod tests {
         User::sample(id, Role::Rep, &[territory])
     }
 
+    /// A relay that knows the territories and reps the tests push as.
+    fn relay(dir: &Path) -> SqliteRelay {
+        let relay = SqliteRelay::open(&dir.join("relay")).unwrap();
+        for t in ["north", "south"] {
+            relay.add_territory(t).unwrap();
+        }
+        for u in ["ann", "bob", "cat"] {
+            relay
+                .add_user(u, "hash", Role::Rep, &["north".into()])
+                .unwrap();
+        }
+        relay
+    }
+
     #[test]
     fn a_refused_push_in_a_group_commit_leaves_its_neighbours_stored() {
         let dir = tempfile::tempdir().unwrap();
-        let relay = SqliteRelay::open(&dir.path().join("relay")).unwrap();
+        let relay = relay(dir.path());
         let jobs = vec![
             PushJob {
                 user: rep("ann", "north"),
@@ -900,9 +452,14 @@ mod tests {
                 changes: pushed(dir.path(), "cat", "north", &["Elm"]),
             },
         ];
-        let outcomes = relay
-            .with_records(|store| store.transaction(|tx| Ok(push_batch(tx, &jobs))))
-            .unwrap();
+        let outcomes: Vec<PushOutcome> = relay
+            .with_records(|store| {
+                store.transaction(|tx| Ok::<_, RelayError>(push_batch(tx, &jobs)))
+            })
+            .unwrap()
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
         let answered: Vec<(usize, usize)> = outcomes
             .iter()
             .map(|o| (o.acks.len(), o.rejected.len()))
@@ -920,7 +477,7 @@ mod tests {
     #[test]
     fn pushes_in_one_batch_are_all_stored_and_a_repeat_is_stored_once() {
         let dir = tempfile::tempdir().unwrap();
-        let relay = SqliteRelay::open(&dir.path().join("relay")).unwrap();
+        let relay = relay(dir.path());
         let jobs: Vec<PushJob> = ["ann", "bob"]
             .iter()
             .map(|u| PushJob {
@@ -929,16 +486,22 @@ mod tests {
                 changes: pushed(dir.path(), u, "north", &["One", "Two"]),
             })
             .collect();
-        let outcomes = relay
-            .with_records(|store| store.transaction(|tx| Ok(push_batch(tx, &jobs))))
-            .unwrap();
+        let batch = || -> Vec<PushOutcome> {
+            relay
+                .with_records(|store| {
+                    store.transaction(|tx| Ok::<_, RelayError>(push_batch(tx, &jobs)))
+                })
+                .unwrap()
+                .into_iter()
+                .map(Result::unwrap)
+                .collect()
+        };
+        let outcomes = batch();
         assert!(outcomes
             .iter()
             .all(|o| o.acks.len() == 2 && o.rejected.is_empty()));
         // Pushing the same again acknowledges without storing twice.
-        let again = relay
-            .with_records(|store| store.transaction(|tx| Ok(push_batch(tx, &jobs))))
-            .unwrap();
+        let again = batch();
         assert!(again.iter().all(|o| o.acks.len() == 2 && o.appended == 0));
         assert_eq!(relay.stats().unwrap().log_entries, 4);
     }

@@ -1,0 +1,135 @@
+//! The relay's errors: [`RelayError`] for calls that fail, [`Refusal`] for
+//! one pushed change the relay will not take (an answer, sent to the device
+//! as a rejection, not a failure), [`EditRefusal`] for an office edit.
+
+/// A relay call that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// A core error: its own message; how it maps to HTTP is decided once,
+    /// in `crate::error`.
+    #[error(transparent)]
+    Core(#[from] fieldcrm_core::Error),
+    #[error("relay storage error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("relay storage error: {0}")]
+    Postgres(#[from] ::postgres::Error),
+    #[error("relay storage unavailable: {0}")]
+    Pool(#[from] r2d2::Error),
+    /// A storage failure reported to several requests at once (a group
+    /// commit that failed).
+    #[error("relay storage error: {0}")]
+    Storage(String),
+    /// Input the caller got wrong: a flag, a name, a field of a request.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// A user, or another named thing, that exists already.
+    #[error("{0}")]
+    AlreadyExists(String),
+}
+
+pub type Result<T, E = RelayError> = std::result::Result<T, E>;
+
+/// Why the relay refused one pushed change. Nothing of it is stored.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("change of {bytes} bytes exceeds the limit of {max}")]
+    TooLarge { bytes: usize, max: usize },
+    #[error("change is signed as user {signed_as:?}, but you are {user:?}")]
+    WrongAuthor { signed_as: String, user: String },
+    #[error("actor {actor} belongs to another user")]
+    ForeignActor { actor: String },
+    /// The record exists, in a territory the user does not have.
+    #[error("record {record} is not in your territories")]
+    NotYours { record: String },
+    /// The change would move the record out of the user's territories.
+    #[error("record {record} would move to territory {territory:?}, outside yours")]
+    OutsideTerritory { record: String, territory: String },
+    /// The data model refuses what the change leaves (the field and value
+    /// are named as a device's own validation names them), or the change
+    /// cannot be applied (malformed, another record's, missing dependencies).
+    #[error(transparent)]
+    Invalid(fieldcrm_core::Error),
+}
+
+impl Refusal {
+    /// The rejection code protocol.md lists.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::TooLarge { .. } => "too_large",
+            Refusal::WrongAuthor { .. } => "wrong_author",
+            Refusal::ForeignActor { .. } => "foreign_actor",
+            Refusal::NotYours { .. } => "not_yours",
+            Refusal::OutsideTerritory { .. } => "outside_territory",
+            Refusal::Invalid(e) => e.code(),
+        }
+    }
+
+    /// The field the refusal is about, when it names one.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Refusal::OutsideTerritory { .. } => Some("territory"),
+            Refusal::Invalid(e) => e.field(),
+            _ => None,
+        }
+    }
+
+    /// Storage failures are not refusals: they fail the whole push.
+    pub(crate) fn from_core(e: fieldcrm_core::Error) -> std::result::Result<Refusal, RelayError> {
+        match e {
+            fieldcrm_core::Error::Sqlite(_)
+            | fieldcrm_core::Error::Io(_)
+            | fieldcrm_core::Error::CorruptDocument { .. } => Err(RelayError::Core(e)),
+            e => Ok(Refusal::Invalid(e)),
+        }
+    }
+}
+
+/// Why an office edit was not made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EditRefusal {
+    /// The record does not exist, or not for this user.
+    #[error("{0}")]
+    NotFound(String),
+    /// The edit is invalid or not allowed; `field` is the one it is about.
+    #[error("{message}")]
+    Refused {
+        field: Option<String>,
+        /// The rejection code (protocol.md).
+        code: String,
+        message: String,
+    },
+}
+
+impl From<Refusal> for EditRefusal {
+    fn from(r: Refusal) -> Self {
+        EditRefusal::Refused {
+            field: r.field().map(String::from),
+            code: r.code().to_string(),
+            message: r.to_string(),
+        }
+    }
+}
+
+impl From<fieldcrm_core::Error> for EditRefusal {
+    fn from(e: fieldcrm_core::Error) -> Self {
+        match e {
+            fieldcrm_core::Error::NotFound(_) => EditRefusal::NotFound(e.to_string()),
+            e => EditRefusal::Refused {
+                field: e.field().map(String::from),
+                code: e.code().to_string(),
+                message: e.to_string(),
+            },
+        }
+    }
+}
+
+impl From<EditRefusal> for RelayError {
+    fn from(e: EditRefusal) -> Self {
+        match e {
+            EditRefusal::NotFound(m) => RelayError::NotFound(m),
+            EditRefusal::Refused { message, .. } => RelayError::Invalid(message),
+        }
+    }
+}

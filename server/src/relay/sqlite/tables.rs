@@ -1,0 +1,404 @@
+//! The SQLite relay's own tables — the change log, users, tokens,
+//! territories, actor bindings — in the same file as the record store, so
+//! a push writes records and log in one transaction. Writes take a
+//! `Transaction` (they run inside one); reads take any connection.
+
+use std::collections::{HashMap, HashSet};
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use crate::relay::access::Scope;
+use crate::relay::pull::LogEntry;
+use crate::relay::push::LogRow;
+use crate::relay::{RelayError, Result, Role, User};
+
+/// 2 added `relay_web_actors`; opening a version 1 file upgrades it.
+const SCHEMA_VERSION: i64 = 2;
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS relay_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+-- Append-only change log; seq is the sync cursor. territory is the record's
+-- territory after the change; prev_territory is set when the change moved it.
+CREATE TABLE IF NOT EXISTS relay_log (
+    seq            INTEGER PRIMARY KEY,
+    record_id      TEXT NOT NULL,
+    hash           BLOB NOT NULL UNIQUE,
+    territory      TEXT,
+    prev_territory TEXT,
+    device         TEXT NOT NULL,
+    user_id        TEXT NOT NULL,
+    bytes          BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS relay_log_territory ON relay_log (territory, seq);
+CREATE INDEX IF NOT EXISTS relay_log_record ON relay_log (record_id, device);
+CREATE INDEX IF NOT EXISTS relay_log_moves ON relay_log (prev_territory, seq) WHERE prev_territory IS NOT NULL;
+CREATE TABLE IF NOT EXISTS relay_territories (name TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS relay_users (
+    id            TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    role          TEXT NOT NULL,
+    territories   TEXT NOT NULL
+) WITHOUT ROWID;
+-- Bearer tokens, stored as SHA-256 of the token.
+CREATE TABLE IF NOT EXISTS relay_tokens (
+    hash    BLOB PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES relay_users (id) ON DELETE CASCADE
+);
+-- Each Automerge actor belongs to the first user who pushed with it.
+CREATE TABLE IF NOT EXISTS relay_actors (actor TEXT PRIMARY KEY, user_id TEXT NOT NULL) WITHOUT ROWID;
+-- The Automerge actor each user edits with from the office UI (one per
+-- user and device name, used by nobody else).
+CREATE TABLE IF NOT EXISTS relay_web_actors (
+    user_id TEXT NOT NULL,
+    device  TEXT NOT NULL,
+    actor   BLOB NOT NULL,
+    PRIMARY KEY (user_id, device)
+) WITHOUT ROWID;
+";
+
+/// Creates the tables, or upgrades them from an older version.
+pub(super) fn migrate(tx: &Transaction<'_>) -> Result<()> {
+    tx.execute_batch(SCHEMA)?;
+    let version: Option<String> = tx
+        .query_row(
+            "SELECT value FROM relay_meta WHERE key = 'schema'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match version.and_then(|v| v.parse::<i64>().ok()) {
+        Some(v) if v > SCHEMA_VERSION => {
+            return Err(RelayError::Invalid(format!(
+                "relay schema version {v} is newer than this build ({SCHEMA_VERSION}); upgrade the server"
+            )))
+        }
+        // Every step so far only added tables, created above.
+        Some(v) if v == SCHEMA_VERSION => {}
+        _ => {
+            tx.execute(
+                "INSERT INTO relay_meta (key, value) VALUES ('schema', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [SCHEMA_VERSION.to_string()],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+// ----- users, tokens, territories --------------------------------------
+
+fn territories_json(territories: &[String]) -> String {
+    serde_json::Value::from(territories.to_vec()).to_string()
+}
+
+fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
+    let role: String = r.get(1)?;
+    let territories: String = r.get(2)?;
+    Ok(User {
+        id: r.get(0)?,
+        role: role.parse().unwrap_or(Role::Rep),
+        territories: serde_json::from_str(&territories).unwrap_or_default(),
+    })
+}
+
+fn check_territories(conn: &Connection, territories: &[String]) -> Result<()> {
+    for t in territories {
+        if !is_territory(conn, t)? {
+            return Err(RelayError::Invalid(format!(
+                "unknown territory {t:?}; add it first with `fieldcrm-server territory add`"
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn add_user(
+    tx: &Transaction<'_>,
+    id: &str,
+    password_hash: &str,
+    role: Role,
+    territories: &[String],
+) -> Result<()> {
+    check_territories(tx, territories)?;
+    let inserted = tx.execute(
+        "INSERT OR IGNORE INTO relay_users (id, password_hash, role, territories) VALUES (?1, ?2, ?3, ?4)",
+        params![id, password_hash, role.as_str(), territories_json(territories)],
+    )?;
+    if inserted == 0 {
+        return Err(RelayError::AlreadyExists(format!(
+            "user {id:?} already exists"
+        )));
+    }
+    Ok(())
+}
+
+pub(super) fn user(conn: &Connection, id: &str) -> Result<Option<(User, String)>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT id, role, territories, password_hash FROM relay_users WHERE id = ?1",
+        )?
+        .query_row([id], |r| Ok((user_from_row(r)?, r.get::<_, String>(3)?)))
+        .optional()?)
+}
+
+pub(super) fn is_user(conn: &Connection, id: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM relay_users WHERE id = ?1")?
+        .exists([id])?)
+}
+
+pub(super) fn list_users(conn: &Connection) -> Result<Vec<User>> {
+    let mut stmt = conn.prepare("SELECT id, role, territories FROM relay_users ORDER BY id")?;
+    let users = stmt
+        .query_map([], user_from_row)?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(users)
+}
+
+pub(super) fn remove_user(tx: &Transaction<'_>, id: &str) -> Result<bool> {
+    tx.execute("DELETE FROM relay_tokens WHERE user_id = ?1", [id])?;
+    Ok(tx.execute("DELETE FROM relay_users WHERE id = ?1", [id])? > 0)
+}
+
+pub(super) fn set_territories(
+    tx: &Transaction<'_>,
+    id: &str,
+    territories: &[String],
+) -> Result<()> {
+    check_territories(tx, territories)?;
+    let n = tx.execute(
+        "UPDATE relay_users SET territories = ?2 WHERE id = ?1",
+        params![id, territories_json(territories)],
+    )?;
+    if n == 0 {
+        return Err(RelayError::NotFound(format!("no user {id:?}")));
+    }
+    Ok(())
+}
+
+pub(super) fn add_territory(tx: &Transaction<'_>, name: &str) -> Result<()> {
+    tx.execute(
+        "INSERT OR IGNORE INTO relay_territories (name) VALUES (?1)",
+        [name],
+    )?;
+    Ok(())
+}
+
+pub(super) fn is_territory(conn: &Connection, name: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM relay_territories WHERE name = ?1")?
+        .exists([name])?)
+}
+
+pub(super) fn territories(conn: &Connection) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare("SELECT name FROM relay_territories ORDER BY name")?;
+    let names = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(names)
+}
+
+pub(super) fn add_token(tx: &Transaction<'_>, user: &str, token_hash: &[u8; 32]) -> Result<()> {
+    tx.execute(
+        "INSERT INTO relay_tokens (hash, user_id) VALUES (?1, ?2)",
+        params![token_hash, user],
+    )?;
+    Ok(())
+}
+
+pub(super) fn user_by_token(conn: &Connection, token_hash: &[u8; 32]) -> Result<Option<User>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT u.id, u.role, u.territories FROM relay_tokens t JOIN relay_users u ON u.id = t.user_id
+             WHERE t.hash = ?1",
+        )?
+        .query_row([token_hash], user_from_row)
+        .optional()?)
+}
+
+pub(super) fn revoke_tokens(tx: &Transaction<'_>, user: &str) -> Result<usize> {
+    Ok(tx.execute("DELETE FROM relay_tokens WHERE user_id = ?1", [user])?)
+}
+
+pub(super) fn revoke_token(tx: &Transaction<'_>, token_hash: &[u8; 32]) -> Result<bool> {
+    Ok(tx.execute("DELETE FROM relay_tokens WHERE hash = ?1", [token_hash])? > 0)
+}
+
+// ----- actors ------------------------------------------------------------
+
+pub(super) fn claim_actors(
+    tx: &Transaction<'_>,
+    user: &str,
+    actors: &[&str],
+) -> Result<HashMap<String, String>> {
+    let mut owners = HashMap::with_capacity(actors.len());
+    let mut claim =
+        tx.prepare_cached("INSERT OR IGNORE INTO relay_actors (actor, user_id) VALUES (?1, ?2)")?;
+    let mut owner = tx.prepare_cached("SELECT user_id FROM relay_actors WHERE actor = ?1")?;
+    for actor in actors {
+        claim.execute(params![actor, user])?;
+        let bound: String = owner.query_row([actor], |r| r.get(0))?;
+        owners.insert(actor.to_string(), bound);
+    }
+    Ok(owners)
+}
+
+/// The actor `user` edits with from `device` in the office UI, made on first use.
+pub(super) fn web_actor(tx: &Transaction<'_>, user: &str, device: &str) -> Result<Vec<u8>> {
+    let found: Option<Vec<u8>> = tx
+        .prepare_cached("SELECT actor FROM relay_web_actors WHERE user_id = ?1 AND device = ?2")?
+        .query_row([user, device], |r| r.get(0))
+        .optional()?;
+    if let Some(actor) = found {
+        return Ok(actor);
+    }
+    let actor = rand::random::<[u8; 16]>().to_vec();
+    tx.execute(
+        "INSERT INTO relay_web_actors (user_id, device, actor) VALUES (?1, ?2, ?3)",
+        params![user, device, actor],
+    )?;
+    Ok(actor)
+}
+
+// ----- the log -----------------------------------------------------------
+
+pub(super) fn head(conn: &Connection) -> Result<u64> {
+    Ok(conn
+        .prepare_cached("SELECT coalesce(max(seq), 0) FROM relay_log")?
+        .query_row([], |r| r.get::<_, i64>(0))? as u64)
+}
+
+pub(super) fn logged(conn: &Connection, hashes: &[[u8; 32]]) -> Result<HashSet<[u8; 32]>> {
+    let mut stmt = conn.prepare_cached("SELECT 1 FROM relay_log WHERE hash = ?1")?;
+    let mut found = HashSet::new();
+    for hash in hashes {
+        if stmt.exists([hash])? {
+            found.insert(*hash);
+        }
+    }
+    Ok(found)
+}
+
+pub(super) fn append(
+    tx: &Transaction<'_>,
+    user: &str,
+    device: &str,
+    rows: &[LogRow<'_>],
+) -> Result<()> {
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO relay_log (record_id, hash, territory, prev_territory, device, user_id, bytes)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for row in rows {
+        insert.execute(params![
+            row.record_id,
+            row.hash,
+            row.territory,
+            row.moved_from,
+            device,
+            user,
+            row.bytes
+        ])?;
+    }
+    Ok(())
+}
+
+/// The device that pushed a change, for history.
+pub(super) fn device_of(conn: &Connection, hash: &[u8]) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT device FROM relay_log WHERE hash = ?1")?
+        .query_row([hash], |r| r.get(0))
+        .optional()?)
+}
+
+/// SQL narrowing `column` to `scope` (always true for all territories),
+/// with its parameter: a JSON array bound as `?2`.
+fn scope_filter(scope: &Scope, column: &str) -> (String, String) {
+    match scope {
+        Scope::All => ("?2 IS NOT NULL".into(), "[]".into()),
+        Scope::Territories(t) => (
+            format!("{column} IN (SELECT value FROM json_each(?2))"),
+            territories_json(t),
+        ),
+    }
+}
+
+pub(super) fn entries_after(
+    conn: &Connection,
+    scope: &Scope,
+    seq: u64,
+    limit: usize,
+) -> Result<Vec<LogEntry>> {
+    let (now, _) = scope_filter(scope, "territory");
+    let (moved, territories) = scope_filter(scope, "prev_territory");
+    let sql = format!(
+        "SELECT seq, record_id, territory, prev_territory, device, bytes FROM relay_log
+         WHERE seq > ?1 AND ({now} OR {moved}) ORDER BY seq LIMIT {limit}"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt
+        .query_map(params![seq as i64, territories], |r| {
+            Ok(LogEntry {
+                seq: r.get::<_, i64>(0)? as u64,
+                record_id: r.get(1)?,
+                territory: r.get(2)?,
+                prev_territory: r.get(3)?,
+                device: r.get(4)?,
+                bytes: r.get(5)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// Record ids after `after_id` of `territory` ("": all) holding a change
+/// from a device other than `device`, in id order.
+pub(super) fn bootstrap_ids(
+    conn: &Connection,
+    territory: &str,
+    after_id: &str,
+    device: &str,
+    limit: usize,
+) -> Result<Vec<String>> {
+    // Ordered range scans on records(territory, id), or the id index.
+    let not_own =
+        "AND EXISTS (SELECT 1 FROM relay_log l WHERE l.record_id = records.id AND l.device != ?3)";
+    let sql = if territory.is_empty() {
+        format!(
+            "SELECT id FROM records WHERE id > ?1 AND ?2 = '' {not_own} ORDER BY id LIMIT {limit}"
+        )
+    } else {
+        format!("SELECT id FROM records WHERE territory = ?2 AND id > ?1 {not_own} ORDER BY id LIMIT {limit}")
+    };
+    let ids = conn
+        .prepare_cached(&sql)?
+        .query_map(params![after_id, territory, device], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(ids)
+}
+
+pub(super) fn counts(conn: &Connection) -> Result<(u64, u64)> {
+    let count = |sql: &str| {
+        conn.query_row(sql, [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+    };
+    Ok((
+        count("SELECT count(*) FROM records")?,
+        count("SELECT count(*) FROM relay_log")?,
+    ))
+}
+
+/// Kind, tombstone and territory of a record, from the projection.
+pub(super) fn facts(conn: &Connection, id: &str) -> Result<Option<(String, bool, Option<String>)>> {
+    Ok(conn
+        .prepare_cached("SELECT kind, deleted, territory FROM records WHERE id = ?1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?)
+}
+
+/// The configured deal pipeline (JSON), if one was set.
+pub(super) fn pipeline_json(conn: &Connection) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT value FROM relay_meta WHERE key = 'pipeline'")?
+        .query_row([], |r| r.get(0))
+        .optional()?)
+}
