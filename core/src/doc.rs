@@ -334,11 +334,12 @@ impl RecordDoc {
         }
         let doc = self.doc.document();
         let reader = Reader::now(doc, &self.id);
+        let mut maps = HashMap::new();
         touched
             .into_iter()
             .map(|(path, replaces_object)| {
                 Ok(TouchedField {
-                    now: reader.stored_values(&path)?,
+                    now: reader.stored_values(&path, &mut maps)?,
                     path,
                     replaces_object,
                 })
@@ -349,7 +350,7 @@ impl RecordDoc {
     fn held_object_at(&mut self, path: &str, heads: &[ChangeHash]) -> Result<bool> {
         let reader = Reader::at(self.doc.document(), heads, &self.id);
         Ok(reader
-            .stored_values(path)?
+            .stored_values(path, &mut HashMap::new())?
             .iter()
             .any(|v| matches!(v, Stored::Map | Stored::List | Stored::Text(_))))
     }
@@ -770,34 +771,53 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    /// Every value at `path` (`key` or `map.key`) as stored, the winner first.
-    fn stored_values(&self, path: &str) -> Result<Vec<Stored>> {
-        let mut segments = path.split('.');
-        let mut obj = ROOT;
-        let mut key = segments.next().unwrap_or_default();
-        for next in segments {
-            match self.get(&obj, key)? {
-                Some((automerge::Value::Object(ObjType::Map | ObjType::Table), id)) => obj = id,
-                _ => return Ok(Vec::new()),
+    /// Every value at `path` (`key` or `map.key`) as stored, the winner
+    /// first. `maps` remembers the nested maps already looked up.
+    fn stored_values(
+        &self,
+        path: &str,
+        maps: &mut HashMap<String, Option<ObjId>>,
+    ) -> Result<Vec<Stored>> {
+        let (obj, key) = match path.rsplit_once('.') {
+            None => (ROOT, path),
+            Some((parent, key)) => {
+                let obj = match maps.get(parent) {
+                    Some(found) => found.clone(),
+                    None => {
+                        let found = self.object_at(parent)?;
+                        maps.insert(parent.to_string(), found.clone());
+                        found
+                    }
+                };
+                match obj {
+                    Some(obj) => (obj, key),
+                    None => return Ok(Vec::new()),
+                }
             }
-            key = next;
-        }
+        };
         let all = match self.heads {
             None => self.doc.get_all(&obj, key),
             Some(h) => self.doc.get_all_at(&obj, key, h),
         }
         .map_err(|e| corrupt(self.id, e))?;
-        let winner = self.get(&obj, key)?.map(|(_, id)| id);
+        // Automerge's winner is the last of the concurrent values.
         let mut values = Vec::with_capacity(all.len());
-        for (value, id) in all {
-            let stored = self.stored(value, &id)?;
-            if Some(&id) == winner.as_ref() {
-                values.insert(0, stored);
-            } else {
-                values.push(stored);
-            }
+        for (value, id) in all.into_iter().rev() {
+            values.push(self.stored(value, &id)?);
         }
         Ok(values)
+    }
+
+    /// The map object at a dotted path of maps, if there is one.
+    fn object_at(&self, path: &str) -> Result<Option<ObjId>> {
+        let mut obj = ROOT;
+        for key in path.split('.') {
+            match self.get(&obj, key)? {
+                Some((automerge::Value::Object(ObjType::Map | ObjType::Table), id)) => obj = id,
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(obj))
     }
 
     fn stored(&self, value: automerge::Value<'_>, id: &ObjId) -> Result<Stored> {

@@ -1,7 +1,7 @@
 //! Workload W1 (DESIGN §8): a rep's territory of N records, deterministic
 //! from a seed: 20% accounts, 60% contacts, 20% deals, realistic values.
 
-use fieldcrm_core::{fields, Fields, Kind, Value};
+use fieldcrm_core::{fields, Fields, Kind, NewRecord, Store, Value};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -227,6 +227,37 @@ pub fn w1(n: usize, seed: u64, territory: &str, owners: &[&str]) -> Vec<Planned>
         });
     }
     out
+}
+
+/// Creates the plan through the batch path (one transaction for the
+/// accounts, one for the rest); returns the ids in plan order.
+pub fn create_batch(store: &mut Store, plan: &[Planned]) -> fieldcrm_core::Result<Vec<String>> {
+    let split = plan
+        .iter()
+        .position(|p| p.kind != Kind::Account)
+        .unwrap_or(plan.len());
+    let mut ids = store.create_many(plan[..split].iter().map(|p| NewRecord {
+        kind: p.kind,
+        fields: p.fields.clone(),
+    }))?;
+    let rest: Vec<NewRecord> = plan[split..]
+        .iter()
+        .map(|p| NewRecord {
+            kind: p.kind,
+            fields: resolve(p, &ids),
+        })
+        .collect();
+    ids.extend(store.create_many(rest)?);
+    Ok(ids)
+}
+
+/// A planned record's fields, its account named by id.
+pub fn resolve(p: &Planned, ids: &[String]) -> Fields {
+    let mut fields = p.fields.clone();
+    if let Some(i) = p.account {
+        fields.insert("account_id".into(), Value::from(ids[i].as_str()));
+    }
+    fields
 }
 
 /// Search terms a user would type for this workload: name and email prefixes.

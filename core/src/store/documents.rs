@@ -20,6 +20,8 @@ pub struct StoredDoc {
     pub(crate) stored_changes: Vec<[u8; 32]>,
     pub(crate) fresh: Vec<ParsedChange>,
     pub(crate) is_new: bool,
+    /// The record as [`StoredDoc::receive`] left it, so saving need not read it again.
+    pub(crate) received: Option<Record>,
 }
 
 /// What received changes did to a record: as it was, and as it is now.
@@ -38,6 +40,7 @@ impl StoredDoc {
             stored_changes: Vec::new(),
             fresh: Vec::new(),
             is_new: true,
+            received: None,
         }
     }
 
@@ -49,6 +52,7 @@ impl StoredDoc {
             stored_changes: Vec::new(),
             fresh: Vec::new(),
             is_new: false,
+            received: None,
         })
     }
 
@@ -81,6 +85,7 @@ impl StoredDoc {
             stored_changes: self.stored_changes.clone(),
             fresh: self.fresh.clone(),
             is_new: self.is_new,
+            received: self.received.clone(),
         }
     }
 
@@ -123,10 +128,9 @@ impl StoredDoc {
         let touched = self.doc.touched_since(&heads)?;
         check_received(kind, before.is_none(), &touched, rules)?;
         self.fresh.extend(fresh);
-        Ok(Received {
-            before,
-            after: self.doc.read()?,
-        })
+        let after = self.doc.read()?;
+        self.received = Some(after.clone());
+        Ok(Received { before, after })
     }
 
     /// The bytes a store keeping one compacted document per record writes:
@@ -160,6 +164,7 @@ pub(crate) fn load(conn: &Connection, id: &str) -> Result<Option<StoredDoc>> {
         stored_changes: rows.into_iter().map(|(h, _)| h).collect(),
         fresh: Vec::new(),
         is_new: false,
+        received: None,
     }))
 }
 
@@ -186,8 +191,17 @@ pub(crate) fn save(conn: &Connection, stored: &mut StoredDoc) -> Result<Option<R
             }
         }
     }
+    // One change alone cannot hold concurrent values.
+    let made_by_one = stored.is_new && fresh.len() == 1;
     stored.is_new = false;
-    let record = super::projection::write(conn, &mut stored.doc)?;
+    let record = match stored.received.take() {
+        Some(record) => {
+            let has_conflicts = !made_by_one && stored.doc.has_conflicts()?;
+            super::projection::write_record(conn, &record, has_conflicts)?;
+            Some(record)
+        }
+        None => super::projection::write(conn, &mut stored.doc)?,
+    };
     if stored.stored_changes.len() >= COMPACT_AFTER {
         compact(conn, stored)?;
     }

@@ -20,6 +20,11 @@ pub(crate) fn write(conn: &Connection, doc: &mut RecordDoc) -> Result<Option<Rec
     Ok(Some(record))
 }
 
+/// Writes the projection row of a record already read from its document.
+pub(crate) fn write_record(conn: &Connection, record: &Record, has_conflicts: bool) -> Result<()> {
+    upsert(conn, record, has_conflicts)
+}
+
 fn upsert(conn: &Connection, record: &Record, has_conflicts: bool) -> Result<()> {
     let text = |p: &str| record.text(p);
     let int = |p: &str| record.get(p).and_then(Value::as_int);

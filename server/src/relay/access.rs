@@ -18,6 +18,17 @@ pub enum Scope {
     Territories(Vec<String>),
 }
 
+impl Scope {
+    /// Whether a record in `territory` is in this scope (a record without
+    /// one only in [`Scope::All`]).
+    pub fn sees(&self, territory: Option<&str>) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Territories(mine) => territory.is_some_and(|t| mine.iter().any(|m| m == t)),
+        }
+    }
+}
+
 /// The territories `user`'s queries cover.
 pub fn scope(user: &User) -> Scope {
     if user.role.sees_all() {
@@ -33,10 +44,7 @@ pub fn scope(user: &User) -> Scope {
 /// Whether `user` may see and change a record in `territory` (a record
 /// without one is visible to office and admin only).
 pub fn sees(user: &User, territory: Option<&str>) -> bool {
-    match scope(user) {
-        Scope::All => true,
-        Scope::Territories(mine) => territory.is_some_and(|t| mine.iter().any(|m| m == t)),
-    }
+    user.role.sees_all() || territory.is_some_and(|t| user.territories.iter().any(|m| m == t))
 }
 
 /// The territories a user's devices hold, as the cursor records them:
@@ -88,10 +96,11 @@ pub enum Delivery {
     Nothing,
 }
 
-/// A log entry of a record now in `territory`, moved from `moved_from`.
-pub fn delivery(user: &User, territory: Option<&str>, moved_from: Option<&str>) -> Delivery {
-    let now = sees(user, territory);
-    let before = moved_from.is_none_or(|p| sees(user, Some(p)));
+/// A log entry of a record now in `territory`, moved from `moved_from`,
+/// for a user of `scope`.
+pub fn delivery(scope: &Scope, territory: Option<&str>, moved_from: Option<&str>) -> Delivery {
+    let now = scope.sees(territory);
+    let before = moved_from.is_none_or(|p| scope.sees(Some(p)));
     match (before, now) {
         (true, true) => Delivery::Change,
         (false, true) => Delivery::Snapshot,
@@ -212,7 +221,7 @@ mod tests {
 
     #[test]
     fn log_entries_become_changes_snapshots_or_evictions() {
-        let rep = user(Role::Rep, &["north"]);
+        let rep = scope(&user(Role::Rep, &["north"]));
         assert_eq!(delivery(&rep, Some("north"), None), Delivery::Change);
         assert_eq!(
             delivery(&rep, Some("north"), Some("south")),
@@ -227,7 +236,7 @@ mod tests {
             delivery(&rep, Some("south"), Some("east")),
             Delivery::Nothing
         );
-        let office = user(Role::Office, &[]);
+        let office = scope(&user(Role::Office, &[]));
         assert_eq!(
             delivery(&office, Some("south"), Some("north")),
             Delivery::Change

@@ -171,7 +171,7 @@ fn log_page(
                 return Ok(page);
             }
             let delivery = access::delivery(
-                user,
+                &scope,
                 entry.territory.as_deref(),
                 entry.prev_territory.as_deref(),
             );

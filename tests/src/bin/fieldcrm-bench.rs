@@ -10,7 +10,7 @@ use clap::Parser;
 /// The same allocator as `fieldcrm-server`, so the relay child measures alike.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use fieldcrm_core::{Fields, HttpTransport, Kind, NewRecord, Store, Value};
+use fieldcrm_core::{HttpTransport, Kind, Store, Value};
 use fieldcrm_tests::relay_process::{self, RelayProcess};
 use fieldcrm_tests::workload::{self, Planned};
 use rand::rngs::StdRng;
@@ -169,39 +169,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 fn create_one_by_one(store: &mut Store, plan: &[Planned]) -> fieldcrm_core::Result<Vec<String>> {
     let mut ids: Vec<String> = Vec::with_capacity(plan.len());
     for p in plan {
-        let fields = resolve(p, &ids);
+        let fields = workload::resolve(p, &ids);
         ids.push(store.create(p.kind, fields)?.id);
     }
     Ok(ids)
-}
-
-/// Creates the plan through the batch path: accounts, then the rest.
-fn create_batch(store: &mut Store, plan: &[Planned]) -> fieldcrm_core::Result<Vec<String>> {
-    let split = plan
-        .iter()
-        .position(|p| p.kind != Kind::Account)
-        .unwrap_or(plan.len());
-    let mut ids = store.create_many(plan[..split].iter().map(|p| NewRecord {
-        kind: p.kind,
-        fields: p.fields.clone(),
-    }))?;
-    let rest: Vec<NewRecord> = plan[split..]
-        .iter()
-        .map(|p| NewRecord {
-            kind: p.kind,
-            fields: resolve(p, &ids),
-        })
-        .collect();
-    ids.extend(store.create_many(rest)?);
-    Ok(ids)
-}
-
-fn resolve(p: &Planned, ids: &[String]) -> Fields {
-    let mut fields = p.fields.clone();
-    if let Some(i) = p.account {
-        fields.insert("account_id".into(), Value::from(ids[i].as_str()));
-    }
-    fields
 }
 
 fn local(
@@ -217,7 +188,7 @@ fn local(
 
     let mut batch_store = Store::open(dir.join("device-batch.db"), "ann")?;
     let t = Instant::now();
-    create_batch(&mut batch_store, plan)?;
+    workload::create_batch(&mut batch_store, plan)?;
     let batch = t.elapsed();
     drop(batch_store);
 
@@ -260,7 +231,7 @@ fn local(
     {
         let big_plan = workload::w1(args.open_records, args.seed + 1, "north", &["ann"]);
         let mut big = Store::open(&big_path, "ann")?;
-        create_batch(&mut big, &big_plan)?;
+        workload::create_batch(&mut big, &big_plan)?;
     }
     let rss_before = rss_kib();
     let t = Instant::now();
