@@ -26,6 +26,10 @@ pub enum CrmError {
     /// An error raised by the app's own callback (transport or listener).
     #[error("{0}")]
     Host(String),
+    /// Something FieldCRM did not expect (a bug): not the app's input.
+    /// The message says what; please report it.
+    #[error("{0}")]
+    Unexpected(String),
 }
 
 impl From<Core> for CrmError {
@@ -41,7 +45,19 @@ impl From<Core> for CrmError {
             Core::Transport { .. } | Core::Protocol(_) | Core::UnsupportedVersion { .. } => {
                 CrmError::Sync(message)
             }
-            _ => CrmError::InvalidInput(message),
+            Core::UnknownKind(_)
+            | Core::UnknownField { .. }
+            | Core::MissingField { .. }
+            | Core::InvalidValue { .. }
+            | Core::OversizeValue { .. }
+            | Core::BadReference { .. }
+            | Core::Deleted(_)
+            | Core::InvalidPipeline(_)
+            | Core::InvalidQuery(_)
+            | Core::Import { .. }
+            | Core::MalformedChange { .. }
+            | Core::ForeignChange { .. } => CrmError::InvalidInput(message),
+            _ => CrmError::Unexpected(format!("unexpected error (please report it): {message}")),
         }
     }
 }
