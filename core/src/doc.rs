@@ -597,22 +597,7 @@ impl RecordDoc {
                 deps => state_at(deps)?,
             };
             let after = state_at(&[change.hash()])?;
-            let mut fields = Vec::new();
-            for key in before
-                .keys()
-                .chain(after.keys().filter(|k| !before.contains_key(*k)))
-            {
-                let old = before.get(key).cloned().unwrap_or(Value::Null);
-                let new = after.get(key).cloned().unwrap_or(Value::Null);
-                if old != new {
-                    fields.push(FieldChange {
-                        field: key.clone(),
-                        old,
-                        new,
-                    });
-                }
-            }
-            fields.sort_by(|a, b| a.field.cmp(&b.field));
+            let fields = field_changes(&before, &after);
             entries.push(HistoryEntry {
                 change: change.hash().to_string(),
                 time: change.timestamp(),
@@ -623,6 +608,29 @@ impl RecordDoc {
             after_states.insert(change.hash(), after);
         }
         Ok(entries)
+    }
+
+    /// What one change of this document did, as its author saw it: whether
+    /// it created the record, and each field it changed from what to what
+    /// (the tombstone as `deleted`). `None` if the document lacks it.
+    pub fn change_effect(&mut self, hash: &[u8; 32]) -> Result<Option<(bool, Vec<FieldChange>)>> {
+        let doc = self.doc.document();
+        let id = self.id.as_str();
+        let Some(kind) = kind_of(doc, id)? else {
+            return Ok(None);
+        };
+        let Some(change) = doc.get_change_by_hash(&ChangeHash(*hash)) else {
+            return Ok(None);
+        };
+        let deps = change.deps().to_vec();
+        let creates = deps.is_empty();
+        let before = if creates {
+            Fields::new()
+        } else {
+            Reader::at(doc, &deps, id).history_fields(kind)?
+        };
+        let after = Reader::at(doc, &[ChangeHash(*hash)], id).history_fields(kind)?;
+        Ok(Some((creates, field_changes(&before, &after))))
     }
 
     /// Fields that currently hold competing concurrent values.
@@ -935,6 +943,53 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Each field whose value differs between two states, by name.
+fn field_changes(before: &Fields, after: &Fields) -> Vec<FieldChange> {
+    let mut fields = Vec::new();
+    for key in before
+        .keys()
+        .chain(after.keys().filter(|k| !before.contains_key(*k)))
+    {
+        let old = before.get(key).cloned().unwrap_or(Value::Null);
+        let new = after.get(key).cloned().unwrap_or(Value::Null);
+        if old != new {
+            fields.push(FieldChange {
+                field: key.clone(),
+                old,
+                new,
+            });
+        }
+    }
+    fields.sort_by(|a, b| a.field.cmp(&b.field));
+    fields
+}
+
+/// Merges two edits of one text the way Automerge merges concurrent text
+/// edits: `mine` and `theirs` both started from `base`; the result keeps
+/// what each inserted and drops what each deleted.
+pub(crate) fn merge_text(base: &str, mine: &str, theirs: &str) -> String {
+    if mine == base {
+        return theirs.to_string();
+    }
+    if theirs == base {
+        return mine.to_string();
+    }
+    let merged = || -> std::result::Result<String, automerge::AutomergeError> {
+        let mut a = AutoCommit::new();
+        let text = a.put_object(ROOT, "t", ObjType::Text)?;
+        a.update_text(&text, base)?;
+        a.commit();
+        let mut b = a.fork();
+        a.update_text(&text, mine)?;
+        b.update_text(&text, theirs)?;
+        a.merge(&mut b)?;
+        a.text(&text)
+    };
+    // Plain text in, plain text out: Automerge cannot fail on it; if it
+    // did, the user's own text is the safer answer.
+    merged().unwrap_or_else(|_| mine.to_string())
+}
+
 fn prop_name(prop: &Prop) -> String {
     match prop {
         Prop::Map(key) => key.clone(),
@@ -1243,6 +1298,43 @@ mod tests {
         extra.extend_from_slice(b"junk");
         let err = ParsedChange::parse("x", &extra).unwrap_err();
         assert!(err.to_string().contains("leftover data"), "{err}");
+    }
+
+    #[test]
+    fn text_edits_merge_as_if_concurrent() {
+        assert_eq!(merge_text("hello", "hello world", "hello"), "hello world");
+        assert_eq!(merge_text("hello", "hello", "Hello"), "Hello");
+        // The relay lost " world" (refused); my later "!" stays.
+        assert_eq!(merge_text("hello world", "hello world!", "hello"), "hello!");
+        assert_eq!(merge_text("abc", "xabc", "abcy"), "xabcy");
+    }
+
+    #[test]
+    fn a_changes_effect_names_its_fields() {
+        let (mut a, create) = account();
+        let change = a
+            .update(
+                A,
+                Kind::Account,
+                &fields([("phone", "+1 555")]),
+                &meta("ann", 2),
+            )
+            .unwrap()
+            .unwrap();
+        let (creates, fields) = a.change_effect(&change.hash).unwrap().unwrap();
+        assert!(!creates);
+        assert_eq!(
+            fields,
+            vec![FieldChange {
+                field: "phone".into(),
+                old: Value::Null,
+                new: "+1 555".into()
+            }]
+        );
+        let (creates, fields) = a.change_effect(&create.hash).unwrap().unwrap();
+        assert!(creates);
+        assert!(fields.iter().any(|f| f.field == "name"));
+        assert!(a.change_effect(&[0; 32]).unwrap().is_none());
     }
 
     fn hex(bytes: &[u8]) -> String {

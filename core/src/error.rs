@@ -45,6 +45,9 @@ pub enum Error {
     #[error("record {id:?} did not exist at time {time}")]
     NotYetCreated { id: String, time: i64 },
 
+    #[error("record {id:?} is in territory {territory:?}, which is no longer one of yours")]
+    NotYours { id: String, territory: String },
+
     #[error("record {0:?} is deleted; restore it before editing")]
     Deleted(String),
 
@@ -150,6 +153,7 @@ impl Error {
             Error::ImplausibleTime { .. } => "implausible_time",
             Error::NotFound(_) | Error::NotYetCreated { .. } => "not_found",
             Error::Deleted(_) => "deleted",
+            Error::NotYours { .. } => "not_yours",
             Error::MalformedChange { .. } => "malformed_change",
             Error::ForeignChange { .. } => "foreign_change",
             Error::MissingDependencies { .. } => "missing_dependencies",

@@ -29,8 +29,8 @@ pub use query::{
 };
 pub use store::{
     draft_on, search_columns, validate_fields_with, ApplyOutcome, Author, Draft, Edit,
-    LookupRecord, NewRecord, OutboxEntry, OutboxStatus, Received, Store, StoreOptions, StoreTx,
-    StoredDoc,
+    LookupRecord, NewRecord, OutboxEntry, OutboxStatus, Received, RefusedChange, Store,
+    StoreOptions, StoreTx, StoredDoc,
 };
 #[cfg(feature = "http")]
 pub use sync::HttpTransport;

@@ -29,7 +29,7 @@ pub struct Cursor {
 
 /// Progress of a bootstrap: records are sent territory by territory, in id
 /// order within each; afterwards the device continues from the log position
-/// the bootstrap started at.
+/// `start_seq`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bootstrap {
     /// The territory being sent ("" for users who see all of them).
@@ -37,6 +37,11 @@ pub struct Bootstrap {
     pub territory: String,
     pub after_id: String,
     pub start_seq: u64,
+    /// The territories this bootstrap sends, every record of them ("" for
+    /// all): territories the user gained. `None`: a first bootstrap, of
+    /// all the user's territories, leaving out records this device made.
+    #[serde(default)]
+    pub only: Option<Vec<String>>,
 }
 
 /// `POST /v1/sync` body: push the outbox, pull what the device lacks.
@@ -86,6 +91,11 @@ pub struct SyncResponse {
     pub snapshots: Vec<RecordBytes>,
     /// Changes in log order.
     pub changes: Vec<RecordBytes>,
+    /// Records a pushed change was refused for, as the relay has them
+    /// (empty bytes: it has none the user may see): the device replaces its
+    /// copy with this one and re-makes its later edits on top.
+    #[serde(default)]
+    pub resets: Vec<RecordBytes>,
     /// Records that left the device's territories: delete them locally.
     pub evict: Vec<String>,
     /// Territories the user no longer has: delete their records locally.
@@ -177,6 +187,7 @@ mod tests {
                     territory: "north".into(),
                     after_id: "x".into(),
                     start_seq: 9,
+                    only: Some(vec!["north".into()]),
                 }),
                 view: Some(vec!["north".into()]),
             },

@@ -7,6 +7,8 @@ mod documents;
 mod draft;
 mod outbox;
 pub(crate) mod projection;
+mod rebase;
+mod response;
 pub(crate) mod schema;
 
 use std::fmt;
@@ -27,6 +29,7 @@ pub use documents::{Received, StoredDoc};
 pub use draft::{draft_on, Author, Draft, Edit};
 pub use outbox::OutboxEntry;
 pub use projection::search_columns;
+pub use rebase::RefusedChange;
 
 /// Milliseconds since the Unix epoch; replaceable in tests.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -82,10 +85,12 @@ pub struct NewRecord {
     pub fields: Fields,
 }
 
-/// Outbox totals: changes waiting to be sent, and changes the relay refused.
+/// Outbox totals: changes waiting to be sent, held by the relay for an
+/// office user's review, and refused (kept until retried or discarded).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutboxStatus {
     pub pending: usize,
+    pub held: usize,
     pub rejected: usize,
 }
 
@@ -99,6 +104,56 @@ pub struct Store {
     device_id: String,
     pipeline: Pipeline,
     clock: Clock,
+    /// The user's territories as the relay last said (`["*"]`: all);
+    /// `None` before the first sync.
+    view: Option<Vec<String>>,
+}
+
+/// Who makes local changes, and the rules they are made under.
+pub(crate) struct Writer<'a> {
+    pub actor: &'a [u8],
+    pub user: &'a str,
+    pub pipeline: &'a Pipeline,
+    pub meta: ChangeMeta,
+    pub view: Option<&'a [String]>,
+}
+
+impl Writer<'_> {
+    /// Refuses to put a record in a territory the user does not have (as
+    /// far as the relay last said).
+    fn check_territory(&self, fields: &Fields) -> Result<()> {
+        let (Some(view), Some(Value::Text(t))) = (self.view, fields.get("territory")) else {
+            return Ok(());
+        };
+        if view.iter().any(|v| v == "*" || v == t) {
+            return Ok(());
+        }
+        Err(Error::invalid(
+            "territory",
+            format!("{t:?}"),
+            &format!("not one of your territories ({})", view.join(", ")),
+        ))
+    }
+
+    /// Refuses to edit a record of a territory the user no longer has (it
+    /// is only still here because its changes wait for the relay).
+    fn check_holds(&self, conn: &Connection, id: &str) -> Result<()> {
+        let Some(view) = self.view.filter(|v| !v.iter().any(|t| t == "*")) else {
+            return Ok(());
+        };
+        let territory: Option<String> = conn
+            .prepare_cached("SELECT territory FROM records WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
+            .optional()?
+            .flatten();
+        match territory {
+            Some(t) if !view.contains(&t) => Err(Error::NotYours {
+                id: id.to_string(),
+                territory: t,
+            }),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl fmt::Debug for Store {
@@ -172,6 +227,10 @@ impl Store {
             })?,
             None => Pipeline::default(),
         };
+        // An unreadable cursor is reported by the next sync, not here.
+        let view = meta_get(&tx, "sync.cursor")?
+            .and_then(|json| serde_json::from_str::<crate::protocol::Cursor>(&json).ok())
+            .and_then(|cursor| cursor.view);
         tx.commit()?;
         Ok(Store {
             conn,
@@ -181,6 +240,7 @@ impl Store {
             device_id,
             pipeline,
             clock: options.clock,
+            view,
         })
     }
 
@@ -220,6 +280,13 @@ impl Store {
         }
     }
 
+    /// The user's territories as the relay last said (`["*"]`: every one);
+    /// `None` before the first sync. Creating or moving a record outside
+    /// them is refused at the call.
+    pub fn territories(&self) -> Option<&[String]> {
+        self.view.as_deref()
+    }
+
     /// Replaces the deal pipeline. Refused while a live deal sits in a stage
     /// the new pipeline lacks.
     pub fn set_pipeline(&mut self, pipeline: Pipeline) -> Result<()> {
@@ -252,15 +319,14 @@ impl Store {
     pub fn create(&mut self, kind: Kind, fields: Fields) -> Result<Record> {
         let meta = self.meta();
         let tx = self.conn.transaction()?;
-        let record = create_in(
-            &tx,
-            &self.actor,
-            &self.user,
-            &self.pipeline,
-            &meta,
-            kind,
-            fields,
-        )?;
+        let w = Writer {
+            actor: &self.actor,
+            user: &self.user,
+            pipeline: &self.pipeline,
+            meta,
+            view: self.view.as_deref(),
+        };
+        let record = create_in(&tx, &w, None, kind, fields)?;
         tx.commit()?;
         Ok(record)
     }
@@ -300,6 +366,13 @@ impl Store {
     {
         let meta = self.meta();
         let tx = self.conn.transaction()?;
+        let w = Writer {
+            actor: &self.actor,
+            user: &self.user,
+            pipeline: &self.pipeline,
+            meta,
+            view: self.view.as_deref(),
+        };
         let mut ids = Vec::new();
         for (index, item) in items.into_iter().enumerate() {
             let at = |reason: String| Error::Import {
@@ -310,16 +383,8 @@ impl Store {
             let Some(new) = item.map_err(at)? else {
                 continue;
             };
-            let record = create_in(
-                &tx,
-                &self.actor,
-                &self.user,
-                &self.pipeline,
-                &meta,
-                new.kind,
-                new.fields,
-            )
-            .map_err(|e| at(e.to_string()))?;
+            let record =
+                create_in(&tx, &w, None, new.kind, new.fields).map_err(|e| at(e.to_string()))?;
             ids.push(record.id);
         }
         tx.commit()?;
@@ -329,13 +394,8 @@ impl Store {
     /// Changes some fields of a record; `Value::Null` clears an optional one.
     /// Writing a field that is in conflict resolves the conflict.
     pub fn update(&mut self, id: &str, fields: Fields) -> Result<Record> {
-        let (actor, pipeline, meta) = (self.actor.clone(), self.pipeline.clone(), self.meta());
-        self.edit(id, |tx, doc, kind| {
-            if doc.read()?.deleted {
-                return Err(Error::Deleted(doc.id().to_string()));
-            }
-            let fields = validate_fields(tx, kind, fields, &pipeline, false)?;
-            doc.update(&actor, kind, &fields, &meta)
+        self.edit(id, |tx, w, doc, kind| {
+            update_fields(tx, w, doc, kind, fields)
         })
     }
 
@@ -355,8 +415,7 @@ impl Store {
         delete: usize,
         insert: &str,
     ) -> Result<Record> {
-        let (actor, meta) = (self.actor.clone(), self.meta());
-        self.edit(id, |_, doc, kind| {
+        self.edit(id, |_, w, doc, kind| {
             match kind.field(field) {
                 Some(spec) if spec.ty == FieldType::LongText => {}
                 Some(_) => {
@@ -389,7 +448,7 @@ impl Store {
                     max: crate::model::MAX_LONG_TEXT,
                 });
             }
-            doc.splice_text(&actor, field, pos, delete, insert, &meta)
+            doc.splice_text(w.actor, field, pos, delete, insert, &w.meta)
         })
     }
 
@@ -404,40 +463,29 @@ impl Store {
     }
 
     fn set_deleted(&mut self, id: &str, deleted: bool) -> Result<Record> {
-        let (actor, meta) = (self.actor.clone(), self.meta());
-        self.edit(id, |_, doc, _| {
-            if doc.read()?.deleted == deleted {
-                return Ok(None);
-            }
-            doc.set_deleted(&actor, deleted, &meta)
-        })
+        self.edit(id, |_, w, doc, _| set_deleted_on(w, doc, deleted))
     }
 
-    /// One local edit as one transaction: load the document, let `f` make at
-    /// most one change, then store the change, the projection and the outbox entry.
+    /// One local edit as one transaction (see [`edit_in`]).
     fn edit<F>(&mut self, id: &str, f: F) -> Result<Record>
     where
-        F: FnOnce(&Transaction<'_>, &mut RecordDoc, Kind) -> Result<Option<LocalChange>>,
+        F: FnOnce(
+            &Transaction<'_>,
+            &Writer<'_>,
+            &mut RecordDoc,
+            Kind,
+        ) -> Result<Option<LocalChange>>,
     {
-        validate_id("id", id)?;
+        let meta = self.meta();
         let tx = self.conn.transaction()?;
-        let mut loaded =
-            documents::load(&tx, id)?.ok_or_else(|| Error::NotFound(id.to_string()))?;
-        let kind = loaded
-            .doc
-            .kind()?
-            .ok_or_else(|| Error::NotFound(id.to_string()))?;
-        let Some(change) = f(&tx, &mut loaded.doc, kind)? else {
-            return loaded.doc.read();
+        let w = Writer {
+            actor: &self.actor,
+            user: &self.user,
+            pipeline: &self.pipeline,
+            meta,
+            view: self.view.as_deref(),
         };
-        documents::add_change(&tx, id, &change.hash, &change.bytes)?;
-        outbox::push(&tx, id, &change.hash, &change.bytes)?;
-        loaded.stored_changes.push(change.hash);
-        let record = projection::write(&tx, &mut loaded.doc)?
-            .ok_or_else(|| Error::NotFound(id.to_string()))?;
-        if loaded.stored_changes.len() >= documents::COMPACT_AFTER {
-            documents::compact(&tx, &mut loaded)?;
-        }
+        let record = edit_in(&tx, &w, id, f)?;
         tx.commit()?;
         Ok(record)
     }
@@ -560,18 +608,17 @@ impl Store {
     }
 
     pub fn outbox_status(&self) -> Result<OutboxStatus> {
-        let (pending, rejected) = outbox::count(&self.conn)?;
-        Ok(OutboxStatus { pending, rejected })
+        let (pending, held, rejected) = outbox::count(&self.conn)?;
+        Ok(OutboxStatus {
+            pending,
+            held,
+            rejected,
+        })
     }
 
     /// The relay stored these changes durably: drop them from the outbox.
     pub fn ack(&mut self, hashes: &[[u8; 32]]) -> Result<usize> {
         self.transaction(|tx| tx.ack(hashes))
-    }
-
-    /// The relay refused a change: keep it, marked with the reason.
-    pub fn mark_rejected(&mut self, hash: &[u8; 32], reason: &str) -> Result<bool> {
-        outbox::reject(&self.conn, hash, reason)
     }
 
     /// A sync-state value (cursor and the like) kept with the data.
@@ -668,6 +715,15 @@ impl<'conn> StoreTx<'conn> {
         documents::load(&self.tx, id)
     }
 
+    /// A stored record's compacted document, as this transaction sees it.
+    pub fn snapshot(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        validate_id("record id", id)?;
+        if let Some(bytes) = documents::compact_snapshot(&self.tx, id)? {
+            return Ok(Some(bytes));
+        }
+        Ok(documents::load(&self.tx, id)?.map(|mut d| d.doc.save()))
+    }
+
     /// Stores what `doc` received since it was loaded: the changes, the
     /// projection, a compaction when due. Returns the record as stored.
     pub fn save_doc(&self, doc: &mut StoredDoc) -> Result<Option<Record>> {
@@ -719,34 +775,85 @@ impl<'conn> StoreTx<'conn> {
         Ok(n)
     }
 
-    pub fn mark_rejected(&self, hash: &[u8; 32], reason: &str) -> Result<bool> {
-        outbox::reject(&self.tx, hash, reason)
-    }
-
     pub fn set_sync_state(&self, key: &str, value: &str) -> Result<()> {
         meta_set(&self.tx, &format!("sync.{key}"), value)
     }
 }
 
-/// Validates and creates one record inside `tx`.
-fn create_in(
+/// Validates and creates one record inside `tx`, with a new id or `id`
+/// (a refused creation made again keeps its record's id).
+pub(crate) fn create_in(
     tx: &Transaction<'_>,
-    actor: &[u8],
-    user: &str,
-    pipeline: &Pipeline,
-    meta: &ChangeMeta,
+    w: &Writer<'_>,
+    id: Option<&str>,
     kind: Kind,
     mut fields: Fields,
 ) -> Result<Record> {
     fields
         .entry("owner".into())
-        .or_insert_with(|| Value::from(user));
-    let fields = validate_fields(tx, kind, fields, pipeline, true)?;
-    let id = uuid::Uuid::now_v7().to_string();
-    let (mut doc, change) = RecordDoc::create(&id, kind, &fields, actor, meta)?;
+        .or_insert_with(|| Value::from(w.user));
+    let fields = validate_fields(tx, kind, fields, w.pipeline, true)?;
+    w.check_territory(&fields)?;
+    let id = id.map_or_else(|| uuid::Uuid::now_v7().to_string(), String::from);
+    let (mut doc, change) = RecordDoc::create(&id, kind, &fields, w.actor, &w.meta)?;
     documents::insert(tx, &id, &change.bytes)?;
     outbox::push(tx, &id, &change.hash, &change.bytes)?;
     projection::write(tx, &mut doc)?.ok_or_else(|| Error::NotFound(id.clone()))
+}
+
+/// One local edit inside `tx`: load the document, let `f` make at most one
+/// change, then store the change, the projection and the outbox entry.
+pub(crate) fn edit_in<F>(tx: &Transaction<'_>, w: &Writer<'_>, id: &str, f: F) -> Result<Record>
+where
+    F: FnOnce(&Transaction<'_>, &Writer<'_>, &mut RecordDoc, Kind) -> Result<Option<LocalChange>>,
+{
+    validate_id("id", id)?;
+    let mut loaded = documents::load(tx, id)?.ok_or_else(|| Error::NotFound(id.to_string()))?;
+    let kind = loaded
+        .doc
+        .kind()?
+        .ok_or_else(|| Error::NotFound(id.to_string()))?;
+    w.check_holds(tx, id)?;
+    let Some(change) = f(tx, w, &mut loaded.doc, kind)? else {
+        return loaded.doc.read();
+    };
+    documents::add_change(tx, id, &change.hash, &change.bytes)?;
+    outbox::push(tx, id, &change.hash, &change.bytes)?;
+    loaded.stored_changes.push(change.hash);
+    let record =
+        projection::write(tx, &mut loaded.doc)?.ok_or_else(|| Error::NotFound(id.to_string()))?;
+    if loaded.stored_changes.len() >= documents::COMPACT_AFTER {
+        documents::compact(tx, &mut loaded)?;
+    }
+    Ok(record)
+}
+
+/// Writes validated `fields` of a live record as one change.
+pub(crate) fn update_fields(
+    tx: &Transaction<'_>,
+    w: &Writer<'_>,
+    doc: &mut RecordDoc,
+    kind: Kind,
+    fields: Fields,
+) -> Result<Option<LocalChange>> {
+    if doc.read()?.deleted {
+        return Err(Error::Deleted(doc.id().to_string()));
+    }
+    let fields = validate_fields(tx, kind, fields, w.pipeline, false)?;
+    w.check_territory(&fields)?;
+    doc.update(w.actor, kind, &fields, &w.meta)
+}
+
+/// Sets the tombstone as one change (none if it is already so).
+pub(crate) fn set_deleted_on(
+    w: &Writer<'_>,
+    doc: &mut RecordDoc,
+    deleted: bool,
+) -> Result<Option<LocalChange>> {
+    if doc.read()?.deleted == deleted {
+        return Ok(None);
+    }
+    doc.set_deleted(w.actor, deleted, &w.meta)
 }
 
 /// Finds a record a reference points at: its kind and whether it is deleted.
@@ -841,7 +948,11 @@ pub(crate) fn check_reference(
 
 /// Applies parsed remote changes to one record inside `tx`, as a device
 /// does: a change whose dependencies are missing is kept until they arrive.
-fn apply_in(tx: &Transaction<'_>, id: &str, changes: Vec<ParsedChange>) -> Result<ApplyOutcome> {
+pub(crate) fn apply_in(
+    tx: &Transaction<'_>,
+    id: &str,
+    changes: Vec<ParsedChange>,
+) -> Result<ApplyOutcome> {
     let mut stored = documents::load(tx, id)?.unwrap_or_else(|| StoredDoc::new(id));
     let mut outcome = ApplyOutcome::default();
     let mut fresh: Vec<ParsedChange> = Vec::new();
@@ -868,7 +979,11 @@ fn apply_in(tx: &Transaction<'_>, id: &str, changes: Vec<ParsedChange>) -> Resul
 }
 
 /// Merges a compacted document for record `id` inside `tx`.
-fn apply_snapshot_in(tx: &Transaction<'_>, id: &str, snapshot: &[u8]) -> Result<ApplyOutcome> {
+pub(crate) fn apply_snapshot_in(
+    tx: &Transaction<'_>,
+    id: &str,
+    snapshot: &[u8],
+) -> Result<ApplyOutcome> {
     let mut incoming = RecordDoc::from_snapshot(id, snapshot)?;
     let incoming_changes = incoming.changes_since(&[]).len();
     Ok(match documents::load(tx, id)? {
@@ -899,7 +1014,7 @@ fn apply_snapshot_in(tx: &Transaction<'_>, id: &str, snapshot: &[u8]) -> Result<
 
 /// Removes a record's document and projection from this store (it left the
 /// device's territories). Unsent local changes stay in the outbox.
-fn evict_in(tx: &Transaction<'_>, id: &str) -> Result<bool> {
+pub(crate) fn evict_in(tx: &Transaction<'_>, id: &str) -> Result<bool> {
     let rowid: Option<i64> = tx
         .prepare_cached("SELECT rowid FROM records WHERE id = ?1")?
         .query_row([id], |r| r.get(0))
@@ -925,7 +1040,7 @@ fn meta_get(conn: &Connection, key: &str) -> Result<Option<String>> {
         .optional()?)
 }
 
-fn meta_set(conn: &Connection, key: &str, value: &str) -> Result<()> {
+pub(crate) fn meta_set(conn: &Connection, key: &str, value: &str) -> Result<()> {
     conn.prepare_cached("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")?
         .execute(params![key, value])?;
     Ok(())

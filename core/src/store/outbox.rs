@@ -1,9 +1,16 @@
-//! Local changes waiting for the relay's acknowledgement.
+//! Local changes the relay has not acknowledged. Each is in one of three
+//! states: waiting to be sent; held by the relay for an office user's
+//! review (sent again at every sync, which is how the device learns the
+//! decision); or refused, kept with what it meant to do until the user
+//! retries or discards it.
 
 use rusqlite::{params, Connection};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+
+/// The code of a change the relay holds for review.
+pub(crate) const HELD: &str = "held_for_review";
 
 /// One local change not yet acknowledged by the relay.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -12,8 +19,22 @@ pub struct OutboxEntry {
     pub record_id: String,
     pub hash: [u8; 32],
     pub bytes: Vec<u8>,
-    /// The relay's reason if it refused this change; the change is kept.
+    /// The relay's reason if it refused or holds this change.
     pub rejected: Option<String>,
+    /// The relay's code for it (`held_for_review` while it is held).
+    pub code: Option<String>,
+}
+
+/// A refused change as stored: the relay's answer and the intent.
+#[derive(Debug, Clone)]
+pub(crate) struct Refused {
+    pub seq: i64,
+    pub record_id: String,
+    pub reason: String,
+    pub code: String,
+    pub field: Option<String>,
+    pub intent: Option<String>,
+    pub refused_at: Option<i64>,
 }
 
 pub(crate) fn push(
@@ -27,7 +48,19 @@ pub(crate) fn push(
     Ok(())
 }
 
-/// Entries in the order they were made, starting after `after_seq`.
+fn entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxEntry> {
+    Ok(OutboxEntry {
+        seq: r.get(0)?,
+        record_id: r.get(1)?,
+        hash: r.get(2)?,
+        bytes: r.get(3)?,
+        rejected: r.get(4)?,
+        code: r.get(5)?,
+    })
+}
+
+/// Entries in the order they were made, starting after `after_seq`: those
+/// to send (waiting and held), or with `include_rejected` all of them.
 pub(crate) fn entries(
     conn: &Connection,
     after_seq: i64,
@@ -35,21 +68,34 @@ pub(crate) fn entries(
     include_rejected: bool,
 ) -> Result<Vec<OutboxEntry>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT seq, doc_id, hash, bytes, rejected FROM outbox
-         WHERE seq > ?1 AND (?3 OR rejected IS NULL) ORDER BY seq LIMIT ?2",
+        "SELECT seq, doc_id, hash, bytes, rejected, code FROM outbox
+         WHERE seq > ?1 AND (?3 OR rejected IS NULL OR code = 'held_for_review')
+         ORDER BY seq LIMIT ?2",
     )?;
     let rows = stmt
-        .query_map(params![after_seq, limit as i64, include_rejected], |r| {
-            Ok(OutboxEntry {
-                seq: r.get(0)?,
-                record_id: r.get(1)?,
-                hash: r.get(2)?,
-                bytes: r.get(3)?,
-                rejected: r.get(4)?,
-            })
-        })?
+        .query_map(params![after_seq, limit as i64, include_rejected], entry)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
+}
+
+/// Every entry of one record, oldest first.
+pub(crate) fn of_record(conn: &Connection, record_id: &str) -> Result<Vec<OutboxEntry>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, doc_id, hash, bytes, rejected, code FROM outbox WHERE doc_id = ?1 ORDER BY seq",
+    )?;
+    let rows = stmt
+        .query_map([record_id], entry)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// Whether a record has changes still waiting to be sent or held.
+pub(crate) fn unsettled(conn: &Connection, record_id: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT 1 FROM outbox WHERE doc_id = ?1 AND (rejected IS NULL OR code = 'held_for_review')",
+        )?
+        .exists([record_id])?)
 }
 
 pub(crate) fn ack(conn: &Connection, hash: &[u8; 32]) -> Result<bool> {
@@ -59,17 +105,107 @@ pub(crate) fn ack(conn: &Connection, hash: &[u8; 32]) -> Result<bool> {
         > 0)
 }
 
-pub(crate) fn reject(conn: &Connection, hash: &[u8; 32], reason: &str) -> Result<bool> {
+/// The relay holds the change for review: keep sending it.
+pub(crate) fn hold(conn: &Connection, hash: &[u8; 32], reason: &str) -> Result<bool> {
     Ok(conn
-        .prepare_cached("UPDATE outbox SET rejected = ?2 WHERE hash = ?1")?
-        .execute(params![hash, reason])?
+        .prepare_cached("UPDATE outbox SET rejected = ?2, code = ?3 WHERE hash = ?1")?
+        .execute(params![hash, reason, HELD])?
         > 0)
 }
 
-pub(crate) fn count(conn: &Connection) -> Result<(usize, usize)> {
+/// The change is refused: keep it, with what it meant to do, unsent. Only
+/// a waiting or held change can become refused.
+pub(crate) fn refuse(
+    conn: &Connection,
+    hash: &[u8; 32],
+    reason: &str,
+    code: &str,
+    field: Option<&str>,
+    intent: Option<&str>,
+    at: i64,
+) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "UPDATE outbox SET rejected = ?2, code = ?3, field = ?4,
+                 intent = coalesce(?5, intent), refused_at = ?6
+             WHERE hash = ?1 AND (rejected IS NULL OR code = 'held_for_review')",
+        )?
+        .execute(params![hash, reason, code, field, intent, at])?
+        > 0)
+}
+
+/// Refused changes, oldest first.
+pub(crate) fn refused(conn: &Connection) -> Result<Vec<Refused>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, doc_id, rejected, coalesce(code, 'refused'), field, intent, refused_at
+         FROM outbox WHERE rejected IS NOT NULL AND coalesce(code, '') != 'held_for_review'
+         ORDER BY seq",
+    )?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok(Refused {
+                seq: r.get(0)?,
+                record_id: r.get(1)?,
+                reason: r.get(2)?,
+                code: r.get(3)?,
+                field: r.get(4)?,
+                intent: r.get(5)?,
+                refused_at: r.get(6)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+pub(crate) fn refused_one(conn: &Connection, seq: i64) -> Result<Option<Refused>> {
+    Ok(refused(conn)?.into_iter().find(|r| r.seq == seq))
+}
+
+/// Drops an entry (a refused change discarded, or re-made as a new one).
+pub(crate) fn remove(conn: &Connection, seq: i64) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("DELETE FROM outbox WHERE seq = ?1")?
+        .execute([seq])?
+        > 0)
+}
+
+/// (waiting, held, refused)
+pub(crate) fn count(conn: &Connection) -> Result<(usize, usize, usize)> {
     Ok(conn.query_row(
-        "SELECT count(*) FILTER (WHERE rejected IS NULL), count(*) FILTER (WHERE rejected IS NOT NULL) FROM outbox",
+        "SELECT count(*) FILTER (WHERE rejected IS NULL),
+                count(*) FILTER (WHERE code = 'held_for_review'),
+                count(*) FILTER (WHERE rejected IS NOT NULL AND coalesce(code, '') != 'held_for_review')
+         FROM outbox",
         [],
-        |r| Ok((r.get::<_, i64>(0)? as usize, r.get::<_, i64>(1)? as usize)),
+        |r| {
+            Ok((
+                r.get::<_, i64>(0)? as usize,
+                r.get::<_, i64>(1)? as usize,
+                r.get::<_, i64>(2)? as usize,
+            ))
+        },
     )?)
+}
+
+// ----- evictions that wait for a record's changes ---------------------------
+
+pub(crate) fn defer_eviction(conn: &Connection, record_id: &str) -> Result<()> {
+    conn.prepare_cached("INSERT OR IGNORE INTO deferred_evictions (record_id) VALUES (?1)")?
+        .execute([record_id])?;
+    Ok(())
+}
+
+/// The relay sent the record again: it is visible, nothing to evict.
+pub(crate) fn cancel_eviction(conn: &Connection, record_id: &str) -> Result<()> {
+    conn.prepare_cached("DELETE FROM deferred_evictions WHERE record_id = ?1")?
+        .execute([record_id])?;
+    Ok(())
+}
+
+pub(crate) fn deferred_evictions(conn: &Connection) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached("SELECT record_id FROM deferred_evictions")?;
+    let ids = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(ids)
 }

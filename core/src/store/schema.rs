@@ -6,11 +6,12 @@ use rusqlite::{Connection, Transaction};
 
 use crate::error::{Error, Result};
 
-/// The schema version this build creates and understands.
-pub const VERSION: i64 = 1;
+/// The schema version this build creates and understands. 2 added the
+/// outbox's refusal code, field and intent, and deferred evictions.
+pub const VERSION: i64 = 2;
 
 /// The complete schema at [`VERSION`], for fresh stores.
-const CREATE_V1: &str = include_str!("sql/create_v1.sql");
+const CREATE: &str = include_str!("sql/create_v2.sql");
 
 /// Connection settings that are not stored in the file.
 pub(crate) fn prepare(conn: &Connection, durable: bool) -> Result<()> {
@@ -49,7 +50,7 @@ pub(crate) fn migrate(conn: &mut Connection, path: &str) -> Result<()> {
                 reason: "it is a SQLite database with other tables".into(),
             });
         }
-        tx.execute_batch(CREATE_V1)?;
+        tx.execute_batch(CREATE)?;
         tx.pragma_update(None, "user_version", VERSION)?;
         tx.commit()?;
         return Ok(());
@@ -64,10 +65,22 @@ pub(crate) fn migrate(conn: &mut Connection, path: &str) -> Result<()> {
 }
 
 /// One migration step: schema `from` to `from + 1`. Add an arm per version
-/// and freeze the old schema under `sql/` for the migration tests.
-fn upgrade_from(_tx: &Transaction<'_>, from: i64) -> Result<()> {
-    // No shipped version precedes v1 yet.
-    unreachable!("no migration from schema version {from}: VERSION is {VERSION}")
+/// and freeze the old schema under `sql/tests/` for the migration tests.
+fn upgrade_from(tx: &Transaction<'_>, from: i64) -> Result<()> {
+    match from {
+        1 => tx.execute_batch(
+            "ALTER TABLE outbox ADD COLUMN code TEXT;
+             ALTER TABLE outbox ADD COLUMN field TEXT;
+             ALTER TABLE outbox ADD COLUMN intent TEXT;
+             ALTER TABLE outbox ADD COLUMN refused_at INTEGER;
+             CREATE INDEX outbox_doc ON outbox (doc_id);
+             -- v1 kept refused changes with a reason only.
+             UPDATE outbox SET code = 'refused' WHERE rejected IS NOT NULL;
+             CREATE TABLE deferred_evictions (record_id TEXT PRIMARY KEY) WITHOUT ROWID;",
+        )?,
+        _ => unreachable!("no migration from schema version {from}: VERSION is {VERSION}"),
+    }
+    Ok(())
 }
 
 fn has_foreign_tables(conn: &Connection) -> Result<bool> {
@@ -83,14 +96,48 @@ fn has_foreign_tables(conn: &Connection) -> Result<bool> {
 pub(crate) mod tests {
     use super::*;
 
-    /// The schema as SQLite reports it, for comparing databases.
+    /// The schema as SQLite reports it, for comparing databases: each
+    /// table's columns (an `ALTER TABLE` writes a table's SQL text
+    /// differently from a `CREATE` of the same columns) and every other
+    /// object's SQL.
     pub(crate) fn dump(conn: &Connection) -> Vec<(String, String)> {
         let mut stmt = conn
-            .prepare("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name")
+            .prepare(
+                "SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name",
+            )
             .unwrap();
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        let objects: Vec<(String, String, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .unwrap()
             .map(|r| r.unwrap())
+            .collect();
+        objects
+            .into_iter()
+            .map(|(kind, name, sql)| {
+                let shape = if kind == "table" && !sql.contains("VIRTUAL") {
+                    let mut cols = conn
+                        .prepare(&format!(
+                            "SELECT name, type, \"notnull\", pk FROM pragma_table_info('{name}')"
+                        ))
+                        .unwrap();
+                    cols.query_map([], |r| {
+                        Ok(format!(
+                            "{} {} {} {}",
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, i64>(3)?
+                        ))
+                    })
+                    .unwrap()
+                    .map(|c| c.unwrap())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+                } else {
+                    sql.split_whitespace().collect::<Vec<_>>().join(" ")
+                };
+                (name, shape)
+            })
             .collect()
     }
 
@@ -102,15 +149,37 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn frozen_v1_schema_matches_a_fresh_database() {
+    fn frozen_v2_schema_matches_a_fresh_database() {
         let dir = tempfile::tempdir().unwrap();
         let (mut fresh, path) = open(&dir, "fresh.db");
         migrate(&mut fresh, &path).unwrap();
         let (frozen, _) = open(&dir, "frozen.db");
         frozen
-            .execute_batch(include_str!("sql/tests/create_schema_v1.sql"))
+            .execute_batch(include_str!("sql/tests/create_schema_v2.sql"))
             .unwrap();
         assert_eq!(dump(&fresh), dump(&frozen));
+    }
+
+    #[test]
+    fn a_v1_store_upgrades_to_the_v2_schema_keeping_its_refusals() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut old, path) = open(&dir, "v1.db");
+        old.execute_batch(include_str!("sql/tests/create_schema_v1.sql"))
+            .unwrap();
+        old.pragma_update(None, "user_version", 1).unwrap();
+        old.execute(
+            "INSERT INTO outbox (doc_id, hash, bytes, rejected) VALUES ('r', x'01', x'02', 'outside yours')",
+            [],
+        )
+        .unwrap();
+        migrate(&mut old, &path).unwrap();
+        let (mut fresh, fresh_path) = open(&dir, "fresh.db");
+        migrate(&mut fresh, &fresh_path).unwrap();
+        assert_eq!(dump(&old), dump(&fresh));
+        let code: String = old
+            .query_row("SELECT code FROM outbox", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(code, "refused");
     }
 
     #[test]

@@ -136,6 +136,7 @@ fn create_update_delete_restore_round_trip() {
         s.outbox_status().unwrap(),
         OutboxStatus {
             pending: 5,
+            held: 0,
             rejected: 0
         }
     );
@@ -825,28 +826,56 @@ fn pipeline_can_change_unless_deals_would_be_orphaned() {
 }
 
 #[test]
-fn outbox_ack_and_reject() {
+fn outbox_acks_holds_and_refusals() {
+    use crate::protocol::{Rejection, SyncResponse};
     let mut fx = fixture("ann");
     let a = account(&mut fx.store, "A", "n");
     account(&mut fx.store, "B", "n");
+    account(&mut fx.store, "C", "n");
     let entries = fx.store.outbox(0, 10, false).unwrap();
-    assert_eq!(entries.len(), 2);
+    assert_eq!(entries.len(), 3);
     assert_eq!(entries[0].record_id, a.id);
-    assert!(fx
+    let answer = |hash: [u8; 32], code: &str| Rejection {
+        hash: hash.to_vec(),
+        reason: format!("because {code}"),
+        code: code.into(),
+        field: None,
+    };
+    let response = SyncResponse {
+        version: 1,
+        acks: vec![serde_bytes::ByteBuf::from(entries[0].hash.to_vec())],
+        rejected: vec![
+            answer(entries[1].hash, "invalid_value"),
+            answer(entries[2].hash, "held_for_review"),
+        ],
+        ..SyncResponse::default()
+    };
+    let report = fx
         .store
-        .mark_rejected(&entries[1].hash, "outside your territories")
-        .unwrap());
-    assert_eq!(fx.store.outbox(0, 10, false).unwrap().len(), 1);
-    let all = fx.store.outbox(0, 10, true).unwrap();
-    assert_eq!(all[1].rejected.as_deref(), Some("outside your territories"));
-    assert_eq!(fx.store.ack(&[entries[0].hash]).unwrap(), 1);
+        .apply_sync_response(&crate::protocol::encode(&response))
+        .unwrap();
+    assert_eq!((report.acked, report.rejected, report.held), (1, 1, 1));
     assert_eq!(
         fx.store.outbox_status().unwrap(),
         OutboxStatus {
             pending: 0,
+            held: 1,
             rejected: 1
         }
     );
+    // A held change is sent again (the relay tells its fate); a refused one is not.
+    let to_send = fx.store.outbox(0, 10, false).unwrap();
+    assert_eq!(to_send.len(), 1);
+    assert_eq!(to_send[0].code.as_deref(), Some("held_for_review"));
+    let refused = fx.store.refused_changes().unwrap();
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].reason, "because invalid_value");
+    fx.store.discard_refused(refused[0].id).unwrap();
+    assert!(fx.store.refused_changes().unwrap().is_empty());
+    assert!(matches!(
+        fx.store.discard_refused(refused[0].id),
+        Err(Error::NotFound(_))
+    ));
     fx.store.set_sync_state("cursor", "42").unwrap();
     assert_eq!(
         fx.store.sync_state("cursor").unwrap().as_deref(),

@@ -19,7 +19,6 @@ pub use http::HttpTransport;
 
 use serde::{Deserialize, Serialize};
 
-use crate::doc::ParsedChange;
 use crate::error::{Error, Result};
 use crate::protocol::{self, Cursor, RecordBytes, SyncRequest, SyncResponse, PROTOCOL_VERSION};
 use crate::store::Store;
@@ -41,7 +40,12 @@ pub trait Transport {
 pub struct RoundReport {
     pub pushed: usize,
     pub acked: usize,
+    /// Changes the relay refused (kept, see [`Store::refused_changes`]).
     pub rejected: usize,
+    /// Changes the relay holds for an office user's review.
+    pub held: usize,
+    /// Records reset to the relay's copy, with later edits re-made on top.
+    pub rebased: usize,
     pub snapshots: usize,
     pub changes: usize,
     pub evicted: usize,
@@ -103,48 +107,13 @@ impl Store {
         })
     }
 
-    /// Applies a relay response in one transaction.
+    /// Applies a relay response in one transaction: acknowledgements,
+    /// held and refused changes (a record with a refused change is reset to
+    /// the relay's copy and its later edits re-made on top), evictions,
+    /// snapshots, changes and the new cursor.
     pub fn apply_sync_response(&mut self, response: &[u8]) -> Result<RoundReport> {
         let response: SyncResponse = protocol::decode(response)?;
-        let acks = response
-            .acks
-            .iter()
-            .map(|h| protocol::hash_from(h))
-            .collect::<Result<Vec<_>>>()?;
-        let cursor =
-            serde_json::to_string(&response.cursor).map_err(|e| Error::Protocol(e.to_string()))?;
-        self.transaction(|tx| {
-            let mut report = RoundReport {
-                more: response.more,
-                ..Default::default()
-            };
-            report.acked = tx.ack(&acks)?;
-            for r in &response.rejected {
-                report.rejected +=
-                    usize::from(tx.mark_rejected(&protocol::hash_from(&r.hash)?, &r.reason)?);
-            }
-            if !response.evict_territories.is_empty() {
-                let ids = tx.ids_in_territories(&response.evict_territories)?;
-                report.evicted += tx.evict(&ids)?;
-            }
-            report.evicted += tx.evict(&response.evict)?;
-            for s in &response.snapshots {
-                tx.apply_snapshot(&s.record_id, &s.bytes)?;
-                report.snapshots += 1;
-            }
-            // Consecutive changes of one record go in one call.
-            for group in response.changes.chunk_by(|a, b| a.record_id == b.record_id) {
-                let id = &group[0].record_id;
-                let parsed = group
-                    .iter()
-                    .map(|c| ParsedChange::parse(id, &c.bytes))
-                    .collect::<Result<Vec<_>>>()?;
-                report.changes += group.len();
-                tx.apply_changes(id, parsed)?;
-            }
-            tx.set_sync_state("cursor", &cursor)?;
-            Ok(report)
-        })
+        self.apply_response(response)
     }
 
     /// Syncs until the outbox is sent and nothing more is waiting, calling
@@ -165,6 +134,8 @@ impl Store {
             t.pushed += pushed;
             t.acked += round.acked;
             t.rejected += round.rejected;
+            t.held += round.held;
+            t.rebased += round.rebased;
             t.snapshots += round.snapshots;
             t.changes += round.changes;
             t.evicted += round.evicted;

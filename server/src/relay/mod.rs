@@ -103,6 +103,9 @@ pub struct PushOutcome {
     pub rejected: Vec<Rejection>,
     /// Changes newly appended to the log.
     pub appended: usize,
+    /// The records refused changes were for, as the store now has them
+    /// (empty bytes: none the user may see), so the device can reset them.
+    pub resets: Vec<RecordBytes>,
     /// The territories those changes touched (before and after a move), so
     /// only devices that may see them are woken; `None` when the store does
     /// not say, which wakes every device.
@@ -230,8 +233,7 @@ pub fn sync(
         let change = access::view_change(user, &before, || store.territories())?;
         evict_territories = change.lost;
         if !change.gained.is_empty() {
-            // Gained territories: bootstrap again (what the device has merges idempotently).
-            cursor = Cursor::default();
+            cursor = bootstrap_gained(user, cursor, change.gained);
         }
     }
     let max_bytes = request.max_bytes.clamp(1, MAX_PAGE_BYTES);
@@ -246,6 +248,7 @@ pub fn sync(
         rejected: pushed.rejected,
         snapshots: page.snapshots,
         changes: page.changes,
+        resets: pushed.resets,
         evict: page.evict,
         evict_territories,
         cursor: Cursor {
@@ -259,6 +262,28 @@ pub fn sync(
         territories: pushed.territories,
     };
     Ok((response, appended))
+}
+
+/// The cursor that fetches territories a user gained: every record of them
+/// (the device may have evicted some of them before), then the log from
+/// where the device was. A device still in its first bootstrap starts a
+/// complete one of all its territories instead.
+fn bootstrap_gained(user: &User, cursor: Cursor, gained: Vec<String>) -> Cursor {
+    let (only, start_seq) = match cursor.bootstrap {
+        Some(unfinished) => (access::bootstrap_territories(user), unfinished.start_seq),
+        None if gained.iter().any(|t| t == access::ALL) => (vec![String::new()], cursor.seq),
+        None => (gained, cursor.seq),
+    };
+    Cursor {
+        seq: 0,
+        bootstrap: Some(fieldcrm_core::protocol::Bootstrap {
+            territory: String::new(),
+            after_id: String::new(),
+            start_seq,
+            only: Some(only),
+        }),
+        view: None,
+    }
 }
 
 /// Territory names: 1 to 64 bytes, not blank.

@@ -38,13 +38,14 @@ pub trait LogSource {
     /// previous territory is in `scope`.
     fn entries_after(&mut self, scope: &Scope, seq: u64, limit: usize) -> Result<Vec<LogEntry>>;
     /// Up to `limit` records after `after_id`, in id order, of `territory`
-    /// ("": every territory) that hold a change from a device other than
-    /// `device`: each id with its compacted document.
+    /// ("": every territory), each id with its compacted document; with
+    /// `not_only_from` set, only records holding a change from a device
+    /// other than that one.
     fn bootstrap_batch(
         &mut self,
         territory: &str,
         after_id: &str,
-        device: &str,
+        not_only_from: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, Vec<u8>)>>;
     /// The record's compacted document.
@@ -75,6 +76,7 @@ fn bootstrap_state(cursor: &Cursor, head: u64) -> Option<Bootstrap> {
             territory: String::new(),
             after_id: String::new(),
             start_seq: head,
+            only: None,
         }),
         None => None,
     }
@@ -92,8 +94,18 @@ fn bootstrap_page(
     let mut bytes = 0u64;
     // One ordered range scan per territory, so each page costs its own
     // size, not the size of the store. "" stands for "every territory".
-    let mut territories = access::bootstrap_territories(user);
+    let mut territories = match &boot.only {
+        Some(only) => {
+            let mut t = only.clone();
+            t.sort();
+            t
+        }
+        None => access::bootstrap_territories(user),
+    };
     territories.retain(|t| *t >= boot.territory);
+    // A first bootstrap leaves out what the device made itself (it has it,
+    // and has never evicted anything); any later one sends everything.
+    let not_only_from = boot.only.is_none().then_some(device);
     for territory in territories {
         let mut after = if territory == boot.territory {
             boot.after_id.clone()
@@ -101,7 +113,8 @@ fn bootstrap_page(
             String::new()
         };
         loop {
-            let batch = source.bootstrap_batch(&territory, &after, device, BOOTSTRAP_BATCH)?;
+            let batch =
+                source.bootstrap_batch(&territory, &after, not_only_from, BOOTSTRAP_BATCH)?;
             if batch.is_empty() {
                 break;
             }
@@ -112,6 +125,7 @@ fn bootstrap_page(
                             territory,
                             after_id: after,
                             start_seq: boot.start_seq,
+                            only: boot.only.clone(),
                         }),
                         ..Cursor::default()
                     };
@@ -176,9 +190,17 @@ fn log_page(
                 entry.prev_territory.as_deref(),
             );
             match delivery {
-                Delivery::Evict => page.evict.push(entry.record_id),
+                Delivery::Evict => {
+                    // What the page sent of it before it left is moot now;
+                    // the device applies evictions before snapshots.
+                    page.snapshots.retain(|s| s.record_id != entry.record_id);
+                    page.changes.retain(|c| c.record_id != entry.record_id);
+                    snapshotted.retain(|id| *id != entry.record_id);
+                    page.evict.push(entry.record_id);
+                }
                 // It entered the user's view: the device lacks its history.
                 Delivery::Snapshot if !snapshotted.contains(&entry.record_id) => {
+                    page.evict.retain(|id| *id != entry.record_id);
                     let snapshot = source.snapshot(&entry.record_id)?;
                     bytes += snapshot.len() as u64;
                     snapshotted.push(entry.record_id.clone());

@@ -104,6 +104,8 @@ pub trait PushStore {
     /// The Automerge actor `user` edits with from `device` in the office
     /// UI, made on first use and used by nobody else.
     fn web_actor(&mut self, user: &str, device: &str) -> Result<Vec<u8>>;
+    /// A stored record's compacted document, as this transaction sees it.
+    fn snapshot(&mut self, id: &str) -> Result<Option<Vec<u8>>>;
 }
 
 /// A pushed change that passed the checks needing no storage.
@@ -159,15 +161,20 @@ pub fn push<S: PushStore>(
     let mut out = PushOutcome::default();
     let mut seen = HashSet::new();
     let mut pushed = Vec::with_capacity(changes.len());
+    // Records with a refused change: the device gets them back to reset.
+    let mut refused_records = BTreeSet::new();
     for change in changes {
         match parse(user, change) {
             Ok(p) if seen.insert(p.hash) => pushed.push(p),
             Ok(_) => {} // the same change twice: one answer
-            Err(r) => out.rejected.push(r),
+            Err(r) => {
+                refused_records.insert(change.record_id.clone());
+                out.rejected.push(r);
+            }
         }
     }
     if pushed.is_empty() {
-        return Ok(out);
+        return finish(store, user, out, refused_records);
     }
     let hashes: Vec<[u8; 32]> = pushed.iter().map(|p| p.hash).collect();
     let logged = store.logged(&hashes)?;
@@ -179,7 +186,7 @@ pub fn push<S: PushStore>(
         !known
     });
     if pushed.is_empty() {
-        return Ok(out);
+        return finish(store, user, out, refused_records);
     }
     let actors: Vec<String> = pushed.iter().map(|p| p.parsed.actor_hex()).collect();
     let actor_refs: Vec<&str> = {
@@ -193,6 +200,7 @@ pub fn push<S: PushStore>(
     for (p, actor) in pushed.into_iter().zip(actors) {
         match owners.get(&actor) {
             Some(owner) if *owner != user.id => {
+                refused_records.insert(p.record_id.clone());
                 out.rejected
                     .push(rejection(Some(p.hash), &Refusal::ForeignActor { actor }));
             }
@@ -217,8 +225,35 @@ pub fn push<S: PushStore>(
         };
         receive_all(&directory, &rules, user, groups, loaded)?
     };
-    out.rejected.extend(refused);
+    for (record, r) in refused {
+        refused_records.insert(record);
+        out.rejected.push(r);
+    }
     save(store, user, device, accepted, &mut out)?;
+    finish(store, user, out, refused_records)
+}
+
+/// Adds, for every record a change was refused for, the record as the
+/// store now has it — or empty bytes when it has none the user may see.
+fn finish<S: PushStore>(
+    store: &mut S,
+    user: &User,
+    mut out: PushOutcome,
+    refused_records: BTreeSet<String>,
+) -> Result<PushOutcome> {
+    for id in refused_records {
+        let visible = store
+            .facts(&id)?
+            .is_some_and(|f| access::sees(user, f.territory.as_deref()));
+        let bytes = match visible {
+            true => store.snapshot(&id)?.unwrap_or_default(),
+            false => Vec::new(),
+        };
+        out.resets.push(RecordBytes {
+            record_id: id,
+            bytes,
+        });
+    }
     Ok(out)
 }
 
@@ -246,7 +281,8 @@ struct AcceptedGroup {
     changes: Vec<Pushed>,
 }
 
-type Received = (Vec<AcceptedGroup>, Vec<Rejection>);
+/// Accepted groups, and each refusal with its record.
+type Received = (Vec<AcceptedGroup>, Vec<(String, Rejection)>);
 
 /// Steps 5 to 8 for every record, in memory.
 fn receive_all<S: PushStore>(
@@ -270,7 +306,11 @@ fn receive_all<S: PushStore>(
             .as_ref()
             .map(|b| access::check_write(user, &id, Some(b.as_deref()), b.as_deref()))
         {
-            refused.extend(group.iter().map(|p| rejection(Some(p.hash), &refusal)));
+            refused.extend(
+                group
+                    .iter()
+                    .map(|p| (id.clone(), rejection(Some(p.hash), &refusal))),
+            );
             continue;
         }
         let mut attempt = doc.fork();
@@ -291,7 +331,9 @@ fn receive_all<S: PushStore>(
                             current = Some((attempt, record));
                             kept.push(p);
                         }
-                        Err(refusal) => refused.push(rejection(Some(p.hash), &refusal)),
+                        Err(refusal) => {
+                            refused.push((id.clone(), rejection(Some(p.hash), &refusal)))
+                        }
                     }
                 }
                 (kept, current)

@@ -426,7 +426,7 @@ impl LogSource for PgLog<'_, '_> {
         &mut self,
         territory: &str,
         after_id: &str,
-        device: &str,
+        not_only_from: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, Vec<u8>)>> {
         // Ids and documents in one query per batch; an ordered range scan
@@ -439,12 +439,14 @@ impl LogSource for PgLog<'_, '_> {
         let sql = format!(
             "SELECT r.id, d.snapshot FROM relay_records r JOIN relay_documents d ON d.id = r.id
              WHERE {scope} AND r.id > $1
-               AND EXISTS (SELECT 1 FROM relay_log l WHERE l.record_id = r.id AND l.device <> $3)
+               AND ($3::text IS NULL OR EXISTS
+                   (SELECT 1 FROM relay_log l WHERE l.record_id = r.id AND l.device <> $3))
              ORDER BY r.id LIMIT $4"
         );
-        let rows = self
-            .0
-            .query(&sql, &[&after_id, &territory, &device, &(limit as i64)])?;
+        let rows = self.0.query(
+            &sql,
+            &[&after_id, &territory, &not_only_from, &(limit as i64)],
+        )?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 

@@ -139,6 +139,14 @@ impl PushStore for PgPush<'_, '_> {
         append_log(self.tx, user, device, log)
     }
 
+    fn snapshot(&mut self, id: &str) -> Result<Option<Vec<u8>>> {
+        let row = self.tx.query_opt(
+            "SELECT snapshot FROM relay_documents WHERE id = $1 AND snapshot <> ''",
+            &[&id],
+        )?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
     fn web_actor(&mut self, user: &str, device: &str) -> Result<Vec<u8>> {
         let actor = rand::random::<[u8; 16]>().to_vec();
         self.tx.execute(

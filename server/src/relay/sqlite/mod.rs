@@ -371,10 +371,10 @@ impl LogSource for SqliteLog<'_> {
         &mut self,
         territory: &str,
         after_id: &str,
-        device: &str,
+        not_only_from: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, Vec<u8>)>> {
-        tables::bootstrap_ids(self.0.sql(), territory, after_id, device, limit)?
+        tables::bootstrap_ids(self.0.sql(), territory, after_id, not_only_from, limit)?
             .into_iter()
             .map(|id| {
                 let snapshot = self.0.snapshot(&id)?;

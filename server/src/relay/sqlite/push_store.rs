@@ -67,6 +67,10 @@ impl PushStore for SqlitePush<'_, '_> {
     fn web_actor(&mut self, user: &str, device: &str) -> Result<Vec<u8>> {
         tables::web_actor(self.tx.sql(), user, device)
     }
+
+    fn snapshot(&mut self, id: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.tx.snapshot(id)?)
+    }
 }
 
 /// The configured deal pipeline, or the default one.

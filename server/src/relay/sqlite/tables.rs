@@ -350,18 +350,18 @@ pub(super) fn entries_after(
     Ok(rows)
 }
 
-/// Record ids after `after_id` of `territory` ("": all) holding a change
-/// from a device other than `device`, in id order.
+/// Record ids after `after_id` of `territory` ("": all), in id order; with
+/// `not_only_from`, only those holding a change from another device.
 pub(super) fn bootstrap_ids(
     conn: &Connection,
     territory: &str,
     after_id: &str,
-    device: &str,
+    not_only_from: Option<&str>,
     limit: usize,
 ) -> Result<Vec<String>> {
     // Ordered range scans on records(territory, id), or the id index.
-    let not_own =
-        "AND EXISTS (SELECT 1 FROM relay_log l WHERE l.record_id = records.id AND l.device != ?3)";
+    let not_own = "AND (?3 IS NULL OR EXISTS (SELECT 1 FROM relay_log l
+                   WHERE l.record_id = records.id AND l.device != ?3))";
     let sql = if territory.is_empty() {
         format!(
             "SELECT id FROM records WHERE id > ?1 AND ?2 = '' {not_own} ORDER BY id LIMIT {limit}"
@@ -371,7 +371,7 @@ pub(super) fn bootstrap_ids(
     };
     let ids = conn
         .prepare_cached(&sql)?
-        .query_map(params![after_id, territory, device], |r| r.get(0))?
+        .query_map(params![after_id, territory, not_only_from], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     Ok(ids)
 }

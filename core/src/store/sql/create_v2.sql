@@ -1,4 +1,5 @@
--- FieldCRM device store, schema version 1.
+-- FieldCRM device store, schema version 2 (fresh stores; older ones are
+-- upgraded step by step, see schema.rs).
 
 -- Device identity, sync cursor and settings (pipeline).
 CREATE TABLE meta (
@@ -67,12 +68,24 @@ CREATE VIRTUAL TABLE records_fts USING fts5 (
     detail = column
 );
 
--- Local changes not yet acknowledged by the relay. A rejected change stays,
--- marked with the relay's reason, so no edit is lost.
+-- Local changes not yet acknowledged by the relay. rejected NULL: waiting
+-- to be sent. code 'held_for_review': the relay holds it for an office
+-- user's decision (sent again at every sync to learn it). Any other code:
+-- refused; kept with what it meant to do (intent, JSON) until the user
+-- retries or discards it, so no edit is lost.
 CREATE TABLE outbox (
-    seq      INTEGER PRIMARY KEY,
-    doc_id   TEXT NOT NULL,
-    hash     BLOB NOT NULL UNIQUE,
-    bytes    BLOB NOT NULL,
-    rejected TEXT
+    seq        INTEGER PRIMARY KEY,
+    doc_id     TEXT NOT NULL,
+    hash       BLOB NOT NULL UNIQUE,
+    bytes      BLOB NOT NULL,
+    rejected   TEXT,
+    code       TEXT,
+    field      TEXT,
+    intent     TEXT,
+    refused_at INTEGER
 );
+CREATE INDEX outbox_doc ON outbox (doc_id);
+
+-- Records the relay said to evict while they still had changes waiting
+-- (to be sent, or held for review): evicted once those are settled.
+CREATE TABLE deferred_evictions (record_id TEXT PRIMARY KEY) WITHOUT ROWID;

@@ -1,0 +1,146 @@
+//! What a device does with one relay response, in ONE transaction: drop
+//! acknowledged changes, keep held ones, rebase records with refused
+//! changes (docs/decisions/0004-refused-changes.md), evict what left the
+//! user's territories — unless changes of it still wait, then once they
+//! are settled — and apply snapshots, changes and the new cursor.
+
+use rusqlite::Transaction;
+
+use super::rebase::{self, Refusals};
+use super::{apply_in, apply_snapshot_in, evict_in, meta_set, outbox, Store, Writer};
+use crate::doc::ParsedChange;
+use crate::error::{Error, Result};
+use crate::protocol::{self, SyncResponse};
+use crate::sync::RoundReport;
+
+impl Store {
+    pub(crate) fn apply_response(&mut self, response: SyncResponse) -> Result<RoundReport> {
+        let cursor =
+            serde_json::to_string(&response.cursor).map_err(|e| Error::Protocol(e.to_string()))?;
+        let meta = self.meta();
+        let tx = self.conn.transaction()?;
+        let mut report = RoundReport {
+            more: response.more,
+            ..Default::default()
+        };
+        for hash in &response.acks {
+            report.acked += usize::from(outbox::ack(&tx, &protocol::hash_from(hash)?)?);
+        }
+        let mut refusals: Refusals<'_> = Default::default();
+        for r in response.rejected.iter().filter(|r| !r.hash.is_empty()) {
+            let hash = protocol::hash_from(&r.hash)?;
+            if r.code == outbox::HELD {
+                report.held += usize::from(outbox::hold(&tx, &hash, &r.reason)?);
+            } else {
+                refusals.insert(hash, r);
+            }
+        }
+        report.rejected = refusals.len();
+        // Replays are made under the territories this response grants.
+        let view = response.cursor.view.as_deref().or(self.view.as_deref());
+        let mut actor = self.actor.clone();
+        if !response.resets.is_empty() {
+            // The refused changes used sequence numbers of this actor that
+            // the relay never stored; re-made changes must not reuse them.
+            actor = rotate_actor(&tx, &self.user)?;
+        }
+        let w = Writer {
+            actor: &actor,
+            user: &self.user,
+            pipeline: &self.pipeline,
+            meta,
+            view,
+        };
+        for reset in &response.resets {
+            rebase::rebase(&tx, &w, &reset.record_id, &reset.bytes, &refusals)?;
+            report.rebased += 1;
+        }
+        // A refusal the relay sent no copy of the record with (an older
+        // relay): keep it refused. (Those rebased are refused already.)
+        for (hash, r) in &refusals {
+            outbox::refuse(
+                &tx,
+                hash,
+                &r.reason,
+                &r.code,
+                r.field.as_deref(),
+                None,
+                w.meta.time,
+            )?;
+        }
+        if !response.evict_territories.is_empty() {
+            let ids = ids_in_territories(&tx, &response.evict_territories)?;
+            report.evicted += evict_or_defer(&tx, &ids)?;
+        }
+        report.evicted += evict_or_defer(&tx, &response.evict)?;
+        for s in &response.snapshots {
+            outbox::cancel_eviction(&tx, &s.record_id)?;
+            apply_snapshot_in(&tx, &s.record_id, &s.bytes)?;
+            report.snapshots += 1;
+        }
+        // Consecutive changes of one record go in one call.
+        for group in response.changes.chunk_by(|a, b| a.record_id == b.record_id) {
+            let id = &group[0].record_id;
+            let parsed = group
+                .iter()
+                .map(|c| ParsedChange::parse(id, &c.bytes))
+                .collect::<Result<Vec<_>>>()?;
+            report.changes += group.len();
+            outbox::cancel_eviction(&tx, id)?;
+            apply_in(&tx, id, parsed)?;
+        }
+        report.evicted += settle_evictions(&tx)?;
+        meta_set(&tx, "sync.cursor", &cursor)?;
+        tx.commit()?;
+        self.actor = actor;
+        if response.cursor.view.is_some() {
+            self.view = response.cursor.view;
+        }
+        Ok(report)
+    }
+}
+
+/// A new Automerge actor for this device's user.
+fn rotate_actor(tx: &Transaction<'_>, user: &str) -> Result<Vec<u8>> {
+    let actor = uuid::Uuid::new_v4().as_bytes().to_vec();
+    tx.prepare_cached("UPDATE actors SET actor = ?2 WHERE user_id = ?1")?
+        .execute(rusqlite::params![user, actor])?;
+    Ok(actor)
+}
+
+fn ids_in_territories(tx: &Transaction<'_>, territories: &[String]) -> Result<Vec<String>> {
+    let json = serde_json::Value::from(territories.to_vec()).to_string();
+    let mut stmt = tx.prepare_cached(
+        "SELECT id FROM records WHERE territory IN (SELECT value FROM json_each(?1))",
+    )?;
+    let ids = stmt
+        .query_map([json], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(ids)
+}
+
+/// Evicts each record now, or — while changes of it wait to be sent or
+/// are held for review — once they are settled. Returns how many went now.
+fn evict_or_defer(tx: &Transaction<'_>, ids: &[String]) -> Result<usize> {
+    let mut n = 0;
+    for id in ids {
+        if outbox::unsettled(tx, id)? {
+            outbox::defer_eviction(tx, id)?;
+        } else {
+            n += usize::from(evict_in(tx, id)?);
+        }
+    }
+    Ok(n)
+}
+
+/// Evicts the deferred records whose changes are all settled now.
+fn settle_evictions(tx: &Transaction<'_>) -> Result<usize> {
+    let mut n = 0;
+    for id in outbox::deferred_evictions(tx)? {
+        if !outbox::unsettled(tx, &id)? {
+            n += usize::from(evict_in(tx, &id)?);
+            outbox::cancel_eviction(tx, &id)?;
+        }
+    }
+    Ok(n)
+}
