@@ -826,6 +826,216 @@ fn both_stores_answer_alike(fx: Fixture) {
     }
 }
 
+/// Issue 14, story 1: a refused change used to fork the record on the
+/// device for good. Now the device takes the relay's copy back, re-makes
+/// its later edits on top, and keeps the refused one to retry or discard.
+fn a_refused_change_never_forks_the_record(fx: Fixture) {
+    let mut ann = fx.device("ann");
+    let mut olivia = fx.device("olivia");
+    let id = account(&mut ann, "Acme", "north");
+    fx.sync(&mut ann);
+    ann.update(&id, fields([("phone", "+44 1")])).unwrap();
+    // The device cannot know "ghost" is nobody; the relay refuses it.
+    ann.update(&id, fields([("owner", "ghost")])).unwrap();
+    ann.update(&id, fields([("industry", "Steel")])).unwrap();
+    ann.update(&id, fields([("notes", "first visit")])).unwrap();
+    fx.sync(&mut ann);
+    fx.sync(&mut olivia);
+
+    let mine = ann.get(&id).unwrap();
+    assert_eq!(
+        mine,
+        olivia.get(&id).unwrap(),
+        "the device equals the relay"
+    );
+    assert_eq!(mine.text("phone"), Some("+44 1"));
+    assert_eq!(
+        mine.text("industry"),
+        Some("Steel"),
+        "a later edit survives"
+    );
+    assert_eq!(mine.text("notes"), Some("first visit"));
+    assert_eq!(
+        mine.text("owner"),
+        Some("ann"),
+        "the refused intent is left out"
+    );
+    let status = ann.outbox_status().unwrap();
+    assert_eq!((status.pending, status.rejected), (0, 1));
+    let refused = ann.refused_changes().unwrap();
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].record_id, id);
+    assert_eq!(refused[0].field.as_deref(), Some("owner"));
+    assert_eq!(refused[0].code, "invalid_value");
+    assert_eq!(
+        refused[0].reason,
+        "invalid value for field \"owner\": \"ghost\" (no such user)"
+    );
+    assert_eq!(
+        refused[0]
+            .fields
+            .iter()
+            .map(|f| (f.field.as_str(), f.new.clone()))
+            .collect::<Vec<_>>(),
+        [("owner", Value::from("ghost"))]
+    );
+    // Each accepted edit is in the relay's history exactly once.
+    let history = olivia.history(&id).unwrap();
+    for (field, value) in [("phone", "+44 1"), ("industry", "Steel")] {
+        let times = history
+            .iter()
+            .filter(|h| {
+                h.fields
+                    .iter()
+                    .any(|f| f.field == field && f.new == Value::from(value))
+            })
+            .count();
+        assert_eq!(times, 1, "{field} applied {times} times");
+    }
+
+    // Later edits go through, and the relay's other changes still arrive.
+    olivia
+        .update(&id, fields([("website", "acme.example")]))
+        .unwrap();
+    fx.sync(&mut olivia);
+    ann.update(&id, fields([("phone", "+44 2")])).unwrap();
+    fx.sync(&mut ann);
+    fx.sync(&mut olivia);
+    assert_eq!(ann.get(&id).unwrap(), olivia.get(&id).unwrap());
+    assert_eq!(ann.outbox_status().unwrap().pending, 0);
+
+    // Once "ghost" is a user, a retry makes the intent again, as a new change.
+    let hash = auth::hash_password("password1").unwrap();
+    fx.relay
+        .add_user("ghost", &hash, Role::Rep, &["north".into()])
+        .unwrap();
+    let retried = ann.retry_refused(refused[0].id).unwrap();
+    assert_eq!(retried.text("owner"), Some("ghost"));
+    fx.sync(&mut ann);
+    fx.sync(&mut olivia);
+    assert_eq!(olivia.get(&id).unwrap().text("owner"), Some("ghost"));
+    assert!(ann.refused_changes().unwrap().is_empty());
+    assert_eq!(ann.get(&id).unwrap(), olivia.get(&id).unwrap());
+}
+
+/// A record created before the device knew the user's territories, in one
+/// that is not theirs: refused, gone from the device, kept as an intent;
+/// its later edits wait with it; a retry after the grant re-creates it.
+fn a_refused_creation_is_kept_and_can_be_retried(fx: Fixture) {
+    let mut sam = fx.device("sam");
+    let id = account(&mut sam, "Wrong side", "north");
+    sam.update(&id, fields([("phone", "+44 3")])).unwrap();
+    let keep = account(&mut sam, "Right side", "south");
+    fx.sync(&mut sam);
+    assert!(
+        sam.get(&id).is_err(),
+        "the relay has no such record for sam"
+    );
+    assert!(sam.get(&keep).is_ok());
+    let refused = sam.refused_changes().unwrap();
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert!(refused[0].creates && refused[0].code == "outside_territory");
+    assert_eq!(refused[1].code, "depends_on_refused");
+    assert!(
+        refused[1].reason.contains("was not created"),
+        "{}",
+        refused[1].reason
+    );
+    // Now the device knows its territories: the same create is refused at the call.
+    let err = sam
+        .create(
+            Kind::Account,
+            fields([("name", "Again"), ("territory", "north")]),
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid value for field \"territory\": \"north\" (not one of your territories (south))"
+    );
+    // Discard the edit; grant north; retry the creation.
+    sam.discard_refused(refused[1].id).unwrap();
+    fx.relay
+        .set_territories("sam", &["north".into(), "south".into()])
+        .unwrap();
+    fx.sync(&mut sam); // learns the new territories
+    let made = sam.retry_refused(refused[0].id).unwrap();
+    assert_eq!(
+        (made.id.as_str(), made.text("name")),
+        (id.as_str(), Some("Wrong side"))
+    );
+    fx.sync(&mut sam);
+    let mut olivia = fx.device("olivia");
+    fx.sync(&mut olivia);
+    assert_eq!(olivia.get(&id).unwrap().text("territory"), Some("north"));
+    assert!(sam.refused_changes().unwrap().is_empty());
+}
+
+/// Issue 14, story 3: a re-granted territory used to come back with only
+/// the records other devices had touched. Now it comes back whole, with
+/// history; so does a record moved out and back, and a removed and
+/// re-added user's view.
+fn what_a_device_evicted_comes_back_complete(fx: Fixture) {
+    let mut ann = fx.device("ann");
+    let mut made: Vec<String> = (0..25)
+        .map(|i| account(&mut ann, &format!("Mine {i:02}"), "north"))
+        .collect();
+    ann.update(&made[0], fields([("phone", "+44 5")])).unwrap();
+    fx.sync(&mut ann);
+    made.sort();
+
+    // Territory removed and re-added.
+    fx.relay.set_territories("ann", &[]).unwrap();
+    fx.sync(&mut ann);
+    assert!(ids(&ann).is_empty(), "north evicted");
+    fx.relay.set_territories("ann", &["north".into()]).unwrap();
+    fx.sync_with(&mut ann, 3_000);
+    assert_eq!(ids(&ann), made, "every record back");
+    assert_eq!(ann.history(&made[0]).unwrap().len(), 2, "with its history");
+
+    // A record moved out and back.
+    let mut olivia = fx.device("olivia");
+    fx.sync(&mut olivia);
+    olivia
+        .update(&made[1], fields([("territory", "south")]))
+        .unwrap();
+    fx.sync(&mut olivia);
+    fx.sync(&mut ann);
+    assert!(ann.get(&made[1]).is_err());
+    olivia
+        .update(&made[1], fields([("territory", "north")]))
+        .unwrap();
+    olivia
+        .update(&made[1], fields([("phone", "+44 6")]))
+        .unwrap();
+    fx.sync(&mut olivia);
+    fx.sync(&mut ann);
+    assert_eq!(ann.get(&made[1]).unwrap(), olivia.get(&made[1]).unwrap());
+
+    // Out and back between two syncs: the device ends with it.
+    olivia
+        .update(&made[2], fields([("territory", "south")]))
+        .unwrap();
+    olivia
+        .update(&made[2], fields([("territory", "north")]))
+        .unwrap();
+    fx.sync(&mut olivia);
+    fx.sync(&mut ann);
+    assert_eq!(ann.get(&made[2]).unwrap(), olivia.get(&made[2]).unwrap());
+
+    // A user removed and re-added (same name, territories changed meanwhile).
+    fx.relay.remove_user("ann").unwrap();
+    let hash = auth::hash_password("password1").unwrap();
+    fx.relay.add_user("ann", &hash, Role::Rep, &[]).unwrap();
+    fx.sync(&mut ann);
+    assert!(ids(&ann).is_empty());
+    fx.relay.set_territories("ann", &["north".into()]).unwrap();
+    fx.sync_with(&mut ann, 3_000);
+    assert_eq!(ids(&ann), made);
+    for id in &made {
+        assert_eq!(ann.get(id).unwrap(), olivia.get(id).unwrap(), "{id}");
+    }
+}
+
 /// A change re-made with another actor id (same content, same record).
 fn with_actor(change: &RecordBytes, actor_hex: &str) -> RecordBytes {
     let parsed = automerge::Change::from_bytes(change.bytes.clone()).unwrap();
@@ -853,6 +1063,9 @@ macro_rules! store_suite {
 }
 
 store_suite!(sqlite:
+    a_refused_change_never_forks_the_record,
+    a_refused_creation_is_kept_and_can_be_retried,
+    what_a_device_evicted_comes_back_complete,
     users_tokens_and_territories,
     changes_reach_the_right_devices_once,
     bad_pushes_are_refused_one_by_one,
@@ -865,6 +1078,9 @@ store_suite!(sqlite:
     both_stores_answer_alike,
 );
 store_suite!(postgres:
+    a_refused_change_never_forks_the_record,
+    a_refused_creation_is_kept_and_can_be_retried,
+    what_a_device_evicted_comes_back_complete,
     users_tokens_and_territories,
     changes_reach_the_right_devices_once,
     bad_pushes_are_refused_one_by_one,
