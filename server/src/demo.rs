@@ -150,7 +150,12 @@ pub fn seed(relay: &dyn RelayStore) -> Result<usize> {
             role: Role::Rep,
             territories: vec![territory.to_string()],
         };
-        let pushed = relay.push(&user, &format!("demo-{rep}"), changes)?;
+        let pushed = relay.push(
+            &user,
+            &format!("demo-{rep}"),
+            &fieldcrm_core::protocol::Cursor::default(),
+            changes,
+        )?;
         if let Some(r) = pushed.rejected.first() {
             return Err(RelayError::Invalid(format!(
                 "demo data was refused: {}",

@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 
 use common::raw_client::{now_ms, RawRecord};
-use fieldcrm_core::protocol::{self, RecordBytes, Rejection, SyncRequest};
+use fieldcrm_core::protocol::{self, Cursor, RecordBytes, Rejection, SyncRequest};
 use fieldcrm_core::{fields, Edit, Kind, ListQuery, Store, Value};
 use fieldcrm_server::auth;
 use fieldcrm_server::relay::postgres::PgRelay;
@@ -201,7 +201,7 @@ fn changes_reach_the_right_devices_once(fx: Fixture) {
         .collect();
     let out = fx
         .relay
-        .push(&fx.user("ann"), "other-device", again)
+        .push(&fx.user("ann"), "other-device", &Cursor::default(), again)
         .unwrap();
     assert_eq!(
         (out.acks.len(), out.appended, out.rejected.len()),
@@ -236,7 +236,10 @@ fn bad_pushes_are_refused_one_by_one(fx: Fixture) {
     // Ann's own change for a record in a territory she does not have.
     let outside = account(&mut ann, "Elsewhere", "south");
     push.extend(changes(&ann, &outside));
-    let out = fx.relay.push(&fx.user("ann"), "dev-a", push).unwrap();
+    let out = fx
+        .relay
+        .push(&fx.user("ann"), "dev-a", &Cursor::default(), push)
+        .unwrap();
     assert_eq!(out.acks.len(), 1);
     assert_eq!(out.appended, 1);
     let reasons: Vec<&str> = out.rejected.iter().map(|r| r.reason.as_str()).collect();
@@ -262,7 +265,10 @@ fn bad_pushes_are_refused_one_by_one(fx: Fixture) {
     // An actor is bound to the first user who pushed with it.
     let bob = fx.user("bob");
     let stolen = changes(&ann, &good);
-    let out = fx.relay.push(&bob, "dev-b", stolen).unwrap();
+    let out = fx
+        .relay
+        .push(&bob, "dev-b", &Cursor::default(), stolen)
+        .unwrap();
     assert_eq!(out.rejected.len(), 1);
 }
 
@@ -455,7 +461,7 @@ fn refused(fx: &Fixture, user: &str, changes: Vec<RecordBytes>) -> Rejection {
     let before = fx.relay.stats().unwrap();
     let out = fx
         .relay
-        .push(&fx.user(user), "raw-client", changes)
+        .push(&fx.user(user), "raw-client", &Cursor::default(), changes)
         .unwrap();
     let after = fx.relay.stats().unwrap();
     assert_eq!(
@@ -473,7 +479,7 @@ fn accepted(fx: &Fixture, user: &str, changes: Vec<RecordBytes>) {
     let n = changes.len();
     let out = fx
         .relay
-        .push(&fx.user(user), "raw-client", changes)
+        .push(&fx.user(user), "raw-client", &Cursor::default(), changes)
         .unwrap();
     assert!(out.rejected.is_empty(), "{:?}", out.rejected);
     assert_eq!(out.acks.len(), n);
@@ -693,16 +699,24 @@ fn references_owners_and_territories_must_exist_for_the_pusher(fx: Fixture) {
     let mut account = RawRecord::account("ann", "Together", "north");
     let mut deal = RawRecord::deal("ann", &account.id, "north");
     let (a, d) = (account.commit(), deal.commit());
-    let out = fx
-        .relay
-        .push(&fx.user("ann"), "raw-client", vec![a.clone(), d.clone()]);
+    let out = fx.relay.push(
+        &fx.user("ann"),
+        "raw-client",
+        &Cursor::default(),
+        vec![a.clone(), d.clone()],
+    );
     assert!(out.unwrap().rejected.is_empty());
     let mut other = RawRecord::account("ann", "Later", "north");
     let mut on_later = RawRecord::deal("ann", &other.id, "north");
     let (o, l) = (other.commit(), on_later.commit());
     let out = fx
         .relay
-        .push(&fx.user("ann"), "raw-client", vec![l, o])
+        .push(
+            &fx.user("ann"),
+            "raw-client",
+            &Cursor::default(),
+            vec![l, o],
+        )
         .unwrap();
     assert_eq!(out.rejected.len(), 1, "the deal before its account");
     assert_eq!(out.rejected[0].code, "bad_reference");
@@ -784,7 +798,10 @@ fn both_stores_answer_alike(fx: Fixture) {
     let ann_actor = device.actor_hex();
     let forged_change = with_actor(&forged_change, &ann_actor);
     push.push(forged_change);
-    let out = fx.relay.push(&fx.user("bob"), "bob-device", push).unwrap();
+    let out = fx
+        .relay
+        .push(&fx.user("bob"), "bob-device", &Cursor::default(), push)
+        .unwrap();
     assert_eq!(out.acks.len(), 1, "bob's own change is stored");
     assert_eq!(out.rejected.len(), 1);
     assert_eq!(out.rejected[0].code, "foreign_actor");
@@ -970,6 +987,104 @@ fn a_refused_creation_is_kept_and_can_be_retried(fx: Fixture) {
     assert!(sam.refused_changes().unwrap().is_empty());
 }
 
+/// Issue 14, story 2: an edit made while the rep had the territory, that
+/// arrives after it was taken away, used to be refused and its record
+/// evicted. Now it waits in a review queue; the device keeps the record
+/// until the office decides; accepted, it is applied as the rep's change.
+fn edits_made_before_a_revocation_wait_for_review(fx: Fixture) {
+    let relay = &*fx.relay;
+    let mut ann = fx.device("ann");
+    let kept = account(&mut ann, "Kept", "north");
+    let dropped = account(&mut ann, "Dropped", "north");
+    let other = account(&mut ann, "Untouched", "north");
+    fx.sync(&mut ann);
+    // Offline edits, then the office takes the north away.
+    ann.update(&kept, fields([("phone", "+44 7")])).unwrap();
+    ann.update(&kept, fields([("industry", "Mining")])).unwrap();
+    ann.update(&dropped, fields([("phone", "+44 8")])).unwrap();
+    relay.set_territories("ann", &[]).unwrap();
+    fx.sync(&mut ann);
+
+    let status = ann.outbox_status().unwrap();
+    assert_eq!((status.pending, status.held, status.rejected), (0, 3, 0));
+    assert!(
+        ann.get(&other).is_err(),
+        "what has nothing waiting is evicted"
+    );
+    assert_eq!(
+        ann.get(&kept).unwrap().text("industry"),
+        Some("Mining"),
+        "kept until decided"
+    );
+    let err = ann.update(&kept, fields([("phone", "+44 9")])).unwrap_err();
+    assert_eq!(err.code(), "not_yours", "{err}");
+
+    // Who sees the queue: office and the north's manager, not a rep.
+    let olivia = fx.user("olivia");
+    let queue = office::review_queue(relay, &olivia).unwrap();
+    assert_eq!(queue.len(), 3);
+    assert_eq!(queue[0].held.record_id, kept);
+    assert_eq!(queue[0].held.user, "ann");
+    assert_eq!(queue[0].record_name, "Kept");
+    assert_eq!(
+        queue[0]
+            .fields
+            .iter()
+            .map(|f| f.field.as_str())
+            .collect::<Vec<_>>(),
+        ["phone"]
+    );
+    assert_eq!(queue[1].fields[0].new, Value::from("Mining"));
+    assert!(office::review_queue(relay, &fx.user("bob"))
+        .unwrap()
+        .is_empty());
+    assert!(office::decide_record(relay, &fx.user("bob"), &kept, true).is_err());
+
+    let decided = office::decide_record(relay, &olivia, &kept, true).unwrap();
+    assert_eq!(decided, vec![relay::review::Decided::Accepted; 2]);
+    let decided = office::decide_record(relay, &olivia, &dropped, false).unwrap();
+    assert_eq!(decided, vec![relay::review::Decided::Discarded]);
+    assert!(office::review_queue(relay, &olivia).unwrap().is_empty());
+    let detail = office::record(relay, &olivia, &kept).unwrap();
+    assert_eq!(detail.record.text("industry"), Some("Mining"));
+    let last = detail.history.last().unwrap();
+    assert_eq!(last.user, "ann", "applied as its author's change");
+
+    // The device learns both outcomes, and only then lets the records go.
+    fx.sync(&mut ann);
+    assert!(ann.get(&kept).is_err() && ann.get(&dropped).is_err());
+    let status = ann.outbox_status().unwrap();
+    assert_eq!((status.pending, status.held, status.rejected), (0, 0, 1));
+    let refused = ann.refused_changes().unwrap();
+    assert_eq!(refused[0].record_id, dropped);
+    assert_eq!(refused[0].code, "discarded");
+    assert_eq!(refused[0].reason, "discarded on review by olivia");
+    assert_eq!(refused[0].fields[0].new, Value::from("+44 8"));
+
+    // A record moved out of the rep's territory while she edited it offline.
+    relay.set_territories("ann", &["north".into()]).unwrap();
+    fx.sync(&mut ann);
+    let mut office_device = fx.device("olivia");
+    fx.sync(&mut office_device);
+    ann.update(&other, fields([("website", "untouched.example")]))
+        .unwrap();
+    office_device
+        .update(&other, fields([("territory", "south")]))
+        .unwrap();
+    fx.sync(&mut office_device);
+    fx.sync(&mut ann);
+    assert_eq!(ann.outbox_status().unwrap().held, 1);
+    office::decide_record(relay, &olivia, &other, true).unwrap();
+    fx.sync(&mut ann);
+    fx.sync(&mut office_device);
+    assert_eq!(
+        office_device.get(&other).unwrap().text("website"),
+        Some("untouched.example")
+    );
+    assert!(ann.get(&other).is_err());
+    assert_eq!(ann.outbox_status().unwrap().held, 0);
+}
+
 /// Issue 14, story 3: a re-granted territory used to come back with only
 /// the records other devices had touched. Now it comes back whole, with
 /// history; so does a record moved out and back, and a removed and
@@ -1064,6 +1179,7 @@ macro_rules! store_suite {
 
 store_suite!(sqlite:
     a_refused_change_never_forks_the_record,
+    edits_made_before_a_revocation_wait_for_review,
     a_refused_creation_is_kept_and_can_be_retried,
     what_a_device_evicted_comes_back_complete,
     users_tokens_and_territories,
@@ -1079,6 +1195,7 @@ store_suite!(sqlite:
 );
 store_suite!(postgres:
     a_refused_change_never_forks_the_record,
+    edits_made_before_a_revocation_wait_for_review,
     a_refused_creation_is_kept_and_can_be_retried,
     what_a_device_evicted_comes_back_complete,
     users_tokens_and_territories,

@@ -43,6 +43,13 @@ pub enum Refusal {
     /// The record exists, in a territory the user does not have.
     #[error("record {record} is not in your territories")]
     NotYours { record: String },
+    /// The record left the user's territories after the device last
+    /// synced: the change waits for an office user's decision.
+    #[error("held for review: record {record} is no longer in your territories; an office user will accept or discard this change")]
+    HeldForReview { record: String },
+    /// An office user discarded the held change.
+    #[error("discarded on review by {by}")]
+    Discarded { by: String },
     /// The change would move the record out of the user's territories.
     #[error("record {record} would move to territory {territory:?}, outside yours")]
     OutsideTerritory { record: String, territory: String },
@@ -61,6 +68,8 @@ impl Refusal {
             Refusal::WrongAuthor { .. } => "wrong_author",
             Refusal::ForeignActor { .. } => "foreign_actor",
             Refusal::NotYours { .. } => "not_yours",
+            Refusal::HeldForReview { .. } => "held_for_review",
+            Refusal::Discarded { .. } => "discarded",
             Refusal::OutsideTerritory { .. } => "outside_territory",
             Refusal::Invalid(e) => e.code(),
         }

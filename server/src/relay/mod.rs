@@ -17,6 +17,7 @@ pub mod office;
 pub mod postgres;
 pub mod pull;
 pub mod push;
+pub mod review;
 pub mod sqlite;
 
 use std::collections::{BTreeSet, HashMap};
@@ -145,7 +146,16 @@ pub struct RelayStats {
 
 /// Everything the relay stores. Blocking: call from `spawn_blocking`.
 pub trait RelayStore: Send + Sync {
-    fn push(&self, user: &User, device: &str, changes: Vec<RecordBytes>) -> Result<PushOutcome>;
+    /// Pushes `changes` as `user` from `device`, whose cursor (what it
+    /// knew) is `known` (`Cursor::default()` for pushers that are not
+    /// syncing devices).
+    fn push(
+        &self,
+        user: &User,
+        device: &str,
+        known: &Cursor,
+        changes: Vec<RecordBytes>,
+    ) -> Result<PushOutcome>;
     fn pull(&self, user: &User, device: &str, cursor: &Cursor, max_bytes: u64) -> Result<PullPage>;
     /// The newest log sequence number.
     fn head(&self) -> Result<u64>;
@@ -212,6 +222,20 @@ pub trait RelayStore: Send + Sync {
     /// against the user's territories, stored and appended to the log, so
     /// devices receive it on their next sync. One outcome per edit, in order.
     fn edit(&self, user: &User, device: &str, edits: Vec<Edit>) -> Result<Vec<EditOutcome>>;
+
+    // ----- the review queue (relay/review.rs)
+
+    /// Changes still held for review in `scope`, in the order they were held.
+    fn held_changes(&self, scope: &access::Scope) -> Result<Vec<review::Held>>;
+    /// A stored record's compacted document.
+    fn document(&self, id: &str) -> Result<Option<Vec<u8>>>;
+    /// Accepts or discards held changes as `decider` (relay/review.rs).
+    fn decide(
+        &self,
+        decider: &User,
+        hashes: &[[u8; 32]],
+        accept: bool,
+    ) -> Result<Vec<review::Decided>>;
 }
 
 /// One `POST /v1/sync` round: push, then pull, as one response.
@@ -225,7 +249,7 @@ pub fn sync(
             "device_id must be 1 to 128 bytes".into(),
         ));
     }
-    let pushed = store.push(user, &request.device_id, request.push)?;
+    let pushed = store.push(user, &request.device_id, &request.cursor, request.push)?;
     let now = access::view(user);
     let mut cursor = request.cursor;
     let mut evict_territories = Vec::new();

@@ -7,6 +7,7 @@
 use fieldcrm_core::{Edit, Kind, ListQuery, OwnerCount, Page, Record, StageSummary};
 
 use super::access::{self, narrow};
+use super::review::{self, Decided, HeldChange};
 use super::{EditOutcome, EditRefusal, RecordDetail, RelayError, RelayStore, Result, User};
 
 /// The device name office edits are pushed from (shown in field history).
@@ -175,4 +176,41 @@ pub fn try_edit(store: &dyn RelayStore, user: &User, change: Edit) -> Result<Edi
 /// One edit; a refusal is an error.
 pub fn edit_one(store: &dyn RelayStore, user: &User, change: Edit) -> Result<Record> {
     Ok(try_edit(store, user, change)??)
+}
+
+/// The held changes `user` may decide on, with what each changes, oldest
+/// first. Reps may not review: they get none.
+pub fn review_queue(store: &dyn RelayStore, user: &User) -> Result<Vec<HeldChange>> {
+    let Some(scope) = review::scope_for(user) else {
+        return Ok(Vec::new());
+    };
+    let held = store.held_changes(&scope)?;
+    review::describe(held, &mut |id| store.document(id))
+}
+
+/// Accepts or discards the held changes of one record (all of them, in the
+/// order they were held: later ones build on earlier ones).
+pub fn decide_record(
+    store: &dyn RelayStore,
+    user: &User,
+    record_id: &str,
+    accept: bool,
+) -> Result<Vec<Decided>> {
+    let Some(scope) = review::scope_for(user) else {
+        return Err(RelayError::NotFound(
+            "no held changes you may decide on".into(),
+        ));
+    };
+    let hashes: Vec<[u8; 32]> = store
+        .held_changes(&scope)?
+        .into_iter()
+        .filter(|h| h.record_id == record_id)
+        .map(|h| h.hash)
+        .collect();
+    if hashes.is_empty() {
+        return Err(RelayError::NotFound(format!(
+            "no held changes of record {record_id:?} you may decide on"
+        )));
+    }
+    store.decide(user, &hashes, accept)
 }

@@ -34,6 +34,7 @@ use fieldcrm_core::{
 };
 
 use super::access;
+use super::review::{Held, Review};
 use super::{EditOutcome, EditRefusal, PushOutcome, Refusal, RelayError, Result, User};
 
 /// Largest single change a device may push.
@@ -67,6 +68,42 @@ pub struct LogRow<'a> {
     /// Set on the first entry of a change that moved the record.
     pub moved_from: Option<&'a str>,
     pub bytes: &'a [u8],
+}
+
+/// What the pushing device knew when it made its changes (its cursor):
+/// a change to a record that left the user's territories since is held for
+/// review rather than refused.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Known<'a> {
+    /// The log position the device had seen.
+    pub seq: u64,
+    /// The territories the device's data covered (`["*"]`: all).
+    pub view: Option<&'a [String]>,
+}
+
+impl<'a> Known<'a> {
+    /// A pusher that knew nothing (the office UI, the demo, a review).
+    pub fn nothing() -> Known<'static> {
+        Known::default()
+    }
+
+    /// What a device's cursor says it knew.
+    pub fn from_cursor(cursor: &'a fieldcrm_core::protocol::Cursor) -> Known<'a> {
+        Known {
+            seq: cursor
+                .seq
+                .max(cursor.bootstrap.as_ref().map_or(0, |b| b.start_seq)),
+            view: cursor.view.as_deref(),
+        }
+    }
+
+    /// Whether the device had a record of `territory` in view.
+    fn had(&self, territory: Option<&str>) -> bool {
+        self.view.is_some_and(|v| {
+            v.iter()
+                .any(|t| t == access::ALL || Some(t.as_str()) == territory)
+        })
+    }
 }
 
 /// A record a push changed, ready to save.
@@ -106,6 +143,15 @@ pub trait PushStore {
     fn web_actor(&mut self, user: &str, device: &str) -> Result<Vec<u8>>;
     /// A stored record's compacted document, as this transaction sees it.
     fn snapshot(&mut self, id: &str) -> Result<Option<Vec<u8>>>;
+    /// The record's territory as of log position `seq` (its newest log
+    /// entry at or before it); `None` if it had none by then.
+    fn territory_at(&mut self, id: &str, seq: u64) -> Result<Option<Option<String>>>;
+    /// Puts changes in the review queue (ignoring ones there already).
+    fn hold(&mut self, held: &[Held]) -> Result<()>;
+    /// The review-queue rows of these hashes, in the order they were held.
+    fn reviews(&mut self, hashes: &[[u8; 32]]) -> Result<Vec<Held>>;
+    /// Records a decision on a held change.
+    fn decide_review(&mut self, hash: &[u8; 32], review: Review, by: &str, at: i64) -> Result<()>;
 }
 
 /// A pushed change that passed the checks needing no storage.
@@ -150,12 +196,14 @@ fn parse(user: &User, change: &RecordBytes) -> std::result::Result<Pushed, Rejec
     })
 }
 
-/// Pushes `changes` as `user` from `device` into `store`: every change is
-/// acknowledged or refused with a reason.
+/// Pushes `changes` as `user` from `device` (which knew `known`) into
+/// `store`: every change is acknowledged, held for review or refused with
+/// a reason.
 pub fn push<S: PushStore>(
     store: &mut S,
     user: &User,
     device: &str,
+    known: &Known<'_>,
     changes: &[RecordBytes],
 ) -> Result<PushOutcome> {
     let mut out = PushOutcome::default();
@@ -185,6 +233,31 @@ pub fn push<S: PushStore>(
         }
         !known
     });
+    // Changes in the review queue: say how they stand (an accepted one
+    // is being pushed by its review, or is in the log already).
+    let remaining: Vec<[u8; 32]> = pushed.iter().map(|p| p.hash).collect();
+    let mut reviewed = store.reviews(&remaining)?;
+    reviewed.retain(|h| h.review != Review::Accepted);
+    if !reviewed.is_empty() {
+        pushed.retain(|p| match reviewed.iter().find(|h| h.hash == p.hash) {
+            None => true,
+            Some(h) => {
+                let refusal = match h.review {
+                    Review::Discarded => {
+                        refused_records.insert(p.record_id.clone());
+                        Refusal::Discarded {
+                            by: h.decided_by.clone().unwrap_or_default(),
+                        }
+                    }
+                    _ => Refusal::HeldForReview {
+                        record: p.record_id.clone(),
+                    },
+                };
+                out.rejected.push(rejection(Some(p.hash), &refusal));
+                false
+            }
+        });
+    }
     if pushed.is_empty() {
         return finish(store, user, out, refused_records);
     }
@@ -216,7 +289,7 @@ pub fn push<S: PushStore>(
         .filter_map(|(id, doc)| doc.map(|d| (id.to_string(), d)))
         .collect();
     let pipeline = store.pipeline()?;
-    let (accepted, refused) = {
+    let (accepted, refused, unseen) = {
         let directory = PushDirectory::new(store, user);
         let rules = Rules {
             pipeline: &pipeline,
@@ -229,8 +302,64 @@ pub fn push<S: PushStore>(
         refused_records.insert(record);
         out.rejected.push(r);
     }
+    hold_or_refuse(
+        store,
+        user,
+        device,
+        known,
+        unseen,
+        &mut out,
+        &mut refused_records,
+    )?;
     save(store, user, device, accepted, &mut out)?;
     finish(store, user, out, refused_records)
+}
+
+/// Changes to records the user can no longer see: held for review if the
+/// device still had the record in view as of its cursor (the change was
+/// made while its author had access), else refused.
+fn hold_or_refuse<S: PushStore>(
+    store: &mut S,
+    user: &User,
+    device: &str,
+    known: &Known<'_>,
+    unseen: Vec<Vec<Pushed>>,
+    out: &mut PushOutcome,
+    refused_records: &mut BTreeSet<String>,
+) -> Result<()> {
+    let now = super::now_ms();
+    for group in unseen {
+        let id = group[0].record_id.clone();
+        let then = store.territory_at(&id, known.seq)?;
+        let refusal = match then {
+            Some(territory) if known.had(territory.as_deref()) => {
+                let held: Vec<Held> = group
+                    .iter()
+                    .map(|p| Held {
+                        hash: p.hash,
+                        record_id: id.clone(),
+                        territory: store.facts(&id).ok().flatten().and_then(|f| f.territory),
+                        user: user.id.clone(),
+                        device: device.to_string(),
+                        bytes: p.parsed.bytes().to_vec(),
+                        held_at: now,
+                        review: Review::Held,
+                        decided_by: None,
+                        decided_at: None,
+                    })
+                    .collect();
+                store.hold(&held)?;
+                Refusal::HeldForReview { record: id.clone() }
+            }
+            _ => {
+                refused_records.insert(id.clone());
+                Refusal::NotYours { record: id.clone() }
+            }
+        };
+        out.rejected
+            .extend(group.iter().map(|p| rejection(Some(p.hash), &refusal)));
+    }
+    Ok(())
 }
 
 /// Adds, for every record a change was refused for, the record as the
@@ -281,8 +410,13 @@ struct AcceptedGroup {
     changes: Vec<Pushed>,
 }
 
-/// Accepted groups, and each refusal with its record.
-type Received = (Vec<AcceptedGroup>, Vec<(String, Rejection)>);
+/// Accepted groups, each refusal with its record, and the changes of
+/// records the user cannot see (held or refused by the caller).
+type Received = (
+    Vec<AcceptedGroup>,
+    Vec<(String, Rejection)>,
+    Vec<Vec<Pushed>>,
+);
 
 /// Steps 5 to 8 for every record, in memory.
 fn receive_all<S: PushStore>(
@@ -294,6 +428,7 @@ fn receive_all<S: PushStore>(
 ) -> Result<Received> {
     let mut accepted = Vec::with_capacity(groups.len());
     let mut refused = Vec::new();
+    let mut unseen = Vec::new();
     for group in groups {
         let id = group[0].record_id.clone();
         let mut doc = loaded.remove(&id).unwrap_or_else(|| StoredDoc::new(&id));
@@ -302,16 +437,11 @@ fn receive_all<S: PushStore>(
         } else {
             Some(doc.doc().read()?.text("territory").map(String::from))
         };
-        if let Some(Err(refusal)) = before
-            .as_ref()
-            .map(|b| access::check_write(user, &id, Some(b.as_deref()), b.as_deref()))
-        {
-            refused.extend(
-                group
-                    .iter()
-                    .map(|p| (id.clone(), rejection(Some(p.hash), &refusal))),
-            );
-            continue;
+        if let Some(b) = &before {
+            if !access::sees(user, b.as_deref()) {
+                unseen.push(group);
+                continue;
+            }
         }
         let mut attempt = doc.fork();
         let (kept, record) = match receive(&mut attempt, &group, rules, user)? {
@@ -348,7 +478,7 @@ fn receive_all<S: PushStore>(
             });
         }
     }
-    Ok((accepted, refused))
+    Ok((accepted, refused, unseen))
 }
 
 /// Steps 6 and 7 for some changes of one record. `Ok(Err)`: refused.
@@ -556,7 +686,13 @@ fn edit_one<S: PushStore>(
         record_id: draft.record_id.clone(),
         bytes: draft.change.bytes.clone(),
     };
-    let pushed = push(store, user, device, std::slice::from_ref(&change))?;
+    let pushed = push(
+        store,
+        user,
+        device,
+        &Known::nothing(),
+        std::slice::from_ref(&change),
+    )?;
     Ok(match pushed.rejected.into_iter().next() {
         Some(r) => Err(EditRefusal::Refused {
             field: r.field,

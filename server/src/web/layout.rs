@@ -14,6 +14,7 @@ pub enum Nav {
     List(Kind),
     Pipeline,
     Import,
+    Review,
 }
 
 fn head(title: &str) -> Markup {
@@ -44,6 +45,9 @@ pub fn page(session: &Session, title: &str, nav: Nav, body: Markup) -> Markup {
                     }
                     (item(Nav::Pipeline, "/pipeline", "Pipeline"))
                     (item(Nav::Import, "/import", "Import"))
+                    @if crate::relay::review::scope_for(&session.user).is_some() {
+                        (item(Nav::Review, "/review", "Review"))
+                    }
                 }
                 form.who method="post" action="/logout" {
                     span { (session.user.id) " · " (session.user.role.as_str()) }

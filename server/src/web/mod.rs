@@ -10,6 +10,7 @@ mod csv_io;
 mod form;
 mod layout;
 mod records;
+mod review;
 mod session;
 
 use std::sync::Arc;
@@ -41,6 +42,8 @@ pub fn routes() -> Router<Arc<AppState>> {
             get(csv_io::import_page).post(csv_io::import_preview),
         )
         .route("/import/run", post(csv_io::import_run))
+        .route("/review", get(review::queue))
+        .route("/review/{record}", post(review::decide))
         .route("/static/app.css", get(assets::css))
         .route("/static/app.js", get(assets::js))
         .route("/r/{id}", get(records::show).post(records::update))

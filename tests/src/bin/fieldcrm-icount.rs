@@ -265,7 +265,9 @@ fn run(name: &str, args: &Args, dir: &Path) -> Result<u64, Box<dyn std::error::E
             let (device, _) = device_with(dir, n)?;
             let changes = outbox(&device)?;
             let relay = relay(dir)?;
-            let out = icount_measured(|| relay.push(&rep("ann"), "device-a", changes))?;
+            let out = icount_measured(|| {
+                relay.push(&rep("ann"), "device-a", &Cursor::default(), changes)
+            })?;
             if !out.rejected.is_empty() {
                 return Err(format!("the relay refused: {}", out.rejected[0].reason).into());
             }
@@ -299,7 +301,12 @@ fn run(name: &str, args: &Args, dir: &Path) -> Result<u64, Box<dyn std::error::E
         "pull_page" => {
             let (device, _) = device_with(dir, n)?;
             let relay = relay(dir)?;
-            relay.push(&rep("ann"), "device-a", outbox(&device)?)?;
+            relay.push(
+                &rep("ann"),
+                "device-a",
+                &Cursor::default(),
+                outbox(&device)?,
+            )?;
             // After the first entry: a page of log entries, not a bootstrap.
             let cursor = Cursor {
                 seq: 1,

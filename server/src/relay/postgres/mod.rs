@@ -38,6 +38,7 @@ use push::PgPush;
 
 use super::access::Scope;
 use super::pull::{self, LogEntry, LogSource};
+use super::review::{Decided, Held};
 use super::{
     EditOutcome, PullPage, PushOutcome, RecordDetail, RelayError, RelayStats, RelayStore, Result,
     Role, User,
@@ -45,7 +46,8 @@ use super::{
 
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 
-const SCHEMA_VERSION: i64 = 1;
+/// 2 added `relay_review` (created by the schema below).
+const SCHEMA_VERSION: i64 = 2;
 /// Advisory lock held from taking log numbers until commit ("FCRM").
 const LOG_LOCK: i64 = 0x4643_524D;
 /// Advisory lock held while migrating, so relays starting together do not race.
@@ -119,6 +121,21 @@ CREATE TABLE IF NOT EXISTS relay_web_actors (
     actor   BYTEA NOT NULL,
     PRIMARY KEY (user_id, device)
 );
+-- Changes held for an office user's review (relay/review.rs).
+CREATE TABLE IF NOT EXISTS relay_review (
+    seq        BIGSERIAL PRIMARY KEY,
+    hash       BYTEA NOT NULL UNIQUE,
+    record_id  TEXT NOT NULL,
+    territory  TEXT,
+    user_id    TEXT NOT NULL,
+    device     TEXT NOT NULL,
+    bytes      BYTEA NOT NULL,
+    held_at    BIGINT NOT NULL,
+    status     TEXT NOT NULL,
+    decided_by TEXT,
+    decided_at BIGINT
+);
+CREATE INDEX IF NOT EXISTS relay_review_status ON relay_review (status, territory);
 ";
 
 /// Relay store in a PostgreSQL database.
@@ -173,6 +190,13 @@ impl PgRelay {
                 return Err(RelayError::Invalid(format!(
                     "relay schema version {v} is newer than this build ({SCHEMA_VERSION}); upgrade the server"
                 )))
+            }
+            // Every step so far only added tables, made above.
+            Some(v) if v < SCHEMA_VERSION => {
+                tx.execute(
+                    "UPDATE relay_meta SET value = $1 WHERE key = 'schema'",
+                    &[&SCHEMA_VERSION.to_string()],
+                )?;
             }
             Some(_) => {}
         }
@@ -461,14 +485,21 @@ impl LogSource for PgLog<'_, '_> {
 }
 
 impl RelayStore for PgRelay {
-    fn push(&self, user: &User, device: &str, changes: Vec<RecordBytes>) -> Result<PushOutcome> {
+    fn push(
+        &self,
+        user: &User,
+        device: &str,
+        known: &Cursor,
+        changes: Vec<RecordBytes>,
+    ) -> Result<PushOutcome> {
         if changes.is_empty() {
             return Ok(PushOutcome::default());
         }
         let mut conn = self.conn()?;
         let mut tx = conn.transaction()?;
         let mut store = PgPush::new(&mut tx);
-        let out = super::push::push(&mut store, user, device, &changes)?;
+        let known = super::push::Known::from_cursor(known);
+        let out = super::push::push(&mut store, user, device, &known, &changes)?;
         store.finish()?;
         tx.commit()?;
         Ok(out)
@@ -818,6 +849,41 @@ impl RelayStore for PgRelay {
         store.finish()?;
         tx.commit()?;
         Ok(outcomes)
+    }
+
+    fn held_changes(&self, scope: &Scope) -> Result<Vec<Held>> {
+        let territories: Option<&Vec<String>> = match scope {
+            Scope::All => None,
+            Scope::Territories(t) => Some(t),
+        };
+        let rows = self.conn()?.query(
+            &format!(
+                "SELECT {} FROM relay_review
+                 WHERE status = 'held' AND ($1::text[] IS NULL OR territory = ANY($1))
+                 ORDER BY seq",
+                push::HELD_COLUMNS
+            ),
+            &[&territories],
+        )?;
+        rows.iter().map(push::held_from_row).collect()
+    }
+
+    fn document(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        let row = self.conn()?.query_opt(
+            "SELECT snapshot FROM relay_documents WHERE id = $1 AND snapshot <> ''",
+            &[&id],
+        )?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    fn decide(&self, decider: &User, hashes: &[[u8; 32]], accept: bool) -> Result<Vec<Decided>> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
+        let mut store = PgPush::new(&mut tx);
+        let decided = super::review::decide(&mut store, decider, hashes, accept, super::now_ms())?;
+        store.finish()?;
+        tx.commit()?;
+        Ok(decided)
     }
 }
 

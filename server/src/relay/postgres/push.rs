@@ -11,6 +11,7 @@ use postgres::Transaction;
 
 use super::{LogNotice, CHANNEL, LOG_LOCK};
 use crate::relay::push::{Accepted, LogRow, PushStore, RecordFacts};
+use crate::relay::review::{Held, Review};
 use crate::relay::{RelayError, Result};
 
 /// A push (or an office edit) inside one PostgreSQL transaction.
@@ -147,6 +148,53 @@ impl PushStore for PgPush<'_, '_> {
         Ok(row.map(|r| r.get(0)))
     }
 
+    fn territory_at(&mut self, id: &str, seq: u64) -> Result<Option<Option<String>>> {
+        let row = self.tx.query_opt(
+            "SELECT territory FROM relay_log WHERE record_id = $1 AND seq <= $2
+             ORDER BY seq DESC LIMIT 1",
+            &[&id, &(seq as i64)],
+        )?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    fn hold(&mut self, held: &[Held]) -> Result<()> {
+        for h in held {
+            self.tx.execute(
+                "INSERT INTO relay_review
+                     (hash, record_id, territory, user_id, device, bytes, held_at, status)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'held') ON CONFLICT (hash) DO NOTHING",
+                &[
+                    &&h.hash[..],
+                    &h.record_id,
+                    &h.territory,
+                    &h.user,
+                    &h.device,
+                    &h.bytes,
+                    &h.held_at,
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn reviews(&mut self, hashes: &[[u8; 32]]) -> Result<Vec<Held>> {
+        let hashes: Vec<&[u8]> = hashes.iter().map(|h| &h[..]).collect();
+        let rows = self.tx.query(
+            &format!("SELECT {HELD_COLUMNS} FROM relay_review WHERE hash = ANY($1) ORDER BY seq"),
+            &[&hashes],
+        )?;
+        rows.iter().map(held_from_row).collect()
+    }
+
+    fn decide_review(&mut self, hash: &[u8; 32], review: Review, by: &str, at: i64) -> Result<()> {
+        self.tx.execute(
+            "UPDATE relay_review SET status = $2, decided_by = nullif($3, ''), decided_at = nullif($4::bigint, 0)
+             WHERE hash = $1",
+            &[&&hash[..], &review.as_str(), &by, &at],
+        )?;
+        Ok(())
+    }
+
     fn web_actor(&mut self, user: &str, device: &str) -> Result<Vec<u8>> {
         let actor = rand::random::<[u8; 16]>().to_vec();
         self.tx.execute(
@@ -162,6 +210,31 @@ impl PushStore for PgPush<'_, '_> {
             )?
             .get(0))
     }
+}
+
+pub(super) const HELD_COLUMNS: &str =
+    "hash, record_id, territory, user_id, device, bytes, held_at, status, decided_by, decided_at";
+
+pub(super) fn held_from_row(r: &postgres::Row) -> Result<Held> {
+    let hash: Vec<u8> = r.get(0);
+    Ok(Held {
+        hash: hash
+            .try_into()
+            .map_err(|_| RelayError::Storage("a held change's hash is not 32 bytes".into()))?,
+        record_id: r.get(1),
+        territory: r.get(2),
+        user: r.get(3),
+        device: r.get(4),
+        bytes: r.get(5),
+        held_at: r.get(6),
+        review: match r.get::<_, String>(7).as_str() {
+            "accepted" => Review::Accepted,
+            "discarded" => Review::Discarded,
+            _ => Review::Held,
+        },
+        decided_by: r.get(8),
+        decided_at: r.get(9),
+    })
 }
 
 /// One statement for the documents, one for the projection rows.

@@ -31,6 +31,7 @@ use fieldcrm_core::{
 use super::access::Scope;
 use super::pull::{self, LogEntry, LogSource};
 use super::push;
+use super::review::{self, Decided, Held};
 use super::{
     EditOutcome, PullPage, PushOutcome, RecordDetail, RelayError, RelayStats, RelayStore, Result,
     Role, User,
@@ -56,6 +57,7 @@ pub struct SqliteRelay {
 struct PushJob {
     user: User,
     device: String,
+    known: Cursor,
     changes: Vec<RecordBytes>,
 }
 
@@ -160,7 +162,13 @@ fn push_batch(tx: &StoreTx<'_>, jobs: &[PushJob]) -> Vec<Result<PushOutcome>> {
     jobs.iter()
         .map(|job| {
             run("SAVEPOINT push_job")?;
-            let pushed = push::push(&mut SqlitePush { tx }, &job.user, &job.device, &job.changes);
+            let pushed = push::push(
+                &mut SqlitePush { tx },
+                &job.user,
+                &job.device,
+                &push::Known::from_cursor(&job.known),
+                &job.changes,
+            );
             if pushed.is_err() {
                 run("ROLLBACK TO push_job")?;
             }
@@ -171,13 +179,20 @@ fn push_batch(tx: &StoreTx<'_>, jobs: &[PushJob]) -> Vec<Result<PushOutcome>> {
 }
 
 impl RelayStore for SqliteRelay {
-    fn push(&self, user: &User, device: &str, changes: Vec<RecordBytes>) -> Result<PushOutcome> {
+    fn push(
+        &self,
+        user: &User,
+        device: &str,
+        known: &Cursor,
+        changes: Vec<RecordBytes>,
+    ) -> Result<PushOutcome> {
         if changes.is_empty() {
             return Ok(PushOutcome::default());
         }
         let job = PushJob {
             user: user.clone(),
             device: device.to_string(),
+            known: known.clone(),
             changes,
         };
         self.pushes.submit(
@@ -327,6 +342,23 @@ impl RelayStore for SqliteRelay {
         let now = super::now_ms();
         self.write(|tx| push::edit(&mut SqlitePush { tx }, user, device, edits, now))
     }
+
+    fn held_changes(&self, scope: &Scope) -> Result<Vec<Held>> {
+        self.read(|store| tables::held(store.sql(), scope))
+    }
+
+    fn document(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        self.read(|store| match store.snapshot(id) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(CoreError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        })
+    }
+
+    fn decide(&self, decider: &User, hashes: &[[u8; 32]], accept: bool) -> Result<Vec<Decided>> {
+        let now = super::now_ms();
+        self.write(|tx| review::decide(&mut SqlitePush { tx }, decider, hashes, accept, now))
+    }
 }
 
 /// A record with its history (and the device of each change) and conflicts.
@@ -434,12 +466,14 @@ mod tests {
             PushJob {
                 user: rep("ann", "north"),
                 device: "a".into(),
+                known: Cursor::default(),
                 changes: pushed(dir.path(), "ann", "north", &["Acme", "Birch"]),
             },
             // Bob's second record is outside his territory: refused alone.
             PushJob {
                 user: rep("bob", "north"),
                 device: "b".into(),
+                known: Cursor::default(),
                 changes: [
                     pushed(dir.path(), "bob", "north", &["Cedar"]),
                     pushed(dir.path(), "bob", "south", &["Dune"]),
@@ -449,6 +483,7 @@ mod tests {
             PushJob {
                 user: rep("cat", "north"),
                 device: "c".into(),
+                known: Cursor::default(),
                 changes: pushed(dir.path(), "cat", "north", &["Elm"]),
             },
         ];
@@ -483,6 +518,7 @@ mod tests {
             .map(|u| PushJob {
                 user: rep(u, "north"),
                 device: format!("{u}-device"),
+                known: Cursor::default(),
                 changes: pushed(dir.path(), u, "north", &["One", "Two"]),
             })
             .collect();

@@ -7,6 +7,7 @@ use fieldcrm_core::{Kind, Pipeline, StoreTx, StoredDoc};
 
 use super::tables;
 use crate::relay::push::{Accepted, LogRow, PushStore, RecordFacts};
+use crate::relay::review::{Held, Review};
 use crate::relay::{RelayError, Result};
 
 pub(super) struct SqlitePush<'a, 'conn> {
@@ -70,6 +71,22 @@ impl PushStore for SqlitePush<'_, '_> {
 
     fn snapshot(&mut self, id: &str) -> Result<Option<Vec<u8>>> {
         Ok(self.tx.snapshot(id)?)
+    }
+
+    fn territory_at(&mut self, id: &str, seq: u64) -> Result<Option<Option<String>>> {
+        tables::territory_at(self.tx.sql(), id, seq)
+    }
+
+    fn hold(&mut self, held: &[Held]) -> Result<()> {
+        tables::hold(self.tx.sql(), held)
+    }
+
+    fn reviews(&mut self, hashes: &[[u8; 32]]) -> Result<Vec<Held>> {
+        tables::reviews(self.tx.sql(), hashes)
+    }
+
+    fn decide_review(&mut self, hash: &[u8; 32], review: Review, by: &str, at: i64) -> Result<()> {
+        tables::decide(self.tx.sql(), hash, review, by, at)
     }
 }
 

@@ -10,10 +10,12 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use crate::relay::access::Scope;
 use crate::relay::pull::LogEntry;
 use crate::relay::push::LogRow;
+use crate::relay::review::{Held, Review};
 use crate::relay::{RelayError, Result, Role, User};
 
-/// 2 added `relay_web_actors`; opening a version 1 file upgrades it.
-const SCHEMA_VERSION: i64 = 2;
+/// 2 added `relay_web_actors`, 3 `relay_review`; opening an older file
+/// upgrades it (each step only added a table).
+const SCHEMA_VERSION: i64 = 3;
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS relay_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 -- Append-only change log; seq is the sync cursor. territory is the record's
@@ -53,6 +55,23 @@ CREATE TABLE IF NOT EXISTS relay_web_actors (
     actor   BLOB NOT NULL,
     PRIMARY KEY (user_id, device)
 ) WITHOUT ROWID;
+-- Changes made while their author had access, that arrived after it was
+-- taken away: kept for an office user to accept (then applied and logged,
+-- as their author's) or discard. status: held, accepted or discarded.
+CREATE TABLE IF NOT EXISTS relay_review (
+    seq        INTEGER PRIMARY KEY,
+    hash       BLOB NOT NULL UNIQUE,
+    record_id  TEXT NOT NULL,
+    territory  TEXT,
+    user_id    TEXT NOT NULL,
+    device     TEXT NOT NULL,
+    bytes      BLOB NOT NULL,
+    held_at    INTEGER NOT NULL,
+    status     TEXT NOT NULL,
+    decided_by TEXT,
+    decided_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS relay_review_status ON relay_review (status, territory);
 ";
 
 /// Creates the tables, or upgrades them from an older version.
@@ -401,4 +420,105 @@ pub(super) fn pipeline_json(conn: &Connection) -> Result<Option<String>> {
         .prepare_cached("SELECT value FROM relay_meta WHERE key = 'pipeline'")?
         .query_row([], |r| r.get(0))
         .optional()?)
+}
+
+/// The record's territory as of log position `seq` (its latest entry at or
+/// before it); `None` if it had no entry by then.
+pub(super) fn territory_at(
+    conn: &Connection,
+    id: &str,
+    seq: u64,
+) -> Result<Option<Option<String>>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT territory FROM relay_log WHERE record_id = ?1 AND seq <= ?2
+             ORDER BY seq DESC LIMIT 1",
+        )?
+        .query_row(params![id, seq as i64], |r| r.get(0))
+        .optional()?)
+}
+
+// ----- the review queue --------------------------------------------------
+
+fn held_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Held> {
+    Ok(Held {
+        hash: r.get(0)?,
+        record_id: r.get(1)?,
+        territory: r.get(2)?,
+        user: r.get(3)?,
+        device: r.get(4)?,
+        bytes: r.get(5)?,
+        held_at: r.get(6)?,
+        review: match r.get::<_, String>(7)?.as_str() {
+            "accepted" => Review::Accepted,
+            "discarded" => Review::Discarded,
+            _ => Review::Held,
+        },
+        decided_by: r.get(8)?,
+        decided_at: r.get(9)?,
+    })
+}
+
+const HELD_COLUMNS: &str =
+    "hash, record_id, territory, user_id, device, bytes, held_at, status, decided_by, decided_at";
+
+pub(super) fn hold(tx: &Transaction<'_>, held: &[Held]) -> Result<()> {
+    let mut insert = tx.prepare_cached(
+        "INSERT OR IGNORE INTO relay_review
+             (hash, record_id, territory, user_id, device, bytes, held_at, status)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'held')",
+    )?;
+    for h in held {
+        insert.execute(params![
+            h.hash,
+            h.record_id,
+            h.territory,
+            h.user,
+            h.device,
+            h.bytes,
+            h.held_at
+        ])?;
+    }
+    Ok(())
+}
+
+/// The review rows of these hashes, in the order they were held.
+pub(super) fn reviews(conn: &Connection, hashes: &[[u8; 32]]) -> Result<Vec<Held>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {HELD_COLUMNS} FROM relay_review WHERE hash = ?1"
+    ))?;
+    let mut found = Vec::new();
+    for hash in hashes {
+        found.extend(stmt.query_row([hash], held_from_row).optional()?);
+    }
+    Ok(found)
+}
+
+/// Changes still held, in the order they were held, in `scope`.
+pub(super) fn held(conn: &Connection, scope: &Scope) -> Result<Vec<Held>> {
+    let (filter, territories) = scope_filter(scope, "territory");
+    let sql = format!(
+        "SELECT {HELD_COLUMNS} FROM relay_review WHERE status = 'held' AND {filter} ORDER BY seq"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    // scope_filter binds its parameter as ?2.
+    let rows = stmt
+        .query_map(params![0, territories], held_from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+pub(super) fn decide(
+    tx: &Transaction<'_>,
+    hash: &[u8; 32],
+    review: Review,
+    by: &str,
+    at: i64,
+) -> Result<()> {
+    tx.prepare_cached(
+        "UPDATE relay_review SET status = ?2, decided_by = nullif(?3, ''), decided_at = nullif(?4, 0)
+         WHERE hash = ?1",
+    )?
+    .execute(params![hash, review.as_str(), by, at])?;
+    Ok(())
 }
