@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use fieldcrm_server::relay::postgres::PgRelay;
 use fieldcrm_server::relay::sqlite::SqliteRelay;
-use fieldcrm_server::relay::{RelayStore, Role};
+use fieldcrm_server::relay::{office, RelayStore, Role};
 use fieldcrm_server::{auth, demo, ServeOptions};
 
 #[derive(Parser, Debug)]
@@ -79,6 +79,32 @@ enum Command {
     /// Manage territories.
     #[command(subcommand)]
     Territory(TerritoryCommand),
+    /// Changes held for review: made while a rep had a record in view,
+    /// arrived after it left their territories.
+    #[command(subcommand)]
+    Review(ReviewCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum ReviewCommand {
+    /// List the held changes a user may decide on.
+    List {
+        /// The deciding user (office, admin, or a manager of the territory).
+        #[arg(long = "as", value_name = "USER")]
+        decider: String,
+    },
+    /// Accept every held change of a record: applied as its author's change.
+    Accept {
+        record: String,
+        #[arg(long = "as", value_name = "USER")]
+        decider: String,
+    },
+    /// Discard every held change of a record.
+    Discard {
+        record: String,
+        #[arg(long = "as", value_name = "USER")]
+        decider: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -171,6 +197,64 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             for t in relay.territories()? {
                 println!("{t}");
             }
+        }
+        Command::Review(cmd) => review_command(&*relay, cmd)?,
+    }
+    Ok(())
+}
+
+fn review_command(
+    relay: &dyn RelayStore,
+    cmd: ReviewCommand,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let decider = |id: &str| -> Result<fieldcrm_server::relay::User, Box<dyn std::error::Error>> {
+        Ok(relay.user(id)?.ok_or_else(|| format!("no user {id:?}"))?.0)
+    };
+    match cmd {
+        ReviewCommand::List { decider: who } => {
+            let held = office::review_queue(relay, &decider(&who)?)?;
+            if held.is_empty() {
+                println!("nothing is held for review");
+            }
+            for h in held {
+                let fields: Vec<String> = h
+                    .fields
+                    .iter()
+                    .map(|f| format!("{}: {} -> {}", f.field, f.old, f.new))
+                    .collect();
+                println!(
+                    "{}  {:<24} by {:<10} {}",
+                    h.held.record_id,
+                    h.record_name,
+                    h.held.user,
+                    fields.join("; ")
+                );
+            }
+        }
+        ReviewCommand::Accept {
+            record,
+            decider: who,
+        } => decide(relay, &decider(&who)?, &record, true)?,
+        ReviewCommand::Discard {
+            record,
+            decider: who,
+        } => decide(relay, &decider(&who)?, &record, false)?,
+    }
+    Ok(())
+}
+
+fn decide(
+    relay: &dyn RelayStore,
+    decider: &fieldcrm_server::relay::User,
+    record: &str,
+    accept: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use fieldcrm_server::relay::review::Decided;
+    for outcome in office::decide_record(relay, decider, record, accept)? {
+        match outcome {
+            Decided::Accepted => println!("accepted a change of {record}"),
+            Decided::Discarded => println!("discarded a change of {record}"),
+            Decided::Refused(why) => return Err(format!("could not accept: {why}").into()),
         }
     }
     Ok(())

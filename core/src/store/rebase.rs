@@ -80,14 +80,14 @@ fn intent_of(doc: Option<&mut documents::StoredDoc>, hash: &[u8; 32]) -> Result<
 /// none the user may see) and re-makes its waiting changes on top: the
 /// ones refused in `refusals` stay refused with their intent; every other
 /// one is made again as a fresh change, or refused with the reason if its
-/// intent no longer holds.
+/// intent no longer holds. Returns how many changes it kept refused.
 pub(crate) fn rebase(
     tx: &Transaction<'_>,
     w: &Writer<'_>,
     id: &str,
     relay: &[u8],
     refusals: &Refusals<'_>,
-) -> Result<()> {
+) -> Result<usize> {
     let mut old = documents::load(tx, id)?;
     let mut work = Vec::new();
     for entry in outbox::of_record(tx, id)? {
@@ -104,13 +104,15 @@ pub(crate) fn rebase(
         apply_snapshot_in(tx, id, relay)?;
     }
     let mut refused_creation: Option<String> = None;
+    let mut kept = 0;
     for (entry, intent) in work {
         let json = intent
             .as_ref()
             .map(serde_json::to_string)
             .transpose()
             .map_err(|e| Error::Protocol(e.to_string()))?;
-        let refuse = |reason: &str, code: &str, field: Option<&str>| {
+        let mut refuse = |reason: &str, code: &str, field: Option<&str>| {
+            kept += 1;
             outbox::refuse(
                 tx,
                 &entry.hash,
@@ -156,7 +158,7 @@ pub(crate) fn rebase(
             },
         }
     }
-    Ok(())
+    Ok(kept)
 }
 
 fn is_storage(e: &Error) -> bool {

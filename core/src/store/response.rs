@@ -35,7 +35,6 @@ impl Store {
                 refusals.insert(hash, r);
             }
         }
-        report.rejected = refusals.len();
         // Replays are made under the territories this response grants.
         let view = response.cursor.view.as_deref().or(self.view.as_deref());
         let mut actor = self.actor.clone();
@@ -52,13 +51,13 @@ impl Store {
             view,
         };
         for reset in &response.resets {
-            rebase::rebase(&tx, &w, &reset.record_id, &reset.bytes, &refusals)?;
+            report.rejected += rebase::rebase(&tx, &w, &reset.record_id, &reset.bytes, &refusals)?;
             report.rebased += 1;
         }
         // A refusal the relay sent no copy of the record with (an older
         // relay): keep it refused. (Those rebased are refused already.)
         for (hash, r) in &refusals {
-            outbox::refuse(
+            report.rejected += usize::from(outbox::refuse(
                 &tx,
                 hash,
                 &r.reason,
@@ -66,7 +65,7 @@ impl Store {
                 r.field.as_deref(),
                 None,
                 w.meta.time,
-            )?;
+            )?);
         }
         if !response.evict_territories.is_empty() {
             let ids = ids_in_territories(&tx, &response.evict_territories)?;

@@ -40,7 +40,9 @@ pub trait Transport {
 pub struct RoundReport {
     pub pushed: usize,
     pub acked: usize,
-    /// Changes the relay refused (kept, see [`Store::refused_changes`]).
+    /// Changes the relay refused that stay refused (kept, see
+    /// [`Store::refused_changes`]); changes refused only for building on
+    /// one of them are made again and not counted.
     pub rejected: usize,
     /// Changes the relay holds for an office user's review.
     pub held: usize,

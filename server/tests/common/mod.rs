@@ -20,9 +20,14 @@ pub fn bin() -> &'static str {
 
 /// Runs an admin command against a data folder and checks it succeeded.
 pub fn admin(data: &Path, args: &[&str]) {
+    admin_on(&["--data".as_ref(), data.as_os_str()], args);
+}
+
+/// Runs an admin command against a store (`--data DIR` or `--database
+/// URL`), checks it succeeded and returns what it printed.
+pub fn admin_on(store: &[&std::ffi::OsStr], args: &[&str]) -> String {
     let out = Command::new(bin())
-        .arg("--data")
-        .arg(data)
+        .args(store)
         .args(args)
         .env("FIELDCRM_USER_PASSWORD", PASSWORD)
         .output()
@@ -32,6 +37,7 @@ pub fn admin(data: &Path, args: &[&str]) {
         "{args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A running relay process.
