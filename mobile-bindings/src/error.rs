@@ -17,9 +17,15 @@ pub enum CrmError {
     /// Talking to the relay failed or it answered with an error.
     #[error("{0}")]
     Sync(String),
-    /// `sync()` needs `login()` first.
+    /// `sync()` needs `login()` first, or the relay no longer accepts the
+    /// sign-in (signed out elsewhere, or the user was disabled). Nothing on
+    /// the device was deleted: sign in again to send what waits.
     #[error("{0}")]
     NotSignedIn(String),
+    /// Signing out would delete changes that were not sent, are held for
+    /// review or were refused; the message says how many.
+    #[error("{0}")]
+    PendingChanges(String),
     /// The handle was closed.
     #[error("{0}")]
     Closed(String),
@@ -42,9 +48,17 @@ impl From<Core> for CrmError {
             | Core::CorruptDocument { .. }
             | Core::NotAStore { .. }
             | Core::SchemaTooNew { .. } => CrmError::Storage(message),
+            Core::Transport {
+                status: Some(401), ..
+            } => CrmError::NotSignedIn(format!(
+                "{message}; nothing on this device was deleted: sign in again to send what waits"
+            )),
             Core::Transport { .. } | Core::Protocol(_) | Core::UnsupportedVersion { .. } => {
                 CrmError::Sync(message)
             }
+            Core::NotYours { .. }
+            | Core::ImplausibleTime { .. }
+            | Core::MissingDependencies { .. } => CrmError::InvalidInput(message),
             Core::UnknownKind(_)
             | Core::UnknownField { .. }
             | Core::MissingField { .. }

@@ -282,6 +282,8 @@ impl CrmStore {
                 pushed: 0,
                 acked: round.acked as u64,
                 rejected: round.rejected as u64,
+                held: round.held as u64,
+                rebased: round.rebased as u64,
                 received_changes: round.changes as u64,
                 received_snapshots: round.snapshots as u64,
                 evicted: round.evicted as u64,
@@ -296,22 +298,69 @@ impl CrmStore {
         let s = self.store(|s| s.outbox_status())?;
         Ok(OutboxStatus {
             pending: s.pending as u64,
+            held: s.held as u64,
             rejected: s.rejected as u64,
         })
     }
 
-    /// Local changes the relay refused, with its reasons.
-    pub fn rejected_changes(&self) -> Result<Vec<RejectedChange>, CrmError> {
-        let entries = self.store(|s| s.outbox(0, 10_000, true))?;
-        Ok(entries
-            .into_iter()
-            .filter_map(|e| {
-                Some(RejectedChange {
-                    record_id: e.record_id,
-                    reason: e.rejected?,
-                })
-            })
-            .collect())
+    /// Local changes the relay refused, with what each meant to do and why.
+    pub fn refused_changes(&self) -> Result<Vec<RefusedChange>, CrmError> {
+        let refused = self.store(|s| s.refused_changes())?;
+        Ok(refused.into_iter().map(Into::into).collect())
+    }
+
+    /// Makes a refused change again on the record as it is now (sent at the
+    /// next sync); fails, keeping it, if it is still invalid.
+    pub fn retry_refused(&self, id: i64) -> Result<CrmRecord, CrmError> {
+        self.store(|s| s.retry_refused(id)).map(|r| (&r).into())
+    }
+
+    /// Drops a refused change for good.
+    pub fn discard_refused(&self, id: i64) -> Result<(), CrmError> {
+        self.store(|s| s.discard_refused(id))
+    }
+
+    /// Signs out and removes this user's data from the device: the relay
+    /// stops accepting the sign-in (when it can be reached), and the store
+    /// file is deleted. Refused with `PendingChanges`, changing nothing,
+    /// while changes wait to be sent, are held for review or are refused —
+    /// unless `discard_pending` is true: then they are deleted with the rest.
+    /// After it, every call fails with `Closed`.
+    pub fn sign_out(&self, discard_pending: bool) -> Result<(), CrmError> {
+        let mut guard = self.lock();
+        let inner = guard
+            .as_mut()
+            .ok_or_else(|| CrmError::Closed("this CrmStore was closed; open a new one".into()))?;
+        let status = inner.store.outbox_status()?;
+        let waiting = status.pending + status.held + status.rejected;
+        if waiting > 0 && !discard_pending {
+            return Err(CrmError::PendingChanges(format!(
+                "signing out would delete {} change(s) not yet sent, {} held for review and {} refused; \
+                 sync first (syncThenSignOut), retry or discard the refused ones, \
+                 or sign out with discardPending = true",
+                status.pending, status.held, status.rejected
+            )));
+        }
+        if let Some(transport) = &inner.transport {
+            // Offline: the token stays valid until an admin revokes it.
+            let _ = transport.logout();
+        }
+        let Some(inner) = guard.take() else {
+            unreachable!("checked above while holding the lock")
+        };
+        inner.store.delete_files()?;
+        Ok(())
+    }
+
+    /// Sends everything waiting, then signs out (see `signOut`): refused
+    /// with `PendingChanges` if changes are still held or refused after the
+    /// sync, so the user can decide about them first.
+    pub fn sync_then_sign_out(
+        &self,
+        listener: Option<Arc<dyn SyncListener>>,
+    ) -> Result<(), CrmError> {
+        self.sync(listener)?;
+        self.sign_out(false)
     }
 }
 

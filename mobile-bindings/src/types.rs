@@ -26,6 +26,17 @@ impl From<RecordKind> for Kind {
     }
 }
 
+impl From<Kind> for RecordKind {
+    fn from(k: Kind) -> Self {
+        match k {
+            Kind::Account => RecordKind::Account,
+            Kind::Contact => RecordKind::Contact,
+            Kind::Deal => RecordKind::Deal,
+            Kind::Activity => RecordKind::Activity,
+        }
+    }
+}
+
 /// A field value. `Null` clears an optional field.
 #[derive(Debug, Clone, PartialEq, uniffi::Enum)]
 pub enum FieldValue {
@@ -424,15 +435,17 @@ impl From<core::HistoryEntry> for HistoryEntry {
             time: h.time,
             user: h.user,
             actor: h.actor,
-            fields: h
-                .fields
-                .into_iter()
-                .map(|f| FieldChange {
-                    field: f.field,
-                    old: f.old.into(),
-                    new: f.new.into(),
-                })
-                .collect(),
+            fields: h.fields.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl From<core::FieldChange> for FieldChange {
+    fn from(f: core::FieldChange) -> Self {
+        FieldChange {
+            field: f.field,
+            old: f.old.into(),
+            new: f.new.into(),
         }
     }
 }
@@ -476,7 +489,12 @@ pub struct SyncStatus {
     pub rounds: u32,
     pub pushed: u64,
     pub acked: u64,
+    /// Changes the relay refused that stay refused (see `refusedChanges`).
     pub rejected: u64,
+    /// Changes the relay holds for an office user's review.
+    pub held: u64,
+    /// Records reset to the relay's copy, later edits re-made on top.
+    pub rebased: u64,
     pub received_changes: u64,
     pub received_snapshots: u64,
     pub evicted: u64,
@@ -492,6 +510,8 @@ impl From<&core::SyncProgress> for SyncStatus {
             pushed: p.total.pushed as u64,
             acked: p.total.acked as u64,
             rejected: p.total.rejected as u64,
+            held: p.total.held as u64,
+            rebased: p.total.rebased as u64,
             received_changes: p.total.changes as u64,
             received_snapshots: p.total.snapshots as u64,
             evicted: p.total.evicted as u64,
@@ -504,13 +524,50 @@ impl From<&core::SyncProgress> for SyncStatus {
 
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
 pub struct OutboxStatus {
+    /// Waiting to be sent.
     pub pending: u64,
+    /// Held by the relay for an office user's review (sent again at every sync).
+    pub held: u64,
+    /// Refused: kept until retried or discarded (`refusedChanges`).
     pub rejected: u64,
 }
 
-/// A local change the relay refused; it stays on the device.
+/// A local change the relay refused. The record itself is as the relay has
+/// it; this keeps what the change meant to do, until the user retries or
+/// discards it.
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
-pub struct RejectedChange {
+pub struct RefusedChange {
+    /// Pass it to `retryRefused` or `discardRefused`.
+    pub id: i64,
     pub record_id: String,
+    /// `None` when what it did is not known.
+    pub kind: Option<RecordKind>,
+    /// It created the record.
+    pub creates: bool,
+    /// The fields it set, from what to what (the tombstone as `deleted`).
+    pub fields: Vec<FieldChange>,
+    /// Why, in words to show the user.
     pub reason: String,
+    /// The refusal's code (docs/protocol.md), e.g. `invalid_value`, `discarded`.
+    pub code: String,
+    /// The field the refusal is about, when it names one.
+    pub field: Option<String>,
+    /// When the device learned of it (ms since the epoch).
+    pub refused_at: Option<i64>,
+}
+
+impl From<core::RefusedChange> for RefusedChange {
+    fn from(r: core::RefusedChange) -> Self {
+        RefusedChange {
+            id: r.id,
+            record_id: r.record_id,
+            kind: r.kind.map(Into::into),
+            creates: r.creates,
+            fields: r.fields.into_iter().map(Into::into).collect(),
+            reason: r.reason,
+            code: r.code,
+            field: r.field,
+            refused_at: r.refused_at,
+        }
+    }
 }

@@ -74,13 +74,26 @@ pub async fn login(
     .into_response())
 }
 
-/// Signs the user out everywhere: every token of theirs stops working.
+#[derive(Debug, Deserialize)]
+pub struct LogoutQuery {
+    #[serde(default)]
+    everywhere: bool,
+}
+
+/// Ends this sign-in (the token stops working), or with `?everywhere=true`
+/// every sign-in of the user.
 pub async fn logout(
     State(state): State<Arc<AppState>>,
     AuthUser(user): AuthUser,
+    Query(q): Query<LogoutQuery>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let this = crate::auth::bearer_hash(&headers)?;
     let revoked = state
-        .store(move |relay| relay.revoke_tokens(&user.id))
+        .store(move |relay| match q.everywhere {
+            true => relay.revoke_tokens(&user.id),
+            false => relay.revoke_token(&this).map(usize::from),
+        })
         .await?;
     Ok(Json(serde_json::json!({ "revoked": revoked })))
 }

@@ -77,6 +77,18 @@ fn dummy_hash() -> &'static str {
     HASH.get_or_init(|| hash_password("no such user here").unwrap_or_default())
 }
 
+/// The hash of a request's bearer token.
+pub fn bearer_hash(headers: &axum::http::HeaderMap) -> Result<[u8; 32], ApiError> {
+    let header = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer token"))?;
+    let token = header
+        .strip_prefix("Bearer ")
+        .ok_or_else(|| ApiError::unauthorized("Authorization must be `Bearer <token>`"))?;
+    Ok(token_hash(token.trim()))
+}
+
 /// The user a request's bearer token belongs to.
 #[derive(Debug, Clone)]
 pub struct AuthUser(pub User);
@@ -88,15 +100,7 @@ impl FromRequestParts<Arc<AppState>> for AuthUser {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer token"))?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .ok_or_else(|| ApiError::unauthorized("Authorization must be `Bearer <token>`"))?;
-        let hash = token_hash(token.trim());
+        let hash = bearer_hash(&parts.headers)?;
         let user = state.store(move |relay| relay.user_by_token(&hash)).await?;
         user.map(AuthUser)
             .ok_or_else(|| ApiError::unauthorized("unknown or revoked token; sign in again"))

@@ -672,6 +672,20 @@ impl Store {
         Ok(ids.len())
     }
 
+    /// Closes the store and deletes its files (a user leaving the device).
+    /// Callers check first that nothing waits to be sent (`outbox_status`).
+    pub fn delete_files(self) -> Result<()> {
+        let path = self.path.clone();
+        self.conn.close().map_err(|(_, e)| Error::Sqlite(e))?;
+        for suffix in ["", "-wal", "-shm"] {
+            match std::fs::remove_file(format!("{path}{suffix}")) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Runs SQLite's integrity check; `Ok(())` when the file is sound.
     pub fn integrity_check(&self) -> Result<()> {
         let result: String = self

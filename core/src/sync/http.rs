@@ -54,6 +54,13 @@ impl HttpTransport {
         Ok((transport, login))
     }
 
+    /// Ends this sign-in at the relay: the token stops working (the user's
+    /// other devices stay signed in).
+    pub fn logout(&self) -> Result<()> {
+        self.post("/v1/logout", "application/json", b"{}")?;
+        Ok(())
+    }
+
     /// (bytes sent, bytes received) in request and response bodies.
     pub fn bytes(&self) -> (u64, u64) {
         (

@@ -42,7 +42,8 @@ fun main(args: Array<String>) {
         val url = relay.inputStream.bufferedReader().readLine().removePrefix("listening on ").trim()
         scenario(tmp, url)
         badInput(tmp)
-        println("kotlin: 2 passed, 0 failed")
+        refusedAndSignOut(tmp, url)
+        println("kotlin: 3 passed, 0 failed")
     } finally {
         relay.destroy()
         relay.waitFor(5, TimeUnit.SECONDS)
@@ -102,6 +103,31 @@ fun scenario(tmp: File, url: String) {
     check(history.last().user == "ann" && history.last().fields.single().field == "phone") { "last change ${history.last()}" }
     ann.closeStore()
     bob.closeStore()
+}
+
+// A refused change converges and is listed; signing out with work waiting says so.
+fun refusedAndSignOut(tmp: File, url: String) {
+    val bob = CrmStore.open(File(tmp, "bob-refused.db").path, "bob")
+    bob.login(url, "bob", PASSWORD)
+    val id = (bob.create(RecordKind.ACCOUNT, mapOf("name" to text("Birch"), "territory" to text("north"))) as CrmRecord.Account).account.meta.id
+    bob.sync(null)
+    bob.update(id, mapOf("owner" to text("nobody-here")))
+    bob.update(id, mapOf("industry" to text("Timber")))
+    val status = bob.sync(null)
+    check(status.rejected == 1uL && status.rebased == 1uL) { "refused and rebased: $status" }
+    val account = (bob.get(id) as CrmRecord.Account).account
+    check(account.owner == "bob" && account.industry == "Timber") { "later edit kept, refused left out: $account" }
+    val refused = bob.refusedChanges().single()
+    check(refused.field == "owner" && refused.reason.contains("no such user")) { "refused: $refused" }
+    try {
+        bob.signOut(false)
+        throw AssertionError("signing out with a refused change waiting must ask")
+    } catch (e: CrmException.PendingChanges) {
+        check(e.message!!.contains("1 refused")) { "says what would be lost: ${e.message}" }
+    }
+    bob.discardRefused(refused.id)
+    bob.syncThenSignOut(null)
+    check(!File(tmp, "bob-refused.db").exists()) { "signed out: the store file is gone" }
 }
 
 fun badInput(tmp: File) {

@@ -133,3 +133,62 @@ def test_bad_input_raises_errors_with_messages(tmp_path):
     corrupt.write_bytes(b"\x42" * 4096)
     with pytest.raises(crm.CrmError.Storage):
         crm.CrmStore.open(str(corrupt), "ann")
+
+
+def admin(relay_data, *command):
+    env = dict(os.environ, FIELDCRM_USER_PASSWORD=PASSWORD)
+    return subprocess.run(
+        [RELAY, "--data", relay_data, *command], env=env, check=True, capture_output=True, text=True
+    ).stdout
+
+
+def test_refused_changes_held_changes_and_sign_out(tmp_path, relay_url):
+    """Nothing a rep did is lost: a refused change is listed and the record
+    converges; an edit made before a revocation is held, reviewed and
+    accepted; signing out with work waiting says so."""
+    data = str(tmp_path / "relay")
+    ann = crm.CrmStore.open(str(tmp_path / "ann.db"), "ann")
+    ann.login(relay_url, "ann", PASSWORD)
+    acme = ann.create(crm.RecordKind.ACCOUNT, {"name": text("Acme"), "territory": text("north")}).account
+    ann.sync(None)
+
+    # The relay refuses an owner who is no user; the later edit survives.
+    ann.update(acme.meta.id, {"owner": text("nobody-here")})
+    ann.update(acme.meta.id, {"phone": text("+44 113 496 0000")})
+    status = ann.sync(None)
+    assert (status.rejected, status.rebased) == (1, 1)
+    record = ann.get(acme.meta.id).account
+    assert (record.owner, record.phone) == ("ann", "+44 113 496 0000")
+    [refused] = ann.refused_changes()
+    assert refused.field == "owner" and "no such user" in refused.reason
+    assert refused.fields[0].new == text("nobody-here")
+    with pytest.raises(crm.CrmError.PendingChanges, match="1 refused"):
+        ann.sign_out(False)
+    ann.discard_refused(refused.id)
+    assert ann.refused_changes() == []
+
+    # The device knows its territories now: the wrong one is refused at once.
+    with pytest.raises(crm.CrmError.InvalidInput, match="not one of your territories"):
+        ann.create(crm.RecordKind.ACCOUNT, {"name": text("X"), "territory": text("south")})
+
+    # An offline edit, then the territory is taken away: held, not lost.
+    ann.update(acme.meta.id, {"industry": text("Steel")})
+    admin(data, "user", "set-territories", "ann")
+    status = ann.sync(None)
+    assert status.held == 1
+    assert ann.outbox_status().held == 1
+    assert ann.get(acme.meta.id).account.industry == "Steel"
+    with pytest.raises(crm.CrmError.PendingChanges, match="1 held for review"):
+        ann.sync_then_sign_out(None)
+    admin(data, "user", "add", "olivia", "--role", "office")
+    assert "accepted" in admin(data, "review", "accept", acme.meta.id, "--as", "olivia")
+    ann.sync(None)
+    assert ann.outbox_status().held == 0
+    with pytest.raises(crm.CrmError.NotFound):
+        ann.get(acme.meta.id)
+
+    # Nothing waits: signing out removes the store file, then the handle is closed.
+    ann.sync_then_sign_out(None)
+    assert not (tmp_path / "ann.db").exists()
+    with pytest.raises(crm.CrmError.Closed):
+        ann.outbox_status()
