@@ -747,3 +747,80 @@ async fn a_page_number_out_of_range_is_a_clear_400() {
     let huge = fx.get(&olivia, "/accounts?page=4000000000000000").await;
     assert!(huge.body.contains("too large"), "{}", huge.body);
 }
+
+#[tokio::test]
+async fn the_review_page_shows_held_changes_to_office_and_managers_and_takes_decisions() {
+    let fx = fixture();
+    let mut ann = fx.device("ann");
+    let id = ann
+        .create(
+            Kind::Account,
+            fields([("name", "Held <b>Co</b>"), ("territory", "north")]),
+        )
+        .unwrap()
+        .id;
+    fx.sync(&mut ann).await;
+    ann.update(&id, fields([("phone", "+44 20 7946 0000")]))
+        .unwrap();
+    fx.relay.set_territories("ann", &["south".into()]).unwrap();
+    fx.sync(&mut ann).await;
+    assert_eq!(ann.outbox_status().unwrap().held, 1);
+
+    // A rep has no review page, nor a link to it.
+    let ann_browser = fx.sign_in("ann").await;
+    assert!(!fx
+        .get(&ann_browser, "/dashboard")
+        .await
+        .body
+        .contains("/review"));
+    assert_eq!(
+        fx.get(&ann_browser, "/review").await.status,
+        StatusCode::FORBIDDEN
+    );
+    let refused = fx
+        .post(
+            &ann_browser,
+            &format!("/review/{id}"),
+            &[("decision", "accept")],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+
+    // The manager of the north sees it, escaped; the office accepts it.
+    let maria = fx.sign_in("maria").await;
+    let page = fx.get(&maria, "/review").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body.contains("Held &lt;b&gt;Co&lt;/b&gt;"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("+44 20 7946 0000") && page.body.contains(">ann<"));
+    let olivia = fx.sign_in("olivia").await;
+    let no_token = fx
+        .send(form_request(
+            &format!("/review/{id}"),
+            &olivia.cookie,
+            &[("decision", "accept")],
+        ))
+        .await;
+    assert_eq!(
+        no_token.status,
+        StatusCode::FORBIDDEN,
+        "CSRF token required"
+    );
+    let accepted = fx
+        .post(&olivia, &format!("/review/{id}"), &[("decision", "accept")])
+        .await;
+    assert_eq!(accepted.status, StatusCode::SEE_OTHER, "{}", accepted.body);
+    assert!(fx
+        .get(&olivia, "/review")
+        .await
+        .body
+        .contains("Nothing is waiting for review"));
+    let record = fx.get(&olivia, &format!("/r/{id}")).await;
+    assert!(record.body.contains("+44 20 7946 0000"));
+    fx.sync(&mut ann).await;
+    assert_eq!(ann.outbox_status().unwrap().held, 0);
+    assert!(ann.get(&id).is_err());
+}
