@@ -280,6 +280,20 @@ impl Store {
         }
     }
 
+    /// A write transaction, and the writer of the local changes made in it.
+    fn begin(&mut self) -> Result<(Transaction<'_>, Writer<'_>)> {
+        let meta = self.meta();
+        let tx = self.conn.transaction()?;
+        let w = Writer {
+            actor: &self.actor,
+            user: &self.user,
+            pipeline: &self.pipeline,
+            meta,
+            view: self.view.as_deref(),
+        };
+        Ok((tx, w))
+    }
+
     /// The user's territories as the relay last said (`["*"]`: every one);
     /// `None` before the first sync. Creating or moving a record outside
     /// them is refused at the call.
@@ -317,15 +331,7 @@ impl Store {
 
     /// Creates a record; returns it as stored.
     pub fn create(&mut self, kind: Kind, fields: Fields) -> Result<Record> {
-        let meta = self.meta();
-        let tx = self.conn.transaction()?;
-        let w = Writer {
-            actor: &self.actor,
-            user: &self.user,
-            pipeline: &self.pipeline,
-            meta,
-            view: self.view.as_deref(),
-        };
+        let (tx, w) = self.begin()?;
         let record = create_in(&tx, &w, None, kind, fields)?;
         tx.commit()?;
         Ok(record)
@@ -364,15 +370,7 @@ impl Store {
     where
         I: IntoIterator<Item = std::result::Result<Option<NewRecord>, String>>,
     {
-        let meta = self.meta();
-        let tx = self.conn.transaction()?;
-        let w = Writer {
-            actor: &self.actor,
-            user: &self.user,
-            pipeline: &self.pipeline,
-            meta,
-            view: self.view.as_deref(),
-        };
+        let (tx, w) = self.begin()?;
         let mut ids = Vec::new();
         for (index, item) in items.into_iter().enumerate() {
             let at = |reason: String| Error::Import {
@@ -476,15 +474,7 @@ impl Store {
             Kind,
         ) -> Result<Option<LocalChange>>,
     {
-        let meta = self.meta();
-        let tx = self.conn.transaction()?;
-        let w = Writer {
-            actor: &self.actor,
-            user: &self.user,
-            pipeline: &self.pipeline,
-            meta,
-            view: self.view.as_deref(),
-        };
+        let (tx, w) = self.begin()?;
         let record = edit_in(&tx, &w, id, f)?;
         tx.commit()?;
         Ok(record)
@@ -771,14 +761,7 @@ impl<'conn> StoreTx<'conn> {
 
     /// Ids of live and deleted records in any of `territories`.
     pub fn ids_in_territories(&self, territories: &[String]) -> Result<Vec<RecordId>> {
-        let json = serde_json::Value::from(territories.to_vec()).to_string();
-        let mut stmt = self.tx.prepare_cached(
-            "SELECT id FROM records WHERE territory IN (SELECT value FROM json_each(?1))",
-        )?;
-        let ids = stmt
-            .query_map([json], |r| r.get(0))?
-            .collect::<rusqlite::Result<Vec<String>>>()?;
-        Ok(ids)
+        ids_in_territories(&self.tx, territories)
     }
 
     pub fn ack(&self, hashes: &[[u8; 32]]) -> Result<usize> {
@@ -1028,6 +1011,21 @@ pub(crate) fn apply_snapshot_in(
 
 /// Removes a record's document and projection from this store (it left the
 /// device's territories). Unsent local changes stay in the outbox.
+/// Ids of live and deleted records in any of `territories`.
+pub(crate) fn ids_in_territories(
+    conn: &Connection,
+    territories: &[String],
+) -> Result<Vec<RecordId>> {
+    let json = serde_json::Value::from(territories.to_vec()).to_string();
+    let mut stmt = conn.prepare_cached(
+        "SELECT id FROM records WHERE territory IN (SELECT value FROM json_each(?1))",
+    )?;
+    let ids = stmt
+        .query_map([json], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(ids)
+}
+
 pub(crate) fn evict_in(tx: &Transaction<'_>, id: &str) -> Result<bool> {
     let rowid: Option<i64> = tx
         .prepare_cached("SELECT rowid FROM records WHERE id = ?1")?

@@ -256,8 +256,7 @@ impl Store {
     /// is now (after an admin granted a territory, say); it is sent at the
     /// next sync. Fails, keeping it refused, if it is still invalid here.
     pub fn retry_refused(&mut self, id: i64) -> Result<Record> {
-        let meta = self.meta();
-        let tx = self.conn.transaction()?;
+        let (tx, w) = self.begin()?;
         let refused = outbox::refused_one(&tx, id)?.ok_or_else(|| refused_not_found(id))?;
         let intent: Intent = match refused.intent.as_deref() {
             Some(json) => serde_json::from_str(json)
@@ -269,13 +268,6 @@ impl Store {
                     "what this change did was not kept (it was refused before this version); discard it",
                 ))
             }
-        };
-        let w = Writer {
-            actor: &self.actor,
-            user: &self.user,
-            pipeline: &self.pipeline,
-            meta,
-            view: self.view.as_deref(),
         };
         let record = remake(&tx, &w, &refused.record_id, &intent)?;
         outbox::remove(&tx, id)?;

@@ -7,7 +7,9 @@
 use rusqlite::Transaction;
 
 use super::rebase::{self, Refusals};
-use super::{apply_in, apply_snapshot_in, evict_in, meta_set, outbox, Store, Writer};
+use super::{
+    apply_in, apply_snapshot_in, evict_in, ids_in_territories, meta_set, outbox, Store, Writer,
+};
 use crate::doc::ParsedChange;
 use crate::error::{Error, Result};
 use crate::protocol::{self, SyncResponse};
@@ -105,17 +107,6 @@ fn rotate_actor(tx: &Transaction<'_>, user: &str) -> Result<Vec<u8>> {
     tx.prepare_cached("UPDATE actors SET actor = ?2 WHERE user_id = ?1")?
         .execute(rusqlite::params![user, actor])?;
     Ok(actor)
-}
-
-fn ids_in_territories(tx: &Transaction<'_>, territories: &[String]) -> Result<Vec<String>> {
-    let json = serde_json::Value::from(territories.to_vec()).to_string();
-    let mut stmt = tx.prepare_cached(
-        "SELECT id FROM records WHERE territory IN (SELECT value FROM json_each(?1))",
-    )?;
-    let ids = stmt
-        .query_map([json], |r| r.get(0))?
-        .collect::<rusqlite::Result<Vec<String>>>()?;
-    Ok(ids)
 }
 
 /// Evicts each record now, or — while changes of it wait to be sent or

@@ -24,6 +24,15 @@ pub enum Review {
 }
 
 impl Review {
+    /// The stored status; anything unknown reads as held (never lost).
+    pub fn parse(status: &str) -> Review {
+        match status {
+            "accepted" => Review::Accepted,
+            "discarded" => Review::Discarded,
+            _ => Review::Held,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Review::Held => "held",
@@ -32,6 +41,10 @@ impl Review {
         }
     }
 }
+
+/// The columns of the review queue's table, in the order stores read them.
+pub const HELD_COLUMNS: &str =
+    "hash, record_id, territory, user_id, device, bytes, held_at, status, decided_by, decided_at";
 
 /// One change in the review queue, as stored.
 #[derive(Debug, Clone)]

@@ -861,7 +861,7 @@ impl RelayStore for PgRelay {
                 "SELECT {} FROM relay_review
                  WHERE status = 'held' AND ($1::text[] IS NULL OR territory = ANY($1))
                  ORDER BY seq",
-                push::HELD_COLUMNS
+                super::review::HELD_COLUMNS
             ),
             &[&territories],
         )?;

@@ -11,7 +11,7 @@ use postgres::Transaction;
 
 use super::{LogNotice, CHANNEL, LOG_LOCK};
 use crate::relay::push::{Accepted, LogRow, PushStore, RecordFacts};
-use crate::relay::review::{Held, Review};
+use crate::relay::review::{Held, Review, HELD_COLUMNS};
 use crate::relay::{RelayError, Result};
 
 /// A push (or an office edit) inside one PostgreSQL transaction.
@@ -212,9 +212,6 @@ impl PushStore for PgPush<'_, '_> {
     }
 }
 
-pub(super) const HELD_COLUMNS: &str =
-    "hash, record_id, territory, user_id, device, bytes, held_at, status, decided_by, decided_at";
-
 pub(super) fn held_from_row(r: &postgres::Row) -> Result<Held> {
     let hash: Vec<u8> = r.get(0);
     Ok(Held {
@@ -227,11 +224,7 @@ pub(super) fn held_from_row(r: &postgres::Row) -> Result<Held> {
         device: r.get(4),
         bytes: r.get(5),
         held_at: r.get(6),
-        review: match r.get::<_, String>(7).as_str() {
-            "accepted" => Review::Accepted,
-            "discarded" => Review::Discarded,
-            _ => Review::Held,
-        },
+        review: Review::parse(&r.get::<_, String>(7)),
         decided_by: r.get(8),
         decided_at: r.get(9),
     })

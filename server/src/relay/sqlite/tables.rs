@@ -10,7 +10,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use crate::relay::access::Scope;
 use crate::relay::pull::LogEntry;
 use crate::relay::push::LogRow;
-use crate::relay::review::{Held, Review};
+use crate::relay::review::{Held, Review, HELD_COLUMNS};
 use crate::relay::{RelayError, Result, Role, User};
 
 /// 2 added `relay_web_actors`, 3 `relay_review`; opening an older file
@@ -449,18 +449,11 @@ fn held_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Held> {
         device: r.get(4)?,
         bytes: r.get(5)?,
         held_at: r.get(6)?,
-        review: match r.get::<_, String>(7)?.as_str() {
-            "accepted" => Review::Accepted,
-            "discarded" => Review::Discarded,
-            _ => Review::Held,
-        },
+        review: Review::parse(&r.get::<_, String>(7)?),
         decided_by: r.get(8)?,
         decided_at: r.get(9)?,
     })
 }
-
-const HELD_COLUMNS: &str =
-    "hash, record_id, territory, user_id, device, bytes, held_at, status, decided_by, decided_at";
 
 pub(super) fn hold(tx: &Transaction<'_>, held: &[Held]) -> Result<()> {
     let mut insert = tx.prepare_cached(
