@@ -1074,6 +1074,10 @@ fn edits_made_before_a_revocation_wait_for_review(fx: Fixture) {
     fx.sync(&mut office_device);
     fx.sync(&mut ann);
     assert_eq!(ann.outbox_status().unwrap().held, 1);
+    let err = ann
+        .update(&other, fields([("phone", "+44 10")]))
+        .unwrap_err();
+    assert_eq!(err.code(), "not_yours", "kept only until decided: {err}");
     office::decide_record(relay, &olivia, &other, true).unwrap();
     fx.sync(&mut ann);
     fx.sync(&mut office_device);

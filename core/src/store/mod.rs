@@ -135,8 +135,9 @@ impl Writer<'_> {
         ))
     }
 
-    /// Refuses to edit a record of a territory the user no longer has (it
-    /// is only still here because its changes wait for the relay).
+    /// Refuses to edit a record the user no longer has: one of a territory
+    /// not theirs, or one the relay said to evict that is only still here
+    /// because its changes wait (sent, or held for review).
     fn check_holds(&self, conn: &Connection, id: &str) -> Result<()> {
         let Some(view) = self.view.filter(|v| !v.iter().any(|t| t == "*")) else {
             return Ok(());
@@ -146,13 +147,17 @@ impl Writer<'_> {
             .query_row([id], |r| r.get(0))
             .optional()?
             .flatten();
-        match territory {
-            Some(t) if !view.contains(&t) => Err(Error::NotYours {
+        let gone = match &territory {
+            Some(t) => !view.contains(t),
+            None => false,
+        } || outbox::is_deferred(conn, id)?;
+        if gone {
+            return Err(Error::NotYours {
                 id: id.to_string(),
-                territory: t,
-            }),
-            _ => Ok(()),
+                territory: territory.unwrap_or_default(),
+            });
         }
+        Ok(())
     }
 }
 

@@ -209,3 +209,10 @@ pub(crate) fn deferred_evictions(conn: &Connection) -> Result<Vec<String>> {
         .collect::<rusqlite::Result<Vec<String>>>()?;
     Ok(ids)
 }
+
+/// Whether the relay said to evict the record and it only waits for its changes.
+pub(crate) fn is_deferred(conn: &Connection, record_id: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM deferred_evictions WHERE record_id = ?1")?
+        .exists([record_id])?)
+}
