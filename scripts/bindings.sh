@@ -23,6 +23,7 @@ generate() {
   for lang in kotlin python swift; do
     target/debug/uniffi-bindgen generate --no-format --library "$lib" --language "$lang" --out-dir "$out/$lang"
   done
+  cat mobile-bindings/glue/python_repr.py >> "$out/python/fieldcrm_mobile.py"
   cp "$lib" "$out/python/"
   log "generated: $(cd "$out" && find . -type f | sort | tr '\n' ' ')"
 }

@@ -110,6 +110,9 @@ pub enum Error {
         message: String,
     },
 
+    #[error("the store was closed; open it again")]
+    Closed,
+
     #[error("storage error: {0}")]
     Sqlite(#[from] rusqlite::Error),
 
@@ -167,6 +170,7 @@ impl Error {
             Error::Protocol(_) => "malformed",
             Error::UnsupportedVersion { .. } => "unsupported_version",
             Error::Transport { .. } => "transport",
+            Error::Closed => "closed",
             Error::Sqlite(_) => "storage",
             Error::Io(_) => "io",
         }

@@ -11,6 +11,7 @@ mod error;
 mod model;
 pub mod protocol;
 mod query;
+mod shared;
 mod store;
 mod sync;
 
@@ -27,11 +28,12 @@ pub use query::{
     add_to_summary, check_offset, empty_summary, AccountOverview, ListQuery, OwnerCount, Page,
     SortBy, StageSummary, MAX_PAGE,
 };
+pub use shared::{ChangeListener, SharedStore, SyncObserver};
 pub use store::{
-    draft_on, search_columns, validate_fields_with, ApplyOutcome, Author, Draft, Edit,
-    LookupRecord, NewRecord, OutboxEntry, OutboxStatus, Received, RefusedChange, Store,
-    StoreOptions, StoreTx, StoredDoc,
+    draft_on, search_columns, validate_fields_with, ApplyOutcome, Author, ChangeKind, Draft, Edit,
+    LookupRecord, NewRecord, OutboxEntry, OutboxStatus, Received, RecordChange, RefusedChange,
+    Store, StoreOptions, StoreTx, StoredDoc,
 };
 #[cfg(feature = "http")]
 pub use sync::HttpTransport;
-pub use sync::{RoundReport, SyncProgress, Transport, DEFAULT_MAX_BYTES};
+pub use sync::{RoundReport, SyncProgress, SyncState, Transport, DEFAULT_MAX_BYTES};

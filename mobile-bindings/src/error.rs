@@ -43,6 +43,7 @@ impl From<Core> for CrmError {
         let message = e.to_string();
         match e {
             Core::NotFound(_) | Core::NotYetCreated { .. } => CrmError::NotFound(message),
+            Core::Closed => CrmError::Closed(message),
             Core::Sqlite(_)
             | Core::Io(_)
             | Core::CorruptDocument { .. }

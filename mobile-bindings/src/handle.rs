@@ -1,10 +1,15 @@
 //! `CrmStore`, the one object apps hold: a thin shell over
-//! `fieldcrm_core::Store`. Every method converts, calls core, converts back.
+//! `fieldcrm_core::SharedStore`. Every method converts, calls core, converts
+//! back.
 //!
-//! Thread safety: the handle is `Send + Sync`; calls are serialised by a
-//! mutex. Every call blocks (SQLite, and for sync the network): call from a
-//! background thread / dispatcher, never the UI thread. `sync` holds the
-//! handle for its whole duration.
+//! Thread safety: the handle is `Send + Sync`. Reads run on a connection
+//! of their own and never wait behind a write or a sync; writes are
+//! serialised. Every call blocks (SQLite, and for `sync` the network): call
+//! from a background thread / dispatcher, never the UI thread. Sync —
+//! foreground `sync` or background `startSync` — holds the store only to
+//! build a request and to apply a response, never across the network.
+//! Change listeners are called after each write (a local action, or one
+//! applied sync page), outside every lock.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -19,6 +24,21 @@ use crate::types::*;
 #[uniffi::export(foreign)]
 pub trait SyncListener: Send + Sync {
     fn on_progress(&self, status: SyncStatus);
+}
+
+/// Told which records each write changed (a local action, or one applied
+/// sync page): reload what shows them. Implemented by the app; called on
+/// the thread that wrote, outside every lock, so it may read the store.
+#[uniffi::export(foreign)]
+pub trait ChangeListener: Send + Sync {
+    fn on_change(&self, changes: Vec<RecordChange>);
+}
+
+/// Told how background sync stands. Implemented by the app; called on the
+/// sync thread.
+#[uniffi::export(foreign)]
+pub trait SyncStateListener: Send + Sync {
+    fn on_state(&self, state: SyncState);
 }
 
 /// Carries one sync request to the relay and returns the response bytes;
@@ -41,14 +61,26 @@ impl core::Transport for HostAdapter {
     }
 }
 
-struct Inner {
-    store: core::Store,
-    transport: Option<HttpTransport>,
+struct Changes(Arc<dyn ChangeListener>);
+
+impl core::ChangeListener for Changes {
+    fn changed(&self, changes: &[core::RecordChange]) {
+        self.0.on_change(changes.iter().map(Into::into).collect());
+    }
+}
+
+struct States(Arc<dyn SyncStateListener>);
+
+impl core::SyncObserver for States {
+    fn state(&self, state: &core::SyncState) {
+        self.0.on_state(state.into());
+    }
 }
 
 #[derive(uniffi::Object)]
 pub struct CrmStore {
-    inner: Mutex<Option<Inner>>,
+    shared: Arc<core::SharedStore>,
+    transport: Mutex<Option<Arc<HttpTransport>>>,
 }
 
 impl std::fmt::Debug for CrmStore {
@@ -58,22 +90,22 @@ impl std::fmt::Debug for CrmStore {
 }
 
 impl CrmStore {
-    fn lock(&self) -> MutexGuard<'_, Option<Inner>> {
-        // A panic inside a call cannot leave SQLite half-written, so a
-        // poisoned lock still guards a consistent store.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    fn read<R>(&self, f: impl FnOnce(&core::Store) -> core::Result<R>) -> Result<R, CrmError> {
+        Ok(self.shared.read(f)?)
     }
 
-    fn with<R>(&self, f: impl FnOnce(&mut Inner) -> Result<R, CrmError>) -> Result<R, CrmError> {
-        let mut guard = self.lock();
-        let inner = guard
-            .as_mut()
-            .ok_or_else(|| CrmError::Closed("this CrmStore was closed; open a new one".into()))?;
-        f(inner)
+    fn write<R>(&self, f: impl FnOnce(&mut core::Store) -> core::Result<R>) -> Result<R, CrmError> {
+        Ok(self.shared.write(f)?)
     }
 
-    fn store<R>(&self, f: impl FnOnce(&mut core::Store) -> core::Result<R>) -> Result<R, CrmError> {
-        self.with(|inner| f(&mut inner.store).map_err(CrmError::from))
+    fn transport(&self) -> MutexGuard<'_, Option<Arc<HttpTransport>>> {
+        self.transport.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn signed_in(&self) -> Result<Arc<HttpTransport>, CrmError> {
+        self.transport()
+            .clone()
+            .ok_or_else(|| CrmError::NotSignedIn("call login() or restoreSession() first".into()))
     }
 }
 
@@ -86,23 +118,20 @@ impl CrmStore {
     /// Opens (creating if needed) the store at `path` for the signed-in `user`.
     #[uniffi::constructor]
     pub fn open(path: String, user: String) -> Result<Arc<Self>, CrmError> {
-        let store = core::Store::open(&path, &user)?;
         Ok(Arc::new(CrmStore {
-            inner: Mutex::new(Some(Inner {
-                store,
-                transport: None,
-            })),
+            shared: core::SharedStore::open(&path, &user)?,
+            transport: Mutex::new(None),
         }))
     }
 
     /// Closes the store file; later calls fail with `Closed`. (Kotlin's
     /// `close()` / Swift's deinit free the handle itself.)
     pub fn close_store(&self) {
-        self.lock().take();
+        self.shared.close();
     }
 
     pub fn device_id(&self) -> Result<String, CrmError> {
-        self.store(|s| Ok(s.device_id().to_string()))
+        self.read(|s| Ok(s.device_id().to_string()))
     }
 
     pub fn create(
@@ -110,7 +139,7 @@ impl CrmStore {
         kind: RecordKind,
         fields: HashMap<String, FieldValue>,
     ) -> Result<CrmRecord, CrmError> {
-        self.store(|s| s.create(kind.into(), to_fields(fields)))
+        self.write(|s| s.create(kind.into(), to_fields(fields)))
             .map(|r| (&r).into())
     }
 
@@ -120,7 +149,7 @@ impl CrmStore {
         id: String,
         fields: HashMap<String, FieldValue>,
     ) -> Result<CrmRecord, CrmError> {
-        self.store(|s| s.update(&id, to_fields(fields)))
+        self.write(|s| s.update(&id, to_fields(fields)))
             .map(|r| (&r).into())
     }
 
@@ -133,24 +162,24 @@ impl CrmStore {
         delete: u32,
         insert: String,
     ) -> Result<CrmRecord, CrmError> {
-        self.store(|s| s.splice_text(&id, &field, pos as usize, delete as usize, &insert))
+        self.write(|s| s.splice_text(&id, &field, pos as usize, delete as usize, &insert))
             .map(|r| (&r).into())
     }
 
     pub fn delete(&self, id: String) -> Result<CrmRecord, CrmError> {
-        self.store(|s| s.delete(&id)).map(|r| (&r).into())
+        self.write(|s| s.delete(&id)).map(|r| (&r).into())
     }
 
     pub fn restore(&self, id: String) -> Result<CrmRecord, CrmError> {
-        self.store(|s| s.restore(&id)).map(|r| (&r).into())
+        self.write(|s| s.restore(&id)).map(|r| (&r).into())
     }
 
     pub fn get(&self, id: String) -> Result<CrmRecord, CrmError> {
-        self.store(|s| s.get(&id)).map(|r| (&r).into())
+        self.read(|s| s.get(&id)).map(|r| (&r).into())
     }
 
     pub fn list(&self, filter: ListFilter) -> Result<RecordPage, CrmError> {
-        let page = self.store(|s| s.list(&filter.into()))?;
+        let page = self.read(|s| s.list(&filter.into()))?;
         Ok(RecordPage {
             records: page.records.iter().map(Into::into).collect(),
             total: page.total as u64,
@@ -164,12 +193,12 @@ impl CrmStore {
         kind: Option<RecordKind>,
         limit: u32,
     ) -> Result<Vec<CrmRecord>, CrmError> {
-        let found = self.store(|s| s.search(&text, kind.map(Into::into), limit as usize))?;
+        let found = self.read(|s| s.search(&text, kind.map(Into::into), limit as usize))?;
         Ok(found.iter().map(Into::into).collect())
     }
 
     pub fn account_overview(&self, account_id: String) -> Result<AccountOverview, CrmError> {
-        self.store(|s| s.account_overview(&account_id))
+        self.read(|s| s.account_overview(&account_id))
             .map(Into::into)
     }
 
@@ -178,7 +207,7 @@ impl CrmStore {
         owner: Option<String>,
         territories: Vec<String>,
     ) -> Result<Vec<StageSummary>, CrmError> {
-        let summary = self.store(|s| s.pipeline_summary(owner.as_deref(), &territories))?;
+        let summary = self.read(|s| s.pipeline_summary(owner.as_deref(), &territories))?;
         Ok(summary
             .into_iter()
             .map(|s| StageSummary {
@@ -191,7 +220,7 @@ impl CrmStore {
 
     pub fn history(&self, id: String) -> Result<Vec<HistoryEntry>, CrmError> {
         Ok(self
-            .store(|s| s.history(&id))?
+            .read(|s| s.history(&id))?
             .into_iter()
             .map(Into::into)
             .collect())
@@ -199,12 +228,12 @@ impl CrmStore {
 
     /// The record as it stood at `time` (ms since the epoch).
     pub fn record_at(&self, id: String, time: i64) -> Result<CrmRecord, CrmError> {
-        self.store(|s| s.record_at(&id, time)).map(|r| (&r).into())
+        self.read(|s| s.record_at(&id, time)).map(|r| (&r).into())
     }
 
     pub fn conflicts(&self, id: String) -> Result<Vec<Conflict>, CrmError> {
         Ok(self
-            .store(|s| s.conflicts(&id))?
+            .read(|s| s.conflicts(&id))?
             .into_iter()
             .map(Into::into)
             .collect())
@@ -217,11 +246,21 @@ impl CrmStore {
         field: String,
         value: FieldValue,
     ) -> Result<CrmRecord, CrmError> {
-        self.store(|s| s.resolve_conflict(&id, &field, value.into()))
+        self.write(|s| s.resolve_conflict(&id, &field, value.into()))
             .map(|r| (&r).into())
     }
 
-    /// Signs in to a relay (e.g. `https://crm.example.com`); `sync` then uses it.
+    /// Registers a listener told which records each write changed; returns
+    /// its id for `removeChangeListener`.
+    pub fn add_change_listener(&self, listener: Arc<dyn ChangeListener>) -> u64 {
+        self.shared.add_listener(Arc::new(Changes(listener)))
+    }
+
+    pub fn remove_change_listener(&self, id: u64) -> bool {
+        self.shared.remove_listener(id)
+    }
+
+    /// Signs in to a relay (e.g. `https://crm.example.com`); sync then uses it.
     pub fn login(
         &self,
         base_url: String,
@@ -229,26 +268,34 @@ impl CrmStore {
         password: String,
     ) -> Result<(), CrmError> {
         let (transport, _) = HttpTransport::login(&base_url, &username, &password)?;
-        self.with(|inner| {
-            inner.transport = Some(transport);
-            Ok(())
-        })
+        *self.transport() = Some(Arc::new(transport));
+        Ok(())
+    }
+
+    /// The sign-in's bearer token, to keep in the platform's secure storage
+    /// between launches (see `restoreSession`) or to call the relay with
+    /// the app's own HTTP stack; `None` when not signed in. It stays valid
+    /// until signed out (`signOut`, or an admin revokes it).
+    pub fn session_token(&self) -> Option<String> {
+        self.transport().as_ref().map(|t| t.token().to_string())
+    }
+
+    /// Signs in again with a kept token, without the password. A token the
+    /// relay no longer accepts shows at the next sync as `NotSignedIn`.
+    pub fn restore_session(&self, base_url: String, token: String) {
+        *self.transport() = Some(Arc::new(HttpTransport::new(&base_url, &token)));
     }
 
     /// Syncs with the relay signed in to, until everything is exchanged.
+    /// Reads and edits go on meanwhile.
     pub fn sync(&self, listener: Option<Arc<dyn SyncListener>>) -> Result<SyncStatus, CrmError> {
-        self.with(|inner| {
-            let transport = inner
-                .transport
-                .as_ref()
-                .ok_or_else(|| CrmError::NotSignedIn("call login() before sync()".into()))?;
-            let done = inner.store.sync(transport, &mut |p| {
-                if let Some(l) = &listener {
-                    l.on_progress(status(p));
-                }
-            })?;
-            Ok(status(&done))
-        })
+        let transport = self.signed_in()?;
+        let done = self.shared.sync(&*transport, &mut |p| {
+            if let Some(l) = &listener {
+                l.on_progress(status(p));
+            }
+        })?;
+        Ok(status(&done))
     }
 
     /// Syncs through the app's own transport.
@@ -258,24 +305,50 @@ impl CrmStore {
         listener: Option<Arc<dyn SyncListener>>,
     ) -> Result<SyncStatus, CrmError> {
         let adapter = HostAdapter(transport);
-        let done = self.store(|s| {
-            s.sync(&adapter, &mut |p| {
-                if let Some(l) = &listener {
-                    l.on_progress(status(p));
-                }
-            })
+        let done = self.shared.sync(&adapter, &mut |p| {
+            if let Some(l) = &listener {
+                l.on_progress(status(p));
+            }
         })?;
         Ok(status(&done))
     }
 
+    /// Starts syncing in the background with the relay signed in to: at
+    /// once, when the relay's live stream says something changed, shortly
+    /// after local edits, and every 30 s; retrying with back-off when
+    /// offline. Returns at once; `listener` hears each state. The change
+    /// listeners hear what each applied page changed.
+    pub fn start_sync(&self, listener: Arc<dyn SyncStateListener>) -> Result<(), CrmError> {
+        let transport = self.signed_in()?;
+        self.shared
+            .start_sync(transport, Arc::new(States(listener)));
+        Ok(())
+    }
+
+    /// Starts background sync over the app's own transport (it polls: the
+    /// live stream needs the built-in transport).
+    pub fn start_sync_with(
+        &self,
+        transport: Arc<dyn HostTransport>,
+        listener: Arc<dyn SyncStateListener>,
+    ) {
+        self.shared
+            .start_sync(Arc::new(HostAdapter(transport)), Arc::new(States(listener)));
+    }
+
+    /// Stops background sync; a round under way finishes on its own.
+    pub fn stop_sync(&self) {
+        self.shared.stop_sync();
+    }
+
     /// The next request's bytes, for apps that carry them to `POST /v1/sync` themselves.
     pub fn sync_request(&self) -> Result<Vec<u8>, CrmError> {
-        self.store(|s| s.sync_request())
+        self.read(|s| s.sync_request())
     }
 
     /// Applies the relay's response bytes; `more` says whether to send another request.
     pub fn apply_sync_response(&self, response: Vec<u8>) -> Result<SyncStatus, CrmError> {
-        self.store(|s| {
+        self.write(|s| {
             let round = s.apply_sync_response(&response)?;
             Ok(SyncStatus {
                 rounds: 1,
@@ -295,7 +368,7 @@ impl CrmStore {
     }
 
     pub fn outbox_status(&self) -> Result<OutboxStatus, CrmError> {
-        let s = self.store(|s| s.outbox_status())?;
+        let s = self.read(|s| s.outbox_status())?;
         Ok(OutboxStatus {
             pending: s.pending as u64,
             held: s.held as u64,
@@ -305,19 +378,19 @@ impl CrmStore {
 
     /// Local changes the relay refused, with what each meant to do and why.
     pub fn refused_changes(&self) -> Result<Vec<RefusedChange>, CrmError> {
-        let refused = self.store(|s| s.refused_changes())?;
+        let refused = self.read(|s| s.refused_changes())?;
         Ok(refused.into_iter().map(Into::into).collect())
     }
 
     /// Makes a refused change again on the record as it is now (sent at the
     /// next sync); fails, keeping it, if it is still invalid.
     pub fn retry_refused(&self, id: i64) -> Result<CrmRecord, CrmError> {
-        self.store(|s| s.retry_refused(id)).map(|r| (&r).into())
+        self.write(|s| s.retry_refused(id)).map(|r| (&r).into())
     }
 
     /// Drops a refused change for good.
     pub fn discard_refused(&self, id: i64) -> Result<(), CrmError> {
-        self.store(|s| s.discard_refused(id))
+        self.write(|s| s.discard_refused(id))
     }
 
     /// Signs out and removes this user's data from the device: the relay
@@ -327,11 +400,7 @@ impl CrmStore {
     /// unless `discard_pending` is true: then they are deleted with the rest.
     /// After it, every call fails with `Closed`.
     pub fn sign_out(&self, discard_pending: bool) -> Result<(), CrmError> {
-        let mut guard = self.lock();
-        let inner = guard
-            .as_mut()
-            .ok_or_else(|| CrmError::Closed("this CrmStore was closed; open a new one".into()))?;
-        let status = inner.store.outbox_status()?;
+        let status = self.read(|s| s.outbox_status())?;
         let waiting = status.pending + status.held + status.rejected;
         if waiting > 0 && !discard_pending {
             return Err(CrmError::PendingChanges(format!(
@@ -341,14 +410,13 @@ impl CrmStore {
                 status.pending, status.held, status.rejected
             )));
         }
-        if let Some(transport) = &inner.transport {
+        if let Some(transport) = self.transport().take() {
             // Offline: the token stays valid until an admin revokes it.
             let _ = transport.logout();
         }
-        let Some(inner) = guard.take() else {
-            unreachable!("checked above while holding the lock")
-        };
-        inner.store.delete_files()?;
+        if let Some(store) = self.shared.close() {
+            store.delete_files()?;
+        }
         Ok(())
     }
 
@@ -410,7 +478,7 @@ mod tests {
                 due_before: None,
                 include_deleted: false,
                 only_conflicts: false,
-                sort: SortField::Name,
+                sort: None,
                 descending: false,
                 limit: 10,
                 offset: 0,

@@ -326,25 +326,42 @@ pub enum SortField {
     Stage,
 }
 
-/// Filters for `list`; unset ones match everything.
+/// Filters for `list`; every field has a default, so `ListFilter()` lists
+/// the first 50 live records of every kind by name, and
+/// `ListFilter(kind = DEAL, stage = "won")` narrows it. Unset filters
+/// match everything.
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
 pub struct ListFilter {
+    #[uniffi(default = None)]
     pub kind: Option<RecordKind>,
+    #[uniffi(default = None)]
     pub owner: Option<String>,
+    #[uniffi(default = [])]
     pub territories: Vec<String>,
+    #[uniffi(default = None)]
     pub account_id: Option<String>,
     /// Activities related to this record.
     #[uniffi(default = None)]
     pub related_to: Option<String>,
+    #[uniffi(default = None)]
     pub stage: Option<String>,
+    #[uniffi(default = None)]
     pub updated_since: Option<i64>,
+    #[uniffi(default = None)]
     pub due_before: Option<i64>,
+    #[uniffi(default = false)]
     pub include_deleted: bool,
+    #[uniffi(default = false)]
     pub only_conflicts: bool,
-    pub sort: SortField,
+    /// By name when unset.
+    #[uniffi(default = None)]
+    pub sort: Option<SortField>,
+    #[uniffi(default = false)]
     pub descending: bool,
     /// 1 to 1000.
+    #[uniffi(default = 50)]
     pub limit: u32,
+    #[uniffi(default = 0)]
     pub offset: u32,
 }
 
@@ -361,7 +378,7 @@ impl From<ListFilter> for core::ListQuery {
             due_before: f.due_before,
             include_deleted: f.include_deleted,
             only_conflicts: f.only_conflicts,
-            sort: match f.sort {
+            sort: match f.sort.unwrap_or(SortField::Name) {
                 SortField::Name => core::SortBy::Name,
                 SortField::UpdatedAt => core::SortBy::UpdatedAt,
                 SortField::CreatedAt => core::SortBy::CreatedAt,
@@ -530,6 +547,87 @@ pub struct OutboxStatus {
     pub held: u64,
     /// Refused: kept until retried or discarded (`refusedChanges`).
     pub rejected: u64,
+}
+
+/// What happened to a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum ChangeKind {
+    Created,
+    Updated,
+    Deleted,
+    Restored,
+    /// Gone from this device (it left the user's territories).
+    Evicted,
+}
+
+/// A record one write changed.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct RecordChange {
+    pub id: String,
+    pub kind: RecordKind,
+    pub change: ChangeKind,
+    /// Whether a field of it holds competing values now.
+    pub conflicted: bool,
+}
+
+impl From<&core::RecordChange> for RecordChange {
+    fn from(c: &core::RecordChange) -> Self {
+        RecordChange {
+            id: c.id.clone(),
+            kind: c.kind.into(),
+            change: match c.change {
+                core::ChangeKind::Created => ChangeKind::Created,
+                core::ChangeKind::Updated => ChangeKind::Updated,
+                core::ChangeKind::Deleted => ChangeKind::Deleted,
+                core::ChangeKind::Restored => ChangeKind::Restored,
+                core::ChangeKind::Evicted => ChangeKind::Evicted,
+            },
+            conflicted: c.conflicted,
+        }
+    }
+}
+
+/// How background sync stands.
+#[derive(Debug, Clone, PartialEq, uniffi::Enum)]
+pub enum SyncState {
+    /// Up to date; `pending` local changes made since wait to be sent.
+    Idle {
+        pending: u64,
+    },
+    Syncing,
+    /// The relay cannot be reached or answered with an error; retried in `retry_in_ms`.
+    Offline {
+        reason: String,
+        retry_in_ms: u64,
+    },
+    /// The relay no longer accepts the sign-in; nothing was deleted. Sign in
+    /// again (`login`) and `startSync` again.
+    SignedOut {
+        reason: String,
+    },
+    Stopped,
+}
+
+impl From<&core::SyncState> for SyncState {
+    fn from(s: &core::SyncState) -> Self {
+        match s {
+            core::SyncState::Idle { pending } => SyncState::Idle {
+                pending: *pending as u64,
+            },
+            core::SyncState::Syncing => SyncState::Syncing,
+            core::SyncState::Offline {
+                reason,
+                retry_in_ms,
+            } => SyncState::Offline {
+                reason: reason.clone(),
+                retry_in_ms: *retry_in_ms,
+            },
+            core::SyncState::SignedOut { reason } => SyncState::SignedOut {
+                reason: reason.clone(),
+            },
+            core::SyncState::Stopped => SyncState::Stopped,
+        }
+    }
 }
 
 /// A local change the relay refused. The record itself is as the relay has

@@ -99,6 +99,10 @@ impl RelayProcess {
         Ok(RelayProcess { child, url })
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// CPU time the relay process has used so far (user + system, all threads).
     pub fn cpu_time(&self) -> std::time::Duration {
         process_cpu_time(self.child.id())
@@ -140,6 +144,23 @@ pub fn process_cpu_time(pid: u32) -> std::time::Duration {
         })
         .unwrap_or(0);
     std::time::Duration::from_millis(ticks * 10)
+}
+
+/// (user, system) CPU time process `pid` has used, from `/proc`, in
+/// clock ticks of 10 ms: where the time of a phase went.
+pub fn process_cpu_split(pid: u32) -> (std::time::Duration, std::time::Duration) {
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            Some((fields.get(11)?.parse().ok()?, fields.get(12)?.parse().ok()?))
+        })
+        .unwrap_or((0u64, 0u64));
+    (
+        std::time::Duration::from_millis(ticks.0 * 10),
+        std::time::Duration::from_millis(ticks.1 * 10),
+    )
 }
 
 /// Whether this process was started as the relay child; if so, runs it.

@@ -5,6 +5,7 @@
 
 mod documents;
 mod draft;
+mod events;
 mod outbox;
 pub(crate) mod projection;
 mod rebase;
@@ -27,6 +28,7 @@ use crate::model::{
 
 pub use documents::{Received, StoredDoc};
 pub use draft::{draft_on, Author, Draft, Edit};
+pub use events::{ChangeKind, RecordChange};
 pub use outbox::OutboxEntry;
 pub use projection::search_columns;
 pub use rebase::RefusedChange;

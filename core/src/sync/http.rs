@@ -72,6 +72,21 @@ impl HttpTransport {
     /// Blocks until the relay announces that its log advanced past
     /// `cursor`, or `timeout` passes. Returns whether it did.
     pub fn wait_for_change(&self, cursor: u64, timeout: Duration) -> Result<bool> {
+        Transport::wait_for_change(self, cursor, timeout)
+    }
+
+    /// The bearer token, for an app to keep between launches (in the
+    /// platform's secure storage) and to use with its own HTTP stack.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The relay's base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn wait_for_events(&self, cursor: u64, timeout: Duration) -> Result<bool> {
         let url = format!("{}/v1/events?after={cursor}", self.base);
         let mut response = self
             .agent
@@ -123,6 +138,10 @@ impl HttpTransport {
 impl Transport for HttpTransport {
     fn exchange(&self, request: &[u8]) -> Result<Vec<u8>> {
         self.post("/v1/sync", CONTENT_TYPE, request)
+    }
+
+    fn wait_for_change(&self, cursor: u64, timeout: Duration) -> Result<bool> {
+        self.wait_for_events(cursor, timeout)
     }
 }
 

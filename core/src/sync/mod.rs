@@ -11,11 +11,14 @@
 //! where the last applied round left it; a request whose response was lost
 //! is simply sent again (the relay treats repeats idempotently).
 
+pub(crate) mod background;
 #[cfg(feature = "http")]
 mod http;
 
 #[cfg(feature = "http")]
 pub use http::HttpTransport;
+
+pub use background::SyncState;
 
 use serde::{Deserialize, Serialize};
 
@@ -28,11 +31,21 @@ const PUSH_BUDGET: usize = 1 << 20;
 /// Response size a device asks for.
 pub const DEFAULT_MAX_BYTES: u64 = 4 << 20;
 /// A safety stop: no sync takes this many rounds.
-const MAX_ROUNDS: usize = 100_000;
+pub(crate) const MAX_ROUNDS: usize = 100_000;
 
 /// Carries one request to the relay and returns its response.
 pub trait Transport {
     fn exchange(&self, request: &[u8]) -> Result<Vec<u8>>;
+
+    /// Blocks until the relay says its log passed `cursor` with changes
+    /// the user may see (`Ok(true)`), or `timeout` passes (`Ok(false)`).
+    /// Transports without live push just wait out the timeout, and
+    /// background sync then polls.
+    fn wait_for_change(&self, cursor: u64, timeout: std::time::Duration) -> Result<bool> {
+        let _ = cursor;
+        std::thread::sleep(timeout);
+        Ok(false)
+    }
 }
 
 /// What one round did.
@@ -52,6 +65,21 @@ pub struct RoundReport {
     pub changes: usize,
     pub evicted: usize,
     pub more: bool,
+}
+
+impl RoundReport {
+    /// Adds another round's counts (`more` is the later round's).
+    pub fn add(&mut self, other: &RoundReport) {
+        self.pushed += other.pushed;
+        self.acked += other.acked;
+        self.rejected += other.rejected;
+        self.held += other.held;
+        self.rebased += other.rebased;
+        self.snapshots += other.snapshots;
+        self.changes += other.changes;
+        self.evicted += other.evicted;
+        self.more = other.more;
+    }
 }
 
 /// Progress after each round of a [`Store::sync`].
@@ -78,10 +106,16 @@ impl Store {
     /// The next request: the oldest unsent outbox changes (up to 1 MiB) and
     /// the cursor.
     pub fn sync_request(&self) -> Result<Vec<u8>> {
-        Ok(protocol::encode(&self.next_request()?))
+        Ok(protocol::encode(&self.next_request(DEFAULT_MAX_BYTES)?))
     }
 
-    fn next_request(&self) -> Result<SyncRequest> {
+    /// [`Store::sync_request`] asking for pages of at most `max_bytes`:
+    /// smaller pages hold the store for less time each.
+    pub fn sync_request_paged(&self, max_bytes: u64) -> Result<Vec<u8>> {
+        Ok(protocol::encode(&self.next_request(max_bytes)?))
+    }
+
+    fn next_request(&self, max_bytes: u64) -> Result<SyncRequest> {
         let mut push = Vec::new();
         let mut bytes = 0;
         let mut after = 0;
@@ -105,7 +139,7 @@ impl Store {
             device_id: self.device_id().to_string(),
             cursor: self.cursor()?,
             push,
-            max_bytes: DEFAULT_MAX_BYTES,
+            max_bytes,
         })
     }
 
@@ -127,21 +161,15 @@ impl Store {
     ) -> Result<SyncProgress> {
         let mut state = SyncProgress::default();
         while state.round < MAX_ROUNDS {
-            let request = self.next_request()?;
+            let request = self.next_request(DEFAULT_MAX_BYTES)?;
             let pushed = request.push.len();
             let response = transport.exchange(&protocol::encode(&request))?;
             let round = self.apply_sync_response(&response)?;
             state.round += 1;
-            let t = &mut state.total;
-            t.pushed += pushed;
-            t.acked += round.acked;
-            t.rejected += round.rejected;
-            t.held += round.held;
-            t.rebased += round.rebased;
-            t.snapshots += round.snapshots;
-            t.changes += round.changes;
-            t.evicted += round.evicted;
-            t.more = round.more;
+            state.total.add(&RoundReport {
+                pushed,
+                ..round.clone()
+            });
             state.outbox_pending = self.outbox_status()?.pending;
             state.cursor = self.cursor()?.seq;
             progress(&state);

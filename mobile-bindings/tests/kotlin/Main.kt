@@ -43,7 +43,8 @@ fun main(args: Array<String>) {
         scenario(tmp, url)
         badInput(tmp)
         refusedAndSignOut(tmp, url)
-        println("kotlin: 3 passed, 0 failed")
+        liveApp(tmp, url)
+        println("kotlin: 4 passed, 0 failed")
     } finally {
         relay.destroy()
         relay.waitFor(5, TimeUnit.SECONDS)
@@ -103,6 +104,58 @@ fun scenario(tmp: File, url: String) {
     check(history.last().user == "ann" && history.last().fields.single().field == "phone") { "last change ${history.last()}" }
     ann.closeStore()
     bob.closeStore()
+}
+
+class Heard : ChangeListener {
+    val ids = java.util.concurrent.ConcurrentLinkedQueue<String>()
+    override fun onChange(changes: List<RecordChange>) {
+        changes.forEach { ids.add(it.id) }
+    }
+}
+
+class States : SyncStateListener {
+    val states = java.util.concurrent.ConcurrentLinkedQueue<SyncState>()
+    override fun onState(state: SyncState) {
+        states.add(state)
+    }
+}
+
+// An app-shaped program: background sync, a change listener, reads meanwhile.
+fun liveApp(tmp: File, url: String) {
+    val other = CrmStore.open(File(tmp, "other.db").path, "bob")
+    other.login(url, "bob", PASSWORD)
+    val ids = (0 until 100).map {
+        (other.create(RecordKind.ACCOUNT, mapOf("name" to text("Live $it"), "territory" to text("north"))) as CrmRecord.Account).account.meta.id
+    }
+    other.sync(null)
+    val app = CrmStore.open(File(tmp, "app.db").path, "ann")
+    app.login(url, "ann", PASSWORD)
+    val heard = Heard()
+    val states = States()
+    app.addChangeListener(heard)
+    app.startSync(states)
+    val deadline = System.currentTimeMillis() + 30_000
+    var slowest = 0L
+    while (!heard.ids.containsAll(ids)) {
+        val t = System.nanoTime()
+        app.list(ListFilter(kind = RecordKind.ACCOUNT, limit = 20u))
+        slowest = maxOf(slowest, (System.nanoTime() - t) / 1_000_000)
+        check(System.currentTimeMillis() < deadline) { "background bootstrap was not announced: ${heard.ids.size} of ${ids.size}" }
+        Thread.sleep(5)
+    }
+    check(slowest < 500) { "a read waited $slowest ms behind sync" }
+    val editedAt = System.currentTimeMillis()
+    heard.ids.clear()
+    other.update(ids[3], mapOf("phone" to text("+44 113 496 0333")))
+    other.sync(null)
+    while (!heard.ids.contains(ids[3])) {
+        check(System.currentTimeMillis() - editedAt < 5_000) { "the listener never heard of the edit" }
+        Thread.sleep(5)
+    }
+    check((app.get(ids[3]) as CrmRecord.Account).account.phone == "+44 113 496 0333") { "the edit arrived" }
+    app.stopSync()
+    check(states.states.any { it is SyncState.Idle }) { "states: ${states.states}" }
+    check(app.sessionToken() != null) { "the token can be kept" }
 }
 
 // A refused change converges and is listed; signing out with work waiting says so.

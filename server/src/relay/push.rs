@@ -120,8 +120,12 @@ pub trait PushStore {
     /// Binds every actor of `actors` that nobody has yet to `user`, and
     /// returns the user each actor is bound to.
     fn claim_actors(&mut self, user: &str, actors: &[&str]) -> Result<HashMap<String, String>>;
-    /// The documents of `ids` (sorted, distinct), held for writing until
-    /// the transaction ends; `None` for records the store does not have.
+    /// Holds every record of `ids` (sorted, distinct) for writing until the
+    /// transaction ends, new ones included (stores with one writer need do
+    /// nothing).
+    fn lock(&mut self, ids: &[&str]) -> Result<()>;
+    /// The documents of `ids` (already locked), `None` for records the
+    /// store does not have.
     fn documents(&mut self, ids: &[&str]) -> Result<Vec<Option<StoredDoc>>>;
     /// A stored record's kind, tombstone and territory.
     fn facts(&mut self, id: &str) -> Result<Option<RecordFacts>>;
@@ -281,39 +285,55 @@ pub fn push<S: PushStore>(
         }
     }
     let groups = group_by_record(mine);
-    let mut ids: Vec<&str> = groups.iter().map(|g| g[0].record_id.as_str()).collect();
-    ids.sort_unstable();
-    let loaded: HashMap<String, StoredDoc> = ids
-        .iter()
-        .zip(store.documents(&ids)?)
-        .filter_map(|(id, doc)| doc.map(|d| (id.to_string(), d)))
-        .collect();
-    let pipeline = store.pipeline()?;
-    let (accepted, refused, unseen) = {
-        let directory = PushDirectory::new(store, user);
-        let rules = Rules {
-            pipeline: &pipeline,
-            author: &user.id,
-            directory: &directory,
-        };
-        receive_all(&directory, &rules, user, groups, loaded)?
-    };
-    for (record, r) in refused {
-        refused_records.insert(record);
-        out.rejected.push(r);
+    {
+        // Every record of the push, locked in id order before any is read:
+        // two relays pushing the same records never deadlock.
+        let mut ids: Vec<&str> = groups.iter().map(|g| g[0].record_id.as_str()).collect();
+        ids.sort_unstable();
+        store.lock(&ids)?;
     }
-    hold_or_refuse(
-        store,
-        user,
-        device,
-        known,
-        unseen,
-        &mut out,
-        &mut refused_records,
-    )?;
-    save(store, user, device, accepted, &mut out)?;
+    let pipeline = store.pipeline()?;
+    let mut known_here = KnownHere::default();
+    let mut groups = groups.into_iter().peekable();
+    // A chunk of records at a time: loaded, checked, saved and dropped, so a
+    // large push never holds all its documents in memory.
+    while groups.peek().is_some() {
+        let chunk: Vec<Vec<Pushed>> = groups.by_ref().take(CHUNK).collect();
+        let ids: Vec<&str> = chunk.iter().map(|g| g[0].record_id.as_str()).collect();
+        let loaded: HashMap<String, StoredDoc> = ids
+            .iter()
+            .zip(store.documents(&ids)?)
+            .filter_map(|(id, doc)| doc.map(|d| (id.to_string(), d)))
+            .collect();
+        let (accepted, refused, unseen) = {
+            let directory = PushDirectory::new(store, user, &mut known_here);
+            let rules = Rules {
+                pipeline: &pipeline,
+                author: &user.id,
+                directory: &directory,
+            };
+            receive_all(&directory, &rules, user, chunk, loaded)?
+        };
+        for (record, r) in refused {
+            refused_records.insert(record);
+            out.rejected.push(r);
+        }
+        hold_or_refuse(
+            store,
+            user,
+            device,
+            known,
+            unseen,
+            &mut out,
+            &mut refused_records,
+        )?;
+        save(store, user, device, accepted, &mut out)?;
+    }
     finish(store, user, out, refused_records)
 }
+
+/// Records checked and saved per round of a push.
+const CHUNK: usize = 256;
 
 /// Changes to records the user can no longer see: held for review if the
 /// device still had the record in view as of its cursor (the change was
@@ -545,35 +565,42 @@ fn save<S: PushStore>(
     Ok(())
 }
 
+/// What a push learned that later records of it may ask again: records it
+/// accepted (a contact after its account), users and territories.
+#[derive(Default)]
+struct KnownHere {
+    records: HashMap<String, RecordFacts>,
+    names: HashMap<(bool, String), bool>,
+}
+
 /// What the data model's reference, owner and territory checks ask during
 /// a push: records the user can see (those accepted earlier in this push
 /// first), users and territories (asked once each per push).
 struct PushDirectory<'a, S> {
     store: RefCell<&'a mut S>,
     user: &'a User,
-    this_push: RefCell<HashMap<String, RecordFacts>>,
-    names: RefCell<HashMap<(bool, String), bool>>,
+    here: RefCell<&'a mut KnownHere>,
 }
 
 impl<'a, S: PushStore> PushDirectory<'a, S> {
-    fn new(store: &'a mut S, user: &'a User) -> Self {
+    fn new(store: &'a mut S, user: &'a User, here: &'a mut KnownHere) -> Self {
         PushDirectory {
             store: RefCell::new(store),
             user,
-            this_push: RefCell::default(),
-            names: RefCell::default(),
+            here: RefCell::new(here),
         }
     }
 
     fn accepted(&self, record: &Record) {
-        self.this_push
+        self.here
             .borrow_mut()
+            .records
             .insert(record.id.clone(), RecordFacts::of(record));
     }
 
     fn name(&self, is_user: bool, name: &str) -> fieldcrm_core::Result<bool> {
         let key = (is_user, name.to_string());
-        if let Some(known) = self.names.borrow().get(&key) {
+        if let Some(known) = self.here.borrow().names.get(&key) {
             return Ok(*known);
         }
         let mut store = self.store.borrow_mut();
@@ -583,7 +610,7 @@ impl<'a, S: PushStore> PushDirectory<'a, S> {
             store.is_territory(name)
         }
         .map_err(storage)?;
-        self.names.borrow_mut().insert(key, found);
+        self.here.borrow_mut().names.insert(key, found);
         Ok(found)
     }
 }
@@ -599,7 +626,7 @@ fn storage(e: RelayError) -> fieldcrm_core::Error {
 
 impl<S: PushStore> Directory for PushDirectory<'_, S> {
     fn record(&self, id: &str) -> fieldcrm_core::Result<Option<(Kind, bool)>> {
-        let here = self.this_push.borrow().get(id).cloned();
+        let here = self.here.borrow().records.get(id).cloned();
         let facts = match here {
             Some(f) => Some(f),
             None => self.store.borrow_mut().facts(id).map_err(storage)?,
@@ -653,6 +680,10 @@ fn edit_one<S: PushStore>(
         Edit::Update { id, .. } | Edit::Delete { id } | Edit::Restore { id } => Some(id.clone()),
     };
     let not_found = |id: &str| EditRefusal::NotFound(format!("no record with id {id:?}"));
+    if let Some(id) = &target {
+        // The draft's actor sequence must follow the stored document.
+        store.lock(&[id.as_str()])?;
+    }
     let doc = match &target {
         Some(id) => match store.documents(&[id.as_str()])?.pop().flatten() {
             Some(mut doc) => {
@@ -666,7 +697,8 @@ fn edit_one<S: PushStore>(
         None => None,
     };
     let drafted = {
-        let directory = PushDirectory::new(store, user);
+        let mut here = KnownHere::default();
+        let directory = PushDirectory::new(store, user, &mut here);
         let lookup = |id: &str| directory.record(id);
         draft_on(doc, author, now, pipeline, &lookup, edit)
     };

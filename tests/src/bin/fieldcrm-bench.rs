@@ -289,9 +289,21 @@ fn sync_phases(
         })?
         .total;
     let (ta, _) = HttpTransport::login(&relay.url, "ann", pw)?;
+    let split = |pid: u32| relay_process::process_cpu_split(pid);
+    let (relay_pid, me) = (relay.pid(), std::process::id());
+    let (ru0, rs0, du0, ds0) = (
+        split(relay_pid).0,
+        split(relay_pid).1,
+        split(me).0,
+        split(me).1,
+    );
     let t = Instant::now();
     let up = a.sync(&ta, &mut |_| {})?;
     let upload_s = t.elapsed();
+    let upload_cpu = json!({
+        "relay_user_s": secs(split(relay_pid).0 - ru0), "relay_sys_s": secs(split(relay_pid).1 - rs0),
+        "device_user_s": secs(split(me).0 - du0), "device_sys_s": secs(split(me).1 - ds0),
+    });
     refuse_rejections(&a, up.total.rejected)?;
     let (up_sent, up_received) = ta.bytes();
 
@@ -354,6 +366,7 @@ fn sync_phases(
     refuse_rejections(&a, pushed.total.rejected)?;
     let (seen_at, b_syncs) = watcher.join().map_err(|_| "watcher thread panicked")??;
     let incremental = seen_at.duration_since(t);
+    let live = live_phase(dir, &relay.url, &mut a, &ta, bootstrapped)?;
 
     let mut concurrent = concurrent_phase(dir, &[&relay], devices, "one")?;
     let load = load_phase(
@@ -380,6 +393,7 @@ fn sync_phases(
         json!({
             "wall_s": secs(upload_s), "records": records, "changes_acked": up.total.acked,
             "rounds": up.round, "bytes_up": up_sent, "bytes_down": up_received,
+            "cpu": upload_cpu,
         }),
         json!({
             "wall_s": secs(bootstrap_s), "records": bootstrapped, "rounds": down.round,
@@ -389,12 +403,114 @@ fn sync_phases(
         }),
         json!({
             "wall_s": secs(incremental), "edits": expected.len(), "push_sync_s": secs(pushed_s),
-            "receiver_syncs": b_syncs,
+            "receiver_syncs": b_syncs, "live": live,
         }),
         concurrent,
         load,
         relay_figures,
     ])
+}
+
+/// An app-shaped device: a [`SharedStore`] with background sync bootstraps
+/// the relay's `records` while a UI thread keeps reading (timed), then
+/// another device edits one record and the app's change listener is timed
+/// until it hears of it.
+fn live_phase(
+    dir: &std::path::Path,
+    url: &str,
+    editor: &mut Store,
+    editor_transport: &HttpTransport,
+    records: usize,
+) -> Result<Json, Box<dyn std::error::Error>> {
+    use fieldcrm_core::{ChangeListener, RecordChange, SharedStore, SyncObserver, SyncState};
+    use std::sync::{Arc, Mutex};
+
+    struct Heard(Mutex<Vec<(Instant, String)>>);
+    impl ChangeListener for Heard {
+        fn changed(&self, changes: &[RecordChange]) {
+            let now = Instant::now();
+            let mut heard = self.0.lock().unwrap();
+            heard.extend(changes.iter().map(|c| (now, c.id.clone())));
+        }
+    }
+    struct Quiet;
+    impl SyncObserver for Quiet {
+        fn state(&self, _: &SyncState) {}
+    }
+
+    let app = SharedStore::open(&dir.join("device-live.db").to_string_lossy(), "bob")?;
+    let heard = Arc::new(Heard(Mutex::new(Vec::new())));
+    app.add_listener(heard.clone());
+    let (transport, _) = HttpTransport::login(url, "bob", relay_process::PASSWORD)?;
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ui = {
+        let (app, done) = (app.clone(), done.clone());
+        std::thread::spawn(move || -> fieldcrm_core::Result<Vec<Duration>> {
+            let mut reads = Vec::new();
+            let q = fieldcrm_core::ListQuery {
+                limit: 20,
+                ..Default::default()
+            };
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let t = Instant::now();
+                app.read(|s| s.list(&q))?;
+                reads.push(t.elapsed());
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(reads)
+        })
+    };
+    let t = Instant::now();
+    app.start_sync(Arc::new(transport), Arc::new(Quiet));
+    let count = || {
+        app.read(|s| {
+            s.list(&fieldcrm_core::ListQuery {
+                limit: 1,
+                ..Default::default()
+            })
+        })
+        .map(|p| p.total)
+    };
+    while count()? < records {
+        if t.elapsed() > Duration::from_secs(120) {
+            return Err("the live device did not finish its bootstrap in 120 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let bootstrap = t.elapsed();
+    // Let the listener settle, then one edit elsewhere.
+    std::thread::sleep(Duration::from_millis(300));
+    let id = editor.record_ids_after("", 1)?.remove(0);
+    editor.update(&id, fieldcrm_core::fields([("custom.live", "yes")]))?;
+    let t = Instant::now();
+    editor.sync(editor_transport, &mut |_| {})?;
+    let told = loop {
+        if let Some((at, _)) = heard
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(at, i)| *i == id && *at >= t)
+        {
+            break at.duration_since(t);
+        }
+        if t.elapsed() > Duration::from_secs(30) {
+            return Err("the live device's listener never heard of the edit".into());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    app.stop_sync();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut reads = ui.join().map_err(|_| "the UI thread panicked")??;
+    let max = reads.iter().copied().max().unwrap_or_default();
+    Ok(json!({
+        "records": records,
+        "bootstrap_s": secs(bootstrap),
+        "ui_reads": reads.len(),
+        "ui_read_p99_ms": percentile(&mut reads, 99.0),
+        "ui_read_max_ms": (ms(max) * 1000.0).round() / 1000.0,
+        "listener_heard_edit_ms": (told.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+    }))
 }
 
 /// `devices` reps, each in their own territory with 5 accounts, each make
@@ -751,5 +867,9 @@ fn summary(r: &Json) -> String {
         r["load"]["wall_s"], r["load"]["devices"], r["load"]["syncs"], r["load"]["sync_p50_ms"], r["load"]["sync_p99_ms"], r["load"]["errors"],
         r["upload"]["wall_s"], r["upload"]["bytes_up"], r["bootstrap"]["wall_s"], r["bootstrap"]["bytes_down"],
         r["bootstrap"]["bytes_ratio_to_compacted"], r["incremental"]["wall_s"], r["relay"]["peak_rss_kib"], r["relay"]["store_bytes"],
+    ) + &format!(
+        "\n  live app           {:>8.3} s  (background bootstrap; UI reads p99/max {} / {} ms; listener heard an edit in {} ms)",
+        r["incremental"]["live"]["bootstrap_s"], r["incremental"]["live"]["ui_read_p99_ms"],
+        r["incremental"]["live"]["ui_read_max_ms"], r["incremental"]["live"]["listener_heard_edit_ms"],
     )
 }

@@ -60,6 +60,7 @@ const SCENARIOS: &[(&str, &str, &[&str])] = &[
         "change",
         &["floor_automerge_apply", "floor_sqlite_insert"],
     ),
+    ("relay_sync_upload", "change", &[]),
     ("local_create", "record", &[]),
     ("local_edit", "edit", &[]),
     ("pull_page", "change", &[]),
@@ -270,6 +271,20 @@ fn run(name: &str, args: &Args, dir: &Path) -> Result<u64, Box<dyn std::error::E
             })?;
             if !out.rejected.is_empty() {
                 return Err(format!("the relay refused: {}", out.rejected[0].reason).into());
+            }
+            n as u64
+        }
+        "relay_sync_upload" => {
+            // A device's first sync round as the relay serves it: the push
+            // of its records, then the pull (a first bootstrap).
+            let (device, _) = device_with(dir, n)?;
+            let request: fieldcrm_core::protocol::SyncRequest =
+                protocol::decode(&device.sync_request_paged(4 << 20)?)?;
+            let relay = relay(dir)?;
+            let (response, _) =
+                icount_measured(|| fieldcrm_server::relay::sync(&relay, &rep("ann"), request))?;
+            if !response.rejected.is_empty() {
+                return Err(format!("the relay refused: {}", response.rejected[0].reason).into());
             }
             n as u64
         }

@@ -1,8 +1,9 @@
 //! The PostgreSQL store's answers to the push algorithm's storage
-//! questions, in a fixed number of statements whatever the push's size:
-//! one query each for known changes, actor owners and the documents
-//! (locked in record-id order, so two relays never deadlock); then one
-//! statement each for the documents, the projection rows and, last, the log.
+//! questions, in a few statements per chunk of records whatever the push's
+//! size: one query each for known changes and actor owners, one locking
+//! every document of the push in record-id order (so two relays never
+//! deadlock); then per chunk one query for the documents and one statement
+//! each for the documents, the projection rows and, last, the log.
 
 use std::collections::{HashMap, HashSet};
 
@@ -70,7 +71,7 @@ impl PushStore for PgPush<'_, '_> {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
-    fn documents(&mut self, ids: &[&str]) -> Result<Vec<Option<StoredDoc>>> {
+    fn lock(&mut self, ids: &[&str]) -> Result<()> {
         // A placeholder row gives a new record a row to lock, so two relays
         // creating the same record wait for each other instead of overwriting.
         let made = self.tx.query(
@@ -80,8 +81,16 @@ impl PushStore for PgPush<'_, '_> {
         )?;
         self.placeholders
             .extend(made.iter().map(|r| r.get::<_, String>(0)));
+        self.tx.query(
+            "SELECT id FROM relay_documents WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            &[&ids],
+        )?;
+        Ok(())
+    }
+
+    fn documents(&mut self, ids: &[&str]) -> Result<Vec<Option<StoredDoc>>> {
         let rows = self.tx.query(
-            "SELECT id, snapshot FROM relay_documents WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            "SELECT id, snapshot FROM relay_documents WHERE id = ANY($1)",
             &[&ids],
         )?;
         let mut found: HashMap<String, Vec<u8>> =

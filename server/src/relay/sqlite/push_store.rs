@@ -23,8 +23,12 @@ impl PushStore for SqlitePush<'_, '_> {
         tables::claim_actors(self.tx.sql(), user, actors)
     }
 
-    fn documents(&mut self, ids: &[&str]) -> Result<Vec<Option<StoredDoc>>> {
+    fn lock(&mut self, _: &[&str]) -> Result<()> {
         // One writer at a time: what is read stays as read until commit.
+        Ok(())
+    }
+
+    fn documents(&mut self, ids: &[&str]) -> Result<Vec<Option<StoredDoc>>> {
         ids.iter().map(|id| Ok(self.tx.load_doc(id)?)).collect()
     }
 
