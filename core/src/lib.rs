@@ -21,8 +21,9 @@ pub use doc::{
 };
 pub use error::{Error, Result};
 pub use model::{
-    check_time, fields, normalize_value, Directory, FieldSpec, FieldType, Fields, Kind, Pipeline,
-    Record, RecordId, Rules, SearchRole, Value, CUSTOM_PREFIX, MAX_LONG_TEXT, MAX_TEXT,
+    check_time, fields, normalize_value, parse_amount, parse_datetime, value_from_text, Directory,
+    FieldSpec, FieldType, Fields, Kind, Pipeline, Record, RecordId, Rules, SearchRole, Value,
+    CUSTOM_PREFIX, MAX_LONG_TEXT, MAX_TEXT,
 };
 pub use query::{
     add_to_summary, check_offset, empty_summary, AccountOverview, ListQuery, OwnerCount, Page,

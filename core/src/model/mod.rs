@@ -9,6 +9,7 @@ mod fields;
 pub(crate) use fields::nested_maps;
 mod pipeline;
 mod received;
+mod typed_text;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -22,6 +23,7 @@ use crate::error::{Error, Result};
 pub use fields::{FieldSpec, FieldType, SearchRole};
 pub use pipeline::Pipeline;
 pub use received::{check_received, check_time, Directory, Rules, Stored, TouchedField};
+pub use typed_text::{parse_amount, parse_datetime, value_from_text};
 pub use validate::{normalize_value, validate_custom_name, validate_id, MAX_LONG_TEXT, MAX_TEXT};
 
 /// The calendar date (UTC) of a time in ms since the epoch, for messages.

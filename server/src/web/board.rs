@@ -180,7 +180,7 @@ pub async fn dashboard(
     let at = match params.at.trim() {
         "" => None,
         date => Some(
-            super::form::parse_datetime(date)
+            fieldcrm_core::parse_datetime(date)
                 .map(|midnight| midnight + 86_400_000 - 1)
                 .map_err(PageError::bad_request)?,
         ),

@@ -13,13 +13,13 @@ use fieldcrm_core::{Edit, Fields, Kind, ListQuery, Record, Value};
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::form::from_form;
 use super::layout::{self, field_label, kind_path, page, Nav};
 use super::records::{find, now_ms, ListParams};
 use super::session::{check_csrf_value, Post};
 use super::{blocking, log_advanced, PageError, Session};
 use crate::relay::{office, RelayStore, User};
 use crate::AppState;
+use fieldcrm_core::value_from_text;
 
 /// Rows per export page and per import batch.
 const BATCH: usize = 500;
@@ -363,7 +363,8 @@ fn row_fields(
         let spec = kind
             .field(target)
             .ok_or_else(|| format!("unknown field {target:?}"))?;
-        let value = from_form(spec.ty, raw).map_err(|e| format!("{}: {e}", field_label(target)))?;
+        let value =
+            value_from_text(spec.ty, raw).map_err(|e| format!("{}: {e}", field_label(target)))?;
         fields.insert(target.clone(), value);
     }
     if let Some(t) = default_territory {
