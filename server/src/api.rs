@@ -7,6 +7,7 @@ use std::time::Instant;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::header::CONTENT_TYPE;
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -16,7 +17,8 @@ use tokio_stream::{Stream, StreamExt};
 
 use crate::auth::AuthUser;
 use crate::error::ApiError;
-use crate::{relay, AppState};
+use crate::login_throttle::ClientAddress;
+use crate::{relay, AppState, SignIn};
 
 pub async fn healthz() -> &'static str {
     "ok"
@@ -26,7 +28,21 @@ pub async fn no_such_endpoint() -> ApiError {
     ApiError::not_found("no such endpoint")
 }
 
-pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Some(expected) = &state.options.metrics_token {
+        let sent = crate::auth::bearer_hash(&headers).ok();
+        if sent != Some(crate::auth::token_hash(expected)) {
+            let mut refused = ApiError::unauthorized(
+                "/metrics needs `Authorization: Bearer <the relay's --metrics-token>`",
+            )
+            .into_response();
+            refused.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+            return refused;
+        }
+    }
     if let Ok(stats) = state.store(|relay| relay.stats()).await {
         metrics::gauge!("fieldcrm_relay_records").set(stats.records as f64);
         metrics::gauge!("fieldcrm_relay_log_head").set(stats.head as f64);
@@ -40,38 +56,35 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 
 pub async fn login(
     State(state): State<Arc<AppState>>,
+    client: ClientAddress,
     Json(body): Json<LoginRequest>,
 ) -> Result<Response, ApiError> {
-    if let Err(wait) = state.logins.check(&body.username) {
-        let mut response = ApiError::new(
-            axum::http::StatusCode::TOO_MANY_REQUESTS,
-            "too_many_attempts",
-            format!(
-                "too many failed sign-ins for {:?}; try again in {} s",
-                body.username,
-                wait.as_secs() + 1
-            ),
-        )
-        .into_response();
-        response
-            .headers_mut()
-            .insert(axum::http::header::RETRY_AFTER, (wait.as_secs() + 1).into());
-        return Ok(response);
+    match state
+        .sign_in(client, &body.username, &body.password)
+        .await?
+    {
+        SignIn::Welcome(user, token) => Ok(Json(LoginResponse {
+            token,
+            user: user.id,
+            role: user.role.as_str().to_string(),
+            territories: user.territories,
+        })
+        .into_response()),
+        SignIn::Refused => Err(ApiError::unauthorized("wrong username or password")),
+        SignIn::Wait(wait) => {
+            let seconds = wait.as_secs() + 1;
+            let mut response = ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "too_many_attempts",
+                format!("too many failed sign-ins from this address; try again in {seconds} s"),
+            )
+            .into_response();
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+            Ok(response)
+        }
     }
-    let username = body.username.clone();
-    let found = state.sign_in(&body.username, &body.password).await?;
-    let Some((user, token)) = found else {
-        state.logins.failed(&username);
-        return Err(ApiError::unauthorized("wrong username or password"));
-    };
-    state.logins.succeeded(&username);
-    Ok(Json(LoginResponse {
-        token,
-        user: user.id,
-        role: user.role.as_str().to_string(),
-        territories: user.territories,
-    })
-    .into_response())
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod demo;
 pub mod error;
 pub mod log_heads;
+pub mod login_throttle;
 pub mod relay;
 pub mod web;
 
@@ -14,12 +15,14 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{header, HeaderName, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
@@ -31,13 +34,21 @@ pub const MAX_BODY_BYTES: usize = 64 << 20;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How the relay serves, beyond its store.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ServeOptions {
-    /// Longest time a bounded request may take, headers included.
+    /// Longest time a request may take, headers included (event streams
+    /// excepted: they stay open).
     pub request_timeout: Duration,
     /// Mark the office UI's session cookie `Secure` (only sent over HTTPS):
     /// set it when the relay is reached through TLS.
     pub secure_cookies: bool,
+    /// A header your reverse proxy sets to the client's address
+    /// (`X-Forwarded-For`, `X-Real-IP`): sign-in throttling then counts by
+    /// it instead of the proxy's address. Only set it behind such a proxy;
+    /// otherwise clients could claim any address.
+    pub client_address_header: Option<axum::http::HeaderName>,
+    /// When set, `/metrics` answers only requests bearing this token.
+    pub metrics_token: Option<String>,
 }
 
 impl Default for ServeOptions {
@@ -45,8 +56,21 @@ impl Default for ServeOptions {
         ServeOptions {
             request_timeout: REQUEST_TIMEOUT,
             secure_cookies: false,
+            client_address_header: None,
+            metrics_token: None,
         }
     }
+}
+
+/// How a sign-in attempt ended.
+#[derive(Debug)]
+pub enum SignIn {
+    /// Right password: the user and a fresh token.
+    Welcome(relay::User, String),
+    /// Wrong username or password.
+    Refused,
+    /// This client tried too often; it may try again after the wait.
+    Wait(Duration),
 }
 
 /// What every handler shares.
@@ -57,7 +81,7 @@ pub struct AppState {
     /// copy of the map.
     pub head: tokio::sync::watch::Sender<Arc<log_heads::LogHeads>>,
     pub metrics: PrometheusHandle,
-    pub logins: auth::LoginLimiter,
+    pub logins: login_throttle::LoginThrottle,
     pub options: ServeOptions,
     /// Store calls running at once; other requests wait as cheap tasks,
     /// not as blocked threads (each thread costs memory).
@@ -95,7 +119,7 @@ impl AppState {
             relay,
             head,
             metrics: metrics_handle(),
-            logins: auth::LoginLimiter::default(),
+            logins: login_throttle::LoginThrottle::default(),
             options,
             store_slots,
             password_checks: tokio::sync::Semaphore::new(
@@ -106,21 +130,37 @@ impl AppState {
 }
 
 impl AppState {
-    /// Checks a sign-in and issues a token, at most one password check per
-    /// core at a time (the rest wait their turn).
+    /// Checks a sign-in from `client` and issues a token: throttled per
+    /// client and name, and at most one password check per core at a time
+    /// (the rest wait their turn). The one sign-in path of the API and UI.
     pub async fn sign_in(
         &self,
+        client: login_throttle::ClientAddress,
         username: &str,
         password: &str,
-    ) -> Result<Option<(relay::User, String)>, error::ApiError> {
+    ) -> Result<SignIn, error::ApiError> {
+        if let Err(wait) = self.logins.check(client, username) {
+            return Ok(SignIn::Wait(wait));
+        }
         let _permit = self
             .password_checks
             .acquire()
             .await
             .map_err(error::ApiError::internal)?;
-        let (username, password) = (username.to_string(), password.to_string());
-        self.store(move |relay| auth::login(relay, &username, &password))
-            .await
+        let (name, secret) = (username.to_string(), password.to_string());
+        let found = self
+            .store(move |relay| auth::login(relay, &name, &secret))
+            .await?;
+        Ok(match found {
+            Some((user, token)) => {
+                self.logins.succeeded(client, username);
+                SignIn::Welcome(user, token)
+            }
+            None => {
+                self.logins.failed(client, username);
+                SignIn::Refused
+            }
+        })
     }
 
     /// Runs store work on a blocking thread once a store slot is free.
@@ -184,27 +224,40 @@ fn metrics_handle() -> PrometheusHandle {
 
 /// The relay's HTTP routes.
 pub fn app(state: Arc<AppState>) -> Router {
-    let bounded = Router::new()
+    let timeout = TimeoutLayer::with_status_code(
+        axum::http::StatusCode::REQUEST_TIMEOUT,
+        state.options.request_timeout,
+    );
+    let v1 = Router::new()
         .route("/v1/login", post(api::login))
         .route("/v1/logout", post(api::logout))
         .route("/v1/sync", post(api::sync))
-        .layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            state.options.request_timeout,
-        ));
-    let v1 = Router::new()
-        // Event streams stay open: no request timeout.
-        .route("/v1/events", get(api::events))
-        .merge(bounded)
         // Unknown /v1 paths answer in JSON too.
         .route("/v1/{*rest}", axum::routing::any(api::no_such_endpoint))
+        .layer(timeout)
+        // Added after the timeout: event streams stay open.
+        .route("/v1/events", get(api::events))
         .layer(middleware::from_fn(error::json_errors));
-    Router::new()
+    let pages = Router::new()
         .route("/healthz", get(api::healthz))
         .route("/metrics", get(api::metrics))
-        .merge(v1)
         .merge(web::routes())
+        .layer(timeout);
+    Router::new()
+        .merge(v1)
+        .merge(pages)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // No framing, no inline or foreign script, no content sniffing, no
+        // URLs leaked to other sites, nothing kept in caches (pages and
+        // exports hold customer data; static assets set their own caching).
+        .layer(default_header(
+            header::CONTENT_SECURITY_POLICY,
+            CONTENT_SECURITY_POLICY,
+        ))
+        .layer(default_header(header::X_FRAME_OPTIONS, "DENY"))
+        .layer(default_header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .layer(default_header(header::REFERRER_POLICY, "same-origin"))
+        .layer(default_header(header::CACHE_CONTROL, "no-store"))
         .layer(middleware::from_fn(count_requests))
         // A bug must cost one request a 500, never the process.
         .layer(CatchPanicLayer::new())
@@ -232,6 +285,7 @@ pub async fn serve_with(
     options: ServeOptions,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let request_timeout = options.request_timeout;
+    use axum::extract::ConnectInfo;
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto::Builder;
     use hyper_util::service::TowerToHyperService;
@@ -251,7 +305,7 @@ pub async fn serve_with(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(accepted) => accepted,
                     Err(e) => {
                         // Out of file descriptors and the like: wait, do not spin.
@@ -260,7 +314,14 @@ pub async fn serve_with(
                         continue;
                     }
                 };
-                let service = TowerToHyperService::new(router.clone());
+                // Handlers see the peer's address (sign-in throttling).
+                let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+                    router.clone(),
+                    move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                        request.extensions_mut().insert(ConnectInfo(peer));
+                        request
+                    },
+                ));
                 let connection = builder
                     .serve_connection_with_upgrades(TokioIo::new(stream), service)
                     .into_owned();
@@ -285,6 +346,15 @@ pub async fn serve_with(
     }
     Ok(())
 }
+
+/// A header every response carries unless its handler set its own.
+fn default_header(name: HeaderName, value: &'static str) -> SetResponseHeaderLayer<HeaderValue> {
+    SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
+}
+
+/// Pages load only this site's stylesheet, script and images, post forms
+/// only here, and may not be framed.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 async fn count_requests(request: Request, next: Next) -> Response {
     let route = request

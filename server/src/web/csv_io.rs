@@ -1,6 +1,7 @@
-//! CSV export of any list (streamed a page at a time) and CSV import of
-//! accounts and contacts: upload, map columns to fields, import, and a
-//! report of every rejected row with its reason.
+//! CSV export of any list (streamed a page at a time, with a byte-order
+//! mark and formula-like cells neutralised) and CSV import of accounts and
+//! contacts: upload, map columns to fields, import, and a report of every
+//! rejected row with its reason.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -65,13 +66,48 @@ fn export_row(record: &Record) -> Vec<String> {
     row
 }
 
+/// Characters that make a spreadsheet read a cell as a formula (`=`, `+`,
+/// `-`, `@`) or that some strip before doing so (tab, CR).
+const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// A cell a spreadsheet would run as a formula (`=HYPERLINK(...)`) gets a
+/// leading `'`, which makes it text; plain numbers such as `-12.50` stay
+/// numbers. Import takes the `'` off again ([`unneutralised`]).
+fn neutralised(cell: String) -> String {
+    let number = {
+        let digits = cell.strip_prefix(['-', '+']).unwrap_or(&cell);
+        !digits.is_empty()
+            && digits.chars().all(|c| c.is_ascii_digit() || c == '.')
+            && digits.matches('.').count() <= 1
+            && !digits.starts_with('.')
+    };
+    if cell.starts_with(FORMULA_STARTS) && !number {
+        format!("'{cell}")
+    } else {
+        cell
+    }
+}
+
+/// An exported cell as it was before [`neutralised`].
+fn unneutralised(cell: &str) -> &str {
+    match cell.strip_prefix('\'') {
+        Some(rest) if rest.starts_with(FORMULA_STARTS) => rest,
+        _ => cell,
+    }
+}
+
 fn csv_bytes(rows: impl IntoIterator<Item = Vec<String>>) -> Result<Vec<u8>, String> {
     let mut writer = csv::Writer::from_writer(Vec::new());
     for row in rows {
-        writer.write_record(&row).map_err(|e| e.to_string())?;
+        let row = row.into_iter().map(neutralised);
+        writer.write_record(row).map_err(|e| e.to_string())?;
     }
     writer.into_inner().map_err(|e| e.to_string())
 }
+
+/// Spreadsheet programs read a CSV file as UTF-8 only when it starts with
+/// a byte-order mark; without it "Müller — Köln" comes out garbled.
+const BOM: &str = "\u{feff}";
 
 /// Streams the list as CSV, page by page: memory stays one page whatever the size.
 pub async fn export(
@@ -92,7 +128,9 @@ pub async fn export(
             tx.blocking_send(chunk.map_err(std::io::Error::other))
                 .is_ok()
         };
-        if !send(csv_bytes([export_header(kind)])) {
+        let header =
+            csv_bytes([export_header(kind)]).map(|bytes| [BOM.as_bytes(), &bytes].concat());
+        if !send(header) {
             return;
         }
         let mut offset = 0;
@@ -240,7 +278,8 @@ pub async fn import_preview(
         match name.as_str() {
             "_csrf" => csrf = as_text()?,
             "kind" => kind = as_text()?,
-            "file" => text = Some(as_text()?),
+            // Spreadsheets save UTF-8 CSV with a byte-order mark.
+            "file" => text = Some(as_text()?.trim_start_matches('\u{feff}').to_string()),
             _ => {}
         }
     }
@@ -342,7 +381,7 @@ fn row_fields(
 ) -> Result<Fields, String> {
     let mut fields = Fields::new();
     for (i, target) in columns {
-        let raw = row.get(*i).unwrap_or("").trim();
+        let raw = unneutralised(row.get(*i).unwrap_or("").trim()).trim();
         if raw.is_empty() {
             continue;
         }
@@ -467,4 +506,30 @@ pub async fn import_run(
         div.actions { a href=(format!("/{}", kind_path(kind))) { "See " (title.to_lowercase()) } " · " a href="/import" { "Import another file" } }
     };
     Ok(page(&session, "Import report", Nav::Import, body).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formula_like_cells_become_text_and_come_back_on_import() {
+        for formula in [
+            "=HYPERLINK(\"http://x\")",
+            "+1+2",
+            "-2+3",
+            "@SUM(A1)",
+            "\tx",
+            "\r=1",
+            "+44 20 7946 0000",
+        ] {
+            let out = neutralised(formula.to_string());
+            assert_eq!(out, format!("'{formula}"));
+            assert_eq!(unneutralised(&out), formula);
+        }
+        for plain in ["Acme", "-12.50", "+3", "42", "'quoted", ""] {
+            assert_eq!(neutralised(plain.to_string()), plain);
+            assert_eq!(unneutralised(plain), plain);
+        }
+    }
 }

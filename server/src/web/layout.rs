@@ -72,9 +72,21 @@ pub fn bare(title: &str, message: &str) -> Markup {
         html! {
             h1 { (title) }
             p.error role="alert" { (message) }
-            p { a href="javascript:history.back()" { "Back" } " · " a href="/dashboard" { "Dashboard" } }
+            // The script shows Back (no `javascript:` URLs under the CSP).
+            p { button.link type="button" data-back hidden { "Back" } " " a href="/dashboard" { "Dashboard" } }
         },
     )
+}
+
+/// "3 minutes", "1 minute", "20 seconds": how long to wait, in words.
+pub fn wait_in_words(wait: std::time::Duration) -> String {
+    let seconds = wait.as_secs() + 1;
+    let (n, unit) = if seconds >= 90 {
+        (seconds.div_ceil(60), "minute")
+    } else {
+        (seconds, "second")
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
 pub fn csrf(session: &Session) -> Markup {

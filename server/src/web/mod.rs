@@ -58,23 +58,22 @@ pub fn routes() -> Router<Arc<AppState>> {
 }
 
 /// Refuses state-changing requests sent from another site's page (checked
-/// on top of the CSRF token and the SameSite cookie).
+/// on top of the CSRF token and the SameSite cookie), sign-in included: a
+/// forged sign-in would put the victim in the attacker's account. `Origin:
+/// null` (sandboxed frames, `data:` pages) is another site too. Requests
+/// without an Origin (not from a browser) rely on the CSRF token.
 async fn same_origin(request: Request, next: Next) -> Response {
     if request.method() != Method::GET && request.method() != Method::HEAD {
-        let host = request
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok());
-        let origin = request
-            .headers()
-            .get(header::ORIGIN)
-            .and_then(|h| h.to_str().ok());
-        if let (Some(origin), Some(host)) = (origin, host) {
-            let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
-            if origin != "null" && origin_host != host {
+        let header_text = |name| request.headers().get(name).and_then(|h| h.to_str().ok());
+        if let Some(origin) = header_text(header::ORIGIN) {
+            let origin_host = origin.split_once("://").map(|(_, rest)| rest);
+            // HTTP/2 carries the host in the URI, HTTP/1.1 in Host.
+            let host =
+                header_text(header::HOST).or_else(|| request.uri().authority().map(|a| a.as_str()));
+            if origin_host.is_none() || origin_host != host {
                 return PageError::new(
                     StatusCode::FORBIDDEN,
-                    format!("refused a request from another site ({origin})"),
+                    format!("refused a form sent from another site ({origin})"),
                 )
                 .into_response();
             }

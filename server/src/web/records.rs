@@ -306,7 +306,7 @@ fn form_page(
             (layout::csrf(session))
             @if let Some(problem) = errors.get("") { p.error role="alert" { (problem) } }
             (form::inputs(kind, values, errors, choices))
-            div.actions { button type="submit" { "Save" } a href="javascript:history.back()" { "Cancel" } }
+            div.actions { button type="submit" { "Save" } a href=(action) { "Cancel" } }
         }
     };
     page(session, title, Nav::List(kind), body)

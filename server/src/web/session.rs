@@ -20,8 +20,9 @@ use sha2::{Digest, Sha256};
 
 use super::{blocking, layout, PageError};
 use crate::auth;
+use crate::login_throttle::ClientAddress;
 use crate::relay::User;
-use crate::AppState;
+use crate::{AppState, SignIn};
 
 const COOKIE: &str = "fieldcrm_session";
 /// Largest form body the UI accepts (CSV imports travel as forms).
@@ -136,7 +137,7 @@ pub struct LoginQuery {
 }
 
 pub async fn login_page(Query(q): Query<LoginQuery>) -> Markup {
-    login_form(q.next.as_deref().unwrap_or("/dashboard"), None)
+    login_form(local_path(q.next.as_deref()), None)
 }
 
 fn login_form(next: &str, error: Option<&str>) -> Markup {
@@ -165,40 +166,53 @@ pub struct LoginForm {
 }
 
 /// Only paths on this site: never send a user elsewhere after sign-in.
+/// Browsers drop tabs and newlines inside URLs and read `\\` as `/`, so
+/// `/<TAB>/evil.example` would become `//evil.example`, another host: any
+/// whitespace, control character or backslash sends the user to the
+/// dashboard instead, and what is left is always a valid `Location`.
 fn local_path(next: Option<&str>) -> &str {
-    match next {
-        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') => p,
-        _ => "/dashboard",
+    const HOME: &str = "/dashboard";
+    let Some(path) = next else { return HOME };
+    let plain = !path.contains(|c: char| c.is_whitespace() || c.is_control() || c == '\\');
+    let local = path.starts_with('/') && !path.starts_with("//");
+    if plain && local && axum::http::HeaderValue::from_str(path).is_ok() {
+        path
+    } else {
+        HOME
     }
 }
 
 pub async fn login(
     State(state): State<Arc<AppState>>,
+    client: ClientAddress,
     axum::Form(form): axum::Form<LoginForm>,
 ) -> Result<Response, PageError> {
     let next = local_path(form.next.as_deref()).to_string();
-    if let Err(wait) = state.logins.check(&form.username) {
-        let message = format!(
-            "Too many failed sign-ins for this name; try again in {} minutes.",
-            wait.as_secs() / 60 + 1
-        );
-        return Ok((
-            StatusCode::TOO_MANY_REQUESTS,
-            login_form(&next, Some(&message)),
-        )
-            .into_response());
-    }
-    let username = form.username.clone();
-    let found = state.sign_in(&form.username, &form.password).await?;
-    let Some((_user, token)) = found else {
-        state.logins.failed(&username);
-        return Ok((
-            StatusCode::UNAUTHORIZED,
-            login_form(&next, Some("Wrong username or password.")),
-        )
-            .into_response());
+    let token = match state
+        .sign_in(client, &form.username, &form.password)
+        .await?
+    {
+        SignIn::Welcome(_user, token) => token,
+        SignIn::Refused => {
+            return Ok((
+                StatusCode::UNAUTHORIZED,
+                login_form(&next, Some("Wrong username or password.")),
+            )
+                .into_response())
+        }
+        SignIn::Wait(wait) => {
+            let message = format!(
+                "Too many failed sign-ins from this computer; try again in {}.",
+                layout::wait_in_words(wait)
+            );
+            return Ok((
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, (wait.as_secs() + 1).to_string())],
+                login_form(&next, Some(&message)),
+            )
+                .into_response());
+        }
     };
-    state.logins.succeeded(&username);
     let secure = if state.options.secure_cookies {
         "; Secure"
     } else {
@@ -230,6 +244,15 @@ mod tests {
         assert_eq!(local_path(Some("https://evil.example")), "/dashboard");
         assert_eq!(local_path(Some("/\\evil.example")), "/dashboard");
         assert_eq!(local_path(None), "/dashboard");
+        for sneaky in [
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\r\n/x",
+            "/ /x",
+            "/a\u{7f}",
+        ] {
+            assert_eq!(local_path(Some(sneaky)), "/dashboard", "{sneaky:?}");
+        }
     }
 
     #[test]

@@ -3,6 +3,12 @@
 document.documentElement.classList.add("js");
 
 document.addEventListener("DOMContentLoaded", () => {
+  // Error pages: Back returns to where the user came from.
+  for (const back of document.querySelectorAll("[data-back]")) {
+    back.hidden = false;
+    back.addEventListener("click", () => history.back());
+  }
+
   // Ask before deleting.
   for (const form of document.querySelectorAll("form[action$='/delete']")) {
     form.addEventListener("submit", (e) => {
