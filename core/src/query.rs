@@ -48,6 +48,9 @@ impl SortBy {
 #[serde(default)]
 pub struct ListQuery {
     pub kind: Option<Kind>,
+    /// Only the records with these ids (`None`: any record). Pages that
+    /// show references look up the referenced names this way, in one query.
+    pub ids: Option<Vec<String>>,
     pub owner: Option<String>,
     /// Records in any of these territories (empty: all territories).
     pub territories: Vec<String>,
@@ -71,6 +74,7 @@ impl Default for ListQuery {
     fn default() -> Self {
         ListQuery {
             kind: None,
+            ids: None,
             owner: None,
             territories: Vec::new(),
             account_id: None,
@@ -198,6 +202,12 @@ fn list_filter(q: &ListQuery) -> Filter {
     let mut f = Filter::default();
     if let Some(kind) = q.kind {
         f.add("kind = ?", kind.as_str().to_string());
+    }
+    if let Some(ids) = &q.ids {
+        f.add(
+            "id IN (SELECT value FROM json_each(?))",
+            serde_json::Value::from(ids.clone()).to_string(),
+        );
     }
     if let Some(owner) = &q.owner {
         f.add("owner = ?", owner.clone());

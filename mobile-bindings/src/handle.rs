@@ -469,6 +469,7 @@ mod tests {
         let page = store
             .list(ListFilter {
                 kind: Some(RecordKind::Account),
+                ids: None,
                 owner: None,
                 territories: vec![],
                 account_id: None,

@@ -334,6 +334,10 @@ pub enum SortField {
 pub struct ListFilter {
     #[uniffi(default = None)]
     pub kind: Option<RecordKind>,
+    /// Only these records: a list screen looks up the names of the
+    /// accounts its rows reference in one call.
+    #[uniffi(default = None)]
+    pub ids: Option<Vec<String>>,
     #[uniffi(default = None)]
     pub owner: Option<String>,
     #[uniffi(default = [])]
@@ -369,6 +373,7 @@ impl From<ListFilter> for core::ListQuery {
     fn from(f: ListFilter) -> Self {
         core::ListQuery {
             kind: f.kind.map(Into::into),
+            ids: f.ids,
             owner: f.owner,
             territories: f.territories,
             account_id: f.account_id,

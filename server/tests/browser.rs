@@ -132,6 +132,16 @@ async fn text_of(client: &Client, css: &str) -> String {
         .unwrap()
 }
 
+async fn value_of(client: &Client, css: &str) -> Option<String> {
+    client
+        .find(Locator::Css(css))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap()
+}
+
 /// Runs blocking device work (HTTP sync) off the async runtime's thread.
 fn device_work<R>(f: impl FnOnce() -> R) -> R {
     tokio::task::block_in_place(f)
@@ -294,23 +304,33 @@ async fn office_and_rep_work_on_the_same_records_in_a_real_browser() {
     // A contact named like a script renders as text and runs nothing.
     let probe = "<script>alert(1)</script>";
     client.goto(&format!("{base}/contacts/new")).await.unwrap();
-    client
-        .find(Locator::Id("account_id"))
-        .await
-        .unwrap()
-        .select_by_value(&id)
+    // The account picker suggests as one types; choosing sets the
+    // territory from the account.
+    fill(&client, "account_id", "harb").await;
+    let suggestion = client
+        .wait()
+        .for_element(Locator::Css("#account_id-suggestions li"))
         .await
         .unwrap();
+    assert!(suggestion
+        .text()
+        .await
+        .unwrap()
+        .contains("Harbour Logistics"));
+    suggestion.click().await.unwrap();
+    assert_eq!(
+        value_of(&client, "input[type=hidden][name=account_id]")
+            .await
+            .as_deref(),
+        Some(id.as_str())
+    );
+    assert_eq!(
+        value_of(&client, "#territory").await.as_deref(),
+        Some("north")
+    );
     fill(&client, "first_name", probe).await;
     fill(&client, "last_name", "Probe").await;
     fill(&client, "email", "probe@example.com").await;
-    client
-        .find(Locator::Id("territory"))
-        .await
-        .unwrap()
-        .select_by_value("north")
-        .await
-        .unwrap();
     client
         .find(Locator::Css("form.record button[type=submit]"))
         .await
@@ -327,6 +347,10 @@ async fn office_and_rep_work_on_the_same_records_in_a_real_browser() {
     assert!(client.get_alert_text().await.is_err(), "no alert opened");
     let names = text_of(&client, "table.records").await;
     assert!(names.contains(&format!("{probe} Probe")), "{names}");
+    assert!(
+        names.contains("Harbour Logistics"),
+        "the account by name: {names}"
+    );
     screenshot(&client, "contacts-list").await;
 
     // A deal moves on the pipeline board; the rep's device gets the move.

@@ -399,6 +399,26 @@ fn office_reads_and_edits_follow_territories(fx: Fixture) {
         office::record(relay, &sam, &north).is_err(),
         "outside sam's view"
     );
+    // Names for references: only what the reader may see, deleted included.
+    let south = created[1].as_ref().unwrap().id.clone();
+    let wanted = [north.clone(), south.clone(), "no-such-id".to_string()];
+    let by_id = office::records_by_id(relay, &olivia, wanted.clone()).unwrap();
+    assert_eq!(by_id.len(), 2);
+    assert_eq!(by_id[&north].text("name"), Some("Acme North"));
+    let by_id = office::records_by_id(relay, &sam, wanted).unwrap();
+    assert_eq!(by_id.keys().collect::<Vec<_>>(), [&south]);
+    assert!(office::records_by_id(relay, &olivia, [])
+        .unwrap()
+        .is_empty());
+    let none = ListQuery {
+        ids: Some(Vec::new()),
+        ..Default::default()
+    };
+    assert_eq!(
+        office::list(relay, &olivia, none).unwrap().total,
+        0,
+        "no ids, no records"
+    );
 
     // An edit is the editor's change, shown with the web device.
     office::edit_one(

@@ -161,6 +161,15 @@ impl Fixture {
         assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
         answer.location.strip_prefix("/r/").unwrap().to_string()
     }
+
+    async fn account(&self, browser: &Browser, name: &str, territory: &str) -> String {
+        self.create(
+            browser,
+            "accounts",
+            &[("name", name), ("territory", territory)],
+        )
+        .await
+    }
 }
 
 fn form_request(path: &str, cookie: &str, pairs: &[(&str, &str)]) -> Request<Body> {
@@ -366,19 +375,8 @@ async fn user_data_is_escaped_everywhere() {
 async fn reps_see_and_change_only_their_territories() {
     let fx = fixture();
     let olivia = fx.sign_in("olivia").await;
-    let north = fx
-        .create(
-            &olivia,
-            "accounts",
-            &[("name", "Northwind"), ("territory", "north")],
-        )
-        .await;
-    fx.create(
-        &olivia,
-        "accounts",
-        &[("name", "Southsea"), ("territory", "south")],
-    )
-    .await;
+    let north = fx.account(&olivia, "Northwind", "north").await;
+    fx.account(&olivia, "Southsea", "south").await;
     let sam = fx.sign_in("sam").await;
     let list = fx.get(&sam, "/accounts").await;
     assert!(list.body.contains("Southsea") && !list.body.contains("Northwind"));
@@ -424,13 +422,7 @@ async fn reps_see_and_change_only_their_territories() {
 async fn invalid_fields_get_their_message_next_to_them_and_nothing_is_stored() {
     let fx = fixture();
     let olivia = fx.sign_in("olivia").await;
-    let acme = fx
-        .create(
-            &olivia,
-            "accounts",
-            &[("name", "Acme"), ("territory", "north")],
-        )
-        .await;
+    let acme = fx.account(&olivia, "Acme", "north").await;
     let answer = fx
         .post(
             &olivia,
@@ -463,13 +455,7 @@ async fn invalid_fields_get_their_message_next_to_them_and_nothing_is_stored() {
 async fn conflicts_show_on_the_record_page_until_the_office_resolves_them() {
     let fx = fixture();
     let olivia = fx.sign_in("olivia").await;
-    let id = fx
-        .create(
-            &olivia,
-            "accounts",
-            &[("name", "Acme"), ("territory", "north")],
-        )
-        .await;
+    let id = fx.account(&olivia, "Acme", "north").await;
     // A rep's and a manager's phone both edit `phone` while offline.
     let (mut ann, mut maria) = (fx.device("ann"), fx.device("maria"));
     fx.sync(&mut ann).await;
@@ -515,13 +501,7 @@ async fn conflicts_show_on_the_record_page_until_the_office_resolves_them() {
 async fn the_board_moves_deals_and_the_dashboard_shows_the_pipeline_then_and_now() {
     let fx = fixture();
     let olivia = fx.sign_in("olivia").await;
-    let acme = fx
-        .create(
-            &olivia,
-            "accounts",
-            &[("name", "Acme"), ("territory", "north")],
-        )
-        .await;
+    let acme = fx.account(&olivia, "Acme", "north").await;
     let deal = fx
         .create(
             &olivia,
@@ -579,12 +559,7 @@ async fn the_board_moves_deals_and_the_dashboard_shows_the_pipeline_then_and_now
 async fn csv_import_maps_columns_reports_rejected_rows_and_export_round_trips() {
     let fx = fixture();
     let olivia = fx.sign_in("olivia").await;
-    fx.create(
-        &olivia,
-        "accounts",
-        &[("name", "Acme"), ("territory", "north")],
-    )
-    .await;
+    fx.account(&olivia, "Acme", "north").await;
     let csv = "Given name,Surname,E-mail,Company,Region\n\
                Ada,Lovelace,ada@example.com,Acme,north\n\
                Bob,Noaccount,bob@example.com,Nowhere Inc,north\n\
@@ -880,13 +855,7 @@ async fn sign_in_sends_users_only_to_this_site_and_never_fails() {
 async fn every_page_and_export_carries_the_security_headers() {
     let fx = fixture();
     let olivia = fx.sign_in("olivia").await;
-    let id = fx
-        .create(
-            &olivia,
-            "accounts",
-            &[("name", "Acme"), ("territory", "north")],
-        )
-        .await;
+    let id = fx.account(&olivia, "Acme", "north").await;
     let record = format!("/r/{id}");
     for path in [
         "/login",
@@ -1067,4 +1036,231 @@ async fn exported_cells_cannot_run_as_spreadsheet_formulas() {
     let cell = |name: &str| row[header.iter().position(|h| h == name).unwrap()].to_string();
     assert_eq!(cell("name"), format!("'{evil}"));
     assert_eq!(cell("phone"), "'+44 20 7946 0000");
+}
+
+#[tokio::test]
+async fn references_show_their_records_name_as_a_link_everywhere() {
+    let fx = fixture();
+    let olivia = fx.sign_in("olivia").await;
+    let acme = fx.account(&olivia, "Acme", "north").await;
+    let beta = fx.account(&olivia, "Beta & Co", "north").await;
+    let ada = fx
+        .create(
+            &olivia,
+            "contacts",
+            &[
+                ("first_name", "Ada"),
+                ("last_name", "Lovelace"),
+                ("account_id", &acme),
+                ("territory", "north"),
+            ],
+        )
+        .await;
+    let deal = fx
+        .create(
+            &olivia,
+            "deals",
+            &[
+                ("name", "Renewal"),
+                ("account_id", &acme),
+                ("stage", "lead"),
+                ("territory", "north"),
+            ],
+        )
+        .await;
+    fx.create(
+        &olivia,
+        "activities",
+        &[
+            ("subject", "Call Ada"),
+            ("kind", "call"),
+            ("related_to", &deal),
+            ("territory", "north"),
+        ],
+    )
+    .await;
+    let link = |id: &str, name: &str| format!("<a href=\"/r/{id}\">{name}</a>");
+
+    let contact = fx.get(&olivia, &format!("/r/{ada}")).await;
+    let field = between(&contact.body, "data-field=\"account_id\">", "</dd>");
+    assert_eq!(field, link(&acme, "Acme"));
+    assert!(
+        !contact.body.contains(&format!(">{acme}<")),
+        "no bare id shown"
+    );
+    for (list, column) in [
+        ("/contacts", "Acme"),
+        ("/deals", "Acme"),
+        ("/activities", "Renewal"),
+    ] {
+        let page = fx.get(&olivia, list).await;
+        let table = between(&page.body, "<tbody>", "</tbody>");
+        assert!(table.contains(&format!(">{column}</a>")), "{list}: {table}");
+    }
+    // History and conflicts show names on both sides of a change.
+    let moved = fx
+        .post(&olivia, &format!("/r/{deal}"), &[("account_id", &beta)])
+        .await;
+    assert_eq!(moved.status, StatusCode::SEE_OTHER, "{}", moved.body);
+    let page = fx.get(&olivia, &format!("/r/{deal}")).await;
+    let history = between(&page.body, "<table class=\"history\">", "</table>");
+    assert!(
+        history.contains(&link(&acme, "Acme")) && history.contains(&link(&beta, "Beta &amp; Co")),
+        "{history}"
+    );
+    // The export carries the name beside the id.
+    let export = fx.get(&olivia, "/contacts/export.csv").await;
+    let body = export.body.strip_prefix('\u{feff}').unwrap();
+    let mut reader = csv::Reader::from_reader(body.as_bytes());
+    let header = reader.headers().unwrap().clone();
+    let row = reader.records().next().unwrap().unwrap();
+    let cell = |name: &str| row[header.iter().position(|h| h == name).unwrap()].to_string();
+    assert_eq!(
+        (cell("account_id"), cell("account_name")),
+        (acme.clone(), "Acme".into())
+    );
+
+    // A reference into a territory the reader cannot see is not named.
+    let far = fx
+        .create(
+            &olivia,
+            "contacts",
+            &[
+                ("first_name", "Sid"),
+                ("last_name", "South"),
+                ("account_id", &acme),
+                ("territory", "south"),
+            ],
+        )
+        .await;
+    let sam = fx.sign_in("sam").await;
+    let page = fx.get(&sam, &format!("/r/{far}")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let field = between(&page.body, "data-field=\"account_id\">", "</dd>");
+    assert!(
+        field.contains("(not visible to you)") && !field.contains("Acme"),
+        "{field}"
+    );
+}
+
+#[tokio::test]
+async fn pickers_suggest_visible_records_and_typed_names_are_resolved_on_save() {
+    let fx = fixture();
+    let olivia = fx.sign_in("olivia").await;
+    let acme = fx
+        .create(
+            &olivia,
+            "accounts",
+            &[
+                ("name", "Acme Shipping"),
+                ("territory", "south"),
+                ("address.city", "Leeds"),
+            ],
+        )
+        .await;
+    fx.account(&olivia, "Twin", "north").await;
+    fx.account(&olivia, "twin", "north").await;
+    let fx_ref = &fx;
+    let lookup = |browser: &Browser, query: &str| {
+        let path = format!("/lookup?{query}");
+        let cookie = browser.cookie.clone();
+        async move {
+            let answer = fx_ref
+                .send(
+                    Request::get(path)
+                        .header(header::COOKIE, cookie)
+                        .body(Body::empty())
+                        .unwrap(),
+                )
+                .await;
+            (
+                answer.status,
+                serde_json::from_str::<serde_json::Value>(&answer.body).unwrap_or_default(),
+            )
+        }
+    };
+    let (status, found) = lookup(&olivia, "kind=account&q=acm").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(found[0]["id"], acme.as_str());
+    assert_eq!(found[0]["name"], "Acme Shipping");
+    assert_eq!(found[0]["detail"], "account · Leeds");
+    assert_eq!(found[0]["territory"], "south");
+    // A rep is offered only what the rep may see, and owners who share a territory.
+    let ann = fx.sign_in("ann").await;
+    let (_, found) = lookup(&ann, "kind=account&q=acm").await;
+    assert_eq!(found, serde_json::json!([]));
+    let (_, owners) = lookup(&ann, "kind=user&q=").await;
+    let ids: Vec<&str> = owners
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["ann", "maria", "olivia"], "sam works in south only");
+    let (status, _) = lookup(&ann, "kind=planet&q=x").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // Typed without choosing: the name is looked up, and the territory
+    // comes from the account.
+    let created = fx
+        .post(
+            &olivia,
+            "/contacts",
+            &[
+                ("first_name", "Ada"),
+                ("last_name", "L"),
+                ("account_id", ""),
+                ("account_id.name", " acme shipping "),
+                ("territory", ""),
+            ],
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.body);
+    let id = created.location.strip_prefix("/r/").unwrap();
+    let contact = fx.relay.record(id).unwrap().unwrap().record;
+    assert_eq!(contact.text("account_id"), Some(acme.as_str()));
+    assert_eq!(contact.text("territory"), Some("south"));
+    // A name that finds nothing, or two records, is said next to the field.
+    for (typed, says) in [
+        ("Nobody Ltd", "You have no account named “Nobody Ltd”"),
+        ("TWIN", "2 accounts are named “TWIN”"),
+    ] {
+        let refused = fx
+            .post(
+                &olivia,
+                "/contacts",
+                &[
+                    ("first_name", "Bo"),
+                    ("account_id", ""),
+                    ("account_id.name", typed),
+                    ("territory", "north"),
+                ],
+            )
+            .await;
+        assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{typed}");
+        let message = between(
+            &refused.body,
+            "id=\"error-account_id\" role=\"alert\">",
+            "</span>",
+        );
+        assert!(message.contains(says), "{message}");
+        assert!(
+            refused.body.contains(&format!("value=\"{typed}\"")),
+            "the typed name stays"
+        );
+    }
+    // The edit form shows the chosen account by name, and the owner picker
+    // offers real users.
+    let form = fx.get(&olivia, &format!("/r/{id}/edit")).await;
+    assert!(
+        form.body
+            .contains("name=\"account_id.name\" type=\"text\" value=\"Acme Shipping\""),
+        "{}",
+        form.body
+    );
+    let owners = between(&form.body, "<datalist id=\"owner-choices\">", "</datalist>");
+    assert!(
+        owners.contains("value=\"sam\"") && owners.contains("value=\"olivia\""),
+        "{owners}"
+    );
 }

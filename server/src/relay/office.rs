@@ -37,6 +37,30 @@ pub fn search(
     }
 }
 
+/// The records with `ids` that the user may see, deleted ones included, by
+/// id: pages show a reference by its record's name. An id the user cannot
+/// see is left out exactly like an id of no record.
+pub fn records_by_id(
+    store: &dyn RelayStore,
+    user: &User,
+    ids: impl IntoIterator<Item = String>,
+) -> Result<std::collections::HashMap<String, Record>> {
+    let ids: Vec<String> = ids.into_iter().collect();
+    let mut found = std::collections::HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        let q = ListQuery {
+            ids: Some(chunk.to_vec()),
+            include_deleted: true,
+            limit: chunk.len(),
+            ..Default::default()
+        };
+        for record in list(store, user, q)?.records {
+            found.insert(record.id.clone(), record);
+        }
+    }
+    Ok(found)
+}
+
 fn not_found(id: &str) -> RelayError {
     RelayError::NotFound(format!("no record with id {id:?}"))
 }

@@ -73,7 +73,7 @@ pub async fn pipeline(
             )?;
             columns.push(deals);
         }
-        let territories = super::records::choices(relay, &user, false)?.territories;
+        let territories = super::records::choices(relay, &user)?.territories;
         Ok((summary, columns, territories))
     })
     .await?;

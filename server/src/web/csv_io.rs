@@ -15,6 +15,7 @@ use maud::{html, Markup};
 use serde::Deserialize;
 
 use super::layout::{self, field_label, kind_path, page, Nav};
+use super::names::{self, Names};
 use super::records::{find, now_ms, ListParams};
 use super::session::{check_csrf_value, Post};
 use super::{blocking, log_advanced, PageError, Session};
@@ -27,15 +28,27 @@ const BATCH: usize = 500;
 /// Mapping target that finds a contact's account by its name.
 const ACCOUNT_BY_NAME: &str = "account_by_name";
 
+/// The column beside a reference's id that holds its record's name
+/// (`account_id` → `account_name`).
+fn name_column(path: &str) -> String {
+    format!("{}_name", path.strip_suffix("_id").unwrap_or(path))
+}
+
 fn export_header(kind: Kind) -> Vec<String> {
     let mut header = vec!["id".to_string()];
-    header.extend(kind.fields().iter().map(|s| s.path.to_string()));
+    for spec in kind.fields() {
+        header.push(spec.path.to_string());
+        if names::is_reference(kind, spec.path) {
+            header.push(name_column(spec.path));
+        }
+    }
     header.extend(["created_at", "updated_at", "deleted"].map(String::from));
     header
 }
 
-/// One record as a CSV row: amounts as decimals, times as UTC ISO 8601.
-fn export_row(record: &Record) -> Vec<String> {
+/// One record as a CSV row: amounts as decimals, times as UTC ISO 8601,
+/// references as the id and the referenced record's name.
+fn export_row(record: &Record, names: &Names) -> Vec<String> {
     let kind = record.kind;
     let iso = |ms: i64| {
         time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
@@ -57,6 +70,10 @@ fn export_row(record: &Record) -> Vec<String> {
             (Some(Value::Text(s)), _) => s.clone(),
             (Some(other), _) => other.to_string(),
         });
+        if names::is_reference(kind, spec.path) {
+            let id = record.text(spec.path).unwrap_or("");
+            row.push(names.name(id).unwrap_or_default());
+        }
     }
     row.extend([
         iso(record.created_at),
@@ -146,8 +163,15 @@ pub async fn export(
                     return;
                 }
             };
+            let names = match Names::of_records(&*relay, &user, &records) {
+                Ok(names) => names,
+                Err(e) => {
+                    send(Err(e.to_string()));
+                    return;
+                }
+            };
             let n = records.len();
-            if n == 0 || !send(csv_bytes(records.iter().map(export_row))) {
+            if n == 0 || !send(csv_bytes(records.iter().map(|r| export_row(r, &names)))) {
                 return;
             }
             // A search answers in one go; a list pages on.

@@ -14,8 +14,14 @@ use super::layout::field_label;
 pub struct Choices {
     pub stages: Vec<String>,
     pub territories: Vec<String>,
-    /// (id, name) of the accounts the user may see.
-    pub accounts: Vec<(String, String)>,
+    /// The users a record may be given to.
+    pub owners: Vec<String>,
+}
+
+/// The form key of a picker's name box: `account_id.name` beside the
+/// `account_id` it chooses (see `names::resolve_pickers`).
+pub fn name_key(path: &str) -> String {
+    format!("{path}.name")
 }
 
 const ACTIVITY_KINDS: [&str; 5] = ["call", "meeting", "visit", "task", "note"];
@@ -48,8 +54,12 @@ pub fn inputs(
                     }
                     FieldType::Stage => (select(path, current, choices.stages.iter().map(|s| (s.as_str(), s.as_str())), spec.required)),
                     FieldType::ActivityKind => (select(path, current, ACTIVITY_KINDS.iter().map(|k| (*k, *k)), spec.required)),
-                    FieldType::Ref(Some(Kind::Account)) => (select(path, current, choices.accounts.iter().map(|(id, name)| (id.as_str(), name.as_str())), spec.required)),
+                    FieldType::Ref(target) => (picker(path, target, current, values.get(&name_key(path)).map_or("", String::as_str), error.is_some())),
                     _ if path == "territory" => (select(path, current, choices.territories.iter().map(|t| (t.as_str(), t.as_str())), spec.required)),
+                    _ if path == "owner" => {
+                        input id=(path) name=(path) value=(current) list="owner-choices" autocomplete="off" aria-invalid=[error.map(|_| "true")];
+                        datalist id="owner-choices" { @for u in &choices.owners { option value=(u) {} } }
+                    }
                     ty => input id=(path) name=(path) type=(input_type(ty)) value=(current)
                         step=[matches!(ty, FieldType::Latitude | FieldType::Longitude).then_some("any")]
                         placeholder=[placeholder(ty)]
@@ -59,6 +69,24 @@ pub fn inputs(
                     span.field-error id=(format!("error-{path}")) role="alert" { (error) }
                 }
             }
+        }
+    }
+}
+
+/// A record picker: a name box with type-ahead suggestions (app.js asks
+/// `/lookup`), and the chosen record's id beside it. Without script, the
+/// typed name is looked up when the form is saved.
+fn picker(path: &str, target: Option<Kind>, id: &str, name: &str, invalid: bool) -> Markup {
+    let lookup = target.map_or("any", Kind::as_str);
+    let suggestions = format!("{path}-suggestions");
+    html! {
+        div.picker {
+            input type="hidden" name=(path) value=(id);
+            input id=(path) name=(name_key(path)) type="text" value=(name) autocomplete="off"
+                data-lookup=(lookup) placeholder="Type a name" role="combobox"
+                aria-autocomplete="list" aria-expanded="false" aria-controls=(suggestions)
+                aria-invalid=[invalid.then_some("true")];
+            ul.suggestions id=(suggestions) role="listbox" hidden {}
         }
     }
 }
@@ -100,7 +128,6 @@ fn placeholder(ty: FieldType) -> Option<&'static str> {
     match ty {
         FieldType::Amount => Some("1234.50"),
         FieldType::Currency => Some("EUR"),
-        FieldType::Ref(_) => Some("record id"),
         _ => None,
     }
 }

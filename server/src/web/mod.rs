@@ -9,6 +9,7 @@ mod board;
 mod csv_io;
 mod form;
 mod layout;
+mod names;
 mod records;
 mod review;
 mod session;
@@ -42,6 +43,7 @@ pub fn routes() -> Router<Arc<AppState>> {
             get(csv_io::import_page).post(csv_io::import_preview),
         )
         .route("/import/run", post(csv_io::import_run))
+        .route("/lookup", get(names::lookup))
         .route("/review", get(review::queue))
         .route("/review/{record}", post(review::decide))
         .route("/static/app.css", get(assets::css))

@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use super::form::{self, Choices, Errors};
 use super::layout::{self, field_label, kind_path, kind_title, page, record_link, Nav};
+use super::names::{self, Names};
 use super::session::Post;
 use super::{blocking, log_advanced, PageError, Session};
 use crate::relay::{access, office, EditRefusal, RecordDetail, RelayStore, User};
@@ -153,9 +154,9 @@ pub fn find(
 fn columns(kind: Kind) -> &'static [&'static str] {
     match kind {
         Kind::Account => &["industry", "address.city", "phone", "owner", "territory"],
-        Kind::Contact => &["email", "phone", "title", "owner", "territory"],
-        Kind::Deal => &["stage", "amount", "close_date", "owner", "territory"],
-        Kind::Activity => &["kind", "due_at", "done", "owner", "territory"],
+        Kind::Contact => &["account_id", "email", "phone", "title", "owner"],
+        Kind::Deal => &["account_id", "stage", "amount", "close_date", "owner"],
+        Kind::Activity => &["related_to", "kind", "due_at", "done", "owner"],
     }
 }
 
@@ -169,9 +170,10 @@ pub async fn list(
     let query = params.query(kind, now_ms())?;
     let user = session.user.clone();
     let p = params.clone();
-    let (records, total, choices) = blocking(&state, move |relay| {
+    let (records, total, choices, names) = blocking(&state, move |relay| {
         let (records, total) = find(relay, &user, kind, &p, query)?;
-        Ok((records, total, choices(relay, &user, false)?))
+        let names = Names::of_records(relay, &user, &records)?;
+        Ok((records, total, choices(relay, &user)?, names))
     })
     .await?;
     let title = kind_title(kind);
@@ -199,7 +201,8 @@ pub async fn list(
     let body = html! {
         form.filters method="get" action=(format!("/{path}")) {
             input type="search" name="q" value=(params.q) placeholder=(format!("Search {}", title.to_lowercase())) aria-label="Search";
-            input name="owner" value=(params.owner) placeholder="Owner" aria-label="Owner";
+            input name="owner" value=(params.owner) placeholder="Owner" aria-label="Owner" list="owner-choices" autocomplete="off";
+            datalist id="owner-choices" { @for u in &choices.owners { option value=(u) {} } }
             select name="territory" aria-label="Territory" {
                 option value="" { "All territories" }
                 @for t in &choices.territories { option value=(t) selected[*t == params.territory] { (t) } }
@@ -240,7 +243,7 @@ pub async fn list(
                     tr class=[r.deleted.then_some("deleted")] {
                         td { (record_link(r)) @if r.deleted { " " span.badge { "deleted" } } }
                         @for c in columns(kind) {
-                            td { @if *c == "amount" { (layout::money(r)) } @else { (r.get(c).map(|v| layout::value(kind, c, v)).unwrap_or_default()) } }
+                            td { @if *c == "amount" { (layout::money(r)) } @else if let Some(v) = r.get(c) { (names.value(kind, c, v)) } }
                         }
                     }
                 }
@@ -258,37 +261,19 @@ pub async fn list(
     Ok(page(&session, title, Nav::List(kind), body))
 }
 
-/// What a form's selects offer this user. `accounts`: include the accounts list.
-pub fn choices(
-    relay: &dyn RelayStore,
-    user: &User,
-    accounts: bool,
-) -> crate::relay::Result<Choices> {
+/// What a form's selects offer this user.
+pub fn choices(relay: &dyn RelayStore, user: &User) -> crate::relay::Result<Choices> {
     let territories = match access::scope(user) {
         access::Scope::All => relay.territories()?,
         access::Scope::Territories(mine) => mine,
     };
-    let accounts = if accounts {
-        office::list(
-            relay,
-            user,
-            ListQuery {
-                kind: Some(Kind::Account),
-                limit: 1000,
-                ..Default::default()
-            },
-        )?
-        .records
-        .into_iter()
-        .map(|a| (a.id.clone(), a.display_name()))
-        .collect()
-    } else {
-        Vec::new()
-    };
     Ok(Choices {
         stages: relay.pipeline()?.stages().to_vec(),
         territories,
-        accounts,
+        owners: names::owner_choices(relay, user)?
+            .into_iter()
+            .map(|u| u.id)
+            .collect(),
     })
 }
 
@@ -320,8 +305,12 @@ pub async fn new_form(
 ) -> Result<Markup, PageError> {
     let kind = kind_of(&kind)?;
     let user = session.user.clone();
-    let choices = blocking(&state, move |relay| choices(relay, &user, true)).await?;
-    let mut values = prefill;
+    let (choices, mut values) = blocking(&state, move |relay| {
+        let mut values = prefill;
+        names::fill_picker_names(relay, &user, kind, &mut values)?;
+        Ok((choices(relay, &user)?, values))
+    })
+    .await?;
     values
         .entry("owner".into())
         .or_insert_with(|| session.user.id.clone());
@@ -368,8 +357,11 @@ pub async fn create(
     let kind = kind_of(&kind)?;
     let user = session.user.clone();
     let (outcome, choices) = blocking(&state, move |relay| {
+        let mut posted = posted;
+        let picked = names::resolve_pickers(relay, &user, kind, &mut posted)?;
         let pipeline = relay.pipeline()?;
-        let (fields, errors) = form::parse(kind, &posted, &pipeline, true);
+        let (fields, mut errors) = form::parse(kind, &posted, &pipeline, true);
+        errors.extend(picked);
         let outcome = if errors.is_empty() {
             Ok(office::try_edit(
                 relay,
@@ -379,7 +371,7 @@ pub async fn create(
         } else {
             Err((errors, posted))
         };
-        Ok((outcome, choices(relay, &user, true)?))
+        Ok((outcome, choices(relay, &user)?))
     })
     .await?;
     let (mut errors, posted) = match outcome {
@@ -421,15 +413,13 @@ pub async fn edit_form(
     Path(id): Path<String>,
 ) -> Result<Markup, PageError> {
     let user = session.user.clone();
-    let (detail, choices) = blocking(&state, move |relay| {
-        Ok((
-            office::record(relay, &user, &id)?,
-            choices(relay, &user, true)?,
-        ))
+    let (record, choices, values) = blocking(&state, move |relay| {
+        let record = office::record(relay, &user, &id)?.record;
+        let mut values = form::form_values(record.kind, &record.fields);
+        names::fill_picker_names(relay, &user, record.kind, &mut values)?;
+        Ok((record, choices(relay, &user)?, values))
     })
     .await?;
-    let record = detail.record;
-    let values = form::form_values(record.kind, &record.fields);
     let title = format!("Edit {}", record.display_name());
     Ok(form_page(
         &session,
@@ -460,8 +450,11 @@ pub async fn update(
     let record_id = id.clone();
     let (outcome, kind, choices) = blocking(&state, move |relay| {
         let record = office::record(relay, &user, &id)?.record;
+        let mut posted = posted;
+        let picked = names::resolve_pickers(relay, &user, record.kind, &mut posted)?;
         let pipeline = relay.pipeline()?;
-        let (fields, errors) = form::parse(record.kind, &posted, &pipeline, false);
+        let (fields, mut errors) = form::parse(record.kind, &posted, &pipeline, false);
+        errors.extend(picked);
         let fields = changed(&record, fields);
         let outcome = if !errors.is_empty() {
             Err((errors, posted))
@@ -474,7 +467,7 @@ pub async fn update(
             };
             Ok(office::try_edit(relay, &user, update)?)
         };
-        Ok((outcome, record.kind, choices(relay, &user, true)?))
+        Ok((outcome, record.kind, choices(relay, &user)?))
     })
     .await?;
     let (mut errors, posted) = match outcome {
@@ -565,10 +558,33 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> Result<Markup, PageError> {
     let user = session.user.clone();
-    let (detail, related) = blocking(&state, move |relay| {
+    let (detail, related, names) = blocking(&state, move |relay| {
         let detail = office::record(relay, &user, &id)?;
         let related = office::related(relay, &user, &detail.record)?;
-        Ok((detail, related))
+        let kind = detail.record.kind;
+        // Every id the page shows: fields, history (old and new) and conflicts.
+        let shown = detail
+            .record
+            .fields
+            .iter()
+            .map(|(path, value)| (path.as_str(), value))
+            .chain(detail.history.iter().flat_map(|entry| {
+                entry.fields.iter().flat_map(|change| {
+                    [
+                        (change.field.as_str(), &change.old),
+                        (change.field.as_str(), &change.new),
+                    ]
+                })
+            }))
+            .chain(
+                detail
+                    .conflicts
+                    .iter()
+                    .flat_map(|c| c.values.iter().map(move |v| (c.field.as_str(), &v.value))),
+            )
+            .map(|(path, value)| (kind, path, value));
+        let names = Names::of(relay, &user, shown)?;
+        Ok((detail, related, names))
     })
     .await?;
     let RecordDetail {
@@ -623,7 +639,7 @@ pub async fn show(
                         h3 { (field_label(&c.field)) }
                         ul { @for v in &c.values {
                             li {
-                                strong { (layout::value(kind, &c.field, &v.value)) }
+                                strong { (names.value(kind, &c.field, &v.value)) }
                                 " — " (v.user) ", " (layout::time(v.time))
                                 form.inline method="post" action=(format!("/r/{}/resolve", record.id)) {
                                     (layout::csrf(&session))
@@ -645,7 +661,7 @@ pub async fn show(
                         dt { (field_label(spec.path)) @if conflicted.contains(&spec.path) { " " span.badge.warn { "conflict" } } }
                         dd data-field=(spec.path) {
                             @match spec.ty {
-                                fieldcrm_core::FieldType::Ref(_) => @if let Some(target) = v.as_str() { a href=(format!("/r/{target}")) { (target) } },
+                                fieldcrm_core::FieldType::Ref(_) => (names.value(kind, spec.path, v)),
                                 fieldcrm_core::FieldType::Amount => (layout::money(record)),
                                 fieldcrm_core::FieldType::LongText => div.longtext { (layout::value(kind, spec.path, v)) },
                                 _ => (layout::value(kind, spec.path, v)),
@@ -686,8 +702,8 @@ pub async fn show(
                                 td { (entry.user) }
                                 td title=(entry.actor) { (device(&entry.change, &entry.actor)) }
                                 td { (field_label(&change.field)) }
-                                td.old { (layout::value(kind, &change.field, &change.old)) }
-                                td.new { (layout::value(kind, &change.field, &change.new)) }
+                                td.old { (names.value(kind, &change.field, &change.old)) }
+                                td.new { (names.value(kind, &change.field, &change.new)) }
                             }
                         }
                         @if entry.fields.is_empty() {

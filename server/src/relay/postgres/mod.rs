@@ -351,6 +351,9 @@ fn list_filter(q: &ListQuery) -> Filter {
     if let Some(kind) = q.kind {
         f.add("kind = ?", kind.as_str().to_string());
     }
+    if let Some(ids) = &q.ids {
+        f.add("id = ANY(?)", ids.clone());
+    }
     if let Some(owner) = &q.owner {
         f.add("owner = ?", owner.clone());
     }
