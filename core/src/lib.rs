@@ -8,6 +8,7 @@
 
 mod doc;
 mod error;
+mod forecast;
 mod model;
 pub mod protocol;
 mod query;
@@ -20,14 +21,17 @@ pub use doc::{
     RecordDoc,
 };
 pub use error::{Error, Result};
+pub use forecast::{
+    ByCurrency, DealGroups, DealSums, ForecastMonth, PipelineReport, StageFigures, Totals,
+};
 pub use model::{
     check_time, fields, normalize_value, parse_amount, parse_datetime, value_from_text, Directory,
-    FieldSpec, FieldType, Fields, Kind, Pipeline, Record, RecordId, Rules, SearchRole, Value,
-    CUSTOM_PREFIX, MAX_LONG_TEXT, MAX_TEXT,
+    FieldSpec, FieldType, Fields, Kind, Pipeline, Record, RecordId, Rules, SearchRole,
+    StageOutcome, Value, CUSTOM_PREFIX, MAX_LONG_TEXT, MAX_TEXT,
 };
 pub use query::{
-    add_to_summary, check_offset, empty_summary, AccountOverview, ListQuery, OwnerCount, Page,
-    SortBy, StageSummary, MAX_PAGE,
+    check_offset, empty_summary, AccountOverview, ListQuery, OwnerCount, Page, SortBy,
+    StageSummary, MAX_PAGE,
 };
 pub use shared::{ChangeListener, SharedStore, SyncObserver};
 pub use store::{

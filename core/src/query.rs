@@ -9,6 +9,7 @@ use rusqlite::{params_from_iter, Connection};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::forecast::{DealGroups, DealSums};
 use crate::model::{Kind, Record};
 use crate::store::{projection, Store};
 
@@ -139,7 +140,7 @@ pub struct OwnerCount {
 
 /// Adds `count` deals worth `amount` (minor units of `currency`) to
 /// `stage`'s entry; a stage no longer in the pipeline is listed last.
-pub fn add_to_summary(
+pub(crate) fn add_to_summary(
     summary: &mut Vec<StageSummary>,
     stage: String,
     currency: String,
@@ -384,16 +385,13 @@ impl Store {
         Ok(out)
     }
 
-    /// The pipeline as it stood at `time` (ms since the epoch): each deal
-    /// read from its document as of then, so later edits, moves and deletes
-    /// do not count. Walks the deals a page at a time; `territories` (empty:
-    /// all) applies to each deal's territory at that time.
-    pub fn pipeline_summary_at(
-        &self,
-        territories: &[String],
-        time: i64,
-    ) -> Result<Vec<StageSummary>> {
-        let mut summary = empty_summary(self.pipeline());
+    /// The deals as they stood at `time` (ms since the epoch), grouped for
+    /// [`crate::PipelineReport`]: each deal read from its document as of
+    /// then, so later edits, moves and deletes do not count. Walks the deals
+    /// a page at a time; `territories` (empty: all) applies to each deal's
+    /// territory at that time.
+    pub fn deal_groups_at(&self, territories: &[String], time: i64) -> Result<DealGroups> {
+        let mut groups = DealGroups::default();
         let mut after = String::new();
         loop {
             let ids: Vec<String> = self
@@ -416,17 +414,62 @@ impl Store {
                     || deal
                         .text("territory")
                         .is_some_and(|t| territories.iter().any(|mine| mine == t));
-                if deal.deleted || !in_view {
-                    continue;
+                if !deal.deleted && in_view {
+                    groups.add_deal(&deal);
                 }
-                let stage = deal.text("stage").unwrap_or_default().to_string();
-                let currency = deal.text("currency").unwrap_or_default().to_string();
-                let amount = deal.get("amount").and_then(|v| v.as_int()).unwrap_or(0);
-                add_to_summary(&mut summary, stage, currency, 1, amount);
             }
             after = last;
         }
-        Ok(summary)
+        Ok(groups)
+    }
+
+    /// The pipeline as it stood at `time`: see [`Store::deal_groups_at`].
+    pub fn pipeline_summary_at(
+        &self,
+        territories: &[String],
+        time: i64,
+    ) -> Result<Vec<StageSummary>> {
+        Ok(self
+            .deal_groups_at(territories, time)?
+            .stage_summary(self.pipeline()))
+    }
+
+    /// Live deals (optionally one owner's) grouped for
+    /// [`crate::PipelineReport`].
+    pub fn deal_groups(&self, owner: Option<&str>, territories: &[String]) -> Result<DealGroups> {
+        let q = ListQuery {
+            kind: Some(Kind::Deal),
+            owner: owner.map(String::from),
+            territories: territories.to_vec(),
+            ..Default::default()
+        };
+        let f = list_filter(&q);
+        let sql = format!(
+            "SELECT coalesce(stage, ''), coalesce(json_extract(record, '$.fields.currency'), ''), substr(close_date, 1, 7),
+                    count(*), coalesce(sum(amount), 0),
+                    coalesce(sum(amount * json_extract(record, '$.fields.probability')), 0),
+                    coalesce(sum(CASE WHEN json_extract(record, '$.fields.probability') IS NULL THEN amount END), 0)
+             FROM records {} GROUP BY 1, 2, 3",
+            f.sql()
+        );
+        let mut stmt = self.conn().prepare_cached(&sql)?;
+        let mut rows = stmt.query(params_from_iter(f.params))?;
+        let mut groups = DealGroups::default();
+        while let Some(r) = rows.next()? {
+            let sums = DealSums {
+                count: r.get::<_, i64>(3)? as usize,
+                amount: r.get(4)?,
+                amount_times_own_probability: r.get::<_, i64>(5)? as i128,
+                amount_without_probability: r.get(6)?,
+            };
+            groups.add(
+                &r.get::<_, String>(0)?,
+                &r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?.as_deref(),
+                sums,
+            );
+        }
+        Ok(groups)
     }
 
     /// Live deals per stage of the pipeline, in pipeline order (stages that
@@ -436,34 +479,9 @@ impl Store {
         owner: Option<&str>,
         territories: &[String],
     ) -> Result<Vec<StageSummary>> {
-        let q = ListQuery {
-            kind: Some(Kind::Deal),
-            owner: owner.map(String::from),
-            territories: territories.to_vec(),
-            ..Default::default()
-        };
-        let f = list_filter(&q);
-        let sql = format!(
-            "SELECT stage, coalesce(json_extract(record, '$.fields.currency'), ''), count(*), coalesce(sum(amount), 0)
-             FROM records {} GROUP BY 1, 2",
-            f.sql()
-        );
-        let mut stmt = self.conn().prepare_cached(&sql)?;
-        let rows = stmt
-            .query_map(params_from_iter(f.params), |r| {
-                Ok((
-                    r.get::<_, Option<String>>(0)?.unwrap_or_default(),
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, i64>(3)?,
-                ))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        let mut summary = empty_summary(self.pipeline());
-        for (stage, currency, count, amount) in rows {
-            add_to_summary(&mut summary, stage, currency, count as usize, amount);
-        }
-        Ok(summary)
+        Ok(self
+            .deal_groups(owner, territories)?
+            .stage_summary(self.pipeline()))
     }
 
     /// An account with its contacts, deals and activities (live records only).

@@ -469,6 +469,38 @@ fn office_reads_and_edits_follow_territories(fx: Fixture) {
         [("ann", 0, 1), ("olivia", 2, 0)]
     );
 
+    // The dashboard's figures: the store's aggregate query and the same
+    // deals read from their documents agree, probabilities included.
+    office::edit_one(
+        relay,
+        &ann,
+        Edit::Create {
+            kind: Kind::Deal,
+            fields: fields([
+                ("account_id", Value::from(north.as_str())),
+                ("name", Value::from("Sure")),
+                ("stage", Value::from("proposal")),
+                ("amount", Value::Int(2_000)),
+                ("currency", Value::from("GBP")),
+                ("close_date", Value::from("2026-12-10")),
+                ("probability", Value::Int(90)),
+                ("territory", Value::from("north")),
+            ]),
+        },
+    )
+    .unwrap();
+    let now = office::deal_groups(relay, &olivia, None, None).unwrap();
+    let later = office::deal_groups(relay, &olivia, None, Some(now_ms() + 60_000)).unwrap();
+    assert_eq!(now, later, "the projection and the documents agree");
+    let today = time::macros::date!(2026 - 11 - 20);
+    let report = office::pipeline_report(relay, &olivia, None, today).unwrap();
+    assert_eq!(report.open["EUR"].weighted(), 1_000, "lead counts at 20%");
+    assert_eq!(report.open["GBP"].weighted(), 1_800, "its own 90%");
+    let months: Vec<Option<&str>> = report.forecast.iter().map(|m| m.month.as_deref()).collect();
+    assert_eq!(months, [Some("2026-12"), None]);
+    let sams = office::pipeline_report(relay, &sam, None, today).unwrap();
+    assert!(sams.open.is_empty(), "south sees no north deal");
+
     // A device receives office edits by sync.
     let mut device = fx.device("ann");
     fx.sync(&mut device);

@@ -542,17 +542,123 @@ async fn the_board_moves_deals_and_the_dashboard_shows_the_pipeline_then_and_now
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     assert!(bad.body.contains("heaven"));
 
-    let dashboard = fx.get(&olivia, "/dashboard").await;
-    let won = between(&dashboard.body, "<tr data-stage=\"won\">", "</tr>");
-    assert!(won.contains("1,000.00 EUR"), "{won}");
-    // Before the deal existed, the pipeline was empty.
+    // Before the deal existed, the pipeline was empty; it was open a
+    // moment before it was won, and now (won) it is out of the pipeline.
     let past = fx.get(&olivia, "/dashboard?at=2020-01-01").await;
-    let then = between(&past.body, "As of 2020-01-01", "</table>");
-    assert!(!then.contains("EUR"), "{then}");
-    assert_eq!(
-        fx.get(&olivia, "/dashboard?at=yesterday").await.status,
-        StatusCode::BAD_REQUEST
+    let then = between(
+        &past.body,
+        "Open pipeline at the end of 2020-01-01",
+        "</section>",
     );
+    assert!(then.contains("No open deals."), "{then}");
+    let dashboard = fx.get(&olivia, "/dashboard").await;
+    let now = between(&dashboard.body, "id=\"pipeline-h\"", "</section>");
+    assert!(now.contains("No open deals."), "{now}");
+}
+
+/// The dashboard's figures, checked against deals whose sums are known:
+/// open stages only, one table per currency, weighted by each deal's
+/// probability or its stage's, the forecast by close month, and won and
+/// lost by close date in this quarter.
+#[tokio::test]
+async fn the_dashboard_adds_up_open_deals_per_currency_and_forecasts_by_close_month() {
+    let fx = fixture();
+    let olivia = fx.sign_in("olivia").await;
+    let acme = fx.account(&olivia, "Acme", "north").await;
+    let today = time::OffsetDateTime::now_utc().date();
+    let this_month = format!("{:04}-{:02}", today.year(), u8::from(today.month()));
+    let this_day = format!("{this_month}-{:02}", today.day());
+    let last_year = format!("{}-06-15", today.year() - 1);
+    let deals: &[(&str, &str, &str, &str, &str, &str)] = &[
+        // name, stage, amount, currency, close date, probability
+        ("A", "lead", "1000", "EUR", &this_day, ""),
+        ("B", "proposal", "500", "EUR", &this_day, "90"),
+        ("C", "negotiation", "300", "GBP", "", ""),
+        ("D", "qualified", "200", "EUR", &last_year, ""),
+        ("W", "won", "700", "EUR", &this_day, ""),
+        ("L", "lost", "9000", "EUR", &this_day, ""),
+        ("Old", "won", "5000", "EUR", &last_year, ""),
+    ];
+    for (name, stage, amount, currency, close, probability) in deals {
+        fx.create(
+            &olivia,
+            "deals",
+            &[
+                ("account_id", &acme),
+                ("name", name),
+                ("stage", stage),
+                ("amount", amount),
+                ("currency", currency),
+                ("close_date", close),
+                ("probability", probability),
+                ("territory", "north"),
+            ],
+        )
+        .await;
+    }
+    let page = fx.get(&olivia, "/dashboard").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let eur = between(&page.body, "data-currency=\"EUR\">", "</table>");
+    let total = between(eur, "<tfoot>", "</tfoot>");
+    // Open only: A + B + D; lost's 9,000 and the won deals are not there.
+    assert!(
+        total.contains(">3<") && total.contains("1,700.00 EUR"),
+        "{total}"
+    );
+    // lead 20% of 1000 + B's own 90% of 500 + qualified 40% of 200
+    assert!(total.contains("730.00 EUR"), "{total}");
+    assert!(!eur.contains("data-stage=\"won\"") && !eur.contains("data-stage=\"lost\""));
+    let gbp = between(&page.body, "data-currency=\"GBP\">", "</table>");
+    assert!(
+        between(gbp, "<tfoot>", "</tfoot>").contains("240.00 GBP"),
+        "{gbp}"
+    );
+    assert!(!gbp.contains("EUR") && !eur.contains("GBP"));
+
+    let forecast = between(
+        &page.body,
+        "aria-label=\"Forecast by close month\"",
+        "</table>",
+    );
+    let month = between(
+        forecast,
+        &format!("data-month=\"{this_month}\" data-currency=\"EUR\">"),
+        "</tr>",
+    );
+    assert!(
+        month.contains("1,500.00 EUR") && month.contains("650.00 EUR"),
+        "{month}"
+    );
+    let overdue = between(forecast, "<tr class=\"overdue\"", "</tr>");
+    assert!(
+        overdue.contains("past close date") && overdue.contains("200.00 EUR"),
+        "{overdue}"
+    );
+    let undated = between(forecast, "data-month=\"\" data-currency=\"GBP\">", "</tr>");
+    assert!(undated.contains("no close date"), "{undated}");
+
+    let won = between(&page.body, "<tr class=\"won\">", "</tr>");
+    assert!(won.contains("1 deal, 700.00 EUR"), "{won}");
+    let lost = between(&page.body, "<tr class=\"lost\">", "</tr>");
+    assert!(lost.contains("1 deal, 9,000.00 EUR"), "{lost}");
+    assert!(page.body.contains("50% of deals closed"));
+
+    // Records per user lists users, with their counts.
+    let reps = between(&page.body, "Records per user", "</table>");
+    assert!(
+        reps.contains(">olivia<") && reps.contains(">ann<"),
+        "{reps}"
+    );
+
+    // A date that is not one is said beside the box; the page still shows.
+    let bad = fx.get(&olivia, "/dashboard?at=yesterday").await;
+    assert_eq!(bad.status, StatusCode::OK);
+    assert!(
+        bad.body.contains("“yesterday” is not a date"),
+        "{}",
+        bad.body
+    );
+    assert!(bad.body.contains("aria-invalid=\"true\"") && bad.body.contains("Open pipeline"));
 }
 
 #[tokio::test]

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 pub use fields::{FieldSpec, FieldType, SearchRole};
-pub use pipeline::Pipeline;
+pub use pipeline::{Pipeline, StageOutcome};
 pub use received::{check_received, check_time, Directory, Rules, Stored, TouchedField};
 pub use typed_text::{parse_amount, parse_datetime, value_from_text};
 pub use validate::{normalize_value, validate_custom_name, validate_id, MAX_LONG_TEXT, MAX_TEXT};

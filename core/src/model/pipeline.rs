@@ -1,4 +1,6 @@
-//! The configurable deal pipeline: an ordered list of stage names.
+//! The configurable deal pipeline: an ordered list of stage names, each
+//! open, won or lost, with the probability a deal in it counts at in a
+//! forecast.
 
 use serde::{Deserialize, Serialize};
 
@@ -61,6 +63,50 @@ impl Pipeline {
     pub fn position(&self, stage: &str) -> Option<usize> {
         self.stages.iter().position(|s| s == stage)
     }
+
+    /// Whether a deal in `stage` is still open, won or lost. A stage named
+    /// "won" or "closed won" wins a deal, "lost" or "closed lost" loses it
+    /// (any case); every other stage, and one no longer in the pipeline,
+    /// is open.
+    pub fn outcome(&self, stage: &str) -> StageOutcome {
+        match stage.trim().to_lowercase().as_str() {
+            "won" | "closed won" => StageOutcome::Won,
+            "lost" | "closed lost" => StageOutcome::Lost,
+            _ => StageOutcome::Open,
+        }
+    }
+
+    /// The probability (percent) a deal in `stage` that sets none of its
+    /// own counts at: 100 when won, 0 when lost, and the open stages
+    /// spread evenly below 100 in pipeline order (the default pipeline's
+    /// lead 20, qualified 40, proposal 60, negotiation 80). A stage no
+    /// longer in the pipeline counts at 0.
+    pub fn probability(&self, stage: &str) -> i64 {
+        match self.outcome(stage) {
+            StageOutcome::Won => 100,
+            StageOutcome::Lost => 0,
+            StageOutcome::Open => {
+                let open: Vec<&String> = self
+                    .stages
+                    .iter()
+                    .filter(|s| self.outcome(s) == StageOutcome::Open)
+                    .collect();
+                match open.iter().position(|s| *s == stage) {
+                    Some(i) => 100 * (i as i64 + 1) / (open.len() as i64 + 1),
+                    None => 0,
+                }
+            }
+        }
+    }
+}
+
+/// Where a stage leaves a deal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StageOutcome {
+    Open,
+    Won,
+    Lost,
 }
 
 #[cfg(test)]
@@ -76,5 +122,19 @@ mod tests {
         let p = Pipeline::new(["new", "won"]).unwrap();
         assert_eq!(p.position("won"), Some(1));
         assert!(!p.contains("lead"));
+    }
+
+    #[test]
+    fn won_and_lost_close_a_deal_and_open_stages_spread_their_probability() {
+        let p = Pipeline::default();
+        assert_eq!(p.outcome("won"), StageOutcome::Won);
+        assert_eq!(p.outcome("lost"), StageOutcome::Lost);
+        assert_eq!(p.outcome("proposal"), StageOutcome::Open);
+        let odds: Vec<i64> = p.stages().iter().map(|s| p.probability(s)).collect();
+        assert_eq!(odds, [20, 40, 60, 80, 100, 0]);
+        let custom = Pipeline::new(["New", "Closed Won", "Closed Lost"]).unwrap();
+        assert_eq!(custom.outcome("Closed Won"), StageOutcome::Won);
+        assert_eq!(custom.probability("New"), 50);
+        assert_eq!(custom.probability("gone"), 0);
     }
 }

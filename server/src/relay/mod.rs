@@ -29,7 +29,7 @@ use fieldcrm_core::protocol::{
     Cursor, RecordBytes, Rejection, SyncRequest, SyncResponse, PROTOCOL_VERSION,
 };
 use fieldcrm_core::{
-    Conflict, Edit, HistoryEntry, Kind, ListQuery, OwnerCount, Page, Pipeline, Record, StageSummary,
+    Conflict, DealGroups, Edit, HistoryEntry, Kind, ListQuery, OwnerCount, Page, Pipeline, Record,
 };
 pub use pull::LogEntry;
 pub use push::MAX_CHANGE_BYTES;
@@ -210,12 +210,9 @@ pub trait RelayStore: Send + Sync {
     ) -> Result<Vec<Record>>;
     fn record(&self, id: &str) -> Result<Option<RecordDetail>>;
     fn record_at(&self, id: &str, time: i64) -> Result<Record>;
-    /// Live deals per stage now, or as they stood at `at` (ms since the epoch).
-    fn pipeline_summary(
-        &self,
-        territories: &[String],
-        at: Option<i64>,
-    ) -> Result<Vec<StageSummary>>;
+    /// Live deals grouped for dashboards, now or as they stood at `at`
+    /// (ms since the epoch).
+    fn deal_groups(&self, territories: &[String], at: Option<i64>) -> Result<DealGroups>;
     fn owner_counts(&self, territories: &[String]) -> Result<Vec<OwnerCount>>;
     /// Makes each edit as `user` (with the user's own Automerge actor for
     /// `device`) and pushes it as that device would: validated, checked

@@ -4,7 +4,9 @@
 //! for them: reads and edits answer "not found", never "forbidden", so a
 //! page cannot probe another territory.
 
-use fieldcrm_core::{Edit, Kind, ListQuery, OwnerCount, Page, Record, StageSummary};
+use fieldcrm_core::{
+    DealGroups, Edit, Kind, ListQuery, OwnerCount, Page, PipelineReport, Record, StageSummary,
+};
 
 use super::access::{self, narrow};
 use super::review::{self, Decided, HeldChange};
@@ -138,6 +140,21 @@ fn record_if_visible(store: &dyn RelayStore, user: &User, id: &str) -> Result<Op
     }
 }
 
+/// Live deals in the user's view (optionally one territory), now or as
+/// they stood at `at`, grouped for dashboards.
+pub fn deal_groups(
+    store: &dyn RelayStore,
+    user: &User,
+    territory: Option<&str>,
+    at: Option<i64>,
+) -> Result<DealGroups> {
+    let asked: Vec<String> = territory.map(String::from).into_iter().collect();
+    match narrow(user, &asked) {
+        Some(territories) => store.deal_groups(&territories, at),
+        None => Ok(DealGroups::default()),
+    }
+}
+
 /// Live deals per stage in the user's view (optionally one territory), now
 /// or as they stood at `at`.
 pub fn pipeline_summary(
@@ -146,11 +163,19 @@ pub fn pipeline_summary(
     territory: Option<&str>,
     at: Option<i64>,
 ) -> Result<Vec<StageSummary>> {
-    let asked: Vec<String> = territory.map(String::from).into_iter().collect();
-    match narrow(user, &asked) {
-        Some(territories) => store.pipeline_summary(&territories, at),
-        None => Ok(fieldcrm_core::empty_summary(&store.pipeline()?)),
-    }
+    let groups = deal_groups(store, user, territory, at)?;
+    Ok(groups.stage_summary(&store.pipeline()?))
+}
+
+/// The dashboard's deal figures in the user's view, for `today`'s quarter.
+pub fn pipeline_report(
+    store: &dyn RelayStore,
+    user: &User,
+    at: Option<i64>,
+    today: time::Date,
+) -> Result<PipelineReport> {
+    let groups = deal_groups(store, user, None, at)?;
+    Ok(PipelineReport::new(&store.pipeline()?, &groups, today))
 }
 
 pub fn owner_counts(store: &dyn RelayStore, user: &User) -> Result<Vec<OwnerCount>> {

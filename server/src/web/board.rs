@@ -1,6 +1,4 @@
-//! The pipeline board (deals by stage, moved between stages) and the
-//! dashboard (pipeline value by stage, now and at a past date; activities
-//! due this week; records per rep).
+//! The pipeline board: deals by stage, moved between stages.
 
 use std::sync::Arc;
 
@@ -11,7 +9,6 @@ use maud::{html, Markup};
 use serde::Deserialize;
 
 use super::layout::{self, page, record_link, Nav};
-use super::records::now_ms;
 use super::session::Post;
 use super::{blocking, log_advanced, PageError, Session};
 use crate::relay::office;
@@ -142,108 +139,4 @@ pub async fn move_deal(
     .await?;
     log_advanced(&state).await;
     Ok(Redirect::to("/pipeline").into_response())
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct DashboardParams {
-    /// A past date (YYYY-MM-DD): also show the pipeline as it stood then.
-    at: String,
-}
-
-fn stage_bars(summary: &[StageSummary], label: &str) -> Markup {
-    let max = summary
-        .iter()
-        .map(|s| s.amounts.values().sum::<i64>())
-        .max()
-        .unwrap_or(0)
-        .max(1);
-    html! {
-        table.bars aria-label=(label) {
-            thead { tr { th { "Stage" } th { "Deals" } th { "Value" } th {} } }
-            tbody { @for s in summary {
-                @let sum: i64 = s.amounts.values().sum();
-                tr data-stage=(s.stage) {
-                    td { (s.stage) } td.count { (s.count) } td.sum { (totals(s)) }
-                    // An SVG bar: the CSP allows no inline style attributes.
-                    td.bar { svg viewBox="0 0 100 1" preserveAspectRatio="none" aria-hidden="true" {
-                        rect width=((sum.max(0) * 100 / max).max(1)) height="1" {}
-                    } }
-                }
-            } }
-        }
-    }
-}
-
-pub async fn dashboard(
-    State(state): State<Arc<AppState>>,
-    session: Session,
-    Query(params): Query<DashboardParams>,
-) -> Result<Markup, PageError> {
-    let at = match params.at.trim() {
-        "" => None,
-        date => Some(
-            fieldcrm_core::parse_datetime(date)
-                .map(|midnight| midnight + 86_400_000 - 1)
-                .map_err(PageError::bad_request)?,
-        ),
-    };
-    let user = session.user.clone();
-    let now = now_ms();
-    let (now_summary, past, due, owners) = blocking(&state, move |relay| {
-        let now_summary = office::pipeline_summary(relay, &user, None, None)?;
-        let past = match at {
-            Some(time) => Some(office::pipeline_summary(relay, &user, None, Some(time))?),
-            None => None,
-        };
-        let due = office::list(
-            relay,
-            &user,
-            ListQuery {
-                kind: Some(Kind::Activity),
-                due_before: Some(now + 7 * 86_400_000),
-                sort: SortBy::DueAt,
-                limit: 50,
-                ..Default::default()
-            },
-        )?;
-        Ok((now_summary, past, due, office::owner_counts(relay, &user)?))
-    })
-    .await?;
-    let body = html! {
-        div.grid {
-            section aria-labelledby="pipeline-h" {
-                h2 id="pipeline-h" { "Pipeline value by stage" }
-                (stage_bars(&now_summary, "Pipeline now"))
-                form.filters method="get" action="/dashboard" {
-                    label { "Pipeline as it stood at the end of " input type="date" name="at" value=(params.at); }
-                    button type="submit" { "Show" }
-                }
-                @if let Some(past) = &past {
-                    h3 { "As of " (params.at) }
-                    (stage_bars(past, "Pipeline at the chosen date"))
-                }
-            }
-            section aria-labelledby="due-h" {
-                h2 id="due-h" { "Activities due this week" }
-                p.muted { (due.total) " open, overdue included" }
-                ul.due { @for a in &due.records {
-                    li class=[(a.get("due_at").and_then(|v| v.as_int()).is_some_and(|t| t < now)).then_some("overdue")] {
-                        span.when { (a.get("due_at").map(|v| layout::value(Kind::Activity, "due_at", v)).unwrap_or_default()) }
-                        " " (record_link(a)) " · " (a.text("owner").unwrap_or(""))
-                    }
-                } }
-            }
-            section aria-labelledby="reps-h" {
-                h2 id="reps-h" { "Records per rep" }
-                table.reps {
-                    thead { tr { th { "Owner" } th { "Accounts" } th { "Contacts" } th { "Deals" } th { "Activities" } } }
-                    tbody { @for o in &owners {
-                        tr { td { a href=(layout::href("/deals", &[("owner", &o.owner)])) { (o.owner) } } td { (o.accounts) } td { (o.contacts) } td { (o.deals) } td { (o.activities) } }
-                    } }
-                }
-            }
-        }
-    };
-    Ok(page(&session, "Dashboard", Nav::Dashboard, body))
 }

@@ -7,6 +7,7 @@
 mod assets;
 mod board;
 mod csv_io;
+mod dashboard;
 mod form;
 mod layout;
 mod names;
@@ -35,7 +36,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/", get(|| async { Redirect::to("/dashboard") }))
         .route("/login", get(session::login_page).post(session::login))
         .route("/logout", post(session::logout))
-        .route("/dashboard", get(board::dashboard))
+        .route("/dashboard", get(dashboard::dashboard))
         .route("/pipeline", get(board::pipeline))
         .route("/pipeline/move", post(board::move_deal))
         .route(

@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use fieldcrm_core::protocol::{Cursor, RecordBytes};
 use fieldcrm_core::{
-    add_to_summary, check_offset, empty_summary, Edit, Error as CoreError, Kind, ListQuery,
-    OwnerCount, Page, Pipeline, Record, RecordDoc, SortBy, StageSummary, Value, MAX_PAGE,
+    check_offset, DealGroups, DealSums, Edit, Error as CoreError, Kind, ListQuery, OwnerCount,
+    Page, Pipeline, Record, RecordDoc, SortBy, MAX_PAGE,
 };
 use postgres::types::ToSql;
 use postgres::{GenericClient, NoTls, Transaction};
@@ -749,32 +749,34 @@ impl RelayStore for PgRelay {
         }
     }
 
-    fn pipeline_summary(
-        &self,
-        territories: &[String],
-        at: Option<i64>,
-    ) -> Result<Vec<StageSummary>> {
+    fn deal_groups(&self, territories: &[String], at: Option<i64>) -> Result<DealGroups> {
         let mut conn = self.conn()?;
-        let mut summary = empty_summary(&pipeline(&mut *conn)?);
+        let mut groups = DealGroups::default();
         let territories = territories_param(territories);
         let Some(time) = at else {
             let rows = conn.query(
-                "SELECT coalesce(stage, ''), coalesce(currency, ''), count(*), coalesce(sum(amount), 0)::bigint
+                "SELECT coalesce(stage, ''), coalesce(currency, ''), substr(close_date, 1, 7),
+                        count(*), coalesce(sum(amount), 0)::bigint,
+                        coalesce(sum(amount::numeric * (record::jsonb #>> '{fields,probability}')::bigint), 0)::text,
+                        coalesce(sum(amount) FILTER (WHERE record::jsonb #>> '{fields,probability}' IS NULL), 0)::bigint
                  FROM relay_records WHERE kind = 'deal' AND NOT deleted
                    AND ($1::text[] IS NULL OR territory = ANY($1))
-                 GROUP BY 1, 2",
+                 GROUP BY 1, 2, 3",
                 &[&territories],
             )?;
             for r in rows {
-                add_to_summary(
-                    &mut summary,
-                    r.get(0),
-                    r.get(1),
-                    r.get::<_, i64>(2) as usize,
-                    r.get(3),
-                );
+                let weighted: String = r.get(5);
+                let sums = DealSums {
+                    count: r.get::<_, i64>(3) as usize,
+                    amount: r.get(4),
+                    amount_times_own_probability: weighted.parse().map_err(|_| {
+                        RelayError::Storage(format!("unreadable weighted amount {weighted:?}"))
+                    })?,
+                    amount_without_probability: r.get(6),
+                };
+                groups.add(r.get(0), r.get(1), r.get(2), sums);
             }
-            return Ok(summary);
+            return Ok(groups);
         };
         // As it stood then: each deal read from its document, a page at a time.
         let mut after = String::new();
@@ -802,17 +804,11 @@ impl RelayStore for PgRelay {
                 if deal.deleted || !in_view {
                     continue;
                 }
-                add_to_summary(
-                    &mut summary,
-                    deal.text("stage").unwrap_or_default().to_string(),
-                    deal.text("currency").unwrap_or_default().to_string(),
-                    1,
-                    deal.get("amount").and_then(Value::as_int).unwrap_or(0),
-                );
+                groups.add_deal(&deal);
             }
             after = last;
         }
-        Ok(summary)
+        Ok(groups)
     }
 
     fn owner_counts(&self, territories: &[String]) -> Result<Vec<OwnerCount>> {

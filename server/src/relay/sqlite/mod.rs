@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use fieldcrm_core::protocol::{Cursor, RecordBytes};
 use fieldcrm_core::{
-    Edit, Error as CoreError, Kind, ListQuery, OwnerCount, Page, Pipeline, Record, StageSummary,
+    DealGroups, Edit, Error as CoreError, Kind, ListQuery, OwnerCount, Page, Pipeline, Record,
     Store, StoreOptions, StoreTx,
 };
 
@@ -321,15 +321,11 @@ impl RelayStore for SqliteRelay {
         self.read(|store| Ok(store.record_at(id, time)?))
     }
 
-    fn pipeline_summary(
-        &self,
-        territories: &[String],
-        at: Option<i64>,
-    ) -> Result<Vec<StageSummary>> {
+    fn deal_groups(&self, territories: &[String], at: Option<i64>) -> Result<DealGroups> {
         self.read(|store| {
             Ok(match at {
-                None => store.pipeline_summary(None, territories)?,
-                Some(time) => store.pipeline_summary_at(territories, time)?,
+                None => store.deal_groups(None, territories)?,
+                Some(time) => store.deal_groups_at(territories, time)?,
             })
         })
     }
