@@ -610,6 +610,27 @@ impl RecordDoc {
         Ok(entries)
     }
 
+    /// The values one field took, oldest first, with the time of the change
+    /// that set each: an entry wherever a change (in the document's causal
+    /// order) leaves the field different from the entry before. Cheaper than
+    /// [`RecordDoc::history`]: only that field is read. For flows such as a
+    /// deal's stages.
+    pub fn field_timeline(&mut self, path: &str) -> Result<Vec<(i64, Value)>> {
+        let doc = self.doc.document();
+        let id = self.id.as_str();
+        let mut timeline: Vec<(i64, Value)> = Vec::new();
+        for change in doc.get_changes(&[]) {
+            let heads = [change.hash()];
+            let value = Reader::at(doc, &heads, id)
+                .field(path)?
+                .unwrap_or(Value::Null);
+            if timeline.last().is_none_or(|(_, last)| *last != value) {
+                timeline.push((change.timestamp(), value));
+            }
+        }
+        Ok(timeline)
+    }
+
     /// What one change of this document did, as its author saw it: whether
     /// it created the record, and each field it changed from what to what
     /// (the tombstone as `deleted`). `None` if the document lacks it.

@@ -232,6 +232,123 @@ impl PipelineReport {
     }
 }
 
+/// How deals move through the open stages, from each deal's stage history
+/// (every stage change is kept in its document): how many reached each
+/// stage, moved on from it, were lost from it or still sit there, and how
+/// long they stayed in it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StageFlow {
+    stages: BTreeMap<String, FlowSums>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct FlowSums {
+    reached: usize,
+    moved_on: usize,
+    lost: usize,
+    open_here: usize,
+    stays: usize,
+    stay_ms: i128,
+}
+
+impl StageFlow {
+    /// Adds one deal: the stages it was in, oldest first, each with the
+    /// time it entered it (see `RecordDoc::field_timeline`).
+    ///
+    /// A deal reached an open stage if it ever was in it or in a later
+    /// stage of the pipeline that is not lost (skipping a stage counts as
+    /// passing it); it moved on from the stages before the furthest one it
+    /// reached; from that furthest stage it was lost (if it is lost now),
+    /// or it is still open there. A stay is the time from entering a stage
+    /// to entering the next one; the stage a deal is in now is not a stay
+    /// yet.
+    pub fn add_deal(&mut self, pipeline: &Pipeline, timeline: &[(i64, String)]) {
+        let open: Vec<&String> = pipeline
+            .stages()
+            .iter()
+            .filter(|s| pipeline.outcome(s) == StageOutcome::Open)
+            .collect();
+        for pair in timeline.windows(2) {
+            let ((entered, stage), (left, _)) = (&pair[0], &pair[1]);
+            if pipeline.outcome(stage) == StageOutcome::Open {
+                let sums = self.stages.entry(stage.clone()).or_default();
+                sums.stays += 1;
+                sums.stay_ms += (left - entered).max(0) as i128;
+            }
+        }
+        // How far along the open stages the deal got (won: past them all).
+        let furthest = timeline
+            .iter()
+            .filter_map(|(_, stage)| match pipeline.outcome(stage) {
+                StageOutcome::Won => Some(open.len()),
+                StageOutcome::Lost => None,
+                StageOutcome::Open => open.iter().position(|s| *s == stage),
+            })
+            .max();
+        let Some(furthest) = furthest else {
+            return;
+        };
+        let now = timeline.last().map(|(_, s)| pipeline.outcome(s));
+        for (i, stage) in open.iter().enumerate().take(furthest + 1) {
+            let sums = self.stages.entry(stage.to_string()).or_default();
+            sums.reached += 1;
+            if i < furthest {
+                sums.moved_on += 1;
+            } else if now == Some(StageOutcome::Lost) {
+                sums.lost += 1;
+            } else {
+                sums.open_here += 1;
+            }
+        }
+    }
+
+    /// One row per open stage, in pipeline order.
+    pub fn conversions(&self, pipeline: &Pipeline) -> Vec<StageConversion> {
+        pipeline
+            .stages()
+            .iter()
+            .filter(|s| pipeline.outcome(s) == StageOutcome::Open)
+            .map(|stage| {
+                let sums = self.stages.get(stage).copied().unwrap_or_default();
+                StageConversion {
+                    stage: stage.clone(),
+                    reached: sums.reached,
+                    moved_on: sums.moved_on,
+                    lost: sums.lost,
+                    open_here: sums.open_here,
+                    average_stay_ms: (sums.stays > 0)
+                        .then(|| (sums.stay_ms / sums.stays as i128) as i64),
+                }
+            })
+            .collect()
+    }
+}
+
+/// How deals went through one open stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageConversion {
+    pub stage: String,
+    /// Deals that were in this stage or got past it.
+    pub reached: usize,
+    /// Of those, deals that went on to a later stage (won included).
+    pub moved_on: usize,
+    /// Deals lost with this as the furthest stage they reached.
+    pub lost: usize,
+    /// Deals still open with this as the furthest stage they reached.
+    pub open_here: usize,
+    /// Average time deals stayed in the stage before moving (ms); None
+    /// until one has left it.
+    pub average_stay_ms: Option<i64>,
+}
+
+impl StageConversion {
+    /// Percent of the deals decided here (moved on or lost) that moved on.
+    pub fn conversion_percent(&self) -> Option<usize> {
+        let decided = self.moved_on + self.lost;
+        (decided > 0).then(|| self.moved_on * 100 / decided)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,6 +411,52 @@ mod tests {
         assert_eq!(r.open[""].count, 1);
         let summary = g.stage_summary(&Pipeline::default());
         assert_eq!(summary.last().unwrap().stage, "dreaming");
+    }
+
+    fn flow(deals: &[&[(i64, &str)]]) -> Vec<StageConversion> {
+        let pipeline = Pipeline::default();
+        let mut flow = StageFlow::default();
+        for deal in deals {
+            let timeline: Vec<(i64, String)> =
+                deal.iter().map(|(t, s)| (*t, s.to_string())).collect();
+            flow.add_deal(&pipeline, &timeline);
+        }
+        flow.conversions(&pipeline)
+    }
+
+    #[test]
+    fn stage_flow_counts_who_reached_moved_on_or_was_lost_and_how_long_they_stayed() {
+        const DAY: i64 = 86_400_000;
+        let rows = flow(&[
+            // lead 2 days, qualified 4 days, won
+            &[(0, "lead"), (2 * DAY, "qualified"), (6 * DAY, "won")],
+            // lead 4 days, then lost
+            &[(0, "lead"), (4 * DAY, "lost")],
+            // created at proposal (passed lead and qualified), still there
+            &[(0, "proposal")],
+            // qualified, back to lead, lost: got as far as qualified
+            &[(0, "qualified"), (DAY, "lead"), (3 * DAY, "lost")],
+        ]);
+        let row = |stage: &str| rows.iter().find(|r| r.stage == stage).unwrap().clone();
+        let lead = row("lead");
+        assert_eq!(
+            (lead.reached, lead.moved_on, lead.lost, lead.open_here),
+            (4, 3, 1, 0)
+        );
+        assert_eq!(lead.conversion_percent(), Some(75));
+        // stays in lead: 2, 4 and 2 days
+        assert_eq!(lead.average_stay_ms, Some(8 * DAY / 3));
+        let qualified = row("qualified");
+        assert_eq!(
+            (qualified.reached, qualified.moved_on, qualified.lost),
+            (3, 2, 1)
+        );
+        assert_eq!(qualified.average_stay_ms, Some((4 * DAY + DAY) / 2));
+        let proposal = row("proposal");
+        assert_eq!((proposal.reached, proposal.open_here), (2, 1));
+        assert_eq!(proposal.average_stay_ms, None, "nobody has left it yet");
+        assert_eq!(row("negotiation").reached, 1, "the won deal passed it");
+        assert_eq!(rows.len(), 4, "open stages only");
     }
 
     #[test]

@@ -22,7 +22,8 @@ pub use doc::{
 };
 pub use error::{Error, Result};
 pub use forecast::{
-    ByCurrency, DealGroups, DealSums, ForecastMonth, PipelineReport, StageFigures, Totals,
+    ByCurrency, DealGroups, DealSums, ForecastMonth, PipelineReport, StageConversion, StageFigures,
+    StageFlow, Totals,
 };
 pub use model::{
     check_time, fields, normalize_value, parse_amount, parse_datetime, value_from_text, Directory,
@@ -30,8 +31,8 @@ pub use model::{
     StageOutcome, Value, CUSTOM_PREFIX, MAX_LONG_TEXT, MAX_TEXT,
 };
 pub use query::{
-    check_offset, empty_summary, AccountOverview, ListQuery, OwnerCount, Page, SortBy,
-    StageSummary, MAX_PAGE,
+    check_offset, empty_summary, stage_timeline, AccountOverview, ListQuery, OwnerCount, Page,
+    SortBy, StageSummary, MAX_PAGE,
 };
 pub use shared::{ChangeListener, SharedStore, SyncObserver};
 pub use store::{

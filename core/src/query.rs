@@ -8,8 +8,9 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{params_from_iter, Connection};
 use serde::{Deserialize, Serialize};
 
+use crate::doc::RecordDoc;
 use crate::error::{Error, Result};
-use crate::forecast::{DealGroups, DealSums};
+use crate::forecast::{DealGroups, DealSums, StageFlow};
 use crate::model::{Kind, Record};
 use crate::store::{projection, Store};
 
@@ -423,6 +424,36 @@ impl Store {
         Ok(groups)
     }
 
+    /// How the live deals in `territories` (empty: all) moved through the
+    /// stages, from each deal's stage history: its document is read a page
+    /// of deals at a time, so memory stays flat however many there are.
+    pub fn stage_flow(&self, territories: &[String]) -> Result<StageFlow> {
+        let mut flow = StageFlow::default();
+        let mut after = String::new();
+        loop {
+            let mut f = list_filter(&ListQuery {
+                kind: Some(Kind::Deal),
+                territories: territories.to_vec(),
+                ..Default::default()
+            });
+            f.add("id > ?", after.clone());
+            let sql = format!("SELECT id FROM records {} ORDER BY id LIMIT 500", f.sql());
+            let ids: Vec<String> = self
+                .conn()
+                .prepare_cached(&sql)?
+                .query_map(params_from_iter(f.params), |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let Some(last) = ids.last().cloned() else {
+                break;
+            };
+            for id in ids {
+                flow.add_deal(self.pipeline(), &stage_timeline(&mut self.load(&id)?)?);
+            }
+            after = last;
+        }
+        Ok(flow)
+    }
+
     /// The pipeline as it stood at `time`: see [`Store::deal_groups_at`].
     pub fn pipeline_summary_at(
         &self,
@@ -517,6 +548,15 @@ impl Store {
             activities,
         })
     }
+}
+
+/// A deal's stages, oldest first, with the time it entered each.
+pub fn stage_timeline(doc: &mut RecordDoc) -> Result<Vec<(i64, String)>> {
+    Ok(doc
+        .field_timeline("stage")?
+        .into_iter()
+        .filter_map(|(time, stage)| stage.as_str().map(|s| (time, s.to_string())))
+        .collect())
 }
 
 #[cfg(test)]

@@ -501,6 +501,38 @@ fn office_reads_and_edits_follow_territories(fx: Fixture) {
     let sams = office::pipeline_report(relay, &sam, None, today).unwrap();
     assert!(sams.open.is_empty(), "south sees no north deal");
 
+    // Stage conversion from the deals' stage histories.
+    office::edit_one(
+        relay,
+        &olivia,
+        Edit::Update {
+            id: deal.id.clone(),
+            fields: fields([("stage", "qualified")]),
+        },
+    )
+    .unwrap();
+    let flow = office::stage_conversions(relay, &olivia).unwrap();
+    let row = |stage: &str| {
+        let r = flow.iter().find(|r| r.stage == stage).unwrap();
+        (
+            r.reached,
+            r.moved_on,
+            r.open_here,
+            r.average_stay_ms.is_some(),
+        )
+    };
+    assert_eq!(
+        row("lead"),
+        (2, 2, 0, true),
+        "Big left lead; Sure skipped it"
+    );
+    assert_eq!(row("qualified"), (2, 1, 1, false));
+    assert_eq!(row("proposal"), (1, 0, 1, false));
+    assert!(office::stage_conversions(relay, &sam)
+        .unwrap()
+        .iter()
+        .all(|r| r.reached == 0));
+
     // A device receives office edits by sync.
     let mut device = fx.device("ann");
     fx.sync(&mut device);

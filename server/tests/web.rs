@@ -662,6 +662,54 @@ async fn the_dashboard_adds_up_open_deals_per_currency_and_forecasts_by_close_mo
 }
 
 #[tokio::test]
+async fn stage_conversion_comes_from_every_deals_stage_history() {
+    let fx = fixture();
+    let olivia = fx.sign_in("olivia").await;
+    let acme = fx.account(&olivia, "Acme", "north").await;
+    let mut deals = Vec::new();
+    for name in ["Won one", "Lost one", "Open one"] {
+        let pairs = [
+            ("account_id", acme.as_str()),
+            ("name", name),
+            ("stage", "lead"),
+            ("territory", "north"),
+        ];
+        deals.push(fx.create(&olivia, "deals", &pairs).await);
+    }
+    let moves = [
+        (&deals[0], "qualified"),
+        (&deals[0], "won"),
+        (&deals[1], "lost"),
+        (&deals[2], "proposal"),
+    ];
+    for (id, stage) in moves {
+        let moved = fx
+            .post(&olivia, "/pipeline/move", &[("id", id), ("stage", stage)])
+            .await;
+        assert_eq!(moved.status, StatusCode::SEE_OTHER);
+    }
+    let dashboard = fx.get(&olivia, "/dashboard").await;
+    assert!(dashboard.body.contains("href=\"/dashboard/stages\""));
+    let page = fx.get(&olivia, "/dashboard/stages").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let lead = between(&page.body, "<tr data-stage=\"lead\">", "</tr>");
+    let cell =
+        |row: &str, class: &str| between(row, &format!("class=\"num {class}\">"), "<").to_string();
+    assert_eq!(cell(lead, "reached"), "3");
+    assert_eq!(cell(lead, "moved"), "2", "won one and open one moved on");
+    assert_eq!(cell(lead, "lost"), "1");
+    assert_eq!(cell(lead, "conversion"), "66%");
+    assert_ne!(cell(lead, "stay"), "—", "three deals left lead");
+    let proposal = between(&page.body, "<tr data-stage=\"proposal\">", "</tr>");
+    assert_eq!(cell(proposal, "reached"), "2", "the won deal passed it");
+    assert_eq!(cell(proposal, "open"), "1");
+    assert!(
+        !page.body.contains("data-stage=\"won\""),
+        "open stages only"
+    );
+}
+
+#[tokio::test]
 async fn csv_import_maps_columns_reports_rejected_rows_and_export_round_trips() {
     let fx = fixture();
     let olivia = fx.sign_in("olivia").await;

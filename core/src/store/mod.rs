@@ -494,7 +494,7 @@ impl Store {
         self.load(id)?.read()
     }
 
-    fn load(&self, id: &str) -> Result<RecordDoc> {
+    pub(crate) fn load(&self, id: &str) -> Result<RecordDoc> {
         validate_id("id", id)?;
         let loaded =
             documents::load(&self.conn, id)?.ok_or_else(|| Error::NotFound(id.to_string()))?;

@@ -30,6 +30,7 @@ use fieldcrm_core::protocol::{
 };
 use fieldcrm_core::{
     Conflict, DealGroups, Edit, HistoryEntry, Kind, ListQuery, OwnerCount, Page, Pipeline, Record,
+    StageFlow,
 };
 pub use pull::LogEntry;
 pub use push::MAX_CHANGE_BYTES;
@@ -213,6 +214,9 @@ pub trait RelayStore: Send + Sync {
     /// Live deals grouped for dashboards, now or as they stood at `at`
     /// (ms since the epoch).
     fn deal_groups(&self, territories: &[String], at: Option<i64>) -> Result<DealGroups>;
+    /// How the live deals moved through the stages, from their documents'
+    /// stage histories (read a page at a time).
+    fn stage_flow(&self, territories: &[String]) -> Result<StageFlow>;
     fn owner_counts(&self, territories: &[String]) -> Result<Vec<OwnerCount>>;
     /// Makes each edit as `user` (with the user's own Automerge actor for
     /// `device`) and pushes it as that device would: validated, checked

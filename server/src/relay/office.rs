@@ -5,7 +5,8 @@
 //! page cannot probe another territory.
 
 use fieldcrm_core::{
-    DealGroups, Edit, Kind, ListQuery, OwnerCount, Page, PipelineReport, Record, StageSummary,
+    DealGroups, Edit, Kind, ListQuery, OwnerCount, Page, PipelineReport, Record, StageConversion,
+    StageFlow, StageSummary,
 };
 
 use super::access::{self, narrow};
@@ -176,6 +177,15 @@ pub fn pipeline_report(
 ) -> Result<PipelineReport> {
     let groups = deal_groups(store, user, None, at)?;
     Ok(PipelineReport::new(&store.pipeline()?, &groups, today))
+}
+
+/// How the live deals in the user's view moved through the stages.
+pub fn stage_conversions(store: &dyn RelayStore, user: &User) -> Result<Vec<StageConversion>> {
+    let pipeline = store.pipeline()?;
+    match narrow(user, &[]) {
+        Some(territories) => Ok(store.stage_flow(&territories)?.conversions(&pipeline)),
+        None => Ok(StageFlow::default().conversions(&pipeline)),
+    }
 }
 
 pub fn owner_counts(store: &dyn RelayStore, user: &User) -> Result<Vec<OwnerCount>> {

@@ -250,6 +250,10 @@ pub async fn dashboard(
                     (open_pipeline(past, "Open pipeline at the chosen date"))
                 }
             }
+            section aria-labelledby="flow-h" {
+                h2 id="flow-h" { "How deals move" }
+                p { a href="/dashboard/stages" { "Stage conversion and time in each stage" } " — from every deal's stage history." }
+            }
             section aria-labelledby="reps-h" {
                 h2 id="reps-h" { "Records per user" }
                 (per_user(&users, &counts))
@@ -257,6 +261,49 @@ pub async fn dashboard(
         }
     };
     Ok(page(&session, "Dashboard", Nav::Dashboard, body))
+}
+
+/// A stay as a person says it: minutes, hours or days.
+fn stay_in_words(ms: i64) -> String {
+    const HOUR: i64 = 3_600_000;
+    match ms {
+        ms if ms < HOUR => format!("{} min", ms / 60_000),
+        ms if ms < 48 * HOUR => format!("{:.1} hours", ms as f64 / HOUR as f64),
+        ms => format!("{:.1} days", ms as f64 / (24 * HOUR) as f64),
+    }
+}
+
+/// Stage conversion and time in each stage, from the deals' stage
+/// histories. Its own page: it reads every deal's document.
+pub async fn stages(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+) -> Result<Markup, PageError> {
+    let user = session.user.clone();
+    let rows = blocking(&state, move |relay| office::stage_conversions(relay, &user)).await?;
+    let body = html! {
+        section {
+            p.muted { "Every stage change is kept in the deal's history, so these figures cover every live deal since it was created. "
+                "A deal reached a stage if it was in it or got past it; conversion is the share of deals decided at a stage (moved on or lost there) that moved on; "
+                "a stay lasts from entering a stage to entering the next one." }
+            div.scroll { table.flow aria-label="Stage conversion" {
+                thead { tr { th { "Stage" } th.num { "Reached" } th.num { "Moved on" } th.num { "Lost here" } th.num { "Still here" } th.num { "Conversion" } th.num { "Average stay" } } }
+                tbody { @for r in &rows {
+                    tr data-stage=(r.stage) {
+                        td { (r.stage) }
+                        td.num.reached { (r.reached) }
+                        td.num.moved { (r.moved_on) }
+                        td.num.lost { (r.lost) }
+                        td.num.open { (r.open_here) }
+                        td.num.conversion { @match r.conversion_percent() { Some(p) => { (p) "%" }, None => "—" } }
+                        td.num.stay { @match r.average_stay_ms { Some(ms) => (stay_in_words(ms)), None => "—" } }
+                    }
+                } }
+            } }
+            p { a href="/dashboard" { "Back to the dashboard" } }
+        }
+    };
+    Ok(page(&session, "Stage conversion", Nav::Dashboard, body))
 }
 
 #[cfg(test)]
@@ -268,5 +315,12 @@ mod tests {
         assert_eq!(month_name("2026-12"), "Dec 2026");
         assert_eq!(month_name("2026-01"), "Jan 2026");
         assert_eq!(month_name("2026-13"), "2026-13");
+    }
+
+    #[test]
+    fn stays_read_in_minutes_hours_or_days() {
+        assert_eq!(stay_in_words(90_000), "1 min");
+        assert_eq!(stay_in_words(5 * 3_600_000), "5.0 hours");
+        assert_eq!(stay_in_words(3 * 86_400_000), "3.0 days");
     }
 }

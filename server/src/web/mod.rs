@@ -37,6 +37,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/login", get(session::login_page).post(session::login))
         .route("/logout", post(session::logout))
         .route("/dashboard", get(dashboard::dashboard))
+        .route("/dashboard/stages", get(dashboard::stages))
         .route("/pipeline", get(board::pipeline))
         .route("/pipeline/move", post(board::move_deal))
         .route(

@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use fieldcrm_core::protocol::{Cursor, RecordBytes};
 use fieldcrm_core::{
-    check_offset, DealGroups, DealSums, Edit, Error as CoreError, Kind, ListQuery, OwnerCount,
-    Page, Pipeline, Record, RecordDoc, SortBy, MAX_PAGE,
+    check_offset, stage_timeline, DealGroups, DealSums, Edit, Error as CoreError, Kind, ListQuery,
+    OwnerCount, Page, Pipeline, Record, RecordDoc, SortBy, StageFlow, MAX_PAGE,
 };
 use postgres::types::ToSql;
 use postgres::{GenericClient, NoTls, Transaction};
@@ -778,37 +778,34 @@ impl RelayStore for PgRelay {
             }
             return Ok(groups);
         };
-        // As it stood then: each deal read from its document, a page at a time.
-        let mut after = String::new();
-        loop {
-            let rows = conn.query(
-                "SELECT r.id, d.snapshot FROM relay_records r JOIN relay_documents d ON d.id = r.id
-                 WHERE r.kind = 'deal' AND r.id > $1 AND r.created_at <= $2 ORDER BY r.id LIMIT 500",
-                &[&after, &time],
-            )?;
-            let Some(last) = rows.last().map(|r| r.get::<_, String>(0)) else {
-                break;
+        // As it stood then: each deal read from its document.
+        each_deal_document(&mut *conn, Some(time), None, |mut doc| {
+            let deal = match doc.read_at_time(time) {
+                Ok(deal) => deal,
+                Err(CoreError::NotYetCreated { .. }) => return Ok(()),
+                Err(e) => return Err(e.into()),
             };
-            for row in rows {
-                let id: String = row.get(0);
-                let snapshot: Vec<u8> = row.get(1);
-                let deal = match RecordDoc::load(&id, Some(&snapshot), [])?.read_at_time(time) {
-                    Ok(deal) => deal,
-                    Err(CoreError::NotYetCreated { .. }) => continue,
-                    Err(e) => return Err(e.into()),
-                };
-                let in_view = territories.as_ref().is_none_or(|ts| {
-                    deal.text("territory")
-                        .is_some_and(|t| ts.iter().any(|mine| mine == t))
-                });
-                if deal.deleted || !in_view {
-                    continue;
-                }
+            let in_view = territories.as_ref().is_none_or(|ts| {
+                deal.text("territory")
+                    .is_some_and(|t| ts.iter().any(|mine| mine == t))
+            });
+            if !deal.deleted && in_view {
                 groups.add_deal(&deal);
             }
-            after = last;
-        }
+            Ok(())
+        })?;
         Ok(groups)
+    }
+
+    fn stage_flow(&self, territories: &[String]) -> Result<StageFlow> {
+        let mut conn = self.conn()?;
+        let pipeline = pipeline(&mut *conn)?;
+        let mut flow = StageFlow::default();
+        each_deal_document(&mut *conn, None, Some(territories), |mut doc| {
+            flow.add_deal(&pipeline, &stage_timeline(&mut doc)?);
+            Ok(())
+        })?;
+        Ok(flow)
     }
 
     fn owner_counts(&self, territories: &[String]) -> Result<Vec<OwnerCount>> {
@@ -887,6 +884,38 @@ impl RelayStore for PgRelay {
 }
 
 /// The configured deal pipeline (`relay_meta` key `pipeline`), or the default.
+/// Calls `f` with every deal's document, 500 at a time, in id order:
+/// those created by `created_by` (ms), or, with `live_in`, the live deals
+/// in those territories (empty: all).
+fn each_deal_document(
+    conn: &mut impl GenericClient,
+    created_by: Option<i64>,
+    live_in: Option<&[String]>,
+    mut f: impl FnMut(RecordDoc) -> Result<()>,
+) -> Result<()> {
+    let live = live_in.is_some();
+    let territories = live_in.and_then(territories_param);
+    let mut after = String::new();
+    loop {
+        let rows = conn.query(
+            "SELECT r.id, d.snapshot FROM relay_records r JOIN relay_documents d ON d.id = r.id
+             WHERE r.kind = 'deal' AND r.id > $1 AND ($2::bigint IS NULL OR r.created_at <= $2)
+               AND (NOT $3 OR NOT r.deleted) AND ($4::text[] IS NULL OR r.territory = ANY($4))
+             ORDER BY r.id LIMIT 500",
+            &[&after, &created_by, &live, &territories],
+        )?;
+        let Some(last) = rows.last().map(|r| r.get::<_, String>(0)) else {
+            return Ok(());
+        };
+        for row in rows {
+            let id: String = row.get(0);
+            let snapshot: Vec<u8> = row.get(1);
+            f(RecordDoc::load(&id, Some(&snapshot), [])?)?;
+        }
+        after = last;
+    }
+}
+
 fn pipeline(conn: &mut impl GenericClient) -> Result<Pipeline> {
     let row = conn.query_opt("SELECT value FROM relay_meta WHERE key = 'pipeline'", &[])?;
     match row {

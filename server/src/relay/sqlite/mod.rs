@@ -25,7 +25,7 @@ use std::time::Duration;
 use fieldcrm_core::protocol::{Cursor, RecordBytes};
 use fieldcrm_core::{
     DealGroups, Edit, Error as CoreError, Kind, ListQuery, OwnerCount, Page, Pipeline, Record,
-    Store, StoreOptions, StoreTx,
+    StageFlow, Store, StoreOptions, StoreTx,
 };
 
 use super::access::Scope;
@@ -328,6 +328,10 @@ impl RelayStore for SqliteRelay {
                 Some(time) => store.deal_groups_at(territories, time)?,
             })
         })
+    }
+
+    fn stage_flow(&self, territories: &[String]) -> Result<StageFlow> {
+        self.read(|store| Ok(store.stage_flow(territories)?))
     }
 
     fn owner_counts(&self, territories: &[String]) -> Result<Vec<OwnerCount>> {
