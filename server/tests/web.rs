@@ -881,6 +881,134 @@ async fn a_page_number_out_of_range_is_a_clear_400() {
     assert!(huge.body.contains("too large"), "{}", huge.body);
 }
 
+/// 120 north accounts named "Firm 000" … "Firm 119", made in one office edit.
+fn many_accounts(fx: &Fixture) {
+    use fieldcrm_server::relay::office;
+    let olivia = fx.relay.user("olivia").unwrap().unwrap().0;
+    let edits = (0..120)
+        .map(|i| fieldcrm_core::Edit::Create {
+            kind: Kind::Account,
+            fields: fields([
+                ("name", format!("Firm {i:03}")),
+                ("territory", "north".to_string()),
+                ("notes", "harbour crane".to_string()),
+            ]),
+        })
+        .collect();
+    for outcome in office::edit(&*fx.relay, &olivia, edits).unwrap() {
+        outcome.unwrap();
+    }
+}
+
+fn first_row_name(body: &str) -> &str {
+    let row = between(body, "<tbody>", "</tr>");
+    between(row, "\">", "</a>")
+}
+
+#[tokio::test]
+async fn lists_sort_by_their_headers_and_page_with_numbers_and_totals() {
+    let fx = fixture();
+    many_accounts(&fx);
+    let olivia = fx.sign_in("olivia").await;
+    let list = fx.get(&olivia, "/accounts").await;
+    assert_eq!(first_row_name(&list.body), "Firm 000");
+    // The Name header sorts; it says which way; clicking again reverses.
+    let header = between(&list.body, "<th aria-sort=\"ascending\">", "</th>");
+    assert!(header.contains("Name ▲"), "{header}");
+    let reverse = between(header, "href=\"", "\"").replace("&amp;", "&");
+    assert!(reverse.contains("desc=true"), "{reverse}");
+    let reversed = fx.get(&olivia, &reverse).await;
+    assert_eq!(first_row_name(&reversed.body), "Firm 119");
+    assert!(reversed.body.contains("aria-sort=\"descending\""));
+
+    // Page numbers, the range shown and the total.
+    let pages = between(&list.body, "<nav class=\"pages\"", "</nav>");
+    assert!(pages.contains("aria-current=\"page\">1<"), "{pages}");
+    assert!(
+        pages.contains("page=2\">3<") && pages.contains("1–50 of 120"),
+        "{pages}"
+    );
+    let third = fx.get(&olivia, "/accounts?page=2").await;
+    assert_eq!(first_row_name(&third.body), "Firm 100");
+    assert!(between(&third.body, "<nav class=\"pages\"", "</nav>").contains("101–120 of 120"));
+    // Past the end: said in words, with the way back; never "page 6 of 3".
+    let past = fx.get(&olivia, "/accounts?page=5").await;
+    assert_eq!(past.status, StatusCode::OK);
+    assert!(
+        past.body
+            .contains("There is no page 6: these 120 records make 3 pages."),
+        "{}",
+        past.body
+    );
+    assert!(past
+        .body
+        .contains("href=\"/accounts?page=2\">Go to the last page"));
+    assert!(!past.body.contains("Nothing matches."));
+
+    // Activities sort soonest due first until asked otherwise, and say so.
+    let activities = fx.get(&olivia, "/activities").await;
+    assert!(
+        activities
+            .body
+            .contains("<option value=\"due_at\" selected>Sort: Due"),
+        "{}",
+        activities.body
+    );
+
+    // Search results page too, past the old 200 cap.
+    let found = fx.get(&olivia, "/accounts?q=harbour").await;
+    assert!(found.body.contains("120 accounts found"), "{}", found.body);
+    let page3 = fx.get(&olivia, "/accounts?q=harbour&page=2").await;
+    let rows = between(&page3.body, "<tbody>", "</tbody>")
+        .matches("<tr")
+        .count();
+    assert_eq!(rows, 20, "the last 20 of 120 hits");
+    // A search is best match first: its headers do not sort.
+    assert!(!between(&found.body, "<thead>", "</thead>").contains("href"));
+}
+
+#[tokio::test]
+async fn one_box_searches_every_kind_the_user_can_see() {
+    let fx = fixture();
+    many_accounts(&fx);
+    let olivia = fx.sign_in("olivia").await;
+    let acme = fx.account(&olivia, "Harbour Cranes Ltd", "south").await;
+    fx.create(
+        &olivia,
+        "contacts",
+        &[
+            ("account_id", &acme),
+            ("first_name", "Hal"),
+            ("last_name", "Harbour"),
+            ("territory", "south"),
+        ],
+    )
+    .await;
+    // Every page has the box.
+    let dashboard = fx.get(&olivia, "/dashboard").await;
+    assert!(dashboard.body.contains("action=\"/search\""));
+    let page = fx.get(&olivia, "/search?q=harbour").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let accounts = between(&page.body, "data-kind=\"account\"", "</section>");
+    assert!(accounts.contains(">121<"), "{accounts}");
+    assert!(
+        accounts.contains("href=\"/accounts?q=harbour\">All 121 matching accounts"),
+        "{accounts}"
+    );
+    let contacts = between(&page.body, "data-kind=\"contact\"", "</section>");
+    assert!(contacts.contains("Hal Harbour"), "{contacts}");
+    assert!(
+        !page.body.contains("data-kind=\"deal\""),
+        "kinds without hits are left out"
+    );
+    // A rep's search stays in her territories.
+    let sam = fx.sign_in("sam").await;
+    let theirs = fx.get(&sam, "/search?q=harbour").await;
+    assert!(theirs.body.contains("Harbour Cranes Ltd") && !theirs.body.contains("Firm 0"));
+    let nothing = fx.get(&sam, "/search?q=zeppelin").await;
+    assert!(nothing.body.contains("Nothing matches “zeppelin”."));
+}
+
 #[tokio::test]
 async fn the_review_page_shows_held_changes_to_office_and_managers_and_takes_decisions() {
     let fx = fixture();

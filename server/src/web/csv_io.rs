@@ -174,8 +174,7 @@ pub async fn export(
             if n == 0 || !send(csv_bytes(records.iter().map(|r| export_row(r, &names)))) {
                 return;
             }
-            // A search answers in one go; a list pages on.
-            if n < BATCH || !params.q.trim().is_empty() {
+            if n < BATCH {
                 return;
             }
             offset += n;

@@ -15,6 +15,7 @@ pub enum Nav {
     Pipeline,
     Import,
     Review,
+    Search,
 }
 
 fn head(title: &str) -> Markup {
@@ -48,6 +49,9 @@ pub fn page(session: &Session, title: &str, nav: Nav, body: Markup) -> Markup {
                     @if crate::relay::review::scope_for(&session.user).is_some() {
                         (item(Nav::Review, "/review", "Review"))
                     }
+                }
+                form.find method="get" action="/search" role="search" {
+                    input type="search" name="q" placeholder="Search everything" aria-label="Search everything";
                 }
                 form.who method="post" action="/logout" {
                     span { (session.user.id) " · " (session.user.role.as_str()) }

@@ -13,6 +13,7 @@ mod layout;
 mod names;
 mod records;
 mod review;
+mod search;
 mod session;
 
 use std::sync::Arc;
@@ -38,6 +39,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/logout", post(session::logout))
         .route("/dashboard", get(dashboard::dashboard))
         .route("/dashboard/stages", get(dashboard::stages))
+        .route("/search", get(search::search))
         .route("/pipeline", get(board::pipeline))
         .route("/pipeline/move", post(board::move_deal))
         .route(

@@ -50,18 +50,39 @@ fn some(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_string())
 }
 
+/// The sort a list has until the user picks one: activities soonest due
+/// first, everything else by name.
+fn default_sort(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Activity => "due_at",
+        _ => "name",
+    }
+}
+
 impl ListParams {
+    /// The sort in effect: the one asked for, or the list's default.
+    fn sort_key(&self, kind: Kind) -> &str {
+        match self.sort.as_str() {
+            "" => default_sort(kind),
+            asked => asked,
+        }
+    }
+
     /// The list query these filters ask for (territories are narrowed later).
     pub fn query(&self, kind: Kind, now: i64) -> Result<ListQuery, PageError> {
-        let sort = match self.sort.as_str() {
-            "" | "name" => SortBy::Name,
+        let sort = match self.sort_key(kind) {
+            "name" => SortBy::Name,
             "updated_at" => SortBy::UpdatedAt,
             "created_at" => SortBy::CreatedAt,
             "amount" => SortBy::Amount,
             "close_date" => SortBy::CloseDate,
             "due_at" => SortBy::DueAt,
             "stage" => SortBy::Stage,
-            other => return Err(PageError::bad_request(format!("cannot sort by {other:?}"))),
+            other => {
+                return Err(PageError::bad_request(format!(
+                    "a list cannot be sorted by “{other}”"
+                )))
+            }
         };
         let due_before = match self.due.as_str() {
             "" => None,
@@ -120,8 +141,12 @@ pub fn now_ms() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp() * 1000
 }
 
-/// The records a list shows: a search (best first, up to 200, filters
-/// applied to the hits) or a filtered, sorted page.
+/// Most search hits a list pages through (best first).
+pub const SEARCH_HITS: usize = fieldcrm_core::MAX_PAGE;
+
+/// The page of records a list shows, and how many match in all: a search
+/// (the best [`SEARCH_HITS`] hits, filters applied to them) or a filtered,
+/// sorted list; both honour `q.offset` and `q.limit`.
 pub fn find(
     relay: &dyn RelayStore,
     user: &User,
@@ -133,7 +158,7 @@ pub fn find(
         let page = office::list(relay, user, q)?;
         return Ok((page.records, page.total));
     }
-    let hits: Vec<Record> = office::search(relay, user, &p.q, Some(kind), 200)?
+    let hits: Vec<Record> = office::search(relay, user, &p.q, Some(kind), SEARCH_HITS)?
         .into_iter()
         .filter(|r| {
             q.owner
@@ -148,7 +173,8 @@ pub fn find(
         })
         .collect();
     let total = hits.len();
-    Ok((hits, total))
+    let page = hits.into_iter().skip(q.offset).take(q.limit).collect();
+    Ok((page, total))
 }
 
 fn columns(kind: Kind) -> &'static [&'static str] {
@@ -221,7 +247,7 @@ pub async fn list(
                 }
             }
             select name="sort" aria-label="Sort by" disabled[searching] {
-                @for (v, label) in sorts { option value=(v) selected[*v == params.sort] { "Sort: " (label) } }
+                @for (v, label) in sorts { option value=(v) selected[*v == params.sort_key(kind)] { "Sort: " (label) } }
             }
             label.check { input type="checkbox" name="desc" value="true" checked[params.desc]; "Descending" }
             label.check { input type="checkbox" name="conflicts" value="true" checked[params.conflicts]; "Conflicts only" }
@@ -231,12 +257,12 @@ pub async fn list(
         div.actions {
             a.button href=(format!("/{path}/new")) { "New " (kind.as_str()) }
             a href=(format!("/{path}/export.csv?{}", params.with_page(0))) { "Export CSV" }
-            span.count { (total) " " (title.to_lowercase()) @if searching { " found (best 200 matches)" } }
+            span.count { (total) " " (title.to_lowercase()) @if searching { " found" @if total >= SEARCH_HITS { " (the best " (SEARCH_HITS) " matches)" } } }
         }
         table.records {
             thead { tr {
-                th { (if kind == Kind::Activity { "Subject" } else { "Name" }) }
-                @for c in columns(kind) { th { (field_label(c)) } }
+                (column_header(&params, kind, "name", if kind == Kind::Activity { "Subject" } else { "Name" }))
+                @for c in columns(kind) { (column_header(&params, kind, c, &field_label(c))) }
             } }
             tbody {
                 @for r in &records {
@@ -247,18 +273,77 @@ pub async fn list(
                         }
                     }
                 }
-                @if records.is_empty() { tr { td colspan="6" { "Nothing matches." } } }
+                @if records.is_empty() && params.page == 0 { tr { td colspan="6" { "Nothing matches." } } }
             }
         }
-        @if !searching {
-            nav.pages {
-                @if params.page > 0 { a rel="prev" href=(format!("/{path}?{}", params.with_page(params.page - 1))) { "← Previous" } }
-                span { "Page " (params.page + 1) " of " (total.div_ceil(PAGE_SIZE).max(1)) }
-                @if (params.page + 1) * PAGE_SIZE < total { a rel="next" href=(format!("/{path}?{}", params.with_page(params.page + 1))) { "Next →" } }
-            }
-        }
+        (pages(&params, path, total))
     };
     Ok(page(&session, title, Nav::List(kind), body))
+}
+
+/// A list column's header: a link that sorts by it (again: the other
+/// way round) where the list can be sorted by it and is not a search,
+/// which is best match first.
+fn column_header(params: &ListParams, kind: Kind, column: &str, label: &str) -> Markup {
+    let key = match column {
+        "name" | "amount" | "close_date" | "stage" | "due_at" => column,
+        _ => return html! { th { (label) } },
+    };
+    if !params.q.trim().is_empty() {
+        return html! { th { (label) } };
+    }
+    let current = params.sort_key(kind) == key;
+    let mut next = params.clone();
+    next.sort = key.to_string();
+    next.desc = current && !params.desc;
+    let order = if params.desc {
+        "descending"
+    } else {
+        "ascending"
+    };
+    html! {
+        th aria-sort=[current.then_some(order)] {
+            a href=(format!("/{}?{}", kind_path(kind), next.with_page(0))) {
+                (label) @if current { (if params.desc { " ▼" } else { " ▲" }) }
+            }
+        }
+    }
+}
+
+/// Page links under a list: previous, the first and last pages, the pages
+/// around this one, next; and a plain word where the page asked for is
+/// past the end.
+fn pages(params: &ListParams, path: &str, total: usize) -> Markup {
+    let count = total.div_ceil(PAGE_SIZE).max(1);
+    let here = params.page;
+    let link = |page: usize| format!("/{path}?{}", params.with_page(page));
+    if here >= count {
+        return html! {
+            p.notice role="status" {
+                "There is no page " (here + 1) ": these " (total) " records make "
+                (count) @if count == 1 { " page" } @else { " pages" } ". "
+                a href=(link(count - 1)) { "Go to the last page" }
+            }
+        };
+    }
+    let mut shown: Vec<usize> = vec![0, count - 1];
+    shown.extend(here.saturating_sub(2)..=(here + 2).min(count - 1));
+    shown.sort_unstable();
+    shown.dedup();
+    let first = here * PAGE_SIZE + 1;
+    let last = ((here + 1) * PAGE_SIZE).min(total);
+    html! {
+        nav.pages aria-label="Pages" {
+            @if here > 0 { a rel="prev" href=(link(here - 1)) { "← Previous" } }
+            @for (i, page) in shown.iter().enumerate() {
+                @if i > 0 && shown[i - 1] + 1 < *page { span.gap { "…" } }
+                @if *page == here { span.current aria-current="page" { (page + 1) } }
+                @else { a href=(link(*page)) { (page + 1) } }
+            }
+            @if here + 1 < count { a rel="next" href=(link(here + 1)) { "Next →" } }
+            @if total > 0 { span.muted { (first) "–" (last) " of " (total) } }
+        }
+    }
 }
 
 /// What a form's selects offer this user.
