@@ -423,5 +423,58 @@ async fn office_and_rep_work_on_the_same_records_in_a_real_browser() {
     let landed = client.current_url().await.unwrap();
     assert_eq!(landed.host_str(), Some("127.0.0.1"), "{landed}");
     assert_eq!(landed.path(), "/dashboard");
+
+    // At a phone's width no page scrolls sideways (wide tables scroll
+    // inside their own box).
+    client.set_window_size(390, 844).await.unwrap();
+    let record = format!("/r/{}", deal.id);
+    let edit = format!("/r/{}/edit", deal.id);
+    for path in [
+        "/dashboard",
+        "/dashboard/stages",
+        "/accounts",
+        "/contacts",
+        "/deals",
+        "/activities",
+        record.as_str(),
+        edit.as_str(),
+        "/deals/new",
+        "/pipeline",
+        "/search?q=harbour",
+        "/import",
+        "/review",
+    ] {
+        client.goto(&format!("{base}{path}")).await.unwrap();
+        // The page's width, the window's, and the elements that stick out
+        // (to say what to fix).
+        let widths = client
+            .execute(
+                "const w = document.documentElement.clientWidth;
+                 const out = [...document.querySelectorAll('body *')]
+                   .filter(e => e.getBoundingClientRect().right > w + 1
+                             && ![...e.children].some(c => c.getBoundingClientRect().right > w + 1)
+                             && !(e.parentElement.closest('.scroll, .board') && getComputedStyle(e).position !== 'absolute'))
+                   .slice(0, 5)
+                   .map(e => e.tagName + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right));
+                 return [document.documentElement.scrollWidth, w, out.join(', ')];",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let (scroll, client_width) = (widths[0].as_u64().unwrap(), widths[1].as_u64().unwrap());
+        assert!(
+            client_width <= 400,
+            "the window is phone-sized: {client_width}"
+        );
+        assert!(
+            scroll <= client_width,
+            "{path} scrolls sideways at {client_width} px: {scroll} px wide; sticking out: {}",
+            widths[2]
+        );
+        if ["/dashboard", "/accounts", edit.as_str()].contains(&path) {
+            let name = format!("phone{}", path.replace('/', "-"));
+            screenshot(&client, &name[..name.len().min(24)]).await;
+        }
+    }
     client.close().await.unwrap();
 }
