@@ -59,6 +59,9 @@ pub struct ListQuery {
     pub account_id: Option<String>,
     /// Activities related to this record.
     pub related_to: Option<String>,
+    /// Only records about this one or about a record that belongs to it:
+    /// an account's timeline takes in its contacts' and deals' activities.
+    pub about: Option<String>,
     pub stage: Option<String>,
     /// Only records changed at or after this time (ms since the epoch).
     pub updated_since: Option<i64>,
@@ -81,6 +84,7 @@ impl Default for ListQuery {
             territories: Vec::new(),
             account_id: None,
             related_to: None,
+            about: None,
             stage: None,
             updated_since: None,
             due_before: None,
@@ -225,6 +229,12 @@ fn list_filter(q: &ListQuery) -> Filter {
     }
     if let Some(related) = &q.related_to {
         f.add("related_to = ?", related.clone());
+    }
+    if let Some(about) = &q.about {
+        f.add(
+            "(related_to = ? OR related_to IN (SELECT id FROM records WHERE account_id = ?))",
+            about.clone(),
+        );
     }
     if let Some(stage) = &q.stage {
         f.add("stage = ?", stage.clone());

@@ -474,6 +474,7 @@ mod tests {
                 territories: vec![],
                 account_id: None,
                 related_to: None,
+                about: None,
                 stage: None,
                 updated_since: None,
                 due_before: None,

@@ -347,6 +347,10 @@ pub struct ListFilter {
     /// Activities related to this record.
     #[uniffi(default = None)]
     pub related_to: Option<String>,
+    /// Activities about this record or a record that belongs to it (an
+    /// account's contacts and deals): an account's whole timeline.
+    #[uniffi(default = None)]
+    pub about: Option<String>,
     #[uniffi(default = None)]
     pub stage: Option<String>,
     #[uniffi(default = None)]
@@ -378,6 +382,7 @@ impl From<ListFilter> for core::ListQuery {
             territories: f.territories,
             account_id: f.account_id,
             related_to: f.related_to,
+            about: f.about,
             stage: f.stage,
             updated_since: f.updated_since,
             due_before: f.due_before,

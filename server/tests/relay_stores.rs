@@ -501,6 +501,34 @@ fn office_reads_and_edits_follow_territories(fx: Fixture) {
     let sams = office::pipeline_report(relay, &sam, None, today).unwrap();
     assert!(sams.open.is_empty(), "south sees no north deal");
 
+    // An account's timeline takes in activities about its deals.
+    let call = office::edit_one(
+        relay,
+        &olivia,
+        Edit::Create {
+            kind: Kind::Activity,
+            fields: fields([
+                ("kind", Value::from("call")),
+                ("subject", Value::from("Called about Big")),
+                ("related_to", Value::from(deal.id.as_str())),
+                ("territory", Value::from("north")),
+            ]),
+        },
+    )
+    .unwrap();
+    let about = |user: &User| {
+        let q = ListQuery {
+            about: Some(north.clone()),
+            ..Default::default()
+        };
+        office::list(relay, user, q).unwrap().records
+    };
+    assert_eq!(
+        about(&olivia).iter().map(|r| &r.id).collect::<Vec<_>>(),
+        [&call.id]
+    );
+    assert!(about(&sam).is_empty());
+
     // Stage conversion from the deals' stage histories.
     office::edit_one(
         relay,

@@ -468,6 +468,15 @@ async fn conflicts_show_on_the_record_page_until_the_office_resolves_them() {
     let page = fx.get(&olivia, &format!("/r/{id}")).await;
     let conflicts = between(&page.body, "id=\"conflicts-h\"", "</section>");
     assert!(conflicts.contains("+44 111") && conflicts.contains("+44 222"));
+    // Each value says who, when and from which device (its id's tail).
+    for device in [&ann, &maria] {
+        let id = device.device_id();
+        let tail: String = id.chars().skip(id.chars().count() - 8).collect();
+        assert!(
+            conflicts.contains("from <span title=") && conflicts.contains(&format!("…{tail}")),
+            "{conflicts}"
+        );
+    }
     let listed = fx.get(&olivia, "/accounts?conflicts=true").await;
     assert!(listed.body.contains("Acme"));
 
@@ -1007,6 +1016,162 @@ async fn one_box_searches_every_kind_the_user_can_see() {
     assert!(theirs.body.contains("Harbour Cranes Ltd") && !theirs.body.contains("Firm 0"));
     let nothing = fx.get(&sam, "/search?q=zeppelin").await;
     assert!(nothing.body.contains("Nothing matches “zeppelin”."));
+}
+
+#[tokio::test]
+async fn an_accounts_timeline_rolls_up_its_deals_and_contacts_and_logs_calls_in_one_step() {
+    let fx = fixture();
+    let olivia = fx.sign_in("olivia").await;
+    let acme = fx.account(&olivia, "Acme", "north").await;
+    let deal = fx
+        .create(
+            &olivia,
+            "deals",
+            &[
+                ("account_id", &acme),
+                ("name", "Big"),
+                ("stage", "lead"),
+                ("territory", "north"),
+            ],
+        )
+        .await;
+    let task = fx
+        .create(
+            &olivia,
+            "activities",
+            &[
+                ("kind", "task"),
+                ("subject", "Send the quote"),
+                ("body", "Prices for 40 cranes"),
+                ("related_to", &deal),
+                ("due_at", "2020-01-01T09:00"),
+                ("territory", "north"),
+            ],
+        )
+        .await;
+    let ada = fx
+        .create(
+            &olivia,
+            "contacts",
+            &[
+                ("account_id", &acme),
+                ("first_name", "Ada"),
+                ("last_name", "Byron"),
+                ("territory", "north"),
+            ],
+        )
+        .await;
+    fx.create(
+        &olivia,
+        "activities",
+        &[
+            ("kind", "note"),
+            ("subject", "Prefers mornings"),
+            ("related_to", &ada),
+            ("territory", "north"),
+        ],
+    )
+    .await;
+    let page = fx.get(&olivia, &format!("/r/{acme}")).await;
+    let timeline = between(&page.body, "id=\"timeline-h\"", "</section>");
+    assert!(
+        timeline.contains("Prefers mornings") && timeline.contains("Ada Byron"),
+        "{timeline}"
+    );
+    assert!(
+        timeline.contains("logged "),
+        "a note without a due time says when it was logged"
+    );
+
+    // The account's page shows the deal's task, what it is on, its body,
+    // that it is overdue, and a button to mark it done.
+    let page = fx.get(&olivia, &format!("/r/{acme}")).await;
+    let timeline = between(&page.body, "id=\"timeline-h\"", "</section>");
+    let row = between(timeline, &format!("data-id=\"{task}\""), "</li>");
+    assert!(
+        row.contains("Send the quote") && row.contains("Prices for 40 cranes"),
+        "{row}"
+    );
+    assert!(row.contains(&format!("href=\"/r/{deal}\">Big")), "{row}");
+    assert!(timeline.contains("class=\"overdue\""), "{timeline}");
+    assert!(row.contains(&format!("action=\"/r/{task}/done\"")), "{row}");
+
+    // One click marks it done and comes back to the account.
+    let done = fx
+        .post(&olivia, &format!("/r/{task}/done"), &[("back", &acme)])
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER);
+    assert_eq!(done.location, format!("/r/{acme}"));
+    let page = fx.get(&olivia, &format!("/r/{acme}")).await;
+    let row = between(&page.body, &format!("data-id=\"{task}\""), "</li>");
+    assert!(
+        row.contains(">done<") && !row.contains("Mark done"),
+        "{row}"
+    );
+    // A back that is not a record id goes to the activity instead.
+    let elsewhere = fx
+        .post(
+            &olivia,
+            &format!("/r/{task}/done"),
+            &[("back", "//evil.example")],
+        )
+        .await;
+    assert_eq!(elsewhere.location, format!("/r/{task}"));
+
+    // A call that just happened, logged from the account in one form:
+    // done, now, by olivia, in the account's territory.
+    let logged = fx
+        .post(
+            &olivia,
+            &format!("/r/{acme}/log"),
+            &[
+                ("kind", "call"),
+                ("subject", "Spoke to Ada"),
+                ("body", "Wants a demo"),
+            ],
+        )
+        .await;
+    assert_eq!(logged.status, StatusCode::SEE_OTHER, "{}", logged.body);
+    let page = fx.get(&olivia, &format!("/r/{acme}")).await;
+    let timeline = between(&page.body, "id=\"timeline-h\"", "</section>");
+    assert!(
+        timeline.contains("Spoke to Ada") && timeline.contains("Wants a demo"),
+        "{timeline}"
+    );
+    let call = fx
+        .relay
+        .list(&ListQuery {
+            kind: Some(Kind::Activity),
+            related_to: Some(acme.clone()),
+            ..Default::default()
+        })
+        .unwrap()
+        .records
+        .pop()
+        .unwrap();
+    assert_eq!(call.get("done"), Some(&fieldcrm_core::Value::Bool(true)));
+    assert!(call.get("due_at").is_some(), "a logged call has its time");
+    assert_eq!(call.text("owner"), Some("olivia"));
+    assert_eq!(call.text("territory"), Some("north"));
+    let empty = fx
+        .post(
+            &olivia,
+            &format!("/r/{acme}/log"),
+            &[("kind", "call"), ("subject", " ")],
+        )
+        .await;
+    assert_eq!(empty.status, StatusCode::BAD_REQUEST);
+    assert!(empty.body.contains("subject is empty"), "{}", empty.body);
+    // A rep cannot log on, or mark done, what she cannot see.
+    let sam = fx.sign_in("sam").await;
+    let theirs = fx
+        .post(
+            &sam,
+            &format!("/r/{acme}/log"),
+            &[("kind", "call"), ("subject", "x")],
+        )
+        .await;
+    assert_eq!(theirs.status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

@@ -88,7 +88,8 @@ pub struct Related {
     pub account: Option<Record>,
     pub contacts: Vec<Record>,
     pub deals: Vec<Record>,
-    /// Activities about the record, soonest due first.
+    /// Activities about the record (an account: also about its contacts
+    /// and deals), soonest due first.
     pub activities: Vec<Record>,
     /// For an activity: the record it is about.
     pub subject: Option<Record>,
@@ -106,7 +107,7 @@ pub fn related(store: &dyn RelayStore, user: &User, record: &Record) -> Result<R
     };
     let activities = page(ListQuery {
         kind: Some(Kind::Activity),
-        related_to: Some(record.id.clone()),
+        about: Some(record.id.clone()),
         sort: fieldcrm_core::SortBy::DueAt,
         ..Default::default()
     })?;

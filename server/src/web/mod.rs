@@ -15,6 +15,7 @@ mod records;
 mod review;
 mod search;
 mod session;
+mod timeline;
 
 use std::sync::Arc;
 
@@ -57,6 +58,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/r/{id}/delete", post(records::delete))
         .route("/r/{id}/restore", post(records::restore))
         .route("/r/{id}/resolve", post(records::resolve))
+        .route("/r/{id}/log", post(timeline::log))
+        .route("/r/{id}/done", post(timeline::done))
         .route("/{kind}", get(records::list).post(records::create))
         .route("/{kind}/new", get(records::new_form))
         .route("/{kind}/export.csv", get(csv_io::export))

@@ -16,6 +16,7 @@ use super::form::{self, Choices, Errors};
 use super::layout::{self, field_label, kind_path, kind_title, page, record_link, Nav};
 use super::names::{self, Names};
 use super::session::Post;
+use super::timeline;
 use super::{blocking, log_advanced, PageError, Session};
 use crate::relay::{access, office, EditRefusal, RecordDetail, RelayStore, User};
 use crate::AppState;
@@ -583,7 +584,7 @@ pub async fn update(
     Ok((StatusCode::UNPROCESSABLE_ENTITY, markup).into_response())
 }
 
-async fn simple_edit(
+pub(super) async fn simple_edit(
     state: Arc<AppState>,
     session: Session,
     edit: Edit,
@@ -667,7 +668,14 @@ pub async fn show(
                     .iter()
                     .flat_map(|c| c.values.iter().map(move |v| (c.field.as_str(), &v.value))),
             )
-            .map(|(path, value)| (kind, path, value));
+            .map(|(path, value)| (kind, path, value))
+            .chain(
+                related
+                    .activities
+                    .iter()
+                    .filter_map(|a| a.get("related_to"))
+                    .map(|v| (Kind::Activity, "related_to", v)),
+            );
         let names = Names::of(relay, &user, shown)?;
         Ok((detail, related, names))
     })
@@ -725,7 +733,11 @@ pub async fn show(
                         ul { @for v in &c.values {
                             li {
                                 strong { (names.value(kind, &c.field, &v.value)) }
-                                " — " (v.user) ", " (layout::time(v.time))
+                                " — " (v.user) ", " (layout::time(v.time)) ", from "
+                                @match history.iter().find(|e| e.actor == v.actor) {
+                                    Some(e) => span title=(v.actor) { (device(&e.change, &e.actor)) },
+                                    None => span title=(v.actor) { "an unknown device" },
+                                }
                                 form.inline method="post" action=(format!("/r/{}/resolve", record.id)) {
                                     (layout::csrf(&session))
                                     input type="hidden" name="field" value=(c.field);
@@ -765,16 +777,7 @@ pub async fn show(
         @if !related.deals.is_empty() {
             section { h2 { "Deals" } ul { @for d in &related.deals { li { (record_link(d)) " · " (d.text("stage").unwrap_or("")) " · " (layout::money(d)) } } } }
         }
-        section aria-labelledby="timeline-h" {
-            h2 id="timeline-h" { "Activity timeline" }
-            @if related.activities.is_empty() { p.muted { "No activities yet." } }
-            ol.timeline { @for a in &related.activities {
-                li class=[(a.get("done") == Some(&Value::Bool(true))).then_some("done")] {
-                    span.when { (a.get("due_at").map(|v| layout::value(Kind::Activity, "due_at", v)).unwrap_or_else(|| "no due date".into())) }
-                    " " span.badge { (a.text("kind").unwrap_or("")) } " " (record_link(a))
-                }
-            } }
-        }
+        (timeline::section(&session, record, &related.activities, &names))
         section aria-labelledby="history-h" {
             h2 id="history-h" { "Field history" }
             table.history {

@@ -366,6 +366,12 @@ fn list_filter(q: &ListQuery) -> Filter {
     if let Some(related) = &q.related_to {
         f.add("related_to = ?", related.clone());
     }
+    if let Some(about) = &q.about {
+        f.add(
+            "(related_to = ? OR related_to IN (SELECT id FROM relay_records WHERE account_id = ?))",
+            about.clone(),
+        );
+    }
     if let Some(stage) = &q.stage {
         f.add("stage = ?", stage.clone());
     }
