@@ -188,30 +188,81 @@ pub fn parse(
             .map(|(_, v)| v.trim())
         else {
             if required {
-                errors.insert(spec.path.into(), "required".into());
+                errors.insert(spec.path.into(), "This is required.".into());
             }
             continue;
         };
         if raw.is_empty() {
             if required {
-                errors.insert(spec.path.into(), "required".into());
+                errors.insert(spec.path.into(), "This is required.".into());
             } else if !creating {
                 fields.insert(spec.path.into(), Value::Null);
             }
             continue;
         }
         let parsed = value_from_text(spec.ty, raw)
-            .and_then(|v| normalize_value(kind, spec.path, v, pipeline).map_err(|e| e.to_string()));
+            .map_err(|_| None)
+            .and_then(|v| normalize_value(kind, spec.path, v, pipeline).map_err(Some));
         match parsed {
             Ok(value) => {
                 fields.insert(spec.path.into(), value);
             }
-            Err(message) => {
+            Err(error) => {
+                let message = plain_problem(spec.ty, raw, pipeline, error.as_ref());
                 errors.insert(spec.path.into(), message);
             }
         }
     }
     (fields, errors)
+}
+
+/// What is wrong with what was typed into a field, said the way a person
+/// would say it, with an example of what fits.
+fn plain_problem(
+    ty: FieldType,
+    typed: &str,
+    pipeline: &Pipeline,
+    error: Option<&fieldcrm_core::Error>,
+) -> String {
+    if let Some(fieldcrm_core::Error::OversizeValue { len, max, .. }) = error {
+        return format!(
+            "This is too long: it can hold {max} bytes (a plain letter is one, an accented letter two or more) and this is {len}."
+        );
+    }
+    let shown: String = typed.chars().take(40).collect();
+    match ty {
+        FieldType::Email => format!("“{shown}” is not an email address; type one like ada@example.com."),
+        FieldType::Phone => format!(
+            "“{shown}” is not a phone number; use digits, spaces and + - ( ) . x /, like +44 20 7946 0000."
+        ),
+        FieldType::Url => format!("“{shown}” is not a web address; type one like example.com."),
+        FieldType::Amount => format!(
+            "“{shown}” is not an amount; type one like 1200 or 1,200.50 (at most two decimals)."
+        ),
+        FieldType::Percent => {
+            format!("“{shown}” is not a percentage; type a whole number from 0 to 100.")
+        }
+        FieldType::Latitude => "Type a latitude from -90 to 90, like 51.5074.".into(),
+        FieldType::Longitude => "Type a longitude from -180 to 180, like -0.1278.".into(),
+        FieldType::Timestamp => format!(
+            "“{shown}” is not a date and time; pick one, or type it like 2026-03-31 14:30."
+        ),
+        FieldType::Date => format!("“{shown}” is not a date; pick one, or type it like 2026-03-31."),
+        FieldType::Currency => format!(
+            "“{shown}” is not a currency code; type three letters, like EUR, GBP or USD."
+        ),
+        FieldType::Stage => format!(
+            "“{shown}” is not a stage; choose one of {}.",
+            pipeline.stages().join(", ")
+        ),
+        FieldType::ActivityKind => "Choose call, meeting, visit, task or note.".into(),
+        FieldType::Ref(_) => "Choose a record from the suggestions.".into(),
+        FieldType::Bool => "Tick the box, or leave it empty.".into(),
+        FieldType::Text | FieldType::LongText => format!(
+            "This cannot be saved as typed ({}).",
+            error.map(|e| e.to_string()).unwrap_or_default()
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -241,7 +292,34 @@ mod tests {
         assert_eq!(fields["amount"], Value::Int(1_250));
         assert!(!fields.contains_key("probability"));
         assert!(errors["stage"].contains("nope"), "{errors:?}");
-        assert_eq!(errors["territory"], "required");
+        assert_eq!(errors["territory"], "This is required.");
+        assert!(
+            errors["stage"].contains("choose one of lead, qualified"),
+            "{errors:?}"
+        );
+        // Messages in a person's words, with an example that fits.
+        let (_, errors) = parse(
+            Kind::Contact,
+            &form(&[
+                ("phone", "call me"),
+                ("email", "ada at example"),
+                ("first_name", &"x".repeat(fieldcrm_core::MAX_TEXT + 1)),
+            ]),
+            &pipeline,
+            false,
+        );
+        assert_eq!(
+            errors["phone"],
+            "“call me” is not a phone number; use digits, spaces and + - ( ) . x /, like +44 20 7946 0000."
+        );
+        assert!(errors["email"].starts_with("“ada at example” is not an email address"));
+        assert!(
+            errors["first_name"].starts_with("This is too long"),
+            "{errors:?}"
+        );
+        for message in errors.values() {
+            assert!(!message.contains("invalid value for field"), "{message}");
+        }
         let (fields, errors) = parse(
             Kind::Activity,
             &form(&[
