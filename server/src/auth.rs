@@ -40,6 +40,25 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// A disabled user's stored hash starts with this (as a locked account's
+/// does in /etc/shadow): nothing verifies against it, and taking it off
+/// gives the same password back.
+const DISABLED: char = '!';
+
+pub fn is_disabled(password_hash: &str) -> bool {
+    password_hash.starts_with(DISABLED)
+}
+
+/// The hash stored while a user is disabled (or enabled again).
+pub fn with_disabled(password_hash: &str, disabled: bool) -> String {
+    let bare = password_hash.trim_start_matches(DISABLED);
+    if disabled {
+        format!("{DISABLED}{bare}")
+    } else {
+        bare.to_string()
+    }
+}
+
 /// A new random token (what the client keeps) and its hash (what we store).
 pub fn new_token() -> (String, [u8; 32]) {
     let mut raw = [0u8; 32];
@@ -59,8 +78,13 @@ pub fn login(
     username: &str,
     password: &str,
 ) -> Result<Option<(User, String)>, RelayError> {
-    let Some((user, hash)) = store.user(username)? else {
-        // Spend the same time as a real check, so timing does not reveal names.
+    let hash = match store.user(username)? {
+        Some((user, hash)) if !is_disabled(&hash) => Some((user, hash)),
+        _ => None,
+    };
+    let Some((user, hash)) = hash else {
+        // Spend the same time as a real check, so timing does not reveal
+        // which names exist or are disabled.
         let _ = verify_password(password, dummy_hash());
         return Ok(None);
     };
@@ -120,5 +144,15 @@ mod tests {
         let (token, hash) = new_token();
         assert_eq!(token_hash(&token), hash);
         assert!(!verify_password("x", dummy_hash()));
+    }
+
+    #[test]
+    fn a_disabled_hash_verifies_nothing_and_enabling_gives_the_password_back() {
+        let hash = hash_password("password1").unwrap();
+        let off = with_disabled(&hash, true);
+        assert!(is_disabled(&off) && !verify_password("password1", &off));
+        assert_eq!(with_disabled(&off, true), off, "disabling twice is once");
+        let on = with_disabled(&off, false);
+        assert!(!is_disabled(&on) && verify_password("password1", &on));
     }
 }

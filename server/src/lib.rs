@@ -1,6 +1,7 @@
 //! FieldCRM relay server. [`app`] builds the router; `main.rs` only parses
 //! flags and serves it, so tests drive the same router in-process.
 
+pub mod accounts;
 pub mod api;
 pub mod auth;
 pub mod demo;

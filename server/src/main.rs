@@ -15,7 +15,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use fieldcrm_server::relay::postgres::PgRelay;
 use fieldcrm_server::relay::sqlite::SqliteRelay;
 use fieldcrm_server::relay::{office, RelayStore, Role};
-use fieldcrm_server::{auth, demo, ServeOptions};
+use fieldcrm_server::{accounts, demo, ServeOptions};
+
+/// Who acts, in the audit log, for commands run here.
+const CLI: &str = "cli";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -142,6 +145,17 @@ enum UserCommand {
     },
     /// Revoke every token of a user (sign them out everywhere).
     Revoke { name: String },
+    /// Disable a user: no sign-in, every session and device signed out; their records keep them as owner.
+    Disable { name: String },
+    /// Enable a disabled user again (with the password they had).
+    Enable { name: String },
+    /// Set a new password; the user's sessions and devices must sign in again.
+    Password {
+        name: String,
+        /// The new password (at least 8 characters).
+        #[arg(long, env = "FIELDCRM_USER_PASSWORD", hide_env_values = true)]
+        password: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -202,7 +216,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Demo => seed_demo(&*relay)?,
         Command::User(cmd) => user_command(&*relay, cmd)?,
         Command::Territory(TerritoryCommand::Add { name }) => {
-            relay.add_territory(&name)?;
+            accounts::add_territory(&*relay, CLI, &name)?;
             println!("territory {name} added");
         }
         Command::Territory(TerritoryCommand::List) => {
@@ -300,7 +314,7 @@ fn user_command(
             password,
         } => {
             let role: Role = role.parse()?;
-            relay.add_user(&name, &auth::hash_password(&password)?, role, &territories)?;
+            accounts::add(relay, CLI, &name, role, &territories, &password)?;
             println!("user {name} added ({})", role.as_str());
         }
         UserCommand::List => {
@@ -320,11 +334,23 @@ fn user_command(
             println!("user {name} removed");
         }
         UserCommand::SetTerritories { name, territories } => {
-            relay.set_territories(&name, &territories)?;
+            accounts::set_territories(relay, CLI, &name, &territories)?;
             println!("user {name}: territories {}", territories.join(","));
         }
         UserCommand::Revoke { name } => {
             println!("revoked {} token(s) of {name}", relay.revoke_tokens(&name)?);
+        }
+        UserCommand::Disable { name } => {
+            accounts::set_disabled(relay, CLI, &name, true)?;
+            println!("user {name} disabled and signed out everywhere");
+        }
+        UserCommand::Enable { name } => {
+            accounts::set_disabled(relay, CLI, &name, false)?;
+            println!("user {name} enabled");
+        }
+        UserCommand::Password { name, password } => {
+            accounts::reset_password(relay, CLI, &name, &password)?;
+            println!("user {name}: new password set, sessions signed out");
         }
     }
     Ok(())

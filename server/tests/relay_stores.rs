@@ -171,6 +171,28 @@ fn users_tokens_and_territories(fx: Fixture) {
     assert!(relay.set_territories("nobody", &[]).is_err());
     assert!(relay.remove_user("bob").unwrap());
     assert!(!relay.remove_user("bob").unwrap());
+
+    // Disabling signs a user out and keeps them out; enabling lets the
+    // same password in again; a reset replaces it.
+    use fieldcrm_server::accounts;
+    let signs_in = |password: &str| auth::login(relay, "sam", password).unwrap().is_some();
+    let (_, sams) = auth::new_token();
+    relay.add_token("sam", &sams).unwrap();
+    accounts::set_disabled(relay, "test", "sam", true).unwrap();
+    assert!(!signs_in("password1"));
+    assert!(relay.user_by_token(&sams).unwrap().is_none(), "signed out");
+    assert!(accounts::accounts(relay)
+        .unwrap()
+        .iter()
+        .any(|a| a.user.id == "sam" && a.disabled));
+    accounts::set_disabled(relay, "test", "sam", false).unwrap();
+    assert!(signs_in("password1"));
+    accounts::reset_password(relay, "test", "sam", "another-pass").unwrap();
+    assert!(!signs_in("password1") && signs_in("another-pass"));
+    assert!(matches!(
+        accounts::set_disabled(relay, "test", "nobody", true),
+        Err(relay::RelayError::NotFound(_))
+    ));
 }
 
 fn changes_reach_the_right_devices_once(fx: Fixture) {

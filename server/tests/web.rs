@@ -35,6 +35,7 @@ fn fixture() -> Fixture {
         ("sam", Role::Rep, vec!["south"]),
         ("maria", Role::Manager, vec!["north", "south"]),
         ("olivia", Role::Office, vec![]),
+        ("root", Role::Admin, vec![]),
     ] {
         let t: Vec<String> = territories.into_iter().map(String::from).collect();
         relay.add_user(user, &hash, role, &t).unwrap();
@@ -1174,6 +1175,143 @@ async fn an_accounts_timeline_rolls_up_its_deals_and_contacts_and_logs_calls_in_
     assert_eq!(theirs.status, StatusCode::NOT_FOUND);
 }
 
+/// Whether `user` can sign in with `password` (a fresh sign-in each time).
+async fn can_sign_in(fx: &Fixture, user: &str, password: &str) -> bool {
+    let answer = fx
+        .send(form_request(
+            "/login",
+            "",
+            &[("username", user), ("password", password)],
+        ))
+        .await;
+    answer.status == StatusCode::SEE_OTHER && answer.location != "/login"
+}
+
+#[tokio::test]
+async fn admins_add_users_assign_territories_disable_and_reset_passwords() {
+    let fx = fixture();
+    let root = fx.sign_in("root").await;
+    let page = fx.get(&root, "/admin").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body.contains("href=\"/admin\""),
+        "admins see Admin in the navigation"
+    );
+    // Nobody else may.
+    let olivia = fx.sign_in("olivia").await;
+    assert!(!fx
+        .get(&olivia, "/dashboard")
+        .await
+        .body
+        .contains("href=\"/admin\""));
+    assert_eq!(
+        fx.get(&olivia, "/admin").await.status,
+        StatusCode::FORBIDDEN
+    );
+    let forbidden = fx.post(&olivia, "/admin/users/ann/disable", &[]).await;
+    assert_eq!(forbidden.status, StatusCode::FORBIDDEN);
+
+    // Add a rep in the north, then move her to both territories.
+    let added = fx
+        .post(
+            &root,
+            "/admin/users",
+            &[
+                ("name", "nina"),
+                ("role", "rep"),
+                ("territory", "north"),
+                ("password", "password1"),
+            ],
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
+    assert_eq!(
+        fx.relay.user("nina").unwrap().unwrap().0.territories,
+        ["north"]
+    );
+    assert!(can_sign_in(&fx, "nina", "password1").await);
+    let moved = fx
+        .post(
+            &root,
+            "/admin/users/nina/territories",
+            &[("territory", "north"), ("territory", "south")],
+        )
+        .await;
+    assert_eq!(moved.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        fx.relay.user("nina").unwrap().unwrap().0.territories,
+        ["north", "south"]
+    );
+    let unknown = fx
+        .post(
+            &root,
+            "/admin/users/nina/territories",
+            &[("territory", "mars")],
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST, "{}", unknown.body);
+
+    // Disabled: no sign-in, her session ends, the page says so.
+    let nina = fx.sign_in("nina").await;
+    let disabled = fx.post(&root, "/admin/users/nina/disable", &[]).await;
+    assert_eq!(disabled.status, StatusCode::SEE_OTHER);
+    assert!(!can_sign_in(&fx, "nina", "password1").await);
+    assert_eq!(
+        fx.get(&nina, "/dashboard").await.status,
+        StatusCode::SEE_OTHER,
+        "signed out"
+    );
+    let row = between(
+        &fx.get(&root, "/admin").await.body,
+        "data-user=\"nina\"",
+        "</tr>",
+    )
+    .to_string();
+    assert!(
+        row.contains("disabled") && row.contains("/admin/users/nina/enable"),
+        "{row}"
+    );
+    // A new password keeps her disabled; enabling lets her in with it.
+    let reset = fx
+        .post(
+            &root,
+            "/admin/users/nina/password",
+            &[("password", "fresh-pass-2")],
+        )
+        .await;
+    assert_eq!(reset.status, StatusCode::SEE_OTHER);
+    assert!(!can_sign_in(&fx, "nina", "fresh-pass-2").await);
+    fx.post(&root, "/admin/users/nina/enable", &[]).await;
+    assert!(can_sign_in(&fx, "nina", "fresh-pass-2").await);
+    assert!(!can_sign_in(&fx, "nina", "password1").await);
+    let short = fx
+        .post(
+            &root,
+            "/admin/users/nina/password",
+            &[("password", "short")],
+        )
+        .await;
+    assert_eq!(short.status, StatusCode::BAD_REQUEST);
+    assert!(
+        short.body.contains("at least 8 characters"),
+        "{}",
+        short.body
+    );
+    // An admin cannot lock themselves out.
+    let own = fx.post(&root, "/admin/users/root/disable", &[]).await;
+    assert_eq!(own.status, StatusCode::BAD_REQUEST);
+
+    let territory = fx
+        .post(&root, "/admin/territories", &[("name", "west")])
+        .await;
+    assert_eq!(territory.status, StatusCode::SEE_OTHER);
+    assert!(fx
+        .relay
+        .territories()
+        .unwrap()
+        .contains(&"west".to_string()));
+}
+
 #[tokio::test]
 async fn the_review_page_shows_held_changes_to_office_and_managers_and_takes_decisions() {
     let fx = fixture();
@@ -1643,7 +1781,11 @@ async fn pickers_suggest_visible_records_and_typed_names_are_resolved_on_save() 
         .iter()
         .map(|u| u["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["ann", "maria", "olivia"], "sam works in south only");
+    assert_eq!(
+        ids,
+        ["ann", "maria", "olivia", "root"],
+        "sam works in south only"
+    );
     let (status, _) = lookup(&ann, "kind=planet&q=x").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 

@@ -174,6 +174,8 @@ pub trait RelayStore: Send + Sync {
     fn list_users(&self) -> Result<Vec<User>>;
     fn remove_user(&self, id: &str) -> Result<bool>;
     fn set_territories(&self, id: &str, territories: &[String]) -> Result<()>;
+    /// Replaces a user's stored password hash (see `accounts`).
+    fn set_password_hash(&self, id: &str, password_hash: &str) -> Result<()>;
     fn add_territory(&self, name: &str) -> Result<()>;
     fn territories(&self) -> Result<Vec<String>>;
 

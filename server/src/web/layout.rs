@@ -16,6 +16,7 @@ pub enum Nav {
     Import,
     Review,
     Search,
+    Admin,
 }
 
 fn head(title: &str) -> Markup {
@@ -48,6 +49,9 @@ pub fn page(session: &Session, title: &str, nav: Nav, body: Markup) -> Markup {
                     (item(Nav::Import, "/import", "Import"))
                     @if crate::relay::review::scope_for(&session.user).is_some() {
                         (item(Nav::Review, "/review", "Review"))
+                    }
+                    @if session.user.role == crate::relay::Role::Admin {
+                        (item(Nav::Admin, "/admin", "Admin"))
                     }
                 }
                 form.find method="get" action="/search" role="search" {

@@ -4,6 +4,7 @@
 //! parse the request, call `relay::office` (which enforces territories) in
 //! `spawn_blocking`, render. Decision record: docs/decisions/0003-office-ui.md.
 
+mod admin;
 mod assets;
 mod board;
 mod csv_io;
@@ -50,6 +51,16 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/import/run", post(csv_io::import_run))
         .route("/lookup", get(names::lookup))
         .route("/review", get(review::queue))
+        .route("/admin", get(admin::page_view))
+        .route("/admin/users", post(admin::add_user))
+        .route(
+            "/admin/users/{id}/territories",
+            post(admin::set_territories),
+        )
+        .route("/admin/users/{id}/disable", post(admin::disable))
+        .route("/admin/users/{id}/enable", post(admin::enable))
+        .route("/admin/users/{id}/password", post(admin::reset_password))
+        .route("/admin/territories", post(admin::add_territory))
         .route("/review/{record}", post(review::decide))
         .route("/static/app.css", get(assets::css))
         .route("/static/app.js", get(assets::js))

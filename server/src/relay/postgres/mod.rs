@@ -592,6 +592,17 @@ impl RelayStore for PgRelay {
             > 0)
     }
 
+    fn set_password_hash(&self, id: &str, password_hash: &str) -> Result<()> {
+        let n = self.conn()?.execute(
+            "UPDATE relay_users SET password_hash = $2 WHERE id = $1",
+            &[&id, &password_hash],
+        )?;
+        if n == 0 {
+            return Err(RelayError::NotFound(format!("no user {id:?}")));
+        }
+        Ok(())
+    }
+
     fn set_territories(&self, id: &str, territories: &[String]) -> Result<()> {
         let mut conn = self.conn()?;
         let mut tx = conn.transaction()?;

@@ -270,6 +270,10 @@ impl RelayStore for SqliteRelay {
         self.write(|tx| tables::set_territories(tx.sql(), id, territories))
     }
 
+    fn set_password_hash(&self, id: &str, password_hash: &str) -> Result<()> {
+        self.write(|tx| tables::set_password_hash(tx.sql(), id, password_hash))
+    }
+
     fn add_territory(&self, name: &str) -> Result<()> {
         super::check_territory_name(name)?;
         self.write(|tx| tables::add_territory(tx.sql(), name))

@@ -194,6 +194,17 @@ pub(super) fn set_territories(
     Ok(())
 }
 
+pub(super) fn set_password_hash(tx: &Transaction<'_>, id: &str, hash: &str) -> Result<()> {
+    let n = tx.execute(
+        "UPDATE relay_users SET password_hash = ?2 WHERE id = ?1",
+        params![id, hash],
+    )?;
+    if n == 0 {
+        return Err(RelayError::NotFound(format!("no user {id:?}")));
+    }
+    Ok(())
+}
+
 pub(super) fn add_territory(tx: &Transaction<'_>, name: &str) -> Result<()> {
     tx.execute(
         "INSERT OR IGNORE INTO relay_territories (name) VALUES (?1)",
