@@ -163,6 +163,49 @@ impl Fixture {
         answer.location.strip_prefix("/r/").unwrap().to_string()
     }
 
+    /// Uploads a CSV file for import (step 1) and returns the mapping page.
+    async fn import_preview(&self, browser: &Browser, kind: &str, csv: &str) -> Answer {
+        let boundary = "XBOUNDARYX";
+        let mut body = String::new();
+        for (name, value) in [("_csrf", browser.csrf.as_str()), ("kind", kind)] {
+            body += &format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            );
+        }
+        body += &format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"c.csv\"\r\nContent-Type: text/csv\r\n\r\n{csv}\r\n--{boundary}--\r\n");
+        self.send(
+            Request::post("/import")
+                .header(header::COOKIE, &browser.cookie)
+                .header(
+                    header::CONTENT_TYPE,
+                    format!("multipart/form-data; boundary={boundary}"),
+                )
+                .body(Body::from(body))
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// Runs an import (step 3) with column i mapped to `fields[i]`.
+    async fn import_run(
+        &self,
+        browser: &Browser,
+        kind: &str,
+        csv: &str,
+        fields: &[String],
+        extra: &[(&str, &str)],
+    ) -> Answer {
+        let maps: Vec<(String, &str)> = fields
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (format!("map_{i}"), f.as_str()))
+            .collect();
+        let mut pairs = vec![("kind", kind), ("csv", csv)];
+        pairs.extend_from_slice(extra);
+        pairs.extend(maps.iter().map(|(k, v)| (k.as_str(), *v)));
+        self.post(browser, "/import/run", &pairs).await
+    }
+
     async fn account(&self, browser: &Browser, name: &str, territory: &str) -> String {
         self.create(
             browser,
@@ -729,26 +772,7 @@ async fn csv_import_maps_columns_reports_rejected_rows_and_export_round_trips() 
                Bob,Noaccount,bob@example.com,Nowhere Inc,north\n\
                Cy,Bademail,not-an-email,Acme,north\n\
                Di,Okay,di@example.com,acme,north\n";
-    let boundary = "XBOUNDARYX";
-    let mut body = String::new();
-    for (name, value) in [("_csrf", olivia.csrf.as_str()), ("kind", "contact")] {
-        body += &format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
-        );
-    }
-    body += &format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"c.csv\"\r\nContent-Type: text/csv\r\n\r\n{csv}\r\n--{boundary}--\r\n");
-    let preview = fx
-        .send(
-            Request::post("/import")
-                .header(header::COOKIE, &olivia.cookie)
-                .header(
-                    header::CONTENT_TYPE,
-                    format!("multipart/form-data; boundary={boundary}"),
-                )
-                .body(Body::from(body))
-                .unwrap(),
-        )
-        .await;
+    let preview = fx.import_preview(&olivia, "contact", csv).await;
     assert_eq!(preview.status, StatusCode::OK, "{}", preview.body);
     assert!(preview.body.contains("4 rows"));
     // The guessed mapping: Company finds the account by name, E-mail the email.
@@ -808,6 +832,106 @@ async fn csv_import_maps_columns_reports_rejected_rows_and_export_round_trips() 
     assert_eq!(rows.len(), 2);
     let first_name = header.iter().position(|h| h == "first_name").unwrap();
     assert_eq!(&rows[0][first_name], "Ada");
+}
+
+/// The field the mapping page chose for column `i`.
+fn mapped(preview: &str, i: usize) -> String {
+    let select = between(preview, &format!("name=\"map_{i}\""), "</select>");
+    match select.split_once("\" selected>") {
+        Some((before, _)) => before.rsplit("value=\"").next().unwrap().to_string(),
+        None => String::new(),
+    }
+}
+
+#[tokio::test]
+async fn every_kind_imports_with_common_column_names_a_territory_default_and_duplicates_skipped() {
+    let fx = fixture();
+    let olivia = fx.sign_in("olivia").await;
+    fx.account(&olivia, "Acme", "north").await;
+
+    // Accounts: City and Country are recognised; Acme exists; Beta twice.
+    let csv = "Company,City,Country,Sector\n\
+               Acme,Leeds,UK,Steel\n\
+               Beta,York,UK,Retail\n\
+               beta ,York,UK,Retail\n\
+               Gamma,Hull,UK,Fishing\n";
+    let preview = fx.import_preview(&olivia, "account", csv).await;
+    assert_eq!(preview.status, StatusCode::OK, "{}", preview.body);
+    let guessed: Vec<String> = (0..4).map(|i| mapped(&preview.body, i)).collect();
+    assert_eq!(
+        guessed,
+        ["name", "address.city", "address.country", "industry"]
+    );
+    // An office user (all territories) picks the territory rows lack.
+    assert!(preview.body.contains("name=\"default_territory\""));
+    let extra = [("default_territory", "south"), ("skip_duplicates", "true")];
+    let run = fx
+        .import_run(&olivia, "account", csv, &guessed, &extra)
+        .await;
+    assert_eq!(run.status, StatusCode::OK, "{}", run.body);
+    assert!(
+        run.body.contains("<strong class=\"imported\">2</strong>"),
+        "{}",
+        run.body
+    );
+    assert!(
+        run.body.contains("<strong class=\"skipped\">2</strong>"),
+        "{}",
+        run.body
+    );
+    let duplicates = between(&run.body, "<table class=\"duplicates\">", "</table>");
+    assert!(
+        duplicates.contains("<td>2</td><td>“<a href=\"/r/")
+            && duplicates.contains("Acme</a>”, which you have"),
+        "{duplicates}"
+    );
+    assert!(
+        duplicates.contains("<td>4</td><td>line 3 of this file</td><td>skipped</td>"),
+        "{duplicates}"
+    );
+    let gamma = fx
+        .relay
+        .search("Gamma", Some(Kind::Account), &[], 5)
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(gamma.text("territory"), Some("south"));
+    assert_eq!(gamma.text("address.city"), Some("Hull"));
+
+    // Deals by account name, with deal name, value and close date.
+    let csv = "Opportunity,Company,Value,Close date,Stage\n\
+               Renewal,Acme,1200.50,2026-12-20,proposal\n\
+               Upsell,Gamma,300,2027-01-10,lead\n";
+    let preview = fx.import_preview(&olivia, "deal", csv).await;
+    let guessed: Vec<String> = (0..5).map(|i| mapped(&preview.body, i)).collect();
+    assert_eq!(
+        guessed,
+        ["name", "account_by_name", "amount", "close_date", "stage"]
+    );
+    let extra = [("default_territory", "north")];
+    let run = fx.import_run(&olivia, "deal", csv, &guessed, &extra).await;
+    assert!(
+        run.body.contains("<strong class=\"imported\">2</strong>"),
+        "{}",
+        run.body
+    );
+    let renewal = fx
+        .relay
+        .search("Renewal", Some(Kind::Deal), &[], 5)
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(
+        renewal.get("amount"),
+        Some(&fieldcrm_core::Value::Int(120_050))
+    );
+    assert_eq!(renewal.text("stage"), Some("proposal"));
+
+    // Activities about an account by its name; Type and Due are recognised.
+    let csv = "Subject,Type,Due,Related to\nCall back,call,2026-12-02T10:00,Acme\n";
+    let preview = fx.import_preview(&olivia, "activity", csv).await;
+    let guessed: Vec<String> = (0..4).map(|i| mapped(&preview.body, i)).collect();
+    assert_eq!(guessed, ["subject", "kind", "due_at", "account_by_name"]);
 }
 
 #[tokio::test]

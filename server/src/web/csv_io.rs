@@ -194,13 +194,23 @@ pub async fn export(
         .into_response())
 }
 
-fn import_kinds() -> [Kind; 2] {
-    [Kind::Account, Kind::Contact]
+fn import_kinds() -> [Kind; 4] {
+    Kind::ALL
+}
+
+/// The field a column given as an account's name fills: a contact's or
+/// deal's account, what an activity is about.
+fn by_name_field(kind: Kind) -> Option<&'static str> {
+    match kind {
+        Kind::Contact | Kind::Deal => Some("account_id"),
+        Kind::Activity => Some("related_to"),
+        Kind::Account => None,
+    }
 }
 
 pub async fn import_page(session: Session) -> Markup {
     let body = html! {
-        p { "Import accounts or contacts from a CSV file with a header row. Next you choose which column goes to which field." }
+        p { "Import accounts, contacts, deals or activities from a CSV file with a header row (as a spreadsheet saves it). Next you choose which column goes to which field; common column names (City, Country, Job title, Company, E-mail, …) are recognised." }
         form.record method="post" action="/import" enctype="multipart/form-data" {
             (layout::csrf(&session))
             div.field { label for="kind" { "Records" }
@@ -217,7 +227,9 @@ fn parse_kind(raw: &str) -> Result<Kind, PageError> {
         .ok()
         .filter(|k| import_kinds().contains(k))
         .ok_or_else(|| {
-            PageError::bad_request(format!("cannot import {raw:?}; choose account or contact"))
+            PageError::bad_request(format!(
+                "cannot import “{raw}”: choose accounts, contacts, deals or activities"
+            ))
         })
 }
 
@@ -259,23 +271,84 @@ fn preview(text: &str) -> Result<Preview, PageError> {
     })
 }
 
-/// The field a column header most likely means ("First name" → first_name).
+/// Column names spreadsheets and other CRMs use for a field (compared
+/// without case, spaces or punctuation). A field's own name and label match
+/// first; a synonym applies only to kinds that have the field.
+const SYNONYMS: &[(&str, &[&str])] = &[
+    ("address.city", &["city", "town"]),
+    ("address.country", &["country"]),
+    (
+        "address.postcode",
+        &["postcode", "postalcode", "zip", "zipcode"],
+    ),
+    ("address.street", &["street", "address", "streetaddress"]),
+    ("title", &["jobtitle", "position"]),
+    ("email", &["emailaddress", "mail"]),
+    ("phone", &["phonenumber", "telephone", "tel", "mobile"]),
+    ("website", &["web", "url", "homepage"]),
+    ("first_name", &["givenname", "forename"]),
+    ("last_name", &["surname", "familyname"]),
+    ("industry", &["sector"]),
+    ("amount", &["value", "dealvalue"]),
+    ("close_date", &["expectedclose", "closingdate"]),
+    ("subject", &["title", "summary"]),
+    ("due_at", &["due", "duedate", "date"]),
+    ("kind", &["type", "activitytype"]),
+    ("notes", &["description", "comments", "comment"]),
+    ("body", &["notes", "description", "details"]),
+    ("owner", &["assignedto"]),
+];
+
+/// Headers that name an account: the account's own name on an account,
+/// the account a contact or deal belongs to, what an activity is about.
+const ACCOUNT_NAMES: &[&str] = &[
+    "account",
+    "accountname",
+    "company",
+    "companyname",
+    "organisation",
+    "organization",
+    "relatedto",
+];
+
+fn norm(s: &str) -> String {
+    s.to_lowercase()
+        .replace([' ', '-', '.', '_', '/', '(', ')'], "")
+}
+
+/// The field a column header most likely means ("First name" → first_name,
+/// "City" → address.city, "Company" → the account by name).
 fn guess(kind: Kind, header: &str) -> String {
-    let norm = |s: &str| s.to_lowercase().replace([' ', '-', '.', '_'], "");
     let h = norm(header);
-    if kind == Kind::Contact && (h == "account" || h == "accountname" || h == "company") {
-        return ACCOUNT_BY_NAME.into();
+    let has = |path: &str| kind.field(path).is_some();
+    // "Account" on a contact is its account's name, not a raw id column.
+    if ACCOUNT_NAMES.contains(&h.as_str()) {
+        return match kind {
+            Kind::Account => "name".into(),
+            _ => ACCOUNT_BY_NAME.into(),
+        };
     }
-    kind.fields()
+    if let Some(exact) = kind
+        .fields()
         .iter()
         .map(|s| s.path)
         .find(|p| norm(p) == h || norm(&field_label(p)) == h)
-        .unwrap_or("")
-        .to_string()
+    {
+        return exact.to_string();
+    }
+    if kind == Kind::Deal && ["dealname", "opportunity", "opportunityname"].contains(&h.as_str()) {
+        return "name".into();
+    }
+    SYNONYMS
+        .iter()
+        .find(|(path, names)| has(path) && names.contains(&h.as_str()))
+        .map(|(path, _)| path.to_string())
+        .unwrap_or_default()
 }
 
 /// Step 2: the column mapping, with the file carried along.
 pub async fn import_preview(
+    State(state): State<Arc<AppState>>,
     session: Session,
     mut multipart: Multipart,
 ) -> Result<Response, PageError> {
@@ -315,14 +388,22 @@ pub async fn import_preview(
         rows,
     } = preview(&text)?;
     let mut targets: Vec<(String, String)> = vec![(String::new(), "— skip —".into())];
-    if kind == Kind::Contact {
-        targets.push((ACCOUNT_BY_NAME.into(), "Account (by name)".into()));
+    if let Some(field) = by_name_field(kind) {
+        targets.push((
+            ACCOUNT_BY_NAME.into(),
+            format!("{} (an account's name)", field_label(field)),
+        ));
     }
     targets.extend(
         kind.fields()
             .iter()
             .map(|s| (s.path.to_string(), field_label(s.path))),
     );
+    let user = session.user.clone();
+    let territories = blocking(&state, move |relay| {
+        Ok(super::records::choices(relay, &user)?.territories)
+    })
+    .await?;
     let body = html! {
         p { (rows) " rows. Choose the field each column fills; columns left on “skip” are not imported. Owner defaults to you." }
         form.record method="post" action="/import/run" {
@@ -342,6 +423,15 @@ pub async fn import_preview(
                     }
                 } }
             }
+            div.field { label for="default_territory" { "Territory for rows that name none" }
+                select id="default_territory" name="default_territory" {
+                    @if territories.len() != 1 { option value="" { "— none: such rows are rejected —" } }
+                    @for t in &territories { option value=(t) { (t) } }
+                }
+            }
+            @if kind != Kind::Activity {
+                label.check { input type="checkbox" name="skip_duplicates" value="true" checked; (duplicate_rule(kind)) }
+            }
             div.actions { button type="submit" { "Import" } }
         }
     };
@@ -358,8 +448,97 @@ pub async fn import_preview(
 pub struct ImportForm {
     kind: String,
     csv: String,
+    #[serde(default)]
+    default_territory: String,
+    #[serde(default)]
+    skip_duplicates: Option<String>,
     #[serde(flatten)]
     mapping: HashMap<String, String>,
+}
+
+/// What a row looks like a duplicate of.
+enum Like {
+    /// A record the user has: its id and name.
+    Existing(String, String),
+    /// An earlier line of the file.
+    Row(usize),
+}
+
+struct Duplicate {
+    line: usize,
+    like: Like,
+    skipped: bool,
+}
+
+fn duplicate_rule(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Account => "Skip rows with the name of an account you have, or of an earlier row",
+        Kind::Contact => "Skip rows with the email of a contact you have, or of an earlier row (without an email: the same name at the same account)",
+        Kind::Deal => "Skip rows with the name of a deal you have at the same account, or of an earlier row",
+        Kind::Activity => "",
+    }
+}
+
+/// What makes two records of `kind` the same one for an import: an
+/// account's name; a contact's email (else name and account); a deal's
+/// name and account. Activities have none.
+fn duplicate_key(kind: Kind, fields: &Fields) -> Option<String> {
+    let text = |path: &str| {
+        fields
+            .get(path)
+            .and_then(Value::as_str)
+            .map(|s| s.trim().to_lowercase())
+            .filter(|s| !s.is_empty())
+    };
+    let with_account = |name: Option<String>| {
+        name.map(|n| format!("{n}\u{0}{}", text("account_id").unwrap_or_default()))
+    };
+    match kind {
+        Kind::Account => text("name"),
+        Kind::Contact => text("email").map(|e| format!("@{e}")).or_else(|| {
+            let name = format!(
+                "{} {}",
+                text("first_name").unwrap_or_default(),
+                text("last_name").unwrap_or_default()
+            );
+            with_account(Some(name.trim().to_string()).filter(|n| !n.is_empty()))
+        }),
+        Kind::Deal => with_account(text("name")),
+        Kind::Activity => None,
+    }
+}
+
+/// The records of `kind` in the user's view by duplicate key, read a page
+/// at a time (only the keys are kept).
+fn existing_keys(
+    relay: &dyn RelayStore,
+    user: &User,
+    kind: Kind,
+) -> crate::relay::Result<HashMap<String, (String, String)>> {
+    let mut keys = HashMap::new();
+    if kind == Kind::Activity {
+        return Ok(keys);
+    }
+    let mut offset = 0;
+    loop {
+        let q = ListQuery {
+            kind: Some(kind),
+            limit: 1000,
+            offset,
+            ..Default::default()
+        };
+        let page = office::list(relay, user, q)?;
+        let n = page.records.len();
+        for r in page.records {
+            if let Some(key) = duplicate_key(kind, &r.fields) {
+                keys.entry(key).or_insert((r.id.clone(), r.display_name()));
+            }
+        }
+        if n < 1000 {
+            return Ok(keys);
+        }
+        offset += n;
+    }
 }
 
 /// Accounts in the user's view by lower-case name (for contacts' account column).
@@ -419,7 +598,8 @@ fn row_fields(
                     ))
                 }
             };
-            fields.insert("account_id".into(), Value::Text(id));
+            let field = by_name_field(kind).unwrap_or("account_id");
+            fields.insert(field.into(), Value::Text(id));
             continue;
         }
         let spec = kind
@@ -454,18 +634,25 @@ pub async fn import_run(
         return Err(PageError::bad_request("map at least one column to a field"));
     }
     let user = session.user.clone();
-    let (imported, rejected) = blocking(&state, move |relay| {
-        let accounts = if kind == Kind::Contact {
+    let (imported, rejected, duplicates) = blocking(&state, move |relay| {
+        let accounts = if by_name_field(kind).is_some() {
             accounts_by_name(relay, &user)?
         } else {
             HashMap::new()
         };
         let default_territory = match crate::relay::access::scope(&user) {
+            _ if !form.default_territory.trim().is_empty() => {
+                Some(form.default_territory.trim().to_string())
+            }
             crate::relay::access::Scope::Territories(mine) if mine.len() == 1 => {
                 mine.into_iter().next()
             }
             _ => None,
         };
+        let skip_duplicates = form.skip_duplicates.is_some();
+        let existing = existing_keys(relay, &user, kind)?;
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut duplicates: Vec<Duplicate> = Vec::new();
         let mut reader = csv::ReaderBuilder::new()
             .flexible(true)
             .from_reader(form.csv.as_bytes());
@@ -502,7 +689,27 @@ pub async fn import_run(
                 &accounts,
                 default_territory.as_deref(),
             ) {
-                Ok(fields) => batch.push((line, Edit::Create { kind, fields })),
+                Ok(fields) => {
+                    let key = duplicate_key(kind, &fields);
+                    let like = key.as_ref().and_then(|key| match existing.get(key) {
+                        Some((id, name)) => Some(Like::Existing(id.clone(), name.clone())),
+                        None => seen.get(key).map(|first| Like::Row(*first)),
+                    });
+                    if let Some(key) = key {
+                        seen.entry(key).or_insert(line);
+                    }
+                    let skipped = like.is_some() && skip_duplicates;
+                    if let Some(like) = like {
+                        duplicates.push(Duplicate {
+                            line,
+                            like,
+                            skipped,
+                        });
+                    }
+                    if !skipped {
+                        batch.push((line, Edit::Create { kind, fields }));
+                    }
+                }
                 Err(reason) => rejected.push((line, reason)),
             }
             if batch.len() >= BATCH {
@@ -511,7 +718,7 @@ pub async fn import_run(
         }
         flush(&mut batch, &mut imported, &mut rejected)?;
         rejected.sort();
-        Ok((imported, rejected))
+        Ok((imported, rejected, duplicates))
     })
     .await?;
     if imported > 0 {
@@ -519,7 +726,21 @@ pub async fn import_run(
     }
     let title = layout::kind_title(kind);
     let body = html! {
-        p.summary { strong.imported { (imported) } " " (title.to_lowercase()) " imported, " strong.rejected { (rejected.len()) } " rows rejected." }
+        p.summary { strong.imported { (imported) } " " (title.to_lowercase()) " imported, " strong.rejected { (rejected.len()) } " rows rejected, " strong.skipped { (duplicates.iter().filter(|d| d.skipped).count()) } " skipped as duplicates." }
+        @if !duplicates.is_empty() {
+            h2 { "Rows that look like records you have" }
+            table.duplicates {
+                thead { tr { th { "Line" } th { "Looks like" } th { "Done" } } }
+                tbody { @for d in &duplicates { tr {
+                    td { (d.line) }
+                    td { @match &d.like {
+                        Like::Existing(id, name) => { "“" a href=(format!("/r/{id}")) { (name) } "”, which you have" },
+                        Like::Row(first) => { "line " (first) " of this file" },
+                    } }
+                    td { @if d.skipped { "skipped" } @else { "imported anyway" } }
+                } } }
+            }
+        }
         @if !rejected.is_empty() {
             table.rejected {
                 thead { tr { th { "Line" } th { "Reason" } } }
