@@ -1036,7 +1036,8 @@ fn many_accounts(fx: &Fixture) {
 
 fn first_row_name(body: &str) -> &str {
     let row = between(body, "<tbody>", "</tr>");
-    between(row, "\">", "</a>")
+    let link = between(row, "<a href=", "</a>");
+    &link[link.find('>').unwrap() + 1..]
 }
 
 #[tokio::test]
@@ -1099,6 +1100,126 @@ async fn lists_sort_by_their_headers_and_page_with_numbers_and_totals() {
     assert_eq!(rows, 20, "the last 20 of 120 hits");
     // A search is best match first: its headers do not sort.
     assert!(!between(&found.body, "<thead>", "</thead>").contains("href"));
+}
+
+#[tokio::test]
+async fn bulk_changes_go_through_the_normal_edit_path_one_record_at_a_time() {
+    let fx = fixture();
+    let olivia = fx.sign_in("olivia").await;
+    let acme = fx.account(&olivia, "Acme", "north").await;
+    let solent = fx.account(&olivia, "Solent", "south").await;
+    let mut deals = Vec::new();
+    for (name, territory) in [("One", "north"), ("Two", "north"), ("South", "south")] {
+        let account = if territory == "north" { &acme } else { &solent };
+        let pairs = [
+            ("account_id", account.as_str()),
+            ("name", name),
+            ("stage", "lead"),
+            ("territory", territory),
+        ];
+        deals.push(fx.create(&olivia, "deals", &pairs).await);
+    }
+    let list = fx.get(&olivia, "/deals").await;
+    assert!(list.body.contains("form=\"bulk\"") && list.body.contains("action=\"/deals/bulk\""));
+
+    // Two deals given to ann; an owner who is no user is refused per record.
+    let given = fx
+        .post(
+            &olivia,
+            "/deals/bulk",
+            &[
+                ("action", "owner"),
+                ("owner", "ann"),
+                ("id", &deals[0]),
+                ("id", &deals[1]),
+            ],
+        )
+        .await;
+    assert_eq!(given.status, StatusCode::OK, "{}", given.body);
+    assert!(
+        given.body.contains("<strong class=\"changed\">2</strong>"),
+        "{}",
+        given.body
+    );
+    for id in &deals[..2] {
+        assert_eq!(
+            fx.relay.record(id).unwrap().unwrap().record.text("owner"),
+            Some("ann")
+        );
+    }
+    let nobody = fx
+        .post(
+            &olivia,
+            "/deals/bulk",
+            &[("action", "owner"), ("owner", "ghost"), ("id", &deals[2])],
+        )
+        .await;
+    assert!(
+        nobody.body.contains("<strong class=\"refused\">1</strong>"),
+        "{}",
+        nobody.body
+    );
+    assert!(
+        nobody.body.contains("ghost"),
+        "the reason names the owner: {}",
+        nobody.body
+    );
+
+    // Ann moves her territory's deals; the south deal is not found for her.
+    let ann = fx.sign_in("ann").await;
+    let moved = fx
+        .post(
+            &ann,
+            "/deals/bulk",
+            &[
+                ("action", "stage"),
+                ("stage", "won"),
+                ("id", &deals[0]),
+                ("id", &deals[2]),
+            ],
+        )
+        .await;
+    assert!(
+        moved.body.contains("<strong class=\"changed\">1</strong>"),
+        "{}",
+        moved.body
+    );
+    assert!(moved.body.contains("<strong class=\"refused\">1</strong>"));
+    assert_eq!(
+        fx.relay
+            .record(&deals[0])
+            .unwrap()
+            .unwrap()
+            .record
+            .text("stage"),
+        Some("won")
+    );
+    assert_eq!(
+        fx.relay
+            .record(&deals[2])
+            .unwrap()
+            .unwrap()
+            .record
+            .text("stage"),
+        Some("lead")
+    );
+
+    let deleted = fx
+        .post(
+            &olivia,
+            "/deals/bulk",
+            &[("action", "delete"), ("id", &deals[1])],
+        )
+        .await;
+    assert!(deleted
+        .body
+        .contains("<strong class=\"changed\">1</strong>"));
+    assert!(fx.relay.record(&deals[1]).unwrap().unwrap().record.deleted);
+    let none = fx
+        .post(&olivia, "/deals/bulk", &[("action", "delete")])
+        .await;
+    assert_eq!(none.status, StatusCode::BAD_REQUEST);
+    assert!(none.body.contains("Tick the records"));
 }
 
 #[tokio::test]

@@ -73,6 +73,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/r/{id}/done", post(timeline::done))
         .route("/{kind}", get(records::list).post(records::create))
         .route("/{kind}/new", get(records::new_form))
+        .route("/{kind}/bulk", post(records::bulk))
         .route("/{kind}/export.csv", get(csv_io::export))
         .layer(middleware::from_fn(same_origin))
 }

@@ -260,26 +260,128 @@ pub async fn list(
             a href=(format!("/{path}/export.csv?{}", params.with_page(0))) { "Export CSV" }
             span.count { (total) " " (title.to_lowercase()) @if searching { " found" @if total >= SEARCH_HITS { " (the best " (SEARCH_HITS) " matches)" } } }
         }
+        (bulk_form(&session, kind, &choices))
         table.records {
             thead { tr {
+                th { span.sr-only { "Select" } }
                 (column_header(&params, kind, "name", if kind == Kind::Activity { "Subject" } else { "Name" }))
                 @for c in columns(kind) { (column_header(&params, kind, c, &field_label(c))) }
             } }
             tbody {
                 @for r in &records {
                     tr class=[r.deleted.then_some("deleted")] {
+                        td { @if !r.deleted { input type="checkbox" name="id" value=(r.id) form="bulk" aria-label=(format!("Select {}", r.display_name())); } }
                         td { (record_link(r)) @if r.deleted { " " span.badge { "deleted" } } }
                         @for c in columns(kind) {
                             td { @if *c == "amount" { (layout::money(r)) } @else if let Some(v) = r.get(c) { (names.value(kind, c, v)) } }
                         }
                     }
                 }
-                @if records.is_empty() && params.page == 0 { tr { td colspan="6" { "Nothing matches." } } }
+                @if records.is_empty() && params.page == 0 { tr { td colspan="7" { "Nothing matches." } } }
             }
         }
         (pages(&params, path, total))
     };
     Ok(page(&session, title, Nav::List(kind), body))
+}
+
+/// The bar above a list that changes the ticked records at once: owner,
+/// stage (deals), or delete. The rows' boxes belong to this form.
+fn bulk_form(session: &Session, kind: Kind, choices: &Choices) -> Markup {
+    html! {
+        form.bulk id="bulk" method="post" action=(format!("/{}/bulk", kind_path(kind))) {
+            (layout::csrf(session))
+            span.muted { "With the ticked rows:" }
+            select name="action" aria-label="Change" {
+                option value="owner" { "Give to owner…" }
+                @if kind == Kind::Deal { option value="stage" { "Move to stage…" } }
+                option value="delete" { "Delete" }
+            }
+            input name="owner" list="owner-choices" placeholder="Owner" aria-label="New owner" autocomplete="off";
+            @if kind == Kind::Deal {
+                select name="stage" aria-label="New stage" { @for s in &choices.stages { option value=(s) { (s) } } }
+            }
+            button.small type="submit" { "Apply to ticked" }
+        }
+    }
+}
+
+/// Most records one bulk change takes (a list page shows 50).
+const BULK_MAX: usize = 500;
+
+/// Changes the ticked records through the same edit path as one at a
+/// time: each is checked (access, the data model) and refused on its own.
+pub async fn bulk(
+    State(state): State<Arc<AppState>>,
+    Path(kind): Path<String>,
+    Post(session, form): Post<Vec<(String, String)>>,
+) -> Result<Response, PageError> {
+    let kind = kind_of(&kind)?;
+    let value = |name: &str| {
+        form.iter()
+            .find(|(k, _)| k == name)
+            .map_or(String::new(), |(_, v)| v.trim().to_string())
+    };
+    let ids: Vec<String> = form
+        .iter()
+        .filter(|(k, _)| k == "id")
+        .map(|(_, v)| v.clone())
+        .collect();
+    if ids.is_empty() {
+        return Err(PageError::bad_request("Tick the records to change first."));
+    }
+    if ids.len() > BULK_MAX {
+        return Err(PageError::bad_request(format!(
+            "At most {BULK_MAX} records change at once; you ticked {}.",
+            ids.len()
+        )));
+    }
+    let action = value("action");
+    let change: Box<dyn Fn(String) -> Edit + Send> = match action.as_str() {
+        "owner" if !value("owner").is_empty() => {
+            let owner = value("owner");
+            Box::new(move |id| Edit::Update {
+                id,
+                fields: fieldcrm_core::fields([("owner", owner.as_str())]),
+            })
+        }
+        "owner" => return Err(PageError::bad_request("Say who the new owner is.")),
+        "stage" if kind == Kind::Deal => {
+            let stage = value("stage");
+            Box::new(move |id| Edit::Update {
+                id,
+                fields: fieldcrm_core::fields([("stage", stage.as_str())]),
+            })
+        }
+        "delete" => Box::new(|id| Edit::Delete { id }),
+        other => {
+            return Err(PageError::bad_request(format!(
+                "“{other}” is not a change this list makes"
+            )))
+        }
+    };
+    let user = session.user.clone();
+    let edits: Vec<Edit> = ids.iter().cloned().map(change).collect();
+    let outcomes = blocking(&state, move |relay| office::edit(relay, &user, edits)).await?;
+    log_advanced(&state).await;
+    let refused: Vec<(&String, String)> = ids
+        .iter()
+        .zip(&outcomes)
+        .filter_map(|(id, o)| o.as_ref().err().map(|e| (id, e.to_string())))
+        .collect();
+    let changed = outcomes.len() - refused.len();
+    let path = kind_path(kind);
+    let body = html! {
+        p.summary { strong.changed { (changed) } " changed, " strong.refused { (refused.len()) } " refused." }
+        @if !refused.is_empty() {
+            table.refused {
+                thead { tr { th { "Record" } th { "Why not" } } }
+                tbody { @for (id, why) in &refused { tr { td { a href=(format!("/r/{id}")) { (id) } } td { (why) } } } }
+            }
+        }
+        p { a href=(format!("/{path}")) { "Back to " (kind_title(kind).to_lowercase()) } }
+    };
+    Ok(page(&session, "Bulk change", Nav::List(kind), body).into_response())
 }
 
 /// A list column's header: a link that sorts by it (again: the other
