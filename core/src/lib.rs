@@ -26,9 +26,9 @@ pub use forecast::{
     StageFlow, Totals,
 };
 pub use model::{
-    check_time, fields, normalize_value, parse_amount, parse_datetime, value_from_text, Directory,
-    FieldSpec, FieldType, Fields, Kind, Pipeline, Record, RecordId, Rules, SearchRole,
-    StageOutcome, Value, CUSTOM_PREFIX, MAX_LONG_TEXT, MAX_TEXT,
+    check_time, fields, normalize_value, parse_amount, parse_datetime, validate_custom_name,
+    value_from_text, Directory, FieldSpec, FieldType, Fields, Kind, Pipeline, Record, RecordId,
+    Rules, SearchRole, StageOutcome, Value, CUSTOM_PREFIX, MAX_LONG_TEXT, MAX_TEXT,
 };
 pub use query::{
     check_offset, empty_summary, stage_timeline, AccountOverview, ListQuery, OwnerCount, Page,

@@ -1223,6 +1223,93 @@ async fn bulk_changes_go_through_the_normal_edit_path_one_record_at_a_time() {
 }
 
 #[tokio::test]
+async fn custom_fields_are_added_edited_and_cleared_in_the_form_keeping_their_kind() {
+    let fx = fixture();
+    let olivia = fx.sign_in("olivia").await;
+    let id = fx
+        .create(
+            &olivia,
+            "accounts",
+            &[
+                ("name", "Acme"),
+                ("territory", "north"),
+                ("new_custom_name", "Tier"),
+                ("new_custom_value", "gold"),
+            ],
+        )
+        .await;
+    let record = || fx.relay.record(&id).unwrap().unwrap().record;
+    assert_eq!(
+        record().text("custom.tier"),
+        Some("gold"),
+        "the name is made a field name"
+    );
+    // A number set on a device stays a number when edited as text.
+    let mut ann = fx.device("ann");
+    fx.sync(&mut ann).await;
+    ann.update(
+        &id,
+        fields([("custom.seats", fieldcrm_core::Value::Int(40))]),
+    )
+    .unwrap();
+    fx.sync(&mut ann).await;
+    let form = fx.get(&olivia, &format!("/r/{id}/edit")).await;
+    assert!(
+        form.body.contains("name=\"custom.seats\" value=\"40\""),
+        "{}",
+        form.body
+    );
+    assert!(form
+        .body
+        .contains("name=\"custom_type.seats\" value=\"integer\""));
+    let saved = fx
+        .post(
+            &olivia,
+            &format!("/r/{id}"),
+            &[
+                ("name", "Acme"),
+                ("custom.tier", ""),
+                ("custom.seats", "45"),
+                ("custom_type.seats", "integer"),
+            ],
+        )
+        .await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
+    assert_eq!(
+        record().get("custom.seats"),
+        Some(&fieldcrm_core::Value::Int(45))
+    );
+    assert_eq!(record().get("custom.tier"), None, "emptied: cleared");
+    let bad = fx
+        .post(
+            &olivia,
+            &format!("/r/{id}"),
+            &[
+                ("custom.seats", "many"),
+                ("custom_type.seats", "integer"),
+                ("new_custom_name", "9lives"),
+                ("new_custom_value", "x"),
+            ],
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        bad.body.contains("“many” is not a whole number"),
+        "{}",
+        bad.body
+    );
+    assert!(
+        bad.body.contains("“9lives” cannot name a field"),
+        "{}",
+        bad.body
+    );
+    assert_eq!(
+        record().get("custom.seats"),
+        Some(&fieldcrm_core::Value::Int(45))
+    );
+}
+
+#[tokio::test]
 async fn one_box_searches_every_kind_the_user_can_see() {
     let fx = fixture();
     many_accounts(&fx);

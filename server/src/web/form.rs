@@ -3,7 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use fieldcrm_core::{normalize_value, value_from_text, FieldType, Fields, Kind, Pipeline, Value};
+use fieldcrm_core::{
+    normalize_value, validate_custom_name, value_from_text, FieldType, Fields, Kind, Pipeline,
+    Value, CUSTOM_PREFIX,
+};
 use maud::{html, Markup};
 use time::macros::format_description;
 
@@ -70,6 +73,7 @@ pub fn inputs(
                 }
             }
         }
+        (custom_inputs(values, errors))
     }
 }
 
@@ -134,10 +138,144 @@ fn placeholder(ty: FieldType) -> Option<&'static str> {
 
 /// A record's values as form strings.
 pub fn form_values(kind: Kind, fields: &Fields) -> BTreeMap<String, String> {
-    fields
+    let mut values: BTreeMap<String, String> = fields
         .iter()
         .map(|(path, value)| (path.clone(), form_string(kind, path, value)))
-        .collect()
+        .collect();
+    // A custom field keeps the kind of value it holds when edited as text.
+    for (path, value) in fields {
+        if let Some(name) = path.strip_prefix(CUSTOM_PREFIX) {
+            let hint = match value {
+                Value::Int(_) => "integer",
+                Value::Float(_) => "number",
+                Value::Bool(_) => "boolean",
+                _ => continue,
+            };
+            values.insert(format!("{CUSTOM_TYPE}{name}"), hint.into());
+        }
+    }
+    values
+}
+
+/// Form keys: the kind of value a custom field holds (`custom_type.tier`),
+/// and a new custom field's name and value.
+const CUSTOM_TYPE: &str = "custom_type.";
+const NEW_CUSTOM_NAME: &str = "new_custom_name";
+const NEW_CUSTOM_VALUE: &str = "new_custom_value";
+
+/// The inputs for a record's custom fields, and one to add a field.
+fn custom_inputs(values: &BTreeMap<String, String>, errors: &Errors) -> Markup {
+    let custom: Vec<(&str, &String)> = values
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix(CUSTOM_PREFIX)?, v)))
+        .collect();
+    html! {
+        fieldset.custom {
+            legend { "Custom fields" }
+            @for (name, value) in &custom {
+                @let path = format!("{CUSTOM_PREFIX}{name}");
+                @let error = errors.get(&path);
+                div class=(if error.is_some() { "field invalid" } else { "field" }) {
+                    label for=(path) { (name) }
+                    input id=(path) name=(path) value=(value) aria-invalid=[error.map(|_| "true")];
+                    @if let Some(hint) = values.get(&format!("{CUSTOM_TYPE}{name}")) {
+                        input type="hidden" name=(format!("{CUSTOM_TYPE}{name}")) value=(hint);
+                    }
+                    @if let Some(error) = error { span.field-error id=(format!("error-{path}")) role="alert" { (error) } }
+                }
+            }
+            @let error = errors.get(NEW_CUSTOM_NAME);
+            div class=(if error.is_some() { "field invalid" } else { "field" }) {
+                label for=(NEW_CUSTOM_NAME) { "Add a field" }
+                div.pair {
+                    input id=(NEW_CUSTOM_NAME) name=(NEW_CUSTOM_NAME) placeholder="name, like tier" value=(values.get(NEW_CUSTOM_NAME).map_or("", String::as_str)) aria-invalid=[error.map(|_| "true")];
+                    input name=(NEW_CUSTOM_VALUE) placeholder="value" aria-label="Value of the new field" value=(values.get(NEW_CUSTOM_VALUE).map_or("", String::as_str));
+                }
+                @if let Some(error) = error { span.field-error id=(format!("error-{NEW_CUSTOM_NAME}")) role="alert" { (error) } }
+            }
+        }
+    }
+}
+
+/// A custom field's typed text as the kind of value it held before.
+fn custom_value(raw: &str, hint: &str) -> Result<Value, String> {
+    let bad = |what: &str| format!("“{raw}” is not {what}; this field holds them.");
+    Ok(match hint {
+        "integer" => Value::Int(raw.parse().map_err(|_| bad("a whole number"))?),
+        "number" => Value::Float(raw.parse().map_err(|_| bad("a number"))?),
+        "boolean" => match raw.to_lowercase().as_str() {
+            "true" | "yes" => Value::Bool(true),
+            "false" | "no" => Value::Bool(false),
+            _ => return Err(bad("yes or no")),
+        },
+        _ => Value::Text(raw.to_string()),
+    })
+}
+
+/// The custom fields a form posts, validated; edits clear emptied ones.
+fn parse_custom(
+    kind: Kind,
+    form: &[(String, String)],
+    pipeline: &Pipeline,
+    creating: bool,
+    fields: &mut Fields,
+    errors: &mut Errors,
+) {
+    let posted = |key: &str| {
+        form.iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.trim())
+    };
+    let mut add = |path: String, value: Result<Value, String>, error_key: &str| {
+        let checked = value
+            .and_then(|v| normalize_value(kind, &path, v, pipeline).map_err(|e| e.to_string()));
+        match checked {
+            Ok(value) => {
+                fields.insert(path, value);
+            }
+            Err(message) => {
+                errors.insert(error_key.to_string(), message);
+            }
+        }
+    };
+    for (key, raw) in form {
+        let Some(name) = key.strip_prefix(CUSTOM_PREFIX) else {
+            continue;
+        };
+        let raw = raw.trim();
+        if raw.is_empty() {
+            if !creating {
+                add(key.clone(), Ok(Value::Null), key);
+            }
+            continue;
+        }
+        let hint = posted(&format!("{CUSTOM_TYPE}{name}")).unwrap_or("text");
+        add(key.clone(), custom_value(raw, hint), key);
+    }
+    if let (Some(name), Some(value)) = (posted(NEW_CUSTOM_NAME), posted(NEW_CUSTOM_VALUE)) {
+        if !name.is_empty() {
+            let name = name.to_lowercase().replace([' ', '-'], "_");
+            match validate_custom_name(&name) {
+                Ok(()) if value.is_empty() => {
+                    errors.insert(
+                        NEW_CUSTOM_NAME.into(),
+                        format!("Give “{name}” a value, or leave the name empty."),
+                    );
+                }
+                Ok(()) => add(
+                    format!("{CUSTOM_PREFIX}{name}"),
+                    Ok(Value::Text(value.to_string())),
+                    NEW_CUSTOM_NAME,
+                ),
+                Err(_) => add(
+                    String::new(),
+                    Err(format!("“{name}” cannot name a field: use letters a-z, digits and _, starting with a letter (at most 64).")),
+                    NEW_CUSTOM_NAME,
+                ),
+            }
+        }
+    }
 }
 
 fn form_string(kind: Kind, path: &str, value: &Value) -> String {
@@ -213,6 +351,7 @@ pub fn parse(
             }
         }
     }
+    parse_custom(kind, form, pipeline, creating, &mut fields, &mut errors);
     (fields, errors)
 }
 
