@@ -305,11 +305,16 @@ impl Store {
             .prepare_cached(&format!("SELECT count(*) FROM records {}", f.sql()))?
             .query_row(params_from_iter(f.params.iter()), |r| r.get(0))?;
         let order = if q.descending { "DESC" } else { "ASC" };
+        let column = q.sort.column();
+        // Records without the value last; the columns every record has need
+        // no such term, which would keep SQLite from walking their index.
+        let nulls_last = match q.sort {
+            SortBy::Name | SortBy::UpdatedAt | SortBy::CreatedAt => String::new(),
+            _ => format!("{column} IS NULL, "),
+        };
         let sql = format!(
-            "SELECT record FROM records {} ORDER BY {} IS NULL, {} {order}, id {order} LIMIT {limit} OFFSET {offset}",
+            "SELECT record FROM records {} ORDER BY {nulls_last}{column} {order}, id {order} LIMIT {limit} OFFSET {offset}",
             f.sql(),
-            q.sort.column(),
-            q.sort.column(),
         );
         let records = query_records(self.conn(), &sql, f.params)?;
         Ok(Page {
@@ -363,7 +368,7 @@ impl Store {
             ..Default::default()
         });
         let sql = format!(
-            "SELECT coalesce(owner, ''), kind, count(*) FROM records {} GROUP BY 1, 2 ORDER BY 1, 2",
+            "SELECT coalesce(owner, ''), kind, count(*) FROM records {} GROUP BY owner, kind ORDER BY owner, kind",
             f.sql()
         );
         let mut stmt = self.conn().prepare_cached(&sql)?;
@@ -478,19 +483,22 @@ impl Store {
     /// Live deals (optionally one owner's) grouped for
     /// [`crate::PipelineReport`].
     pub fn deal_groups(&self, owner: Option<&str>, territories: &[String]) -> Result<DealGroups> {
-        let q = ListQuery {
-            kind: Some(Kind::Deal),
+        // `kind` and `deleted` written out, not bound: only then may SQLite
+        // read the covering partial index `records_deal_figures` (named,
+        // since the planner would rather look deals up by kind, row by row).
+        let mut f = list_filter(&ListQuery {
             owner: owner.map(String::from),
             territories: territories.to_vec(),
+            include_deleted: true,
             ..Default::default()
-        };
-        let f = list_filter(&q);
+        });
+        f.clauses.push("kind = 'deal' AND deleted = 0".into());
         let sql = format!(
-            "SELECT coalesce(stage, ''), coalesce(json_extract(record, '$.fields.currency'), ''), substr(close_date, 1, 7),
+            "SELECT coalesce(stage, ''), coalesce(currency, ''), substr(close_date, 1, 7),
                     count(*), coalesce(sum(amount), 0),
-                    coalesce(sum(amount * json_extract(record, '$.fields.probability')), 0),
-                    coalesce(sum(CASE WHEN json_extract(record, '$.fields.probability') IS NULL THEN amount END), 0)
-             FROM records {} GROUP BY 1, 2, 3",
+                    coalesce(sum(amount * probability), 0),
+                    coalesce(sum(CASE WHEN probability IS NULL THEN amount END), 0)
+             FROM records INDEXED BY records_deal_figures {} GROUP BY 1, 2, 3",
             f.sql()
         );
         let mut stmt = self.conn().prepare_cached(&sql)?;

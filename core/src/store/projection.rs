@@ -39,15 +39,17 @@ fn upsert(conn: &Connection, record: &Record, has_conflicts: bool) -> Result<()>
     let rowid: i64 = conn
         .prepare_cached(
             "INSERT INTO records (id, kind, name, owner, territory, account_id, related_to, stage,
-                 amount, close_date, due_at, done, deleted, has_conflicts, created_at, updated_at, record)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+                 amount, close_date, due_at, done, deleted, has_conflicts, created_at, updated_at, record,
+                 currency, probability)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
              ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, name = excluded.name,
                  owner = excluded.owner, territory = excluded.territory,
                  account_id = excluded.account_id, related_to = excluded.related_to,
                  stage = excluded.stage, amount = excluded.amount, close_date = excluded.close_date,
                  due_at = excluded.due_at, done = excluded.done, deleted = excluded.deleted,
                  has_conflicts = excluded.has_conflicts, created_at = excluded.created_at,
-                 updated_at = excluded.updated_at, record = excluded.record
+                 updated_at = excluded.updated_at, record = excluded.record,
+                 currency = excluded.currency, probability = excluded.probability
              RETURNING rowid",
         )?
         .query_row(
@@ -69,6 +71,8 @@ fn upsert(conn: &Connection, record: &Record, has_conflicts: bool) -> Result<()>
                 record.created_at,
                 record.updated_at,
                 json,
+                text("currency"),
+                int("probability"),
             ],
             |r| r.get(0),
         )?;

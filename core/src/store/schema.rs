@@ -7,11 +7,13 @@ use rusqlite::{Connection, Transaction};
 use crate::error::{Error, Result};
 
 /// The schema version this build creates and understands. 2 added the
-/// outbox's refusal code, field and intent, and deferred evictions.
-pub const VERSION: i64 = 2;
+/// outbox's refusal code, field and intent, and deferred evictions; 3 a
+/// deal's currency and probability as columns, and the covering indexes
+/// dashboards read (deal figures, records per owner).
+pub const VERSION: i64 = 3;
 
 /// The complete schema at [`VERSION`], for fresh stores.
-const CREATE: &str = include_str!("sql/create_v2.sql");
+const CREATE: &str = include_str!("sql/create_v3.sql");
 
 /// Connection settings that are not stored in the file.
 pub(crate) fn prepare(conn: &Connection, durable: bool) -> Result<()> {
@@ -77,6 +79,16 @@ fn upgrade_from(tx: &Transaction<'_>, from: i64) -> Result<()> {
              -- v1 kept refused changes with a reason only.
              UPDATE outbox SET code = 'refused' WHERE rejected IS NOT NULL;
              CREATE TABLE deferred_evictions (record_id TEXT PRIMARY KEY) WITHOUT ROWID;",
+        )?,
+        2 => tx.execute_batch(
+            "ALTER TABLE records ADD COLUMN currency TEXT;
+             ALTER TABLE records ADD COLUMN probability INTEGER;
+             UPDATE records SET currency = json_extract(record, '$.fields.currency'),
+                 probability = json_extract(record, '$.fields.probability')
+             WHERE kind = 'deal';
+             CREATE INDEX records_deal_figures ON records (stage, currency, close_date, probability, amount, territory, kind, deleted)
+                 WHERE kind = 'deal' AND deleted = 0;
+             CREATE INDEX records_owner_kind ON records (owner, kind, territory, deleted) WHERE deleted = 0;",
         )?,
         _ => unreachable!("no migration from schema version {from}: VERSION is {VERSION}"),
     }
@@ -149,19 +161,45 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn frozen_v2_schema_matches_a_fresh_database() {
+    fn frozen_v3_schema_matches_a_fresh_database() {
         let dir = tempfile::tempdir().unwrap();
         let (mut fresh, path) = open(&dir, "fresh.db");
         migrate(&mut fresh, &path).unwrap();
         let (frozen, _) = open(&dir, "frozen.db");
         frozen
-            .execute_batch(include_str!("sql/tests/create_schema_v2.sql"))
+            .execute_batch(include_str!("sql/tests/create_schema_v3.sql"))
             .unwrap();
         assert_eq!(dump(&fresh), dump(&frozen));
     }
 
     #[test]
-    fn a_v1_store_upgrades_to_the_v2_schema_keeping_its_refusals() {
+    fn a_v2_store_upgrades_to_v3_with_its_deals_figures_filled_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut old, path) = open(&dir, "v2.db");
+        old.execute_batch(include_str!("sql/tests/create_schema_v2.sql"))
+            .unwrap();
+        old.pragma_update(None, "user_version", 2).unwrap();
+        old.execute(
+            "INSERT INTO records (id, kind, name, stage, amount, deleted, has_conflicts, created_at, updated_at, record)
+             VALUES ('d', 'deal', 'Big', 'lead', 100, 0, 0, 1, 1,
+                     '{\"fields\":{\"currency\":\"EUR\",\"probability\":30}}')",
+            [],
+        )
+        .unwrap();
+        migrate(&mut old, &path).unwrap();
+        let (mut fresh, fresh_path) = open(&dir, "fresh.db");
+        migrate(&mut fresh, &fresh_path).unwrap();
+        assert_eq!(dump(&old), dump(&fresh));
+        let (currency, probability): (String, i64) = old
+            .query_row("SELECT currency, probability FROM records", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((currency.as_str(), probability), ("EUR", 30));
+    }
+
+    #[test]
+    fn a_v1_store_upgrades_to_the_current_schema_keeping_its_refusals() {
         let dir = tempfile::tempdir().unwrap();
         let (mut old, path) = open(&dir, "v1.db");
         old.execute_batch(include_str!("sql/tests/create_schema_v1.sql"))

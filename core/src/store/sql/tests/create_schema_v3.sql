@@ -1,3 +1,4 @@
+-- Frozen copy of the shipped schema v3: never edit; the migration tests compare against it.
 -- FieldCRM device store, schema version 2 (fresh stores; older ones are
 -- upgraded step by step, see schema.rs).
 
@@ -50,7 +51,9 @@ CREATE TABLE records (
     has_conflicts INTEGER NOT NULL,
     created_at    INTEGER NOT NULL,
     updated_at    INTEGER NOT NULL,
-    record        TEXT NOT NULL  -- the Record as JSON
+    record        TEXT NOT NULL, -- the Record as JSON
+    currency      TEXT,
+    probability   INTEGER
 );
 CREATE INDEX records_kind_name ON records (kind, name);
 CREATE INDEX records_kind_updated ON records (kind, updated_at);
@@ -60,6 +63,10 @@ CREATE INDEX records_territory ON records (territory, id);
 CREATE INDEX records_account ON records (account_id) WHERE account_id IS NOT NULL;
 CREATE INDEX records_related ON records (related_to) WHERE related_to IS NOT NULL;
 CREATE INDEX records_stage ON records (stage) WHERE stage IS NOT NULL;
+-- Dashboards read these without touching the rows (covering indexes).
+CREATE INDEX records_deal_figures ON records (stage, currency, close_date, probability, amount, territory, kind, deleted)
+    WHERE kind = 'deal' AND deleted = 0;
+CREATE INDEX records_owner_kind ON records (owner, kind, territory, deleted) WHERE deleted = 0;
 
 -- Full-text index over names, emails, phones and notes; rowid = records.rowid.
 CREATE VIRTUAL TABLE records_fts USING fts5 (
