@@ -523,6 +523,23 @@ async fn conflicts_show_on_the_record_page_until_the_office_resolves_them() {
     }
     let listed = fx.get(&olivia, "/accounts?conflicts=true").await;
     assert!(listed.body.contains("Acme"));
+    // Every page counts the conflicts in the navigation, and links to them.
+    let nav = between(&fx.get(&olivia, "/dashboard").await.body, "<nav>", "</nav>").to_string();
+    assert!(
+        nav.contains("href=\"/conflicts\"") && nav.contains("conflict-count\">1<"),
+        "{nav}"
+    );
+    let all = fx.get(&olivia, "/conflicts").await;
+    assert!(
+        all.body.contains(&format!("href=\"/r/{id}\">Acme")),
+        "{}",
+        all.body
+    );
+    let sam = fx.sign_in("sam").await;
+    assert!(
+        !fx.get(&sam, "/dashboard").await.body.contains("/conflicts"),
+        "not in sam's view"
+    );
 
     // Keep the value shown now (Automerge's pick, which depends on the
     // random actor ids): that changes no value, yet is in the history.
@@ -539,6 +556,10 @@ async fn conflicts_show_on_the_record_page_until_the_office_resolves_them() {
     assert_eq!(resolved.status, StatusCode::SEE_OTHER);
     let page = fx.get(&olivia, &format!("/r/{id}")).await;
     assert!(!page.body.contains("id=\"conflicts-h\""));
+    assert!(
+        !page.body.contains("href=\"/conflicts\""),
+        "none left to count"
+    );
     let history = between(&page.body, "Field history", "</table>");
     let resolution = between(history, "<tr class=\"quiet\">", "</tr>");
     assert!(

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 /// The schema version this build creates and understands. 2 added the
 /// outbox's refusal code, field and intent, and deferred evictions; 3 a
 /// deal's currency and probability as columns, and the covering indexes
-/// dashboards read (deal figures, records per owner).
+/// dashboards read (deal figures, records per owner, records in conflict).
 pub const VERSION: i64 = 3;
 
 /// The complete schema at [`VERSION`], for fresh stores.
@@ -88,7 +88,8 @@ fn upgrade_from(tx: &Transaction<'_>, from: i64) -> Result<()> {
              WHERE kind = 'deal';
              CREATE INDEX records_deal_figures ON records (stage, currency, close_date, probability, amount, territory, kind, deleted)
                  WHERE kind = 'deal' AND deleted = 0;
-             CREATE INDEX records_owner_kind ON records (owner, kind, territory, deleted) WHERE deleted = 0;",
+             CREATE INDEX records_owner_kind ON records (owner, kind, territory, deleted) WHERE deleted = 0;
+             CREATE INDEX records_conflicts ON records (territory, kind, deleted, has_conflicts) WHERE has_conflicts = 1;",
         )?,
         _ => unreachable!("no migration from schema version {from}: VERSION is {VERSION}"),
     }

@@ -17,6 +17,7 @@ pub enum Nav {
     Review,
     Search,
     Admin,
+    Conflicts,
 }
 
 fn head(title: &str) -> Markup {
@@ -47,6 +48,11 @@ pub fn page(session: &Session, title: &str, nav: Nav, body: Markup) -> Markup {
                     }
                     (item(Nav::Pipeline, "/pipeline", "Pipeline"))
                     (item(Nav::Import, "/import", "Import"))
+                    @if session.conflicts > 0 {
+                        a href="/conflicts" class=[(nav == Nav::Conflicts).then_some("active")] {
+                            "Conflicts " span.badge.warn.conflict-count { (session.conflicts) }
+                        }
+                    }
                     @if crate::relay::review::scope_for(&session.user).is_some() {
                         (item(Nav::Review, "/review", "Review"))
                     }

@@ -42,6 +42,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/dashboard", get(dashboard::dashboard))
         .route("/dashboard/stages", get(dashboard::stages))
         .route("/search", get(search::search))
+        .route("/conflicts", get(records::conflicts))
         .route("/pipeline", get(board::pipeline))
         .route("/pipeline/move", post(board::move_deal))
         .route(

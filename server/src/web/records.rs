@@ -449,6 +449,41 @@ fn pages(params: &ListParams, path: &str, total: usize) -> Markup {
     }
 }
 
+/// Every record in the user's view with conflicting values, most recently
+/// changed first: the navigation's "Conflicts" count links here.
+pub async fn conflicts(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+) -> Result<Markup, PageError> {
+    let user = session.user.clone();
+    let found = blocking(&state, move |relay| {
+        let q = ListQuery {
+            only_conflicts: true,
+            sort: SortBy::UpdatedAt,
+            descending: true,
+            limit: 200,
+            ..Default::default()
+        };
+        office::list(relay, &user, q)
+    })
+    .await?;
+    let body = html! {
+        p.muted { "These records hold values changed at the same time on different devices. Open one to keep the right value." }
+        @if found.records.is_empty() { p { "No conflicts." } }
+        @else {
+            p.count { (found.total) " records" @if found.total > found.records.len() { " (the " (found.records.len()) " changed last are shown)" } }
+            div.scroll { table.records {
+                thead { tr { th { "Record" } th { "Kind" } th { "Territory" } th { "Last change" } } }
+                tbody { @for r in &found.records { tr {
+                    td { (record_link(r)) } td { (r.kind.as_str()) }
+                    td { (r.text("territory").unwrap_or("")) } td { (layout::time(r.updated_at)) }
+                } } }
+            } }
+        }
+    };
+    Ok(page(&session, "Conflicts", Nav::Conflicts, body))
+}
+
 /// What a form's selects offer this user.
 pub fn choices(relay: &dyn RelayStore, user: &User) -> crate::relay::Result<Choices> {
     let territories = match access::scope(user) {

@@ -32,6 +32,9 @@ const MAX_FORM_BYTES: usize = 32 << 20;
 #[derive(Debug, Clone)]
 pub struct Session {
     pub user: User,
+    /// Records in the user's view with conflicting values (shown in the
+    /// navigation on every page).
+    pub conflicts: usize,
     token_hash: [u8; 32],
     /// Goes into every form; [`Post`] checks it.
     pub csrf: String,
@@ -69,12 +72,28 @@ impl FromRequestParts<Arc<AppState>> for Session {
             return Err(to_login());
         };
         let token_hash = auth::token_hash(&token);
-        let user = blocking(state, move |relay| relay.user_by_token(&token_hash))
-            .await
-            .map_err(IntoResponse::into_response)?;
-        match user {
-            Some(user) => Ok(Session {
+        let found = blocking(state, move |relay| {
+            let Some(user) = relay.user_by_token(&token_hash)? else {
+                return Ok(None);
+            };
+            let conflicts = crate::relay::office::list(
+                relay,
+                &user,
+                fieldcrm_core::ListQuery {
+                    only_conflicts: true,
+                    limit: 1,
+                    ..Default::default()
+                },
+            )?
+            .total;
+            Ok(Some((user, conflicts)))
+        })
+        .await
+        .map_err(IntoResponse::into_response)?;
+        match found {
+            Some((user, conflicts)) => Ok(Session {
                 user,
+                conflicts,
                 token_hash,
                 csrf: csrf_for(&token),
             }),

@@ -87,6 +87,7 @@ CREATE INDEX IF NOT EXISTS relay_records_owner ON relay_records (owner);
 CREATE INDEX IF NOT EXISTS relay_records_territory ON relay_records (territory, id);
 CREATE INDEX IF NOT EXISTS relay_records_account ON relay_records (account_id) WHERE account_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS relay_records_related ON relay_records (related_to) WHERE related_to IS NOT NULL;
+CREATE INDEX IF NOT EXISTS relay_records_conflicts ON relay_records (kind, territory) WHERE has_conflicts AND NOT deleted;
 CREATE INDEX IF NOT EXISTS relay_records_stage ON relay_records (stage) WHERE stage IS NOT NULL;
 CREATE INDEX IF NOT EXISTS relay_records_search ON relay_records USING GIN (search);
 CREATE SEQUENCE IF NOT EXISTS relay_log_seq;

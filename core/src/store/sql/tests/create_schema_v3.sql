@@ -67,6 +67,7 @@ CREATE INDEX records_stage ON records (stage) WHERE stage IS NOT NULL;
 CREATE INDEX records_deal_figures ON records (stage, currency, close_date, probability, amount, territory, kind, deleted)
     WHERE kind = 'deal' AND deleted = 0;
 CREATE INDEX records_owner_kind ON records (owner, kind, territory, deleted) WHERE deleted = 0;
+CREATE INDEX records_conflicts ON records (territory, kind, deleted, has_conflicts) WHERE has_conflicts = 1;
 
 -- Full-text index over names, emails, phones and notes; rowid = records.rowid.
 CREATE VIRTUAL TABLE records_fts USING fts5 (
