@@ -1,5 +1,5 @@
-//! A realistic demo dataset: two territories, reps in each, a manager and an
-//! office user, and records made on the reps' (temporary) devices and pushed
+//! A realistic demo dataset: two territories, reps in each, a manager, an
+//! office user and an admin, and records made on the reps' (temporary) devices and pushed
 //! through the same path real devices use.
 
 use fieldcrm_core::protocol::RecordBytes;
@@ -18,6 +18,7 @@ pub const DEMO_USERS: &[(&str, Role, &[&str])] = &[
     ("sam", Role::Rep, &["south"]),
     ("maria", Role::Manager, &["north", "south"]),
     ("olivia", Role::Office, &[]),
+    ("alex", Role::Admin, &[]),
 ];
 
 const COMPANIES: &[(&str, &str, &str)] = &[
