@@ -1280,6 +1280,12 @@ async fn custom_fields_are_added_edited_and_cleared_in_the_form_keeping_their_ki
         "{}",
         form.body
     );
+    // Coordinates sit in a closed "Location" group while they are empty.
+    let location = between(&form.body, "<details class=\"location\"", "</details>");
+    assert!(
+        location.starts_with('>') && location.contains("id=\"geo.lat\""),
+        "{location}"
+    );
     assert!(form
         .body
         .contains("name=\"custom_type.seats\" value=\"integer\""));

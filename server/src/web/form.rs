@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use fieldcrm_core::{
-    normalize_value, validate_custom_name, value_from_text, FieldType, Fields, Kind, Pipeline,
-    Value, CUSTOM_PREFIX,
+    normalize_value, validate_custom_name, value_from_text, FieldSpec, FieldType, Fields, Kind,
+    Pipeline, Value, CUSTOM_PREFIX,
 };
 use maud::{html, Markup};
 use time::macros::format_description;
@@ -39,41 +39,66 @@ pub fn inputs(
     errors: &Errors,
     choices: &Choices,
 ) -> Markup {
+    let (location, plain): (Vec<&FieldSpec>, Vec<&FieldSpec>) = kind
+        .fields()
+        .iter()
+        .partition(|s| matches!(s.ty, FieldType::Latitude | FieldType::Longitude));
+    // Coordinates are rarely typed: they sit in a group of their own,
+    // open when they hold something or something is wrong with them.
+    let location_open = location
+        .iter()
+        .any(|s| values.get(s.path).is_some_and(|v| !v.is_empty()) || errors.contains_key(s.path));
     html! {
-        @for spec in kind.fields() {
-            @let path = spec.path;
-            @let current = values.get(path).map(String::as_str).unwrap_or("");
-            @let error = errors.get(path);
-            div class=(if error.is_some() { "field invalid" } else { "field" }) {
-                label for=(path) {
-                    (field_label(path))
-                    @if spec.required { span.req title="required" { " *" } }
-                }
-                @match spec.ty {
-                    FieldType::LongText => textarea id=(path) name=(path) rows="4" { (current) },
-                    FieldType::Bool => {
-                        input type="hidden" name=(path) value="false";
-                        input id=(path) name=(path) type="checkbox" value="true" checked[current == "true"];
-                    }
-                    FieldType::Stage => (select(path, current, choices.stages.iter().map(|s| (s.as_str(), s.as_str())), spec.required)),
-                    FieldType::ActivityKind => (select(path, current, ACTIVITY_KINDS.iter().map(|k| (*k, *k)), spec.required)),
-                    FieldType::Ref(target) => (picker(path, target, current, values.get(&name_key(path)).map_or("", String::as_str), error.is_some())),
-                    _ if path == "territory" => (select(path, current, choices.territories.iter().map(|t| (t.as_str(), t.as_str())), spec.required)),
-                    _ if path == "owner" => {
-                        input id=(path) name=(path) value=(current) list="owner-choices" autocomplete="off" aria-invalid=[error.map(|_| "true")];
-                        datalist id="owner-choices" { @for u in &choices.owners { option value=(u) {} } }
-                    }
-                    ty => input id=(path) name=(path) type=(input_type(ty)) value=(current)
-                        step=[matches!(ty, FieldType::Latitude | FieldType::Longitude).then_some("any")]
-                        placeholder=[placeholder(ty)]
-                        aria-invalid=[error.map(|_| "true")];
-                }
-                @if let Some(error) = error {
-                    span.field-error id=(format!("error-{path}")) role="alert" { (error) }
-                }
+        @for spec in plain { (field_input(spec, values, errors, choices)) }
+        @if !location.is_empty() {
+            details.location open[location_open] {
+                summary { "Location (latitude and longitude)" }
+                @for spec in location { (field_input(spec, values, errors, choices)) }
             }
         }
         (custom_inputs(values, errors))
+    }
+}
+
+/// One built-in field's label, input and message.
+fn field_input(
+    spec: &FieldSpec,
+    values: &BTreeMap<String, String>,
+    errors: &Errors,
+    choices: &Choices,
+) -> Markup {
+    html! {
+        @let path = spec.path;
+        @let current = values.get(path).map(String::as_str).unwrap_or("");
+        @let error = errors.get(path);
+        div class=(if error.is_some() { "field invalid" } else { "field" }) {
+            label for=(path) {
+                (field_label(path))
+                @if spec.required { span.req title="required" { " *" } }
+            }
+            @match spec.ty {
+                FieldType::LongText => textarea id=(path) name=(path) rows="4" { (current) },
+                FieldType::Bool => {
+                    input type="hidden" name=(path) value="false";
+                    input id=(path) name=(path) type="checkbox" value="true" checked[current == "true"];
+                }
+                FieldType::Stage => (select(path, current, choices.stages.iter().map(|s| (s.as_str(), s.as_str())), spec.required)),
+                FieldType::ActivityKind => (select(path, current, ACTIVITY_KINDS.iter().map(|k| (*k, *k)), spec.required)),
+                FieldType::Ref(target) => (picker(path, target, current, values.get(&name_key(path)).map_or("", String::as_str), error.is_some())),
+                _ if path == "territory" => (select(path, current, choices.territories.iter().map(|t| (t.as_str(), t.as_str())), spec.required)),
+                _ if path == "owner" => {
+                    input id=(path) name=(path) value=(current) list="owner-choices" autocomplete="off" aria-invalid=[error.map(|_| "true")];
+                    datalist id="owner-choices" { @for u in &choices.owners { option value=(u) {} } }
+                }
+                ty => input id=(path) name=(path) type=(input_type(ty)) value=(current)
+                    step=[matches!(ty, FieldType::Latitude | FieldType::Longitude).then_some("any")]
+                    placeholder=[placeholder(ty)]
+                    aria-invalid=[error.map(|_| "true")];
+            }
+            @if let Some(error) = error {
+                span.field-error id=(format!("error-{path}")) role="alert" { (error) }
+            }
+        }
     }
 }
 
