@@ -28,14 +28,14 @@ fn stored_hash(store: &dyn RelayStore, id: &str) -> Result<String> {
 }
 
 pub fn accounts(store: &dyn RelayStore) -> Result<Vec<Account>> {
-    store
+    Ok(store
         .list_users()?
         .into_iter()
-        .map(|user| {
-            let disabled = auth::is_disabled(&stored_hash(store, &user.id)?);
-            Ok(Account { user, disabled })
+        .map(|(user, hash)| Account {
+            user,
+            disabled: auth::is_disabled(&hash),
         })
-        .collect()
+        .collect())
 }
 
 pub fn add(

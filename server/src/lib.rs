@@ -8,6 +8,7 @@ pub mod demo;
 pub mod error;
 pub mod log_heads;
 pub mod login_throttle;
+pub mod preferences;
 pub mod relay;
 pub mod web;
 

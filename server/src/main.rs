@@ -318,12 +318,13 @@ fn user_command(
             println!("user {name} added ({})", role.as_str());
         }
         UserCommand::List => {
-            for u in relay.list_users()? {
+            for a in accounts::accounts(relay)? {
                 println!(
-                    "{:<16} {:<8} {}",
-                    u.id,
-                    u.role.as_str(),
-                    u.territories.join(",")
+                    "{:<16} {:<8} {:<24} {}",
+                    a.user.id,
+                    a.user.role.as_str(),
+                    a.user.territories.join(","),
+                    if a.disabled { "disabled" } else { "" }
                 );
             }
         }

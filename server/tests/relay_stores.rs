@@ -130,7 +130,7 @@ fn users_tokens_and_territories(fx: Fixture) {
         .list_users()
         .unwrap()
         .into_iter()
-        .map(|u| u.id)
+        .map(|(u, _)| u.id)
         .collect();
     assert_eq!(users, ["ann", "bob", "olivia", "sam"]);
     let err = relay
@@ -165,6 +165,32 @@ fn users_tokens_and_territories(fx: Fixture) {
         "only that session ended"
     );
     assert_eq!(relay.revoke_tokens("ann").unwrap(), 1);
+
+    // Each user's own settings (time zone, saved filters) are theirs alone.
+    use fieldcrm_server::preferences;
+    preferences::set_time_zone(relay, "ann", Some("Europe/Berlin")).unwrap();
+    let err = preferences::set_time_zone(relay, "ann", Some("Mars/Olympus")).unwrap_err();
+    assert!(err.to_string().contains("not a time zone"), "{err}");
+    preferences::save_filter(relay, "ann", Kind::Deal, "North leads", "stage=lead").unwrap();
+    preferences::save_filter(relay, "ann", Kind::Deal, "North leads", "stage=won").unwrap();
+    preferences::save_filter(relay, "ann", Kind::Account, "Mine", "owner=ann").unwrap();
+    let ann = preferences::load(relay, "ann").unwrap();
+    assert_eq!(ann.time_zone.as_deref(), Some("Europe/Berlin"));
+    let deals: Vec<(&str, &str)> = ann
+        .filters(Kind::Deal)
+        .map(|f| (f.name.as_str(), f.query.as_str()))
+        .collect();
+    assert_eq!(
+        deals,
+        [("North leads", "stage=won")],
+        "saving again replaces"
+    );
+    assert!(preferences::load(relay, "sam").unwrap().filters.is_empty());
+    preferences::delete_filter(relay, "ann", Kind::Deal, "North leads").unwrap();
+    preferences::set_time_zone(relay, "ann", None).unwrap();
+    let ann = preferences::load(relay, "ann").unwrap();
+    assert_eq!(ann.time_zone, None);
+    assert_eq!(ann.filters.len(), 1);
 
     relay.set_territories("ann", &["south".into()]).unwrap();
     assert_eq!(fx.user("ann").territories, ["south"]);

@@ -9,7 +9,7 @@ use axum::body::{Body, Bytes};
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use fieldcrm_core::protocol;
-use fieldcrm_core::{fields, Kind, ListQuery, Store};
+use fieldcrm_core::{fields, Kind, ListQuery, Store, Value};
 use fieldcrm_server::relay::sqlite::SqliteRelay;
 use fieldcrm_server::relay::{RelayStore, Role};
 use fieldcrm_server::{app, auth, AppState};
@@ -1610,6 +1610,11 @@ async fn admins_add_users_assign_territories_disable_and_reset_passwords() {
         .await;
     assert_eq!(unknown.status, StatusCode::BAD_REQUEST, "{}", unknown.body);
 
+    assert!(fx
+        .get(&root, "/lookup?kind=user&q=nin")
+        .await
+        .body
+        .contains("\"id\":\"nina\""));
     // Disabled: no sign-in, her session ends, the page says so.
     let nina = fx.sign_in("nina").await;
     let disabled = fx.post(&root, "/admin/users/nina/disable", &[]).await;
@@ -1630,6 +1635,9 @@ async fn admins_add_users_assign_territories_disable_and_reset_passwords() {
         row.contains("disabled") && row.contains("/admin/users/nina/enable"),
         "{row}"
     );
+    // Records can no longer be given to her.
+    let owners = fx.get(&root, "/lookup?kind=user&q=nin").await;
+    assert_eq!(owners.body, "[]", "a disabled user is not offered as owner");
     // A new password keeps her disabled; enabling lets her in with it.
     let reset = fx
         .post(
@@ -2211,4 +2219,176 @@ async fn pickers_suggest_visible_records_and_typed_names_are_resolved_on_save() 
         owners.contains("value=\"sam\"") && owners.contains("value=\"olivia\""),
         "{owners}"
     );
+}
+
+#[tokio::test]
+async fn times_show_and_are_typed_in_the_users_time_zone() {
+    let fx = fixture();
+    let mut olivia = fx.sign_in("olivia").await;
+    let acme = fx.account(&olivia, "Acme", "north").await;
+    // Without a setting, the browser's zone (the page script's cookie).
+    olivia.cookie = format!("{}; fieldcrm_tz=Asia/Tokyo", olivia.cookie);
+    let call = fx
+        .create(
+            &olivia,
+            "activities",
+            &[
+                ("subject", "Call back"),
+                ("kind", "call"),
+                ("related_to", &acme),
+                ("territory", "north"),
+                ("due_at", "2026-11-24T10:30"),
+            ],
+        )
+        .await;
+    let due = fx.relay.record(&call).unwrap().unwrap().record;
+    // 10:30 in Tokyo is 01:30 UTC: records keep UTC.
+    assert_eq!(due.get("due_at"), Some(&Value::Int(1_795_483_800_000)));
+    let page = fx.get(&olivia, &format!("/r/{call}")).await;
+    assert!(page.body.contains("2026-11-24 10:30 JST"), "{}", page.body);
+    let form = fx.get(&olivia, &format!("/r/{call}/edit")).await;
+    assert!(form.body.contains("value=\"2026-11-24T10:30\""));
+
+    // The user's own setting wins over the browser's.
+    let settings = fx.get(&olivia, "/settings").await;
+    assert!(settings
+        .body
+        .contains("<strong class=\"zone\">Asia/Tokyo</strong>"));
+    let saved = fx
+        .post(&olivia, "/settings", &[("time_zone", "America/New_York")])
+        .await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
+    let page = fx.get(&olivia, &format!("/r/{call}")).await;
+    assert!(page.body.contains("2026-11-23 20:30 EST"), "{}", page.body);
+    let form = fx.get(&olivia, &format!("/r/{call}/edit")).await;
+    assert!(form.body.contains("value=\"2026-11-23T20:30\""));
+    let bad = fx
+        .post(&olivia, "/settings", &[("time_zone", "Mars/Olympus")])
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.body.contains("is not a time zone"), "{}", bad.body);
+    // Another user without a setting or a cookie reads UTC.
+    let maria = fx.sign_in("maria").await;
+    let page = fx.get(&maria, &format!("/r/{call}")).await;
+    assert!(page.body.contains("2026-11-24 01:30 UTC"), "{}", page.body);
+    // Going back to the browser's zone.
+    fx.post(&olivia, "/settings", &[("time_zone", "")]).await;
+    let page = fx.get(&olivia, &format!("/r/{call}")).await;
+    assert!(page.body.contains("2026-11-24 10:30 JST"));
+}
+
+#[tokio::test]
+async fn saved_filters_belong_to_their_user_and_list() {
+    let fx = fixture();
+    let olivia = fx.sign_in("olivia").await;
+    let saved = fx
+        .post(
+            &olivia,
+            "/deals/filters",
+            &[
+                ("name", "North leads"),
+                ("query", "territory=north&stage=lead&page=3&nonsense=1"),
+            ],
+        )
+        .await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
+    // Kept as list filters only: the page and anything else are dropped.
+    assert_eq!(saved.location, "/deals?territory=north&stage=lead");
+    let deals = fx.get(&olivia, "/deals").await;
+    let chips = between(&deals.body, "<ul class=\"saved-filters\">", "</ul>");
+    assert!(
+        chips.contains("href=\"/deals?territory=north&amp;stage=lead\">North leads</a>"),
+        "{chips}"
+    );
+    assert!(!fx
+        .get(&olivia, "/accounts")
+        .await
+        .body
+        .contains("North leads"));
+    let ann = fx.sign_in("ann").await;
+    assert!(!fx.get(&ann, "/deals").await.body.contains("North leads"));
+    assert!(fx
+        .get(&olivia, "/settings")
+        .await
+        .body
+        .contains("North leads"));
+    let unnamed = fx
+        .post(&olivia, "/deals/filters", &[("name", " "), ("query", "")])
+        .await;
+    assert_eq!(unnamed.status, StatusCode::BAD_REQUEST);
+    assert!(unnamed.body.contains("Give the filter a name."));
+    for i in 1..fieldcrm_server::preferences::MAX_FILTERS {
+        let name = format!("f{i}");
+        let ok = fx
+            .post(&olivia, "/deals/filters", &[("name", &name), ("query", "")])
+            .await;
+        assert_eq!(ok.status, StatusCode::SEE_OTHER);
+    }
+    let full = fx
+        .post(
+            &olivia,
+            "/deals/filters",
+            &[("name", "one more"), ("query", "")],
+        )
+        .await;
+    assert_eq!(full.status, StatusCode::BAD_REQUEST);
+    assert!(full.body.contains("delete one first"), "{}", full.body);
+    let removed = fx
+        .post(&olivia, "/deals/filters/remove", &[("name", "North leads")])
+        .await;
+    assert_eq!(removed.status, StatusCode::SEE_OTHER);
+    assert!(!fx.get(&olivia, "/deals").await.body.contains("North leads"));
+}
+
+#[tokio::test]
+async fn custom_fields_are_exported_as_columns_and_import_back() {
+    let fx = fixture();
+    let olivia = fx.sign_in("olivia").await;
+    fx.create(
+        &olivia,
+        "accounts",
+        &[
+            ("name", "Acme"),
+            ("territory", "north"),
+            ("new_custom_name", "tier"),
+            ("new_custom_value", "=gold"),
+        ],
+    )
+    .await;
+    fx.account(&olivia, "Plain", "north").await;
+    let export = fx.get(&olivia, "/accounts/export.csv?sort=name").await;
+    let body = export.body.strip_prefix('\u{feff}').unwrap();
+    let mut reader = csv::Reader::from_reader(body.as_bytes());
+    let header = reader.headers().unwrap().clone();
+    let tier = header
+        .iter()
+        .position(|h| h == "custom.tier")
+        .expect("a custom column");
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(&rows[0][tier], "'=gold", "custom cells are neutralised too");
+    assert_eq!(&rows[1][tier], "");
+
+    // The same file imports back with its custom column mapped by itself.
+    let renamed = body
+        .replace("Acme", "Acme Two")
+        .replace("Plain", "Plain Two");
+    let preview = fx.import_preview(&olivia, "account", &renamed).await;
+    assert_eq!(mapped(&preview.body, tier), "custom.tier");
+    let columns: Vec<String> = (0..header.len())
+        .map(|i| mapped(&preview.body, i))
+        .map(|m| if m == "id" { String::new() } else { m })
+        .collect();
+    let run = fx
+        .import_run(&olivia, "account", &renamed, &columns, &[])
+        .await;
+    assert!(
+        run.body.contains("<strong class=\"imported\">2</strong>"),
+        "{}",
+        run.body
+    );
+    let found = fx
+        .relay
+        .search("Acme Two", Some(Kind::Account), &[], 5)
+        .unwrap();
+    assert_eq!(found[0].text("custom.tier"), Some("=gold"));
 }

@@ -171,11 +171,16 @@ pub trait RelayStore: Send + Sync {
     ) -> Result<()>;
     /// The user and their password hash.
     fn user(&self, id: &str) -> Result<Option<(User, String)>>;
-    fn list_users(&self) -> Result<Vec<User>>;
+    /// Every user with their password hash, by id.
+    fn list_users(&self) -> Result<Vec<(User, String)>>;
     fn remove_user(&self, id: &str) -> Result<bool>;
     fn set_territories(&self, id: &str, territories: &[String]) -> Result<()>;
     /// Replaces a user's stored password hash (see `accounts`).
     fn set_password_hash(&self, id: &str, password_hash: &str) -> Result<()>;
+    /// A user's own settings, by name (see `preferences`).
+    fn user_settings(&self, user: &str) -> Result<Vec<(String, String)>>;
+    /// Sets one of a user's settings, or removes it (`None`).
+    fn set_user_setting(&self, user: &str, name: &str, value: Option<&str>) -> Result<()>;
     fn add_territory(&self, name: &str) -> Result<()>;
     fn territories(&self) -> Result<Vec<String>>;
 

@@ -14,14 +14,15 @@ use fieldcrm_core::{Edit, Fields, Kind, ListQuery, Record, Value};
 use maud::{html, Markup};
 use serde::Deserialize;
 
+use super::form::typed_value;
 use super::layout::{self, field_label, kind_path, page, Nav};
 use super::names::{self, Names};
 use super::records::{find, now_ms, ListParams};
 use super::session::{check_csrf_value, Post};
+use super::zone::Zone;
 use super::{blocking, log_advanced, PageError, Session};
 use crate::relay::{office, RelayStore, User};
 use crate::AppState;
-use fieldcrm_core::value_from_text;
 
 /// Rows per export page and per import batch.
 const BATCH: usize = 500;
@@ -46,9 +47,13 @@ fn export_header(kind: Kind) -> Vec<String> {
     header
 }
 
+/// Custom fields exported at most, as columns after the model's fields.
+const MAX_CUSTOM_COLUMNS: usize = 200;
+
 /// One record as a CSV row: amounts as decimals, times as UTC ISO 8601,
-/// references as the id and the referenced record's name.
-fn export_row(record: &Record, names: &Names) -> Vec<String> {
+/// references as the id and the referenced record's name, then the
+/// `custom` columns (`custom.tier`).
+fn export_row(record: &Record, names: &Names, custom: &[String]) -> Vec<String> {
     let kind = record.kind;
     let iso = |ms: i64| {
         time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
@@ -80,6 +85,11 @@ fn export_row(record: &Record, names: &Names) -> Vec<String> {
         iso(record.updated_at),
         record.deleted.to_string(),
     ]);
+    row.extend(custom.iter().map(|path| match record.get(path) {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::Text(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }));
     row
 }
 
@@ -135,7 +145,7 @@ pub async fn export(
 ) -> Result<Response, PageError> {
     let kind = layout::kind_from_path(&kind)
         .ok_or_else(|| PageError::new(StatusCode::NOT_FOUND, format!("no list {kind:?}")))?;
-    let mut query = params.query(kind, now_ms())?;
+    let mut query = params.query(kind, now_ms(), &session.zone)?;
     query.limit = BATCH;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
     let relay = state.relay.clone();
@@ -145,40 +155,64 @@ pub async fn export(
             tx.blocking_send(chunk.map_err(std::io::Error::other))
                 .is_ok()
         };
-        let header =
-            csv_bytes([export_header(kind)]).map(|bytes| [BOM.as_bytes(), &bytes].concat());
+        // Calls `each` with every page of the list and its names, until it
+        // says stop; an error goes to the download.
+        let pages = |each: &mut dyn FnMut(&[Record], &Names) -> bool| {
+            let mut offset = 0;
+            loop {
+                let q = ListQuery {
+                    offset,
+                    ..query.clone()
+                };
+                let found = find(&*relay, &user, kind, &params, q).and_then(|(records, _)| {
+                    let names = Names::of_records(&*relay, &user, &records)?;
+                    Ok((records, names))
+                });
+                let (records, names) = match found {
+                    Ok(found) => found,
+                    Err(e) => {
+                        send(Err(e.to_string()));
+                        return false;
+                    }
+                };
+                if records.is_empty() || !each(&records, &names) {
+                    return true;
+                }
+                if records.len() < BATCH {
+                    return true;
+                }
+                offset += records.len();
+            }
+        };
+        // Custom fields differ per record: a first pass finds the columns.
+        let mut custom = std::collections::BTreeSet::new();
+        let listed = pages(&mut |records, _| {
+            for record in records {
+                for path in record.fields.keys() {
+                    if path.starts_with(fieldcrm_core::CUSTOM_PREFIX)
+                        && custom.len() < MAX_CUSTOM_COLUMNS
+                    {
+                        custom.insert(path.clone());
+                    }
+                }
+            }
+            true
+        });
+        if !listed {
+            return;
+        }
+        let custom: Vec<String> = custom.into_iter().collect();
+        let mut header = export_header(kind);
+        header.extend(custom.iter().cloned());
+        let header = csv_bytes([header]).map(|bytes| [BOM.as_bytes(), &bytes].concat());
         if !send(header) {
             return;
         }
-        let mut offset = 0;
-        loop {
-            let q = ListQuery {
-                offset,
-                ..query.clone()
-            };
-            let (records, _) = match find(&*relay, &user, kind, &params, q) {
-                Ok(found) => found,
-                Err(e) => {
-                    send(Err(e.to_string()));
-                    return;
-                }
-            };
-            let names = match Names::of_records(&*relay, &user, &records) {
-                Ok(names) => names,
-                Err(e) => {
-                    send(Err(e.to_string()));
-                    return;
-                }
-            };
-            let n = records.len();
-            if n == 0 || !send(csv_bytes(records.iter().map(|r| export_row(r, &names)))) {
-                return;
-            }
-            if n < BATCH {
-                return;
-            }
-            offset += n;
-        }
+        pages(&mut |records, names| {
+            send(csv_bytes(
+                records.iter().map(|r| export_row(r, names, &custom)),
+            ))
+        });
     });
     let filename = format!("fieldcrm-{}.csv", kind_path(kind));
     Ok((
@@ -316,6 +350,12 @@ fn norm(s: &str) -> String {
         .replace([' ', '-', '.', '_', '/', '(', ')'], "")
 }
 
+/// A column of custom field values, as exports write them: `custom.tier`.
+fn custom_column(header: &str) -> Option<&str> {
+    let name = header.strip_prefix(fieldcrm_core::CUSTOM_PREFIX)?;
+    fieldcrm_core::validate_custom_name(name).ok().map(|_| name)
+}
+
 /// The field a column header most likely means ("First name" → first_name,
 /// "City" → address.city, "Company" → the account by name).
 fn guess(kind: Kind, header: &str) -> String {
@@ -335,6 +375,9 @@ fn guess(kind: Kind, header: &str) -> String {
         .find(|p| norm(p) == h || norm(&field_label(p)) == h)
     {
         return exact.to_string();
+    }
+    if custom_column(header).is_some() {
+        return header.to_string();
     }
     if kind == Kind::Deal && ["dealname", "opportunity", "opportunityname"].contains(&h.as_str()) {
         return "name".into();
@@ -399,6 +442,10 @@ pub async fn import_preview(
             .iter()
             .map(|s| (s.path.to_string(), field_label(s.path))),
     );
+    targets.extend(header.iter().filter_map(|h| {
+        let name = custom_column(h)?;
+        Some((h.clone(), format!("Custom field {name}")))
+    }));
     let user = session.user.clone();
     let territories = blocking(&state, move |relay| {
         Ok(super::records::choices(relay, &user)?.territories)
@@ -580,6 +627,7 @@ fn row_fields(
     row: &csv::StringRecord,
     accounts: &HashMap<String, Vec<String>>,
     default_territory: Option<&str>,
+    zone: &Zone,
 ) -> Result<Fields, String> {
     let mut fields = Fields::new();
     for (i, target) in columns {
@@ -602,11 +650,15 @@ fn row_fields(
             fields.insert(field.into(), Value::Text(id));
             continue;
         }
+        if custom_column(target).is_some() {
+            fields.insert(target.clone(), Value::Text(raw.to_string()));
+            continue;
+        }
         let spec = kind
             .field(target)
             .ok_or_else(|| format!("unknown field {target:?}"))?;
         let value =
-            value_from_text(spec.ty, raw).map_err(|e| format!("{}: {e}", field_label(target)))?;
+            typed_value(spec.ty, raw, zone).map_err(|e| format!("{}: {e}", field_label(target)))?;
         fields.insert(target.clone(), value);
     }
     if let Some(t) = default_territory {
@@ -634,6 +686,7 @@ pub async fn import_run(
         return Err(PageError::bad_request("map at least one column to a field"));
     }
     let user = session.user.clone();
+    let zone = session.zone.clone();
     let (imported, rejected, duplicates) = blocking(&state, move |relay| {
         let accounts = if by_name_field(kind).is_some() {
             accounts_by_name(relay, &user)?
@@ -688,6 +741,7 @@ pub async fn import_run(
                 &row,
                 &accounts,
                 default_territory.as_deref(),
+                &zone,
             ) {
                 Ok(fields) => {
                     let key = duplicate_key(kind, &fields);

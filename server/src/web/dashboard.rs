@@ -178,8 +178,8 @@ pub async fn dashboard(
     // the dashboard still shows.
     let (at, at_error) = match params.at.trim() {
         "" => (None, None),
-        date => match fieldcrm_core::parse_datetime(date) {
-            Ok(midnight) => (Some(midnight + 86_400_000 - 1), None),
+        date => match session.zone.end_of_day(date) {
+            Ok(end) => (Some(end), None),
             Err(_) => (
                 None,
                 Some(format!(
@@ -190,7 +190,7 @@ pub async fn dashboard(
     };
     let user = session.user.clone();
     let now = now_ms();
-    let today = time::OffsetDateTime::now_utc().date();
+    let today = session.zone.today();
     let this_month = format!("{:04}-{:02}", today.year(), u8::from(today.month()));
     let (report, past, overdue, due, users, counts) = blocking(&state, move |relay| {
         let report = office::pipeline_report(relay, &user, None, today)?;
@@ -233,7 +233,7 @@ pub async fn dashboard(
                 p.muted { span.due-count { (due.total) } " open, " span.overdue-count { (overdue) } " of them overdue" }
                 ul.due { @for a in &due.records {
                     li class=[(a.get("due_at").and_then(|v| v.as_int()).is_some_and(|t| t < now)).then_some("overdue")] {
-                        span.when { (a.get("due_at").map(|v| layout::value(Kind::Activity, "due_at", v)).unwrap_or_default()) }
+                        span.when { (a.get("due_at").map(|v| layout::value(Kind::Activity, "due_at", v, &session.zone)).unwrap_or_default()) }
                         " " (record_link(a)) " · " (a.text("owner").unwrap_or(""))
                     }
                 } }

@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 
+use super::zone::Zone;
 use fieldcrm_core::{
     normalize_value, validate_custom_name, value_from_text, FieldSpec, FieldType, Fields, Kind,
     Pipeline, Value, CUSTOM_PREFIX,
 };
 use maud::{html, Markup};
-use time::macros::format_description;
 
 use super::layout::field_label;
 
@@ -162,10 +162,10 @@ fn placeholder(ty: FieldType) -> Option<&'static str> {
 }
 
 /// A record's values as form strings.
-pub fn form_values(kind: Kind, fields: &Fields) -> BTreeMap<String, String> {
+pub fn form_values(kind: Kind, fields: &Fields, zone: &Zone) -> BTreeMap<String, String> {
     let mut values: BTreeMap<String, String> = fields
         .iter()
-        .map(|(path, value)| (path.clone(), form_string(kind, path, value)))
+        .map(|(path, value)| (path.clone(), form_string(kind, path, value, zone)))
         .collect();
     // A custom field keeps the kind of value it holds when edited as text.
     for (path, value) in fields {
@@ -303,7 +303,7 @@ fn parse_custom(
     }
 }
 
-fn form_string(kind: Kind, path: &str, value: &Value) -> String {
+fn form_string(kind: Kind, path: &str, value: &Value, zone: &Zone) -> String {
     let ty = kind.field(path).map(|s| s.ty);
     match (value, ty) {
         (Value::Null, _) => String::new(),
@@ -315,29 +315,22 @@ fn form_string(kind: Kind, path: &str, value: &Value) -> String {
                 minor.unsigned_abs() % 100
             )
         }
-        (Value::Int(ms), Some(FieldType::Timestamp)) => {
-            time::OffsetDateTime::from_unix_timestamp_nanos(*ms as i128 * 1_000_000)
-                .ok()
-                .and_then(|t| {
-                    t.format(format_description!("[year]-[month]-[day]T[hour]:[minute]"))
-                        .ok()
-                })
-                .unwrap_or_default()
-        }
+        (Value::Int(ms), Some(FieldType::Timestamp)) => zone.input(*ms),
         (Value::Text(s), _) => s.clone(),
         (other, _) => other.to_string(),
     }
 }
 
-/// Parses a posted form into field values for `kind`. Fields the form does
-/// not carry are left out; empty ones are `Null` (cleared). When
-/// `creating`, required fields must be present, but for `owner`, which
-/// defaults to the user who creates the record.
+/// Parses a posted form into field values for `kind`, times in `zone`.
+/// Fields the form does not carry are left out; empty ones are `Null`
+/// (cleared). When `creating`, required fields must be present, but for
+/// `owner`, which defaults to the user who creates the record.
 pub fn parse(
     kind: Kind,
     form: &[(String, String)],
     pipeline: &Pipeline,
     creating: bool,
+    zone: &Zone,
 ) -> (Fields, Errors) {
     let mut fields = Fields::new();
     let mut errors = Errors::new();
@@ -363,7 +356,7 @@ pub fn parse(
             }
             continue;
         }
-        let parsed = value_from_text(spec.ty, raw)
+        let parsed = typed_value(spec.ty, raw, zone)
             .map_err(|_| None)
             .and_then(|v| normalize_value(kind, spec.path, v, pipeline).map_err(Some));
         match parsed {
@@ -378,6 +371,14 @@ pub fn parse(
     }
     parse_custom(kind, form, pipeline, creating, &mut fields, &mut errors);
     (fields, errors)
+}
+
+/// Typed text as a value of `ty`, a time read in the user's zone.
+pub fn typed_value(ty: FieldType, raw: &str, zone: &Zone) -> Result<Value, String> {
+    match ty {
+        FieldType::Timestamp => zone.parse(raw).map(Value::Int),
+        _ => value_from_text(ty, raw),
+    }
 }
 
 /// What is wrong with what was typed into a field, said the way a person
@@ -452,6 +453,7 @@ mod tests {
             ]),
             &pipeline,
             true,
+            &Zone::default(),
         );
         assert_eq!(fields["amount"], Value::Int(1_250));
         assert!(!fields.contains_key("probability"));
@@ -471,6 +473,7 @@ mod tests {
             ]),
             &pipeline,
             false,
+            &Zone::default(),
         );
         assert_eq!(
             errors["phone"],
@@ -494,17 +497,36 @@ mod tests {
             ]),
             &pipeline,
             false,
+            &Zone::default(),
         );
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(fields["done"], Value::Bool(true));
         assert_eq!(fields["subject"], Value::Null);
+        let utc = Zone::default();
         assert_eq!(
-            form_string(Kind::Activity, "due_at", &fields["due_at"]),
+            form_string(Kind::Activity, "due_at", &fields["due_at"], &utc),
             "2026-11-24T10:30"
         );
         assert_eq!(
-            form_string(Kind::Deal, "amount", &Value::Int(1_250)),
+            form_string(Kind::Deal, "amount", &Value::Int(1_250), &utc),
             "12.50"
+        );
+        // A time typed in Tokyo is stored as UTC and shown back as typed.
+        let tokyo = Zone::named("Asia/Tokyo").unwrap();
+        let (fields, _) = parse(
+            Kind::Activity,
+            &form(&[("due_at", "2026-11-24T10:30")]),
+            &pipeline,
+            false,
+            &tokyo,
+        );
+        assert_eq!(
+            form_string(Kind::Activity, "due_at", &fields["due_at"], &utc),
+            "2026-11-24T01:30"
+        );
+        assert_eq!(
+            form_string(Kind::Activity, "due_at", &fields["due_at"], &tokyo),
+            "2026-11-24T10:30"
         );
     }
 }

@@ -3,8 +3,8 @@
 
 use fieldcrm_core::{FieldType, Kind, Record, Value};
 use maud::{html, Markup, DOCTYPE};
-use time::OffsetDateTime;
 
+use super::zone::Zone;
 use super::Session;
 
 /// Which navigation entry a page belongs to.
@@ -18,6 +18,7 @@ pub enum Nav {
     Search,
     Admin,
     Conflicts,
+    Settings,
 }
 
 fn head(title: &str) -> Markup {
@@ -64,7 +65,7 @@ pub fn page(session: &Session, title: &str, nav: Nav, body: Markup) -> Markup {
                     input type="search" name="q" placeholder="Search everything" aria-label="Search everything";
                 }
                 form.who method="post" action="/logout" {
-                    span { (session.user.id) " · " (session.user.role.as_str()) }
+                    a href="/settings" title="Your settings" { (session.user.id) } span { " · " (session.user.role.as_str()) }
                     (csrf(session))
                     button.link type="submit" { "Sign out" }
                 }
@@ -150,21 +151,6 @@ pub fn field_label(path: &str) -> String {
     }
 }
 
-/// UTC date and time, to the minute.
-pub fn time(ms: i64) -> String {
-    match OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000) {
-        Ok(t) => format!(
-            "{:04}-{:02}-{:02} {:02}:{:02} UTC",
-            t.year(),
-            t.month() as u8,
-            t.day(),
-            t.hour(),
-            t.minute()
-        ),
-        Err(_) => ms.to_string(),
-    }
-}
-
 /// Minor units as a decimal amount with two places.
 pub fn amount(minor: i64) -> String {
     let sign = if minor < 0 { "-" } else { "" };
@@ -181,11 +167,11 @@ pub fn amount(minor: i64) -> String {
 }
 
 /// A field's value as a person reads it.
-pub fn value(kind: Kind, path: &str, value: &Value) -> String {
+pub fn value(kind: Kind, path: &str, value: &Value, zone: &Zone) -> String {
     let ty = kind.field(path).map(|s| s.ty);
     match (value, ty) {
         (Value::Null, _) => String::new(),
-        (Value::Int(ms), Some(FieldType::Timestamp)) => time(*ms),
+        (Value::Int(ms), Some(FieldType::Timestamp)) => zone.time(*ms),
         (Value::Int(minor), Some(FieldType::Amount)) => amount(*minor),
         (Value::Int(p), Some(FieldType::Percent)) => format!("{p}%"),
         (Value::Bool(b), _) => if *b { "yes" } else { "no" }.to_string(),
@@ -233,7 +219,6 @@ mod tests {
         assert_eq!(amount(123_456_789), "1,234,567.89");
         assert_eq!(amount(-5), "-0.05");
         assert_eq!(amount(100_000), "1,000.00");
-        assert_eq!(time(0), "1970-01-01 00:00 UTC");
         assert_eq!(field_label("address.city"), "Address city");
         assert_eq!(field_label("account_id"), "Account");
         assert_eq!(kind_from_path("deals"), Some(Kind::Deal));

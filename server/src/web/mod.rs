@@ -16,7 +16,9 @@ mod records;
 mod review;
 mod search;
 mod session;
+mod settings;
 mod timeline;
+mod zone;
 
 use std::sync::Arc;
 
@@ -63,6 +65,10 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/admin/users/{id}/password", post(admin::reset_password))
         .route("/admin/territories", post(admin::add_territory))
         .route("/review/{record}", post(review::decide))
+        .route(
+            "/settings",
+            get(settings::page_view).post(settings::save_zone),
+        )
         .route("/static/app.css", get(assets::css))
         .route("/static/app.js", get(assets::js))
         .route("/r/{id}", get(records::show).post(records::update))
@@ -75,6 +81,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/{kind}", get(records::list).post(records::create))
         .route("/{kind}/new", get(records::new_form))
         .route("/{kind}/bulk", post(records::bulk))
+        .route("/{kind}/filters", post(settings::save_filter))
+        .route("/{kind}/filters/remove", post(settings::remove_filter))
         .route("/{kind}/export.csv", get(csv_io::export))
         .layer(middleware::from_fn(same_origin))
 }

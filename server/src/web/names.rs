@@ -13,6 +13,7 @@ use maud::{html, Markup};
 use serde::{Deserialize, Serialize};
 
 use super::layout;
+use super::zone::Zone;
 use super::{blocking, PageError, Session};
 use crate::relay::{access, office, RelayStore, User};
 use crate::AppState;
@@ -79,10 +80,10 @@ impl Names {
 
     /// A field's value as a person reads it: a reference as a link to its
     /// record, anything else as text.
-    pub fn value(&self, kind: Kind, path: &str, value: &Value) -> Markup {
+    pub fn value(&self, kind: Kind, path: &str, value: &Value, zone: &Zone) -> Markup {
         match value.as_str() {
             Some(id) if is_reference(kind, path) && !id.is_empty() => self.link(id),
-            _ => html! { (layout::value(kind, path, value)) },
+            _ => html! { (layout::value(kind, path, value, zone)) },
         }
     }
 }
@@ -176,10 +177,14 @@ fn suggestion(record: &Record) -> Suggestion {
     }
 }
 
-/// The users a record of this user's may be given to: everyone for the
+/// The enabled users a record of this user's may be given to: everyone for the
 /// office, otherwise those who share one of the user's territories.
 pub fn owner_choices(relay: &dyn RelayStore, user: &User) -> crate::relay::Result<Vec<User>> {
-    let mut users = relay.list_users()?;
+    let mut users: Vec<User> = crate::accounts::accounts(relay)?
+        .into_iter()
+        .filter(|a| !a.disabled)
+        .map(|a| a.user)
+        .collect();
     if let access::Scope::Territories(mine) = access::scope(user) {
         users.retain(|u| {
             u.id == user.id || u.role.sees_all() || u.territories.iter().any(|t| mine.contains(t))

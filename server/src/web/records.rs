@@ -16,7 +16,9 @@ use super::form::{self, Choices, Errors};
 use super::layout::{self, field_label, kind_path, kind_title, page, record_link, Nav};
 use super::names::{self, Names};
 use super::session::Post;
+use super::settings;
 use super::timeline;
+use super::zone::Zone;
 use super::{blocking, log_advanced, PageError, Session};
 use crate::relay::{access, office, EditRefusal, RecordDetail, RelayStore, User};
 use crate::AppState;
@@ -70,7 +72,7 @@ impl ListParams {
     }
 
     /// The list query these filters ask for (territories are narrowed later).
-    pub fn query(&self, kind: Kind, now: i64) -> Result<ListQuery, PageError> {
+    pub fn query(&self, kind: Kind, now: i64, zone: &Zone) -> Result<ListQuery, PageError> {
         let sort = match self.sort_key(kind) {
             "name" => SortBy::Name,
             "updated_at" => SortBy::UpdatedAt,
@@ -88,7 +90,7 @@ impl ListParams {
         let due_before = match self.due.as_str() {
             "" => None,
             "overdue" => Some(now),
-            "today" => Some(now - now.rem_euclid(DAY_MS) + DAY_MS),
+            "today" => Some(zone.end_of_day_at(now) + 1),
             "week" => Some(now + 7 * DAY_MS),
             other => {
                 return Err(PageError::bad_request(format!(
@@ -112,7 +114,7 @@ impl ListParams {
         })
     }
 
-    fn with_page(&self, page: usize) -> String {
+    pub(super) fn with_page(&self, page: usize) -> String {
         let mut pairs: Vec<(&str, String)> = vec![
             ("q", self.q.clone()),
             ("owner", self.owner.clone()),
@@ -194,7 +196,7 @@ pub async fn list(
     Query(params): Query<ListParams>,
 ) -> Result<Markup, PageError> {
     let kind = kind_of(&kind)?;
-    let query = params.query(kind, now_ms())?;
+    let query = params.query(kind, now_ms(), &session.zone)?;
     let user = session.user.clone();
     let p = params.clone();
     let (records, total, choices, names) = blocking(&state, move |relay| {
@@ -255,6 +257,11 @@ pub async fn list(
             label.check { input type="checkbox" name="deleted" value="true" checked[params.deleted]; "Include deleted" }
             button type="submit" { "Apply" }
         }
+        div.saved {
+            @let saved: Vec<_> = session.prefs.filters(kind).collect();
+            @if !saved.is_empty() { span.muted { "Saved:" } (settings::chips(&session, kind, &saved)) }
+            (settings::save_form(&session, kind, &params.with_page(0)))
+        }
         div.actions {
             a.button href=(format!("/{path}/new")) { "New " (kind.as_str()) }
             a href=(format!("/{path}/export.csv?{}", params.with_page(0))) { "Export CSV" }
@@ -273,7 +280,7 @@ pub async fn list(
                         td { @if !r.deleted { input type="checkbox" name="id" value=(r.id) form="bulk" aria-label=(format!("Select {}", r.display_name())); } }
                         td { (record_link(r)) @if r.deleted { " " span.badge { "deleted" } } }
                         @for c in columns(kind) {
-                            td { @if *c == "amount" { (layout::money(r)) } @else if let Some(v) = r.get(c) { (names.value(kind, c, v)) } }
+                            td { @if *c == "amount" { (layout::money(r)) } @else if let Some(v) = r.get(c) { (names.value(kind, c, v, &session.zone)) } }
                         }
                     }
                 }
@@ -476,7 +483,7 @@ pub async fn conflicts(
                 thead { tr { th { "Record" } th { "Kind" } th { "Territory" } th { "Last change" } } }
                 tbody { @for r in &found.records { tr {
                     td { (record_link(r)) } td { (r.kind.as_str()) }
-                    td { (r.text("territory").unwrap_or("")) } td { (layout::time(r.updated_at)) }
+                    td { (r.text("territory").unwrap_or("")) } td { (session.zone.time(r.updated_at)) }
                 } } }
             } }
         }
@@ -579,11 +586,12 @@ pub async fn create(
 ) -> Result<Response, PageError> {
     let kind = kind_of(&kind)?;
     let user = session.user.clone();
+    let zone = session.zone.clone();
     let (outcome, choices) = blocking(&state, move |relay| {
         let mut posted = posted;
         let picked = names::resolve_pickers(relay, &user, kind, &mut posted)?;
         let pipeline = relay.pipeline()?;
-        let (fields, mut errors) = form::parse(kind, &posted, &pipeline, true);
+        let (fields, mut errors) = form::parse(kind, &posted, &pipeline, true, &zone);
         errors.extend(picked);
         let outcome = if errors.is_empty() {
             Ok(office::try_edit(
@@ -636,9 +644,10 @@ pub async fn edit_form(
     Path(id): Path<String>,
 ) -> Result<Markup, PageError> {
     let user = session.user.clone();
+    let zone = session.zone.clone();
     let (record, choices, values) = blocking(&state, move |relay| {
         let record = office::record(relay, &user, &id)?.record;
-        let mut values = form::form_values(record.kind, &record.fields);
+        let mut values = form::form_values(record.kind, &record.fields, &zone);
         names::fill_picker_names(relay, &user, record.kind, &mut values)?;
         Ok((record, choices(relay, &user)?, values))
     })
@@ -670,13 +679,14 @@ pub async fn update(
     Post(session, posted): Post<Vec<(String, String)>>,
 ) -> Result<Response, PageError> {
     let user = session.user.clone();
+    let zone = session.zone.clone();
     let record_id = id.clone();
     let (outcome, kind, choices) = blocking(&state, move |relay| {
         let record = office::record(relay, &user, &id)?.record;
         let mut posted = posted;
         let picked = names::resolve_pickers(relay, &user, record.kind, &mut posted)?;
         let pipeline = relay.pipeline()?;
-        let (fields, mut errors) = form::parse(record.kind, &posted, &pipeline, false);
+        let (fields, mut errors) = form::parse(record.kind, &posted, &pipeline, false, &zone);
         errors.extend(picked);
         let fields = changed(&record, fields);
         let outcome = if !errors.is_empty() {
@@ -848,7 +858,7 @@ pub async fn show(
         name => name,
     };
     let body = html! {
-        p.kind { (kind.as_str()) " · created " (layout::time(record.created_at)) " by " (record.created_by) " · last change " (layout::time(record.updated_at)) }
+        p.kind { (kind.as_str()) " · created " (session.zone.time(record.created_at)) " by " (record.created_by) " · last change " (session.zone.time(record.updated_at)) }
         @if record.deleted {
             div.banner role="status" { "This " (kind.as_str()) " is deleted. " (layout::button_form(&session, &format!("/r/{}/restore", record.id), "Restore", "")) }
         } @else {
@@ -869,8 +879,8 @@ pub async fn show(
                         h3 { (field_label(&c.field)) }
                         ul { @for v in &c.values {
                             li {
-                                strong { (names.value(kind, &c.field, &v.value)) }
-                                " — " (v.user) ", " (layout::time(v.time)) ", from "
+                                strong { (names.value(kind, &c.field, &v.value, &session.zone)) }
+                                " — " (v.user) ", " (session.zone.time(v.time)) ", from "
                                 @match history.iter().find(|e| e.actor == v.actor) {
                                     Some(e) => span title=(v.actor) { (device(&e.change, &e.actor)) },
                                     None => span title=(v.actor) { "an unknown device" },
@@ -895,15 +905,15 @@ pub async fn show(
                         dt { (field_label(spec.path)) @if conflicted.contains(&spec.path) { " " span.badge.warn { "conflict" } } }
                         dd data-field=(spec.path) {
                             @match spec.ty {
-                                fieldcrm_core::FieldType::Ref(_) => (names.value(kind, spec.path, v)),
+                                fieldcrm_core::FieldType::Ref(_) => (names.value(kind, spec.path, v, &session.zone)),
                                 fieldcrm_core::FieldType::Amount => (layout::money(record)),
-                                fieldcrm_core::FieldType::LongText => div.longtext { (layout::value(kind, spec.path, v)) },
-                                _ => (layout::value(kind, spec.path, v)),
+                                fieldcrm_core::FieldType::LongText => div.longtext { (layout::value(kind, spec.path, v, &session.zone)) },
+                                _ => (layout::value(kind, spec.path, v, &session.zone)),
                             }
                         }
                     }
                 }
-                @for (k, v) in &custom { dt { (k.trim_start_matches("custom.")) } dd { (layout::value(kind, k, v)) } }
+                @for (k, v) in &custom { dt { (k.trim_start_matches("custom.")) } dd { (layout::value(kind, k, v, &session.zone)) } }
             }
         }
         @if let Some(account) = &related.account { section { h2 { "Account" } p { (record_link(account)) } } }
@@ -923,19 +933,19 @@ pub async fn show(
                     @for entry in history.iter().rev() {
                         @for change in &entry.fields {
                             tr {
-                                td { (layout::time(entry.time)) }
+                                td { (session.zone.time(entry.time)) }
                                 td { (entry.user) }
                                 td title=(entry.actor) { (device(&entry.change, &entry.actor)) }
                                 td { (field_label(&change.field)) }
-                                td.old { (names.value(kind, &change.field, &change.old)) }
-                                td.new { (names.value(kind, &change.field, &change.new)) }
+                                td.old { (names.value(kind, &change.field, &change.old, &session.zone)) }
+                                td.new { (names.value(kind, &change.field, &change.new, &session.zone)) }
                             }
                         }
                         @if entry.fields.is_empty() {
                             // A change that leaves every value as shown: keeping the
                             // displayed side of a conflict, or writing a value again.
                             tr.quiet {
-                                td { (layout::time(entry.time)) }
+                                td { (session.zone.time(entry.time)) }
                                 td { (entry.user) }
                                 td title=(entry.actor) { (device(&entry.change, &entry.actor)) }
                                 td colspan="3" { "no visible value changed (a conflict resolved by keeping the value shown, or a value written again)" }

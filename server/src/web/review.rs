@@ -60,8 +60,8 @@ fn render(session: &Session, held: &[HeldChange], notice: Option<&str>) -> Marku
                         tr {
                             td { (c.held.user) }
                             td { (c.held.device) }
-                            td { (layout::time(c.made_at)) }
-                            td { (layout::time(c.held.held_at)) }
+                            td { (session.zone.time(c.made_at)) }
+                            td { (session.zone.time(c.held.held_at)) }
                             td { ul { @for f in &c.fields {
                                 li { (field_label(&f.field)) ": " (f.old.to_string()) " → " (f.new.to_string()) }
                             } } }

@@ -18,9 +18,11 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use super::zone::{self, Zone};
 use super::{blocking, layout, PageError};
 use crate::auth;
 use crate::login_throttle::ClientAddress;
+use crate::preferences::{self, Preferences};
 use crate::relay::User;
 use crate::{AppState, SignIn};
 
@@ -32,9 +34,15 @@ const MAX_FORM_BYTES: usize = 32 << 20;
 #[derive(Debug, Clone)]
 pub struct Session {
     pub user: User,
-    /// Records in the user's view with conflicting values (shown in the
-    /// navigation on every page).
+    /// Records in the user's view with conflicting values, shown in the
+    /// navigation; counted only for requests that render a page (see
+    /// [`renders_page`]), 0 for the rest.
     pub conflicts: usize,
+    /// The user's own settings (time zone, saved filters).
+    pub prefs: Preferences,
+    /// Where times are shown and typed: the user's setting, else the
+    /// browser's, else UTC.
+    pub zone: Zone,
     token_hash: [u8; 32],
     /// Goes into every form; [`Post`] checks it.
     pub csrf: String,
@@ -44,15 +52,27 @@ fn csrf_for(token: &str) -> String {
     hex::encode(Sha256::digest(format!("fieldcrm-csrf\0{token}").as_bytes()))
 }
 
-fn cookie_token(parts: &Parts) -> Option<String> {
+/// Whether a request renders a page with the navigation: a GET that is not
+/// a picker's lookup (one per keystroke) or a CSV download. Form posts
+/// answer with a redirect, so counting for them would be wasted.
+fn renders_page(parts: &Parts) -> bool {
+    let path = parts.uri.path();
+    parts.method == axum::http::Method::GET && path != "/lookup" && !path.ends_with(".csv")
+}
+
+fn cookie(parts: &Parts, name: &str) -> Option<String> {
     parts
         .headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .find_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+        .find_map(|pair| pair.trim().strip_prefix(name)?.strip_prefix('='))
         .map(str::to_string)
+}
+
+fn cookie_token(parts: &Parts) -> Option<String> {
+    cookie(parts, COOKIE)
 }
 
 impl FromRequestParts<Arc<AppState>> for Session {
@@ -72,10 +92,15 @@ impl FromRequestParts<Arc<AppState>> for Session {
             return Err(to_login());
         };
         let token_hash = auth::token_hash(&token);
+        let count_conflicts = renders_page(parts);
         let found = blocking(state, move |relay| {
             let Some(user) = relay.user_by_token(&token_hash)? else {
                 return Ok(None);
             };
+            let prefs = preferences::load(relay, &user.id)?;
+            if !count_conflicts {
+                return Ok(Some((user, prefs, 0)));
+            }
             let conflicts = crate::relay::office::list(
                 relay,
                 &user,
@@ -86,13 +111,18 @@ impl FromRequestParts<Arc<AppState>> for Session {
                 },
             )?
             .total;
-            Ok(Some((user, conflicts)))
+            Ok(Some((user, prefs, conflicts)))
         })
         .await
         .map_err(IntoResponse::into_response)?;
         match found {
-            Some((user, conflicts)) => Ok(Session {
+            Some((user, prefs, conflicts)) => Ok(Session {
+                zone: Zone::first_of([
+                    prefs.time_zone.as_deref(),
+                    cookie(parts, zone::BROWSER_COOKIE).as_deref(),
+                ]),
                 user,
+                prefs,
                 conflicts,
                 token_hash,
                 csrf: csrf_for(&token),

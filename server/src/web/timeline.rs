@@ -15,6 +15,7 @@ use super::layout::{self, record_link};
 use super::names::Names;
 use super::records::{now_ms, simple_edit};
 use super::session::Post;
+use super::zone::Zone;
 use super::{blocking, log_advanced, PageError, Session};
 use crate::relay::office;
 use crate::AppState;
@@ -28,11 +29,11 @@ const LOGGED_KINDS: [(&str, &str); 5] = [
     ("task", "Task to do"),
 ];
 
-fn when(activity: &Record) -> String {
+fn when(activity: &Record, zone: &Zone) -> String {
     match activity.get("due_at").and_then(Value::as_int) {
-        Some(due) => layout::time(due),
+        Some(due) => zone.time(due),
         // A logged call or note has no due time: when it was logged.
-        None => format!("logged {}", layout::time(activity.created_at)),
+        None => format!("logged {}", zone.time(activity.created_at)),
     }
 }
 
@@ -54,7 +55,7 @@ pub fn section(session: &Session, record: &Record, activities: &[Record], names:
                 @let overdue = !is_done(a) && a.get("due_at").and_then(Value::as_int).is_some_and(|t| t < now);
                 li class=[if is_done(a) { Some("done") } else if overdue { Some("overdue") } else { None }] data-id=(a.id) {
                     div.line {
-                        span.when { (when(a)) }
+                        span.when { (when(a, &session.zone)) }
                         " " span.badge { (a.text("kind").unwrap_or("")) }
                         " " (record_link(a))
                         @if let Some(about) = a.text("related_to").filter(|r| *r != record.id) {

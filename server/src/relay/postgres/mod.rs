@@ -46,8 +46,9 @@ use super::{
 
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 
-/// 2 added `relay_review` (created by the schema below).
-const SCHEMA_VERSION: i64 = 2;
+/// 2 added `relay_review`, 3 `relay_user_settings` (created by the schema
+/// below).
+const SCHEMA_VERSION: i64 = 3;
 /// Advisory lock held from taking log numbers until commit ("FCRM").
 const LOG_LOCK: i64 = 0x4643_524D;
 /// Advisory lock held while migrating, so relays starting together do not race.
@@ -137,6 +138,13 @@ CREATE TABLE IF NOT EXISTS relay_review (
     decided_at BIGINT
 );
 CREATE INDEX IF NOT EXISTS relay_review_status ON relay_review (status, territory);
+-- A user's own settings (time zone, saved filters: see preferences.rs).
+CREATE TABLE IF NOT EXISTS relay_user_settings (
+    user_id TEXT NOT NULL REFERENCES relay_users (id) ON DELETE CASCADE,
+    name    TEXT NOT NULL,
+    value   TEXT NOT NULL,
+    PRIMARY KEY (user_id, name)
+);
 ";
 
 /// Relay store in a PostgreSQL database.
@@ -578,12 +586,12 @@ impl RelayStore for PgRelay {
         Ok(row.map(|r| (user_from_row(&r), r.get("password_hash"))))
     }
 
-    fn list_users(&self) -> Result<Vec<User>> {
+    fn list_users(&self) -> Result<Vec<(User, String)>> {
         let rows = self.conn()?.query(
-            "SELECT id, role, territories FROM relay_users ORDER BY id",
+            "SELECT id, role, territories, password_hash FROM relay_users ORDER BY id",
             &[],
         )?;
-        Ok(rows.iter().map(user_from_row).collect())
+        Ok(rows.iter().map(|r| (user_from_row(r), r.get(3))).collect())
     }
 
     fn remove_user(&self, id: &str) -> Result<bool> {
@@ -591,6 +599,30 @@ impl RelayStore for PgRelay {
             .conn()?
             .execute("DELETE FROM relay_users WHERE id = $1", &[&id])?
             > 0)
+    }
+
+    fn user_settings(&self, user: &str) -> Result<Vec<(String, String)>> {
+        let rows = self.conn()?.query(
+            "SELECT name, value FROM relay_user_settings WHERE user_id = $1 ORDER BY name",
+            &[&user],
+        )?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    fn set_user_setting(&self, user: &str, name: &str, value: Option<&str>) -> Result<()> {
+        let mut conn = self.conn()?;
+        match value {
+            Some(value) => conn.execute(
+                "INSERT INTO relay_user_settings (user_id, name, value) VALUES ($1, $2, $3)
+                 ON CONFLICT (user_id, name) DO UPDATE SET value = excluded.value",
+                &[&user, &name, &value],
+            )?,
+            None => conn.execute(
+                "DELETE FROM relay_user_settings WHERE user_id = $1 AND name = $2",
+                &[&user, &name],
+            )?,
+        };
+        Ok(())
     }
 
     fn set_password_hash(&self, id: &str, password_hash: &str) -> Result<()> {

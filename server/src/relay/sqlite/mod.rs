@@ -258,7 +258,7 @@ impl RelayStore for SqliteRelay {
         self.read(|store| tables::user(store.sql(), id))
     }
 
-    fn list_users(&self) -> Result<Vec<User>> {
+    fn list_users(&self) -> Result<Vec<(User, String)>> {
         self.read(|store| tables::list_users(store.sql()))
     }
 
@@ -272,6 +272,14 @@ impl RelayStore for SqliteRelay {
 
     fn set_password_hash(&self, id: &str, password_hash: &str) -> Result<()> {
         self.write(|tx| tables::set_password_hash(tx.sql(), id, password_hash))
+    }
+
+    fn user_settings(&self, user: &str) -> Result<Vec<(String, String)>> {
+        self.read(|store| tables::user_settings(store.sql(), user))
+    }
+
+    fn set_user_setting(&self, user: &str, name: &str, value: Option<&str>) -> Result<()> {
+        self.write(|tx| tables::set_user_setting(tx.sql(), user, name, value))
     }
 
     fn add_territory(&self, name: &str) -> Result<()> {

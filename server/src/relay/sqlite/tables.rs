@@ -13,9 +13,9 @@ use crate::relay::push::LogRow;
 use crate::relay::review::{Held, Review, HELD_COLUMNS};
 use crate::relay::{RelayError, Result, Role, User};
 
-/// 2 added `relay_web_actors`, 3 `relay_review`; opening an older file
-/// upgrades it (each step only added a table).
-const SCHEMA_VERSION: i64 = 3;
+/// 2 added `relay_web_actors`, 3 `relay_review`, 4 `relay_user_settings`;
+/// opening an older file upgrades it (each step only added a table).
+const SCHEMA_VERSION: i64 = 4;
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS relay_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 -- Append-only change log; seq is the sync cursor. territory is the record's
@@ -72,6 +72,13 @@ CREATE TABLE IF NOT EXISTS relay_review (
     decided_at INTEGER
 );
 CREATE INDEX IF NOT EXISTS relay_review_status ON relay_review (status, territory);
+-- A user's own settings (time zone, saved filters: see preferences.rs).
+CREATE TABLE IF NOT EXISTS relay_user_settings (
+    user_id TEXT NOT NULL,
+    name    TEXT NOT NULL,
+    value   TEXT NOT NULL,
+    PRIMARY KEY (user_id, name)
+) WITHOUT ROWID;
 ";
 
 /// Creates the tables, or upgrades them from an older version.
@@ -165,16 +172,18 @@ pub(super) fn is_user(conn: &Connection, id: &str) -> Result<bool> {
         .exists([id])?)
 }
 
-pub(super) fn list_users(conn: &Connection) -> Result<Vec<User>> {
-    let mut stmt = conn.prepare("SELECT id, role, territories FROM relay_users ORDER BY id")?;
+pub(super) fn list_users(conn: &Connection) -> Result<Vec<(User, String)>> {
+    let mut stmt =
+        conn.prepare("SELECT id, role, territories, password_hash FROM relay_users ORDER BY id")?;
     let users = stmt
-        .query_map([], user_from_row)?
+        .query_map([], |r| Ok((user_from_row(r)?, r.get(3)?)))?
         .collect::<rusqlite::Result<_>>()?;
     Ok(users)
 }
 
 pub(super) fn remove_user(tx: &Transaction<'_>, id: &str) -> Result<bool> {
     tx.execute("DELETE FROM relay_tokens WHERE user_id = ?1", [id])?;
+    tx.execute("DELETE FROM relay_user_settings WHERE user_id = ?1", [id])?;
     Ok(tx.execute("DELETE FROM relay_users WHERE id = ?1", [id])? > 0)
 }
 
@@ -202,6 +211,35 @@ pub(super) fn set_password_hash(tx: &Transaction<'_>, id: &str, hash: &str) -> R
     if n == 0 {
         return Err(RelayError::NotFound(format!("no user {id:?}")));
     }
+    Ok(())
+}
+
+pub(super) fn user_settings(conn: &Connection, user: &str) -> Result<Vec<(String, String)>> {
+    let mut stmt = conn
+        .prepare("SELECT name, value FROM relay_user_settings WHERE user_id = ?1 ORDER BY name")?;
+    let settings = stmt
+        .query_map([user], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(settings)
+}
+
+pub(super) fn set_user_setting(
+    tx: &Transaction<'_>,
+    user: &str,
+    name: &str,
+    value: Option<&str>,
+) -> Result<()> {
+    match value {
+        Some(value) => tx.execute(
+            "INSERT INTO relay_user_settings (user_id, name, value) VALUES (?1, ?2, ?3)
+             ON CONFLICT (user_id, name) DO UPDATE SET value = excluded.value",
+            params![user, name, value],
+        )?,
+        None => tx.execute(
+            "DELETE FROM relay_user_settings WHERE user_id = ?1 AND name = ?2",
+            params![user, name],
+        )?,
+    };
     Ok(())
 }
 

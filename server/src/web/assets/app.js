@@ -2,6 +2,15 @@
 "use strict";
 document.documentElement.classList.add("js");
 
+// The browser's time zone, used for users who have not chosen one in their
+// settings (the server checks the name against its tz database).
+try {
+  const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+  if (zone && /^[A-Za-z0-9_+\/-]+$/.test(zone)) {
+    document.cookie = `fieldcrm_tz=${zone}; path=/; max-age=31536000; SameSite=Strict`;
+  }
+} catch (_) { /* no Intl: times stay in UTC */ }
+
 document.addEventListener("DOMContentLoaded", () => {
   // Error pages: Back returns to where the user came from.
   for (const back of document.querySelectorAll("[data-back]")) {
