@@ -36,9 +36,9 @@ pub use query::{
 };
 pub use shared::{ChangeListener, SharedStore, SyncObserver};
 pub use store::{
-    draft_on, search_columns, validate_fields_with, ApplyOutcome, Author, ChangeKind, Draft, Edit,
-    LookupRecord, NewRecord, OutboxEntry, OutboxStatus, Received, RecordChange, RefusedChange,
-    Store, StoreOptions, StoreTx, StoredDoc,
+    draft_on, parse_stage_history, search_columns, stage_history, validate_fields_with,
+    ApplyOutcome, Author, ChangeKind, Draft, Edit, LookupRecord, NewRecord, OutboxEntry,
+    OutboxStatus, Received, RecordChange, RefusedChange, Store, StoreOptions, StoreTx, StoredDoc,
 };
 #[cfg(feature = "http")]
 pub use sync::HttpTransport;

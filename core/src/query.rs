@@ -440,8 +440,9 @@ impl Store {
     }
 
     /// How the live deals in `territories` (empty: all) moved through the
-    /// stages, from each deal's stage history: its document is read a page
-    /// of deals at a time, so memory stays flat however many there are.
+    /// stages, from each deal's stage history as its projection row keeps
+    /// it (the document is read only for a row without one), a page of
+    /// deals at a time, so memory stays flat however many there are.
     pub fn stage_flow(&self, territories: &[String]) -> Result<StageFlow> {
         let mut flow = StageFlow::default();
         let mut after = String::new();
@@ -452,17 +453,24 @@ impl Store {
                 ..Default::default()
             });
             f.add("id > ?", after.clone());
-            let sql = format!("SELECT id FROM records {} ORDER BY id LIMIT 500", f.sql());
-            let ids: Vec<String> = self
+            let sql = format!(
+                "SELECT id, stage_history FROM records {} ORDER BY id LIMIT 500",
+                f.sql()
+            );
+            let rows: Vec<(String, Option<String>)> = self
                 .conn()
                 .prepare_cached(&sql)?
-                .query_map(params_from_iter(f.params), |r| r.get(0))?
+                .query_map(params_from_iter(f.params), |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<rusqlite::Result<_>>()?;
-            let Some(last) = ids.last().cloned() else {
+            let Some(last) = rows.last().map(|(id, _)| id.clone()) else {
                 break;
             };
-            for id in ids {
-                flow.add_deal(self.pipeline(), &stage_timeline(&mut self.load(&id)?)?);
+            for (id, history) in rows {
+                let timeline = match projection::parse_stage_history(history.as_deref()) {
+                    Some(timeline) => timeline,
+                    None => stage_timeline(&mut self.load(&id)?)?,
+                };
+                flow.add_deal(self.pipeline(), &timeline);
             }
             after = last;
         }

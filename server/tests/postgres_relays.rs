@@ -158,3 +158,92 @@ fn a_push_through_one_relay_wakes_the_devices_that_may_see_it_on_the_other() {
     reader.sync(&tb, &mut |_| {}).unwrap();
     assert_eq!(common::all_records(&reader).len(), 2);
 }
+
+/// A store made before schema 4 kept no stage histories: opening it fills
+/// each deal's from its document, so the stage analysis reads rows.
+#[test]
+fn an_upgraded_store_fills_each_deals_stage_history_from_its_document() {
+    let Some(base) = common::postgres_url("the PostgreSQL upgrade test") else {
+        return;
+    };
+    let schema = PgSchema::new(&base);
+    let relay = seed(&schema.url());
+    let user = relay.user("rep0").unwrap().unwrap().0;
+    let account = fieldcrm_server::relay::office::edit_one(
+        &relay,
+        &user,
+        fieldcrm_core::Edit::Create {
+            kind: Kind::Account,
+            fields: fields([
+                ("name", "Acme"),
+                ("territory", user.territories[0].as_str()),
+            ]),
+        },
+    )
+    .unwrap();
+    let deal = fieldcrm_server::relay::office::edit_one(
+        &relay,
+        &user,
+        fieldcrm_core::Edit::Create {
+            kind: Kind::Deal,
+            fields: fields([
+                ("name", "Big"),
+                ("stage", "lead"),
+                ("account_id", account.id.as_str()),
+                ("territory", user.territories[0].as_str()),
+            ]),
+        },
+    )
+    .unwrap();
+    fieldcrm_server::relay::office::edit_one(
+        &relay,
+        &user,
+        fieldcrm_core::Edit::Update {
+            id: deal.id.clone(),
+            fields: fields([("stage", "qualified")]),
+        },
+    )
+    .unwrap();
+    let flow = relay.stage_flow(&[]).unwrap();
+    let mut sql = postgres::Client::connect(&schema.url(), postgres::NoTls).unwrap();
+    let stored = |sql: &mut postgres::Client| -> Vec<String> {
+        let history: Option<String> = sql
+            .query_one(
+                "SELECT stage_history FROM relay_records WHERE id = $1",
+                &[&deal.id],
+            )
+            .unwrap()
+            .get(0);
+        fieldcrm_core::parse_stage_history(history.as_deref())
+            .expect("a stage history")
+            .into_iter()
+            .map(|(_, stage)| stage)
+            .collect()
+    };
+    assert_eq!(
+        stored(&mut sql),
+        ["lead", "qualified"],
+        "written by the push"
+    );
+    sql.batch_execute(
+        "UPDATE relay_records SET stage_history = NULL;
+         UPDATE relay_meta SET value = '3' WHERE key = 'schema'",
+    )
+    .unwrap();
+    drop(relay);
+    let reopened = PgRelay::open(&schema.url(), 2).unwrap();
+    let history: Option<String> = sql
+        .query_one(
+            "SELECT stage_history FROM relay_records WHERE id = $1",
+            &[&deal.id],
+        )
+        .unwrap()
+        .get(0);
+    let stages: Vec<String> = fieldcrm_core::parse_stage_history(history.as_deref())
+        .expect("filled in")
+        .into_iter()
+        .map(|(_, stage)| stage)
+        .collect();
+    assert_eq!(stages, ["lead", "qualified"]);
+    assert_eq!(reopened.stage_flow(&[]).unwrap(), flow);
+}

@@ -1315,6 +1315,54 @@ fn what_a_device_evicted_comes_back_complete(fx: Fixture) {
     }
 }
 
+/// The stage analysis reads each deal's stage history from the store's
+/// rows; it must be what the deals' documents say, also after concurrent
+/// stage moves merged from two devices.
+fn stage_analysis_agrees_with_the_deals_documents(fx: Fixture) {
+    let mut ann = fx.device("ann");
+    let mut olivia = fx.device("olivia");
+    let north = account(&mut ann, "Acme", "north");
+    let deal = |name: &str| {
+        fields([
+            ("account_id", Value::from(north.as_str())),
+            ("name", Value::from(name)),
+            ("stage", Value::from("lead")),
+            ("territory", Value::from("north")),
+        ])
+    };
+    let big = ann.create(Kind::Deal, deal("Big")).unwrap().id;
+    let small = ann.create(Kind::Deal, deal("Small")).unwrap().id;
+    fx.sync(&mut ann);
+    fx.sync(&mut olivia);
+    ann.update(&big, fields([("stage", "qualified")])).unwrap();
+    fx.sync(&mut ann);
+    // Offline at once: one moves it on, the other loses it.
+    ann.update(&small, fields([("stage", "proposal")])).unwrap();
+    olivia.update(&small, fields([("stage", "lost")])).unwrap();
+    fx.sync(&mut ann);
+    fx.sync(&mut olivia);
+    fx.sync(&mut ann);
+    let pipeline = fieldcrm_core::Pipeline::default();
+    let mut expected = fieldcrm_core::StageFlow::default();
+    for id in [&big, &small] {
+        let bytes = fx.relay.document(id).unwrap().unwrap();
+        let mut doc = fieldcrm_core::RecordDoc::load(id, Some(&bytes), []).unwrap();
+        expected.add_deal(&pipeline, &fieldcrm_core::stage_timeline(&mut doc).unwrap());
+    }
+    assert_eq!(fx.relay.stage_flow(&[]).unwrap(), expected);
+    assert_eq!(fx.relay.stage_flow(&["north".into()]).unwrap(), expected);
+    assert_eq!(
+        fx.relay.stage_flow(&["south".into()]).unwrap(),
+        fieldcrm_core::StageFlow::default()
+    );
+    let qualified = expected
+        .conversions(&pipeline)
+        .into_iter()
+        .find(|c| c.stage == "lead")
+        .unwrap();
+    assert_eq!(qualified.reached, 2, "{qualified:?}");
+}
+
 /// A change re-made with another actor id (same content, same record).
 fn with_actor(change: &RecordBytes, actor_hex: &str) -> RecordBytes {
     let parsed = automerge::Change::from_bytes(change.bytes.clone()).unwrap();
@@ -1356,6 +1404,7 @@ store_suite!(sqlite:
     references_owners_and_territories_must_exist_for_the_pusher,
     territory_moves_and_foreign_records_are_refused_per_change,
     both_stores_answer_alike,
+    stage_analysis_agrees_with_the_deals_documents,
 );
 store_suite!(postgres:
     a_refused_change_never_forks_the_record,
@@ -1372,4 +1421,5 @@ store_suite!(postgres:
     references_owners_and_territories_must_exist_for_the_pusher,
     territory_moves_and_foreign_records_are_refused_per_change,
     both_stores_answer_alike,
+    stage_analysis_agrees_with_the_deals_documents,
 );

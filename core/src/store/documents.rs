@@ -197,7 +197,7 @@ pub(crate) fn save(conn: &Connection, stored: &mut StoredDoc) -> Result<Option<R
     let record = match stored.received.take() {
         Some(record) => {
             let has_conflicts = !made_by_one && stored.doc.has_conflicts()?;
-            super::projection::write_record(conn, &record, has_conflicts)?;
+            super::projection::write_record(conn, &mut stored.doc, &record, has_conflicts)?;
             Some(record)
         }
         None => super::projection::write(conn, &mut stored.doc)?,

@@ -30,7 +30,7 @@ pub use documents::{Received, StoredDoc};
 pub use draft::{draft_on, Author, Draft, Edit};
 pub use events::{ChangeKind, RecordChange};
 pub use outbox::OutboxEntry;
-pub use projection::search_columns;
+pub use projection::{parse_stage_history, search_columns, stage_history};
 pub use rebase::RefusedChange;
 
 /// Milliseconds since the Unix epoch; replaceable in tests.

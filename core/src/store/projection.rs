@@ -6,26 +6,60 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::doc::RecordDoc;
 use crate::error::{Error, Result};
-use crate::model::{Record, SearchRole, Value};
+use crate::model::{Kind, Record, SearchRole, Value};
 
 /// Brings a record's projection row up to date with its document. Returns
 /// the record, or `None` if the document's creating change has not arrived.
 pub(crate) fn write(conn: &Connection, doc: &mut RecordDoc) -> Result<Option<Record>> {
-    if doc.kind()?.is_none() {
+    let Some(kind) = doc.kind()? else {
         return Ok(None);
-    }
+    };
     let record = doc.read()?;
     let has_conflicts = doc.has_conflicts()?;
-    upsert(conn, &record, has_conflicts)?;
+    let stages = stage_history(doc, kind)?;
+    upsert(conn, &record, has_conflicts, stages.as_deref())?;
     Ok(Some(record))
 }
 
 /// Writes the projection row of a record already read from its document.
-pub(crate) fn write_record(conn: &Connection, record: &Record, has_conflicts: bool) -> Result<()> {
-    upsert(conn, record, has_conflicts)
+pub(crate) fn write_record(
+    conn: &Connection,
+    doc: &mut RecordDoc,
+    record: &Record,
+    has_conflicts: bool,
+) -> Result<()> {
+    let stages = stage_history(doc, record.kind)?;
+    upsert(conn, record, has_conflicts, stages.as_deref())
 }
 
-fn upsert(conn: &Connection, record: &Record, has_conflicts: bool) -> Result<()> {
+/// A deal's stage history as projections keep it, so stage analysis reads
+/// rows rather than documents: JSON `[[ms, "stage"], ...]`, oldest first
+/// (see [`crate::stage_timeline`]). `None` for other kinds.
+pub fn stage_history(doc: &mut RecordDoc, kind: Kind) -> Result<Option<String>> {
+    if kind != Kind::Deal {
+        return Ok(None);
+    }
+    let timeline = crate::query::stage_timeline(doc)?;
+    serde_json::to_string(&timeline)
+        .map(Some)
+        .map_err(|e| Error::CorruptDocument {
+            doc: doc.id().to_string(),
+            reason: e.to_string(),
+        })
+}
+
+/// A stored stage history; `None` if it is missing or unreadable (then the
+/// document is read instead).
+pub fn parse_stage_history(json: Option<&str>) -> Option<Vec<(i64, String)>> {
+    serde_json::from_str(json?).ok()
+}
+
+fn upsert(
+    conn: &Connection,
+    record: &Record,
+    has_conflicts: bool,
+    stage_history: Option<&str>,
+) -> Result<()> {
     let text = |p: &str| record.text(p);
     let int = |p: &str| record.get(p).and_then(Value::as_int);
     let done = match record.get("done") {
@@ -40,8 +74,8 @@ fn upsert(conn: &Connection, record: &Record, has_conflicts: bool) -> Result<()>
         .prepare_cached(
             "INSERT INTO records (id, kind, name, owner, territory, account_id, related_to, stage,
                  amount, close_date, due_at, done, deleted, has_conflicts, created_at, updated_at, record,
-                 currency, probability)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
+                 currency, probability, stage_history)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)
              ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, name = excluded.name,
                  owner = excluded.owner, territory = excluded.territory,
                  account_id = excluded.account_id, related_to = excluded.related_to,
@@ -49,7 +83,8 @@ fn upsert(conn: &Connection, record: &Record, has_conflicts: bool) -> Result<()>
                  due_at = excluded.due_at, done = excluded.done, deleted = excluded.deleted,
                  has_conflicts = excluded.has_conflicts, created_at = excluded.created_at,
                  updated_at = excluded.updated_at, record = excluded.record,
-                 currency = excluded.currency, probability = excluded.probability
+                 currency = excluded.currency, probability = excluded.probability,
+                 stage_history = excluded.stage_history
              RETURNING rowid",
         )?
         .query_row(
@@ -73,6 +108,7 @@ fn upsert(conn: &Connection, record: &Record, has_conflicts: bool) -> Result<()>
                 json,
                 text("currency"),
                 int("probability"),
+                stage_history,
             ],
             |r| r.get(0),
         )?;

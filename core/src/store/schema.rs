@@ -9,11 +9,12 @@ use crate::error::{Error, Result};
 /// The schema version this build creates and understands. 2 added the
 /// outbox's refusal code, field and intent, and deferred evictions; 3 a
 /// deal's currency and probability as columns, and the covering indexes
-/// dashboards read (deal figures, records per owner, records in conflict).
-pub const VERSION: i64 = 3;
+/// dashboards read (deal figures, records per owner, records in conflict);
+/// 4 a deal's stage history as a column, so stage analysis reads rows.
+pub const VERSION: i64 = 4;
 
 /// The complete schema at [`VERSION`], for fresh stores.
-const CREATE: &str = include_str!("sql/create_v3.sql");
+const CREATE: &str = include_str!("sql/create_v4.sql");
 
 /// Connection settings that are not stored in the file.
 pub(crate) fn prepare(conn: &Connection, durable: bool) -> Result<()> {
@@ -91,9 +92,37 @@ fn upgrade_from(tx: &Transaction<'_>, from: i64) -> Result<()> {
              CREATE INDEX records_owner_kind ON records (owner, kind, territory, deleted) WHERE deleted = 0;
              CREATE INDEX records_conflicts ON records (territory, kind, deleted, has_conflicts) WHERE has_conflicts = 1;",
         )?,
+        3 => {
+            tx.execute_batch("ALTER TABLE records ADD COLUMN stage_history TEXT;")?;
+            fill_stage_histories(tx)?;
+        }
         _ => unreachable!("no migration from schema version {from}: VERSION is {VERSION}"),
     }
     Ok(())
+}
+
+/// Writes every deal's stage history from its document, 500 at a time.
+fn fill_stage_histories(tx: &Transaction<'_>) -> Result<()> {
+    let mut after = String::new();
+    loop {
+        let ids: Vec<String> = tx
+            .prepare_cached(
+                "SELECT id FROM records WHERE kind = 'deal' AND id > ?1 ORDER BY id LIMIT 500",
+            )?
+            .query_map([&after], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let Some(last) = ids.last().cloned() else {
+            return Ok(());
+        };
+        for id in ids {
+            if let Some(mut stored) = super::documents::load(tx, &id)? {
+                let history = super::projection::stage_history(&mut stored.doc, crate::Kind::Deal)?;
+                tx.prepare_cached("UPDATE records SET stage_history = ?2 WHERE id = ?1")?
+                    .execute(rusqlite::params![id, history])?;
+            }
+        }
+        after = last;
+    }
 }
 
 fn has_foreign_tables(conn: &Connection) -> Result<bool> {
@@ -162,15 +191,73 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn frozen_v3_schema_matches_a_fresh_database() {
+    fn frozen_v4_schema_matches_a_fresh_database() {
         let dir = tempfile::tempdir().unwrap();
         let (mut fresh, path) = open(&dir, "fresh.db");
         migrate(&mut fresh, &path).unwrap();
         let (frozen, _) = open(&dir, "frozen.db");
         frozen
-            .execute_batch(include_str!("sql/tests/create_schema_v3.sql"))
+            .execute_batch(include_str!("sql/tests/create_schema_v4.sql"))
             .unwrap();
         assert_eq!(dump(&fresh), dump(&frozen));
+    }
+
+    #[test]
+    fn a_v3_store_upgrades_to_v4_with_each_deals_stage_history_read_from_its_document() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v3.db");
+        {
+            let mut store = crate::Store::open(&path, "ann").unwrap();
+            let account = store
+                .create(
+                    crate::Kind::Account,
+                    crate::fields([("name", "Acme"), ("territory", "north")]),
+                )
+                .unwrap();
+            let deal = store
+                .create(
+                    crate::Kind::Deal,
+                    crate::fields([
+                        ("account_id", crate::Value::from(account.id.as_str())),
+                        ("name", crate::Value::from("Big")),
+                        ("stage", crate::Value::from("lead")),
+                        ("territory", crate::Value::from("north")),
+                    ]),
+                )
+                .unwrap();
+            store
+                .update(
+                    &deal.id,
+                    crate::fields([("stage", crate::Value::from("qualified"))]),
+                )
+                .unwrap();
+        }
+        // What a v3 file looks like: the same rows without the column.
+        let (mut old, path_str) = {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "ALTER TABLE records DROP COLUMN stage_history; PRAGMA user_version = 3;",
+            )
+            .unwrap();
+            (conn, path.to_string_lossy().into_owned())
+        };
+        migrate(&mut old, &path_str).unwrap();
+        let history: String = old
+            .query_row(
+                "SELECT stage_history FROM records WHERE kind = 'deal'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let stages: Vec<String> = super::super::projection::parse_stage_history(Some(&history))
+            .unwrap()
+            .into_iter()
+            .map(|(_, stage)| stage)
+            .collect();
+        assert_eq!(stages, ["lead", "qualified"]);
+        let (mut fresh, fresh_path) = open(&dir, "fresh.db");
+        migrate(&mut fresh, &fresh_path).unwrap();
+        assert_eq!(dump(&old), dump(&fresh));
     }
 
     #[test]

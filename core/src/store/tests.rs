@@ -1077,3 +1077,53 @@ fn owner_counts_and_territory_narrowed_search() {
         2
     );
 }
+
+#[test]
+fn a_deals_stored_stage_history_follows_its_document_through_merges() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, _) = open_at(&dir, "a.db", "ann");
+    let (mut b, clock_b) = open_at(&dir, "b.db", "bob");
+    clock_b.store(1_764_000_000_000 + 4_000_000, Ordering::SeqCst);
+    let acc = account(&mut a, "Acme", "north");
+    let d = deal(&mut a, &acc.id, "Big", "lead", 1_000, "north");
+    for id in [&acc.id, &d.id] {
+        b.apply_changes(id, &a.changes_since(id, &[]).unwrap())
+            .unwrap();
+    }
+    a.update(&d.id, fields([("stage", "qualified")])).unwrap();
+    b.update(&d.id, fields([("stage", "lost")])).unwrap();
+    let from_b = b.changes_since(&d.id, &[]).unwrap();
+    a.apply_changes(&d.id, &from_b).unwrap();
+    let stored = |s: &Store| -> Option<String> {
+        s.conn()
+            .query_row(
+                "SELECT stage_history FROM records WHERE id = ?1",
+                [&d.id],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    let expected = crate::query::stage_timeline(&mut a.load(&d.id).unwrap()).unwrap();
+    assert_eq!(
+        super::projection::parse_stage_history(stored(&a).as_deref()),
+        Some(expected.clone())
+    );
+    assert_eq!(expected.len(), 3, "{expected:?}");
+    // Accounts keep none; a rebuilt projection holds the same histories.
+    let account_history: Option<String> = a
+        .conn()
+        .query_row(
+            "SELECT stage_history FROM records WHERE id = ?1",
+            [&acc.id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(account_history, None);
+    let flow = a.stage_flow(&[]).unwrap();
+    a.rebuild_projection().unwrap();
+    assert_eq!(
+        super::projection::parse_stage_history(stored(&a).as_deref()),
+        Some(expected)
+    );
+    assert_eq!(a.stage_flow(&[]).unwrap(), flow);
+}

@@ -47,8 +47,9 @@ use super::{
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 
 /// 2 added `relay_review`, 3 `relay_user_settings` (created by the schema
-/// below).
-const SCHEMA_VERSION: i64 = 3;
+/// below), 4 `relay_records.stage_history` (filled from the documents when
+/// a store is upgraded).
+const SCHEMA_VERSION: i64 = 4;
 /// Advisory lock held from taking log numbers until commit ("FCRM").
 const LOG_LOCK: i64 = 0x4643_524D;
 /// Advisory lock held while migrating, so relays starting together do not race.
@@ -82,6 +83,8 @@ CREATE TABLE IF NOT EXISTS relay_records (
     record        TEXT NOT NULL,
     search        TSVECTOR NOT NULL
 );
+-- A deal's stages as JSON, oldest first (schema 4).
+ALTER TABLE relay_records ADD COLUMN IF NOT EXISTS stage_history TEXT;
 CREATE INDEX IF NOT EXISTS relay_records_kind_name ON relay_records (kind, name);
 CREATE INDEX IF NOT EXISTS relay_records_kind_updated ON relay_records (kind, updated_at);
 CREATE INDEX IF NOT EXISTS relay_records_owner ON relay_records (owner);
@@ -200,8 +203,12 @@ impl PgRelay {
                     "relay schema version {v} is newer than this build ({SCHEMA_VERSION}); upgrade the server"
                 )))
             }
-            // Every step so far only added tables, made above.
+            // Every step so far only added tables and columns, made
+            // above; 4 also fills the new column.
             Some(v) if v < SCHEMA_VERSION => {
+                if v < 4 {
+                    fill_stage_histories(&mut tx)?;
+                }
                 tx.execute(
                     "UPDATE relay_meta SET value = $1 WHERE key = 'schema'",
                     &[&SCHEMA_VERSION.to_string()],
@@ -850,12 +857,34 @@ impl RelayStore for PgRelay {
     fn stage_flow(&self, territories: &[String]) -> Result<StageFlow> {
         let mut conn = self.conn()?;
         let pipeline = pipeline(&mut *conn)?;
+        let territories = territories_param(territories);
         let mut flow = StageFlow::default();
-        each_deal_document(&mut *conn, None, Some(territories), |mut doc| {
-            flow.add_deal(&pipeline, &stage_timeline(&mut doc)?);
-            Ok(())
-        })?;
-        Ok(flow)
+        let mut after = String::new();
+        loop {
+            let rows = conn.query(
+                "SELECT id, stage_history FROM relay_records
+                 WHERE kind = 'deal' AND NOT deleted AND id > $1
+                   AND ($2::text[] IS NULL OR territory = ANY($2))
+                 ORDER BY id LIMIT 1000",
+                &[&after, &territories],
+            )?;
+            let Some(last) = rows.last().map(|r| r.get::<_, String>(0)) else {
+                return Ok(flow);
+            };
+            for row in rows {
+                let history: Option<String> = row.get(1);
+                let timeline = match fieldcrm_core::parse_stage_history(history.as_deref()) {
+                    Some(timeline) => timeline,
+                    None => {
+                        let id: String = row.get(0);
+                        let snapshot = self.document(&id)?.unwrap_or_default();
+                        stage_timeline(&mut RecordDoc::load(&id, Some(&snapshot), [])?)?
+                    }
+                };
+                flow.add_deal(&pipeline, &timeline);
+            }
+            after = last;
+        }
     }
 
     fn owner_counts(&self, territories: &[String]) -> Result<Vec<OwnerCount>> {
@@ -962,6 +991,37 @@ fn each_deal_document(
             let snapshot: Vec<u8> = row.get(1);
             f(RecordDoc::load(&id, Some(&snapshot), [])?)?;
         }
+        after = last;
+    }
+}
+
+/// Writes every deal's stage history from its document (upgrading to 4),
+/// 500 deals at a time.
+fn fill_stage_histories(conn: &mut impl GenericClient) -> Result<()> {
+    let mut after = String::new();
+    loop {
+        let rows = conn.query(
+            "SELECT r.id, d.snapshot FROM relay_records r JOIN relay_documents d ON d.id = r.id
+             WHERE r.kind = 'deal' AND r.id > $1 ORDER BY r.id LIMIT 500",
+            &[&after],
+        )?;
+        let Some(last) = rows.last().map(|r| r.get::<_, String>(0)) else {
+            return Ok(());
+        };
+        let mut ids = Vec::new();
+        let mut histories = Vec::new();
+        for row in rows {
+            let id: String = row.get(0);
+            let snapshot: Vec<u8> = row.get(1);
+            let mut doc = RecordDoc::load(&id, Some(&snapshot), [])?;
+            histories.push(fieldcrm_core::stage_history(&mut doc, Kind::Deal)?);
+            ids.push(id);
+        }
+        conn.execute(
+            "UPDATE relay_records r SET stage_history = u.history
+             FROM unnest($1::text[], $2::text[]) AS u(id, history) WHERE r.id = u.id",
+            &[&ids, &histories],
+        )?;
         after = last;
     }
 }

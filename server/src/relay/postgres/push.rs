@@ -252,25 +252,26 @@ fn write_documents(tx: &mut Transaction<'_>, accepted: &mut [Accepted]) -> Resul
     tx.execute(
         "INSERT INTO relay_records (id, kind, name, owner, territory, account_id, related_to, stage,
              amount, currency, close_date, due_at, done, deleted, has_conflicts, created_at, updated_at,
-             record, search)
+             record, stage_history, search)
          SELECT id, kind, name, owner, territory, account_id, related_to, stage, amount, currency,
              close_date, due_at, done, deleted, has_conflicts, created_at, updated_at, record,
-             setweight(to_tsvector('simple', s_name), 'A') || setweight(to_tsvector('simple', s_email), 'B')
+             stage_history, setweight(to_tsvector('simple', s_name), 'A') || setweight(to_tsvector('simple', s_email), 'B')
              || setweight(to_tsvector('simple', s_phone), 'B') || setweight(to_tsvector('simple', s_notes), 'D')
          FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
              $8::text[], $9::bigint[], $10::text[], $11::text[], $12::bigint[], $13::boolean[],
              $14::boolean[], $15::boolean[], $16::bigint[], $17::bigint[], $18::text[], $19::text[],
-             $20::text[], $21::text[], $22::text[])
+             $20::text[], $21::text[], $22::text[], $23::text[])
              AS u(id, kind, name, owner, territory, account_id, related_to, stage, amount, currency,
                   close_date, due_at, done, deleted, has_conflicts, created_at, updated_at, record,
-                  s_name, s_email, s_phone, s_notes)
+                  s_name, s_email, s_phone, s_notes, stage_history)
          ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, name = excluded.name,
              owner = excluded.owner, territory = excluded.territory, account_id = excluded.account_id,
              related_to = excluded.related_to, stage = excluded.stage, amount = excluded.amount,
              currency = excluded.currency, close_date = excluded.close_date, due_at = excluded.due_at,
              done = excluded.done, deleted = excluded.deleted, has_conflicts = excluded.has_conflicts,
              created_at = excluded.created_at, updated_at = excluded.updated_at,
-             record = excluded.record, search = excluded.search",
+             record = excluded.record, stage_history = excluded.stage_history,
+             search = excluded.search",
         &[
             &rows.id,
             &rows.kind,
@@ -294,6 +295,7 @@ fn write_documents(tx: &mut Transaction<'_>, accepted: &mut [Accepted]) -> Resul
             &rows.search[1],
             &rows.search[2],
             &rows.search[3],
+            &rows.stage_history,
         ],
     )?;
     Ok(())
@@ -321,6 +323,7 @@ struct ProjectionRows {
     updated_at: Vec<i64>,
     record: Vec<String>,
     search: [Vec<String>; 4],
+    stage_history: Vec<Option<String>>,
 }
 
 impl ProjectionRows {
@@ -357,6 +360,8 @@ impl ProjectionRows {
             for (column, text) in rows.search.iter_mut().zip(search_columns(r)) {
                 column.push(text);
             }
+            rows.stage_history
+                .push(fieldcrm_core::stage_history(a.doc.doc(), r.kind)?);
         }
         Ok(rows)
     }

@@ -1,4 +1,5 @@
--- FieldCRM device store, schema version 2 (fresh stores; older ones are
+-- Frozen copy of the shipped schema v4: never edit; the migration tests compare against it.
+-- FieldCRM device store, schema version 4 (fresh stores; older ones are
 -- upgraded step by step, see schema.rs).
 
 -- Device identity, sync cursor and settings (pipeline).
@@ -52,7 +53,8 @@ CREATE TABLE records (
     updated_at    INTEGER NOT NULL,
     record        TEXT NOT NULL, -- the Record as JSON
     currency      TEXT,
-    probability   INTEGER
+    probability   INTEGER,
+    stage_history TEXT     -- a deal's stages as JSON [[ms, "stage"], ...]
 );
 CREATE INDEX records_kind_name ON records (kind, name);
 CREATE INDEX records_kind_updated ON records (kind, updated_at);
