@@ -301,12 +301,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 return out.print_json(&history);
             }
             for h in history {
-                say!(
-                    "{}  {:<10} device …{}",
-                    time(h.time),
-                    h.user,
-                    tail(&h.actor)
-                );
+                let device = match &h.device {
+                    Some(device) => format!("device {device}"),
+                    None => format!("actor …{} (device not known yet)", tail(&h.actor)),
+                };
+                say!("{}  {:<10} {device}", time(h.time), h.user);
                 for f in h.fields {
                     say!("    {:<18} {} -> {}", f.field, plain(&f.old), plain(&f.new));
                 }

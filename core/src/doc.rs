@@ -39,8 +39,12 @@ pub struct HistoryEntry {
     pub change: String,
     pub time: i64,
     pub user: String,
-    /// Hex Automerge actor id: identifies the device that made the change.
+    /// Hex Automerge actor id.
     pub actor: String,
+    /// The device id behind the actor, when the store knows it
+    /// (`Store::history` fills it in).
+    #[serde(default)]
+    pub device: Option<String>,
     pub fields: Vec<FieldChange>,
 }
 
@@ -590,7 +594,7 @@ impl RecordDoc {
         // State after each change, so a linear history reads each state once.
         let mut after_states: HashMap<ChangeHash, Fields> = HashMap::new();
         let mut entries = Vec::new();
-        for change in doc.get_changes(&[]) {
+        for change in causal_order(doc) {
             let before = match change.deps() {
                 [] => Fields::new(),
                 [single] if after_states.contains_key(single) => after_states[single].clone(),
@@ -603,6 +607,7 @@ impl RecordDoc {
                 time: change.timestamp(),
                 user: change.message().cloned().unwrap_or_default(),
                 actor: change.actor_id().to_hex_string(),
+                device: None,
                 fields,
             });
             after_states.insert(change.hash(), after);
@@ -611,15 +616,15 @@ impl RecordDoc {
     }
 
     /// The values one field took, oldest first, with the time of the change
-    /// that set each: an entry wherever a change (in the document's causal
-    /// order) leaves the field different from the entry before. Cheaper than
+    /// that set each: an entry wherever a change (in [`causal_order`])
+    /// leaves the field different from the entry before. Cheaper than
     /// [`RecordDoc::history`]: only that field is read. For flows such as a
     /// deal's stages.
     pub fn field_timeline(&mut self, path: &str) -> Result<Vec<(i64, Value)>> {
         let doc = self.doc.document();
         let id = self.id.as_str();
         let mut timeline: Vec<(i64, Value)> = Vec::new();
-        for change in doc.get_changes(&[]) {
+        for change in causal_order(doc) {
             let heads = [change.hash()];
             let value = Reader::at(doc, &heads, id)
                 .field(path)?
@@ -1039,6 +1044,48 @@ fn malformed(id: &str, reason: impl std::fmt::Display) -> Error {
     }
 }
 
+/// The document's changes, each after its dependencies, concurrent ones by
+/// time and then hash. Automerge's own order of concurrent changes depends
+/// on how the document was put together (loaded whole, or change by
+/// change), so two stores holding the same changes could read a history
+/// or a stage timeline in different orders; this one is the same anywhere.
+fn causal_order(doc: &Automerge) -> Vec<&Change> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let changes = doc.get_changes(&[]);
+    let index: HashMap<ChangeHash, usize> = changes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.hash(), i))
+        .collect();
+    let mut waiting: Vec<usize> = vec![0; changes.len()];
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); changes.len()];
+    for (i, change) in changes.iter().enumerate() {
+        for dep in change.deps() {
+            if let Some(&d) = index.get(dep) {
+                waiting[i] += 1;
+                dependents[d].push(i);
+            }
+        }
+    }
+    let key = |i: usize| Reverse((changes[i].timestamp(), changes[i].hash(), i));
+    let mut ready: BinaryHeap<_> = (0..changes.len())
+        .filter(|&i| waiting[i] == 0)
+        .map(key)
+        .collect();
+    let mut order = Vec::with_capacity(changes.len());
+    while let Some(Reverse((_, _, i))) = ready.pop() {
+        order.push(changes[i]);
+        for &next in &dependents[i] {
+            waiting[next] -= 1;
+            if waiting[next] == 0 {
+                ready.push(key(next));
+            }
+        }
+    }
+    order
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1081,6 +1128,44 @@ mod tests {
         assert_eq!(r.schema, DOC_SCHEMA_VERSION);
         assert!(!r.deleted);
         assert!(!r.fields.contains_key("notes"), "empty text is unset");
+    }
+
+    #[test]
+    fn history_and_timelines_read_in_one_order_however_the_changes_arrived() {
+        let (mut a, _) = account();
+        let mut b = copy(&mut a);
+        let ca = a
+            .update(
+                A,
+                Kind::Account,
+                &fields([("phone", "+1 555 0100")]),
+                &meta("ann", 2_000),
+            )
+            .unwrap()
+            .unwrap();
+        let cb = b
+            .update(
+                B,
+                Kind::Account,
+                &fields([("phone", "+1 555 0200")]),
+                &meta("bob", 1_000),
+            )
+            .unwrap()
+            .unwrap();
+        a.apply_remote(parsed("acc-1", &cb)).unwrap();
+        b.apply_remote(parsed("acc-1", &ca)).unwrap();
+        // Also a copy loaded whole, as a bootstrap receives it.
+        let mut whole = copy(&mut a);
+        let order = |d: &mut RecordDoc| -> Vec<String> {
+            d.history().unwrap().into_iter().map(|h| h.user).collect()
+        };
+        // Concurrent changes by time: bob's (1,000) before ann's (2,000).
+        assert_eq!(order(&mut a)[1..], ["bob", "ann"]);
+        assert_eq!(order(&mut a), order(&mut b));
+        assert_eq!(order(&mut a), order(&mut whole));
+        let timeline = a.field_timeline("phone").unwrap();
+        assert_eq!(timeline, b.field_timeline("phone").unwrap());
+        assert_eq!(timeline, whole.field_timeline("phone").unwrap());
     }
 
     #[test]

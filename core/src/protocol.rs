@@ -103,6 +103,18 @@ pub struct SyncResponse {
     pub cursor: Cursor,
     /// More is waiting: sync again at once.
     pub more: bool,
+    /// The device behind each Automerge actor that made changes to the
+    /// records in this page, so a device's history can say which device
+    /// made each change. Left out by older relays.
+    #[serde(default)]
+    pub devices: Vec<ActorDevice>,
+}
+
+/// An Automerge actor (hex) and the device id that pushed with it first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActorDevice {
+    pub actor: String,
+    pub device: String,
 }
 
 /// `POST /v1/login` body (JSON).

@@ -108,7 +108,7 @@ impl ListQuery {
 }
 
 /// One page of results and how many match in all.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Page {
     pub records: Vec<Record>,
     pub total: usize,
@@ -337,28 +337,79 @@ impl Store {
         territories: &[String],
         limit: usize,
     ) -> Result<Vec<Record>> {
-        let limit = check_limit(limit)?;
-        let Some(fts) = fts_query(text) else {
-            return Ok(Vec::new());
+        let q = ListQuery {
+            kind,
+            territories: territories.to_vec(),
+            limit,
+            ..Default::default()
         };
-        let mut f = Filter::default();
-        f.add("records_fts MATCH ?", fts);
-        f.clauses.push("r.deleted = 0".into());
-        if let Some(k) = kind {
-            f.add("r.kind = ?", k.as_str().to_string());
-        }
-        if !territories.is_empty() {
-            f.add(
-                "r.territory IN (SELECT value FROM json_each(?))",
-                serde_json::Value::from(territories.to_vec()).to_string(),
+        Ok(self.search_page(text, &q, 0)?.records)
+    }
+
+    /// A page of the best matches of `text` among the records `q` selects
+    /// (its filters, `offset` and `limit`; its sort is the match's rank),
+    /// and how many match, counted up to `most` (0: not counted, `total`
+    /// is the page's length). Only the page's records are read, so a
+    /// search matching most records costs its ranking, not their JSON.
+    pub fn search_page(&self, text: &str, q: &ListQuery, most: usize) -> Result<Page> {
+        let limit = check_limit(q.limit)?;
+        let offset = check_offset(q.offset)?;
+        let Some(fts) = fts_query(text) else {
+            return Ok(Page::default());
+        };
+        // Ranking first, on the full-text index alone (bm25 over 40,000
+        // matches: ~45 ms), then the list's filters on the best `depth`
+        // matches only: filtering every match first reads every matching
+        // record's row (~200 ms more at 40,000). If the best `depth` hold
+        // fewer than the page needs, look deeper. CROSS JOIN keeps the
+        // ranked matches the outer loop.
+        let list = list_filter(q);
+        let n = list.params.len() + 1;
+        let mut params = list.params.clone();
+        params.push(SqlValue::from(fts.clone()));
+        let filters = list.clauses.join(" AND ");
+        let filters = if filters.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {filters}")
+        };
+        let matches: i64 = self
+            .conn()
+            .prepare_cached("SELECT count(*) FROM records_fts WHERE records_fts MATCH ?1")?
+            .query_row([&fts], |r| r.get(0))?;
+        let wanted = offset + limit;
+        let mut depth = (wanted * 2).max(200);
+        let records = loop {
+            let sql = format!(
+                "SELECT records.record FROM
+                     (SELECT rowid, bm25(records_fts, 10.0, 5.0, 5.0, 1.0) AS score FROM records_fts
+                      WHERE records_fts MATCH ?{n} ORDER BY score, rowid LIMIT {depth}) hits
+                 CROSS JOIN records ON records.rowid = hits.rowid {filters}
+                 ORDER BY hits.score, hits.rowid LIMIT {limit} OFFSET {offset}"
             );
-        }
-        let sql = format!(
-            "SELECT r.record FROM records_fts JOIN records r ON r.rowid = records_fts.rowid
-             {} ORDER BY bm25(records_fts, 10.0, 5.0, 5.0, 1.0) LIMIT {limit}",
-            f.sql()
-        );
-        query_records(self.conn(), &sql, f.params)
+            let records = query_records(self.conn(), &sql, params.clone())?;
+            if records.len() as i64 == limit || depth >= matches {
+                break records;
+            }
+            depth = depth.saturating_mul(4);
+        };
+        let total = if most == 0 {
+            records.len()
+        } else {
+            let mut f = list;
+            f.add("records_fts MATCH ?", fts);
+            let sql = format!(
+                "SELECT count(*) FROM (SELECT 1 FROM records_fts CROSS JOIN records
+                 ON records.rowid = records_fts.rowid {} LIMIT {most})",
+                f.sql()
+            );
+            let n: i64 = self
+                .conn()
+                .prepare_cached(&sql)?
+                .query_row(params_from_iter(f.params), |r| r.get(0))?;
+            n as usize
+        };
+        Ok(Page { records, total })
     }
 
     /// Live records per owner and kind in `territories` (empty: all), by owner.
@@ -441,38 +492,29 @@ impl Store {
 
     /// How the live deals in `territories` (empty: all) moved through the
     /// stages, from each deal's stage history as its projection row keeps
-    /// it (the document is read only for a row without one), a page of
-    /// deals at a time, so memory stays flat however many there are.
+    /// it (the document is read only for a row without one), one row at a
+    /// time, so memory stays flat however many there are.
     pub fn stage_flow(&self, territories: &[String]) -> Result<StageFlow> {
+        // One pass over the covering partial index `records_deal_stages`
+        // (`kind` and `deleted` written out so SQLite may use it), streamed.
+        let mut sql = "SELECT id, stage_history FROM records INDEXED BY records_deal_stages
+                       WHERE kind = 'deal' AND deleted = 0"
+            .to_string();
+        let mut params = Vec::new();
+        if !territories.is_empty() {
+            sql += " AND territory IN (SELECT value FROM json_each(?1))";
+            params.push(serde_json::Value::from(territories.to_vec()).to_string());
+        }
         let mut flow = StageFlow::default();
-        let mut after = String::new();
-        loop {
-            let mut f = list_filter(&ListQuery {
-                kind: Some(Kind::Deal),
-                territories: territories.to_vec(),
-                ..Default::default()
-            });
-            f.add("id > ?", after.clone());
-            let sql = format!(
-                "SELECT id, stage_history FROM records {} ORDER BY id LIMIT 500",
-                f.sql()
-            );
-            let rows: Vec<(String, Option<String>)> = self
-                .conn()
-                .prepare_cached(&sql)?
-                .query_map(params_from_iter(f.params), |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<rusqlite::Result<_>>()?;
-            let Some(last) = rows.last().map(|(id, _)| id.clone()) else {
-                break;
+        let mut stmt = self.conn().prepare_cached(&sql)?;
+        let mut rows = stmt.query(params_from_iter(params))?;
+        while let Some(row) = rows.next()? {
+            let history: Option<String> = row.get(1)?;
+            let timeline = match projection::parse_stage_history(history.as_deref()) {
+                Some(timeline) => timeline,
+                None => stage_timeline(&mut self.load(&row.get::<_, String>(0)?)?)?,
             };
-            for (id, history) in rows {
-                let timeline = match projection::parse_stage_history(history.as_deref()) {
-                    Some(timeline) => timeline,
-                    None => stage_timeline(&mut self.load(&id)?)?,
-                };
-                flow.add_deal(self.pipeline(), &timeline);
-            }
-            after = last;
+            flow.add_deal(self.pipeline(), &timeline);
         }
         Ok(flow)
     }

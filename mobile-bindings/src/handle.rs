@@ -260,14 +260,22 @@ impl CrmStore {
         self.shared.remove_listener(id)
     }
 
-    /// Signs in to a relay (e.g. `https://crm.example.com`); sync then uses it.
+    /// Signs in to a relay (e.g. `https://crm.example.com`); sync then uses
+    /// it. A wrong name or password is `NotSignedIn` with the relay's words.
     pub fn login(
         &self,
         base_url: String,
         username: String,
         password: String,
     ) -> Result<(), CrmError> {
-        let (transport, _) = HttpTransport::login(&base_url, &username, &password)?;
+        let (transport, _) =
+            HttpTransport::login(&base_url, &username, &password).map_err(|e| match e {
+                fieldcrm_core::Error::Transport {
+                    status: Some(401),
+                    message,
+                } => CrmError::NotSignedIn(message),
+                other => other.into(),
+            })?;
         *self.transport() = Some(Arc::new(transport));
         Ok(())
     }

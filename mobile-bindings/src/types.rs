@@ -450,8 +450,11 @@ pub struct HistoryEntry {
     pub change: String,
     pub time: i64,
     pub user: String,
-    /// The device's Automerge actor id (hex).
+    /// The Automerge actor id (hex) the change was made with.
     pub actor: String,
+    /// The id of the device that made the change: this device's own, or as
+    /// the relay reported it; `null` until a sync has said.
+    pub device: Option<String>,
     pub fields: Vec<FieldChange>,
 }
 
@@ -462,6 +465,7 @@ impl From<core::HistoryEntry> for HistoryEntry {
             time: h.time,
             user: h.user,
             actor: h.actor,
+            device: h.device,
             fields: h.fields.into_iter().map(Into::into).collect(),
         }
     }

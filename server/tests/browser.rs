@@ -426,6 +426,28 @@ async fn office_and_rep_work_on_the_same_records_in_a_real_browser() {
 
     // At a phone's width no page scrolls sideways (wide tables scroll
     // inside their own box).
+    // The page script tells the relay the browser's time zone; the settings
+    // page says times are shown in it.
+    let cookie = client
+        .execute("return document.cookie", vec![])
+        .await
+        .unwrap();
+    let zone = cookie
+        .as_str()
+        .unwrap()
+        .split("; ")
+        .find_map(|c| c.strip_prefix("fieldcrm_tz="))
+        .expect("the time zone cookie")
+        .to_string();
+    client.goto(&format!("{base}/settings")).await.unwrap();
+    let shown = client
+        .find(Locator::Css("strong.zone"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(shown, zone);
     client.set_window_size(390, 844).await.unwrap();
     let record = format!("/r/{}", deal.id);
     let edit = format!("/r/{}/edit", deal.id);
@@ -443,6 +465,7 @@ async fn office_and_rep_work_on_the_same_records_in_a_real_browser() {
         "/search?q=harbour",
         "/import",
         "/review",
+        "/settings",
     ] {
         client.goto(&format!("{base}{path}")).await.unwrap();
         // The page's width, the window's, and the elements that stick out

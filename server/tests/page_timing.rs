@@ -7,8 +7,7 @@
 //! ```
 //!
 //! and it prints one JSON object: milliseconds per page (best of 5 after a
-//! warm-up), and fails if a page other than the stage analysis (which reads
-//! every deal's document, docs/office-ui.md) takes 100 ms or more.
+//! warm-up), and fails if a page takes 100 ms or more.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -93,6 +92,22 @@ fn seed(relay: &SqliteRelay) -> (String, String) {
             ("territory", Value::from(territory(i % ACCOUNTS))),
         ])
     });
+    // Deals made as leads move on twice, so histories hold several stages.
+    let leads: Vec<&String> = deals.iter().step_by(stages.len()).collect();
+    for next in &stages[1..=2] {
+        for chunk in leads.chunks(500) {
+            let edits = chunk
+                .iter()
+                .map(|id| Edit::Update {
+                    id: (*id).clone(),
+                    fields: fields([("stage", *next)]),
+                })
+                .collect();
+            for outcome in office::edit(relay, &olivia, edits).unwrap() {
+                outcome.unwrap();
+            }
+        }
+    }
     create(Kind::Activity, ACTIVITIES, &|i| {
         fields([
             ("kind", Value::from("call")),
@@ -182,7 +197,7 @@ async fn every_page_answers_within_100_ms_at_100_000_records() {
         }
         let ms = best.as_secs_f64() * 1000.0;
         report.insert(path.clone(), serde_json::json!((ms * 10.0).round() / 10.0));
-        if best >= BUDGET && path != "/dashboard/stages" {
+        if best >= BUDGET {
             slow.push(format!("{path}: {ms:.1} ms"));
         }
     }

@@ -1363,6 +1363,123 @@ fn stage_analysis_agrees_with_the_deals_documents(fx: Fixture) {
     assert_eq!(qualified.reached, 2, "{qualified:?}");
 }
 
+/// A device's history names the device of every change: its own, another
+/// device's (learnt from the relay with the changes or the snapshot), and
+/// the office's (`web`).
+fn history_names_the_device_of_every_change(fx: Fixture) {
+    let mut ann = fx.device("ann");
+    let mut olivia = fx.device("olivia");
+    let id = account(&mut ann, "Acme", "north");
+    fx.sync(&mut ann);
+    fx.sync(&mut olivia); // a snapshot
+    let devices = |store: &Store| -> Vec<Option<String>> {
+        store
+            .history(&id)
+            .unwrap()
+            .into_iter()
+            .map(|h| h.device)
+            .collect()
+    };
+    assert_eq!(devices(&olivia), [Some(ann.device_id().to_string())]);
+    olivia.update(&id, fields([("phone", "+44 1")])).unwrap();
+    fx.sync(&mut olivia);
+    office::edit_one(
+        &*fx.relay,
+        &fx.user("olivia"),
+        Edit::Update {
+            id: id.clone(),
+            fields: fields([("phone", "+44 2")]),
+        },
+    )
+    .unwrap();
+    fx.sync(&mut ann); // changes from the log
+    assert_eq!(
+        devices(&ann),
+        [
+            Some(ann.device_id().to_string()),
+            Some(olivia.device_id().to_string()),
+            Some("web".to_string()),
+        ]
+    );
+}
+
+/// A search is a page of the filtered records' best matches with a count
+/// up to a cap, on every store alike.
+fn search_pages_are_filtered_ranked_and_counted(fx: Fixture) {
+    let relay = &*fx.relay;
+    let olivia = fx.user("olivia");
+    let edits = (0..12)
+        .map(|i| Edit::Create {
+            kind: Kind::Account,
+            fields: fields([
+                ("name", Value::from(format!("Harbour {i:02}"))),
+                (
+                    "territory",
+                    Value::from(if i % 3 == 0 { "south" } else { "north" }),
+                ),
+                (
+                    "owner",
+                    Value::from(if i % 2 == 0 { "ann" } else { "olivia" }),
+                ),
+            ]),
+        })
+        .collect();
+    for made in office::edit(relay, &olivia, edits).unwrap() {
+        made.unwrap();
+    }
+    let q = |offset: usize, limit: usize| ListQuery {
+        kind: Some(Kind::Account),
+        offset,
+        limit,
+        ..Default::default()
+    };
+    let all = relay.search_page("harb", &q(0, 5), 100).unwrap();
+    assert_eq!((all.records.len(), all.total), (5, 12));
+    let rest = relay.search_page("harb", &q(5, 50), 100).unwrap();
+    assert_eq!(rest.records.len(), 7);
+    let mut names: Vec<String> = all
+        .records
+        .iter()
+        .chain(&rest.records)
+        .map(|r| r.display_name())
+        .collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), 12, "pages neither repeat nor skip a match");
+    assert_eq!(
+        relay.search_page("harb", &q(0, 5), 8).unwrap().total,
+        8,
+        "counted up to the cap"
+    );
+    assert_eq!(
+        relay.search_page("harb", &q(0, 5), 0).unwrap().total,
+        5,
+        "not counted"
+    );
+    let narrowed = relay
+        .search_page(
+            "harb",
+            &ListQuery {
+                owner: Some("ann".into()),
+                territories: vec!["north".into()],
+                ..q(0, 50)
+            },
+            100,
+        )
+        .unwrap();
+    // Even i (ann) and not a multiple of 3 (north): 2, 4, 8, 10.
+    assert_eq!(narrowed.total, 4);
+    assert!(narrowed
+        .records
+        .iter()
+        .all(|r| r.text("owner") == Some("ann") && r.text("territory") == Some("north")));
+    assert_eq!(relay.search_page("  ", &q(0, 5), 100).unwrap().total, 0);
+    assert!(
+        relay.search_page("harb", &q(0, 0), 100).is_err(),
+        "a limit of 0"
+    );
+}
+
 /// A change re-made with another actor id (same content, same record).
 fn with_actor(change: &RecordBytes, actor_hex: &str) -> RecordBytes {
     let parsed = automerge::Change::from_bytes(change.bytes.clone()).unwrap();
@@ -1405,6 +1522,8 @@ store_suite!(sqlite:
     territory_moves_and_foreign_records_are_refused_per_change,
     both_stores_answer_alike,
     stage_analysis_agrees_with_the_deals_documents,
+    history_names_the_device_of_every_change,
+    search_pages_are_filtered_ranked_and_counted,
 );
 store_suite!(postgres:
     a_refused_change_never_forks_the_record,
@@ -1422,4 +1541,6 @@ store_suite!(postgres:
     territory_moves_and_foreign_records_are_refused_per_change,
     both_stores_answer_alike,
     stage_analysis_agrees_with_the_deals_documents,
+    history_names_the_device_of_every_change,
+    search_pages_are_filtered_ranked_and_counted,
 );

@@ -501,9 +501,23 @@ impl Store {
         Ok(loaded.doc)
     }
 
-    /// Every change to a record: time, user, device (actor), old → new per field.
+    /// Every change to a record: time, user, actor and the device it
+    /// belongs to (this device's own, or as the relay said; `None` while
+    /// unknown), old → new per field.
     pub fn history(&self, id: &str) -> Result<Vec<HistoryEntry>> {
-        self.load(id)?.history()
+        let mut entries = self.load(id)?.history()?;
+        let own = self.actor_hex();
+        let mut lookup = self
+            .conn
+            .prepare_cached("SELECT device FROM actor_devices WHERE actor = ?1")?;
+        for entry in &mut entries {
+            entry.device = if entry.actor == own {
+                Some(self.device_id.clone())
+            } else {
+                lookup.query_row([&entry.actor], |r| r.get(0)).optional()?
+            };
+        }
+        Ok(entries)
     }
 
     /// A record as it stood at `time` (ms since the epoch).

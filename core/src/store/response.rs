@@ -91,6 +91,16 @@ impl Store {
             apply_in(&tx, id, parsed)?;
         }
         report.evicted += settle_evictions(&tx)?;
+        for d in &response.devices {
+            // A binding that could not be one is ignored, not stored.
+            if d.actor.len() <= 64 && !d.device.is_empty() && d.device.len() <= 128 {
+                tx.prepare_cached(
+                    "INSERT INTO actor_devices (actor, device) VALUES (?1, ?2)
+                     ON CONFLICT (actor) DO UPDATE SET device = excluded.device",
+                )?
+                .execute(rusqlite::params![d.actor, d.device])?;
+            }
+        }
         meta_set(&tx, "sync.cursor", &cursor)?;
         tx.commit()?;
         self.actor = actor;

@@ -10,11 +10,13 @@ use crate::error::{Error, Result};
 /// outbox's refusal code, field and intent, and deferred evictions; 3 a
 /// deal's currency and probability as columns, and the covering indexes
 /// dashboards read (deal figures, records per owner, records in conflict);
-/// 4 a deal's stage history as a column, so stage analysis reads rows.
-pub const VERSION: i64 = 4;
+/// 4 a deal's stage history as a column, so stage analysis reads rows; 5
+/// the device behind each actor, for history, and a covering index of the
+/// live deals' stage histories.
+pub const VERSION: i64 = 5;
 
 /// The complete schema at [`VERSION`], for fresh stores.
-const CREATE: &str = include_str!("sql/create_v4.sql");
+const CREATE: &str = include_str!("sql/create_v5.sql");
 
 /// Connection settings that are not stored in the file.
 pub(crate) fn prepare(conn: &Connection, durable: bool) -> Result<()> {
@@ -96,6 +98,11 @@ fn upgrade_from(tx: &Transaction<'_>, from: i64) -> Result<()> {
             tx.execute_batch("ALTER TABLE records ADD COLUMN stage_history TEXT;")?;
             fill_stage_histories(tx)?;
         }
+        4 => tx.execute_batch(
+            "CREATE TABLE actor_devices (actor TEXT PRIMARY KEY, device TEXT NOT NULL) WITHOUT ROWID;
+             CREATE INDEX records_deal_stages ON records (territory, id, stage_history, kind, deleted)
+                 WHERE kind = 'deal' AND deleted = 0;",
+        )?,
         _ => unreachable!("no migration from schema version {from}: VERSION is {VERSION}"),
     }
     Ok(())
@@ -191,13 +198,13 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn frozen_v4_schema_matches_a_fresh_database() {
+    fn frozen_v5_schema_matches_a_fresh_database() {
         let dir = tempfile::tempdir().unwrap();
         let (mut fresh, path) = open(&dir, "fresh.db");
         migrate(&mut fresh, &path).unwrap();
         let (frozen, _) = open(&dir, "frozen.db");
         frozen
-            .execute_batch(include_str!("sql/tests/create_schema_v4.sql"))
+            .execute_batch(include_str!("sql/tests/create_schema_v5.sql"))
             .unwrap();
         assert_eq!(dump(&fresh), dump(&frozen));
     }
@@ -236,7 +243,8 @@ pub(crate) mod tests {
         let (mut old, path_str) = {
             let conn = Connection::open(&path).unwrap();
             conn.execute_batch(
-                "ALTER TABLE records DROP COLUMN stage_history; PRAGMA user_version = 3;",
+                "DROP INDEX records_deal_stages; ALTER TABLE records DROP COLUMN stage_history;
+                 DROP TABLE actor_devices; PRAGMA user_version = 3;",
             )
             .unwrap();
             (conn, path.to_string_lossy().into_owned())

@@ -102,6 +102,7 @@ fun scenario(tmp: File, url: String) {
     val history = bob.history(acme.meta.id)
     check(history.size == 4) { "create, two edits, resolution: $history" }
     check(history.last().user == "ann" && history.last().fields.single().field == "phone") { "last change ${history.last()}" }
+    check(history.last().device == ann.deviceId()) { "the entry names ann's device: ${history.last()}" }
     ann.closeStore()
     bob.closeStore()
 }

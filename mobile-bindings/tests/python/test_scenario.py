@@ -94,6 +94,9 @@ def test_two_devices_converge_through_the_relay(tmp_path, relay_url):
     assert ann.get(acme.meta.id).account.phone == "+44 333 333"
     history = ann.history(acme.meta.id)
     assert [h.user for h in history][-1] == "bob"
+    # Each entry names the device it came from: ann's own, bob's as the relay said.
+    assert history[0].device == ann.device_id()
+    assert history[-1].device == bob.device_id()
 
 
 def test_bring_your_own_transport(tmp_path, relay_url):
@@ -153,6 +156,8 @@ def test_refused_changes_held_changes_and_sign_out(tmp_path, relay_url):
     accepted; signing out with work waiting says so."""
     data = str(tmp_path / "relay")
     ann = crm.CrmStore.open(str(tmp_path / "ann.db"), "ann")
+    with pytest.raises(crm.CrmError.NotSignedIn, match="wrong username or password"):
+        ann.login(relay_url, "ann", "not the password")
     ann.login(relay_url, "ann", PASSWORD)
     acme = ann.create(crm.RecordKind.ACCOUNT, {"name": text("Acme"), "territory": text("north")}).account
     ann.sync(None)
@@ -227,14 +232,18 @@ class States(crm.SyncStateListener):
 
 def test_an_app_with_background_sync_hears_what_changed_and_reads_meanwhile(tmp_path, relay_url):
     """An app-shaped program: background sync bootstraps while the UI keeps
-    reading (timed); another device's edit reaches the change listener."""
+    reading (timed); another device's edit reaches the change listener.
+    FIELDCRM_APP_RECORDS sets the bootstrap's size (300 in CI; the figures
+    in docs/mobile.md are from 10,000)."""
+    import os
     import time
 
+    records = int(os.environ.get("FIELDCRM_APP_RECORDS", "300"))
     bob = crm.CrmStore.open(str(tmp_path / "bob.db"), "bob")
     bob.login(relay_url, "bob", PASSWORD)
     ids = [
-        bob.create(crm.RecordKind.ACCOUNT, {"name": text(f"Account {i:03}"), "territory": text("north")}).account.meta.id
-        for i in range(300)
+        bob.create(crm.RecordKind.ACCOUNT, {"name": text(f"Account {i:05}"), "territory": text("north")}).account.meta.id
+        for i in range(records)
     ]
     bob.sync(None)
 
@@ -245,13 +254,16 @@ def test_an_app_with_background_sync_hears_what_changed_and_reads_meanwhile(tmp_
     changes, states = Changes(), States()
     app.add_change_listener(changes)
     app.start_sync(states)
-    slowest = 0.0
-    deadline = time.monotonic() + 60
+    reads = []
+    started = time.monotonic()
+    deadline = started + 60 + records / 100
     while app.list(crm.ListFilter(limit=1)).total < len(ids):
         start = time.monotonic()
         app.list(crm.ListFilter(kind=crm.RecordKind.ACCOUNT, limit=20))
-        slowest = max(slowest, time.monotonic() - start)
+        reads.append(time.monotonic() - start)
         assert time.monotonic() < deadline, "background bootstrap did not finish"
+    bootstrap = time.monotonic() - started
+    slowest = max(reads, default=0.0)
     assert slowest < 0.5, f"a read waited {slowest:.3f} s behind sync"
     # Listeners hear of a page just after it commits (outside the lock).
     while not set(ids) <= set(changes.ids()):
@@ -266,6 +278,13 @@ def test_an_app_with_background_sync_hears_what_changed_and_reads_meanwhile(tmp_
         time.sleep(0.01)
     heard_in = time.monotonic() - edited_at
     assert heard_in < 2.0, heard_in
+    reads.sort()
+    median = reads[len(reads) // 2] if reads else 0.0
+    print(
+        f"\nbackground bootstrap of {records} records: {bootstrap:.1f} s, {len(reads)} reads meanwhile, "
+        f"median {median * 1000:.1f} ms, slowest {slowest * 1000:.1f} ms; "
+        f"bob's edit heard in {heard_in * 1000:.0f} ms (edit, bob's sync, the live stream, the app's sync)"
+    )
     assert app.get(ids[7]).account.phone == "+44 113 496 0777"
     app.stop_sync()
     assert any(isinstance(s, crm.SyncState.IDLE) for s in states.states)
@@ -275,5 +294,5 @@ def test_an_app_with_background_sync_hears_what_changed_and_reads_meanwhile(tmp_
     again.restore_session(relay_url, token)
     assert again.sync(None).received_snapshots == len(ids)
     # Records and values print readably.
-    assert "Account 007" in repr(app.get(ids[7])), repr(app.get(ids[7]))
+    assert "Account 00007" in repr(app.get(ids[7])), repr(app.get(ids[7]))
     assert "INT" in repr(crm.FieldValue.INT(3)) and "3" in repr(crm.FieldValue.INT(3))

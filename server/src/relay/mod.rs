@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::{EditRefusal, Refusal, RelayError, Result};
 use fieldcrm_core::protocol::{
-    Cursor, RecordBytes, Rejection, SyncRequest, SyncResponse, PROTOCOL_VERSION,
+    ActorDevice, Cursor, RecordBytes, Rejection, SyncRequest, SyncResponse, PROTOCOL_VERSION,
 };
 use fieldcrm_core::{
     Conflict, DealGroups, Edit, HistoryEntry, Kind, ListQuery, OwnerCount, Page, Pipeline, Record,
@@ -122,6 +122,8 @@ pub struct PullPage {
     pub evict: Vec<String>,
     pub cursor: Cursor,
     pub more: bool,
+    /// (actor hex, device id) behind the changes of these records.
+    pub devices: Vec<(String, String)>,
 }
 
 /// A record with what its page shows: history and open conflicts.
@@ -209,13 +211,25 @@ pub trait RelayStore: Send + Sync {
 
     fn pipeline(&self) -> Result<Pipeline>;
     fn list(&self, q: &ListQuery) -> Result<Page>;
+    /// A page of the best matches of `text` among the records `q` selects,
+    /// and how many match, counted up to `most` (0: not counted).
+    fn search_page(&self, text: &str, q: &ListQuery, most: usize) -> Result<Page>;
+    /// The best `limit` matches of `text` among live records.
     fn search(
         &self,
         text: &str,
         kind: Option<Kind>,
         territories: &[String],
         limit: usize,
-    ) -> Result<Vec<Record>>;
+    ) -> Result<Vec<Record>> {
+        let q = ListQuery {
+            kind,
+            territories: territories.to_vec(),
+            limit,
+            ..Default::default()
+        };
+        Ok(self.search_page(text, &q, 0)?.records)
+    }
     fn record(&self, id: &str) -> Result<Option<RecordDetail>>;
     fn record_at(&self, id: &str, time: i64) -> Result<Record>;
     /// Live deals grouped for dashboards, now or as they stood at `at`
@@ -288,6 +302,11 @@ pub fn sync(
             ..page.cursor
         },
         more: page.more,
+        devices: page
+            .devices
+            .into_iter()
+            .map(|(actor, device)| ActorDevice { actor, device })
+            .collect(),
     };
     let appended = Appended {
         changes: pushed.appended,

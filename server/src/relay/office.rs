@@ -27,6 +27,22 @@ pub fn list(store: &dyn RelayStore, user: &User, mut q: ListQuery) -> Result<Pag
     store.list(&q)
 }
 
+/// A page of the best matches of `text` among the records `q` selects that
+/// the user may see, and how many match (up to `most`).
+pub fn search_page(
+    store: &dyn RelayStore,
+    user: &User,
+    text: &str,
+    mut q: ListQuery,
+    most: usize,
+) -> Result<Page> {
+    let Some(territories) = narrow(user, &q.territories) else {
+        return Ok(Page::default());
+    };
+    q.territories = territories;
+    store.search_page(text, &q, most)
+}
+
 pub fn search(
     store: &dyn RelayStore,
     user: &User,

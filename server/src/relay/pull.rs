@@ -50,6 +50,9 @@ pub trait LogSource {
     ) -> Result<Vec<(String, Vec<u8>)>>;
     /// The record's compacted document.
     fn snapshot(&mut self, id: &str) -> Result<Vec<u8>>;
+    /// The devices behind the actors that pushed changes to `records`, as
+    /// (actor hex, device id).
+    fn actor_devices(&mut self, records: &[String]) -> Result<Vec<(String, String)>>;
 }
 
 /// The next page for `device` after `cursor`, at most `max_bytes` (but at
@@ -62,10 +65,23 @@ pub fn pull(
     max_bytes: u64,
 ) -> Result<PullPage> {
     let head = source.head()?;
-    match bootstrap_state(cursor, head) {
-        Some(boot) => bootstrap_page(source, user, device, boot, head, max_bytes),
-        None => log_page(source, user, device, cursor.seq, head, max_bytes),
+    let mut page = match bootstrap_state(cursor, head) {
+        Some(boot) => bootstrap_page(source, user, device, boot, head, max_bytes)?,
+        None => log_page(source, user, device, cursor.seq, head, max_bytes)?,
+    };
+    // Which device made each change the page brings, for the device's history.
+    let mut records: Vec<String> = page
+        .snapshots
+        .iter()
+        .chain(&page.changes)
+        .map(|r| r.record_id.clone())
+        .collect();
+    records.sort_unstable();
+    records.dedup();
+    if !records.is_empty() {
+        page.devices = source.actor_devices(&records)?;
     }
+    Ok(page)
 }
 
 /// A fresh device (cursor 0) bootstraps from compacted documents.

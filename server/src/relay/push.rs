@@ -117,9 +117,16 @@ pub struct Accepted {
 pub trait PushStore {
     /// Which of `hashes` the log holds already.
     fn logged(&mut self, hashes: &[[u8; 32]]) -> Result<HashSet<[u8; 32]>>;
-    /// Binds every actor of `actors` that nobody has yet to `user`, and
-    /// returns the user each actor is bound to.
-    fn claim_actors(&mut self, user: &str, actors: &[&str]) -> Result<HashMap<String, String>>;
+    /// Binds every actor of `actors` that nobody has yet to `user` and
+    /// `device` (an actor bound before devices were kept gets `device` if
+    /// `user` pushes with it again), and returns the user each actor is
+    /// bound to.
+    fn claim_actors(
+        &mut self,
+        user: &str,
+        device: &str,
+        actors: &[&str],
+    ) -> Result<HashMap<String, String>>;
     /// Holds every record of `ids` (sorted, distinct) for writing until the
     /// transaction ends, new ones included (stores with one writer need do
     /// nothing).
@@ -272,7 +279,7 @@ pub fn push<S: PushStore>(
         a.dedup();
         a
     };
-    let owners = store.claim_actors(&user.id, &actor_refs)?;
+    let owners = store.claim_actors(&user.id, device, &actor_refs)?;
     let mut mine = Vec::with_capacity(pushed.len());
     for (p, actor) in pushed.into_iter().zip(actors) {
         match owners.get(&actor) {

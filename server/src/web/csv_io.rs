@@ -164,7 +164,7 @@ pub async fn export(
                     offset,
                     ..query.clone()
                 };
-                let found = find(&*relay, &user, kind, &params, q).and_then(|(records, _)| {
+                let found = find(&*relay, &user, &params, q).and_then(|(records, _)| {
                     let names = Names::of_records(&*relay, &user, &records)?;
                     Ok((records, names))
                 });

@@ -148,36 +148,26 @@ pub fn now_ms() -> i64 {
 pub const SEARCH_HITS: usize = fieldcrm_core::MAX_PAGE;
 
 /// The page of records a list shows, and how many match in all: a search
-/// (the best [`SEARCH_HITS`] hits, filters applied to them) or a filtered,
-/// sorted list; both honour `q.offset` and `q.limit`.
+/// (the best [`SEARCH_HITS`] matches among the filtered records) or a
+/// filtered, sorted list; both honour `q.offset` and `q.limit`.
 pub fn find(
     relay: &dyn RelayStore,
     user: &User,
-    kind: Kind,
     p: &ListParams,
     q: ListQuery,
 ) -> crate::relay::Result<(Vec<Record>, usize)> {
-    if p.q.trim().is_empty() {
-        let page = office::list(relay, user, q)?;
-        return Ok((page.records, page.total));
-    }
-    let hits: Vec<Record> = office::search(relay, user, &p.q, Some(kind), SEARCH_HITS)?
-        .into_iter()
-        .filter(|r| {
-            q.owner
-                .as_deref()
-                .is_none_or(|o| r.text("owner") == Some(o))
-                && q.stage
-                    .as_deref()
-                    .is_none_or(|s| r.text("stage") == Some(s))
-                && q.territories
-                    .first()
-                    .is_none_or(|t| r.text("territory") == Some(t.as_str()))
-        })
-        .collect();
-    let total = hits.len();
-    let page = hits.into_iter().skip(q.offset).take(q.limit).collect();
-    Ok((page, total))
+    let page = if p.q.trim().is_empty() {
+        office::list(relay, user, q)?
+    } else {
+        // The best SEARCH_HITS matches, a page at a time.
+        let within = SEARCH_HITS.saturating_sub(q.offset);
+        let limit = q.limit.min(within).max(1);
+        let mut page =
+            office::search_page(relay, user, &p.q, ListQuery { limit, ..q }, SEARCH_HITS)?;
+        page.records.truncate(within);
+        page
+    };
+    Ok((page.records, page.total))
 }
 
 fn columns(kind: Kind) -> &'static [&'static str] {
@@ -200,7 +190,7 @@ pub async fn list(
     let user = session.user.clone();
     let p = params.clone();
     let (records, total, choices, names) = blocking(&state, move |relay| {
-        let (records, total) = find(relay, &user, kind, &p, query)?;
+        let (records, total) = find(relay, &user, &p, query)?;
         let names = Names::of_records(relay, &user, &records)?;
         Ok((records, total, choices(relay, &user)?, names))
     })

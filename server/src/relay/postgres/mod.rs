@@ -48,8 +48,8 @@ type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 
 /// 2 added `relay_review`, 3 `relay_user_settings` (created by the schema
 /// below), 4 `relay_records.stage_history` (filled from the documents when
-/// a store is upgraded).
-const SCHEMA_VERSION: i64 = 4;
+/// a store is upgraded), 5 `relay_actors.device`.
+const SCHEMA_VERSION: i64 = 5;
 /// Advisory lock held from taking log numbers until commit ("FCRM").
 const LOG_LOCK: i64 = 0x4643_524D;
 /// Advisory lock held while migrating, so relays starting together do not race.
@@ -120,6 +120,9 @@ CREATE TABLE IF NOT EXISTS relay_tokens (
     user_id TEXT NOT NULL REFERENCES relay_users (id) ON DELETE CASCADE
 );
 CREATE TABLE IF NOT EXISTS relay_actors (actor TEXT PRIMARY KEY, user_id TEXT NOT NULL);
+-- The device that first pushed with the actor (schema 5; NULL before).
+ALTER TABLE relay_actors ADD COLUMN IF NOT EXISTS device TEXT;
+CREATE INDEX IF NOT EXISTS relay_actors_device ON relay_actors (user_id, device);
 CREATE TABLE IF NOT EXISTS relay_web_actors (
     user_id TEXT NOT NULL,
     device  TEXT NOT NULL,
@@ -507,6 +510,17 @@ impl LogSource for PgLog<'_, '_> {
             .filter(|s: &Vec<u8>| !s.is_empty())
             .ok_or_else(|| RelayError::NotFound(format!("no record with id {id:?}")))
     }
+
+    fn actor_devices(&mut self, records: &[String]) -> Result<Vec<(String, String)>> {
+        let rows = self.0.query(
+            "SELECT DISTINCT a.actor, a.device
+             FROM (SELECT DISTINCT user_id, device FROM relay_log WHERE record_id = ANY($1)) l
+             JOIN relay_actors a ON a.user_id = l.user_id AND a.device = l.device
+             ORDER BY a.actor",
+            &[&records],
+        )?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
 }
 
 impl RelayStore for PgRelay {
@@ -747,29 +761,39 @@ impl RelayStore for PgRelay {
         })
     }
 
-    fn search(
-        &self,
-        text: &str,
-        kind: Option<Kind>,
-        territories: &[String],
-        limit: usize,
-    ) -> Result<Vec<Record>> {
+    fn search_page(&self, text: &str, q: &ListQuery, most: usize) -> Result<Page> {
+        if q.limit == 0 || q.limit > MAX_PAGE {
+            return Err(CoreError::InvalidQuery(format!(
+                "limit {} must be between 1 and {MAX_PAGE}",
+                q.limit
+            ))
+            .into());
+        }
+        let offset = check_offset(q.offset)?;
         let Some(query) = ts_query(text) else {
-            return Ok(Vec::new());
+            return Ok(Page::default());
         };
-        let rows = self.conn()?.query(
-            "SELECT record FROM relay_records, to_tsquery('simple', $1) q
-             WHERE search @@ q AND NOT deleted AND ($2::text IS NULL OR kind = $2)
-               AND ($3::text[] IS NULL OR territory = ANY($3))
-             ORDER BY ts_rank(search, q) DESC, id LIMIT $4",
-            &[
-                &query,
-                &kind.map(|k| k.as_str().to_string()),
-                &territories_param(territories),
-                &(limit.min(MAX_PAGE) as i64),
-            ],
-        )?;
-        records_from(rows)
+        let mut f = list_filter(q);
+        f.add("search @@ to_tsquery('simple', ?)", query);
+        let n = f.params.len();
+        let mut conn = self.conn()?;
+        let sql = format!(
+            "SELECT record FROM relay_records {} ORDER BY ts_rank(search, to_tsquery('simple', ${n})) DESC, id
+             LIMIT {} OFFSET {offset}",
+            f.sql(),
+            q.limit
+        );
+        let records = records_from(conn.query(&sql, &f.params())?)?;
+        let total = if most == 0 {
+            records.len()
+        } else {
+            let sql = format!(
+                "SELECT count(*) FROM (SELECT 1 FROM relay_records {} LIMIT {most}) m",
+                f.sql()
+            );
+            conn.query_one(&sql, &f.params())?.get::<_, i64>(0) as usize
+        };
+        Ok(Page { records, total })
     }
 
     fn record(&self, id: &str) -> Result<Option<RecordDetail>> {

@@ -56,13 +56,19 @@ impl PushStore for PgPush<'_, '_> {
             .collect())
     }
 
-    fn claim_actors(&mut self, user: &str, actors: &[&str]) -> Result<HashMap<String, String>> {
+    fn claim_actors(
+        &mut self,
+        user: &str,
+        device: &str,
+        actors: &[&str],
+    ) -> Result<HashMap<String, String>> {
         // A relay racing to bind the same actor waits for this insert's
         // row lock, then finds this binding: both answer alike.
         self.tx.execute(
-            "INSERT INTO relay_actors (actor, user_id) SELECT unnest($1::text[]), $2
-             ON CONFLICT (actor) DO NOTHING",
-            &[&actors, &user],
+            "INSERT INTO relay_actors (actor, user_id, device) SELECT unnest($1::text[]), $2, $3
+             ON CONFLICT (actor) DO UPDATE SET device = excluded.device
+             WHERE relay_actors.device IS NULL AND relay_actors.user_id = excluded.user_id",
+            &[&actors, &user, &device],
         )?;
         let rows = self.tx.query(
             "SELECT actor, user_id FROM relay_actors WHERE actor = ANY($1)",

