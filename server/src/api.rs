@@ -20,8 +20,35 @@ use crate::error::ApiError;
 use crate::login_throttle::ClientAddress;
 use crate::{relay, AppState, SignIn};
 
+/// Liveness: the process answers. (Readiness, whether it can serve, is
+/// [`readyz`].)
 pub async fn healthz() -> &'static str {
     "ok"
+}
+
+/// How long readiness waits for the store before saying "not ready".
+const READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Readiness: the store answers a read within 2 s (`ready`), or 503 with
+/// why not — the database is away, say, while the process lives on and
+/// reconnects by itself. Load balancers send traffic only to ready relays.
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let answer = tokio::time::timeout(READY_WITHIN, state.store(|relay| relay.head())).await;
+    let not_ready = |why: String| {
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response()
+    };
+    match answer {
+        Ok(Ok(_)) => "ready\n".into_response(),
+        Ok(Err(e)) => not_ready(e.message),
+        Err(_) => not_ready(format!(
+            "the store did not answer within {} s",
+            READY_WITHIN.as_secs()
+        )),
+    }
 }
 
 pub async fn no_such_endpoint() -> ApiError {

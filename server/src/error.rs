@@ -56,16 +56,20 @@ impl ApiError {
 
 impl From<RelayError> for ApiError {
     fn from(e: RelayError) -> Self {
+        if e.is_unavailable() {
+            // The database is away (see `RelayError::is_unavailable`).
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("relay storage unavailable, try again: {e}"),
+            );
+        }
         match e {
             RelayError::Core(core) => core.into(),
             RelayError::Invalid(m) => ApiError::bad_request(m),
             RelayError::NotFound(m) => ApiError::not_found(m),
             RelayError::AlreadyExists(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
-            RelayError::Pool(e) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                format!("relay storage unavailable: {e}"),
-            ),
+            RelayError::Pool(e) => ApiError::internal(e),
             RelayError::Sqlite(e) => ApiError::internal(e),
             RelayError::Storage(e) => ApiError::internal(e),
             RelayError::Postgres(e) => ApiError::internal(e),

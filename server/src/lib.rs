@@ -242,6 +242,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .layer(middleware::from_fn(error::json_errors));
     let pages = Router::new()
         .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz))
         .route("/metrics", get(api::metrics))
         .merge(web::routes())
         .layer(timeout);

@@ -255,11 +255,15 @@ async fn malformed_envelopes_and_unknown_versions_get_400_with_a_message() {
         "{}",
         message(&body)
     );
-    // The relay still serves.
+    // The relay still serves, and is ready (its store answers).
     let (status, _) = fx
         .call(Request::get("/healthz").body(Body::empty()).unwrap())
         .await;
     assert_eq!(status, StatusCode::OK);
+    let (status, body) = fx
+        .call(Request::get("/readyz").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"ready\n"[..]));
 }
 
 #[tokio::test]

@@ -247,3 +247,156 @@ fn an_upgraded_store_fills_each_deals_stage_history_from_its_document() {
     assert_eq!(stages, ["lead", "qualified"]);
     assert_eq!(reopened.stage_flow(&[]).unwrap(), flow);
 }
+
+/// The status a relay's `path` answers with.
+fn status_of(relay: &Relay, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let addr = relay.url.trim_start_matches("http://");
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return 0;
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until `relay` answers `/readyz` with `status`; how long it took.
+fn until_ready_is(relay: &Relay, status: u16, within: Duration) -> Duration {
+    let started = Instant::now();
+    while status_of(relay, "/readyz") != status {
+        assert!(
+            started.elapsed() < within,
+            "/readyz never answered {status}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    started.elapsed()
+}
+
+/// The database goes away and comes back 20 times while devices sync
+/// through two relays: a sync in flight completes or fails with 503 (never
+/// a 500), `/readyz` says "not ready" while the database is away and
+/// "ready" soon after it is back (the relays reconnect by themselves: pool
+/// and LISTEN), and every record made is on a fresh bootstrap afterwards.
+#[test]
+fn relays_ride_out_the_database_going_away() {
+    use common::db_proxy::{self, DbProxy};
+    let Some(base) = common::postgres_url("the database outage test") else {
+        return;
+    };
+    const DEVICES: usize = 4;
+    const OUTAGES: usize = 20;
+    let schema = PgSchema::new(&base);
+    let _store = seed(&schema.url());
+    let proxy = DbProxy::start(&db_proxy::target(&schema.url()));
+    let url = db_proxy::via(&schema.url(), &proxy);
+    let (a, b) = (Relay::start_postgres(&url), Relay::start_postgres(&url));
+    assert_eq!(status_of(&a, "/readyz"), 200);
+    let dir = tempfile::tempdir().unwrap();
+    let mut devices: Vec<(Store, HttpTransport)> = (0..DEVICES)
+        .map(|i| {
+            let user = format!("rep{i}");
+            let relay = if i % 2 == 0 { &a } else { &b };
+            let store = Store::open(dir.path().join(format!("{user}.db")), &user).unwrap();
+            let (transport, _) = HttpTransport::login(&relay.url, &user, PASSWORD).unwrap();
+            (store, transport)
+        })
+        .collect();
+    let mut made = Vec::new();
+    let (mut refused_cleanly, mut not_ready_for, mut back_after) =
+        (0, Duration::ZERO, Duration::ZERO);
+    for round in 0..OUTAGES {
+        for (i, (store, _)) in devices.iter_mut().enumerate() {
+            let name = format!("Round {round} device {i}");
+            let territory = format!("t{i}");
+            let record = store
+                .create(
+                    Kind::Account,
+                    fields([("name", name.as_str()), ("territory", territory.as_str())]),
+                )
+                .unwrap();
+            made.push(record.id);
+        }
+        let syncing: Vec<_> = devices
+            .drain(..)
+            .map(|(mut store, transport)| {
+                std::thread::spawn(move || {
+                    let outcome = store.sync(&transport, &mut |_| {});
+                    (store, transport, outcome)
+                })
+            })
+            .collect();
+        // The database goes away while those syncs are on their way.
+        std::thread::sleep(Duration::from_millis(10 * (round % 5) as u64));
+        proxy.cut();
+        if round % 5 == 0 {
+            not_ready_for = not_ready_for.max(until_ready_is(&a, 503, Duration::from_secs(10)));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        proxy.restore();
+        for handle in syncing {
+            let (store, transport, outcome) = handle.join().unwrap();
+            match outcome {
+                Ok(_) => {}
+                Err(fieldcrm_core::Error::Transport {
+                    status: Some(503), ..
+                }) => refused_cleanly += 1,
+                Err(other) => panic!("a sync during an outage failed badly: {other}"),
+            }
+            devices.push((store, transport));
+        }
+        back_after = back_after
+            .max(until_ready_is(&a, 200, Duration::from_secs(20)))
+            .max(until_ready_is(&b, 200, Duration::from_secs(20)));
+    }
+    // With the database staying, every device sends what waited.
+    for (store, transport) in &mut devices {
+        store.sync(transport, &mut |_| {}).unwrap();
+        assert_eq!(store.outbox_status().unwrap().pending, 0);
+    }
+    eprintln!(
+        "{OUTAGES} outages, {} records, {refused_cleanly} syncs answered 503; /readyz said so within {not_ready_for:?} and was ready again within {back_after:?}",
+        made.len()
+    );
+    // Everything made is there for a fresh device, through either relay.
+    let mut fresh = Store::open(dir.path().join("olivia.db"), "olivia").unwrap();
+    let (t, _) = HttpTransport::login(&b.url, "olivia", PASSWORD).unwrap();
+    fresh.sync(&t, &mut |_| {}).unwrap();
+    let mut have: Vec<String> = common::all_records(&fresh)
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    have.sort();
+    made.sort();
+    assert_eq!(have, made, "a record was lost or doubled");
+    // LISTEN came back too: a push through A wakes a device listening on B.
+    let head = fresh.sync(&t, &mut |_| {}).unwrap().cursor;
+    let (listener, _) = HttpTransport::login(&b.url, "rep0", PASSWORD).unwrap();
+    let waiting =
+        std::thread::spawn(move || listener.wait_for_change(head, Duration::from_secs(20)));
+    std::thread::sleep(Duration::from_millis(300));
+    let (store, through_a) = &mut devices[0];
+    store
+        .create(
+            Kind::Account,
+            fields([("name", "After the outages"), ("territory", "t0")]),
+        )
+        .unwrap();
+    store.sync(through_a, &mut |_| {}).unwrap();
+    assert!(
+        waiting.join().unwrap().unwrap(),
+        "relay B heard relay A's push"
+    );
+}

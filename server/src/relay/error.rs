@@ -31,6 +31,33 @@ pub enum RelayError {
 
 pub type Result<T, E = RelayError> = std::result::Result<T, E>;
 
+impl RelayError {
+    /// Whether the store is away rather than failing: no connection could
+    /// be had, or the database connection was lost (a restart, a failover,
+    /// a cut network; SQLSTATE class 08 or 57P01..57P03). Callers should
+    /// try again; it is said as 503, not as a relay bug.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            RelayError::Pool(_) => true,
+            RelayError::Postgres(e) => {
+                e.is_closed()
+                    || e.code().is_some_and(|c| {
+                        let code = c.code();
+                        code.starts_with("08") || ["57P01", "57P02", "57P03"].contains(&code)
+                    })
+                    || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+            }
+            // A relay error that crossed the core's data-model checks as a
+            // storage failure (see `push::storage`).
+            RelayError::Core(fieldcrm_core::Error::Io(io)) => io
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<RelayError>())
+                .is_some_and(RelayError::is_unavailable),
+            _ => false,
+        }
+    }
+}
+
 /// Why the relay refused one pushed change. Nothing of it is stored.
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {

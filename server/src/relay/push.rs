@@ -623,11 +623,12 @@ impl<'a, S: PushStore> PushDirectory<'a, S> {
 }
 
 /// A storage failure inside a data-model check: it must fail the push, not
-/// refuse the change, so it travels as a core storage error.
+/// refuse the change, so it travels as a core storage error, carrying the
+/// relay's own error (so a lost database connection still says 503).
 fn storage(e: RelayError) -> fieldcrm_core::Error {
     match e {
         RelayError::Core(core) => core,
-        other => fieldcrm_core::Error::Io(std::io::Error::other(other.to_string())),
+        other => fieldcrm_core::Error::Io(std::io::Error::other(other)),
     }
 }
 

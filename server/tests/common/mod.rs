@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod db_proxy;
 pub mod log_readers;
 pub mod raw_client;
 
@@ -73,9 +74,16 @@ impl Relay {
             .spawn()
             .unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        out.read_line(&mut line).unwrap();
+        // FIELDCRM_TEST_RELAY_LOG=1 shows the relay's log (warnings, errors).
+        if std::env::var_os("FIELDCRM_TEST_RELAY_LOG").is_some() {
+            std::thread::spawn(move || {
+                for line in out.lines().map_while(Result::ok) {
+                    eprintln!("relay: {line}");
+                }
+            });
+        }
         let url = line
             .trim()
             .strip_prefix("listening on ")
