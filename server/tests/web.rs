@@ -2392,3 +2392,59 @@ async fn custom_fields_are_exported_as_columns_and_import_back() {
         .unwrap();
     assert_eq!(found[0].text("custom.tier"), Some("=gold"));
 }
+
+#[tokio::test]
+async fn wrong_device_clocks_merge_by_causality_and_history_shows_when_the_relay_got_each_change() {
+    let fx = fixture();
+    let olivia = fx.sign_in("olivia").await;
+    let id = fx.account(&olivia, "Acme", "north").await;
+    let real_now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    let device_with_clock = |user: &str, off_ms: i64| {
+        let options = fieldcrm_core::StoreOptions {
+            clock: Arc::new(move || real_now() + off_ms),
+            ..Default::default()
+        };
+        Store::open_with(fx.dir.join(format!("{user}-clock.db")), user, options).unwrap()
+    };
+    const HOUR: i64 = 3_600_000;
+    let mut ahead = device_with_clock("ann", 3 * HOUR);
+    let mut behind = device_with_clock("maria", -2 * 365 * 24 * HOUR);
+    fx.sync(&mut ahead).await;
+    fx.sync(&mut behind).await;
+    ahead
+        .update(&id, fields([("phone", "+44 111 111")]))
+        .unwrap();
+    fx.sync(&mut ahead).await;
+    fx.sync(&mut behind).await;
+    // Made after seeing ann's edit, though stamped two years before it.
+    behind
+        .update(&id, fields([("phone", "+44 222 222")]))
+        .unwrap();
+    fx.sync(&mut behind).await;
+    fx.sync(&mut ahead).await;
+    let relay = fx.relay.record(&id).unwrap().unwrap().record;
+    assert_eq!(
+        relay.text("phone"),
+        Some("+44 222 222"),
+        "the later edit wins, whatever its clock said"
+    );
+    assert_eq!(ahead.get(&id).unwrap(), relay);
+    assert_eq!(behind.get(&id).unwrap(), relay);
+    let page = fx.get(&olivia, &format!("/r/{id}")).await;
+    let history = between(&page.body, "id=\"history-h\"", "</section>");
+    assert!(
+        history.contains("(the device's clock was 3.0 hours ahead)"),
+        "{history}"
+    );
+    assert!(
+        history.contains("(the device's clock was 2.0 years behind)"),
+        "{history}"
+    );
+    // The office's own edit, stamped by the relay's clock, shows one time.
+    assert_eq!(history.matches("received ").count(), 2, "{history}");
+}

@@ -133,6 +133,10 @@ pub struct RecordDetail {
     pub history: Vec<HistoryEntry>,
     /// Device that pushed each change in `history` (by hex change hash).
     pub devices: HashMap<String, String>,
+    /// When the relay received each change (ms, the relay's clock; changes
+    /// logged before relays kept it are missing), beside the device's own
+    /// time in `history`, which a wrong device clock makes wrong.
+    pub received: HashMap<String, i64>,
     pub conflicts: Vec<Conflict>,
 }
 

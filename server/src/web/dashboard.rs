@@ -263,18 +263,8 @@ pub async fn dashboard(
     Ok(page(&session, "Dashboard", Nav::Dashboard, body))
 }
 
-/// A stay as a person says it: minutes, hours or days.
-fn stay_in_words(ms: i64) -> String {
-    const HOUR: i64 = 3_600_000;
-    match ms {
-        ms if ms < HOUR => format!("{} min", ms / 60_000),
-        ms if ms < 48 * HOUR => format!("{:.1} hours", ms as f64 / HOUR as f64),
-        ms => format!("{:.1} days", ms as f64 / (24 * HOUR) as f64),
-    }
-}
-
 /// Stage conversion and time in each stage, from the deals' stage
-/// histories. Its own page: it reads every deal's document.
+/// histories (kept beside each deal in the store).
 pub async fn stages(
     State(state): State<Arc<AppState>>,
     session: Session,
@@ -296,7 +286,7 @@ pub async fn stages(
                         td.num.lost { (r.lost) }
                         td.num.open { (r.open_here) }
                         td.num.conversion { @match r.conversion_percent() { Some(p) => { (p) "%" }, None => "—" } }
-                        td.num.stay { @match r.average_stay_ms { Some(ms) => (stay_in_words(ms)), None => "—" } }
+                        td.num.stay { @match r.average_stay_ms { Some(ms) => (layout::span_in_words(ms)), None => "—" } }
                     }
                 } }
             } }
@@ -319,8 +309,9 @@ mod tests {
 
     #[test]
     fn stays_read_in_minutes_hours_or_days() {
-        assert_eq!(stay_in_words(90_000), "1 min");
-        assert_eq!(stay_in_words(5 * 3_600_000), "5.0 hours");
-        assert_eq!(stay_in_words(3 * 86_400_000), "3.0 days");
+        assert_eq!(layout::span_in_words(90_000), "1 min");
+        assert_eq!(layout::span_in_words(5 * 3_600_000), "5.0 hours");
+        assert_eq!(layout::span_in_words(3 * 86_400_000), "3.0 days");
+        assert_eq!(layout::span_in_words(3 * 365 * 86_400_000), "3.0 years");
     }
 }

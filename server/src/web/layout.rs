@@ -104,6 +104,18 @@ pub fn wait_in_words(wait: std::time::Duration) -> String {
     format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
+/// "12 min", "5.0 hours", "3.0 days", "2.0 years": a span of time in words.
+pub fn span_in_words(ms: i64) -> String {
+    const HOUR: i64 = 3_600_000;
+    const DAY: i64 = 24 * HOUR;
+    match ms {
+        ms if ms < HOUR => format!("{} min", ms / 60_000),
+        ms if ms < 48 * HOUR => format!("{:.1} hours", ms as f64 / HOUR as f64),
+        ms if ms < 730 * DAY => format!("{:.1} days", ms as f64 / DAY as f64),
+        ms => format!("{:.1} years", ms as f64 / (365.25 * DAY as f64)),
+    }
+}
+
 pub fn csrf(session: &Session) -> Markup {
     html! { input type="hidden" name="_csrf" value=(session.csrf); }
 }

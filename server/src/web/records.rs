@@ -179,6 +179,18 @@ fn columns(kind: Kind) -> &'static [&'static str] {
     }
 }
 
+/// How far a device's time may be from the relay's before the history
+/// shows both: offline edits are received late, so only a change stamped
+/// *after* it arrived, or long before, tells of a wrong clock. 5 minutes
+/// either way keeps ordinary drift quiet; late syncs show as "behind".
+const CLOCK_SLACK_MS: i64 = 5 * 60_000;
+
+/// "3 h ahead", "2 years behind": a device clock's error in words.
+fn clock_off(ms: i64) -> String {
+    let words = layout::span_in_words(ms.abs());
+    format!("{words} {}", if ms > 0 { "ahead" } else { "behind" })
+}
+
 pub async fn list(
     State(state): State<Arc<AppState>>,
     session: Session,
@@ -821,9 +833,20 @@ pub async fn show(
         record,
         history,
         devices,
+        received,
         conflicts,
     } = &detail;
     let kind = record.kind;
+    // The device's time, and the relay's when the device's clock was off.
+    let when = |entry: &fieldcrm_core::HistoryEntry| -> Markup {
+        let made = session.zone.time(entry.time);
+        match received.get(&entry.change) {
+            Some(&at) if (at - entry.time).abs() > CLOCK_SLACK_MS => html! {
+                (made) br; span.muted.received { "received " (session.zone.time(at)) " (the device's clock was " (clock_off(entry.time - at)) ")" }
+            },
+            _ => html! { (made) },
+        }
+    };
     let device = |change: &str, actor: &str| -> String {
         match devices.get(change) {
             Some(d) if d == office::WEB_DEVICE => "web".into(),
@@ -923,7 +946,7 @@ pub async fn show(
                     @for entry in history.iter().rev() {
                         @for change in &entry.fields {
                             tr {
-                                td { (session.zone.time(entry.time)) }
+                                td { (when(entry)) }
                                 td { (entry.user) }
                                 td title=(entry.actor) { (device(&entry.change, &entry.actor)) }
                                 td { (field_label(&change.field)) }
@@ -935,7 +958,7 @@ pub async fn show(
                             // A change that leaves every value as shown: keeping the
                             // displayed side of a conflict, or writing a value again.
                             tr.quiet {
-                                td { (session.zone.time(entry.time)) }
+                                td { (when(entry)) }
                                 td { (entry.user) }
                                 td title=(entry.actor) { (device(&entry.change, &entry.actor)) }
                                 td colspan="3" { "no visible value changed (a conflict resolved by keeping the value shown, or a value written again)" }

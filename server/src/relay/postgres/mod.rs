@@ -48,8 +48,8 @@ type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 
 /// 2 added `relay_review`, 3 `relay_user_settings` (created by the schema
 /// below), 4 `relay_records.stage_history` (filled from the documents when
-/// a store is upgraded), 5 `relay_actors.device`.
-const SCHEMA_VERSION: i64 = 5;
+/// a store is upgraded), 5 `relay_actors.device`, 6 `relay_log.received_at`.
+const SCHEMA_VERSION: i64 = 6;
 /// Advisory lock held from taking log numbers until commit ("FCRM").
 const LOG_LOCK: i64 = 0x4643_524D;
 /// Advisory lock held while migrating, so relays starting together do not race.
@@ -105,6 +105,8 @@ CREATE TABLE IF NOT EXISTS relay_log (
     user_id        TEXT NOT NULL,
     bytes          BYTEA NOT NULL
 );
+-- When this relay received the change (ms; NULL before schema 6).
+ALTER TABLE relay_log ADD COLUMN IF NOT EXISTS received_at BIGINT;
 CREATE INDEX IF NOT EXISTS relay_log_territory ON relay_log (territory, seq);
 CREATE INDEX IF NOT EXISTS relay_log_record ON relay_log (record_id, device);
 CREATE INDEX IF NOT EXISTS relay_log_moves ON relay_log (prev_territory, seq) WHERE prev_territory IS NOT NULL;
@@ -803,15 +805,19 @@ impl RelayStore for PgRelay {
         };
         let record = doc.read()?;
         let history = doc.history()?;
-        let mut devices = HashMap::new();
+        let (mut devices, mut received) = (HashMap::new(), HashMap::new());
         for entry in &history {
             let Ok(hash) = hex::decode(&entry.change) else {
                 continue;
             };
-            if let Some(row) =
-                conn.query_opt("SELECT device FROM relay_log WHERE hash = $1", &[&hash])?
-            {
+            if let Some(row) = conn.query_opt(
+                "SELECT device, received_at FROM relay_log WHERE hash = $1",
+                &[&hash],
+            )? {
                 devices.insert(entry.change.clone(), row.get(0));
+                if let Some(at) = row.get::<_, Option<i64>>(1) {
+                    received.insert(entry.change.clone(), at);
+                }
             }
         }
         let conflicts = doc.conflicts()?;
@@ -819,6 +825,7 @@ impl RelayStore for PgRelay {
             record,
             history,
             devices,
+            received,
             conflicts,
         }))
     }

@@ -389,13 +389,23 @@ fn append_log(
     // From here to commit no other push can take log numbers (module docs).
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOG_LOCK])?;
     tx.execute(
-        "INSERT INTO relay_log (seq, record_id, hash, territory, prev_territory, device, user_id, bytes)
-         SELECT nextval('relay_log_seq'), r, h, t, p, $6, $7, b
+        "INSERT INTO relay_log (seq, record_id, hash, territory, prev_territory, device, user_id, bytes,
+             received_at)
+         SELECT nextval('relay_log_seq'), r, h, t, p, $6, $7, b, $8
          FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[], $5::bytea[]) WITH ORDINALITY
              AS u(r, h, t, p, b, n)
          ORDER BY n
          ON CONFLICT (hash) DO NOTHING",
-        &[&record_ids, &hashes, &territories, &moved, &bytes, &device, &user],
+        &[
+            &record_ids,
+            &hashes,
+            &territories,
+            &moved,
+            &bytes,
+            &device,
+            &user,
+            &crate::relay::now_ms(),
+        ],
     )?;
     let touched: std::collections::BTreeSet<String> = rows
         .iter()

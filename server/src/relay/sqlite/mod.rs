@@ -379,12 +379,16 @@ fn record_detail(store: &Store, id: &str) -> Result<Option<RecordDetail>> {
     };
     let history = store.history(id)?;
     let mut devices = std::collections::HashMap::new();
+    let mut received = std::collections::HashMap::new();
     for entry in &history {
         let Ok(hash) = hex::decode(&entry.change) else {
             continue;
         };
-        if let Some(device) = tables::device_of(store.sql(), &hash)? {
+        if let Some((device, at)) = tables::logged_of(store.sql(), &hash)? {
             devices.insert(entry.change.clone(), device);
+            if let Some(at) = at {
+                received.insert(entry.change.clone(), at);
+            }
         }
     }
     let conflicts = store.conflicts(id)?;
@@ -392,6 +396,7 @@ fn record_detail(store: &Store, id: &str) -> Result<Option<RecordDetail>> {
         record,
         history,
         devices,
+        received,
         conflicts,
     }))
 }

@@ -14,9 +14,9 @@ use crate::relay::review::{Held, Review, HELD_COLUMNS};
 use crate::relay::{RelayError, Result, Role, User};
 
 /// 2 added `relay_web_actors`, 3 `relay_review`, 4 `relay_user_settings`,
-/// 5 `relay_actors.device`; opening an older file upgrades it (each step
-/// only added a table or a column).
-const SCHEMA_VERSION: i64 = 5;
+/// 5 `relay_actors.device`, 6 `relay_log.received_at`; opening an older
+/// file upgrades it (each step only added a table or a column).
+const SCHEMA_VERSION: i64 = 6;
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS relay_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 -- Append-only change log; seq is the sync cursor. territory is the record's
@@ -29,7 +29,9 @@ CREATE TABLE IF NOT EXISTS relay_log (
     prev_territory TEXT,
     device         TEXT NOT NULL,
     user_id        TEXT NOT NULL,
-    bytes          BLOB NOT NULL
+    bytes          BLOB NOT NULL,
+    -- When this relay received the change (ms; NULL before schema 6).
+    received_at    INTEGER
 );
 CREATE INDEX IF NOT EXISTS relay_log_territory ON relay_log (territory, seq);
 CREATE INDEX IF NOT EXISTS relay_log_record ON relay_log (record_id, device);
@@ -90,13 +92,20 @@ CREATE TABLE IF NOT EXISTS relay_user_settings (
 /// Creates the tables, or upgrades them from an older version.
 pub(super) fn migrate(tx: &Transaction<'_>) -> Result<()> {
     tx.execute_batch(SCHEMA)?;
-    let has_device: bool = tx.query_row(
-        "SELECT count(*) > 0 FROM pragma_table_info('relay_actors') WHERE name = 'device'",
-        [],
-        |r| r.get(0),
-    )?;
-    if !has_device {
-        tx.execute_batch("ALTER TABLE relay_actors ADD COLUMN device TEXT;")?;
+    // Columns added since a table was first made (CREATE TABLE IF NOT
+    // EXISTS leaves an existing table as it was).
+    for (table, column, ty) in [
+        ("relay_actors", "device", "TEXT"),
+        ("relay_log", "received_at", "INTEGER"),
+    ] {
+        let has: bool = tx.query_row(
+            "SELECT count(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+            [table, column],
+            |r| r.get(0),
+        )?;
+        if !has {
+            tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty};"))?;
+        }
     }
     tx.execute_batch(
         "CREATE INDEX IF NOT EXISTS relay_actors_device ON relay_actors (user_id, device);",
@@ -394,9 +403,11 @@ pub(super) fn append(
     rows: &[LogRow<'_>],
 ) -> Result<()> {
     let mut insert = tx.prepare_cached(
-        "INSERT INTO relay_log (record_id, hash, territory, prev_territory, device, user_id, bytes)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO relay_log (record_id, hash, territory, prev_territory, device, user_id, bytes,
+             received_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
+    let now = crate::relay::now_ms();
     for row in rows {
         insert.execute(params![
             row.record_id,
@@ -405,17 +416,19 @@ pub(super) fn append(
             row.moved_from,
             device,
             user,
-            row.bytes
+            row.bytes,
+            now
         ])?;
     }
     Ok(())
 }
 
 /// The device that pushed a change, for history.
-pub(super) fn device_of(conn: &Connection, hash: &[u8]) -> Result<Option<String>> {
+/// The device that pushed a logged change, and when the relay received it.
+pub(super) fn logged_of(conn: &Connection, hash: &[u8]) -> Result<Option<(String, Option<i64>)>> {
     Ok(conn
-        .prepare_cached("SELECT device FROM relay_log WHERE hash = ?1")?
-        .query_row([hash], |r| r.get(0))
+        .prepare_cached("SELECT device, received_at FROM relay_log WHERE hash = ?1")?
+        .query_row([hash], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?)
 }
 
