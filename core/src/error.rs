@@ -113,11 +113,35 @@ pub enum Error {
     #[error("the store was closed; open it again")]
     Closed,
 
+    /// The disk holding the store has no room left: the action was not
+    /// saved, nothing saved before is lost, and it works again once there
+    /// is space.
+    #[error("storage full: the disk holding the store has no room left, so this was not saved (nothing saved before is lost); free some space and try again")]
+    StorageFull,
+
     #[error("storage error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
 
     #[error("I/O error: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => Error::StorageFull,
+            _ => Error::Sqlite(e),
+        }
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        match e.kind() {
+            std::io::ErrorKind::StorageFull => Error::StorageFull,
+            _ => Error::Io(e),
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -171,9 +195,19 @@ impl Error {
             Error::UnsupportedVersion { .. } => "unsupported_version",
             Error::Transport { .. } => "transport",
             Error::Closed => "closed",
+            Error::StorageFull => "storage_full",
             Error::Sqlite(_) => "storage",
             Error::Io(_) => "io",
         }
+    }
+
+    /// A failure of the storage, not of the input: it fails the whole
+    /// action (a push, a rebase) rather than refusing one change.
+    pub fn is_storage(&self) -> bool {
+        matches!(
+            self,
+            Error::Sqlite(_) | Error::Io(_) | Error::StorageFull | Error::CorruptDocument { .. }
+        )
     }
 
     pub(crate) fn invalid(field: &str, value: impl std::fmt::Display, reason: &str) -> Self {

@@ -11,7 +11,8 @@ pub enum CrmError {
     InvalidInput(String),
     #[error("{0}")]
     NotFound(String),
-    /// The store file: unreadable, not a store, newer than this app, or an I/O failure.
+    /// The store file: unreadable, not a store, newer than this app, an I/O
+    /// failure, or the disk is full (the message says which).
     #[error("{0}")]
     Storage(String),
     /// Talking to the relay failed or it answered with an error.
@@ -46,6 +47,7 @@ impl From<Core> for CrmError {
             Core::Closed => CrmError::Closed(message),
             Core::Sqlite(_)
             | Core::Io(_)
+            | Core::StorageFull
             | Core::CorruptDocument { .. }
             | Core::NotAStore { .. }
             | Core::SchemaTooNew { .. } => CrmError::Storage(message),

@@ -56,6 +56,14 @@ impl ApiError {
 
 impl From<RelayError> for ApiError {
     fn from(e: RelayError) -> Self {
+        if e.is_storage_full() {
+            return ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "storage_full",
+                "the relay's storage is full: nothing of this request was stored and nothing \
+                 acknowledged before is lost; send it again once the relay's operator has freed space",
+            );
+        }
         if e.is_unavailable() {
             // The database is away (see `RelayError::is_unavailable`).
             return ApiError::new(
@@ -72,6 +80,7 @@ impl From<RelayError> for ApiError {
             RelayError::Pool(e) => ApiError::internal(e),
             RelayError::Sqlite(e) => ApiError::internal(e),
             RelayError::Storage(e) => ApiError::internal(e),
+            RelayError::StorageFull => ApiError::internal("storage full"),
             RelayError::Postgres(e) => ApiError::internal(e),
         }
     }

@@ -248,34 +248,10 @@ fn an_upgraded_store_fills_each_deals_stage_history_from_its_document() {
     assert_eq!(reopened.stage_flow(&[]).unwrap(), flow);
 }
 
-/// The status a relay's `path` answers with.
-fn status_of(relay: &Relay, path: &str) -> u16 {
-    use std::io::{Read, Write};
-    let addr = relay.url.trim_start_matches("http://");
-    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
-        return 0;
-    };
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    answer
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Waits until `relay` answers `/readyz` with `status`; how long it took.
 fn until_ready_is(relay: &Relay, status: u16, within: Duration) -> Duration {
     let started = Instant::now();
-    while status_of(relay, "/readyz") != status {
+    while common::status_of(relay, "/readyz") != status {
         assert!(
             started.elapsed() < within,
             "/readyz never answered {status}"
@@ -303,7 +279,7 @@ fn relays_ride_out_the_database_going_away() {
     let proxy = DbProxy::start(&db_proxy::target(&schema.url()));
     let url = db_proxy::via(&schema.url(), &proxy);
     let (a, b) = (Relay::start_postgres(&url), Relay::start_postgres(&url));
-    assert_eq!(status_of(&a, "/readyz"), 200);
+    assert_eq!(common::status_of(&a, "/readyz"), 200);
     let dir = tempfile::tempdir().unwrap();
     let mut devices: Vec<(Store, HttpTransport)> = (0..DEVICES)
         .map(|i| {

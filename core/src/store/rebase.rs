@@ -162,10 +162,7 @@ pub(crate) fn rebase(
 }
 
 fn is_storage(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::Sqlite(_) | Error::Io(_) | Error::CorruptDocument { .. }
-    )
+    e.is_storage()
 }
 
 /// Makes `intent` again as a fresh local change on record `id` as it is

@@ -19,6 +19,9 @@ pub enum RelayError {
     /// commit that failed).
     #[error("relay storage error: {0}")]
     Storage(String),
+    /// The relay's disk is full (also when reported to a whole group commit).
+    #[error("the relay's storage is full")]
+    StorageFull,
     /// Input the caller got wrong: a flag, a name, a field of a request.
     #[error("{0}")]
     Invalid(String),
@@ -32,6 +35,17 @@ pub enum RelayError {
 pub type Result<T, E = RelayError> = std::result::Result<T, E>;
 
 impl RelayError {
+    /// Whether the relay's disk is full: nothing of the call was stored,
+    /// nothing stored before is lost, and it works again once an operator
+    /// frees space.
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            RelayError::StorageFull | RelayError::Core(fieldcrm_core::Error::StorageFull) => true,
+            RelayError::Sqlite(e) => e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull),
+            _ => false,
+        }
+    }
+
     /// Whether the store is away rather than failing: no connection could
     /// be had, or the database connection was lost (a restart, a failover,
     /// a cut network; SQLSTATE class 08 or 57P01..57P03). Callers should
@@ -113,11 +127,10 @@ impl Refusal {
 
     /// Storage failures are not refusals: they fail the whole push.
     pub(crate) fn from_core(e: fieldcrm_core::Error) -> std::result::Result<Refusal, RelayError> {
-        match e {
-            fieldcrm_core::Error::Sqlite(_)
-            | fieldcrm_core::Error::Io(_)
-            | fieldcrm_core::Error::CorruptDocument { .. } => Err(RelayError::Core(e)),
-            e => Ok(Refusal::Invalid(e)),
+        if e.is_storage() {
+            Err(RelayError::Core(e))
+        } else {
+            Ok(Refusal::Invalid(e))
         }
     }
 }

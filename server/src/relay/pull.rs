@@ -7,6 +7,8 @@
 //! Log reading skips the device's own changes, sends a whole document when a
 //! record enters the user's territories and an eviction when it leaves them.
 
+use std::collections::BTreeSet;
+
 use fieldcrm_core::protocol::{Bootstrap, Cursor, RecordBytes};
 
 use super::access::{self, Delivery, Scope};
@@ -27,6 +29,8 @@ pub struct LogEntry {
     /// Set when the change moved the record: its territory before.
     pub prev_territory: Option<String>,
     pub device: String,
+    /// The user who pushed it.
+    pub user: String,
     pub bytes: Vec<u8>,
 }
 
@@ -50,9 +54,13 @@ pub trait LogSource {
     ) -> Result<Vec<(String, Vec<u8>)>>;
     /// The record's compacted document.
     fn snapshot(&mut self, id: &str) -> Result<Vec<u8>>;
-    /// The devices behind the actors that pushed changes to `records`, as
-    /// (actor hex, device id).
-    fn actor_devices(&mut self, records: &[String]) -> Result<Vec<(String, String)>>;
+    /// The actors, as (actor hex, device id), of the devices in `pushers`
+    /// (user, device) and of every device that pushed to `records`.
+    fn actor_devices(
+        &mut self,
+        records: &[String],
+        pushers: &BTreeSet<(String, String)>,
+    ) -> Result<Vec<(String, String)>>;
 }
 
 /// The next page for `device` after `cursor`, at most `max_bytes` (but at
@@ -65,21 +73,27 @@ pub fn pull(
     max_bytes: u64,
 ) -> Result<PullPage> {
     let head = source.head()?;
+    let mut pushers = BTreeSet::new();
     let mut page = match bootstrap_state(cursor, head) {
         Some(boot) => bootstrap_page(source, user, device, boot, head, max_bytes)?,
-        None => log_page(source, user, device, cursor.seq, head, max_bytes)?,
+        None => log_page(
+            source,
+            user,
+            device,
+            cursor.seq,
+            head,
+            max_bytes,
+            &mut pushers,
+        )?,
     };
-    // Which device made each change the page brings, for the device's history.
-    let mut records: Vec<String> = page
-        .snapshots
-        .iter()
-        .chain(&page.changes)
-        .map(|r| r.record_id.clone())
-        .collect();
+    // Which device made each change the page brings, for the device's
+    // history: a change's pusher is in its log entry; a snapshot holds the
+    // changes of every device that pushed to its record.
+    let mut records: Vec<String> = page.snapshots.iter().map(|r| r.record_id.clone()).collect();
     records.sort_unstable();
     records.dedup();
-    if !records.is_empty() {
-        page.devices = source.actor_devices(&records)?;
+    if !records.is_empty() || !pushers.is_empty() {
+        page.devices = source.actor_devices(&records, &pushers)?;
     }
     Ok(page)
 }
@@ -173,6 +187,7 @@ fn log_page(
     seq: u64,
     head: u64,
     max_bytes: u64,
+    pushers: &mut BTreeSet<(String, String)>,
 ) -> Result<PullPage> {
     let mut page = PullPage {
         cursor: Cursor {
@@ -227,6 +242,13 @@ fn log_page(
                 }
                 Delivery::Change if entry.device != device => {
                     bytes += item_bytes;
+                    // A page's changes come from a handful of devices.
+                    if !pushers
+                        .iter()
+                        .any(|(u, d)| *u == entry.user && *d == entry.device)
+                    {
+                        pushers.insert((entry.user, entry.device));
+                    }
                     page.changes.push(RecordBytes {
                         record_id: entry.record_id,
                         bytes: entry.bytes,

@@ -123,6 +123,30 @@ impl Drop for Relay {
     }
 }
 
+/// The status a relay's `path` answers with.
+pub fn status_of(relay: &Relay, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let addr = relay.url.trim_start_matches("http://");
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return 0;
+    };
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Two territories and users: ann, bob (north reps), sam (south rep),
 /// maria (manager of both), olivia (office).
 pub fn seed_users(data: &Path) {

@@ -458,7 +458,7 @@ impl LogSource for PgLog<'_, '_> {
             Scope::Territories(t) => Some(t),
         };
         let rows = self.0.query(
-            "SELECT seq, record_id, territory, prev_territory, device, bytes FROM relay_log
+            "SELECT seq, record_id, territory, prev_territory, device, bytes, user_id FROM relay_log
              WHERE seq > $1 AND ($2::text[] IS NULL OR territory = ANY($2) OR prev_territory = ANY($2))
              ORDER BY seq LIMIT $3",
             &[&(seq as i64), &territories, &(limit as i64)],
@@ -472,6 +472,7 @@ impl LogSource for PgLog<'_, '_> {
                 prev_territory: r.get(3),
                 device: r.get(4),
                 bytes: r.get(5),
+                user: r.get(6),
             })
             .collect())
     }
@@ -513,13 +514,22 @@ impl LogSource for PgLog<'_, '_> {
             .ok_or_else(|| RelayError::NotFound(format!("no record with id {id:?}")))
     }
 
-    fn actor_devices(&mut self, records: &[String]) -> Result<Vec<(String, String)>> {
+    fn actor_devices(
+        &mut self,
+        records: &[String],
+        pushers: &BTreeSet<(String, String)>,
+    ) -> Result<Vec<(String, String)>> {
+        let (users, devices): (Vec<&str>, Vec<&str>) = pushers
+            .iter()
+            .map(|(u, d)| (u.as_str(), d.as_str()))
+            .unzip();
         let rows = self.0.query(
-            "SELECT DISTINCT a.actor, a.device
-             FROM (SELECT DISTINCT user_id, device FROM relay_log WHERE record_id = ANY($1)) l
-             JOIN relay_actors a ON a.user_id = l.user_id AND a.device = l.device
+            "SELECT DISTINCT a.actor, a.device FROM relay_actors a
+             WHERE (a.user_id, a.device) IN (SELECT * FROM unnest($2::text[], $3::text[]))
+                OR (a.user_id, a.device) IN
+                   (SELECT user_id, device FROM relay_log WHERE record_id = ANY($1))
              ORDER BY a.actor",
-            &[&records],
+            &[&records, &users, &devices],
         )?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }

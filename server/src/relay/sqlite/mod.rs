@@ -210,8 +210,15 @@ impl RelayStore for SqliteRelay {
                     Ok(outcomes) => outcomes,
                     Err(e) => {
                         let why = e.to_string();
+                        let full = e.is_storage_full();
                         jobs.iter()
-                            .map(|_| Err(RelayError::Storage(why.clone())))
+                            .map(|_| {
+                                Err(if full {
+                                    RelayError::StorageFull
+                                } else {
+                                    RelayError::Storage(why.clone())
+                                })
+                            })
                             .collect()
                     }
                 }
@@ -433,8 +440,12 @@ impl LogSource for SqliteLog<'_> {
         Ok(self.0.snapshot(id)?)
     }
 
-    fn actor_devices(&mut self, records: &[String]) -> Result<Vec<(String, String)>> {
-        tables::actor_devices(self.0.sql(), records)
+    fn actor_devices(
+        &mut self,
+        records: &[String],
+        pushers: &std::collections::BTreeSet<(String, String)>,
+    ) -> Result<Vec<(String, String)>> {
+        tables::actor_devices(self.0.sql(), records, pushers)
     }
 }
 

@@ -340,24 +340,43 @@ pub(super) fn claim_actors(
     Ok(owners)
 }
 
-/// The devices behind the actors that pushed changes to `records`, as
-/// (actor, device).
+/// The actors, as (actor, device), of the devices in `pushers` (user,
+/// device) and of every device that pushed to `records`.
 pub(super) fn actor_devices(
     conn: &Connection,
     records: &[String],
+    pushers: &std::collections::BTreeSet<(String, String)>,
 ) -> Result<Vec<(String, String)>> {
-    let ids = serde_json::Value::from(records.to_vec()).to_string();
-    let mut stmt = conn.prepare_cached(
-        "SELECT DISTINCT a.actor, a.device
-         FROM (SELECT DISTINCT user_id, device FROM relay_log
-               WHERE record_id IN (SELECT value FROM json_each(?1))) l
-         JOIN relay_actors a ON a.user_id = l.user_id AND a.device = l.device
-         ORDER BY a.actor",
+    let mut found = std::collections::BTreeSet::new();
+    let mut of_device = conn.prepare_cached(
+        "SELECT actor, device FROM relay_actors WHERE user_id = ?1 AND device = ?2",
     )?;
-    let found = stmt
-        .query_map([ids], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(found)
+    let mut add = |user: &str, device: &str| -> Result<()> {
+        let rows = of_device.query_map([user, device], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        for row in rows {
+            found.insert(row?);
+        }
+        Ok(())
+    };
+    for (user, device) in pushers {
+        add(user, device)?;
+    }
+    if !records.is_empty() {
+        let ids = serde_json::Value::from(records.to_vec()).to_string();
+        let mut stmt = conn.prepare_cached(
+            "SELECT DISTINCT user_id, device FROM relay_log
+             WHERE record_id IN (SELECT value FROM json_each(?1))",
+        )?;
+        let devices: Vec<(String, String)> = stmt
+            .query_map([ids], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (user, device) in devices {
+            if !pushers.contains(&(user.clone(), device.clone())) {
+                add(&user, &device)?;
+            }
+        }
+    }
+    Ok(found.into_iter().collect())
 }
 
 /// The actor `user` edits with from `device` in the office UI, made on first use.
@@ -453,7 +472,7 @@ pub(super) fn entries_after(
     let (now, _) = scope_filter(scope, "territory");
     let (moved, territories) = scope_filter(scope, "prev_territory");
     let sql = format!(
-        "SELECT seq, record_id, territory, prev_territory, device, bytes FROM relay_log
+        "SELECT seq, record_id, territory, prev_territory, device, bytes, user_id FROM relay_log
          WHERE seq > ?1 AND ({now} OR {moved}) ORDER BY seq LIMIT {limit}"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
@@ -466,6 +485,7 @@ pub(super) fn entries_after(
                 prev_territory: r.get(3)?,
                 device: r.get(4)?,
                 bytes: r.get(5)?,
+                user: r.get(6)?,
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
