@@ -105,6 +105,17 @@ impl ListQuery {
             ..Default::default()
         }
     }
+
+    /// The first `limit` live records of `kind` (`None`: every kind) in
+    /// `territories` (empty: all), as a search narrows them.
+    pub fn first(kind: Option<Kind>, territories: &[String], limit: usize) -> Self {
+        ListQuery {
+            kind,
+            territories: territories.to_vec(),
+            limit,
+            ..Default::default()
+        }
+    }
 }
 
 /// One page of results and how many match in all.
@@ -337,13 +348,9 @@ impl Store {
         territories: &[String],
         limit: usize,
     ) -> Result<Vec<Record>> {
-        let q = ListQuery {
-            kind,
-            territories: territories.to_vec(),
-            limit,
-            ..Default::default()
-        };
-        Ok(self.search_page(text, &q, 0)?.records)
+        Ok(self
+            .search_page(text, &ListQuery::first(kind, territories, limit), 0)?
+            .records)
     }
 
     /// A page of the best matches of `text` among the records `q` selects

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{seed_users, Relay};
+use common::{outbox_hashes, seed_users, Relay};
 use fieldcrm_core::{fields, HttpTransport, Kind, Store};
 
 /// A tmpfs of `mib` MiB mounted at a fresh directory, unmounted on drop.
@@ -78,15 +78,6 @@ fn integrity(path: &Path) -> String {
         .unwrap()
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap()
-}
-
-fn outbox_hashes(store: &Store) -> HashSet<[u8; 32]> {
-    store
-        .outbox(0, 100_000, true)
-        .unwrap()
-        .into_iter()
-        .map(|e| e.hash)
-        .collect()
 }
 
 #[test]

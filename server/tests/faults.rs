@@ -9,21 +9,12 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{all_records, seed_users, Device, Relay};
-use fieldcrm_core::{fields, Kind, Store};
+use common::{all_records, outbox_hashes, seed_users, Device, Relay};
+use fieldcrm_core::{fields, Kind};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 const ROUNDS: usize = 20;
-
-fn outbox_hashes(store: &Store) -> HashSet<[u8; 32]> {
-    store
-        .outbox(0, 100_000, true)
-        .unwrap()
-        .into_iter()
-        .map(|e| e.hash)
-        .collect()
-}
 
 /// A relay log's entries: (seq, change hash), in log order.
 type Log = Vec<(u64, [u8; 32])>;

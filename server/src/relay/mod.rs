@@ -226,13 +226,9 @@ pub trait RelayStore: Send + Sync {
         territories: &[String],
         limit: usize,
     ) -> Result<Vec<Record>> {
-        let q = ListQuery {
-            kind,
-            territories: territories.to_vec(),
-            limit,
-            ..Default::default()
-        };
-        Ok(self.search_page(text, &q, 0)?.records)
+        Ok(self
+            .search_page(text, &ListQuery::first(kind, territories, limit), 0)?
+            .records)
     }
     fn record(&self, id: &str) -> Result<Option<RecordDetail>>;
     fn record_at(&self, id: &str, time: i64) -> Result<Record>;

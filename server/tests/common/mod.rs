@@ -202,6 +202,16 @@ impl Device {
     }
 }
 
+/// The hashes of every change in a store's outbox.
+pub fn outbox_hashes(store: &Store) -> std::collections::HashSet<[u8; 32]> {
+    store
+        .outbox(0, 100_000, true)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.hash)
+        .collect()
+}
+
 /// Every record of a store, deleted ones included, page by page.
 pub fn all_records(store: &Store) -> Vec<Record> {
     let mut all = Vec::new();

@@ -335,6 +335,18 @@ fn read_document(conn: &mut impl GenericClient, id: &str) -> Result<Option<Recor
     }
 }
 
+/// A page's offset, once its limit and offset are checked.
+fn check_page(q: &ListQuery) -> Result<i64> {
+    if q.limit == 0 || q.limit > MAX_PAGE {
+        return Err(CoreError::InvalidQuery(format!(
+            "limit {} must be between 1 and {MAX_PAGE}",
+            q.limit
+        ))
+        .into());
+    }
+    Ok(check_offset(q.offset)?)
+}
+
 /// Territory filter for the projection: `None` for every territory.
 fn territories_param(territories: &[String]) -> Option<Vec<String>> {
     (!territories.is_empty()).then(|| territories.to_vec())
@@ -743,14 +755,7 @@ impl RelayStore for PgRelay {
     }
 
     fn list(&self, q: &ListQuery) -> Result<Page> {
-        if q.limit == 0 || q.limit > MAX_PAGE {
-            return Err(CoreError::InvalidQuery(format!(
-                "limit {} must be between 1 and {MAX_PAGE}",
-                q.limit
-            ))
-            .into());
-        }
-        let offset = check_offset(q.offset)?;
+        let offset = check_page(q)?;
         let f = list_filter(q);
         let mut conn = self.conn()?;
         let total: i64 = conn
@@ -774,14 +779,7 @@ impl RelayStore for PgRelay {
     }
 
     fn search_page(&self, text: &str, q: &ListQuery, most: usize) -> Result<Page> {
-        if q.limit == 0 || q.limit > MAX_PAGE {
-            return Err(CoreError::InvalidQuery(format!(
-                "limit {} must be between 1 and {MAX_PAGE}",
-                q.limit
-            ))
-            .into());
-        }
-        let offset = check_offset(q.offset)?;
+        let offset = check_page(q)?;
         let Some(query) = ts_query(text) else {
             return Ok(Page::default());
         };
