@@ -81,10 +81,10 @@ CREATE TABLE IF NOT EXISTS relay_records (
     created_at    BIGINT NOT NULL,
     updated_at    BIGINT NOT NULL,
     record        TEXT NOT NULL,
-    search        TSVECTOR NOT NULL
+    search        TSVECTOR NOT NULL,
+    -- A deal's stages as JSON, oldest first (schema 4).
+    stage_history TEXT
 );
--- A deal's stages as JSON, oldest first (schema 4).
-ALTER TABLE relay_records ADD COLUMN IF NOT EXISTS stage_history TEXT;
 CREATE INDEX IF NOT EXISTS relay_records_kind_name ON relay_records (kind, name);
 CREATE INDEX IF NOT EXISTS relay_records_kind_updated ON relay_records (kind, updated_at);
 CREATE INDEX IF NOT EXISTS relay_records_owner ON relay_records (owner);
@@ -103,10 +103,10 @@ CREATE TABLE IF NOT EXISTS relay_log (
     prev_territory TEXT,
     device         TEXT NOT NULL,
     user_id        TEXT NOT NULL,
-    bytes          BYTEA NOT NULL
+    bytes          BYTEA NOT NULL,
+    -- When this relay received the change (ms; NULL before schema 6).
+    received_at    BIGINT
 );
--- When this relay received the change (ms; NULL before schema 6).
-ALTER TABLE relay_log ADD COLUMN IF NOT EXISTS received_at BIGINT;
 CREATE INDEX IF NOT EXISTS relay_log_territory ON relay_log (territory, seq);
 CREATE INDEX IF NOT EXISTS relay_log_record ON relay_log (record_id, device);
 CREATE INDEX IF NOT EXISTS relay_log_moves ON relay_log (prev_territory, seq) WHERE prev_territory IS NOT NULL;
@@ -121,10 +121,8 @@ CREATE TABLE IF NOT EXISTS relay_tokens (
     hash    BYTEA PRIMARY KEY,
     user_id TEXT NOT NULL REFERENCES relay_users (id) ON DELETE CASCADE
 );
-CREATE TABLE IF NOT EXISTS relay_actors (actor TEXT PRIMARY KEY, user_id TEXT NOT NULL);
--- The device that first pushed with the actor (schema 5; NULL before).
-ALTER TABLE relay_actors ADD COLUMN IF NOT EXISTS device TEXT;
-CREATE INDEX IF NOT EXISTS relay_actors_device ON relay_actors (user_id, device);
+-- device: the one that first pushed with the actor (schema 5; NULL before).
+CREATE TABLE IF NOT EXISTS relay_actors (actor TEXT PRIMARY KEY, user_id TEXT NOT NULL, device TEXT);
 CREATE TABLE IF NOT EXISTS relay_web_actors (
     user_id TEXT NOT NULL,
     device  TEXT NOT NULL,
@@ -154,6 +152,19 @@ CREATE TABLE IF NOT EXISTS relay_user_settings (
     PRIMARY KEY (user_id, name)
 );
 ";
+
+/// Columns later schemas added to tables an older store has. Run only when
+/// upgrading: even with IF NOT EXISTS, ALTER TABLE locks the table, which
+/// would stall the other relays each time one starts.
+const ADDED_COLUMNS: &str = "
+ALTER TABLE relay_records ADD COLUMN IF NOT EXISTS stage_history TEXT;
+ALTER TABLE relay_actors ADD COLUMN IF NOT EXISTS device TEXT;
+ALTER TABLE relay_log ADD COLUMN IF NOT EXISTS received_at BIGINT;
+";
+
+/// Indexes on those columns, made once they exist.
+const LATER_INDEXES: &str =
+    "CREATE INDEX IF NOT EXISTS relay_actors_device ON relay_actors (user_id, device);";
 
 /// Relay store in a PostgreSQL database.
 pub struct PgRelay {
@@ -208,9 +219,10 @@ impl PgRelay {
                     "relay schema version {v} is newer than this build ({SCHEMA_VERSION}); upgrade the server"
                 )))
             }
-            // Every step so far only added tables and columns, made
-            // above; 4 also fills the new column.
+            // Every step so far only added tables (made above) and
+            // columns; 4 also fills the stage histories.
             Some(v) if v < SCHEMA_VERSION => {
+                tx.batch_execute(ADDED_COLUMNS)?;
                 if v < 4 {
                     fill_stage_histories(&mut tx)?;
                 }
@@ -221,6 +233,7 @@ impl PgRelay {
             }
             Some(_) => {}
         }
+        tx.batch_execute(LATER_INDEXES)?;
         tx.commit()?;
         Ok(())
     }
