@@ -403,6 +403,12 @@ fn sync_once(store: &mut Store, transport: &HttpTransport, out: &Output) -> Resu
         t.changes + t.snapshots,
         t.evicted
     );
+    if t.requeued > 0 {
+        say!(
+            "the relay was restored from a backup: {} of your changes were sent again",
+            t.requeued
+        );
+    }
     Ok(())
 }
 

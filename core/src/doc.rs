@@ -259,6 +259,23 @@ impl RecordDoc {
             .collect()
     }
 
+    /// The changes `user` made (their message) with an actor `mine`
+    /// accepts, oldest first in a causal order, as (hash, bytes).
+    pub fn changes_made_by(
+        &mut self,
+        user: &str,
+        mine: impl Fn(&str) -> bool,
+    ) -> Vec<([u8; 32], Vec<u8>)> {
+        self.doc
+            .get_changes(&[])
+            .into_iter()
+            .filter(|c| {
+                c.message().is_some_and(|m| m == user) && mine(&c.actor_id().to_hex_string())
+            })
+            .map(|c| (c.hash().0, c.raw_bytes().to_vec()))
+            .collect()
+    }
+
     /// Applies remote changes. Fails, leaving the caller to discard this
     /// in-memory document, if a change breaks the record's identity (another
     /// record's change, a change of kind) or cannot be applied.

@@ -25,6 +25,11 @@ pub struct Cursor {
     /// Kept in the cursor, it is saved with the data it describes.
     #[serde(default)]
     pub view: Option<Vec<String>>,
+    /// The identity of the relay's log this cursor points into. A relay
+    /// restored from a backup has a new one, which tells it that this
+    /// device may hold changes it acknowledged but lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
 }
 
 /// Progress of a bootstrap: records are sent territory by territory, in id
@@ -108,6 +113,13 @@ pub struct SyncResponse {
     /// made each change. Left out by older relays.
     #[serde(default)]
     pub devices: Vec<ActorDevice>,
+    /// The relay was restored from a backup since this device last synced
+    /// (its cursor named another log, or a position past the log's end):
+    /// nothing pushed in this request was looked at, and the cursor starts
+    /// over. The device sends again every change its user made here, before
+    /// its outbox; the relay acknowledges those it still has.
+    #[serde(default)]
+    pub restored: bool,
 }
 
 /// An Automerge actor (hex) and the device id that pushed with it first.
@@ -202,6 +214,7 @@ mod tests {
                     only: Some(vec!["north".into()]),
                 }),
                 view: Some(vec!["north".into()]),
+                log: Some("0b6f5c1e-log".into()),
             },
             push: vec![RecordBytes {
                 record_id: "r".into(),

@@ -368,6 +368,7 @@ impl CrmStore {
                 received_changes: round.changes as u64,
                 received_snapshots: round.snapshots as u64,
                 evicted: round.evicted as u64,
+                requeued: round.requeued as u64,
                 outbox_pending: s.outbox_status()?.pending as u64,
                 cursor: s.cursor()?.seq,
                 more: round.more,

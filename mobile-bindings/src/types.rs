@@ -529,6 +529,9 @@ pub struct SyncStatus {
     pub received_changes: u64,
     pub received_snapshots: u64,
     pub evicted: u64,
+    /// Own changes queued again because the relay was restored from a
+    /// backup (it acknowledges those it still has).
+    pub requeued: u64,
     pub outbox_pending: u64,
     pub cursor: u64,
     pub more: bool,
@@ -546,6 +549,7 @@ impl From<&core::SyncProgress> for SyncStatus {
             received_changes: p.total.changes as u64,
             received_snapshots: p.total.snapshots as u64,
             evicted: p.total.evicted as u64,
+            requeued: p.total.requeued as u64,
             outbox_pending: p.outbox_pending as u64,
             cursor: p.cursor,
             more: p.total.more,

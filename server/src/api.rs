@@ -188,6 +188,11 @@ pub async fn events(
     Query(q): Query<EventsQuery>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let mut sent = q.after.unwrap_or(0);
+    if sent > state.head.borrow().newest() {
+        // Past the log's end: the relay was restored from a backup. The
+        // first event comes at once, and that sync tells the device.
+        sent = 0;
+    }
     let connected = ConnectedDevice::new();
     let stream =
         tokio_stream::wrappers::WatchStream::new(state.head.subscribe()).filter_map(move |heads| {

@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use fieldcrm_server::relay::postgres::PgRelay;
-use fieldcrm_server::relay::sqlite::SqliteRelay;
+use fieldcrm_server::relay::sqlite::{backup, SqliteRelay};
 use fieldcrm_server::relay::{office, RelayStore, Role};
 use fieldcrm_server::{accounts, demo, ServeOptions};
 
@@ -90,6 +90,22 @@ enum Command {
     /// Manage territories.
     #[command(subcommand)]
     Territory(TerritoryCommand),
+    /// Write a consistent copy of the embedded store to FILE while the
+    /// relay serves (PostgreSQL: use pg_dump, see docs/deploy.md).
+    Backup {
+        /// The new file to write (it must not exist).
+        file: PathBuf,
+    },
+    /// Put a backup back, with the relay stopped. SQLite: `--from FILE`
+    /// replaces the store (the old one is kept in the data folder).
+    /// PostgreSQL: after pg_restore, run it without --from. Either way the
+    /// log gets a new identity, and devices send again what the restored
+    /// relay may lack.
+    Restore {
+        /// The backup file (embedded store only).
+        #[arg(long)]
+        from: Option<PathBuf>,
+    },
     /// Changes held for review: made while a rep had a record in view,
     /// arrived after it left their territories.
     #[command(subcommand)]
@@ -183,6 +199,65 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    // These work on the store's files or identity, before it is opened.
+    match (&cli.command, &cli.data.database) {
+        (Command::Backup { .. }, Some(_)) => {
+            return Err(
+                "back up a PostgreSQL store with pg_dump (docs/deploy.md, Backups); \
+                 `backup` copies the embedded SQLite store"
+                    .into(),
+            )
+        }
+        (Command::Backup { file }, None) => {
+            let done = backup::backup(&cli.data.data, file)?;
+            println!(
+                "backed up {} to {} ({} bytes, log up to {})",
+                cli.data.data.display(),
+                done.path.display(),
+                done.bytes,
+                done.head
+            );
+            return Ok(());
+        }
+        (Command::Restore { from: Some(_) }, Some(_)) => {
+            return Err("PostgreSQL: restore the dump with pg_restore, then run \
+                 `fieldcrm-server --database URL restore` without --from (docs/deploy.md)"
+                .into())
+        }
+        (Command::Restore { from: None }, None) => {
+            return Err("say which backup to restore: `fieldcrm-server restore --from FILE`".into())
+        }
+        (Command::Restore { from: Some(from) }, None) => {
+            let done = backup::restore(&cli.data.data, from)?;
+            println!(
+                "restored {} into {} (log up to {})",
+                from.display(),
+                cli.data.data.display(),
+                done.head
+            );
+            if let Some(kept) = done.kept {
+                println!("the store it replaced is kept in {}", kept.display());
+            }
+            println!(
+                "devices that synced after the backup send their changes again at their next sync"
+            );
+            return Ok(());
+        }
+        (Command::Restore { from: None }, Some(url)) => {
+            PgRelay::open(url, 1)?.mark_restored()?;
+            println!("the restored database's log has a new identity; start the relays");
+            println!(
+                "devices that synced after the backup send their changes again at their next sync"
+            );
+            return Ok(());
+        }
+        _ => {}
+    }
+    // One relay per data folder; `restore` waits for it to stop.
+    let _serving = match (&cli.command, &cli.data.database) {
+        (Command::Serve { .. }, None) => Some(backup::ServeLock::acquire(&cli.data.data)?),
+        _ => None,
+    };
     let (relay, place): (Arc<dyn RelayStore>, String) = match &cli.data.database {
         Some(url) => (
             Arc::new(PgRelay::open(url, cli.data.db_pool)?),
@@ -225,6 +300,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         Command::Review(cmd) => review_command(&*relay, cmd)?,
+        Command::Backup { .. } | Command::Restore { .. } => unreachable!("handled above"),
     }
     Ok(())
 }

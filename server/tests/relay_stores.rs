@@ -96,6 +96,18 @@ impl Fixture {
     }
 }
 
+impl Fixture {
+    /// A second, empty store of the same kind with the same users: a
+    /// relay restored from a backup taken before any record existed.
+    fn twin(&self) -> Fixture {
+        match self._schema {
+            Some(_) => postgres(),
+            None => sqlite(),
+        }
+        .unwrap()
+    }
+}
+
 fn rand_suffix() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
@@ -1481,6 +1493,131 @@ fn search_pages_are_filtered_ranked_and_counted(fx: Fixture) {
 }
 
 /// A change re-made with another actor id (same content, same record).
+fn a_device_ahead_of_a_restored_relay_sends_its_changes_again(fx: Fixture) {
+    // Before "the backup" nothing existed; afterwards ann made an account
+    // and a contact, olivia (office) edited the account on top of ann's
+    // change, and ann edited it again on top of olivia's.
+    let mut ann = fx.device("ann");
+    let mut olivia = fx.device("olivia");
+    let a1 = account(&mut ann, "Acme", "north");
+    let c1 = ann
+        .create(
+            Kind::Contact,
+            fields([
+                ("first_name", "Ada"),
+                ("last_name", "Lovelace"),
+                ("territory", "north"),
+                ("account_id", &a1),
+            ]),
+        )
+        .unwrap()
+        .id;
+    fx.sync(&mut ann);
+    fx.sync(&mut olivia);
+    olivia
+        .update(&a1, fields([("industry", "Retail")]))
+        .unwrap();
+    fx.sync(&mut olivia);
+    fx.sync(&mut ann);
+    ann.update(&a1, fields([("phone", "+44 1")])).unwrap();
+    fx.sync(&mut ann);
+    let ann_log = ann.cursor().unwrap().log.unwrap();
+    assert_eq!(ann_log, fx.relay.log_id());
+
+    // The relay is restored: a store with another log identity that lacks
+    // all of it. Its first answer looks at none of the push and says so.
+    let restored = fx.twin();
+    assert_ne!(restored.relay.log_id(), fx.relay.log_id());
+    ann.update(&c1, fields([("title", "Buyer")])).unwrap();
+    let request: SyncRequest = protocol::decode(&ann.sync_request().unwrap()).unwrap();
+    assert_eq!(request.push.len(), 1);
+    let (response, appended) =
+        relay::sync(&*restored.relay, &restored.user("ann"), request).unwrap();
+    assert!(response.restored && response.more);
+    assert!(response.acks.is_empty() && response.rejected.is_empty());
+    assert_eq!(appended.changes, 0);
+    assert_eq!(
+        response.cursor.log.as_deref(),
+        Some(restored.relay.log_id())
+    );
+    let round = ann
+        .apply_sync_response(&protocol::encode(&response))
+        .unwrap();
+    // Her three earlier changes, then the waiting one.
+    assert_eq!(round.requeued, 3, "{round:?}");
+    let outbox = ann.outbox(0, 100, false).unwrap();
+    let order: Vec<&str> = outbox.iter().map(|e| e.record_id.as_str()).collect();
+    assert_eq!(order, [&a1, &a1, &c1, &c1], "her oldest record goes first");
+    // ann's edit built on olivia's change is made again on top of what the
+    // restored relay has; olivia's own device sends hers again.
+    restored.sync(&mut ann);
+    restored.sync(&mut olivia);
+    restored.sync(&mut ann);
+    assert_eq!(ann.outbox_status().unwrap().pending, 0);
+    assert!(ann.refused_changes().unwrap().is_empty());
+    assert!(olivia.refused_changes().unwrap().is_empty());
+    let mut fresh = restored.device("olivia");
+    restored.sync(&mut fresh);
+    let fresh_a1 = fresh.get(&a1).unwrap();
+    for field in ["industry", "phone"] {
+        assert_eq!(
+            fresh_a1.fields.get(field),
+            ann.get(&a1).unwrap().fields.get(field)
+        );
+    }
+    assert_eq!(
+        fresh_a1.fields.get("industry"),
+        Some(&Value::from("Retail"))
+    );
+    assert_eq!(fresh_a1.fields.get("phone"), Some(&Value::from("+44 1")));
+    assert_eq!(
+        fresh.get(&c1).unwrap().fields.get("title"),
+        Some(&Value::from("Buyer"))
+    );
+    for device in [&ann, &olivia] {
+        assert_eq!(ids(device), ids(&fresh));
+        for id in ids(device) {
+            assert_eq!(device.heads(&id).unwrap(), fresh.heads(&id).unwrap());
+        }
+    }
+
+    // A copy restored by hand keeps the log's identity: a cursor past the
+    // log's end tells the same.
+    let head = restored.relay.head().unwrap();
+    let mut ahead = ann.cursor().unwrap();
+    ahead.seq = head + 10;
+    let (response, _) = relay::sync(
+        &*restored.relay,
+        &restored.user("ann"),
+        SyncRequest {
+            version: protocol::PROTOCOL_VERSION,
+            device_id: ann.device_id().to_string(),
+            cursor: ahead,
+            push: Vec::new(),
+            max_bytes: 1 << 20,
+        },
+    )
+    .unwrap();
+    assert!(response.restored);
+    // A cursor at the end is not.
+    let (response, _) = relay::sync(
+        &*restored.relay,
+        &restored.user("ann"),
+        protocol::decode(&ann.sync_request().unwrap()).unwrap(),
+    )
+    .unwrap();
+    assert!(!response.restored);
+
+    // On PostgreSQL, `fieldcrm-server restore` after pg_restore gives the
+    // log its new identity.
+    if let Some(schema) = &restored._schema {
+        let before = PgRelay::open(&schema.url(), 1).unwrap();
+        before.mark_restored().unwrap();
+        let after = PgRelay::open(&schema.url(), 1).unwrap();
+        assert_ne!(after.log_id(), before.log_id());
+    }
+}
+
 fn with_actor(change: &RecordBytes, actor_hex: &str) -> RecordBytes {
     let parsed = automerge::Change::from_bytes(change.bytes.clone()).unwrap();
     let mut expanded = parsed.decode();
@@ -1524,6 +1661,7 @@ store_suite!(sqlite:
     stage_analysis_agrees_with_the_deals_documents,
     history_names_the_device_of_every_change,
     search_pages_are_filtered_ranked_and_counted,
+    a_device_ahead_of_a_restored_relay_sends_its_changes_again,
 );
 store_suite!(postgres:
     a_refused_change_never_forks_the_record,
@@ -1543,4 +1681,5 @@ store_suite!(postgres:
     stage_analysis_agrees_with_the_deals_documents,
     history_names_the_device_of_every_change,
     search_pages_are_filtered_ranked_and_counted,
+    a_device_ahead_of_a_restored_relay_sends_its_changes_again,
 );

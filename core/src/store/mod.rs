@@ -9,6 +9,7 @@ mod events;
 mod outbox;
 pub(crate) mod projection;
 mod rebase;
+mod requeue;
 mod response;
 pub(crate) mod schema;
 

@@ -11,6 +11,9 @@ use crate::error::Result;
 
 /// The code of a change the relay holds for review.
 pub(crate) const HELD: &str = "held_for_review";
+/// The code of a change kept because the relay had no copy of its record
+/// when it was refused; made again when the record arrives.
+pub(crate) const WAITS_FOR_RECORD: &str = "waits_for_record";
 
 /// One local change not yet acknowledged by the relay.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,15 +40,18 @@ pub(crate) struct Refused {
     pub refused_at: Option<i64>,
 }
 
+/// Queues a change to send, unless the outbox has it already (then
+/// returns false).
 pub(crate) fn push(
     conn: &Connection,
     record_id: &str,
     hash: &[u8; 32],
     bytes: &[u8],
-) -> Result<()> {
-    conn.prepare_cached("INSERT OR IGNORE INTO outbox (doc_id, hash, bytes) VALUES (?1, ?2, ?3)")?
-        .execute(params![record_id, hash, bytes])?;
-    Ok(())
+) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("INSERT OR IGNORE INTO outbox (doc_id, hash, bytes) VALUES (?1, ?2, ?3)")?
+        .execute(params![record_id, hash, bytes])?
+        > 0)
 }
 
 fn entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxEntry> {
@@ -76,6 +82,53 @@ pub(crate) fn entries(
         .query_map(params![after_seq, limit as i64, include_rejected], entry)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
+}
+
+/// A change waiting to be sent, or held, taken out of the outbox to be
+/// put back behind others ([`take_waiting`], [`put_back`]).
+pub(crate) struct Waiting {
+    record_id: String,
+    hash: [u8; 32],
+    bytes: Vec<u8>,
+    rejected: Option<String>,
+    code: Option<String>,
+}
+
+/// Takes every change waiting to be sent or held out of the outbox, oldest
+/// first; refused ones stay.
+pub(crate) fn take_waiting(conn: &Connection) -> Result<Vec<Waiting>> {
+    let waiting = conn
+        .prepare_cached(
+            "DELETE FROM outbox WHERE rejected IS NULL OR code = 'held_for_review'
+             RETURNING seq, doc_id, hash, bytes, rejected, code",
+        )?
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                Waiting {
+                    record_id: r.get(1)?,
+                    hash: r.get(2)?,
+                    bytes: r.get(3)?,
+                    rejected: r.get(4)?,
+                    code: r.get(5)?,
+                },
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    // RETURNING gives no order.
+    let mut waiting = waiting;
+    waiting.sort_by_key(|(seq, _)| *seq);
+    Ok(waiting.into_iter().map(|(_, w)| w).collect())
+}
+
+/// Puts a taken change back at the end of the outbox, unless it is there
+/// already (queued again meanwhile).
+pub(crate) fn put_back(conn: &Connection, w: &Waiting) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO outbox (doc_id, hash, bytes, rejected, code) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![w.record_id, w.hash, w.bytes, w.rejected, w.code])?;
+    Ok(())
 }
 
 /// Every entry of one record, oldest first.
@@ -134,6 +187,39 @@ pub(crate) fn refuse(
         > 0)
 }
 
+/// The changes waiting for record `id` to arrive, oldest first (an
+/// indexed lookup: called for every record a sync page brings).
+pub(crate) fn waiting_for_record(conn: &Connection, id: &str) -> Result<Vec<Refused>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, doc_id, rejected, code, field, intent, refused_at
+         FROM outbox WHERE doc_id = ?1 AND code = 'waits_for_record' ORDER BY seq",
+    )?;
+    let rows = stmt
+        .query_map([id], refused_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// Whether any change waits for its record.
+pub(crate) fn any_waiting_for_record(conn: &Connection) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM outbox WHERE code = 'waits_for_record'")?
+        .exists([])?)
+}
+
+/// Replaces a kept change's refusal with another one.
+pub(crate) fn set_refusal(
+    conn: &Connection,
+    seq: i64,
+    reason: &str,
+    code: &str,
+    field: Option<&str>,
+) -> Result<()> {
+    conn.prepare_cached("UPDATE outbox SET rejected = ?2, code = ?3, field = ?4 WHERE seq = ?1")?
+        .execute(params![seq, reason, code, field])?;
+    Ok(())
+}
+
 /// Refused changes, oldest first.
 pub(crate) fn refused(conn: &Connection) -> Result<Vec<Refused>> {
     let mut stmt = conn.prepare_cached(
@@ -142,19 +228,21 @@ pub(crate) fn refused(conn: &Connection) -> Result<Vec<Refused>> {
          ORDER BY seq",
     )?;
     let rows = stmt
-        .query_map([], |r| {
-            Ok(Refused {
-                seq: r.get(0)?,
-                record_id: r.get(1)?,
-                reason: r.get(2)?,
-                code: r.get(3)?,
-                field: r.get(4)?,
-                intent: r.get(5)?,
-                refused_at: r.get(6)?,
-            })
-        })?
+        .query_map([], refused_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
+}
+
+fn refused_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Refused> {
+    Ok(Refused {
+        seq: r.get(0)?,
+        record_id: r.get(1)?,
+        reason: r.get(2)?,
+        code: r.get(3)?,
+        field: r.get(4)?,
+        intent: r.get(5)?,
+        refused_at: r.get(6)?,
+    })
 }
 
 pub(crate) fn refused_one(conn: &Connection, seq: i64) -> Result<Option<Refused>> {

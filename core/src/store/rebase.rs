@@ -143,6 +143,12 @@ pub(crate) fn rebase(
                     Ok(_) => {
                         outbox::remove(tx, entry.seq)?;
                     }
+                    // The relay has no such record (one restored from a
+                    // backup lost it, until its maker's device sends it
+                    // again): made again by itself when the record comes.
+                    Err(Error::NotFound(_)) if relay.is_empty() && refused_creation.is_none() => {
+                        refuse(WAITS_REASON, outbox::WAITS_FOR_RECORD, None)?;
+                    }
                     Err(Error::NotFound(_)) if refused_creation.is_some() => {
                         let why = format!(
                             "the record it edits was not created: {}",
@@ -159,6 +165,37 @@ pub(crate) fn rebase(
         }
     }
     Ok(kept)
+}
+
+/// Why a change waits for its record.
+const WAITS_REASON: &str = "the relay does not have the record this edits (yet): it is made again \
+     when the record comes back, or discard it";
+
+/// Makes again the changes that waited for record `id` (see
+/// [`outbox::WAITS_FOR_RECORD`]), now that the device has it. One that no
+/// longer holds on the record as it is becomes an ordinary refusal.
+pub(crate) fn remake_waiting(tx: &Transaction<'_>, w: &Writer<'_>, id: &str) -> Result<usize> {
+    let mut made = 0;
+    for waiting in outbox::waiting_for_record(tx, id)? {
+        let Some(intent) = waiting
+            .intent
+            .as_deref()
+            .and_then(|json| serde_json::from_str::<Intent>(json).ok())
+        else {
+            continue;
+        };
+        match remake(tx, w, id, &intent) {
+            Ok(_) => {
+                outbox::remove(tx, waiting.seq)?;
+                made += 1;
+            }
+            Err(e) if is_storage(&e) => return Err(e),
+            // Heard of, but not all here yet: wait on.
+            Err(Error::NotFound(_) | Error::NotYetCreated { .. }) => {}
+            Err(e) => outbox::set_refusal(tx, waiting.seq, &e.to_string(), e.code(), e.field())?,
+        }
+    }
+    Ok(made)
 }
 
 fn is_storage(e: &Error) -> bool {

@@ -2,11 +2,13 @@
 //! acknowledged changes, keep held ones, rebase records with refused
 //! changes (docs/decisions/0004-refused-changes.md), evict what left the
 //! user's territories — unless changes of it still wait, then once they
-//! are settled — and apply snapshots, changes and the new cursor.
+//! are settled — and apply snapshots, changes and the new cursor. After a
+//! relay was restored from a backup, queue the device's own changes again.
 
 use rusqlite::Transaction;
 
 use super::rebase::{self, Refusals};
+use super::requeue;
 use super::{
     apply_in, apply_snapshot_in, evict_in, ids_in_territories, meta_set, outbox, Store, Writer,
 };
@@ -27,6 +29,11 @@ impl Store {
         };
         for hash in &response.acks {
             report.acked += usize::from(outbox::ack(&tx, &protocol::hash_from(hash)?)?);
+        }
+        if response.restored {
+            // The relay looked at none of this request's push; what it
+            // may have lost goes out first at the next rounds.
+            report.requeued = requeue::requeue_own_changes(&tx, &self.user, &self.device_id)?;
         }
         let mut refusals: Refusals<'_> = Default::default();
         for r in response.rejected.iter().filter(|r| !r.hash.is_empty()) {
@@ -74,9 +81,15 @@ impl Store {
             report.evicted += evict_or_defer(&tx, &ids)?;
         }
         report.evicted += evict_or_defer(&tx, &response.evict)?;
+        // Changes kept until their record comes back (after a relay
+        // restore) are made again as soon as it does.
+        let waits = outbox::any_waiting_for_record(&tx)?;
         for s in &response.snapshots {
             outbox::cancel_eviction(&tx, &s.record_id)?;
             apply_snapshot_in(&tx, &s.record_id, &s.bytes)?;
+            if waits {
+                rebase::remake_waiting(&tx, &w, &s.record_id)?;
+            }
             report.snapshots += 1;
         }
         // Consecutive changes of one record go in one call.
@@ -89,6 +102,9 @@ impl Store {
             report.changes += group.len();
             outbox::cancel_eviction(&tx, id)?;
             apply_in(&tx, id, parsed)?;
+            if waits {
+                rebase::remake_waiting(&tx, &w, id)?;
+            }
         }
         report.evicted += settle_evictions(&tx)?;
         for d in &response.devices {

@@ -64,6 +64,9 @@ pub struct RoundReport {
     pub snapshots: usize,
     pub changes: usize,
     pub evicted: usize,
+    /// Local changes queued again because the relay was restored from a
+    /// backup (it acknowledges those it still has).
+    pub requeued: usize,
     pub more: bool,
 }
 
@@ -78,6 +81,7 @@ impl RoundReport {
         self.snapshots += other.snapshots;
         self.changes += other.changes;
         self.evicted += other.evicted;
+        self.requeued += other.requeued;
         self.more = other.more;
     }
 }

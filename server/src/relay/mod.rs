@@ -166,6 +166,9 @@ pub trait RelayStore: Send + Sync {
     fn pull(&self, user: &User, device: &str, cursor: &Cursor, max_bytes: u64) -> Result<PullPage>;
     /// The newest log sequence number.
     fn head(&self) -> Result<u64>;
+    /// The identity of the log (new after a restore from a backup), sent
+    /// in every cursor.
+    fn log_id(&self) -> &str;
     fn stats(&self) -> Result<RelayStats>;
 
     fn add_user(
@@ -271,9 +274,21 @@ pub fn sync(
             "device_id must be 1 to 128 bytes".into(),
         ));
     }
-    let pushed = store.push(user, &request.device_id, &request.cursor, request.push)?;
+    let restored = restored_since(store, &request.cursor)?;
+    let (pushed, mut cursor) = if restored {
+        // The device's changes may build on ones this relay lost: leave
+        // them until it has queued those again (`SyncResponse::restored`),
+        // and start its cursor over, in the view it has.
+        let cursor = Cursor {
+            view: request.cursor.view,
+            ..Cursor::default()
+        };
+        (PushOutcome::default(), cursor)
+    } else {
+        let pushed = store.push(user, &request.device_id, &request.cursor, request.push)?;
+        (pushed, request.cursor)
+    };
     let now = access::view(user);
-    let mut cursor = request.cursor;
     let mut evict_territories = Vec::new();
     if let Some(before) = cursor.view.take() {
         let change = access::view_change(user, &before, || store.territories())?;
@@ -299,20 +314,40 @@ pub fn sync(
         evict_territories,
         cursor: Cursor {
             view: Some(now),
+            log: Some(store.log_id().to_string()),
             ..page.cursor
         },
-        more: page.more,
+        more: page.more || restored,
         devices: page
             .devices
             .into_iter()
             .map(|(actor, device)| ActorDevice { actor, device })
             .collect(),
+        restored,
     };
     let appended = Appended {
         changes: pushed.appended,
         territories: pushed.territories,
     };
     Ok((response, appended))
+}
+
+/// Whether the relay was restored from a backup since `cursor` was made:
+/// it names another log, or a position past this log's end (a copy that
+/// kept the log's identity, e.g. one taken by hand).
+fn restored_since(store: &dyn RelayStore, cursor: &Cursor) -> Result<bool> {
+    if cursor
+        .log
+        .as_deref()
+        .is_some_and(|log| log != store.log_id())
+    {
+        return Ok(true);
+    }
+    let seen = cursor
+        .bootstrap
+        .as_ref()
+        .map_or(cursor.seq, |b| b.start_seq.max(cursor.seq));
+    Ok(seen > 0 && seen > store.head()?)
 }
 
 /// The cursor that fetches territories a user gained: every record of them
@@ -334,6 +369,7 @@ fn bootstrap_gained(user: &User, cursor: Cursor, gained: Vec<String>) -> Cursor 
             only: Some(only),
         }),
         view: None,
+        log: None,
     }
 }
 

@@ -170,6 +170,7 @@ const LATER_INDEXES: &str =
 pub struct PgRelay {
     pool: Pool,
     config: postgres::Config,
+    log_id: String,
 }
 
 impl std::fmt::Debug for PgRelay {
@@ -190,16 +191,35 @@ impl PgRelay {
             .max_size(pool_size.max(1))
             .connection_timeout(Duration::from_secs(10))
             .build(manager)?;
-        let relay = PgRelay { pool, config };
-        relay.migrate()?;
+        let mut relay = PgRelay {
+            pool,
+            config,
+            log_id: String::new(),
+        };
+        relay.log_id = relay.migrate()?;
         Ok(relay)
+    }
+
+    /// Gives the log a new identity, after the database was restored from
+    /// a backup (docs/deploy.md): each device then sends again the changes
+    /// it made that the restored relay may lack. Run it with every relay
+    /// stopped; relays started afterwards use the new identity.
+    pub fn mark_restored(&self) -> Result<String> {
+        let id = uuid::Uuid::new_v4().to_string();
+        self.conn()?.execute(
+            "INSERT INTO relay_meta (key, value) VALUES ('log_id', $1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[&id],
+        )?;
+        Ok(id)
     }
 
     fn conn(&self) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>> {
         Ok(self.pool.get()?)
     }
 
-    fn migrate(&self) -> Result<()> {
+    /// Creates or upgrades the schema; returns the log's identity.
+    fn migrate(&self) -> Result<String> {
         let mut conn = self.conn()?;
         let mut tx = conn.transaction()?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATE_LOCK])?;
@@ -234,8 +254,16 @@ impl PgRelay {
             Some(_) => {}
         }
         tx.batch_execute(LATER_INDEXES)?;
+        // The log's identity, made with the store (see `mark_restored`).
+        tx.execute(
+            "INSERT INTO relay_meta (key, value) VALUES ('log_id', $1) ON CONFLICT (key) DO NOTHING",
+            &[&uuid::Uuid::new_v4().to_string()],
+        )?;
+        let log_id: String = tx
+            .query_one("SELECT value FROM relay_meta WHERE key = 'log_id'", &[])?
+            .get(0);
         tx.commit()?;
-        Ok(())
+        Ok(log_id)
     }
 
     /// Calls `on_head` with the newest log sequence number (and the
@@ -596,6 +624,10 @@ impl RelayStore for PgRelay {
 
     fn head(&self) -> Result<u64> {
         log_head(&mut *self.conn()?)
+    }
+
+    fn log_id(&self) -> &str {
+        &self.log_id
     }
 
     fn stats(&self) -> Result<RelayStats> {

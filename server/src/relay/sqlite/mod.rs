@@ -14,6 +14,7 @@
 //! transaction holding a lower number always commits before one holding a
 //! higher number starts, and a reader can never see seq N+1 without seq N.
 
+pub mod backup;
 mod group_commit;
 mod push_store;
 mod tables;
@@ -54,6 +55,7 @@ pub struct SqliteRelay {
     writer: Mutex<Store>,
     pushes: group_commit::GroupCommit<PushJob, Result<PushOutcome>>,
     readers: r2d2::Pool<Readers>,
+    log_id: String,
 }
 
 /// One request's push, waiting for its group commit.
@@ -111,9 +113,12 @@ impl SqliteRelay {
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir)
             .map_err(|e| RelayError::Invalid(format!("cannot create {}: {e}", dir.display())))?;
-        let path = dir.join("relay.db");
+        let path = dir.join(backup::FILE);
         let mut store = Store::open_with(&path, "relay", relay_options())?;
-        write(&mut store, |tx| tables::migrate(tx.sql()))?;
+        let log_id = write(&mut store, |tx| {
+            tables::migrate(tx.sql())?;
+            tables::log_id(tx.sql())
+        })?;
         // Readers open after the writer has made or upgraded the schema.
         let readers = r2d2::Pool::builder()
             .max_size(READERS)
@@ -124,6 +129,7 @@ impl SqliteRelay {
             writer: Mutex::new(store),
             pushes: Default::default(),
             readers,
+            log_id,
         })
     }
 
@@ -237,6 +243,10 @@ impl RelayStore for SqliteRelay {
 
     fn head(&self) -> Result<u64> {
         self.read(|store| tables::head(store.sql()))
+    }
+
+    fn log_id(&self) -> &str {
+        &self.log_id
     }
 
     fn parallelism(&self) -> usize {

@@ -16,7 +16,7 @@ use crate::relay::{RelayError, Result, Role, User};
 /// 2 added `relay_web_actors`, 3 `relay_review`, 4 `relay_user_settings`,
 /// 5 `relay_actors.device`, 6 `relay_log.received_at`; opening an older
 /// file upgrades it (each step only added a table or a column).
-const SCHEMA_VERSION: i64 = 6;
+pub(super) const SCHEMA_VERSION: i64 = 6;
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS relay_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 -- Append-only change log; seq is the sync cursor. territory is the record's
@@ -134,6 +134,32 @@ pub(super) fn migrate(tx: &Transaction<'_>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The identity of this store's log, made when the store is created; a
+/// restored backup gets a new one (`sqlite::backup`), so devices whose
+/// cursor names the old one send again what the relay may have lost.
+pub(crate) fn log_id(tx: &Connection) -> Result<String> {
+    tx.execute(
+        "INSERT OR IGNORE INTO relay_meta (key, value) VALUES ('log_id', ?1)",
+        [uuid::Uuid::new_v4().to_string()],
+    )?;
+    Ok(tx.query_row(
+        "SELECT value FROM relay_meta WHERE key = 'log_id'",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+/// Gives the store's log a new identity (after a restore).
+pub(crate) fn renew_log_id(tx: &Connection) -> Result<String> {
+    let id = uuid::Uuid::new_v4().to_string();
+    tx.execute(
+        "INSERT INTO relay_meta (key, value) VALUES ('log_id', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [&id],
+    )?;
+    Ok(id)
 }
 
 // ----- users, tokens, territories --------------------------------------
