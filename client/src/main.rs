@@ -118,6 +118,17 @@ enum Command {
     Conflicts {
         id: String,
     },
+    /// Convert a lead: an account (or --account ID), a contact, optionally
+    /// a deal; its activities move to the contact. Works offline.
+    Convert {
+        lead: String,
+        /// Join this existing account instead of creating one.
+        #[arg(long)]
+        account: Option<String>,
+        /// Also create a deal of this name.
+        #[arg(long)]
+        deal: Option<String>,
+    },
     /// Settle a conflict with a value.
     Resolve {
         id: String,
@@ -331,6 +342,33 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     );
                 }
             }
+        }
+        Command::Convert {
+            lead,
+            account,
+            deal,
+        } => {
+            let how = fieldcrm_core::Conversion {
+                account_id: account,
+                deal_name: deal,
+            };
+            let done = store.convert_lead(&lead, how)?;
+            if out.json {
+                return out.print_json(&done);
+            }
+            say!(
+                "converted {} into account {} ({}), contact {} ({}){}; {} activities moved",
+                done.lead.display_name(),
+                done.account.display_name(),
+                done.account.id,
+                done.contact.display_name(),
+                done.contact.id,
+                done.deal
+                    .as_ref()
+                    .map(|d| format!(", deal {} ({})", d.display_name(), d.id))
+                    .unwrap_or_default(),
+                done.moved_activities
+            );
         }
         Command::Resolve { id, field, value } => {
             let kind = store.get(&id)?.kind;

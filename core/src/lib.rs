@@ -28,17 +28,19 @@ pub use forecast::{
 pub use model::{
     check_time, fields, normalize_value, parse_amount, parse_datetime, validate_custom_name,
     value_from_text, Directory, FieldSpec, FieldType, Fields, Kind, Pipeline, Record, RecordId,
-    Rules, SearchRole, StageOutcome, Value, CUSTOM_PREFIX, MAX_LONG_TEXT, MAX_TEXT,
+    Rules, SearchRole, StageOutcome, Value, ACTIVITY_KINDS, CASE_PRIORITIES, CASE_STATUSES,
+    CUSTOM_PREFIX, LEAD_SOURCES, LEAD_STATUSES, MAX_LONG_TEXT, MAX_TEXT,
 };
 pub use query::{
-    check_offset, empty_summary, stage_timeline, AccountOverview, ListQuery, OwnerCount, Page,
-    SortBy, StageSummary, MAX_PAGE,
+    check_field_filters, check_offset, empty_summary, stage_timeline, AccountOverview, ListQuery,
+    OwnerCount, Page, SortBy, StageSummary, MAX_PAGE,
 };
 pub use shared::{ChangeListener, SharedStore, SyncObserver};
 pub use store::{
     draft_on, parse_stage_history, search_columns, stage_history, validate_fields_with,
-    ApplyOutcome, Author, ChangeKind, Draft, Edit, LookupRecord, NewRecord, OutboxEntry,
-    OutboxStatus, Received, RecordChange, RefusedChange, Store, StoreOptions, StoreTx, StoredDoc,
+    ApplyOutcome, Author, ChangeKind, Conversion, Converted, Draft, Edit, LookupRecord, NewRecord,
+    OutboxEntry, OutboxStatus, Received, RecordChange, RefusedChange, Store, StoreOptions, StoreTx,
+    StoredDoc,
 };
 #[cfg(feature = "http")]
 pub use sync::HttpTransport;

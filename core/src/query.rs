@@ -62,12 +62,20 @@ pub struct ListQuery {
     /// Only records about this one or about a record that belongs to it:
     /// an account's timeline takes in its contacts' and deals' activities.
     pub about: Option<String>,
+    /// A deal's stage, or a lead's or case's status ([`Record::state`]).
     pub stage: Option<String>,
+    /// Only records whose field (a dotted path: `priority`, `custom.tier`)
+    /// holds exactly this text.
+    pub field_is: Vec<(String, String)>,
     /// Only records changed at or after this time (ms since the epoch).
     pub updated_since: Option<i64>,
-    /// Only activities due before this time, not done.
+    /// Only records due before this time and not done: activities, and
+    /// cases by their resolve-by time ([`Record::due`]).
     pub due_before: Option<i64>,
     pub include_deleted: bool,
+    /// Only records not done: activities not marked done, cases neither
+    /// resolved nor closed ([`Record::is_done`]); other kinds all pass.
+    pub not_done: bool,
     pub only_conflicts: bool,
     pub sort: SortBy,
     pub descending: bool,
@@ -86,9 +94,11 @@ impl Default for ListQuery {
             related_to: None,
             about: None,
             stage: None,
+            field_is: Vec::new(),
             updated_since: None,
             due_before: None,
             include_deleted: false,
+            not_done: false,
             only_conflicts: false,
             sort: SortBy::Name,
             descending: false,
@@ -152,6 +162,10 @@ pub struct OwnerCount {
     pub contacts: usize,
     pub deals: usize,
     pub activities: usize,
+    #[serde(default)]
+    pub leads: usize,
+    #[serde(default)]
+    pub cases: usize,
 }
 
 /// Adds `count` deals worth `amount` (minor units of `currency`) to
@@ -250,6 +264,13 @@ fn list_filter(q: &ListQuery) -> Filter {
     if let Some(stage) = &q.stage {
         f.add("stage = ?", stage.clone());
     }
+    for (path, value) in &q.field_is {
+        // The path is checked to be letters, digits, `_` and `.` only.
+        f.add(
+            &format!("json_extract(record, '$.fields.\"{path}\"') = ?"),
+            value.clone(),
+        );
+    }
     if let Some(since) = q.updated_since {
         f.add("updated_at >= ?", since);
     }
@@ -258,6 +279,9 @@ fn list_filter(q: &ListQuery) -> Filter {
     }
     if !q.include_deleted {
         f.clauses.push("deleted = 0".into());
+    }
+    if q.not_done {
+        f.clauses.push("coalesce(done, 0) = 0".into());
     }
     if q.only_conflicts {
         f.clauses.push("has_conflicts = 1".into());
@@ -272,6 +296,23 @@ pub fn check_offset(offset: usize) -> Result<i64> {
         .ok()
         .filter(|o| *o <= i64::from(u32::MAX))
         .ok_or_else(|| Error::InvalidQuery(format!("offset {offset} is too large")))
+}
+
+/// Field filters name fields by path only (they are written into SQL).
+pub fn check_field_filters(q: &ListQuery) -> Result<()> {
+    for (path, _) in &q.field_is {
+        let ok = !path.is_empty()
+            && path.len() <= 64
+            && path
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.');
+        if !ok {
+            return Err(Error::InvalidQuery(format!(
+                "{path:?} is not a field to filter by"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn check_limit(limit: usize) -> Result<i64> {
@@ -310,6 +351,7 @@ impl Store {
     pub fn list(&self, q: &ListQuery) -> Result<Page> {
         let limit = check_limit(q.limit)?;
         let offset = check_offset(q.offset)?;
+        check_field_filters(q)?;
         let f = list_filter(q);
         let total: i64 = self
             .conn()
@@ -361,6 +403,7 @@ impl Store {
     pub fn search_page(&self, text: &str, q: &ListQuery, most: usize) -> Result<Page> {
         let limit = check_limit(q.limit)?;
         let offset = check_offset(q.offset)?;
+        check_field_filters(q)?;
         let Some(fts) = fts_query(text) else {
             return Ok(Page::default());
         };
@@ -428,6 +471,8 @@ impl Store {
                 Ok(Kind::Contact) => last.contacts = n as usize,
                 Ok(Kind::Deal) => last.deals = n as usize,
                 Ok(Kind::Activity) => last.activities = n as usize,
+                Ok(Kind::Lead) => last.leads = n as usize,
+                Ok(Kind::Case) => last.cases = n as usize,
                 Err(_) => {}
             }
         }

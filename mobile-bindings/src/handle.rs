@@ -178,6 +178,20 @@ impl CrmStore {
         self.read(|s| s.get(&id)).map(|r| (&r).into())
     }
 
+    /// Converts a lead in one offline action: an account (or the one
+    /// given), a contact, optionally a deal; its activities move to the
+    /// contact and the lead is marked converted.
+    pub fn convert_lead(&self, id: String, how: LeadConversion) -> Result<ConvertedLead, CrmError> {
+        self.write(|s| s.convert_lead(&id, how.into()))
+            .map(Into::into)
+    }
+
+    /// Any record with every field by its dotted path, custom ones
+    /// included: for screens that show fields the typed records lack.
+    pub fn get_generic(&self, id: String) -> Result<GenericRecord, CrmError> {
+        self.read(|s| s.get(&id)).map(|r| (&r).into())
+    }
+
     pub fn list(&self, filter: ListFilter) -> Result<RecordPage, CrmError> {
         let page = self.read(|s| s.list(&filter.into()))?;
         Ok(RecordPage {
@@ -485,9 +499,11 @@ mod tests {
                 related_to: None,
                 about: None,
                 stage: None,
+                field_is: vec![],
                 updated_since: None,
                 due_before: None,
                 include_deleted: false,
+                not_done: false,
                 only_conflicts: false,
                 sort: None,
                 descending: false,

@@ -13,6 +13,8 @@ pub enum RecordKind {
     Contact,
     Deal,
     Activity,
+    Lead,
+    Case,
 }
 
 impl From<RecordKind> for Kind {
@@ -22,6 +24,8 @@ impl From<RecordKind> for Kind {
             RecordKind::Contact => Kind::Contact,
             RecordKind::Deal => Kind::Deal,
             RecordKind::Activity => Kind::Activity,
+            RecordKind::Lead => Kind::Lead,
+            RecordKind::Case => Kind::Case,
         }
     }
 }
@@ -33,6 +37,8 @@ impl From<Kind> for RecordKind {
             Kind::Contact => RecordKind::Contact,
             Kind::Deal => RecordKind::Deal,
             Kind::Activity => RecordKind::Activity,
+            Kind::Lead => RecordKind::Lead,
+            Kind::Case => RecordKind::Case,
         }
     }
 }
@@ -165,13 +171,84 @@ pub struct Activity {
     pub custom: HashMap<String, FieldValue>,
 }
 
-/// A record of any kind.
+/// A record of any kind, with every field by its dotted path
+/// (`address.city`, `custom.tier`): what an app shows for a kind it has
+/// no typed record for (leads, cases, and kinds to come).
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct GenericRecord {
+    pub meta: RecordMeta,
+    pub kind: RecordKind,
+    /// The record's display name (a contact's full name, a case's subject).
+    pub name: String,
+    pub fields: HashMap<String, FieldValue>,
+}
+
+impl From<&core::Record> for GenericRecord {
+    fn from(r: &core::Record) -> Self {
+        GenericRecord {
+            meta: Read(r).meta(),
+            kind: r.kind.into(),
+            name: r.display_name(),
+            fields: r
+                .fields
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone().into()))
+                .collect(),
+        }
+    }
+}
+
+/// How to convert a lead (`convertLead`).
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct LeadConversion {
+    /// Join this existing account instead of creating one from the lead's company.
+    #[uniffi(default = None)]
+    pub account_id: Option<String>,
+    /// Also create a deal of this name, in the pipeline's first stage.
+    #[uniffi(default = None)]
+    pub deal_name: Option<String>,
+}
+
+impl From<LeadConversion> for core::Conversion {
+    fn from(c: LeadConversion) -> Self {
+        core::Conversion {
+            account_id: c.account_id,
+            deal_name: c.deal_name,
+        }
+    }
+}
+
+/// What a lead became.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct ConvertedLead {
+    pub lead: GenericRecord,
+    pub account: Account,
+    pub contact: Contact,
+    pub deal: Option<Deal>,
+    pub moved_activities: u64,
+}
+
+impl From<core::Converted> for ConvertedLead {
+    fn from(c: core::Converted) -> Self {
+        ConvertedLead {
+            lead: (&c.lead).into(),
+            account: account(&c.account),
+            contact: contact(&c.contact),
+            deal: c.deal.as_ref().map(deal),
+            moved_activities: c.moved_activities as u64,
+        }
+    }
+}
+
+/// A record of any kind: typed for accounts, contacts, deals and
+/// activities; `Other` (every field by path) for the rest.
 #[derive(Debug, Clone, PartialEq, uniffi::Enum)]
 pub enum CrmRecord {
     Account { account: Account },
     Contact { contact: Contact },
     Deal { deal: Deal },
     Activity { activity: Activity },
+    Other { record: GenericRecord },
 }
 
 /// Field access on a core record, for the conversions below.
@@ -311,6 +388,7 @@ impl From<&core::Record> for CrmRecord {
             Kind::Activity => CrmRecord::Activity {
                 activity: activity(r),
             },
+            Kind::Lead | Kind::Case => CrmRecord::Other { record: r.into() },
         }
     }
 }
@@ -324,6 +402,13 @@ pub enum SortField {
     CloseDate,
     DueAt,
     Stage,
+}
+
+/// A list filter on one field: records whose `path` holds exactly `value`.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct FieldEquals {
+    pub path: String,
+    pub value: String,
 }
 
 /// Filters for `list`; every field has a default, so `ListFilter()` lists
@@ -351,14 +436,22 @@ pub struct ListFilter {
     /// account's contacts and deals): an account's whole timeline.
     #[uniffi(default = None)]
     pub about: Option<String>,
+    /// A deal's stage, or a lead's or case's status.
     #[uniffi(default = None)]
     pub stage: Option<String>,
+    /// Fields (dotted paths) that must hold exactly these texts, e.g.
+    /// `FieldEquals("priority", "high")` or `FieldEquals("custom.tier", "gold")`.
+    #[uniffi(default = [])]
+    pub field_is: Vec<FieldEquals>,
     #[uniffi(default = None)]
     pub updated_since: Option<i64>,
     #[uniffi(default = None)]
     pub due_before: Option<i64>,
     #[uniffi(default = false)]
     pub include_deleted: bool,
+    /// Only activities not done and cases neither resolved nor closed.
+    #[uniffi(default = false)]
+    pub not_done: bool,
     #[uniffi(default = false)]
     pub only_conflicts: bool,
     /// By name when unset.
@@ -384,9 +477,11 @@ impl From<ListFilter> for core::ListQuery {
             related_to: f.related_to,
             about: f.about,
             stage: f.stage,
+            field_is: f.field_is.into_iter().map(|e| (e.path, e.value)).collect(),
             updated_since: f.updated_since,
             due_before: f.due_before,
             include_deleted: f.include_deleted,
+            not_done: f.not_done,
             only_conflicts: f.only_conflicts,
             sort: match f.sort.unwrap_or(SortField::Name) {
                 SortField::Name => core::SortBy::Name,

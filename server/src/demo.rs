@@ -74,6 +74,7 @@ pub fn seed(relay: &dyn RelayStore) -> Result<usize> {
         ("sam", "south", &COMPANIES[6..]),
     ] {
         let mut device = Store::open(dir.join(format!("{rep}.db")), rep)?;
+        let mut first_account = None;
         for (i, (name, industry, city)) in companies.iter().enumerate() {
             let account = device.create(
                 Kind::Account,
@@ -90,6 +91,7 @@ pub fn seed(relay: &dyn RelayStore) -> Result<usize> {
                     ("territory", territory.into()),
                 ]),
             )?;
+            first_account.get_or_insert_with(|| account.id.clone());
             for (j, (first, last, title)) in PEOPLE.iter().enumerate().skip(i % 3).take(3) {
                 device.create(
                     Kind::Contact,
@@ -138,6 +140,7 @@ pub fn seed(relay: &dyn RelayStore) -> Result<usize> {
                 ]),
             )?;
         }
+        leads_and_cases(&mut device, rep, territory, first_account.as_deref())?;
         let changes: Vec<RecordBytes> = device
             .outbox(0, 100_000, false)?
             .into_iter()
@@ -146,6 +149,7 @@ pub fn seed(relay: &dyn RelayStore) -> Result<usize> {
                 bytes: e.bytes,
             })
             .collect();
+        let changes_of: Vec<String> = changes.iter().map(|c| c.record_id.clone()).collect();
         let user = User {
             id: rep.to_string(),
             role: Role::Rep,
@@ -163,10 +167,67 @@ pub fn seed(relay: &dyn RelayStore) -> Result<usize> {
                 r.reason
             )));
         }
-        total += pushed.appended;
+        let records: std::collections::HashSet<&str> =
+            changes_of.iter().map(String::as_str).collect();
+        total += records.len();
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(total)
+}
+
+/// Each rep's leads (the first converted, with a deal) and cases (one
+/// overdue).
+fn leads_and_cases(
+    device: &mut Store,
+    rep: &str,
+    territory: &str,
+    account: Option<&str>,
+) -> Result<()> {
+    let leads = [
+        ("Grace Hopper", "Compiler Works", "web", "working"),
+        ("Alan Turing", "Bletchley Supplies", "referral", "qualified"),
+        ("Mary Somerville", "Tidal Instruments", "event", "new"),
+    ];
+    for (i, (name, company, source, status)) in leads.into_iter().enumerate() {
+        let lead = device.create(
+            Kind::Lead,
+            fields([
+                ("name", Value::from(name)),
+                ("company", format!("{company} ({rep})").into()),
+                ("source", source.into()),
+                ("status", status.into()),
+                ("territory", territory.into()),
+            ]),
+        )?;
+        if i == 0 {
+            device.convert_lead(
+                &lead.id,
+                fieldcrm_core::Conversion {
+                    account_id: None,
+                    deal_name: Some(format!("{company} — pilot")),
+                },
+            )?;
+        }
+    }
+    let day = 86_400_000;
+    let now = crate::relay::now_ms();
+    for (subject, priority, resolve_by) in [
+        ("Late delivery to the depot", "high", now - 2 * day),
+        ("Invoice query", "normal", now + 5 * day),
+    ] {
+        let mut case = fields([
+            ("subject", Value::from(subject)),
+            ("priority", priority.into()),
+            ("status", "open".into()),
+            ("resolve_by", Value::Int(resolve_by)),
+            ("territory", territory.into()),
+        ]);
+        if let Some(account) = account {
+            case.insert("account_id".into(), account.into());
+        }
+        device.create(Kind::Case, case)?;
+    }
+    Ok(())
 }
 
 fn tempfile_dir() -> Result<std::path::PathBuf> {

@@ -2448,3 +2448,104 @@ async fn wrong_device_clocks_merge_by_causality_and_history_shows_when_the_relay
     // The office's own edit, stamped by the relay's clock, shows one time.
     assert_eq!(history.matches("received ").count(), 2, "{history}");
 }
+
+#[tokio::test]
+async fn leads_and_cases_have_lists_forms_and_filters_and_cases_show_on_the_dashboard() {
+    let fx = fixture();
+    let olivia = fx.sign_in("olivia").await;
+    let lead = fx
+        .create(
+            &olivia,
+            "leads",
+            &[
+                ("name", "Ada Lovelace"),
+                ("company", "Analytical Engines"),
+                ("source", "event"),
+                ("territory", "north"),
+            ],
+        )
+        .await;
+    let leads = fx.get(&olivia, "/leads").await;
+    assert_eq!(leads.status, StatusCode::OK);
+    assert!(leads.body.contains("Ada Lovelace") && leads.body.contains("Analytical Engines"));
+    assert!(leads.body.contains("aria-label=\"Status\""));
+    let page = fx.get(&olivia, &format!("/r/{lead}")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("new"), "a lead starts new");
+    let refused = fx
+        .post(
+            &olivia,
+            "/leads",
+            &[("name", "Bad"), ("status", "hot"), ("territory", "north")],
+        )
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        refused.body
+    );
+    assert!(refused.body.contains("Choose one of new, working"));
+
+    let case = |subject: &'static str, priority: &'static str, resolve_by: &'static str| {
+        [
+            ("subject", subject),
+            ("priority", priority),
+            ("resolve_by", resolve_by),
+            ("territory", "north"),
+        ]
+    };
+    let pump = fx
+        .create(
+            &olivia,
+            "cases",
+            &case("Pump broken", "high", "2020-01-01 10:00"),
+        )
+        .await;
+    fx.create(&olivia, "cases", &case("Valve squeaks", "low", ""))
+        .await;
+    let solved = fx
+        .create(
+            &olivia,
+            "cases",
+            &case("Door stuck", "high", "2020-01-02 10:00"),
+        )
+        .await;
+    let done = fx
+        .post(&olivia, &format!("/r/{solved}"), &[("status", "resolved")])
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    let names = |body: &str| {
+        ["Pump broken", "Valve squeaks", "Door stuck"]
+            .into_iter()
+            .filter(|n| body.contains(n))
+            .collect::<Vec<_>>()
+    };
+    let high = fx.get(&olivia, "/cases?priority=high").await;
+    assert_eq!(names(&high.body), ["Pump broken", "Door stuck"]);
+    let overdue = fx.get(&olivia, "/cases?due=overdue").await;
+    assert_eq!(names(&overdue.body), ["Pump broken"]);
+    let resolved = fx.get(&olivia, "/cases?stage=resolved").await;
+    assert_eq!(names(&resolved.body), ["Door stuck"]);
+
+    let dashboard = fx.get(&olivia, "/dashboard").await;
+    let row = |p: &str| {
+        between(
+            &dashboard.body,
+            &format!("<tr data-priority=\"{p}\">"),
+            "</tr>",
+        )
+        .to_string()
+    };
+    assert!(
+        row("high").contains("<td class=\"num\">1</td>"),
+        "{}",
+        row("high")
+    );
+    assert!(row("low").contains("<td class=\"num\">1</td>"));
+    assert!(row("urgent").contains("<td class=\"num\">0</td>"));
+    assert!(dashboard
+        .body
+        .contains("<span class=\"overdue-cases\">1</span>"));
+    assert!(dashboard.body.contains(&format!("href=\"/r/{pump}\"")));
+}

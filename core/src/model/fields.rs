@@ -27,8 +27,8 @@ pub enum FieldType {
     Ref(Option<Kind>),
     /// A stage of the configured deal pipeline.
     Stage,
-    /// call, meeting, visit, task or note.
-    ActivityKind,
+    /// One of a fixed list of values (an activity's kind, a lead's status).
+    Choice(&'static [&'static str]),
     /// Long text kept as Automerge Text and merged character-wise.
     LongText,
 }
@@ -51,6 +51,9 @@ pub struct FieldSpec {
     pub ty: FieldType,
     pub required: bool,
     pub search: SearchRole,
+    /// Written by an action (a lead's conversion), not typed in a form;
+    /// valid in any change all the same.
+    pub by_action: bool,
 }
 
 const fn f(path: &'static str, ty: FieldType) -> FieldSpec {
@@ -59,6 +62,7 @@ const fn f(path: &'static str, ty: FieldType) -> FieldSpec {
         ty,
         required: false,
         search: SearchRole::None,
+        by_action: false,
     }
 }
 
@@ -71,6 +75,13 @@ const fn req(path: &'static str, ty: FieldType) -> FieldSpec {
 
 const fn searched(spec: FieldSpec, search: SearchRole) -> FieldSpec {
     FieldSpec { search, ..spec }
+}
+
+const fn by_action(spec: FieldSpec) -> FieldSpec {
+    FieldSpec {
+        by_action: true,
+        ..spec
+    }
 }
 
 use FieldType as T;
@@ -119,7 +130,7 @@ const DEAL: &[FieldSpec] = &[
 ];
 
 const ACTIVITY: &[FieldSpec] = &[
-    req("kind", T::ActivityKind),
+    req("kind", T::Choice(ACTIVITY_KINDS)),
     searched(req("subject", T::Text), S::Name),
     searched(f("body", T::LongText), S::Notes),
     f("due_at", T::Timestamp),
@@ -131,12 +142,58 @@ const ACTIVITY: &[FieldSpec] = &[
     req("territory", T::Text),
 ];
 
+/// What an activity is.
+pub const ACTIVITY_KINDS: &[&str] = &["call", "meeting", "visit", "task", "note"];
+/// Where a lead is: `converted` is set by conversion only.
+pub const LEAD_STATUSES: &[&str] = &["new", "working", "qualified", "disqualified", "converted"];
+/// Where a service case is.
+pub const CASE_STATUSES: &[&str] = &["new", "open", "pending", "resolved", "closed"];
+/// How urgent a case is, least first.
+pub const CASE_PRIORITIES: &[&str] = &["low", "normal", "high", "urgent"];
+/// Where leads come from.
+pub const LEAD_SOURCES: &[&str] = &["web", "phone", "event", "referral", "partner", "other"];
+
+const LEAD: &[FieldSpec] = &[
+    searched(req("name", T::Text), S::Name),
+    searched(f("company", T::Text), S::Name),
+    f("title", T::Text),
+    searched(f("email", T::Email), S::Email),
+    searched(f("phone", T::Phone), S::Phone),
+    f("source", T::Choice(LEAD_SOURCES)),
+    req("status", T::Choice(LEAD_STATUSES)),
+    // Set by conversion: what the lead became.
+    by_action(f("converted_account_id", T::Ref(Some(Kind::Account)))),
+    by_action(f("converted_contact_id", T::Ref(Some(Kind::Contact)))),
+    by_action(f("converted_deal_id", T::Ref(Some(Kind::Deal)))),
+    by_action(f("converted_at", T::Timestamp)),
+    req("owner", T::Text),
+    req("territory", T::Text),
+    searched(f("notes", T::LongText), S::Notes),
+];
+
+const CASE: &[FieldSpec] = &[
+    searched(req("subject", T::Text), S::Name),
+    f("account_id", T::Ref(Some(Kind::Account))),
+    f("contact_id", T::Ref(Some(Kind::Contact))),
+    searched(f("description", T::LongText), S::Notes),
+    req("status", T::Choice(CASE_STATUSES)),
+    req("priority", T::Choice(CASE_PRIORITIES)),
+    f("respond_by", T::Timestamp),
+    f("resolve_by", T::Timestamp),
+    f("responded_at", T::Timestamp),
+    f("resolved_at", T::Timestamp),
+    req("owner", T::Text),
+    req("territory", T::Text),
+];
+
 pub(super) fn specs(kind: Kind) -> &'static [FieldSpec] {
     match kind {
         Kind::Account => ACCOUNT,
         Kind::Contact => CONTACT,
         Kind::Deal => DEAL,
         Kind::Activity => ACTIVITY,
+        Kind::Lead => LEAD,
+        Kind::Case => CASE,
     }
 }
 

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 pub use fields::{FieldSpec, FieldType, SearchRole};
+pub use fields::{ACTIVITY_KINDS, CASE_PRIORITIES, CASE_STATUSES, LEAD_SOURCES, LEAD_STATUSES};
 pub use pipeline::{Pipeline, StageOutcome};
 pub use received::{check_received, check_time, Directory, Rules, Stored, TouchedField};
 pub use typed_text::{parse_amount, parse_datetime, value_from_text};
@@ -45,7 +46,7 @@ pub type RecordId = String;
 /// Field values of a record, keyed by dotted path. Absent means unset.
 pub type Fields = BTreeMap<String, Value>;
 
-/// The four kinds of CRM record.
+/// The kinds of CRM record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
@@ -53,10 +54,22 @@ pub enum Kind {
     Contact,
     Deal,
     Activity,
+    /// A prospect not yet qualified; converted into an account, a contact
+    /// and perhaps a deal.
+    Lead,
+    /// A service case (a customer's problem to answer and resolve).
+    Case,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Account, Kind::Contact, Kind::Deal, Kind::Activity];
+    pub const ALL: [Kind; 6] = [
+        Kind::Account,
+        Kind::Contact,
+        Kind::Deal,
+        Kind::Activity,
+        Kind::Lead,
+        Kind::Case,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -64,6 +77,54 @@ impl Kind {
             Kind::Contact => "contact",
             Kind::Deal => "deal",
             Kind::Activity => "activity",
+            Kind::Lead => "lead",
+            Kind::Case => "case",
+        }
+    }
+
+    /// The plural, as lists and paths name the kind (`/accounts`).
+    pub fn plural(self) -> &'static str {
+        match self {
+            Kind::Account => "accounts",
+            Kind::Contact => "contacts",
+            Kind::Deal => "deals",
+            Kind::Activity => "activities",
+            Kind::Lead => "leads",
+            Kind::Case => "cases",
+        }
+    }
+
+    /// The fields a list of this kind shows beside the name.
+    pub fn list_columns(self) -> &'static [&'static str] {
+        match self {
+            Kind::Account => &["industry", "address.city", "phone", "owner", "territory"],
+            Kind::Contact => &["account_id", "email", "phone", "title", "owner"],
+            Kind::Deal => &["account_id", "stage", "amount", "close_date", "owner"],
+            Kind::Activity => &["related_to", "kind", "due_at", "done", "owner"],
+            Kind::Lead => &["company", "status", "source", "email", "owner"],
+            Kind::Case => &["account_id", "status", "priority", "resolve_by", "owner"],
+        }
+    }
+
+    /// The field that tells records of this kind apart at a glance (shown
+    /// beside the name in pickers and search suggestions).
+    pub fn summary_field(self) -> &'static str {
+        match self {
+            Kind::Account => "address.city",
+            Kind::Contact => "email",
+            Kind::Deal => "stage",
+            Kind::Activity => "kind",
+            Kind::Lead => "company",
+            Kind::Case => "status",
+        }
+    }
+
+    /// Values a new record of this kind starts with unless given.
+    pub fn creation_defaults(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Kind::Lead => &[("status", "new")],
+            Kind::Case => &[("status", "new"), ("priority", "normal")],
+            _ => &[],
         }
     }
 
@@ -192,16 +253,52 @@ impl Record {
     pub fn display_name(&self) -> String {
         display_name(self.kind, &self.fields)
     }
+
+    // What the query projection keeps in its shared columns, in one place
+    // for every store: lists filter and sort by them whatever the kind.
+
+    /// Where the record is in its life: a deal's stage, a lead's or a
+    /// case's status.
+    pub fn state(&self) -> Option<&str> {
+        match self.kind {
+            Kind::Deal => self.text("stage"),
+            Kind::Lead | Kind::Case => self.text("status"),
+            _ => None,
+        }
+    }
+
+    /// When it is due (ms): an activity's due time, a case's resolve-by.
+    pub fn due(&self) -> Option<i64> {
+        let path = match self.kind {
+            Kind::Activity => "due_at",
+            Kind::Case => "resolve_by",
+            _ => return None,
+        };
+        self.get(path).and_then(Value::as_int)
+    }
+
+    /// Whether it is done: an activity marked done, a case resolved or
+    /// closed. `None` for kinds that are never done.
+    pub fn is_done(&self) -> Option<bool> {
+        match self.kind {
+            Kind::Activity => match self.get("done") {
+                Some(Value::Bool(b)) => Some(*b),
+                _ => None,
+            },
+            Kind::Case => Some(matches!(self.text("status"), Some("resolved" | "closed"))),
+            _ => None,
+        }
+    }
 }
 
 pub(crate) fn display_name(kind: Kind, fields: &Fields) -> String {
     let text = |p: &str| fields.get(p).and_then(Value::as_str).unwrap_or("");
     match kind {
-        Kind::Account | Kind::Deal => text("name").to_string(),
+        Kind::Account | Kind::Deal | Kind::Lead => text("name").to_string(),
         Kind::Contact => format!("{} {}", text("first_name"), text("last_name"))
             .trim()
             .to_string(),
-        Kind::Activity => text("subject").to_string(),
+        Kind::Activity | Kind::Case => text("subject").to_string(),
     }
 }
 
@@ -227,8 +324,8 @@ mod tests {
         for k in Kind::ALL {
             assert_eq!(k.as_str().parse::<Kind>().unwrap(), k);
         }
-        let err = "lead".parse::<Kind>().unwrap_err();
-        assert!(err.to_string().contains("\"lead\""), "{err}");
+        let err = "opportunity".parse::<Kind>().unwrap_err();
+        assert!(err.to_string().contains("\"opportunity\""), "{err}");
     }
 
     #[test]

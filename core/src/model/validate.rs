@@ -11,8 +11,6 @@ pub const MAX_TEXT: usize = 4 * 1024;
 pub const MAX_LONG_TEXT: usize = 1024 * 1024;
 const MAX_CUSTOM_NAME: usize = 64;
 
-const ACTIVITY_KINDS: [&str; 5] = ["call", "meeting", "visit", "task", "note"];
-
 /// Checks `value` for field `path` of a `kind` and returns it normalised
 /// (text trimmed, currency upper-cased). `Value::Null` clears an optional field.
 pub fn normalize_value(kind: Kind, path: &str, value: Value, pipeline: &Pipeline) -> Result<Value> {
@@ -178,13 +176,13 @@ fn normalize_typed(path: &str, ty: FieldType, value: Value, pipeline: &Pipeline)
             }
             Value::Text(s)
         }
-        FieldType::ActivityKind => {
-            let s = text(value, 16)?;
-            if !ACTIVITY_KINDS.contains(&s.as_str()) {
+        FieldType::Choice(values) => {
+            let s = text(value, 32)?;
+            if !values.contains(&s.as_str()) {
                 return Err(Error::invalid(
                     path,
                     format!("{s:?}"),
-                    &format!("expected one of {}", ACTIVITY_KINDS.join(", ")),
+                    &format!("expected one of {}", values.join(", ")),
                 ));
             }
             Value::Text(s)

@@ -3,6 +3,7 @@
 //! writes the Automerge change, the projection and the outbox entry, so a
 //! crash leaves all of it or none.
 
+mod convert;
 mod documents;
 mod draft;
 mod events;
@@ -27,6 +28,7 @@ use crate::model::{
     normalize_value, validate_id, FieldType, Fields, Kind, Pipeline, Record, RecordId, Value,
 };
 
+pub use convert::{Conversion, Converted};
 pub use documents::{Received, StoredDoc};
 pub use draft::{draft_on, Author, Draft, Edit};
 pub use events::{ChangeKind, RecordChange};
@@ -922,6 +924,11 @@ pub fn validate_fields_with(
         }
     }
     if creating {
+        // What a new record of the kind starts with unless given.
+        for (path, value) in kind.creation_defaults() {
+            out.entry(path.to_string())
+                .or_insert_with(|| Value::from(*value));
+        }
         if let Some(spec) = kind
             .fields()
             .iter()

@@ -62,10 +62,6 @@ fn upsert(
 ) -> Result<()> {
     let text = |p: &str| record.text(p);
     let int = |p: &str| record.get(p).and_then(Value::as_int);
-    let done = match record.get("done") {
-        Some(Value::Bool(b)) => Some(*b),
-        _ => None,
-    };
     let json = serde_json::to_string(record).map_err(|e| Error::CorruptDocument {
         doc: record.id.clone(),
         reason: e.to_string(),
@@ -96,11 +92,11 @@ fn upsert(
                 text("territory"),
                 text("account_id"),
                 text("related_to"),
-                text("stage"),
+                record.state(),
                 int("amount"),
                 text("close_date"),
-                int("due_at"),
-                done,
+                record.due(),
+                record.is_done(),
                 record.deleted,
                 has_conflicts,
                 record.created_at,

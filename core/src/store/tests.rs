@@ -1059,7 +1059,9 @@ fn owner_counts_and_territory_narrowed_search() {
             accounts: 2,
             contacts: 1,
             deals: 0,
-            activities: 0
+            activities: 0,
+            leads: 0,
+            cases: 0,
         }]
     );
     let north = vec!["north".to_string()];

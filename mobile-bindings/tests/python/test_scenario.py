@@ -296,3 +296,34 @@ def test_an_app_with_background_sync_hears_what_changed_and_reads_meanwhile(tmp_
     # Records and values print readably.
     assert "Account 00007" in repr(app.get(ids[7])), repr(app.get(ids[7]))
     assert "INT" in repr(crm.FieldValue.INT(3)) and "3" in repr(crm.FieldValue.INT(3))
+
+
+def test_a_lead_converted_offline_reaches_the_other_device(tmp_path, relay_url):
+    """A lead made and converted on a phone without signal: after one sync
+    the account, contact and deal are on the other device, and the lead
+    reads through the generic record with every field."""
+    ann = crm.CrmStore.open(str(tmp_path / "ann.db"), "ann")
+    ann.login(relay_url, "ann", PASSWORD)
+    ann.sync(None)
+    lead = ann.create(
+        crm.RecordKind.LEAD,
+        {"name": text("Ada Lovelace"), "company": text("Analytical Engines"),
+         "email": text("ada@engines.example"), "territory": text("north")},
+    ).record
+    assert lead.kind == crm.RecordKind.LEAD and lead.fields["status"] == text("new")
+    with pytest.raises(crm.CrmError.InvalidInput, match="qualified"):
+        ann.update(lead.meta.id, {"status": text("hot")})
+    done = ann.convert_lead(lead.meta.id, crm.LeadConversion(deal_name="Engines for Leeds"))
+    assert done.account.name == "Analytical Engines"
+    assert (done.contact.first_name, done.contact.last_name) == ("Ada", "Lovelace")
+    assert done.deal.account_id == done.account.meta.id
+    ann.sync(None)
+
+    bob = crm.CrmStore.open(str(tmp_path / "bob.db"), "bob")
+    bob.login(relay_url, "bob", PASSWORD)
+    bob.sync(None)
+    assert bob.get(done.contact.meta.id).contact.email == "ada@engines.example"
+    assert bob.get(done.deal.meta.id).deal.name == "Engines for Leeds"
+    seen = bob.get_generic(lead.meta.id)
+    assert seen.fields["status"] == text("converted")
+    assert seen.fields["converted_deal_id"] == text(done.deal.meta.id)

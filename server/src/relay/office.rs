@@ -141,11 +141,20 @@ pub fn related(store: &dyn RelayStore, user: &User, record: &Record) -> Result<R
             related.contacts = page(of_account(Kind::Contact))?;
             related.deals = page(of_account(Kind::Deal))?;
         }
-        Kind::Contact | Kind::Deal => {
+        Kind::Contact | Kind::Deal | Kind::Case => {
             related.account = visible(record.text("account_id"))?;
             related.contacts = visible(record.text("contact_id"))?.into_iter().collect();
         }
         Kind::Activity => related.subject = visible(record.text("related_to"))?,
+        Kind::Lead => {
+            related.account = visible(record.text("converted_account_id"))?;
+            related.contacts = visible(record.text("converted_contact_id"))?
+                .into_iter()
+                .collect();
+            related.deals = visible(record.text("converted_deal_id"))?
+                .into_iter()
+                .collect();
+        }
     }
     Ok(related)
 }

@@ -18,7 +18,9 @@
 //!    territories that exist (`fieldcrm_core::StoredDoc::receive`);
 //! 7. the record after it must be in the user's territories;
 //! 8. if a record's changes fail together, each is tried alone, in order,
-//!    so every change gets its own answer;
+//!    so every change gets its own answer; one refused for a reference
+//!    (with its record's changes after it) is tried once more after the
+//!    rest of the push, which may hold the record it names;
 //! 9. accepted records are saved and their changes appended to the log,
 //!    the first of a record's entries carrying a move.
 //!
@@ -302,9 +304,21 @@ pub fn push<S: PushStore>(
     let pipeline = store.pipeline()?;
     let mut known_here = KnownHere::default();
     let mut groups = groups.into_iter().peekable();
+    // Changes that point at a record this push has not stored yet (a lead
+    // created, then converted: its last change names the account made
+    // after it) are tried again once the rest of the push is in.
+    let mut deferred: Vec<Vec<Pushed>> = Vec::new();
+    let mut last_pass = false;
     // A chunk of records at a time: loaded, checked, saved and dropped, so a
     // large push never holds all its documents in memory.
-    while groups.peek().is_some() {
+    loop {
+        if groups.peek().is_none() {
+            if last_pass || deferred.is_empty() {
+                break;
+            }
+            last_pass = true;
+            groups = std::mem::take(&mut deferred).into_iter().peekable();
+        }
         let chunk: Vec<Vec<Pushed>> = groups.by_ref().take(CHUNK).collect();
         let ids: Vec<&str> = chunk.iter().map(|g| g[0].record_id.as_str()).collect();
         let loaded: HashMap<String, StoredDoc> = ids
@@ -319,7 +333,8 @@ pub fn push<S: PushStore>(
                 author: &user.id,
                 directory: &directory,
             };
-            receive_all(&directory, &rules, user, chunk, loaded)?
+            let defer = (!last_pass).then_some(&mut deferred);
+            receive_all(&directory, &rules, user, chunk, loaded, defer)?
         };
         for (record, r) in refused {
             refused_records.insert(record);
@@ -445,13 +460,16 @@ type Received = (
     Vec<Vec<Pushed>>,
 );
 
-/// Steps 5 to 8 for every record, in memory.
+/// Steps 5 to 8 for every record, in memory. With `defer`, a change
+/// refused for a reference (and the record's changes after it) goes there
+/// instead, to be tried once more at the end of the push.
 fn receive_all<S: PushStore>(
     directory: &PushDirectory<'_, S>,
     rules: &Rules<'_>,
     user: &User,
     groups: Vec<Vec<Pushed>>,
     mut loaded: HashMap<String, StoredDoc>,
+    mut defer: Option<&mut Vec<Vec<Pushed>>>,
 ) -> Result<Received> {
     let mut accepted = Vec::with_capacity(groups.len());
     let mut refused = Vec::new();
@@ -477,7 +495,8 @@ fn receive_all<S: PushStore>(
                 // Each change alone, in order, on what the earlier ones left.
                 let mut current: Option<(StoredDoc, Record)> = None;
                 let mut kept = Vec::new();
-                for p in group {
+                let mut changes = group.into_iter();
+                while let Some(p) = changes.next() {
                     let base = match &mut current {
                         Some((d, _)) => d,
                         None => &mut doc,
@@ -487,6 +506,10 @@ fn receive_all<S: PushStore>(
                         Ok(record) => {
                             current = Some((attempt, record));
                             kept.push(p);
+                        }
+                        Err(refusal) if refusal.code() == "bad_reference" && defer.is_some() => {
+                            let later = defer.as_deref_mut().expect("checked");
+                            later.push(std::iter::once(p).chain(changes.by_ref()).collect());
                         }
                         Err(refusal) => {
                             refused.push((id.clone(), rejection(Some(p.hash), &refusal)))

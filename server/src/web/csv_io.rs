@@ -228,7 +228,7 @@ pub async fn export(
         .into_response())
 }
 
-fn import_kinds() -> [Kind; 4] {
+fn import_kinds() -> [Kind; 6] {
     Kind::ALL
 }
 
@@ -236,9 +236,9 @@ fn import_kinds() -> [Kind; 4] {
 /// deal's account, what an activity is about.
 fn by_name_field(kind: Kind) -> Option<&'static str> {
     match kind {
-        Kind::Contact | Kind::Deal => Some("account_id"),
+        Kind::Contact | Kind::Deal | Kind::Case => Some("account_id"),
         Kind::Activity => Some("related_to"),
-        Kind::Account => None,
+        Kind::Account | Kind::Lead => None,
     }
 }
 
@@ -522,7 +522,8 @@ fn duplicate_rule(kind: Kind) -> &'static str {
         Kind::Account => "Skip rows with the name of an account you have, or of an earlier row",
         Kind::Contact => "Skip rows with the email of a contact you have, or of an earlier row (without an email: the same name at the same account)",
         Kind::Deal => "Skip rows with the name of a deal you have at the same account, or of an earlier row",
-        Kind::Activity => "",
+        Kind::Lead => "Skip rows with the email of a lead you have, or of an earlier row (without an email: the same name at the same company)",
+        Kind::Activity | Kind::Case => "",
     }
 }
 
@@ -551,7 +552,10 @@ fn duplicate_key(kind: Kind, fields: &Fields) -> Option<String> {
             with_account(Some(name.trim().to_string()).filter(|n| !n.is_empty()))
         }),
         Kind::Deal => with_account(text("name")),
-        Kind::Activity => None,
+        Kind::Lead => text("email").map(|e| format!("@{e}")).or_else(|| {
+            text("name").map(|n| format!("{n}\u{0}{}", text("company").unwrap_or_default()))
+        }),
+        Kind::Activity | Kind::Case => None,
     }
 }
 

@@ -7,14 +7,16 @@
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
-use fieldcrm_core::{ByCurrency, Kind, ListQuery, OwnerCount, PipelineReport, SortBy, Totals};
+use fieldcrm_core::{
+    ByCurrency, Kind, ListQuery, OwnerCount, PipelineReport, SortBy, Totals, CASE_PRIORITIES,
+};
 use maud::{html, Markup};
 use serde::Deserialize;
 
 use super::layout::{self, page, record_link, Nav};
 use super::records::now_ms;
 use super::{blocking, PageError, Session};
-use crate::relay::office;
+use crate::relay::{office, RelayError, RelayStore, User};
 use crate::AppState;
 
 #[derive(Debug, Default, Deserialize)]
@@ -153,16 +155,16 @@ fn per_user(users: &[crate::relay::User], counts: &[OwnerCount]) -> Markup {
     let sum = |f: fn(&OwnerCount) -> usize| others.iter().map(|c| f(c)).sum::<usize>();
     html! {
         div.scroll { table.reps {
-            thead { tr { th { "User" } th.num { "Accounts" } th.num { "Contacts" } th.num { "Deals" } th.num { "Activities" } } }
+            thead { tr { th { "User" } th.num { "Accounts" } th.num { "Contacts" } th.num { "Deals" } th.num { "Activities" } th.num { "Leads" } th.num { "Cases" } } }
             tbody {
                 @for u in users {
                     @let c = find(&u.id).cloned().unwrap_or_default();
                     tr { td { a href=(layout::href("/deals", &[("owner", &u.id)])) { (u.id) } " " span.muted { (u.role.as_str()) } }
-                        td.num { (c.accounts) } td.num { (c.contacts) } td.num { (c.deals) } td.num { (c.activities) } }
+                        td.num { (c.accounts) } td.num { (c.contacts) } td.num { (c.deals) } td.num { (c.activities) } td.num { (c.leads) } td.num { (c.cases) } }
                 }
                 @if !others.is_empty() {
                     tr.quiet { td { (others.len()) " owner names that are no user" }
-                        td.num { (sum(|c| c.accounts)) } td.num { (sum(|c| c.contacts)) } td.num { (sum(|c| c.deals)) } td.num { (sum(|c| c.activities)) } }
+                        td.num { (sum(|c| c.accounts)) } td.num { (sum(|c| c.contacts)) } td.num { (sum(|c| c.deals)) } td.num { (sum(|c| c.activities)) } td.num { (sum(|c| c.leads)) } td.num { (sum(|c| c.cases)) } }
                 }
             }
         } }
@@ -192,7 +194,7 @@ pub async fn dashboard(
     let now = now_ms();
     let today = session.zone.today();
     let this_month = format!("{:04}-{:02}", today.year(), u8::from(today.month()));
-    let (report, past, overdue, due, users, counts) = blocking(&state, move |relay| {
+    let (report, past, overdue, due, users, counts, cases) = blocking(&state, move |relay| {
         let report = office::pipeline_report(relay, &user, None, today)?;
         let past = match at {
             Some(time) => Some(office::pipeline_report(relay, &user, Some(time), today)?),
@@ -209,7 +211,8 @@ pub async fn dashboard(
         let due = office::list(relay, &user, open(now + 7 * 86_400_000, 50))?;
         let users = super::names::owner_choices(relay, &user)?;
         let counts = office::owner_counts(relay, &user)?;
-        Ok((report, past, overdue, due, users, counts))
+        let cases = open_cases(relay, &user, now)?;
+        Ok((report, past, overdue, due, users, counts, cases))
     })
     .await?;
     let body = html! {
@@ -238,6 +241,25 @@ pub async fn dashboard(
                     }
                 } }
             }
+            section aria-labelledby="cases-h" {
+                h2 id="cases-h" { "Open cases" }
+                p.muted { "Cases neither resolved nor closed, by priority; overdue ones are past their resolve-by time." }
+                table.cases aria-label="Open cases by priority" {
+                    tbody { @for (priority, n) in &cases.by_priority {
+                        tr data-priority=(priority) {
+                            th scope="row" { a href=(format!("/cases?priority={priority}")) { (priority) } }
+                            td.num { (n) }
+                        }
+                    } }
+                }
+                p { span.overdue-cases { (cases.overdue.total) } " overdue" @if cases.overdue.total > 0 { " · " a href="/cases?due=overdue&sort=due_at" { "all of them" } } }
+                ul.due { @for c in &cases.overdue.records {
+                    li.overdue {
+                        span.when { (c.get("resolve_by").map(|v| layout::value(Kind::Case, "resolve_by", v, &session.zone)).unwrap_or_default()) }
+                        " " (record_link(c)) " · " (c.text("priority").unwrap_or("")) " · " (c.text("owner").unwrap_or(""))
+                    }
+                } }
+            }
             section aria-labelledby="past-h" {
                 h2 id="past-h" { "Pipeline as it stood" }
                 form.filters method="get" action="/dashboard" {
@@ -261,6 +283,44 @@ pub async fn dashboard(
         }
     };
     Ok(page(&session, "Dashboard", Nav::Dashboard, body))
+}
+
+/// The dashboard's cases: open ones per priority (most urgent first) and
+/// the first overdue ones, soonest due first.
+struct OpenCases {
+    by_priority: Vec<(&'static str, usize)>,
+    overdue: fieldcrm_core::Page,
+}
+
+fn open_cases(relay: &dyn RelayStore, user: &User, now: i64) -> Result<OpenCases, RelayError> {
+    let cases = || ListQuery {
+        kind: Some(Kind::Case),
+        not_done: true,
+        limit: 1,
+        ..Default::default()
+    };
+    let mut by_priority = Vec::new();
+    for priority in CASE_PRIORITIES.iter().rev() {
+        let q = ListQuery {
+            field_is: vec![("priority".into(), priority.to_string())],
+            ..cases()
+        };
+        by_priority.push((*priority, office::list(relay, user, q)?.total));
+    }
+    let overdue = office::list(
+        relay,
+        user,
+        ListQuery {
+            due_before: Some(now),
+            sort: SortBy::DueAt,
+            limit: 10,
+            ..cases()
+        },
+    )?;
+    Ok(OpenCases {
+        by_priority,
+        overdue,
+    })
 }
 
 /// Stage conversion and time in each stage, from the deals' stage

@@ -27,8 +27,6 @@ pub fn name_key(path: &str) -> String {
     format!("{path}.name")
 }
 
-const ACTIVITY_KINDS: [&str; 5] = ["call", "meeting", "visit", "task", "note"];
-
 /// Messages by field path ("" for the form as a whole).
 pub type Errors = BTreeMap<String, String>;
 
@@ -42,6 +40,7 @@ pub fn inputs(
     let (location, plain): (Vec<&FieldSpec>, Vec<&FieldSpec>) = kind
         .fields()
         .iter()
+        .filter(|s| !s.by_action)
         .partition(|s| matches!(s.ty, FieldType::Latitude | FieldType::Longitude));
     // Coordinates are rarely typed: they sit in a group of their own,
     // open when they hold something or something is wrong with them.
@@ -83,7 +82,7 @@ fn field_input(
                     input id=(path) name=(path) type="checkbox" value="true" checked[current == "true"];
                 }
                 FieldType::Stage => (select(path, current, choices.stages.iter().map(|s| (s.as_str(), s.as_str())), spec.required)),
-                FieldType::ActivityKind => (select(path, current, ACTIVITY_KINDS.iter().map(|k| (*k, *k)), spec.required)),
+                FieldType::Choice(values) => (select(path, current, values.iter().map(|k| (*k, *k)), spec.required)),
                 FieldType::Ref(target) => (picker(path, target, current, values.get(&name_key(path)).map_or("", String::as_str), error.is_some())),
                 _ if path == "territory" => (select(path, current, choices.territories.iter().map(|t| (t.as_str(), t.as_str())), spec.required)),
                 _ if path == "owner" => {
@@ -335,7 +334,14 @@ pub fn parse(
     let mut fields = Fields::new();
     let mut errors = Errors::new();
     for spec in kind.fields() {
-        let required = creating && spec.required && spec.path != "owner";
+        // `owner` defaults to the creator; a lead's or case's status and a
+        // case's priority start as the kind says.
+        let defaulted = spec.path == "owner"
+            || kind
+                .creation_defaults()
+                .iter()
+                .any(|(p, _)| *p == spec.path);
+        let required = creating && spec.required && !defaulted;
         // A checkbox posts a hidden "false" and, when ticked, "true" after it.
         let Some(raw) = form
             .iter()
@@ -420,7 +426,7 @@ fn plain_problem(
             "“{shown}” is not a stage; choose one of {}.",
             pipeline.stages().join(", ")
         ),
-        FieldType::ActivityKind => "Choose call, meeting, visit, task or note.".into(),
+        FieldType::Choice(values) => format!("Choose one of {}.", values.join(", ")),
         FieldType::Ref(_) => "Choose a record from the suggestions.".into(),
         FieldType::Bool => "Tick the box, or leave it empty.".into(),
         FieldType::Text | FieldType::LongText => format!(

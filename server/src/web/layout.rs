@@ -45,7 +45,7 @@ pub fn page(session: &Session, title: &str, nav: Nav, body: Markup) -> Markup {
                 nav {
                     (item(Nav::Dashboard, "/dashboard", "Dashboard"))
                     @for kind in Kind::ALL {
-                        (item(Nav::List(kind), &format!("/{}", kind_path(kind)), kind_title(kind)))
+                        (item(Nav::List(kind), &format!("/{}", kind_path(kind)), &kind_title(kind)))
                     }
                     (item(Nav::Pipeline, "/pipeline", "Pipeline"))
                     (item(Nav::Import, "/import", "Import"))
@@ -131,21 +131,13 @@ pub fn button_form(session: &Session, action: &str, label: &str, class: &str) ->
 }
 
 pub fn kind_path(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Account => "accounts",
-        Kind::Contact => "contacts",
-        Kind::Deal => "deals",
-        Kind::Activity => "activities",
-    }
+    kind.plural()
 }
 
-pub fn kind_title(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Account => "Accounts",
-        Kind::Contact => "Contacts",
-        Kind::Deal => "Deals",
-        Kind::Activity => "Activities",
-    }
+/// "Accounts", "Leads", ...
+pub fn kind_title(kind: Kind) -> String {
+    let plural = kind.plural();
+    plural[..1].to_uppercase() + &plural[1..]
 }
 
 pub fn kind_from_path(path: &str) -> Option<Kind> {

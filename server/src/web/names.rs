@@ -159,12 +159,7 @@ pub async fn lookup(
 
 fn suggestion(record: &Record) -> Suggestion {
     let text = |path| record.text(path).unwrap_or("").to_string();
-    let detail = match record.kind {
-        Kind::Account => text("address.city"),
-        Kind::Contact => text("email"),
-        Kind::Deal => text("stage"),
-        Kind::Activity => text("kind"),
-    };
+    let detail = text(record.kind.summary_field());
     let detail = match detail.is_empty() {
         true => record.kind.as_str().to_string(),
         false => format!("{} · {detail}", record.kind.as_str()),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use fieldcrm_core::{Edit, Fields, Kind, ListQuery, Record, SortBy, Value};
+use fieldcrm_core::{Edit, FieldType, Fields, Kind, ListQuery, Record, SortBy, Value};
 use maud::{html, Markup};
 use serde::Deserialize;
 
@@ -38,8 +38,11 @@ pub struct ListParams {
     pub q: String,
     pub owner: String,
     pub territory: String,
+    /// A deal's stage, a lead's or case's status.
     pub stage: String,
-    /// Activities: overdue, today or week.
+    /// Cases: their priority.
+    pub priority: String,
+    /// Activities and cases: overdue, today or week.
     pub due: String,
     pub sort: String,
     pub desc: bool,
@@ -103,6 +106,10 @@ impl ListParams {
             owner: some(&self.owner),
             territories: some(&self.territory).into_iter().collect(),
             stage: some(&self.stage),
+            field_is: some(&self.priority)
+                .map(|p| ("priority".to_string(), p))
+                .into_iter()
+                .collect(),
             due_before,
             include_deleted: self.deleted,
             only_conflicts: self.conflicts,
@@ -120,6 +127,7 @@ impl ListParams {
             ("owner", self.owner.clone()),
             ("territory", self.territory.clone()),
             ("stage", self.stage.clone()),
+            ("priority", self.priority.clone()),
             ("due", self.due.clone()),
             ("sort", self.sort.clone()),
         ];
@@ -171,12 +179,7 @@ pub fn find(
 }
 
 fn columns(kind: Kind) -> &'static [&'static str] {
-    match kind {
-        Kind::Account => &["industry", "address.city", "phone", "owner", "territory"],
-        Kind::Contact => &["account_id", "email", "phone", "title", "owner"],
-        Kind::Deal => &["account_id", "stage", "amount", "close_date", "owner"],
-        Kind::Activity => &["related_to", "kind", "due_at", "done", "owner"],
-    }
+    kind.list_columns()
 }
 
 /// How far a device's time may be from the relay's before the history
@@ -223,6 +226,13 @@ pub async fn list(
             ("name", "Subject"),
             ("updated_at", "Last change"),
         ],
+        Kind::Case => &[
+            ("name", "Subject"),
+            ("due_at", "Resolve by"),
+            ("stage", "Status"),
+            ("updated_at", "Last change"),
+            ("created_at", "Opened"),
+        ],
         _ => &[
             ("name", "Name"),
             ("updated_at", "Last change"),
@@ -244,7 +254,19 @@ pub async fn list(
                     @for s in &choices.stages { option value=(s) selected[*s == params.stage] { (s) } }
                 }
             }
-            @if kind == Kind::Activity {
+            @if let Some(FieldType::Choice(statuses)) = kind.field("status").map(|f| f.ty) {
+                select name="stage" aria-label="Status" {
+                    option value="" { "Any status" }
+                    @for s in statuses { option value=(s) selected[*s == params.stage] { (s) } }
+                }
+            }
+            @if let Some(FieldType::Choice(priorities)) = kind.field("priority").map(|f| f.ty) {
+                select name="priority" aria-label="Priority" {
+                    option value="" { "Any priority" }
+                    @for p in priorities { option value=(p) selected[*p == params.priority] { (p) } }
+                }
+            }
+            @if kind == Kind::Activity || kind == Kind::Case {
                 select name="due" aria-label="Due" {
                     @for (v, label) in [("", "Any due date"), ("overdue", "Overdue"), ("today", "Due by end of today"), ("week", "Due within 7 days")] {
                         option value=(v) selected[v == params.due] { (label) }
@@ -291,7 +313,7 @@ pub async fn list(
         }
         (pages(&params, path, total))
     };
-    Ok(page(&session, title, Nav::List(kind), body))
+    Ok(page(&session, &title, Nav::List(kind), body))
 }
 
 /// The bar above a list that changes the ticked records at once: owner,
@@ -546,6 +568,11 @@ pub async fn new_form(
     values
         .entry("owner".into())
         .or_insert_with(|| session.user.id.clone());
+    for (path, value) in kind.creation_defaults() {
+        values
+            .entry(path.to_string())
+            .or_insert_with(|| value.to_string());
+    }
     if let [only] = choices.territories.as_slice() {
         values
             .entry("territory".into())

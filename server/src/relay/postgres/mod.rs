@@ -25,8 +25,9 @@ use std::time::Duration;
 
 use fieldcrm_core::protocol::{Cursor, RecordBytes};
 use fieldcrm_core::{
-    check_offset, stage_timeline, DealGroups, DealSums, Edit, Error as CoreError, Kind, ListQuery,
-    OwnerCount, Page, Pipeline, Record, RecordDoc, SortBy, StageFlow, MAX_PAGE,
+    check_field_filters, check_offset, stage_timeline, DealGroups, DealSums, Edit,
+    Error as CoreError, Kind, ListQuery, OwnerCount, Page, Pipeline, Record, RecordDoc, SortBy,
+    StageFlow, MAX_PAGE,
 };
 use postgres::types::ToSql;
 use postgres::{GenericClient, NoTls, Transaction};
@@ -385,6 +386,7 @@ fn check_page(q: &ListQuery) -> Result<i64> {
         ))
         .into());
     }
+    check_field_filters(q)?;
     Ok(check_offset(q.offset)?)
 }
 
@@ -449,6 +451,13 @@ fn list_filter(q: &ListQuery) -> Filter {
     if let Some(stage) = &q.stage {
         f.add("stage = ?", stage.clone());
     }
+    for (path, value) in &q.field_is {
+        // `check_page` allows letters, digits, `_` and `.` only.
+        f.add(
+            &format!("(record::jsonb -> 'fields' ->> '{path}') = ?"),
+            value.clone(),
+        );
+    }
     if let Some(since) = q.updated_since {
         f.add("updated_at >= ?", since);
     }
@@ -457,6 +466,9 @@ fn list_filter(q: &ListQuery) -> Filter {
     }
     if !q.include_deleted {
         f.clauses.push("NOT deleted".into());
+    }
+    if q.not_done {
+        f.clauses.push("NOT coalesce(done, false)".into());
     }
     if q.only_conflicts {
         f.clauses.push("has_conflicts".into());
@@ -994,6 +1006,8 @@ impl RelayStore for PgRelay {
                 Ok(Kind::Contact) => last.contacts = n,
                 Ok(Kind::Deal) => last.deals = n,
                 Ok(Kind::Activity) => last.activities = n,
+                Ok(Kind::Lead) => last.leads = n,
+                Ok(Kind::Case) => last.cases = n,
                 Err(_) => {}
             }
         }

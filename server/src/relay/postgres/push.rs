@@ -347,15 +347,12 @@ impl ProjectionRows {
             rows.territory.push(text("territory"));
             rows.account_id.push(text("account_id"));
             rows.related_to.push(text("related_to"));
-            rows.stage.push(text("stage"));
+            rows.stage.push(r.state().map(String::from));
             rows.amount.push(int("amount"));
             rows.currency.push(text("currency"));
             rows.close_date.push(text("close_date"));
-            rows.due_at.push(int("due_at"));
-            rows.done.push(match r.get("done") {
-                Some(Value::Bool(b)) => Some(*b),
-                _ => None,
-            });
+            rows.due_at.push(r.due());
+            rows.done.push(r.is_done());
             rows.deleted.push(r.deleted);
             rows.has_conflicts.push(has_conflicts);
             rows.created_at.push(r.created_at);
