@@ -1657,6 +1657,68 @@ fn a_lead_made_and_converted_offline_is_taken_in_one_push(fx: Fixture) {
     assert_eq!(seen.text("converted_deal_id"), Some(deal.id.as_str()));
     assert_eq!(office.get(&deal.id).unwrap().text("name"), Some("Engines"));
 
+    // Cases list alike on both stores: by priority, open, overdue.
+    let day = 86_400_000;
+    for (subject, priority, status, resolve_by) in [
+        ("Pump", "high", "open", now_ms() - day),
+        ("Door", "high", "resolved", now_ms() - day),
+        ("Valve", "low", "open", now_ms() + day),
+    ] {
+        ann.create(
+            Kind::Case,
+            fields([
+                ("subject", Value::from(subject)),
+                ("priority", priority.into()),
+                ("status", status.into()),
+                ("resolve_by", Value::Int(resolve_by)),
+                ("territory", "north".into()),
+            ]),
+        )
+        .unwrap();
+    }
+    fx.sync(&mut ann);
+    let names = |q: ListQuery| -> Vec<String> {
+        let mut n: Vec<String> = fx
+            .relay
+            .list(&q)
+            .unwrap()
+            .records
+            .iter()
+            .map(|r| r.display_name())
+            .collect();
+        n.sort();
+        n
+    };
+    let cases = || ListQuery {
+        kind: Some(Kind::Case),
+        ..Default::default()
+    };
+    let high = ListQuery {
+        field_is: vec![("priority".into(), "high".into())],
+        ..cases()
+    };
+    assert_eq!(names(high.clone()), ["Door", "Pump"]);
+    let open_high = ListQuery {
+        not_done: true,
+        ..high
+    };
+    assert_eq!(names(open_high), ["Pump"]);
+    let overdue = ListQuery {
+        due_before: Some(now_ms()),
+        ..cases()
+    };
+    assert_eq!(names(overdue), ["Pump"]);
+    let resolved = ListQuery {
+        stage: Some("resolved".into()),
+        ..cases()
+    };
+    assert_eq!(names(resolved), ["Door"]);
+    let hostile = ListQuery {
+        field_is: vec![("x') OR true --".into(), "y".into())],
+        ..cases()
+    };
+    assert!(fx.relay.list(&hostile).is_err());
+
     // A reference to a record that is nowhere stays refused.
     let mut bob = fx.device("bob");
     fx.sync(&mut bob);
