@@ -7,6 +7,7 @@
 //! as a module because it is the wire format other programs speak.
 
 mod doc;
+pub mod duplicates;
 mod error;
 mod forecast;
 mod model;

@@ -186,6 +186,31 @@ impl CrmStore {
             .map(Into::into)
     }
 
+    /// Records of `kind` the given fields may duplicate (before creating
+    /// one: "this looks like…"), likeliest first. `default_country_code`
+    /// (digits, e.g. "44") is what national phone numbers are dialled with.
+    pub fn find_duplicates(
+        &self,
+        kind: RecordKind,
+        fields: HashMap<String, FieldValue>,
+        default_country_code: Option<String>,
+    ) -> Result<Vec<DuplicateCandidate>, CrmError> {
+        let rules = match_rules(default_country_code);
+        self.read(|s| s.find_duplicates(kind.into(), &to_fields(fields), &rules))
+            .map(|found| found.into_iter().map(Into::into).collect())
+    }
+
+    /// Records a stored one may duplicate (after creating it).
+    pub fn duplicates_of(
+        &self,
+        id: String,
+        default_country_code: Option<String>,
+    ) -> Result<Vec<DuplicateCandidate>, CrmError> {
+        let rules = match_rules(default_country_code);
+        self.read(|s| s.duplicates_of(&id, &rules))
+            .map(|found| found.into_iter().map(Into::into).collect())
+    }
+
     /// Any record with every field by its dotted path, custom ones
     /// included: for screens that show fields the typed records lack.
     pub fn get_generic(&self, id: String) -> Result<GenericRecord, CrmError> {

@@ -77,6 +77,14 @@ impl From<Value> for FieldValue {
     }
 }
 
+/// Duplicate rules with the app's default country code for phones.
+pub fn match_rules(default_country_code: Option<String>) -> core::duplicates::MatchRules {
+    core::duplicates::MatchRules {
+        default_country_code: default_country_code.filter(|c| !c.trim().is_empty()),
+        ..Default::default()
+    }
+}
+
 pub fn to_fields(fields: HashMap<String, FieldValue>) -> core::Fields {
     fields.into_iter().map(|(k, v)| (k, v.into())).collect()
 }
@@ -194,6 +202,26 @@ impl From<&core::Record> for GenericRecord {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone().into()))
                 .collect(),
+        }
+    }
+}
+
+/// A record that may be the same as the one checked (`findDuplicates`).
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct DuplicateCandidate {
+    pub record: GenericRecord,
+    /// 0..1: how sure.
+    pub score: f64,
+    /// Each reason in words: "same email", "similar names (94% alike) at the same account".
+    pub evidence: Vec<String>,
+}
+
+impl From<core::duplicates::Candidate> for DuplicateCandidate {
+    fn from(c: core::duplicates::Candidate) -> Self {
+        DuplicateCandidate {
+            record: (&c.record).into(),
+            score: c.why.score,
+            evidence: c.why.evidence,
         }
     }
 }

@@ -2549,3 +2549,65 @@ async fn leads_and_cases_have_lists_forms_and_filters_and_cases_show_on_the_dash
         .contains("<span class=\"overdue-cases\">1</span>"));
     assert!(dashboard.body.contains(&format!("href=\"/r/{pump}\"")));
 }
+
+#[tokio::test]
+async fn a_contact_two_reps_made_offline_shows_as_a_possible_duplicate() {
+    let fx = fixture();
+    let olivia = fx.sign_in("olivia").await;
+    let acme = fx.account(&olivia, "Acme", "north").await;
+    fx.account(&olivia, "ACME Ltd", "north").await;
+    fx.account(&olivia, "Acme", "south").await;
+    let mut ann = fx.device("ann");
+    let mut maria = fx.device("maria");
+    fx.sync(&mut ann).await;
+    fx.sync(&mut maria).await;
+    let contact = |email: &str| {
+        fieldcrm_core::fields([
+            ("first_name", "Ada"),
+            ("last_name", "Lovelace"),
+            ("email", email),
+            ("account_id", acme.as_str()),
+            ("territory", "north"),
+        ])
+    };
+    // Both offline, then both sync: the second is the duplicate.
+    let first = ann
+        .create(Kind::Contact, contact("ada@engines.example"))
+        .unwrap();
+    let second = maria
+        .create(Kind::Contact, contact("ADA+crm@engines.example"))
+        .unwrap();
+    fx.sync(&mut ann).await;
+    fx.sync(&mut maria).await;
+
+    let list = fx.get(&olivia, "/contacts").await;
+    assert!(list.body.contains("href=\"/contacts/duplicates\""));
+    let page = fx.get(&olivia, "/contacts/duplicates").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let row = between(&page.body, "<tbody>", "</tbody>");
+    assert!(
+        row.contains(&format!("/r/{}", first.id)) && row.contains(&format!("/r/{}", second.id))
+    );
+    assert!(
+        row.contains("same email; similar names (100% alike) at the same account"),
+        "{row}"
+    );
+    // Accounts: the same name in the same city is alike; in another
+    // territory's city-less copy too (no city to tell them apart).
+    let accounts = fx.get(&olivia, "/accounts/duplicates").await;
+    assert!(
+        accounts.body.contains("similar names (100% alike)"),
+        "{}",
+        accounts.body
+    );
+    // A rep sees only the pairs in their territories.
+    let ann_browser = fx.sign_in("ann").await;
+    let theirs = fx.get(&ann_browser, "/accounts/duplicates").await;
+    assert_eq!(
+        theirs.body.matches("<tr>").count(),
+        2,
+        "one header row and one pair"
+    );
+    let deals = fx.get(&olivia, "/deals/duplicates").await;
+    assert_eq!(deals.status, StatusCode::NOT_FOUND);
+}

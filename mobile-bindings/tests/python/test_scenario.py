@@ -327,3 +327,14 @@ def test_a_lead_converted_offline_reaches_the_other_device(tmp_path, relay_url):
     seen = bob.get_generic(lead.meta.id)
     assert seen.fields["status"] == text("converted")
     assert seen.fields["converted_deal_id"] == text(done.deal.meta.id)
+
+    # Entering Ada again as a contact: the app can say "this looks like…".
+    [match] = bob.find_duplicates(
+        crm.RecordKind.CONTACT,
+        {"first_name": text("Ada"), "last_name": text("Lovelace"),
+         "email": text("ADA+events@engines.example"), "account_id": text(done.account.meta.id)},
+        "44",
+    )
+    assert match.record.meta.id == done.contact.meta.id
+    assert "same email" in match.evidence
+    assert bob.duplicates_of(done.contact.meta.id, None) == []

@@ -4,6 +4,8 @@
 //! for them: reads and edits answer "not found", never "forbidden", so a
 //! page cannot probe another territory.
 
+use std::collections::HashMap;
+
 use fieldcrm_core::{
     DealGroups, Edit, Kind, ListQuery, OwnerCount, Page, PipelineReport, Record, StageConversion,
     StageFlow, StageSummary,
@@ -25,6 +27,80 @@ pub fn list(store: &dyn RelayStore, user: &User, mut q: ListQuery) -> Result<Pag
     };
     q.territories = territories;
     store.list(&q)
+}
+
+/// A pair of records of one kind that look like the same one.
+#[derive(Debug, Clone)]
+pub struct DuplicatePair {
+    pub a: Record,
+    pub b: Record,
+    pub why: fieldcrm_core::duplicates::Match,
+}
+
+/// Records scanned per page when looking for duplicates.
+const DUPLICATE_SCAN_PAGE: usize = 1000;
+
+/// The likeliest `limit` pairs of duplicates among the live records of
+/// `kind` the user can see: every record is read a page at a time and
+/// only its normalised signature kept, then pairs sharing an email, a
+/// phone or a name's start are compared (`fieldcrm_core::duplicates`).
+pub fn duplicate_pairs(
+    store: &dyn RelayStore,
+    user: &User,
+    kind: Kind,
+    limit: usize,
+) -> Result<Vec<DuplicatePair>> {
+    use fieldcrm_core::duplicates::{MatchRules, PairFinder};
+    let mut finder = PairFinder::new(MatchRules::default());
+    let mut offset = 0;
+    loop {
+        let q = ListQuery {
+            kind: Some(kind),
+            sort: fieldcrm_core::SortBy::CreatedAt,
+            limit: DUPLICATE_SCAN_PAGE,
+            offset,
+            ..Default::default()
+        };
+        let page = list(store, user, q)?;
+        for record in &page.records {
+            finder.add(record);
+        }
+        if page.records.len() < DUPLICATE_SCAN_PAGE {
+            break;
+        }
+        offset += DUPLICATE_SCAN_PAGE;
+    }
+    let pairs = finder.pairs(limit);
+    let mut ids: Vec<String> = pairs
+        .iter()
+        .flat_map(|(a, b, _)| [a.clone(), b.clone()])
+        .collect();
+    ids.sort();
+    ids.dedup();
+    let records: HashMap<String, Record> = if ids.is_empty() {
+        HashMap::new()
+    } else {
+        let q = ListQuery {
+            limit: ids.len(),
+            ids: Some(ids),
+            ..Default::default()
+        };
+        list(store, user, q)?
+            .records
+            .into_iter()
+            .map(|r| (r.id.clone(), r))
+            .collect()
+    };
+    Ok(pairs
+        .into_iter()
+        .filter_map(|(a, b, why)| {
+            Some(DuplicatePair {
+                a: records.get(&a)?.clone(),
+                b: records.get(&b)?.clone(),
+                why,
+            })
+        })
+        .collect())
 }
 
 /// A page of the best matches of `text` among the records `q` selects that

@@ -9,6 +9,7 @@ mod assets;
 mod board;
 mod csv_io;
 mod dashboard;
+mod duplicates;
 mod form;
 mod layout;
 mod names;
@@ -80,6 +81,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/r/{id}/done", post(timeline::done))
         .route("/{kind}", get(records::list).post(records::create))
         .route("/{kind}/new", get(records::new_form))
+        .route("/{kind}/duplicates", get(duplicates::page_view))
         .route("/{kind}/bulk", post(records::bulk))
         .route("/{kind}/filters", post(settings::save_filter))
         .route("/{kind}/filters/remove", post(settings::remove_filter))

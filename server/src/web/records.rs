@@ -26,7 +26,7 @@ use crate::AppState;
 const PAGE_SIZE: usize = 50;
 const DAY_MS: i64 = 86_400_000;
 
-fn kind_of(path: &str) -> Result<Kind, PageError> {
+pub(super) fn kind_of(path: &str) -> Result<Kind, PageError> {
     layout::kind_from_path(path)
         .ok_or_else(|| PageError::new(StatusCode::NOT_FOUND, format!("no page {path:?}")))
 }
@@ -289,6 +289,7 @@ pub async fn list(
         div.actions {
             a.button href=(format!("/{path}/new")) { "New " (kind.as_str()) }
             a href=(format!("/{path}/export.csv?{}", params.with_page(0))) { "Export CSV" }
+            @if fieldcrm_core::duplicates::has_rules(kind) { a href=(format!("/{path}/duplicates")) { "Possible duplicates" } }
             span.count { (total) " " (title.to_lowercase()) @if searching { " found" @if total >= SEARCH_HITS { " (the best " (SEARCH_HITS) " matches)" } } }
         }
         (bulk_form(&session, kind, &choices))
