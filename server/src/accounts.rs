@@ -101,3 +101,40 @@ pub fn add_territory(store: &dyn RelayStore, by: By, name: &str) -> Result<()> {
     audit(by, "add territory", "", name);
     Ok(())
 }
+
+/// Puts territory `name` under `parent` (`None`: at the top). Users
+/// assigned to a territory see every territory under it, so this changes
+/// what their devices hold: at their next sync they evict what left their
+/// view and fetch what entered it. Refused for unknown territories and for
+/// a parent that is `name` or sits under it (territories form a tree).
+pub fn set_territory_parent(
+    store: &dyn RelayStore,
+    by: By,
+    name: &str,
+    parent: Option<&str>,
+) -> Result<()> {
+    let tree = store.territory_parents()?;
+    let exists = |t: &str| tree.iter().any(|(n, _)| n == t);
+    if !exists(name) {
+        return Err(RelayError::NotFound(format!("no territory {name:?}")));
+    }
+    if let Some(parent) = parent {
+        if !exists(parent) {
+            return Err(RelayError::NotFound(format!("no territory {parent:?}")));
+        }
+        let under_name = crate::relay::access::with_descendants(&[name.to_string()], &tree);
+        if under_name.iter().any(|t| t == parent) {
+            return Err(RelayError::Invalid(format!(
+                "{name:?} cannot go under {parent:?}: {parent:?} is {name:?} or one of the territories under it"
+            )));
+        }
+    }
+    store.set_territory_parent(name, parent)?;
+    audit(
+        by,
+        "move territory",
+        "",
+        &format!("{name} under {}", parent.unwrap_or("(top)")),
+    );
+    Ok(())
+}

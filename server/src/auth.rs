@@ -93,7 +93,7 @@ pub fn login(
     }
     let (token, token_hash) = new_token();
     store.add_token(&user.id, &token_hash)?;
-    Ok(Some((user, token)))
+    Ok(Some((store.in_effect(user)?, token)))
 }
 
 fn dummy_hash() -> &'static str {
@@ -125,7 +125,7 @@ impl FromRequestParts<Arc<AppState>> for AuthUser {
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
         let hash = bearer_hash(&parts.headers)?;
-        let user = state.store(move |relay| relay.user_by_token(&hash)).await?;
+        let user = state.store(move |relay| relay.signed_in(&hash)).await?;
         user.map(AuthUser)
             .ok_or_else(|| ApiError::unauthorized("unknown or revoked token; sign in again"))
     }

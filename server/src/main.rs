@@ -178,8 +178,17 @@ enum UserCommand {
 enum TerritoryCommand {
     /// Add a territory.
     Add { name: String },
-    /// List territories.
+    /// List territories, each with the one it sits under.
     List,
+    /// Put a territory under another (`--under region`) or at the top
+    /// (`--top`): users of a territory see every territory under it.
+    Move {
+        name: String,
+        #[arg(long, conflicts_with = "top", required_unless_present = "top")]
+        under: Option<String>,
+        #[arg(long)]
+        top: bool,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -295,8 +304,18 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             println!("territory {name} added");
         }
         Command::Territory(TerritoryCommand::List) => {
-            for t in relay.territories()? {
-                println!("{t}");
+            for (t, parent) in relay.territory_parents()? {
+                match parent {
+                    Some(p) => println!("{t}  (under {p})"),
+                    None => println!("{t}"),
+                }
+            }
+        }
+        Command::Territory(TerritoryCommand::Move { name, under, .. }) => {
+            accounts::set_territory_parent(&*relay, CLI, &name, under.as_deref())?;
+            match under {
+                Some(p) => println!("territory {name} is now under {p}"),
+                None => println!("territory {name} is now at the top"),
             }
         }
         Command::Review(cmd) => review_command(&*relay, cmd)?,
@@ -310,7 +329,8 @@ fn review_command(
     cmd: ReviewCommand,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let decider = |id: &str| -> Result<fieldcrm_server::relay::User, Box<dyn std::error::Error>> {
-        Ok(relay.user(id)?.ok_or_else(|| format!("no user {id:?}"))?.0)
+        let user = relay.user(id)?.ok_or_else(|| format!("no user {id:?}"))?.0;
+        Ok(relay.in_effect(user)?)
     };
     match cmd {
         ReviewCommand::List { decider: who } => {

@@ -61,8 +61,10 @@ fn postgres() -> Option<Fixture> {
 }
 
 impl Fixture {
+    /// The user as a sign-in sees them (territories under theirs included).
     fn user(&self, id: &str) -> User {
-        self.relay.user(id).unwrap().unwrap().0
+        let user = self.relay.user(id).unwrap().unwrap().0;
+        self.relay.in_effect(user).unwrap()
     }
 
     fn device(&self, user: &str) -> Store {
@@ -1737,6 +1739,52 @@ fn a_lead_made_and_converted_offline_is_taken_in_one_push(fx: Fixture) {
     assert_eq!(refusal.code, "bad_reference", "{refusal:?}");
 }
 
+fn territories_form_a_tree_and_moving_one_changes_who_sees_it(fx: Fixture) {
+    use fieldcrm_server::accounts;
+    let relay = &*fx.relay;
+    relay.add_territory("region").unwrap();
+    accounts::set_territory_parent(relay, "test", "north", Some("region")).unwrap();
+    let hash = auth::hash_password("password1").unwrap();
+    relay
+        .add_user("rita", &hash, Role::Manager, &["region".to_string()])
+        .unwrap();
+    assert_eq!(fx.user("rita").territories, ["north", "region"]);
+    // Territories form a tree.
+    let err = accounts::set_territory_parent(relay, "test", "region", Some("north"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cannot go under"), "{err}");
+    let err = accounts::set_territory_parent(relay, "test", "north", Some("nowhere"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no territory \"nowhere\""), "{err}");
+
+    let mut ann = fx.device("ann");
+    let mut sam = fx.device("sam");
+    let north_account = account(&mut ann, "North Ltd", "north");
+    let south_account = account(&mut sam, "South Ltd", "south");
+    fx.sync(&mut ann);
+    fx.sync(&mut sam);
+    let mut rita = fx.device("rita");
+    fx.sync(&mut rita);
+    assert_eq!(ids(&rita), std::slice::from_ref(&north_account));
+
+    // South joins the region: rita's device fetches it whole.
+    accounts::set_territory_parent(relay, "test", "south", Some("region")).unwrap();
+    fx.sync(&mut rita);
+    let mut both = vec![north_account.clone(), south_account.clone()];
+    both.sort();
+    assert_eq!(ids(&rita), both);
+    // North leaves it: evicted from her device, kept on ann's.
+    accounts::set_territory_parent(relay, "test", "north", None).unwrap();
+    fx.sync(&mut rita);
+    assert_eq!(ids(&rita), [south_account]);
+    assert_eq!(ids(&ann), [north_account]);
+    let parents = relay.territory_parents().unwrap();
+    assert!(parents.contains(&("south".to_string(), Some("region".to_string()))));
+    assert!(parents.contains(&("north".to_string(), None)));
+}
+
 fn with_actor(change: &RecordBytes, actor_hex: &str) -> RecordBytes {
     let parsed = automerge::Change::from_bytes(change.bytes.clone()).unwrap();
     let mut expanded = parsed.decode();
@@ -1782,6 +1830,7 @@ store_suite!(sqlite:
     search_pages_are_filtered_ranked_and_counted,
     a_device_ahead_of_a_restored_relay_sends_its_changes_again,
     a_lead_made_and_converted_offline_is_taken_in_one_push,
+    territories_form_a_tree_and_moving_one_changes_who_sees_it,
 );
 store_suite!(postgres:
     a_refused_change_never_forks_the_record,
@@ -1803,4 +1852,5 @@ store_suite!(postgres:
     search_pages_are_filtered_ranked_and_counted,
     a_device_ahead_of_a_restored_relay_sends_its_changes_again,
     a_lead_made_and_converted_offline_is_taken_in_one_push,
+    territories_form_a_tree_and_moving_one_changes_who_sees_it,
 );

@@ -2611,3 +2611,61 @@ async fn a_contact_two_reps_made_offline_shows_as_a_possible_duplicate() {
     let deals = fx.get(&olivia, "/deals/duplicates").await;
     assert_eq!(deals.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn admins_arrange_territories_in_a_tree_and_a_region_manager_sees_its_areas() {
+    let fx = fixture();
+    let root = fx.sign_in("root").await;
+    let olivia = fx.sign_in("olivia").await;
+    fx.account(&olivia, "Northern Mills", "north").await;
+    fx.account(&olivia, "Southern Docks", "south").await;
+    for (path, pairs) in [
+        ("/admin/territories", vec![("name", "uk")]),
+        ("/admin/territories/north/parent", vec![("parent", "uk")]),
+        (
+            "/admin/users",
+            vec![
+                ("name", "rita"),
+                ("role", "manager"),
+                ("territory", "uk"),
+                ("password", "password1"),
+            ],
+        ),
+    ] {
+        let done = fx.post(&root, path, &pairs).await;
+        assert_eq!(done.status, StatusCode::SEE_OTHER, "{path}: {}", done.body);
+    }
+    let admin = fx.get(&root, "/admin").await;
+    let north_row = between(&admin.body, "<td>north</td>", "</tr>");
+    assert!(
+        north_row.contains("<option value=\"uk\" selected>"),
+        "{north_row}"
+    );
+    // A territory cannot go under its own.
+    let cycle = fx
+        .post(
+            &root,
+            "/admin/territories/uk/parent",
+            &[("parent", "north")],
+        )
+        .await;
+    assert_eq!(cycle.status, StatusCode::BAD_REQUEST, "{}", cycle.body);
+    assert!(cycle.body.contains("cannot go under"));
+
+    let rita = fx.sign_in("rita").await;
+    let seen = fx.get(&rita, "/accounts").await;
+    assert!(seen.body.contains("Northern Mills") && !seen.body.contains("Southern Docks"));
+    let moved = fx
+        .post(
+            &root,
+            "/admin/territories/south/parent",
+            &[("parent", "uk")],
+        )
+        .await;
+    assert_eq!(moved.status, StatusCode::SEE_OTHER);
+    let seen = fx.get(&rita, "/accounts").await;
+    assert!(
+        seen.body.contains("Southern Docks"),
+        "moving south under uk shows it at once"
+    );
+}

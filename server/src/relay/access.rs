@@ -5,7 +5,11 @@
 //! what a log entry becomes), territory changes (what a device evicts and
 //! fetches), live push (whom a change wakes) and the office UI (lists,
 //! searches, record pages). Stores turn [`Scope`] into SQL; they decide
-//! nothing themselves.
+//! nothing themselves. Territories form a tree: a user assigned to one
+//! sees every territory under it ([`with_descendants`], applied once, by
+//! `RelayStore::in_effect`, to every signed-in user).
+
+use std::collections::BTreeSet;
 
 use super::{Refusal, User};
 
@@ -54,6 +58,24 @@ pub fn view(user: &User) -> Vec<String> {
         Scope::All => vec![ALL.to_string()],
         Scope::Territories(t) => t,
     }
+}
+
+/// `assigned` and every territory under them in the tree `parents` gives
+/// (name, parent), sorted and without repeats.
+pub fn with_descendants(assigned: &[String], parents: &[(String, Option<String>)]) -> Vec<String> {
+    let mut seen: BTreeSet<String> = assigned.iter().cloned().collect();
+    let mut frontier: Vec<String> = assigned.to_vec();
+    while let Some(t) = frontier.pop() {
+        for (child, _) in parents
+            .iter()
+            .filter(|(_, p)| p.as_deref() == Some(t.as_str()))
+        {
+            if seen.insert(child.clone()) {
+                frontier.push(child.clone());
+            }
+        }
+    }
+    seen.into_iter().collect()
 }
 
 /// The view entry that stands for every territory.

@@ -192,6 +192,28 @@ pub trait RelayStore: Send + Sync {
     fn set_user_setting(&self, user: &str, name: &str, value: Option<&str>) -> Result<()>;
     fn add_territory(&self, name: &str) -> Result<()>;
     fn territories(&self) -> Result<Vec<String>>;
+    /// Every territory with the one it sits under (`None`: at the top).
+    fn territory_parents(&self) -> Result<Vec<(String, Option<String>)>>;
+    /// Puts a territory under another, or at the top (checked in `accounts`).
+    fn set_territory_parent(&self, name: &str, parent: Option<&str>) -> Result<()>;
+
+    /// `user` as the access policy sees them: their territories and every
+    /// territory under those (a manager of a region sees its areas). The
+    /// one place assigned territories become seen ones.
+    fn in_effect(&self, mut user: User) -> Result<User> {
+        if user.role.sees_all() || user.territories.is_empty() {
+            return Ok(user);
+        }
+        user.territories = access::with_descendants(&user.territories, &self.territory_parents()?);
+        Ok(user)
+    }
+
+    /// The signed-in user a token belongs to, in effect ([`Self::in_effect`]).
+    fn signed_in(&self, token_hash: &[u8; 32]) -> Result<Option<User>> {
+        self.user_by_token(token_hash)?
+            .map(|u| self.in_effect(u))
+            .transpose()
+    }
 
     fn add_token(&self, user: &str, token_hash: &[u8; 32]) -> Result<()>;
     fn user_by_token(&self, token_hash: &[u8; 32]) -> Result<Option<User>>;

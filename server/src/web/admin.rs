@@ -59,14 +59,16 @@ pub async fn page_view(
     session: Session,
 ) -> Result<Markup, PageError> {
     admins_only(&session)?;
-    let (users, territories) = blocking(&state, |relay| {
-        Ok((accounts::accounts(relay)?, relay.territories()?))
+    let (users, tree) = blocking(&state, |relay| {
+        Ok((accounts::accounts(relay)?, relay.territory_parents()?))
     })
     .await?;
-    Ok(render(&session, &users, &territories))
+    Ok(render(&session, &users, &tree))
 }
 
-fn render(session: &Session, users: &[Account], territories: &[String]) -> Markup {
+fn render(session: &Session, users: &[Account], tree: &[(String, Option<String>)]) -> Markup {
+    let territories: Vec<String> = tree.iter().map(|(t, _)| t.clone()).collect();
+    let territories = territories.as_slice();
     let body = html! {
         p.muted { "Every change made here is written to the relay's log (target fieldcrm::audit) with your name." }
         section aria-labelledby="users-h" {
@@ -120,7 +122,25 @@ fn render(session: &Session, users: &[Account], territories: &[String]) -> Marku
         }
         section aria-labelledby="territories-h" {
             h2 id="territories-h" { "Territories" }
-            p { (territories.join(", ")) }
+            p.muted { "A user assigned to a territory sees every territory under it (a manager of a region sees its areas). Moving one changes what those users' devices hold at their next sync." }
+            table.territories {
+                thead { tr { th { "Territory" } th { "Under" } } }
+                tbody { @for (t, parent) in tree {
+                    tr {
+                        td { (t) }
+                        td { form.inline method="post" action=(format!("/admin/territories/{t}/parent")) {
+                            (layout::csrf(session))
+                            select name="parent" aria-label=(format!("Territory {t} sits under")) {
+                                option value="" selected[parent.is_none()] { "— (top)" }
+                                @for other in territories.iter().filter(|o| *o != t) {
+                                    option value=(other) selected[parent.as_deref() == Some(other.as_str())] { (other) }
+                                }
+                            }
+                            " " button type="submit" { "Move" }
+                        } }
+                    }
+                } }
+            }
             form.inline method="post" action="/admin/territories" {
                 (layout::csrf(session))
                 input name="name" required maxlength="64" aria-label="New territory" placeholder="New territory";
@@ -206,6 +226,18 @@ pub async fn reset_password(
     let password = one(&form, "password").to_string();
     act(state, session, move |relay, by| {
         accounts::reset_password(relay, by, &id, &password)
+    })
+    .await
+}
+
+pub async fn set_parent(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Post(session, form): Post<Vec<(String, String)>>,
+) -> Result<Response, PageError> {
+    let parent = Some(one(&form, "parent").trim().to_string()).filter(|p| !p.is_empty());
+    act(state, session, move |relay, by| {
+        accounts::set_territory_parent(relay, by, &name, parent.as_deref())
     })
     .await
 }

@@ -65,6 +65,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/admin/users/{id}/enable", post(admin::enable))
         .route("/admin/users/{id}/password", post(admin::reset_password))
         .route("/admin/territories", post(admin::add_territory))
+        .route("/admin/territories/{name}/parent", post(admin::set_parent))
         .route("/review/{record}", post(review::decide))
         .route(
             "/settings",

@@ -94,7 +94,7 @@ impl FromRequestParts<Arc<AppState>> for Session {
         let token_hash = auth::token_hash(&token);
         let count_conflicts = renders_page(parts);
         let found = blocking(state, move |relay| {
-            let Some(user) = relay.user_by_token(&token_hash)? else {
+            let Some(user) = relay.signed_in(&token_hash)? else {
                 return Ok(None);
             };
             let prefs = preferences::load(relay, &user.id)?;

@@ -50,7 +50,7 @@ type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 /// 2 added `relay_review`, 3 `relay_user_settings` (created by the schema
 /// below), 4 `relay_records.stage_history` (filled from the documents when
 /// a store is upgraded), 5 `relay_actors.device`, 6 `relay_log.received_at`.
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 /// Advisory lock held from taking log numbers until commit ("FCRM").
 const LOG_LOCK: i64 = 0x4643_524D;
 /// Advisory lock held while migrating, so relays starting together do not race.
@@ -111,7 +111,8 @@ CREATE TABLE IF NOT EXISTS relay_log (
 CREATE INDEX IF NOT EXISTS relay_log_territory ON relay_log (territory, seq);
 CREATE INDEX IF NOT EXISTS relay_log_record ON relay_log (record_id, device);
 CREATE INDEX IF NOT EXISTS relay_log_moves ON relay_log (prev_territory, seq) WHERE prev_territory IS NOT NULL;
-CREATE TABLE IF NOT EXISTS relay_territories (name TEXT PRIMARY KEY);
+-- parent: the territory this one sits under (schema 7); NULL at the top.
+CREATE TABLE IF NOT EXISTS relay_territories (name TEXT PRIMARY KEY, parent TEXT);
 CREATE TABLE IF NOT EXISTS relay_users (
     id            TEXT PRIMARY KEY,
     password_hash TEXT NOT NULL,
@@ -161,6 +162,7 @@ const ADDED_COLUMNS: &str = "
 ALTER TABLE relay_records ADD COLUMN IF NOT EXISTS stage_history TEXT;
 ALTER TABLE relay_actors ADD COLUMN IF NOT EXISTS device TEXT;
 ALTER TABLE relay_log ADD COLUMN IF NOT EXISTS received_at BIGINT;
+ALTER TABLE relay_territories ADD COLUMN IF NOT EXISTS parent TEXT;
 ";
 
 /// Indexes on those columns, made once they exist.
@@ -767,6 +769,22 @@ impl RelayStore for PgRelay {
             .conn()?
             .query("SELECT name FROM relay_territories ORDER BY name", &[])?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    fn territory_parents(&self) -> Result<Vec<(String, Option<String>)>> {
+        let rows = self.conn()?.query(
+            "SELECT name, parent FROM relay_territories ORDER BY name",
+            &[],
+        )?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    fn set_territory_parent(&self, name: &str, parent: Option<&str>) -> Result<()> {
+        self.conn()?.execute(
+            "UPDATE relay_territories SET parent = $2 WHERE name = $1",
+            &[&name, &parent],
+        )?;
+        Ok(())
     }
 
     fn add_token(&self, user: &str, token_hash: &[u8; 32]) -> Result<()> {

@@ -311,6 +311,14 @@ impl RelayStore for SqliteRelay {
         self.read(|store| tables::territories(store.sql()))
     }
 
+    fn territory_parents(&self) -> Result<Vec<(String, Option<String>)>> {
+        self.read(|store| tables::territory_parents(store.sql()))
+    }
+
+    fn set_territory_parent(&self, name: &str, parent: Option<&str>) -> Result<()> {
+        self.write(|tx| tables::set_territory_parent(tx.sql(), name, parent))
+    }
+
     fn add_token(&self, user: &str, token_hash: &[u8; 32]) -> Result<()> {
         self.write(|tx| tables::add_token(tx.sql(), user, token_hash))
     }

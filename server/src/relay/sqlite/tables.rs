@@ -16,7 +16,7 @@ use crate::relay::{RelayError, Result, Role, User};
 /// 2 added `relay_web_actors`, 3 `relay_review`, 4 `relay_user_settings`,
 /// 5 `relay_actors.device`, 6 `relay_log.received_at`; opening an older
 /// file upgrades it (each step only added a table or a column).
-pub(super) const SCHEMA_VERSION: i64 = 6;
+pub(super) const SCHEMA_VERSION: i64 = 7;
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS relay_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 -- Append-only change log; seq is the sync cursor. territory is the record's
@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS relay_log (
 CREATE INDEX IF NOT EXISTS relay_log_territory ON relay_log (territory, seq);
 CREATE INDEX IF NOT EXISTS relay_log_record ON relay_log (record_id, device);
 CREATE INDEX IF NOT EXISTS relay_log_moves ON relay_log (prev_territory, seq) WHERE prev_territory IS NOT NULL;
-CREATE TABLE IF NOT EXISTS relay_territories (name TEXT PRIMARY KEY) WITHOUT ROWID;
+-- parent: the territory this one sits under (schema 7); NULL at the top.
+CREATE TABLE IF NOT EXISTS relay_territories (name TEXT PRIMARY KEY, parent TEXT) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS relay_users (
     id            TEXT PRIMARY KEY,
     password_hash TEXT NOT NULL,
@@ -97,6 +98,7 @@ pub(super) fn migrate(tx: &Transaction<'_>) -> Result<()> {
     for (table, column, ty) in [
         ("relay_actors", "device", "TEXT"),
         ("relay_log", "received_at", "INTEGER"),
+        ("relay_territories", "parent", "TEXT"),
     ] {
         let has: bool = tx.query_row(
             "SELECT count(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
@@ -315,6 +317,27 @@ pub(super) fn territories(conn: &Connection) -> Result<Vec<String>> {
         .query_map([], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     Ok(names)
+}
+
+pub(super) fn territory_parents(conn: &Connection) -> Result<Vec<(String, Option<String>)>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT name, parent FROM relay_territories ORDER BY name")?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}
+
+pub(super) fn set_territory_parent(
+    tx: &Transaction<'_>,
+    name: &str,
+    parent: Option<&str>,
+) -> Result<()> {
+    tx.execute(
+        "UPDATE relay_territories SET parent = ?2 WHERE name = ?1",
+        rusqlite::params![name, parent],
+    )?;
+    Ok(())
 }
 
 pub(super) fn add_token(tx: &Transaction<'_>, user: &str, token_hash: &[u8; 32]) -> Result<()> {
