@@ -38,10 +38,10 @@ pub use query::{
 };
 pub use shared::{ChangeListener, SharedStore, SyncObserver};
 pub use store::{
-    draft_on, parse_stage_history, search_columns, stage_history, validate_fields_with,
-    ApplyOutcome, Author, ChangeKind, Conversion, Converted, Draft, Edit, LookupRecord, NewRecord,
-    OutboxEntry, OutboxStatus, Received, RecordChange, RefusedChange, Store, StoreOptions, StoreTx,
-    StoredDoc,
+    draft_on, parse_stage_history, plan_conversion, search_columns, stage_history,
+    validate_fields_with, ApplyOutcome, Author, ChangeKind, Conversion, ConversionPlan, Converted,
+    Draft, Edit, LookupRecord, NewRecord, OutboxEntry, OutboxStatus, Received, RecordChange,
+    RefusedChange, Store, StoreOptions, StoreTx, StoredDoc,
 };
 #[cfg(feature = "http")]
 pub use sync::HttpTransport;

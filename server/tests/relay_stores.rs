@@ -1721,6 +1721,60 @@ fn a_lead_made_and_converted_offline_is_taken_in_one_push(fx: Fixture) {
     };
     assert!(fx.relay.list(&hostile).is_err());
 
+    // Office edits that stand or fall together: a refusal keeps none.
+    let olivia = fx.user("olivia");
+    let before = fx.relay.head().unwrap();
+    let id = uuid::Uuid::now_v7().to_string();
+    let together = fx
+        .relay
+        .edit_together(
+            &olivia,
+            "web",
+            vec![
+                Edit::CreateWithId {
+                    id: id.clone(),
+                    kind: Kind::Account,
+                    fields: fields([("name", "Kept?"), ("territory", "north")]),
+                },
+                Edit::Update {
+                    id: id.clone(),
+                    fields: fields([("owner", "nobody-at-all")]),
+                },
+            ],
+        )
+        .unwrap();
+    assert!(together.is_err(), "{together:?}");
+    assert_eq!(fx.relay.head().unwrap(), before);
+    assert!(fx.relay.document(&id).unwrap().is_none());
+    let kept = fx
+        .relay
+        .edit_together(
+            &olivia,
+            "web",
+            vec![Edit::CreateWithId {
+                id: id.clone(),
+                kind: Kind::Account,
+                fields: fields([("name", "Kept"), ("territory", "north")]),
+            }],
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(kept[0].id, id);
+    let twice = fx
+        .relay
+        .edit_together(
+            &olivia,
+            "web",
+            vec![Edit::CreateWithId {
+                id: id.clone(),
+                kind: Kind::Account,
+                fields: fields([("name", "Again"), ("territory", "north")]),
+            }],
+        )
+        .unwrap()
+        .unwrap_err();
+    assert!(twice.to_string().contains("exists already"), "{twice}");
+
     // A reference to a record that is nowhere stays refused.
     let mut bob = fx.device("bob");
     fx.sync(&mut bob);

@@ -2669,3 +2669,95 @@ async fn admins_arrange_territories_in_a_tree_and_a_region_manager_sees_its_area
         "moving south under uk shows it at once"
     );
 }
+
+#[tokio::test]
+async fn the_office_converts_a_lead_in_one_step_and_nothing_when_refused() {
+    let fx = fixture();
+    let olivia = fx.sign_in("olivia").await;
+    let lead = fx
+        .create(
+            &olivia,
+            "leads",
+            &[
+                ("name", "Grace Hopper"),
+                ("company", "Compiler Works"),
+                ("email", "grace@compiler.example"),
+                ("territory", "north"),
+            ],
+        )
+        .await;
+    let call = fx
+        .create(
+            &olivia,
+            "activities",
+            &[
+                ("kind", "call"),
+                ("subject", "Intro call"),
+                ("related_to", lead.as_str()),
+                ("territory", "north"),
+            ],
+        )
+        .await;
+    let page = fx.get(&olivia, &format!("/r/{lead}")).await;
+    assert!(page.body.contains(&format!("action=\"/r/{lead}/convert\"")));
+
+    let unknown = fx
+        .post(
+            &olivia,
+            &format!("/r/{lead}/convert"),
+            &[
+                ("account_id", ""),
+                ("account_id.name", "Nobody Ltd"),
+                ("deal_name", ""),
+            ],
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(unknown
+        .body
+        .contains("You have no account named “Nobody Ltd”"));
+
+    let done = fx
+        .post(
+            &olivia,
+            &format!("/r/{lead}/convert"),
+            &[
+                ("account_id", ""),
+                ("account_id.name", ""),
+                ("deal_name", "Compilers for all"),
+            ],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    let contact = done.location.strip_prefix("/r/").unwrap().to_string();
+    let contact_page = fx.get(&olivia, &done.location).await;
+    assert!(contact_page.body.contains("Grace") && contact_page.body.contains("Compiler Works"));
+    assert!(
+        contact_page.body.contains("Intro call"),
+        "the call moved to the contact"
+    );
+    let lead_page = fx.get(&olivia, &format!("/r/{lead}")).await;
+    assert!(lead_page.body.contains("converted"));
+    assert!(
+        !lead_page.body.contains("/convert\""),
+        "no second conversion offered"
+    );
+    assert!(
+        lead_page.body.contains("Compilers for all"),
+        "the deal it became"
+    );
+    let call_page = fx.get(&olivia, &format!("/r/{call}")).await;
+    assert!(call_page.body.contains(&format!("href=\"/r/{contact}\"")));
+
+    let again = fx
+        .post(&olivia, &format!("/r/{lead}/convert"), &[("deal_name", "")])
+        .await;
+    assert_eq!(again.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(again.body.contains("converted already"));
+    let accounts = fx.get(&olivia, "/accounts?q=Compiler").await;
+    assert_eq!(
+        accounts.body.matches("Compiler Works</a>").count(),
+        1,
+        "one account, made once"
+    );
+}

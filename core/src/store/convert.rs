@@ -41,6 +41,137 @@ pub struct Converted {
     pub moved_activities: usize,
 }
 
+/// What a conversion makes, decided once for every store: the device
+/// applies it as local edits, the relay's office as office edits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConversionPlan {
+    /// The account to create, unless the lead joins an existing one.
+    pub account: Option<(RecordId, Fields)>,
+    pub account_id: RecordId,
+    pub contact: (RecordId, Fields),
+    pub deal: Option<(RecordId, Fields)>,
+    /// Each activity of the lead, moved to the contact.
+    pub activities: Vec<(RecordId, Fields)>,
+    /// What the lead gets: `converted`, the links and the time.
+    pub lead: Fields,
+}
+
+/// Plans converting `lead` (see the module docs): into `existing`, the
+/// account the user picked, if any; a deal (if asked) in `first_stage`;
+/// `activities` (the lead's live ones) moved. Refused for a record that is
+/// not a live, unconverted lead, an `existing` that is not a live account,
+/// or a blank deal name.
+pub fn plan_conversion(
+    lead: &Record,
+    how: &Conversion,
+    existing: Option<&Record>,
+    first_stage: &str,
+    activities: Vec<RecordId>,
+    now: i64,
+) -> Result<ConversionPlan> {
+    if lead.kind != Kind::Lead {
+        return Err(Error::invalid(
+            "id",
+            &lead.id,
+            &format!("is a {}, not a lead", lead.kind),
+        ));
+    }
+    if lead.deleted {
+        return Err(Error::Deleted(lead.id.clone()));
+    }
+    if lead.text("status") == Some("converted") {
+        return Err(Error::invalid(
+            "status",
+            "converted",
+            "this lead was converted already; open the contact it became",
+        ));
+    }
+    if let Some(account) = existing {
+        if account.kind != Kind::Account || account.deleted {
+            return Err(Error::invalid(
+                "account_id",
+                &account.id,
+                "is not a live account",
+            ));
+        }
+    }
+    let deal_name = match how.deal_name.as_deref().map(str::trim) {
+        Some("") => {
+            return Err(Error::MissingField {
+                kind: Kind::Deal,
+                field: "name".into(),
+            })
+        }
+        other => other,
+    };
+    let new_id = || uuid::Uuid::now_v7().to_string();
+    let copy = |fields: &mut Fields, from: &str, to: &str| {
+        if let Some(v) = lead.get(from).filter(|v| !v.is_null()) {
+            fields.insert(to.to_string(), v.clone());
+        }
+    };
+    let mut common = Fields::new();
+    copy(&mut common, "owner", "owner");
+    copy(&mut common, "territory", "territory");
+    let name = lead.text("name").unwrap_or_default().trim().to_string();
+
+    let (account, account_id) = match existing {
+        Some(a) => (None, a.id.clone()),
+        None => {
+            let mut fields = common.clone();
+            let company = lead.text("company").map(str::trim).unwrap_or("");
+            let account_name = if company.is_empty() { &name } else { company };
+            fields.insert("name".into(), Value::from(account_name));
+            let id = new_id();
+            (Some((id.clone(), fields)), id)
+        }
+    };
+
+    let (first, last) = split_name(&name);
+    let mut contact = common.clone();
+    contact.insert("account_id".into(), Value::from(account_id.as_str()));
+    contact.insert("first_name".into(), Value::from(first));
+    contact.insert("last_name".into(), Value::from(last));
+    for path in ["email", "phone", "title"] {
+        copy(&mut contact, path, path);
+    }
+    let contact_id = new_id();
+
+    let deal = deal_name.map(|deal_name| {
+        let mut fields = common.clone();
+        fields.insert("name".into(), Value::from(deal_name));
+        fields.insert("account_id".into(), Value::from(account_id.as_str()));
+        fields.insert("contact_id".into(), Value::from(contact_id.as_str()));
+        fields.insert("stage".into(), Value::from(first_stage));
+        (new_id(), fields)
+    });
+
+    let activities = activities
+        .into_iter()
+        .map(|id| {
+            let fields = crate::model::fields([("related_to", contact_id.as_str())]);
+            (id, fields)
+        })
+        .collect();
+    let mut marks = crate::model::fields([
+        ("status", Value::from("converted")),
+        ("converted_account_id", Value::from(account_id.as_str())),
+        ("converted_contact_id", Value::from(contact_id.as_str())),
+        ("converted_at", Value::Int(now)),
+    ]);
+    if let Some((deal_id, _)) = &deal {
+        marks.insert("converted_deal_id".into(), Value::from(deal_id.as_str()));
+    }
+    Ok(ConversionPlan {
+        account,
+        account_id,
+        contact: (contact_id, contact),
+        deal,
+        activities,
+        lead: marks,
+    })
+}
+
 impl Store {
     /// Converts lead `id` (see the module docs). Refused, changing
     /// nothing, if it is not a live lead or was converted already.
@@ -52,118 +183,56 @@ impl Store {
     }
 }
 
+fn read(tx: &Transaction<'_>, id: &str) -> Result<Record> {
+    documents::load(tx, id)?
+        .ok_or_else(|| Error::NotFound(id.to_string()))?
+        .doc()
+        .read()
+}
+
 fn convert_in(
     tx: &Transaction<'_>,
     w: &Writer<'_>,
     id: &str,
     how: Conversion,
 ) -> Result<Converted> {
-    let lead = documents::load(tx, id)?
-        .ok_or_else(|| Error::NotFound(id.to_string()))?
-        .doc()
-        .read()?;
-    if lead.kind != Kind::Lead {
-        return Err(Error::invalid(
-            "id",
-            id,
-            &format!("is a {}, not a lead", lead.kind),
-        ));
-    }
-    if lead.deleted {
-        return Err(Error::Deleted(id.to_string()));
-    }
-    if lead.text("status") == Some("converted") {
-        return Err(Error::invalid(
-            "status",
-            "converted",
-            "this lead was converted already; open the contact it became",
-        ));
-    }
-    let copy = |fields: &mut Fields, from: &str, to: &str| {
-        if let Some(v) = lead.get(from).filter(|v| !v.is_null()) {
-            fields.insert(to.to_string(), v.clone());
-        }
-    };
-    let mut common = Fields::new();
-    copy(&mut common, "owner", "owner");
-    copy(&mut common, "territory", "territory");
-    let name = lead.text("name").unwrap_or_default().trim().to_string();
-
-    let account = match &how.account_id {
-        Some(account_id) => {
-            let account = documents::load(tx, account_id)?
-                .ok_or_else(|| Error::NotFound(account_id.clone()))?
-                .doc()
-                .read()?;
-            if account.kind != Kind::Account || account.deleted {
-                return Err(Error::invalid(
-                    "account_id",
-                    account_id,
-                    "is not a live account",
-                ));
-            }
-            account
-        }
-        None => {
-            let mut fields = common.clone();
-            let company = lead.text("company").map(str::trim).unwrap_or("");
-            let account_name = if company.is_empty() { &name } else { company };
-            fields.insert("name".into(), Value::from(account_name));
-            create_in(tx, w, None, Kind::Account, fields)?
-        }
-    };
-
-    let (first, last) = split_name(&name);
-    let mut fields = common.clone();
-    fields.insert("account_id".into(), Value::from(account.id.as_str()));
-    fields.insert("first_name".into(), Value::from(first));
-    fields.insert("last_name".into(), Value::from(last));
-    for path in ["email", "phone", "title"] {
-        copy(&mut fields, path, path);
-    }
-    let contact = create_in(tx, w, None, Kind::Contact, fields)?;
-
-    let deal = match how.deal_name.as_deref().map(str::trim) {
-        Some("") => {
-            return Err(Error::MissingField {
-                kind: Kind::Deal,
-                field: "name".into(),
-            })
-        }
-        Some(deal_name) => {
-            let mut fields = common.clone();
-            fields.insert("name".into(), Value::from(deal_name));
-            fields.insert("account_id".into(), Value::from(account.id.as_str()));
-            fields.insert("contact_id".into(), Value::from(contact.id.as_str()));
-            let first_stage = w.pipeline.stages().first().cloned().unwrap_or_default();
-            fields.insert("stage".into(), Value::from(first_stage));
-            Some(create_in(tx, w, None, Kind::Deal, fields)?)
-        }
-        None => None,
-    };
-
+    let lead = read(tx, id)?;
+    let existing = how.account_id.as_deref().map(|a| read(tx, a)).transpose()?;
     let activities: Vec<String> = tx
         .prepare_cached(
             "SELECT id FROM records WHERE kind = 'activity' AND related_to = ?1 AND deleted = 0",
         )?
         .query_map([id], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
-    for activity in &activities {
-        let to_contact = crate::model::fields([("related_to", contact.id.as_str())]);
-        edit_in(tx, w, activity, |tx, w, doc, kind| {
-            update_fields(tx, w, doc, kind, to_contact)
+    let first_stage = w.pipeline.stages().first().cloned().unwrap_or_default();
+    let plan = plan_conversion(
+        &lead,
+        &how,
+        existing.as_ref(),
+        &first_stage,
+        activities,
+        w.meta.time,
+    )?;
+    let account = match (existing, plan.account) {
+        (Some(existing), _) => existing,
+        (None, Some((account_id, fields))) => {
+            create_in(tx, w, Some(&account_id), Kind::Account, fields)?
+        }
+        (None, None) => return Err(Error::NotFound(plan.account_id)),
+    };
+    let (contact_id, fields) = plan.contact;
+    let contact = create_in(tx, w, Some(&contact_id), Kind::Contact, fields)?;
+    let deal = match plan.deal {
+        Some((deal_id, fields)) => Some(create_in(tx, w, Some(&deal_id), Kind::Deal, fields)?),
+        None => None,
+    };
+    let moved_activities = plan.activities.len();
+    for (activity, fields) in plan.activities {
+        edit_in(tx, w, &activity, |tx, w, doc, kind| {
+            update_fields(tx, w, doc, kind, fields)
         })?;
     }
-
-    let mut marks = crate::model::fields([
-        ("status", Value::from("converted")),
-        ("converted_account_id", Value::from(account.id.as_str())),
-        ("converted_contact_id", Value::from(contact.id.as_str())),
-        ("converted_at", Value::Int(w.meta.time)),
-    ]);
-    if let Some(deal) = &deal {
-        marks.insert("converted_deal_id".into(), Value::from(deal.id.as_str()));
-    }
+    let marks = plan.lead;
     let lead = edit_in(tx, w, id, |tx, w, doc, kind| {
         update_fields(tx, w, doc, kind, marks)
     })?;
@@ -172,7 +241,7 @@ fn convert_in(
         account,
         contact,
         deal,
-        moved_activities: activities.len(),
+        moved_activities,
     })
 }
 

@@ -24,10 +24,27 @@ pub struct Author {
 /// One edit to draft.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Edit {
-    Create { kind: Kind, fields: Fields },
-    Update { id: RecordId, fields: Fields },
-    Delete { id: RecordId },
-    Restore { id: RecordId },
+    Create {
+        kind: Kind,
+        fields: Fields,
+    },
+    /// A creation whose id the caller chose, so later edits of one batch
+    /// can point at it (a lead's conversion).
+    CreateWithId {
+        id: RecordId,
+        kind: Kind,
+        fields: Fields,
+    },
+    Update {
+        id: RecordId,
+        fields: Fields,
+    },
+    Delete {
+        id: RecordId,
+    },
+    Restore {
+        id: RecordId,
+    },
 }
 
 /// A change made but not stored, and the record as it would be after it.
@@ -55,7 +72,7 @@ pub(super) fn draft_in(
     edit: Edit,
 ) -> Result<Option<Draft>> {
     let doc = match &edit {
-        Edit::Create { .. } => None,
+        Edit::Create { .. } | Edit::CreateWithId { .. } => None,
         Edit::Update { id, .. } | Edit::Delete { id } | Edit::Restore { id } => {
             validate_id("id", id)?;
             documents::load(conn, id)?.map(|loaded| loaded.doc)
@@ -84,16 +101,18 @@ pub fn draft_on(
         let kind = doc.kind()?.ok_or_else(|| Error::NotFound(id.clone()))?;
         Ok((doc, kind))
     };
+    let create = |id: RecordId, kind: Kind, mut fields: Fields| -> Result<_> {
+        validate_id("id", &id)?;
+        fields
+            .entry("owner".into())
+            .or_insert_with(|| Value::from(author.user.as_str()));
+        let fields = validate_fields_with(lookup, kind, fields, pipeline, true)?;
+        let (doc, change) = RecordDoc::create(&id, kind, &fields, &author.actor, &meta)?;
+        Ok((id, doc, Some(change)))
+    };
     let (id, mut doc, change) = match edit {
-        Edit::Create { kind, mut fields } => {
-            fields
-                .entry("owner".into())
-                .or_insert_with(|| Value::from(author.user.as_str()));
-            let fields = validate_fields_with(lookup, kind, fields, pipeline, true)?;
-            let id = uuid::Uuid::now_v7().to_string();
-            let (doc, change) = RecordDoc::create(&id, kind, &fields, &author.actor, &meta)?;
-            (id, doc, Some(change))
-        }
+        Edit::Create { kind, fields } => create(uuid::Uuid::now_v7().to_string(), kind, fields)?,
+        Edit::CreateWithId { id, kind, fields } => create(id, kind, fields)?,
         Edit::Update { id, fields } => {
             let (mut doc, kind) = existing(&id, doc)?;
             if doc.read()?.deleted {

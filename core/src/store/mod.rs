@@ -28,7 +28,7 @@ use crate::model::{
     normalize_value, validate_id, FieldType, Fields, Kind, Pipeline, Record, RecordId, Value,
 };
 
-pub use convert::{Conversion, Converted};
+pub use convert::{plan_conversion, Conversion, ConversionPlan, Converted};
 pub use documents::{Received, StoredDoc};
 pub use draft::{draft_on, Author, Draft, Edit};
 pub use events::{ChangeKind, RecordChange};

@@ -269,6 +269,14 @@ pub trait RelayStore: Send + Sync {
     /// against the user's territories, stored and appended to the log, so
     /// devices receive it on their next sync. One outcome per edit, in order.
     fn edit(&self, user: &User, device: &str, edits: Vec<Edit>) -> Result<Vec<EditOutcome>>;
+    /// [`Self::edit`] for edits that stand or fall together (a lead's
+    /// conversion): all are kept, or, at the first refusal, none.
+    fn edit_together(
+        &self,
+        user: &User,
+        device: &str,
+        edits: Vec<Edit>,
+    ) -> Result<std::result::Result<Vec<Record>, EditRefusal>>;
 
     // ----- the review queue (relay/review.rs)
 

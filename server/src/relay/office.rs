@@ -7,8 +7,8 @@
 use std::collections::HashMap;
 
 use fieldcrm_core::{
-    DealGroups, Edit, Kind, ListQuery, OwnerCount, Page, PipelineReport, Record, StageConversion,
-    StageFlow, StageSummary,
+    plan_conversion, Conversion, DealGroups, Edit, Kind, ListQuery, OwnerCount, Page,
+    PipelineReport, Record, StageConversion, StageFlow, StageSummary,
 };
 
 use super::access::{self, narrow};
@@ -297,6 +297,81 @@ pub fn owner_counts(store: &dyn RelayStore, user: &User) -> Result<Vec<OwnerCoun
     }
 }
 
+/// Converts a lead the user can see, as the office user: the plan a device
+/// makes too (`fieldcrm_core::plan_conversion`), made as office edits that
+/// stand or fall together. Returns the new contact's id, or why nothing
+/// was kept.
+pub fn convert_lead(
+    store: &dyn RelayStore,
+    user: &User,
+    lead_id: &str,
+    how: Conversion,
+) -> Result<std::result::Result<String, EditRefusal>> {
+    let refused = |e: fieldcrm_core::Error| EditRefusal::from(super::Refusal::Invalid(e));
+    let Some(lead) = record_if_visible(store, user, lead_id)? else {
+        return Ok(Err(EditRefusal::NotFound(not_found(lead_id).to_string())));
+    };
+    let existing = match &how.account_id {
+        Some(id) => match record_if_visible(store, user, id)? {
+            Some(account) => Some(account),
+            None => return Ok(Err(EditRefusal::NotFound(not_found(id).to_string()))),
+        },
+        None => None,
+    };
+    let activities = list(
+        store,
+        user,
+        ListQuery {
+            kind: Some(Kind::Activity),
+            related_to: Some(lead_id.to_string()),
+            limit: 1000,
+            ..Default::default()
+        },
+    )?
+    .records
+    .into_iter()
+    .map(|r| r.id)
+    .collect();
+    let pipeline = store.pipeline()?;
+    let first_stage = pipeline.stages().first().cloned().unwrap_or_default();
+    let plan = match plan_conversion(
+        &lead,
+        &how,
+        existing.as_ref(),
+        &first_stage,
+        activities,
+        super::now_ms(),
+    ) {
+        Ok(plan) => plan,
+        Err(e) if e.is_storage() => return Err(e.into()),
+        Err(e) => return Ok(Err(refused(e))),
+    };
+    let contact_id = plan.contact.0.clone();
+    let mut edits = Vec::new();
+    let create = |(id, fields): (String, fieldcrm_core::Fields), kind| Edit::CreateWithId {
+        id,
+        kind,
+        fields,
+    };
+    if let Some(account) = plan.account {
+        edits.push(create(account, Kind::Account));
+    }
+    edits.push(create(plan.contact, Kind::Contact));
+    if let Some(deal) = plan.deal {
+        edits.push(create(deal, Kind::Deal));
+    }
+    for (id, fields) in plan.activities {
+        edits.push(Edit::Update { id, fields });
+    }
+    edits.push(Edit::Update {
+        id: lead.id.clone(),
+        fields: plan.lead,
+    });
+    Ok(store
+        .edit_together(user, WEB_DEVICE, edits)?
+        .map(|_| contact_id))
+}
+
 /// Makes the edits as `user`; edits of records the user cannot see are
 /// refused as not found, the rest are checked again by the push path.
 pub fn edit(store: &dyn RelayStore, user: &User, edits: Vec<Edit>) -> Result<Vec<EditOutcome>> {
@@ -304,7 +379,7 @@ pub fn edit(store: &dyn RelayStore, user: &User, edits: Vec<Edit>) -> Result<Vec
     let mut refused = Vec::new();
     for (i, edit) in edits.into_iter().enumerate() {
         let target = match &edit {
-            Edit::Create { .. } => None,
+            Edit::Create { .. } | Edit::CreateWithId { .. } => None,
             Edit::Update { id, .. } | Edit::Delete { id } | Edit::Restore { id } => Some(id),
         };
         match target {

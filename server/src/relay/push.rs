@@ -697,6 +697,14 @@ pub fn edit<S: PushStore>(
         .collect()
 }
 
+/// The records of edits made together, or the first refusal among them
+/// (then the store rolls back the transaction: none of them is kept).
+pub(crate) fn all_or_none(
+    outcomes: Vec<EditOutcome>,
+) -> std::result::Result<Vec<Record>, EditRefusal> {
+    outcomes.into_iter().collect()
+}
+
 fn edit_one<S: PushStore>(
     store: &mut S,
     user: &User,
@@ -708,6 +716,17 @@ fn edit_one<S: PushStore>(
 ) -> Result<EditOutcome> {
     let target = match &edit {
         Edit::Create { .. } => None,
+        Edit::CreateWithId { id, .. } => {
+            store.lock(&[id.as_str()])?;
+            if store.documents(&[id.as_str()])?.pop().flatten().is_some() {
+                return Ok(Err(EditRefusal::Refused {
+                    field: Some("id".into()),
+                    code: "invalid_value".into(),
+                    message: format!("a record with id {id:?} exists already"),
+                }));
+            }
+            None
+        }
         Edit::Update { id, .. } | Edit::Delete { id } | Edit::Restore { id } => Some(id.clone()),
     };
     let not_found = |id: &str| EditRefusal::NotFound(format!("no record with id {id:?}"));

@@ -104,7 +104,13 @@ fn field_input(
 /// A record picker: a name box with type-ahead suggestions (app.js asks
 /// `/lookup`), and the chosen record's id beside it. Without script, the
 /// typed name is looked up when the form is saved.
-fn picker(path: &str, target: Option<Kind>, id: &str, name: &str, invalid: bool) -> Markup {
+pub(super) fn picker(
+    path: &str,
+    target: Option<Kind>,
+    id: &str,
+    name: &str,
+    invalid: bool,
+) -> Markup {
     let lookup = target.map_or("any", Kind::as_str);
     let suggestions = format!("{path}-suggestions");
     html! {

@@ -7,6 +7,7 @@
 mod admin;
 mod assets;
 mod board;
+mod convert;
 mod csv_io;
 mod dashboard;
 mod duplicates;
@@ -80,6 +81,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/r/{id}/resolve", post(records::resolve))
         .route("/r/{id}/log", post(timeline::log))
         .route("/r/{id}/done", post(timeline::done))
+        .route("/r/{id}/convert", post(convert::convert))
         .route("/{kind}", get(records::list).post(records::create))
         .route("/{kind}/new", get(records::new_form))
         .route("/{kind}/duplicates", get(duplicates::page_view))

@@ -223,7 +223,7 @@ pub fn named(
 }
 
 /// The last value a form posted for `key`, trimmed.
-fn posted_value(posted: &[(String, String)], key: &str) -> Option<String> {
+pub(super) fn posted_value(posted: &[(String, String)], key: &str) -> Option<String> {
     posted
         .iter()
         .rev()

@@ -906,9 +906,12 @@ pub async fn show(
             div.actions {
                 a.button href=(format!("/r/{}/edit", record.id)) { "Edit" }
                 (layout::button_form(&session, &format!("/r/{}/delete", record.id), "Delete", "danger"))
-                @if kind == Kind::Account || kind == Kind::Contact || kind == Kind::Deal {
+                @if kind != Kind::Activity {
                     a href=(layout::href("/activities/new", &[("related_to", &record.id), ("territory", record.text("territory").unwrap_or(""))])) { "Log activity" }
                 }
+            }
+            @if kind == Kind::Lead && record.text("status") != Some("converted") {
+                (super::convert::form(&session, record))
             }
         }
         @if !conflicts.is_empty() {

@@ -41,8 +41,8 @@ use super::access::Scope;
 use super::pull::{self, LogEntry, LogSource};
 use super::review::{Decided, Held};
 use super::{
-    EditOutcome, PullPage, PushOutcome, RecordDetail, RelayError, RelayStats, RelayStore, Result,
-    Role, User,
+    EditOutcome, EditRefusal, PullPage, PushOutcome, RecordDetail, RelayError, RelayStats,
+    RelayStore, Result, Role, User,
 };
 
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
@@ -1040,6 +1040,26 @@ impl RelayStore for PgRelay {
         store.finish()?;
         tx.commit()?;
         Ok(outcomes)
+    }
+
+    fn edit_together(
+        &self,
+        user: &User,
+        device: &str,
+        edits: Vec<Edit>,
+    ) -> Result<std::result::Result<Vec<Record>, EditRefusal>> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
+        let mut store = PgPush::new(&mut tx);
+        let outcomes = super::push::edit(&mut store, user, device, edits, super::now_ms())?;
+        let records = match super::push::all_or_none(outcomes) {
+            // Dropping the transaction rolls it back.
+            Err(refusal) => return Ok(Err(refusal)),
+            Ok(records) => records,
+        };
+        store.finish()?;
+        tx.commit()?;
+        Ok(Ok(records))
     }
 
     fn held_changes(&self, scope: &Scope) -> Result<Vec<Held>> {

@@ -34,8 +34,8 @@ use super::pull::{self, LogEntry, LogSource};
 use super::push;
 use super::review::{self, Decided, Held};
 use super::{
-    EditOutcome, PullPage, PushOutcome, RecordDetail, RelayError, RelayStats, RelayStore, Result,
-    Role, User,
+    EditOutcome, EditRefusal, PullPage, PushOutcome, RecordDetail, RelayError, RelayStats,
+    RelayStore, Result, Role, User,
 };
 use push_store::SqlitePush;
 
@@ -375,6 +375,29 @@ impl RelayStore for SqliteRelay {
     fn edit(&self, user: &User, device: &str, edits: Vec<Edit>) -> Result<Vec<EditOutcome>> {
         let now = super::now_ms();
         self.write(|tx| push::edit(&mut SqlitePush { tx }, user, device, edits, now))
+    }
+
+    fn edit_together(
+        &self,
+        user: &User,
+        device: &str,
+        edits: Vec<Edit>,
+    ) -> Result<std::result::Result<Vec<Record>, EditRefusal>> {
+        let now = super::now_ms();
+        let mut refused = None;
+        let written = self.write(|tx| {
+            let outcomes = push::edit(&mut SqlitePush { tx }, user, device, edits, now)?;
+            super::push::all_or_none(outcomes).map_err(|refusal| {
+                refused = Some(refusal);
+                // Any error rolls the transaction back.
+                RelayError::Invalid("refused".into())
+            })
+        });
+        match (written, refused) {
+            (_, Some(refusal)) => Ok(Err(refusal)),
+            (Ok(records), None) => Ok(Ok(records)),
+            (Err(e), None) => Err(e),
+        }
     }
 
     fn held_changes(&self, scope: &Scope) -> Result<Vec<Held>> {
