@@ -1746,33 +1746,21 @@ fn a_lead_made_and_converted_offline_is_taken_in_one_push(fx: Fixture) {
     assert!(together.is_err(), "{together:?}");
     assert_eq!(fx.relay.head().unwrap(), before);
     assert!(fx.relay.document(&id).unwrap().is_none());
-    let kept = fx
-        .relay
-        .edit_together(
-            &olivia,
-            "web",
-            vec![Edit::CreateWithId {
-                id: id.clone(),
-                kind: Kind::Account,
-                fields: fields([("name", "Kept"), ("territory", "north")]),
-            }],
-        )
-        .unwrap()
-        .unwrap();
-    assert_eq!(kept[0].id, id);
-    let twice = fx
-        .relay
-        .edit_together(
-            &olivia,
-            "web",
-            vec![Edit::CreateWithId {
-                id: id.clone(),
-                kind: Kind::Account,
-                fields: fields([("name", "Again"), ("territory", "north")]),
-            }],
-        )
-        .unwrap()
-        .unwrap_err();
+    let create_as = |name: &str| {
+        fx.relay
+            .edit_together(
+                &olivia,
+                "web",
+                vec![Edit::CreateWithId {
+                    id: id.clone(),
+                    kind: Kind::Account,
+                    fields: fields([("name", name), ("territory", "north")]),
+                }],
+            )
+            .unwrap()
+    };
+    assert_eq!(create_as("Kept").unwrap()[0].id, id);
+    let twice = create_as("Again").unwrap_err();
     assert!(twice.to_string().contains("exists already"), "{twice}");
 
     // A reference to a record that is nowhere stays refused.
