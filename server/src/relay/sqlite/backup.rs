@@ -86,6 +86,17 @@ pub fn backup(dir: &Path, dest: &Path) -> Result<BackupReport> {
             dest.display()
         )));
     }
+    let folder = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !folder.is_dir() {
+        return Err(RelayError::Invalid(format!(
+            "cannot back up to {}: there is no folder {}",
+            dest.display(),
+            folder.display()
+        )));
+    }
     let partial = with_suffix(dest, ".partial");
     remove_if_exists(&partial)?;
     let conn = open(&source, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
@@ -304,6 +315,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(missing.contains("relay.db is missing"), "{missing}");
+        crate::relay::sqlite::SqliteRelay::open(dir.path()).unwrap();
+        let nowhere = backup(dir.path(), &dir.path().join("no/such/folder/b.db"))
+            .unwrap_err()
+            .to_string();
+        assert!(nowhere.contains("there is no folder"), "{nowhere}");
         let other = dir.path().join("other.db");
         Connection::open(&other)
             .unwrap()
