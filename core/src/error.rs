@@ -39,6 +39,10 @@ pub enum Error {
     #[error("change time {time} is implausible: {reason}")]
     ImplausibleTime { time: i64, reason: String },
 
+    /// A write rule keeps this writer from changing the field.
+    #[error("you may not change {field:?}: {reason}")]
+    NotAllowed { field: String, reason: String },
+
     #[error("no record with id {0:?}")]
     NotFound(String),
 
@@ -162,7 +166,8 @@ impl Error {
             | Error::MissingField { field, .. }
             | Error::InvalidValue { field, .. }
             | Error::OversizeValue { field, .. }
-            | Error::BadReference { field, .. } => Some(field),
+            | Error::BadReference { field, .. }
+            | Error::NotAllowed { field, .. } => Some(field),
             _ => None,
         }
     }
@@ -177,6 +182,7 @@ impl Error {
             Error::InvalidValue { .. } => "invalid_value",
             Error::OversizeValue { .. } => "oversize_value",
             Error::BadReference { .. } => "bad_reference",
+            Error::NotAllowed { .. } => "not_allowed",
             Error::ImplausibleTime { .. } => "implausible_time",
             Error::NotFound(_) | Error::NotYetCreated { .. } => "not_found",
             Error::Deleted(_) => "deleted",

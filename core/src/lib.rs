@@ -29,8 +29,9 @@ pub use forecast::{
 pub use model::{
     check_time, fields, normalize_value, parse_amount, parse_datetime, validate_custom_name,
     value_from_text, Directory, FieldSpec, FieldType, Fields, Kind, Pipeline, Record, RecordId,
-    Rules, SearchRole, StageOutcome, Value, ACTIVITY_KINDS, CASE_PRIORITIES, CASE_STATUSES,
-    CUSTOM_PREFIX, LEAD_SOURCES, LEAD_STATUSES, MAX_LONG_TEXT, MAX_TEXT,
+    Rules, SearchRole, StageOutcome, Standing, Value, WriteRule, ACTIVITY_KINDS, CASE_PRIORITIES,
+    CASE_STATUSES, CUSTOM_PREFIX, LEAD_SOURCES, LEAD_STATUSES, MAX_LONG_TEXT, MAX_TEXT,
+    WRITE_RULES,
 };
 pub use query::{
     check_field_filters, check_offset, empty_summary, stage_timeline, AccountOverview, ListQuery,

@@ -252,8 +252,8 @@ fn a_backup_taken_mid_load_restores_and_every_device_reconverges() {
     // every value any device had before the restore is there.
     let remade = acked.difference(&logged).count();
     assert!(
-        remade <= rebased,
-        "{remade} changes lost, {rebased} rebased"
+        remade == 0 || rebased > 0,
+        "{remade} acknowledged changes are not in the log and none was made again"
     );
     std::fs::create_dir(dir.path().join("fresh")).unwrap();
     let mut fresh = Device::new(&dir.path().join("fresh"), &relay, "olivia");

@@ -1827,6 +1827,77 @@ fn territories_form_a_tree_and_moving_one_changes_who_sees_it(fx: Fixture) {
     assert!(parents.contains(&("north".to_string(), None)));
 }
 
+fn a_rep_cannot_change_a_won_deals_amount_and_a_manager_can(fx: Fixture) {
+    let hash = auth::hash_password("password1").unwrap();
+    fx.relay
+        .add_user("maria", &hash, Role::Manager, &["north".to_string()])
+        .unwrap();
+    let mut ann = fx.device("ann");
+    fx.sync(&mut ann);
+    let acme = account(&mut ann, "Acme", "north");
+    let deal = ann
+        .create(
+            Kind::Deal,
+            fields([
+                ("account_id", Value::from(acme.as_str())),
+                ("name", "Annual supply".into()),
+                ("stage", "proposal".into()),
+                ("amount", Value::Int(100_000)),
+                ("territory", "north".into()),
+            ]),
+        )
+        .unwrap();
+    // Open: a rep changes the amount and wins the deal.
+    ann.update(&deal.id, fields([("amount", Value::Int(120_000))]))
+        .unwrap();
+    ann.update(&deal.id, fields([("stage", "won")])).unwrap();
+    fx.sync(&mut ann);
+    assert!(ann.refused_changes().unwrap().is_empty());
+    // Won: the amount is no longer the rep's to change; notes still are.
+    ann.update(&deal.id, fields([("amount", Value::Int(1))]))
+        .unwrap();
+    ann.update(&deal.id, fields([("notes", "Signed on site")]))
+        .unwrap();
+    fx.sync(&mut ann);
+    let [refused] = ann.refused_changes().unwrap().try_into().unwrap();
+    assert_eq!(refused.code, "not_allowed");
+    assert_eq!(refused.field.as_deref(), Some("amount"));
+    assert!(
+        refused.reason.contains("only managers and the office"),
+        "{}",
+        refused.reason
+    );
+    let at_relay = fx.relay.record(&deal.id).unwrap().unwrap().record;
+    assert_eq!(at_relay.get("amount"), Some(&Value::Int(120_000)));
+    assert_eq!(at_relay.text("notes"), Some("Signed on site"));
+    assert_eq!(
+        ann.get(&deal.id).unwrap().get("amount"),
+        Some(&Value::Int(120_000))
+    );
+    // The office edit path follows the same rule; a manager may.
+    let by = |user: &str, amount: i64| {
+        office::try_edit(
+            &*fx.relay,
+            &fx.user(user),
+            Edit::Update {
+                id: deal.id.clone(),
+                fields: fields([("amount", Value::Int(amount))]),
+            },
+        )
+        .unwrap()
+    };
+    let err = by("ann", 2).unwrap_err().to_string();
+    assert!(err.contains("may not change \"amount\""), "{err}");
+    assert_eq!(
+        by("maria", 130_000).unwrap().get("amount"),
+        Some(&Value::Int(130_000))
+    );
+    assert_eq!(
+        by("olivia", 140_000).unwrap().get("amount"),
+        Some(&Value::Int(140_000))
+    );
+}
+
 fn with_actor(change: &RecordBytes, actor_hex: &str) -> RecordBytes {
     let parsed = automerge::Change::from_bytes(change.bytes.clone()).unwrap();
     let mut expanded = parsed.decode();
@@ -1873,6 +1944,7 @@ store_suite!(sqlite:
     a_device_ahead_of_a_restored_relay_sends_its_changes_again,
     a_lead_made_and_converted_offline_is_taken_in_one_push,
     territories_form_a_tree_and_moving_one_changes_who_sees_it,
+    a_rep_cannot_change_a_won_deals_amount_and_a_manager_can,
 );
 store_suite!(postgres:
     a_refused_change_never_forks_the_record,
@@ -1895,4 +1967,5 @@ store_suite!(postgres:
     a_device_ahead_of_a_restored_relay_sends_its_changes_again,
     a_lead_made_and_converted_offline_is_taken_in_one_push,
     territories_form_a_tree_and_moving_one_changes_who_sees_it,
+    a_rep_cannot_change_a_won_deals_amount_and_a_manager_can,
 );

@@ -11,6 +11,7 @@ mod pipeline;
 mod received;
 mod typed_text;
 mod validate;
+mod write_rules;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -26,6 +27,7 @@ pub use pipeline::{Pipeline, StageOutcome};
 pub use received::{check_received, check_time, Directory, Rules, Stored, TouchedField};
 pub use typed_text::{parse_amount, parse_datetime, value_from_text};
 pub use validate::{normalize_value, validate_custom_name, validate_id, MAX_LONG_TEXT, MAX_TEXT};
+pub use write_rules::{check_write_rules, Standing, WriteRule, WRITE_RULES};
 
 /// The calendar date (UTC) of a time in ms since the epoch, for messages.
 pub(crate) fn date_of_ms(ms: i64) -> String {

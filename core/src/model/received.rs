@@ -65,6 +65,8 @@ pub struct Rules<'a> {
     /// of a record it creates.
     pub author: &'a str,
     pub directory: &'a dyn Directory,
+    /// The writer's standing, for the write rules ([`super::WRITE_RULES`]).
+    pub standing: super::Standing,
 }
 
 impl std::fmt::Debug for Rules<'_> {
@@ -461,6 +463,7 @@ mod tests {
             pipeline: &pipeline,
             author: "ann",
             directory: &Dir,
+            standing: crate::model::Standing::Rep,
         };
         check_received(Kind::Account, creating, touched, &rules)
     }
@@ -483,6 +486,7 @@ mod tests {
                 pipeline: &pipeline,
                 author: "ann",
                 directory: &Dir,
+                standing: crate::model::Standing::Rep,
             };
             check_received(Kind::Deal, false, &[field(path, vec![v])], &rules)
                 .unwrap_err()

@@ -6,7 +6,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::doc::{ParsedChange, RecordDoc};
 use crate::error::{Error, Result};
-use crate::model::{check_received, check_time, Record, Rules};
+use crate::model::{check_received, check_time, check_write_rules, Record, Rules, WRITE_RULES};
 
 /// Fold a document's changes into its snapshot once it has this many.
 pub(crate) const COMPACT_AFTER: usize = 32;
@@ -127,6 +127,14 @@ impl StoredDoc {
         };
         let touched = self.doc.touched_since(&heads)?;
         check_received(kind, before.is_none(), &touched, rules)?;
+        check_write_rules(
+            WRITE_RULES,
+            kind,
+            before.as_ref(),
+            &touched,
+            rules.standing,
+            rules.pipeline,
+        )?;
         self.fresh.extend(fresh);
         let after = self.doc.read()?;
         self.received = Some(after.clone());

@@ -914,6 +914,7 @@ fn received_changes_are_checked_before_anything_is_stored() {
         pipeline: &pipeline,
         author: "ann",
         directory: &Open,
+        standing: crate::model::Standing::Rep,
     };
     let before = footprint(&relay);
 

@@ -61,6 +61,15 @@ impl Role {
     pub fn sees_all(self) -> bool {
         matches!(self, Role::Office | Role::Admin)
     }
+
+    /// What the write rules (`fieldcrm_core::WRITE_RULES`) let this role change.
+    pub fn standing(self) -> fieldcrm_core::Standing {
+        match self {
+            Role::Rep => fieldcrm_core::Standing::Rep,
+            Role::Manager => fieldcrm_core::Standing::Manager,
+            Role::Office | Role::Admin => fieldcrm_core::Standing::Office,
+        }
+    }
 }
 
 impl std::str::FromStr for Role {

@@ -332,6 +332,7 @@ pub fn push<S: PushStore>(
                 pipeline: &pipeline,
                 author: &user.id,
                 directory: &directory,
+                standing: user.role.standing(),
             };
             let defer = (!last_pass).then_some(&mut deferred);
             receive_all(&directory, &rules, user, chunk, loaded, defer)?
