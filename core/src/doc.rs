@@ -115,6 +115,11 @@ impl ParsedChange {
         self.change.actor_id().to_hex_string()
     }
 
+    /// The hashes of the changes this one builds on.
+    pub fn deps(&self) -> Vec<[u8; 32]> {
+        self.change.deps().iter().map(|h| h.0).collect()
+    }
+
     /// The user the change claims to be from (its message).
     pub fn user(&self) -> Option<&str> {
         self.change.message().map(String::as_str)

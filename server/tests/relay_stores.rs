@@ -83,10 +83,13 @@ impl Fixture {
                 protocol::decode(&device.sync_request().unwrap()).unwrap();
             request.max_bytes = max_bytes;
             let (response, _) = relay::sync(&*self.relay, &user, request).unwrap();
-            device
+            let report = device
                 .apply_sync_response(&protocol::encode(&response))
                 .unwrap();
-            if !response.more && device.outbox_status().unwrap().pending == 0 {
+            // As `Store::sync` stops: nothing more, and the outbox sent or
+            // not moving (changes that wait for other devices' changes).
+            let moved = report.acked + report.rejected + report.rebased > 0;
+            if !response.more && (device.outbox_status().unwrap().pending == 0 || !moved) {
                 return round;
             }
         }
@@ -1550,11 +1553,13 @@ fn a_device_ahead_of_a_restored_relay_sends_its_changes_again(fx: Fixture) {
     let outbox = ann.outbox(0, 100, false).unwrap();
     let order: Vec<&str> = outbox.iter().map(|e| e.record_id.as_str()).collect();
     assert_eq!(order, [&a1, &a1, &c1, &c1], "her oldest record goes first");
-    // ann's edit built on olivia's change is made again on top of what the
-    // restored relay has; olivia's own device sends hers again.
+    // ann's edit built on olivia's change waits for it; olivia's own device
+    // sends hers again, then ann's goes as it was made.
     restored.sync(&mut ann);
+    assert_eq!(ann.outbox_status().unwrap().pending, 1);
     restored.sync(&mut olivia);
     restored.sync(&mut ann);
+    restored.sync(&mut olivia);
     assert_eq!(ann.outbox_status().unwrap().pending, 0);
     assert!(ann.refused_changes().unwrap().is_empty());
     assert!(olivia.refused_changes().unwrap().is_empty());
@@ -1898,6 +1903,71 @@ fn a_rep_cannot_change_a_won_deals_amount_and_a_manager_can(fx: Fixture) {
     );
 }
 
+fn an_edit_on_another_devices_lost_change_waits_for_it_then_is_made_again(fx: Fixture) {
+    // ann made an account after the backup; olivia edited it.
+    let mut ann = fx.device("ann");
+    let mut olivia = fx.device("olivia");
+    let acme = account(&mut ann, "Acme", "north");
+    fx.sync(&mut ann);
+    fx.sync(&mut olivia);
+    olivia.update(&acme, fields([("phone", "+44 1")])).unwrap();
+    fx.sync(&mut olivia);
+    let edit = olivia.heads(&acme).unwrap();
+
+    // The relay is restored without either. olivia syncs first: her edit
+    // lacks ann's account, so it waits, unchanged, and her copy stays.
+    let restored = fx.twin();
+    restored.sync(&mut olivia);
+    assert_eq!(olivia.outbox_status().unwrap().pending, 1);
+    assert!(olivia.refused_changes().unwrap().is_empty());
+    assert_eq!(olivia.heads(&acme).unwrap(), edit);
+    // Sent again at every sync; once ann's device has sent the account
+    // again, it goes as it was made.
+    restored.sync(&mut olivia);
+    restored.sync(&mut ann);
+    restored.sync(&mut olivia);
+    assert_eq!(olivia.outbox_status().unwrap().pending, 0);
+    restored.sync(&mut ann);
+    assert_eq!(
+        ann.heads(&acme).unwrap(),
+        edit,
+        "the same history everywhere"
+    );
+
+    // If the other device does not come back within the wait, the edit is
+    // made again: it waits for its record, and is made again on it as soon
+    // as the record is back.
+    let again = fx.twin();
+    let mut olivia2 = fx.device("olivia");
+    let mut ann2 = fx.device("ann");
+    let other = account(&mut ann2, "Other", "north");
+    restored.sync(&mut ann2);
+    restored.sync(&mut olivia2);
+    olivia2
+        .update(&other, fields([("phone", "+44 2")]))
+        .unwrap();
+    restored.sync(&mut olivia2);
+    again.sync(&mut olivia2);
+    assert_eq!(olivia2.outbox_status().unwrap().pending, 1);
+    let four_days = 4 * 86_400_000i64;
+    olivia2
+        .sql()
+        .execute(
+            "UPDATE outbox SET refused_at = refused_at - ?1",
+            [four_days],
+        )
+        .unwrap();
+    again.sync(&mut olivia2);
+    let [waiting] = olivia2.refused_changes().unwrap().try_into().unwrap();
+    assert_eq!(waiting.code, "waits_for_record");
+    again.sync(&mut ann2);
+    again.sync(&mut olivia2);
+    assert!(olivia2.refused_changes().unwrap().is_empty());
+    assert_eq!(olivia2.outbox_status().unwrap().pending, 0);
+    let at_relay = again.relay.record(&other).unwrap().unwrap().record;
+    assert_eq!(at_relay.text("phone"), Some("+44 2"));
+}
+
 fn with_actor(change: &RecordBytes, actor_hex: &str) -> RecordBytes {
     let parsed = automerge::Change::from_bytes(change.bytes.clone()).unwrap();
     let mut expanded = parsed.decode();
@@ -1945,6 +2015,7 @@ store_suite!(sqlite:
     a_lead_made_and_converted_offline_is_taken_in_one_push,
     territories_form_a_tree_and_moving_one_changes_who_sees_it,
     a_rep_cannot_change_a_won_deals_amount_and_a_manager_can,
+    an_edit_on_another_devices_lost_change_waits_for_it_then_is_made_again,
 );
 store_suite!(postgres:
     a_refused_change_never_forks_the_record,
@@ -1968,4 +2039,5 @@ store_suite!(postgres:
     a_lead_made_and_converted_offline_is_taken_in_one_push,
     territories_form_a_tree_and_moving_one_changes_who_sees_it,
     a_rep_cannot_change_a_won_deals_amount_and_a_manager_can,
+    an_edit_on_another_devices_lost_change_waits_for_it_then_is_made_again,
 );

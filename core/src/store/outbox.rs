@@ -4,7 +4,11 @@
 //! decision); or refused, kept with what it meant to do until the user
 //! retries or discards it.
 
-use rusqlite::{params, Connection};
+use std::collections::{HashMap, HashSet};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::protocol::Rejection;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
@@ -198,6 +202,75 @@ pub(crate) fn waiting_for_record(conn: &Connection, id: &str) -> Result<Vec<Refu
         .query_map([id], refused_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
+}
+
+/// How long a change refused only for lacking other devices' changes
+/// waits for them (sent again at every sync) before it is made again on
+/// the relay's copy: 3 days, in ms.
+pub(crate) const WAIT_FOR_OTHERS_MS: i64 = 3 * 86_400_000;
+
+/// Of `refusals`, the changes refused only for lacking changes that are
+/// neither this device's (refused ones among them) nor anywhere the
+/// relay can get them from now — other devices' changes a relay restored
+/// from a backup lost, which those devices will send again — are kept
+/// waiting, unchanged and unrefused (sent again at every sync), for up to
+/// [`WAIT_FOR_OTHERS_MS`] since first refused so: taken out of
+/// `refusals`, with their records returned.
+pub(crate) fn keep_waiting(
+    conn: &Connection,
+    refusals: &mut HashMap<[u8; 32], &Rejection>,
+    now: i64,
+) -> Result<HashSet<String>> {
+    let mut waiting = HashSet::new();
+    let candidates: Vec<[u8; 32]> = refusals
+        .iter()
+        .filter(|(_, r)| r.code == "missing_dependencies")
+        .map(|(h, _)| *h)
+        .collect();
+    for hash in candidates {
+        let row: Option<(String, Vec<u8>, Option<i64>)> = conn
+            .prepare_cached(
+                "SELECT doc_id, bytes, refused_at FROM outbox WHERE hash = ?1 AND rejected IS NULL",
+            )?
+            .query_row([hash], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        let Some((record, bytes, since)) = row else {
+            continue;
+        };
+        if since.is_some_and(|t| now - t > WAIT_FOR_OTHERS_MS) {
+            continue;
+        }
+        let Ok(change) = crate::doc::ParsedChange::parse(&record, &bytes) else {
+            continue;
+        };
+        // Built on one of ours the relay refused: that never arrives.
+        let on_refused = change.deps().iter().any(|dep| {
+            refusals
+                .get(dep)
+                .is_some_and(|r| r.code != "missing_dependencies")
+        }) || change
+            .deps()
+            .iter()
+            .any(|dep| is_refused(conn, dep).unwrap_or(true));
+        if on_refused {
+            continue;
+        }
+        conn.prepare_cached(
+            "UPDATE outbox SET refused_at = coalesce(refused_at, ?2) WHERE hash = ?1",
+        )?
+        .execute(params![hash, now])?;
+        refusals.remove(&hash);
+        waiting.insert(record);
+    }
+    Ok(waiting)
+}
+
+fn is_refused(conn: &Connection, hash: &[u8; 32]) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT 1 FROM outbox WHERE hash = ?1 AND rejected IS NOT NULL AND code <> 'held_for_review'",
+        )?
+        .exists([hash])?)
 }
 
 /// Whether any change waits for its record.

@@ -44,10 +44,20 @@ impl Store {
                 refusals.insert(hash, r);
             }
         }
+        // Changes that lack only other devices' changes (a relay restored
+        // from a backup) wait for them: their records keep their copy.
+        let waiting = outbox::keep_waiting(&tx, &mut refusals, meta.time)?;
         // Replays are made under the territories this response grants.
         let view = response.cursor.view.as_deref().or(self.view.as_deref());
+        let resets: Vec<_> = response
+            .resets
+            .iter()
+            .filter(|r| {
+                !waiting.contains(&r.record_id) || refusals_for(&tx, &refusals, &r.record_id)
+            })
+            .collect();
         let mut actor = self.actor.clone();
-        if !response.resets.is_empty() {
+        if !resets.is_empty() {
             // The refused changes used sequence numbers of this actor that
             // the relay never stored; re-made changes must not reuse them.
             actor = rotate_actor(&tx, &self.user)?;
@@ -59,7 +69,7 @@ impl Store {
             meta,
             view,
         };
-        for reset in &response.resets {
+        for reset in resets {
             report.rejected += rebase::rebase(&tx, &w, &reset.record_id, &reset.bytes, &refusals)?;
             report.rebased += 1;
         }
@@ -88,7 +98,7 @@ impl Store {
             outbox::cancel_eviction(&tx, &s.record_id)?;
             apply_snapshot_in(&tx, &s.record_id, &s.bytes)?;
             if waits {
-                rebase::remake_waiting(&tx, &w, &s.record_id)?;
+                report.rebased += rebase::remake_waiting(&tx, &w, &s.record_id)?;
             }
             report.snapshots += 1;
         }
@@ -103,7 +113,7 @@ impl Store {
             outbox::cancel_eviction(&tx, id)?;
             apply_in(&tx, id, parsed)?;
             if waits {
-                rebase::remake_waiting(&tx, &w, id)?;
+                report.rebased += rebase::remake_waiting(&tx, &w, id)?;
             }
         }
         report.evicted += settle_evictions(&tx)?;
@@ -125,6 +135,16 @@ impl Store {
         }
         Ok(report)
     }
+}
+
+/// Whether any change of `record` is still refused in `refusals` (then the
+/// record is rebased though others of its changes wait).
+fn refusals_for(tx: &Transaction<'_>, refusals: &Refusals<'_>, record: &str) -> bool {
+    refusals.keys().any(|hash| {
+        tx.prepare_cached("SELECT 1 FROM outbox WHERE hash = ?1 AND doc_id = ?2")
+            .and_then(|mut s| s.exists(rusqlite::params![hash, record]))
+            .unwrap_or(true)
+    })
 }
 
 /// A new Automerge actor for this device's user.

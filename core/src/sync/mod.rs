@@ -59,7 +59,8 @@ pub struct RoundReport {
     pub rejected: usize,
     /// Changes the relay holds for an office user's review.
     pub held: usize,
-    /// Records reset to the relay's copy, with later edits re-made on top.
+    /// Records reset to the relay's copy, with later edits re-made on top,
+    /// and edits made again once the record they waited for came back.
     pub rebased: usize,
     pub snapshots: usize,
     pub changes: usize,
@@ -177,7 +178,9 @@ impl Store {
             state.outbox_pending = self.outbox_status()?.pending;
             state.cursor = self.cursor()?.seq;
             progress(&state);
-            let outbox_moved = round.acked + round.rejected > 0;
+            // Made again (a rebase, an edit whose record came back): new
+            // changes to send at once.
+            let outbox_moved = round.acked + round.rejected + round.rebased > 0;
             if !round.more && (state.outbox_pending == 0 || !outbox_moved) {
                 break;
             }
