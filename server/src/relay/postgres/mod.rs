@@ -226,6 +226,9 @@ impl PgRelay {
         let mut conn = self.conn()?;
         let mut tx = conn.transaction()?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATE_LOCK])?;
+        // Every `IF NOT EXISTS` of an existing table is a NOTICE, which
+        // the driver logs: one line per table at every start and command.
+        tx.batch_execute("SET LOCAL client_min_messages = warning")?;
         tx.batch_execute(SCHEMA)?;
         let version: Option<String> = tx
             .query_opt("SELECT value FROM relay_meta WHERE key = 'schema'", &[])?
