@@ -244,14 +244,16 @@ pub(crate) fn keep_waiting(
             continue;
         };
         // Built on one of ours the relay refused: that never arrives.
-        let on_refused = change.deps().iter().any(|dep| {
-            refusals
-                .get(dep)
-                .is_some_and(|r| r.code != "missing_dependencies")
-        }) || change
-            .deps()
-            .iter()
-            .any(|dep| is_refused(conn, dep).unwrap_or(true));
+        let mut on_refused = false;
+        for dep in change.deps() {
+            let refused_now = refusals
+                .get(&dep)
+                .is_some_and(|r| r.code != "missing_dependencies");
+            if refused_now || is_refused(conn, &dep)? {
+                on_refused = true;
+                break;
+            }
+        }
         if on_refused {
             continue;
         }

@@ -129,6 +129,12 @@ pub fn backup(dir: &Path, dest: &Path) -> Result<BackupReport> {
 /// relay store of a schema this build knows); the replaced store is moved
 /// to `dir/replaced-<time>/`, never deleted.
 pub fn restore(dir: &Path, from: &Path) -> Result<RestoreReport> {
+    if !from.is_file() {
+        return Err(RelayError::Invalid(format!(
+            "there is no backup file {}",
+            from.display()
+        )));
+    }
     let _lock = ServeLock::acquire(dir)?;
     {
         let conn = open(from, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
@@ -250,10 +256,14 @@ mod tests {
         let lock = ServeLock::acquire(dir.path()).unwrap();
         let again = ServeLock::acquire(dir.path()).unwrap_err().to_string();
         assert!(again.contains("a relay is serving"), "{again}");
-        let refused = restore(dir.path(), &dir.path().join("x.db"))
+        let backup = dir.path().join("x.db");
+        std::fs::write(&backup, b"").unwrap();
+        let refused = restore(dir.path(), &backup).unwrap_err().to_string();
+        assert!(refused.contains("stop it first"), "{refused}");
+        let missing = restore(dir.path(), &dir.path().join("nope.db"))
             .unwrap_err()
             .to_string();
-        assert!(refused.contains("stop it first"), "{refused}");
+        assert!(missing.contains("there is no backup file"), "{missing}");
         drop(lock);
         ServeLock::acquire(dir.path()).unwrap();
     }
