@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::model::{
-    FieldType, Fields, Kind, Record, Stored, TouchedField, Value, CUSTOM_PREFIX, DOC_SCHEMA_VERSION,
+    FieldType, Fields, Kind, Record, Stored, TouchedField, Value, DOC_SCHEMA_VERSION,
 };
 
 /// Who makes a change and when (milliseconds since the Unix epoch).
@@ -162,7 +162,7 @@ impl RecordDoc {
         doc.put(ROOT, "deleted", false).map_err(am)?;
         // Nested maps and text objects exist from the first change, so two
         // devices never create competing objects for the same field.
-        for map in crate::model::nested_maps(kind).chain(["custom"]) {
+        for map in crate::model::nested_maps(kind).chain(kind.open_maps().iter().copied()) {
             doc.put_object(ROOT, map, ObjType::Map).map_err(am)?;
         }
         for spec in kind.fields() {
@@ -929,15 +929,18 @@ impl<'a> Reader<'a> {
         })
     }
 
-    /// Paths of the built-in fields plus the custom fields present.
+    /// Paths of the built-in fields plus the keys present in the kind's
+    /// open maps (`custom.<name>`; the configuration's entries).
     fn field_paths(&self, kind: Kind) -> Result<Vec<String>> {
         let mut paths: Vec<String> = kind.fields().iter().map(|f| f.path.to_string()).collect();
-        if let Some(custom) = self.map_obj("custom")? {
-            let keys = match self.heads {
-                None => self.doc.keys(&custom).collect::<Vec<_>>(),
-                Some(h) => self.doc.keys_at(&custom, h).collect::<Vec<_>>(),
-            };
-            paths.extend(keys.into_iter().map(|k| format!("{CUSTOM_PREFIX}{k}")));
+        for map in kind.open_maps() {
+            if let Some(obj) = self.map_obj(map)? {
+                let keys = match self.heads {
+                    None => self.doc.keys(&obj).collect::<Vec<_>>(),
+                    Some(h) => self.doc.keys_at(&obj, h).collect::<Vec<_>>(),
+                };
+                paths.extend(keys.into_iter().map(|k| format!("{map}.{k}")));
+            }
         }
         Ok(paths)
     }

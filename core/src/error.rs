@@ -6,7 +6,7 @@ use crate::model::Kind;
 /// Everything a core call can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("unknown record kind {0:?} (expected account, contact, deal or activity)")]
+    #[error("unknown record kind {0:?} (expected account, contact, deal, activity, lead or case)")]
     UnknownKind(String),
 
     #[error("unknown field {field:?} for a {kind}")]

@@ -473,7 +473,7 @@ impl Store {
                 Ok(Kind::Activity) => last.activities = n as usize,
                 Ok(Kind::Lead) => last.leads = n as usize,
                 Ok(Kind::Case) => last.cases = n as usize,
-                Err(_) => {}
+                Ok(Kind::Config) | Err(_) => {}
             }
         }
         Ok(out)

@@ -106,6 +106,12 @@ impl SharedStore {
             // transaction of the same call may have committed.
             (result, store.take_changes()?)
         };
+        if changes.iter().any(|c| c.id == crate::model::CONFIG_ID) {
+            // The reader keeps its own copy of the configuration.
+            if let Some(reader) = lock(&self.reader).as_mut() {
+                reader.reload_config()?;
+            }
+        }
         self.announce(&changes);
         Ok((result, changes))
     }

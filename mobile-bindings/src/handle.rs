@@ -211,6 +211,13 @@ impl CrmStore {
             .map(|found| found.into_iter().map(Into::into).collect())
     }
 
+    /// The organisation configuration (pipeline, picklists, custom field
+    /// definitions) as this device last received it from the relay: build
+    /// forms from it; `create` and `update` validate against it.
+    pub fn configuration(&self) -> Result<OrgConfiguration, CrmError> {
+        self.read(|s| Ok(s.config().into()))
+    }
+
     /// Any record with every field by its dotted path, custom ones
     /// included: for screens that show fields the typed records lack.
     pub fn get_generic(&self, id: String) -> Result<GenericRecord, CrmError> {

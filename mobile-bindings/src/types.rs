@@ -15,6 +15,9 @@ pub enum RecordKind {
     Activity,
     Lead,
     Case,
+    /// The organisation configuration's own record (read it with
+    /// `configuration()`; admins change it in the office).
+    Configuration,
 }
 
 impl From<RecordKind> for Kind {
@@ -26,6 +29,7 @@ impl From<RecordKind> for Kind {
             RecordKind::Activity => Kind::Activity,
             RecordKind::Lead => Kind::Lead,
             RecordKind::Case => Kind::Case,
+            RecordKind::Configuration => Kind::Config,
         }
     }
 }
@@ -39,6 +43,7 @@ impl From<Kind> for RecordKind {
             Kind::Activity => RecordKind::Activity,
             Kind::Lead => RecordKind::Lead,
             Kind::Case => RecordKind::Case,
+            Kind::Config => RecordKind::Configuration,
         }
     }
 }
@@ -416,7 +421,7 @@ impl From<&core::Record> for CrmRecord {
             Kind::Activity => CrmRecord::Activity {
                 activity: activity(r),
             },
-            Kind::Lead | Kind::Case => CrmRecord::Other { record: r.into() },
+            Kind::Lead | Kind::Case | Kind::Config => CrmRecord::Other { record: r.into() },
         }
     }
 }
@@ -807,6 +812,116 @@ impl From<core::RefusedChange> for RefusedChange {
             code: r.code,
             field: r.field,
             refused_at: r.refused_at,
+        }
+    }
+}
+
+/// The organisation configuration as this device last received it: what
+/// forms offer and what the core validates against (`configuration()`).
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct OrgConfiguration {
+    /// Deal stages in order, retired ones included (deals may sit in them).
+    pub stages: Vec<StageInfo>,
+    pub picklists: Vec<Picklist>,
+    /// Custom fields of every kind, in order, retired ones included.
+    pub custom_fields: Vec<CustomFieldInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct StageInfo {
+    pub name: String,
+    /// "open", "won" or "lost".
+    pub outcome: String,
+    /// Percent a deal in it counts at.
+    pub probability: i64,
+    /// Offered to no-one, still valid.
+    pub retired: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct Picklist {
+    pub name: String,
+    pub values: Vec<PicklistValue>,
+}
+
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct PicklistValue {
+    /// What the record stores.
+    pub value: String,
+    /// What a form shows.
+    pub label: String,
+    pub retired: bool,
+}
+
+/// One custom field: set it as `custom.<name>` in `create`/`update`.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct CustomFieldInfo {
+    pub kind: RecordKind,
+    pub name: String,
+    /// The record path: `custom.<name>`.
+    pub path: String,
+    pub label: String,
+    /// text, number, integer, money, date, boolean, picklist or reference.
+    pub field_type: String,
+    /// The picklist a picklist field takes its values from.
+    pub picklist: Option<String>,
+    /// The kind a reference field points at (`None`: any).
+    pub refers_to: Option<RecordKind>,
+    pub required: bool,
+    pub searchable: bool,
+    pub retired: bool,
+}
+
+impl From<&core::Config> for OrgConfiguration {
+    fn from(c: &core::Config) -> Self {
+        let pipeline = c.pipeline();
+        OrgConfiguration {
+            stages: pipeline
+                .stages()
+                .iter()
+                .map(|s| StageInfo {
+                    name: s.clone(),
+                    outcome: match pipeline.outcome(s) {
+                        core::StageOutcome::Open => "open",
+                        core::StageOutcome::Won => "won",
+                        core::StageOutcome::Lost => "lost",
+                    }
+                    .into(),
+                    probability: pipeline.probability(s),
+                    retired: pipeline.is_retired(s),
+                })
+                .collect(),
+            picklists: c
+                .picklists()
+                .iter()
+                .map(|(name, values)| Picklist {
+                    name: name.clone(),
+                    values: values
+                        .iter()
+                        .map(|v| PicklistValue {
+                            value: v.value.clone(),
+                            label: v.label.clone(),
+                            retired: v.retired,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            custom_fields: c
+                .custom_fields()
+                .iter()
+                .map(|f| CustomFieldInfo {
+                    kind: f.kind.into(),
+                    name: f.name.clone(),
+                    path: f.path(),
+                    label: f.entry.label.clone(),
+                    field_type: f.entry.ty.as_str().into(),
+                    picklist: f.entry.picklist.clone(),
+                    refers_to: f.entry.refers_to.map(Into::into),
+                    required: f.entry.required,
+                    searchable: f.entry.searchable,
+                    retired: f.entry.retired,
+                })
+                .collect(),
         }
     }
 }

@@ -67,6 +67,7 @@ pub fn seed(relay: &dyn RelayStore) -> Result<usize> {
         let territories: Vec<String> = territories.iter().map(|t| t.to_string()).collect();
         relay.add_user(id, &hash, *role, &territories)?;
     }
+    configure(relay)?;
     let dir = tempfile_dir()?;
     let mut total = 0;
     for (rep, territory, companies) in [
@@ -89,6 +90,7 @@ pub fn seed(relay: &dyn RelayStore) -> Result<usize> {
                         format!("www.{}.example", name.to_lowercase().replace(' ', "")).into(),
                     ),
                     ("territory", territory.into()),
+                    ("custom.tier", TIERS[i % TIERS.len()].0.into()),
                 ]),
             )?;
             first_account.get_or_insert_with(|| account.id.clone());
@@ -173,6 +175,40 @@ pub fn seed(relay: &dyn RelayStore) -> Result<usize> {
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(total)
+}
+
+/// The demo's account tiers: a picklist and the custom field that uses it.
+const TIERS: [(&str, &str); 3] = [("gold", "Gold"), ("silver", "Silver"), ("bronze", "Bronze")];
+
+/// The organisation configuration the demo starts with, set by its admin:
+/// a "Tier" picklist field on accounts.
+fn configure(relay: &dyn RelayStore) -> Result<()> {
+    use crate::config_entries as entries;
+    let admin = User {
+        id: "alex".into(),
+        role: Role::Admin,
+        territories: Vec::new(),
+    };
+    let set = |make: &dyn Fn(&fieldcrm_core::Config) -> std::result::Result<_, String>| {
+        let entry = make(&relay.configuration()?).map_err(RelayError::Invalid)?;
+        crate::relay::office::set_config_entry(relay, &admin, &entry)?
+            .map(|_| ())
+            .map_err(|e| RelayError::Invalid(format!("demo configuration was refused: {e}")))
+    };
+    for (value, label) in TIERS {
+        set(&|c| entries::add_value(c, "tier", value, label))?;
+    }
+    set(&|c| {
+        let tier = entries::NewField {
+            label: "Tier".into(),
+            ty: fieldcrm_core::CustomType::Picklist,
+            picklist: Some("tier".into()),
+            refers_to: None,
+            required: false,
+            searchable: false,
+        };
+        entries::add_field(c, Kind::Account, "tier", tier)
+    })
 }
 
 /// Each rep's leads (the first converted, with a deal) and cases (one

@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod api;
 pub mod auth;
+pub mod config_entries;
 pub mod demo;
 pub mod error;
 pub mod log_heads;

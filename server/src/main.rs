@@ -110,6 +110,79 @@ enum Command {
     /// arrived after it left their territories.
     #[command(subcommand)]
     Review(ReviewCommand),
+    /// The organisation configuration every device follows: deal stages,
+    /// picklists, custom fields. Entries are retired, never removed.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Print the pipeline, the picklists and the custom fields.
+    Show,
+    /// Add a deal stage.
+    AddStage {
+        name: String,
+        /// open, won or lost.
+        #[arg(long, default_value = "open")]
+        outcome: String,
+        /// Percent a deal in it counts at (default: spread by position).
+        #[arg(long)]
+        probability: Option<i64>,
+        /// Put it right after this stage (default: at the end).
+        #[arg(long)]
+        after: Option<String>,
+    },
+    /// Retire a stage (deals in it keep it; no-one is offered it).
+    RetireStage {
+        name: String,
+        /// Offer it again instead.
+        #[arg(long)]
+        restore: bool,
+    },
+    /// Add a value to a picklist (creating the picklist with its first value).
+    AddValue {
+        list: String,
+        value: String,
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// Retire a picklist value.
+    RetireValue {
+        list: String,
+        value: String,
+        #[arg(long)]
+        restore: bool,
+    },
+    /// Define a custom field of a kind (set on records as custom.NAME).
+    AddField {
+        /// account, contact, deal, activity, lead or case.
+        kind: String,
+        name: String,
+        /// text, number, integer, money, date, boolean, picklist or reference.
+        #[arg(long = "type")]
+        ty: String,
+        #[arg(long, default_value = "")]
+        label: String,
+        /// The picklist of a picklist field.
+        #[arg(long)]
+        picklist: Option<String>,
+        /// The kind a reference field points at.
+        #[arg(long)]
+        refers_to: Option<String>,
+        /// New records must set it; edits may not clear it.
+        #[arg(long)]
+        required: bool,
+        #[arg(long)]
+        searchable: bool,
+    },
+    /// Retire a custom field (values stay on records; forms stop offering it).
+    RetireField {
+        kind: String,
+        name: String,
+        #[arg(long)]
+        restore: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -319,9 +392,143 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         Command::Review(cmd) => review_command(&*relay, cmd)?,
+        Command::Config(cmd) => config_command(&*relay, cmd)?,
         Command::Backup { .. } | Command::Restore { .. } => unreachable!("handled above"),
     }
     Ok(())
+}
+
+fn config_command(
+    relay: &dyn RelayStore,
+    cmd: ConfigCommand,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use fieldcrm_server::config_entries as entries;
+    use fieldcrm_server::relay::User;
+    let config = relay.configuration()?;
+    let kind = |k: &str| k.parse::<fieldcrm_core::Kind>();
+    let entry = match cmd {
+        ConfigCommand::Show => {
+            print_config(&config);
+            return Ok(());
+        }
+        ConfigCommand::AddStage {
+            name,
+            outcome,
+            probability,
+            after,
+        } => {
+            let outcome = match outcome.as_str() {
+                "open" => fieldcrm_core::StageOutcome::Open,
+                "won" => fieldcrm_core::StageOutcome::Won,
+                "lost" => fieldcrm_core::StageOutcome::Lost,
+                other => return Err(format!("outcome {other:?} is not open, won or lost").into()),
+            };
+            entries::add_stage(&config, &name, outcome, probability, after.as_deref())
+        }
+        ConfigCommand::RetireStage { name, restore } => {
+            entries::retire_stage(&config, &name, !restore)
+        }
+        ConfigCommand::AddValue { list, value, label } => {
+            entries::add_value(&config, &list, &value, &label)
+        }
+        ConfigCommand::RetireValue {
+            list,
+            value,
+            restore,
+        } => entries::retire_value(&config, &list, &value, !restore),
+        ConfigCommand::AddField {
+            kind: k,
+            name,
+            ty,
+            label,
+            picklist,
+            refers_to,
+            required,
+            searchable,
+        } => {
+            let ty = fieldcrm_core::CustomType::parse(&ty).ok_or_else(|| {
+                format!("type {ty:?} is not text, number, integer, money, date, boolean, picklist or reference")
+            })?;
+            let refers_to = refers_to.as_deref().map(kind).transpose()?;
+            let new = entries::NewField {
+                label,
+                ty,
+                picklist,
+                refers_to,
+                required,
+                searchable,
+            };
+            entries::add_field(&config, kind(&k)?, &name, new)
+        }
+        ConfigCommand::RetireField {
+            kind: k,
+            name,
+            restore,
+        } => entries::retire_field(&config, kind(&k)?, &name, !restore),
+    }?;
+    // The CLI acts as an admin, named "cli" in the record's history.
+    let admin = User {
+        id: CLI.into(),
+        role: Role::Admin,
+        territories: Vec::new(),
+    };
+    office::set_config_entry(relay, &admin, &entry)??;
+    println!(
+        "{} saved; devices receive it at their next sync",
+        entry.path()
+    );
+    Ok(())
+}
+
+fn print_config(config: &fieldcrm_core::Config) {
+    let pipeline = config.pipeline();
+    println!("Deal stages:");
+    for s in pipeline.stages() {
+        let retired = if pipeline.is_retired(s) {
+            "  (retired)"
+        } else {
+            ""
+        };
+        println!(
+            "  {s}  {:?}  {}%{retired}",
+            pipeline.outcome(s),
+            pipeline.probability(s)
+        );
+    }
+    println!("Picklists:");
+    for (list, values) in config.picklists() {
+        let shown: Vec<String> = values
+            .iter()
+            .map(|v| {
+                let retired = if v.retired { " (retired)" } else { "" };
+                format!("{} \"{}\"{retired}", v.value, v.label)
+            })
+            .collect();
+        println!("  {list}: {}", shown.join(", "));
+    }
+    println!("Custom fields:");
+    if config.custom_fields().is_empty() {
+        println!("  none");
+    }
+    for f in config.custom_fields() {
+        let e = &f.entry;
+        let mut notes = vec![e.ty.as_str().to_string()];
+        notes.extend(e.picklist.iter().map(|l| format!("picklist {l}")));
+        notes.extend(e.refers_to.map(|k| format!("refers to {k}")));
+        if e.required {
+            notes.push("required".into());
+        }
+        if e.retired {
+            notes.push("retired".into());
+        }
+        println!(
+            "  {} {}  \"{}\"  ({})",
+            f.kind,
+            f.path(),
+            e.label,
+            notes.join(", ")
+        );
+    }
 }
 
 fn review_command(

@@ -1978,6 +1978,159 @@ fn with_actor(change: &RecordBytes, actor_hex: &str) -> RecordBytes {
     }
 }
 
+/// The organisation configuration: an admin defines a picklist field, a
+/// rep's device receives it at its next sync, and the device and the
+/// relay both check values by it.
+fn the_configuration_reaches_every_device_and_values_follow_it(fx: Fixture) {
+    use fieldcrm_core::{ConfigEntry, CustomType, FieldEntry, PickEntry, CONFIG_ID};
+    let hash = auth::hash_password("password1").unwrap();
+    fx.relay.add_user("ada", &hash, Role::Admin, &[]).unwrap();
+    let mut ann = fx.device("ann");
+    fx.sync(&mut ann);
+    let acme = account(&mut ann, "Acme", "north");
+    fx.sync(&mut ann);
+    assert!(ann.config().custom_field(Kind::Account, "tier").is_none());
+
+    let value = |v: &str, retired: bool| ConfigEntry::PickValue {
+        list: "tier".into(),
+        value: v.into(),
+        entry: PickEntry {
+            label: v.to_uppercase(),
+            position: None,
+            retired,
+        },
+    };
+    let tier = ConfigEntry::Field {
+        kind: Kind::Account,
+        name: "tier".into(),
+        entry: FieldEntry {
+            label: "Tier".into(),
+            ty: CustomType::Picklist,
+            picklist: Some("tier".into()),
+            refers_to: None,
+            required: false,
+            searchable: false,
+            position: None,
+            retired: false,
+        },
+    };
+    let set = |user: &str, entry: &ConfigEntry| {
+        office::set_config_entry(&*fx.relay, &fx.user(user), entry).unwrap()
+    };
+    // Only admins change it, in the office and from a device alike.
+    let err = set("olivia", &value("gold", false))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("only admins"), "{err}");
+    let err = set("ann", &value("gold", false)).unwrap_err().to_string();
+    assert!(err.contains("only admins"), "{err}");
+    // A field needs its picklist first.
+    let err = set("ada", &tier).unwrap_err().to_string();
+    assert!(err.contains("no such picklist"), "{err}");
+    for entry in [value("gold", false), value("silver", false), tier.clone()] {
+        set("ada", &entry).unwrap();
+    }
+    // A field's type never changes.
+    let mut retyped = tier.clone();
+    if let ConfigEntry::Field { entry, .. } = &mut retyped {
+        entry.ty = CustomType::Text;
+        entry.picklist = None;
+    }
+    let err = set("ada", &retyped).unwrap_err().to_string();
+    assert!(err.contains("type never changes"), "{err}");
+
+    // The rep's device receives it at its next sync.
+    fx.sync(&mut ann);
+    let def = ann.config().custom_field(Kind::Account, "tier").unwrap();
+    assert_eq!(def.entry.label, "Tier");
+    assert!(ann.config().allows("tier", "gold"));
+    // Set through the same calls a form uses; a wrong value is refused here.
+    ann.update(&acme, fields([("custom.tier", "gold")]))
+        .unwrap();
+    let err = ann
+        .update(&acme, fields([("custom.tier", "platinum")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("custom.tier") && err.contains("platinum") && err.contains("gold, silver"),
+        "{err}"
+    );
+    let beta = account(&mut ann, "Beta", "north");
+    fx.sync(&mut ann);
+    assert!(ann.refused_changes().unwrap().is_empty());
+
+    // ... and at the relay: a device that never received the configuration
+    // (it takes any custom value) has its change refused, naming the field.
+    let mut bob = fx.device("bob");
+    let bob_account = bob
+        .create(
+            Kind::Account,
+            fields([
+                ("name", Value::from("Gamma")),
+                ("territory", "north".into()),
+                ("custom.tier", "platinum".into()),
+            ]),
+        )
+        .unwrap()
+        .id;
+    fx.sync(&mut bob);
+    let [refused] = bob.refused_changes().unwrap().try_into().unwrap();
+    assert_eq!(refused.code, "invalid_value");
+    assert_eq!(refused.field.as_deref(), Some("custom.tier"));
+    assert!(fx.relay.record(&bob_account).unwrap().is_none());
+    // Bob's device has the configuration now; the office's lists filter by it.
+    assert!(bob.config().custom_field(Kind::Account, "tier").is_some());
+    let gold = office::list(
+        &*fx.relay,
+        &fx.user("olivia"),
+        ListQuery {
+            kind: Some(Kind::Account),
+            field_is: vec![("custom.tier".into(), "gold".into())],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let names: Vec<String> = gold.records.iter().map(|r| r.display_name()).collect();
+    assert_eq!(names, ["Acme"]);
+
+    // Retired: offered to no-one, still valid for records (and offline edits).
+    set("ada", &value("silver", true)).unwrap();
+    fx.sync(&mut ann);
+    ann.update(&beta, fields([("custom.tier", "silver")]))
+        .unwrap();
+    fx.sync(&mut ann);
+    assert!(ann.refused_changes().unwrap().is_empty());
+    let silver = ann
+        .config()
+        .picklist("tier")
+        .iter()
+        .find(|v| v.value == "silver")
+        .cloned();
+    assert!(silver.unwrap().retired);
+
+    // Required: new records must set it; old ones are not refused for it.
+    let mut required = tier;
+    if let ConfigEntry::Field { entry, .. } = &mut required {
+        entry.required = true;
+    }
+    set("ada", &required).unwrap();
+    fx.sync(&mut ann);
+    let err = ann
+        .create(
+            Kind::Account,
+            fields([("name", "Delta"), ("territory", "north")]),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("custom.tier"), "{err}");
+    ann.update(&acme, fields([("phone", "+44 20 7946 0000")]))
+        .unwrap();
+    fx.sync(&mut ann);
+    assert!(ann.refused_changes().unwrap().is_empty());
+    // The configuration's own history names who changed it.
+    let history = fx.relay.record(CONFIG_ID).unwrap().unwrap().history;
+    assert!(history.iter().all(|h| h.user == "ada"), "{history:?}");
+}
+
 macro_rules! store_suite {
     ($store:ident: $($scenario:ident),* $(,)?) => {
         mod $store {
@@ -2016,6 +2169,7 @@ store_suite!(sqlite:
     territories_form_a_tree_and_moving_one_changes_who_sees_it,
     a_rep_cannot_change_a_won_deals_amount_and_a_manager_can,
     an_edit_on_another_devices_lost_change_waits_for_it_then_is_made_again,
+    the_configuration_reaches_every_device_and_values_follow_it,
 );
 store_suite!(postgres:
     a_refused_change_never_forks_the_record,
@@ -2040,4 +2194,5 @@ store_suite!(postgres:
     territories_form_a_tree_and_moving_one_changes_who_sees_it,
     a_rep_cannot_change_a_won_deals_amount_and_a_manager_can,
     an_edit_on_another_devices_lost_change_waits_for_it_then_is_made_again,
+    the_configuration_reaches_every_device_and_values_follow_it,
 );

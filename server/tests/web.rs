@@ -2761,3 +2761,148 @@ async fn the_office_converts_a_lead_in_one_step_and_nothing_when_refused() {
         "one account, made once"
     );
 }
+
+#[tokio::test]
+async fn admins_define_a_picklist_field_that_forms_lists_and_exports_follow() {
+    let fx = fixture();
+    let root = fx.sign_in("root").await;
+    let olivia = fx.sign_in("olivia").await;
+    let page = fx.get(&olivia, "/admin/configuration").await;
+    assert_eq!(page.status, StatusCode::OK, "the office may look");
+    assert!(page.body.contains("Deal pipeline") && !page.body.contains("Add field"));
+    // Only admins change it: the office's attempt is refused with the rule.
+    let refused = fx
+        .post(
+            &olivia,
+            "/admin/configuration",
+            &[("action", "add_value"), ("list", "tier"), ("value", "gold")],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(refused.body.contains("only admins"), "{}", refused.body);
+    // A picklist field before its picklist: said in the admin's words.
+    let early = fx
+        .post(
+            &root,
+            "/admin/configuration",
+            &[
+                ("action", "add_field"),
+                ("kind", "account"),
+                ("name", "tier"),
+                ("label", "Tier"),
+                ("type", "picklist"),
+                ("picklist", "tier"),
+            ],
+        )
+        .await;
+    assert_eq!(early.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        early.body.contains("add its values first"),
+        "{}",
+        early.body
+    );
+    for (value, label) in [("gold", "Gold"), ("silver", "Silver")] {
+        let added = fx
+            .post(
+                &root,
+                "/admin/configuration",
+                &[
+                    ("action", "add_value"),
+                    ("list", "tier"),
+                    ("value", value),
+                    ("label", label),
+                ],
+            )
+            .await;
+        assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
+    }
+    let field = fx
+        .post(
+            &root,
+            "/admin/configuration",
+            &[
+                ("action", "add_field"),
+                ("kind", "account"),
+                ("name", "Tier"),
+                ("label", "Tier"),
+                ("type", "picklist"),
+                ("picklist", "tier"),
+            ],
+        )
+        .await;
+    assert_eq!(field.status, StatusCode::SEE_OTHER, "{}", field.body);
+    let page = fx.get(&root, "/admin/configuration").await;
+    assert!(page.body.contains("custom.tier"), "{}", page.body);
+
+    // The new-account form offers the picklist; a wrong value is refused.
+    let form = fx.get(&olivia, "/accounts/new").await;
+    assert!(
+        form.body.contains("name=\"custom.tier\"") && form.body.contains(">Silver<"),
+        "{}",
+        form.body
+    );
+    let bad = fx
+        .post(
+            &olivia,
+            "/accounts",
+            &[
+                ("name", "Acme"),
+                ("territory", "north"),
+                ("custom.tier", "platinum"),
+            ],
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.body);
+    assert!(bad.body.contains("platinum"), "{}", bad.body);
+    for (name, tier) in [("Acme", "gold"), ("Beta", "silver")] {
+        let made = fx
+            .post(
+                &olivia,
+                "/accounts",
+                &[
+                    ("name", name),
+                    ("territory", "north"),
+                    ("custom.tier", tier),
+                ],
+            )
+            .await;
+        assert_eq!(made.status, StatusCode::SEE_OTHER, "{}", made.body);
+    }
+    // The list filters by it, and the export follows the filter.
+    let list = fx.get(&olivia, "/accounts?custom.tier=gold").await;
+    assert!(
+        list.body.contains(">Acme<") && !list.body.contains(">Beta<"),
+        "{}",
+        list.body
+    );
+    assert!(list.body.contains("Any tier"), "the filter is on the list");
+    let csv = fx
+        .get(&olivia, "/accounts/export.csv?custom.tier=gold")
+        .await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert!(csv.body.contains("custom.tier"), "{}", csv.body);
+    assert!(
+        csv.body.contains("Acme") && !csv.body.contains("Beta"),
+        "{}",
+        csv.body
+    );
+
+    // Retired: no longer offered, the record that holds it keeps it.
+    let retired = fx
+        .post(
+            &root,
+            "/admin/configuration",
+            &[
+                ("action", "retire_value"),
+                ("key", "tier:silver"),
+                ("retired", "true"),
+            ],
+        )
+        .await;
+    assert_eq!(retired.status, StatusCode::SEE_OTHER, "{}", retired.body);
+    let form = fx.get(&olivia, "/accounts/new").await;
+    assert!(
+        !form.body.contains(">Silver<"),
+        "retired values are not offered"
+    );
+}

@@ -25,8 +25,14 @@ pub enum FieldType {
     Currency,
     /// Id of another record, optionally of one kind.
     Ref(Option<Kind>),
+    /// Any finite number (custom fields).
+    Number,
+    /// Any integer (custom fields).
+    Integer,
     /// A stage of the configured deal pipeline.
     Stage,
+    /// A value of the named picklist of the organisation configuration.
+    Picklist(&'static str),
     /// One of a fixed list of values (an activity's kind, a lead's status).
     Choice(&'static [&'static str]),
     /// Long text kept as Automerge Text and merged character-wise.
@@ -148,9 +154,10 @@ pub const ACTIVITY_KINDS: &[&str] = &["call", "meeting", "visit", "task", "note"
 pub const LEAD_STATUSES: &[&str] = &["new", "working", "qualified", "disqualified", "converted"];
 /// Where a service case is.
 pub const CASE_STATUSES: &[&str] = &["new", "open", "pending", "resolved", "closed"];
-/// How urgent a case is, least first.
+/// How urgent a case is, least first (the `case_priority` picklist's
+/// first values).
 pub const CASE_PRIORITIES: &[&str] = &["low", "normal", "high", "urgent"];
-/// Where leads come from.
+/// Where leads come from (the `lead_source` picklist's first values).
 pub const LEAD_SOURCES: &[&str] = &["web", "phone", "event", "referral", "partner", "other"];
 
 const LEAD: &[FieldSpec] = &[
@@ -159,7 +166,7 @@ const LEAD: &[FieldSpec] = &[
     f("title", T::Text),
     searched(f("email", T::Email), S::Email),
     searched(f("phone", T::Phone), S::Phone),
-    f("source", T::Choice(LEAD_SOURCES)),
+    f("source", T::Picklist("lead_source")),
     req("status", T::Choice(LEAD_STATUSES)),
     // Set by conversion: what the lead became.
     by_action(f("converted_account_id", T::Ref(Some(Kind::Account)))),
@@ -177,7 +184,7 @@ const CASE: &[FieldSpec] = &[
     f("contact_id", T::Ref(Some(Kind::Contact))),
     searched(f("description", T::LongText), S::Notes),
     req("status", T::Choice(CASE_STATUSES)),
-    req("priority", T::Choice(CASE_PRIORITIES)),
+    req("priority", T::Picklist("case_priority")),
     f("respond_by", T::Timestamp),
     f("resolve_by", T::Timestamp),
     f("responded_at", T::Timestamp),
@@ -185,6 +192,10 @@ const CASE: &[FieldSpec] = &[
     req("owner", T::Text),
     req("territory", T::Text),
 ];
+
+/// The configuration record's own fields; its entries live in the maps
+/// `stages`, `picklists` and `fields` (see `config.rs`).
+const CONFIG: &[FieldSpec] = &[req("name", T::Text), req("territory", T::Text)];
 
 pub(super) fn specs(kind: Kind) -> &'static [FieldSpec] {
     match kind {
@@ -194,6 +205,7 @@ pub(super) fn specs(kind: Kind) -> &'static [FieldSpec] {
         Kind::Activity => ACTIVITY,
         Kind::Lead => LEAD,
         Kind::Case => CASE,
+        Kind::Config => CONFIG,
     }
 }
 

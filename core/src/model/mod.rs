@@ -5,6 +5,7 @@
 //! field history, conflicts, projection) works field by field. Nested fields
 //! (`address.city`) and custom fields (`custom.<name>`) use dotted paths.
 
+mod config;
 mod fields;
 pub(crate) use fields::nested_maps;
 mod pipeline;
@@ -21,13 +22,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+pub use config::{
+    check_config_change, Config, ConfigEntry, CustomField, CustomType, FieldEntry, PickEntry,
+    PickValue, StageEntry, BUILT_IN_PICKLISTS, CONFIG_ID, CONFIG_MAPS, SHARED_TERRITORY,
+};
 pub use fields::{FieldSpec, FieldType, SearchRole};
 pub use fields::{ACTIVITY_KINDS, CASE_PRIORITIES, CASE_STATUSES, LEAD_SOURCES, LEAD_STATUSES};
-pub use pipeline::{Pipeline, StageOutcome};
+pub use pipeline::{Pipeline, StageOutcome, StageSettings};
 pub use received::{check_received, check_time, Directory, Rules, Stored, TouchedField};
 pub use typed_text::{parse_amount, parse_datetime, value_from_text};
 pub use validate::{normalize_value, validate_custom_name, validate_id, MAX_LONG_TEXT, MAX_TEXT};
-pub use write_rules::{check_write_rules, Standing, WriteRule, WRITE_RULES};
+pub use write_rules::{check_write_rules, Covered, Standing, WriteRule, WRITE_RULES};
 
 /// The calendar date (UTC) of a time in ms since the epoch, for messages.
 pub(crate) fn date_of_ms(ms: i64) -> String {
@@ -61,9 +66,13 @@ pub enum Kind {
     Lead,
     /// A service case (a customer's problem to answer and resolve).
     Case,
+    /// The organisation configuration (one record, [`CONFIG_ID`]): not a
+    /// CRM record, so not in [`Kind::ALL`].
+    Config,
 }
 
 impl Kind {
+    /// The kinds of CRM record.
     pub const ALL: [Kind; 6] = [
         Kind::Account,
         Kind::Contact,
@@ -81,6 +90,7 @@ impl Kind {
             Kind::Activity => "activity",
             Kind::Lead => "lead",
             Kind::Case => "case",
+            Kind::Config => "config",
         }
     }
 
@@ -93,6 +103,7 @@ impl Kind {
             Kind::Activity => "activities",
             Kind::Lead => "leads",
             Kind::Case => "cases",
+            Kind::Config => "config",
         }
     }
 
@@ -105,6 +116,7 @@ impl Kind {
             Kind::Activity => &["related_to", "kind", "due_at", "done", "owner"],
             Kind::Lead => &["company", "status", "source", "email", "owner"],
             Kind::Case => &["account_id", "status", "priority", "resolve_by", "owner"],
+            Kind::Config => &[],
         }
     }
 
@@ -118,6 +130,7 @@ impl Kind {
             Kind::Activity => "kind",
             Kind::Lead => "company",
             Kind::Case => "status",
+            Kind::Config => "name",
         }
     }
 
@@ -133,6 +146,15 @@ impl Kind {
     /// The fields this kind defines (custom fields come on top).
     pub fn fields(self) -> &'static [FieldSpec] {
         fields::specs(self)
+    }
+
+    /// The maps whose keys are fields of their own: `custom` for records,
+    /// the entry maps for the configuration.
+    pub(crate) fn open_maps(self) -> &'static [&'static str] {
+        match self {
+            Kind::Config => &CONFIG_MAPS,
+            _ => &["custom"],
+        }
     }
 
     /// Looks up a built-in field; `None` for custom or unknown paths.
@@ -152,6 +174,7 @@ impl FromStr for Kind {
     fn from_str(s: &str) -> Result<Self> {
         Kind::ALL
             .into_iter()
+            .chain([Kind::Config])
             .find(|k| k.as_str() == s)
             .ok_or_else(|| Error::UnknownKind(s.to_string()))
     }
@@ -296,7 +319,7 @@ impl Record {
 pub(crate) fn display_name(kind: Kind, fields: &Fields) -> String {
     let text = |p: &str| fields.get(p).and_then(Value::as_str).unwrap_or("");
     match kind {
-        Kind::Account | Kind::Deal | Kind::Lead => text("name").to_string(),
+        Kind::Account | Kind::Deal | Kind::Lead | Kind::Config => text("name").to_string(),
         Kind::Contact => format!("{} {}", text("first_name"), text("last_name"))
             .trim()
             .to_string(),

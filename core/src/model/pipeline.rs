@@ -2,6 +2,8 @@
 //! open, won or lost, with the probability a deal in it counts at in a
 //! forecast.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -11,6 +13,21 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pipeline {
     stages: Vec<String>,
+    /// What the organisation configuration says of a stage beyond its name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    settings: BTreeMap<String, StageSettings>,
+}
+
+/// A stage's outcome and probability when set rather than derived, and
+/// whether it is retired (kept for the deals in it, offered to none).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<StageOutcome>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probability: Option<i64>,
+    #[serde(default)]
+    pub retired: bool,
 }
 
 impl Default for Pipeline {
@@ -26,6 +43,7 @@ impl Default for Pipeline {
             ]
             .map(String::from)
             .to_vec(),
+            settings: BTreeMap::new(),
         }
     }
 }
@@ -48,11 +66,43 @@ impl Pipeline {
                 return Err(Error::InvalidPipeline(format!("stage {s:?} appears twice")));
             }
         }
-        Ok(Pipeline { stages })
+        Ok(Pipeline {
+            stages,
+            settings: BTreeMap::new(),
+        })
     }
 
+    /// These stages in this order, each with its settings (the
+    /// organisation configuration's pipeline).
+    pub(crate) fn with_settings(stages: Vec<(String, StageSettings)>) -> Self {
+        let settings = stages
+            .iter()
+            .filter(|(_, s)| *s != StageSettings::default())
+            .map(|(n, s)| (n.clone(), s.clone()))
+            .collect();
+        Pipeline {
+            stages: stages.into_iter().map(|(n, _)| n).collect(),
+            settings,
+        }
+    }
+
+    /// Every stage, retired ones included (deals may still be in them).
     pub fn stages(&self) -> &[String] {
         &self.stages
+    }
+
+    /// The stages a deal can be moved to: those not retired.
+    pub fn active_stages(&self) -> impl Iterator<Item = &String> {
+        self.stages.iter().filter(|s| !self.is_retired(s))
+    }
+
+    /// What the configuration says of `stage` beyond its name.
+    pub fn settings(&self, stage: &str) -> Option<&StageSettings> {
+        self.settings.get(stage)
+    }
+
+    pub fn is_retired(&self, stage: &str) -> bool {
+        self.settings.get(stage).is_some_and(|s| s.retired)
     }
 
     pub fn contains(&self, stage: &str) -> bool {
@@ -68,7 +118,11 @@ impl Pipeline {
     /// "won" or "closed won" wins a deal, "lost" or "closed lost" loses it
     /// (any case); every other stage, and one no longer in the pipeline,
     /// is open.
+    /// The configuration may set it for a stage instead.
     pub fn outcome(&self, stage: &str) -> StageOutcome {
+        if let Some(outcome) = self.settings.get(stage).and_then(|s| s.outcome) {
+            return outcome;
+        }
         match stage.trim().to_lowercase().as_str() {
             "won" | "closed won" => StageOutcome::Won,
             "lost" | "closed lost" => StageOutcome::Lost,
@@ -80,8 +134,12 @@ impl Pipeline {
     /// own counts at: 100 when won, 0 when lost, and the open stages
     /// spread evenly below 100 in pipeline order (the default pipeline's
     /// lead 20, qualified 40, proposal 60, negotiation 80). A stage no
-    /// longer in the pipeline counts at 0.
+    /// longer in the pipeline counts at 0. The configuration may set it
+    /// for a stage instead.
     pub fn probability(&self, stage: &str) -> i64 {
+        if let Some(p) = self.settings.get(stage).and_then(|s| s.probability) {
+            return p;
+        }
         match self.outcome(stage) {
             StageOutcome::Won => 100,
             StageOutcome::Lost => 0,

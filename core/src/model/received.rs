@@ -7,8 +7,8 @@
 //! later never refuses an edit for a field it did not touch.
 
 use super::{
-    normalize_value, validate_custom_name, FieldType, Kind, Pipeline, Value, CUSTOM_PREFIX,
-    DOC_SCHEMA_VERSION, MAX_LONG_TEXT,
+    normalize_value, validate_custom_name, Config, FieldType, Kind, Value, CONFIG_MAPS,
+    CUSTOM_PREFIX, DOC_SCHEMA_VERSION, MAX_LONG_TEXT, SHARED_TERRITORY,
 };
 use crate::error::{Error, Result};
 
@@ -60,7 +60,9 @@ pub trait Directory {
 /// The rules a received change is checked against.
 #[derive(Clone, Copy)]
 pub struct Rules<'a> {
-    pub pipeline: &'a Pipeline,
+    /// The organisation configuration in force (pipeline, picklists,
+    /// custom fields).
+    pub config: &'a Config,
     /// The user the change is from (its message), who must be `created_by`
     /// of a record it creates.
     pub author: &'a str,
@@ -110,12 +112,19 @@ pub fn check_received(
             .fields()
             .iter()
             .filter(|f| f.required)
-            .map(|f| f.path)
-            .chain(META);
+            .map(|f| f.path.to_string())
+            .chain(META.map(String::from))
+            .chain(
+                rules
+                    .config
+                    .custom_fields_of(kind)
+                    .filter(|f| f.entry.required && !f.entry.retired)
+                    .map(|f| f.path()),
+            );
         if let Some(missing) = required.into_iter().find(|p| !present(p)) {
             return Err(Error::MissingField {
                 kind,
-                field: missing.to_string(),
+                field: missing,
             });
         }
     }
@@ -149,13 +158,39 @@ fn check_touched(
             (values, false) => Err(refused(path, show_all(values), "expected a map of fields")),
         };
     }
-    if let Some(name) = path.strip_prefix(CUSTOM_PREFIX) {
+    if kind == Kind::Config {
+        if let Some((map, _)) = path.split_once('.') {
+            if CONFIG_MAPS.contains(&map) {
+                // Entries are checked with the record before and after
+                // (`check_config_change`).
+                return Ok(());
+            }
+        }
+    }
+    if let Some(name) = path
+        .strip_prefix(CUSTOM_PREFIX)
+        .filter(|_| kind != Kind::Config)
+    {
         if name.contains('.') {
             return Err(unknown());
         }
         validate_custom_name(name)?;
+        let Some(def) = rules.config.custom_field(kind, name) else {
+            for value in &field.now {
+                check_custom(path, value)?;
+            }
+            return Ok(());
+        };
+        let ty = def.field_type();
         for value in &field.now {
-            check_custom(path, value)?;
+            let value = scalar_value(path, ty, value)?;
+            check_scalar(kind, path, ty, value, rules)?;
+        }
+        if def.entry.required && field.now.first().is_none_or(is_blank) {
+            return Err(Error::MissingField {
+                kind,
+                field: path.to_string(),
+            });
         }
         return Ok(());
     }
@@ -287,7 +322,7 @@ fn check_scalar(
     if value.is_null() {
         return Ok(());
     }
-    let normal = normalize_value(kind, path, value.clone(), rules.pipeline)?;
+    let normal = normalize_value(kind, path, value.clone(), rules.config)?;
     if !same_stored_form(&normal, &value) {
         return Err(refused(
             path,
@@ -305,6 +340,14 @@ fn check_scalar(
         _ if path == "owner" && !rules.directory.is_user(text)? => {
             Err(refused(path, &value, "no such user"))
         }
+        _ if path == "territory" && kind == Kind::Config => match text.as_str() {
+            SHARED_TERRITORY => Ok(()),
+            _ => Err(refused(
+                path,
+                &value,
+                &format!("the configuration is in {SHARED_TERRITORY:?}, every user's"),
+            )),
+        },
         _ if path == "territory" && !rules.directory.is_territory(text)? => {
             Err(refused(path, &value, "no such territory"))
         }
@@ -360,7 +403,7 @@ pub fn check_time(ms: i64) -> Result<()> {
 }
 
 fn is_nested_map(kind: Kind, path: &str) -> bool {
-    path == "custom" || super::nested_maps(kind).any(|m| m == path)
+    kind.open_maps().contains(&path) || super::nested_maps(kind).any(|m| m == path)
 }
 
 fn is_blank(value: &Stored) -> bool {
@@ -458,9 +501,9 @@ mod tests {
     }
 
     fn check(creating: bool, touched: &[TouchedField]) -> Result<()> {
-        let pipeline = Pipeline::default();
+        let config = Config::default();
         let rules = Rules {
-            pipeline: &pipeline,
+            config: &config,
             author: "ann",
             directory: &Dir,
             standing: crate::model::Standing::Rep,
@@ -481,9 +524,9 @@ mod tests {
     #[test]
     fn values_a_local_edit_refuses_are_refused_in_its_words() {
         let deal = |path: &str, v: Stored| -> String {
-            let pipeline = Pipeline::default();
+            let config = Config::default();
             let rules = Rules {
-                pipeline: &pipeline,
+                config: &config,
                 author: "ann",
                 directory: &Dir,
                 standing: crate::model::Standing::Rep,

@@ -12,11 +12,11 @@ use super::{FieldType, Value};
 pub fn value_from_text(ty: FieldType, raw: &str) -> Result<Value, String> {
     Ok(match ty {
         FieldType::Amount => Value::Int(parse_amount(raw)?),
-        FieldType::Percent => Value::Int(
+        FieldType::Percent | FieldType::Integer => Value::Int(
             raw.parse()
                 .map_err(|_| format!("{raw:?} is not a whole number"))?,
         ),
-        FieldType::Latitude | FieldType::Longitude => Value::Float(
+        FieldType::Latitude | FieldType::Longitude | FieldType::Number => Value::Float(
             raw.parse()
                 .map_err(|_| format!("{raw:?} is not a number"))?,
         ),

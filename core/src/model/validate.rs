@@ -2,7 +2,8 @@
 //! to other records) live in the store; everything decidable from the value
 //! alone lives here.
 
-use super::{FieldType, Kind, Pipeline, Value, CUSTOM_PREFIX};
+use super::config::{ConfigEntry, CustomField, CONFIG_MAPS};
+use super::{Config, CustomType, FieldType, Kind, Value, CUSTOM_PREFIX};
 use crate::error::{Error, Result};
 
 /// Longest short-text value, in bytes.
@@ -12,22 +13,44 @@ pub const MAX_LONG_TEXT: usize = 1024 * 1024;
 const MAX_CUSTOM_NAME: usize = 64;
 
 /// Checks `value` for field `path` of a `kind` and returns it normalised
-/// (text trimmed, currency upper-cased). `Value::Null` clears an optional field.
-pub fn normalize_value(kind: Kind, path: &str, value: Value, pipeline: &Pipeline) -> Result<Value> {
+/// (text trimmed, currency upper-cased). `Value::Null` clears an optional
+/// field. A custom field the configuration defines is checked by its
+/// definition; one it does not define holds any short text, number or
+/// boolean (as before custom fields could be defined).
+pub fn normalize_value(kind: Kind, path: &str, value: Value, config: &Config) -> Result<Value> {
+    if kind == Kind::Config {
+        if let Some((map, _)) = path.split_once('.') {
+            if CONFIG_MAPS.contains(&map) {
+                let Value::Text(json) = &value else {
+                    return Err(Error::invalid(
+                        path,
+                        &value,
+                        "a configuration entry is JSON text",
+                    ));
+                };
+                ConfigEntry::parse(path, json)?;
+                return Ok(value);
+            }
+        }
+    }
     if let Some(name) = path.strip_prefix(CUSTOM_PREFIX) {
+        if kind == Kind::Config {
+            return Err(Error::UnknownField {
+                kind,
+                field: path.to_string(),
+            });
+        }
         validate_custom_name(name)?;
-        return normalize_custom(path, value);
+        return match config.custom_field(kind, name) {
+            Some(def) => normalize_defined(kind, path, def, value, config),
+            None => normalize_custom(path, value),
+        };
     }
     let spec = kind.field(path).ok_or_else(|| Error::UnknownField {
         kind,
         field: path.to_string(),
     })?;
-    let is_blank = match &value {
-        Value::Null => true,
-        Value::Text(s) => s.trim().is_empty() && spec.ty != FieldType::LongText,
-        _ => false,
-    };
-    if is_blank {
+    if is_blank(&value, spec.ty) {
         return if spec.required {
             Err(Error::MissingField {
                 kind,
@@ -37,10 +60,68 @@ pub fn normalize_value(kind: Kind, path: &str, value: Value, pipeline: &Pipeline
             Ok(Value::Null)
         };
     }
-    normalize_typed(path, spec.ty, value, pipeline)
+    normalize_typed(path, spec.ty, value, config)
 }
 
-fn normalize_typed(path: &str, ty: FieldType, value: Value, pipeline: &Pipeline) -> Result<Value> {
+fn is_blank(value: &Value, ty: FieldType) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Text(s) => s.trim().is_empty() && ty != FieldType::LongText,
+        _ => false,
+    }
+}
+
+/// A custom field the configuration defines, checked by its type.
+fn normalize_defined(
+    kind: Kind,
+    path: &str,
+    def: &CustomField,
+    value: Value,
+    config: &Config,
+) -> Result<Value> {
+    let ty = def.field_type();
+    if is_blank(&value, ty) {
+        return if def.entry.required {
+            Err(Error::MissingField {
+                kind,
+                field: path.to_string(),
+            })
+        } else {
+            Ok(Value::Null)
+        };
+    }
+    let value = normalize_typed(path, ty, value, config)?;
+    if let (CustomType::Picklist, Some(list), Value::Text(s)) =
+        (def.entry.ty, &def.entry.picklist, &value)
+    {
+        check_pick(path, list, s, config)?;
+    }
+    Ok(value)
+}
+
+fn check_pick(path: &str, list: &str, value: &str, config: &Config) -> Result<()> {
+    if config.allows(list, value) {
+        return Ok(());
+    }
+    let offered: Vec<&str> = config
+        .picklist(list)
+        .iter()
+        .filter(|v| !v.retired)
+        .map(|v| v.value.as_str())
+        .collect();
+    Err(Error::invalid(
+        path,
+        format!("{value:?}"),
+        &if offered.is_empty() {
+            format!("the picklist {list:?} has no values yet")
+        } else {
+            format!("expected one of {}", offered.join(", "))
+        },
+    ))
+}
+
+fn normalize_typed(path: &str, ty: FieldType, value: Value, config: &Config) -> Result<Value> {
+    let pipeline = config.pipeline();
     let text = |value: Value, max: usize| -> Result<String> {
         match value {
             Value::Text(s) => {
@@ -165,15 +246,24 @@ fn normalize_typed(path: &str, ty: FieldType, value: Value, pipeline: &Pipeline)
         FieldType::Stage => {
             let s = text(value, 64)?;
             if !pipeline.contains(&s) {
+                let offered: Vec<&str> = pipeline.active_stages().map(String::as_str).collect();
                 return Err(Error::invalid(
                     path,
                     format!("{s:?}"),
-                    &format!(
-                        "not a stage of the pipeline ({})",
-                        pipeline.stages().join(", ")
-                    ),
+                    &format!("not a stage of the pipeline ({})", offered.join(", ")),
                 ));
             }
+            Value::Text(s)
+        }
+        FieldType::Number => match value {
+            Value::Int(i) => Value::Float(i as f64),
+            Value::Float(x) if x.is_finite() => Value::Float(x),
+            other => return Err(Error::invalid(path, &other, "expected a number")),
+        },
+        FieldType::Integer => Value::Int(int(value, "expected an integer")?),
+        FieldType::Picklist(list) => {
+            let s = text(value, 64)?;
+            check_pick(path, list, &s, config)?;
             Value::Text(s)
         }
         FieldType::Choice(values) => {
@@ -275,7 +365,7 @@ mod tests {
     use super::*;
 
     fn check(kind: Kind, path: &str, value: impl Into<Value>) -> Result<Value> {
-        normalize_value(kind, path, value.into(), &Pipeline::default())
+        normalize_value(kind, path, value.into(), &Config::default())
     }
 
     #[test]

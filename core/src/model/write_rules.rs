@@ -7,6 +7,15 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Kind, Pipeline, Record, StageOutcome, TouchedField};
+
+/// Which fields a rule covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Covered {
+    /// These fields, of a record that exists.
+    Fields(&'static [&'static str]),
+    /// The whole record, its creation included.
+    Record,
+}
 use crate::error::{Error, Result};
 
 /// How far a writer's say goes, least first.
@@ -15,8 +24,8 @@ use crate::error::{Error, Result};
 pub enum Standing {
     Rep,
     Manager,
-    /// Office staff and admins.
     Office,
+    Admin,
 }
 
 /// One rule: these fields of this kind, when the record is in this state,
@@ -24,7 +33,7 @@ pub enum Standing {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriteRule {
     pub kind: Kind,
-    pub fields: &'static [&'static str],
+    pub covers: Covered,
     /// Only while the record, before the change, is a won or lost deal.
     pub once_closed: bool,
     pub at_least: Standing,
@@ -33,13 +42,22 @@ pub struct WriteRule {
 }
 
 /// The rules in force.
-pub const WRITE_RULES: &[WriteRule] = &[WriteRule {
-    kind: Kind::Deal,
-    fields: &["amount", "stage", "close_date", "currency"],
-    once_closed: true,
-    at_least: Standing::Manager,
-    reason: "only managers and the office change a won or lost deal's amount, currency, stage or close date",
-}];
+pub const WRITE_RULES: &[WriteRule] = &[
+    WriteRule {
+        kind: Kind::Deal,
+        covers: Covered::Fields(&["amount", "stage", "close_date", "currency"]),
+        once_closed: true,
+        at_least: Standing::Manager,
+        reason: "only managers and the office change a won or lost deal's amount, currency, stage or close date",
+    },
+    WriteRule {
+        kind: Kind::Config,
+        covers: Covered::Record,
+        once_closed: false,
+        at_least: Standing::Admin,
+        reason: "only admins change the organisation configuration",
+    },
+];
 
 /// Checks a change that touched `touched` of a record that was `before`
 /// (`None`: the change creates it) against `rules`.
@@ -51,11 +69,8 @@ pub fn check_write_rules(
     standing: Standing,
     pipeline: &Pipeline,
 ) -> Result<()> {
-    let Some(before) = before else {
-        return Ok(());
-    };
     let closed = before
-        .state()
+        .and_then(Record::state)
         .is_some_and(|s| pipeline.outcome(s) != StageOutcome::Open);
     for rule in rules
         .iter()
@@ -64,10 +79,14 @@ pub fn check_write_rules(
         if rule.once_closed && !closed {
             continue;
         }
-        if let Some(field) = touched
-            .iter()
-            .find(|t| rule.fields.contains(&t.path.as_str()))
-        {
+        let field = match rule.covers {
+            Covered::Record => touched.first(),
+            Covered::Fields(fields) if before.is_some() => {
+                touched.iter().find(|t| fields.contains(&t.path.as_str()))
+            }
+            Covered::Fields(_) => None,
+        };
+        if let Some(field) = field {
             return Err(Error::NotAllowed {
                 field: field.path.clone(),
                 reason: rule.reason.to_string(),

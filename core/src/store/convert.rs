@@ -204,7 +204,13 @@ fn convert_in(
         )?
         .query_map([id], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
-    let first_stage = w.pipeline.stages().first().cloned().unwrap_or_default();
+    let first_stage = w
+        .config
+        .pipeline()
+        .active_stages()
+        .next()
+        .cloned()
+        .unwrap_or_default();
     let plan = plan_conversion(
         &lead,
         &how,

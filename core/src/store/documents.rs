@@ -6,7 +6,10 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::doc::{ParsedChange, RecordDoc};
 use crate::error::{Error, Result};
-use crate::model::{check_received, check_time, check_write_rules, Record, Rules, WRITE_RULES};
+use crate::model::{
+    check_config_change, check_received, check_time, check_write_rules, Kind, Record, Rules,
+    WRITE_RULES,
+};
 
 /// Fold a document's changes into its snapshot once it has this many.
 pub(crate) const COMPACT_AFTER: usize = 32;
@@ -133,10 +136,19 @@ impl StoredDoc {
             before.as_ref(),
             &touched,
             rules.standing,
-            rules.pipeline,
+            rules.config.pipeline(),
         )?;
-        self.fresh.extend(fresh);
         let after = self.doc.read()?;
+        if kind == Kind::Config {
+            if self.id() != crate::model::CONFIG_ID {
+                return Err(Error::Refused(format!(
+                    "the organisation configuration is the record {:?}; there is no other",
+                    crate::model::CONFIG_ID
+                )));
+            }
+            check_config_change(before.as_ref(), &after, &touched)?;
+        }
+        self.fresh.extend(fresh);
         self.received = Some(after.clone());
         Ok(Received { before, after })
     }

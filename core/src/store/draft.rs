@@ -11,7 +11,7 @@ use rusqlite::Connection;
 use super::{documents, lookup_in, validate_fields_with, LookupRecord, Store};
 use crate::doc::{ChangeMeta, LocalChange, RecordDoc};
 use crate::error::{Error, Result};
-use crate::model::{validate_id, Fields, Kind, Pipeline, Record, RecordId, Value};
+use crate::model::{validate_id, Config, Fields, Kind, Record, RecordId, Value};
 
 /// Who makes a drafted change: a user and the Automerge actor they edit with.
 /// The actor must be used by this author alone (one writer per actor).
@@ -60,13 +60,13 @@ impl Store {
     /// a local edit would, and returns the change without storing it.
     /// `Ok(None)`: the edit changes nothing (same values, already deleted...).
     pub fn draft(&self, author: &Author, edit: Edit) -> Result<Option<Draft>> {
-        draft_in(self.conn(), self.pipeline(), author, (self.clock)(), edit)
+        draft_in(self.conn(), self.config(), author, (self.clock)(), edit)
     }
 }
 
 pub(super) fn draft_in(
     conn: &Connection,
-    pipeline: &Pipeline,
+    config: &Config,
     author: &Author,
     time: i64,
     edit: Edit,
@@ -78,7 +78,7 @@ pub(super) fn draft_in(
             documents::load(conn, id)?.map(|loaded| loaded.doc)
         }
     };
-    draft_on(doc, author, time, pipeline, &|id| lookup_in(conn, id), edit)
+    draft_on(doc, author, time, config, &|id| lookup_in(conn, id), edit)
 }
 
 /// Drafts `edit` on `doc` (the record's document, `None` when creating or
@@ -88,7 +88,7 @@ pub fn draft_on(
     doc: Option<RecordDoc>,
     author: &Author,
     time: i64,
-    pipeline: &Pipeline,
+    config: &Config,
     lookup: LookupRecord<'_>,
     edit: Edit,
 ) -> Result<Option<Draft>> {
@@ -103,10 +103,12 @@ pub fn draft_on(
     };
     let create = |id: RecordId, kind: Kind, mut fields: Fields| -> Result<_> {
         validate_id("id", &id)?;
-        fields
-            .entry("owner".into())
-            .or_insert_with(|| Value::from(author.user.as_str()));
-        let fields = validate_fields_with(lookup, kind, fields, pipeline, true)?;
+        if kind.field("owner").is_some() {
+            fields
+                .entry("owner".into())
+                .or_insert_with(|| Value::from(author.user.as_str()));
+        }
+        let fields = validate_fields_with(lookup, kind, fields, config, true)?;
         let (doc, change) = RecordDoc::create(&id, kind, &fields, &author.actor, &meta)?;
         Ok((id, doc, Some(change)))
     };
@@ -118,7 +120,7 @@ pub fn draft_on(
             if doc.read()?.deleted {
                 return Err(Error::Deleted(id));
             }
-            let fields = validate_fields_with(lookup, kind, fields, pipeline, false)?;
+            let fields = validate_fields_with(lookup, kind, fields, config, false)?;
             let change = doc.update(&author.actor, kind, &fields, &meta)?;
             (id, doc, change)
         }

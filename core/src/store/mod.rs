@@ -25,7 +25,8 @@ use serde::{Deserialize, Serialize};
 use crate::doc::{ChangeMeta, Conflict, HistoryEntry, LocalChange, ParsedChange, RecordDoc};
 use crate::error::{Error, Result};
 use crate::model::{
-    normalize_value, validate_id, FieldType, Fields, Kind, Pipeline, Record, RecordId, Value,
+    normalize_value, validate_id, Config, FieldType, Fields, Kind, Pipeline, Record, RecordId,
+    Value,
 };
 
 pub use convert::{plan_conversion, Conversion, ConversionPlan, Converted};
@@ -107,7 +108,11 @@ pub struct Store {
     user: String,
     actor: Vec<u8>,
     device_id: String,
-    pipeline: Pipeline,
+    /// The pipeline set on this store before the organisation
+    /// configuration existed (or the default), under the configuration.
+    base_pipeline: Pipeline,
+    /// The organisation configuration as this store holds it.
+    config: Config,
     clock: Clock,
     /// The user's territories as the relay last said (`["*"]`: all);
     /// `None` before the first sync.
@@ -118,7 +123,7 @@ pub struct Store {
 pub(crate) struct Writer<'a> {
     pub actor: &'a [u8],
     pub user: &'a str,
-    pub pipeline: &'a Pipeline,
+    pub config: &'a Config,
     pub meta: ChangeMeta,
     pub view: Option<&'a [String]>,
 }
@@ -231,7 +236,7 @@ impl Store {
                 actor
             }
         };
-        let pipeline = match meta_get(&tx, "pipeline")? {
+        let base_pipeline = match meta_get(&tx, "pipeline")? {
             Some(json) => serde_json::from_str(&json).map_err(|e| {
                 Error::InvalidPipeline(format!("stored pipeline is unreadable: {e}"))
             })?,
@@ -240,15 +245,18 @@ impl Store {
         // An unreadable cursor is reported by the next sync, not here.
         let view = meta_get(&tx, "sync.cursor")?
             .and_then(|json| serde_json::from_str::<crate::protocol::Cursor>(&json).ok())
-            .and_then(|cursor| cursor.view);
+            .and_then(|cursor| cursor.view)
+            .map(record_view);
+        let config = read_config(&tx, &base_pipeline)?;
         tx.commit()?;
         Ok(Store {
             conn,
             path: path_str,
             user: user.to_string(),
             actor,
+            config,
             device_id,
-            pipeline,
+            base_pipeline,
             clock: options.clock,
             view,
         })
@@ -268,7 +276,19 @@ impl Store {
     }
 
     pub fn pipeline(&self) -> &Pipeline {
-        &self.pipeline
+        self.config.pipeline()
+    }
+
+    /// The organisation configuration (pipeline, picklists, custom
+    /// fields) as this store last received it.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Reads the configuration again after its record changed.
+    pub(crate) fn reload_config(&mut self) -> Result<()> {
+        self.config = read_config(&self.conn, &self.base_pipeline)?;
+        Ok(())
     }
 
     /// Read access for queries ([`crate::query`]).
@@ -297,7 +317,7 @@ impl Store {
         let w = Writer {
             actor: &self.actor,
             user: &self.user,
-            pipeline: &self.pipeline,
+            config: &self.config,
             meta,
             view: self.view.as_deref(),
         };
@@ -333,8 +353,8 @@ impl Store {
         let json =
             serde_json::to_string(&pipeline).map_err(|e| Error::InvalidPipeline(e.to_string()))?;
         meta_set(&self.conn, "pipeline", &json)?;
-        self.pipeline = pipeline;
-        Ok(())
+        self.base_pipeline = pipeline;
+        self.reload_config()
     }
 
     // ----- local edits -------------------------------------------------
@@ -570,7 +590,7 @@ impl Store {
     ) -> std::result::Result<R, E> {
         let tx = StoreTx {
             tx: self.conn.transaction().map_err(Error::from)?,
-            pipeline: &self.pipeline,
+            base: &self.base_pipeline,
             clock: &self.clock,
         };
         let result = f(&tx)?;
@@ -719,7 +739,7 @@ impl Store {
 /// A transaction on the store, from [`Store::transaction`].
 pub struct StoreTx<'conn> {
     tx: Transaction<'conn>,
-    pipeline: &'conn Pipeline,
+    base: &'conn Pipeline,
     clock: &'conn Clock,
 }
 
@@ -761,7 +781,12 @@ impl<'conn> StoreTx<'conn> {
     /// [`Store::draft`] inside this transaction: it sees what the
     /// transaction wrote so far.
     pub fn draft(&self, author: &Author, edit: Edit) -> Result<Option<Draft>> {
-        draft::draft_in(&self.tx, self.pipeline, author, (self.clock)(), edit)
+        draft::draft_in(&self.tx, &self.config()?, author, (self.clock)(), edit)
+    }
+
+    /// The organisation configuration as this transaction sees it.
+    pub fn config(&self) -> Result<Config> {
+        read_config(&self.tx, self.base)
     }
 
     /// Applies changes as a device does (see [`Store::apply_changes`]).
@@ -810,10 +835,12 @@ pub(crate) fn create_in(
     kind: Kind,
     mut fields: Fields,
 ) -> Result<Record> {
-    fields
-        .entry("owner".into())
-        .or_insert_with(|| Value::from(w.user));
-    let fields = validate_fields(tx, kind, fields, w.pipeline, true)?;
+    if kind.field("owner").is_some() {
+        fields
+            .entry("owner".into())
+            .or_insert_with(|| Value::from(w.user));
+    }
+    let fields = validate_fields(tx, kind, fields, w.config, true)?;
     w.check_territory(&fields)?;
     let id = id.map_or_else(|| uuid::Uuid::now_v7().to_string(), String::from);
     let (mut doc, change) = RecordDoc::create(&id, kind, &fields, w.actor, &w.meta)?;
@@ -860,7 +887,7 @@ pub(crate) fn update_fields(
     if doc.read()?.deleted {
         return Err(Error::Deleted(doc.id().to_string()));
     }
-    let fields = validate_fields(tx, kind, fields, w.pipeline, false)?;
+    let fields = validate_fields(tx, kind, fields, w.config, false)?;
     w.check_territory(&fields)?;
     doc.update(w.actor, kind, &fields, &w.meta)
 }
@@ -897,10 +924,10 @@ fn validate_fields(
     conn: &Connection,
     kind: Kind,
     fields: Fields,
-    pipeline: &Pipeline,
+    config: &Config,
     creating: bool,
 ) -> Result<Fields> {
-    validate_fields_with(&|id| lookup_in(conn, id), kind, fields, pipeline, creating)
+    validate_fields_with(&|id| lookup_in(conn, id), kind, fields, config, creating)
 }
 
 /// [`validate_fields`] for any storage: `lookup` resolves references.
@@ -908,16 +935,16 @@ pub fn validate_fields_with(
     lookup: LookupRecord<'_>,
     kind: Kind,
     fields: Fields,
-    pipeline: &Pipeline,
+    config: &Config,
     creating: bool,
 ) -> Result<Fields> {
     let mut out = Fields::new();
     for (path, value) in fields {
-        let value = normalize_value(kind, &path, value, pipeline)?;
-        if let (Some(spec), Value::Text(target)) = (kind.field(&path), &value) {
-            if let FieldType::Ref(expected) = spec.ty {
-                check_reference(lookup, &path, target, expected)?;
-            }
+        let value = normalize_value(kind, &path, value, config)?;
+        if let (Some(FieldType::Ref(expected)), Value::Text(target)) =
+            (config.field_type(kind, &path), &value)
+        {
+            check_reference(lookup, &path, target, expected)?;
         }
         if !(creating && value.is_null()) {
             out.insert(path, value);
@@ -929,18 +956,44 @@ pub fn validate_fields_with(
             out.entry(path.to_string())
                 .or_insert_with(|| Value::from(*value));
         }
-        if let Some(spec) = kind
+        let required = kind
             .fields()
             .iter()
-            .find(|f| f.required && !out.contains_key(f.path))
-        {
+            .filter(|f| f.required)
+            .map(|f| f.path.to_string())
+            .chain(
+                config
+                    .custom_fields_of(kind)
+                    .filter(|f| f.entry.required && !f.entry.retired)
+                    .map(|f| f.path()),
+            );
+        if let Some(missing) = required.into_iter().find(|p| !out.contains_key(p)) {
             return Err(Error::MissingField {
                 kind,
-                field: spec.path.to_string(),
+                field: missing,
             });
         }
     }
     Ok(out)
+}
+
+/// The territories records can be in, of a view the relay gave: the
+/// shared one holds only the organisation configuration.
+pub(crate) fn record_view(mut view: Vec<String>) -> Vec<String> {
+    view.retain(|t| t != crate::model::SHARED_TERRITORY);
+    view
+}
+
+/// The configuration a store holds: its record over `base`.
+fn read_config(conn: &Connection, base: &Pipeline) -> Result<Config> {
+    let record = match documents::load(conn, crate::model::CONFIG_ID)? {
+        Some(mut stored) => match stored.doc.kind()? {
+            Some(Kind::Config) => Some(stored.doc.read()?),
+            _ => None,
+        },
+        None => None,
+    };
+    Ok(Config::new(base.clone(), record.as_ref()))
 }
 
 pub(crate) fn check_reference(

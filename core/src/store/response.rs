@@ -65,7 +65,7 @@ impl Store {
         let w = Writer {
             actor: &actor,
             user: &self.user,
-            pipeline: &self.pipeline,
+            config: &self.config,
             meta,
             view,
         };
@@ -129,9 +129,16 @@ impl Store {
         }
         meta_set(&tx, "sync.cursor", &cursor)?;
         tx.commit()?;
+        let config_id = crate::model::CONFIG_ID;
+        if response.changes.iter().any(|c| c.record_id == config_id)
+            || response.snapshots.iter().any(|s| s.record_id == config_id)
+            || response.resets.iter().any(|r| r.record_id == config_id)
+        {
+            self.reload_config()?;
+        }
         self.actor = actor;
         if response.cursor.view.is_some() {
-            self.view = response.cursor.view;
+            self.view = response.cursor.view.map(super::record_view);
         }
         Ok(report)
     }

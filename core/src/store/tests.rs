@@ -909,9 +909,9 @@ fn received_changes_are_checked_before_anything_is_stored() {
         .unwrap();
     let changes = device.changes_since(&acc.id, &[]).unwrap();
     let parse = |b: &Vec<u8>| ParsedChange::parse(&acc.id, b).unwrap();
-    let pipeline = Pipeline::default();
+    let config = crate::model::Config::default();
     let rules = crate::model::Rules {
-        pipeline: &pipeline,
+        config: &config,
         author: "ann",
         directory: &Open,
         standing: crate::model::Standing::Rep,

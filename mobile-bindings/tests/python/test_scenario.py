@@ -338,3 +338,35 @@ def test_a_lead_converted_offline_reaches_the_other_device(tmp_path, relay_url):
     assert match.record.meta.id == done.contact.meta.id
     assert "same email" in match.evidence
     assert bob.duplicates_of(done.contact.meta.id, None) == []
+
+
+def test_a_field_an_admin_defines_reaches_the_device_and_is_checked_there(tmp_path, relay_url):
+    """An admin adds a picklist field "tier" to accounts; the rep's device
+    receives it at its next sync, a form built from `configuration()` can
+    set it, and a wrong value is refused on the device."""
+    data = str(tmp_path / "relay")
+    ann = crm.CrmStore.open(str(tmp_path / "ann.db"), "ann")
+    ann.login(relay_url, "ann", PASSWORD)
+    ann.sync(None)
+    assert [f for f in ann.configuration().custom_fields if f.name == "tier"] == []
+    acme = ann.create(crm.RecordKind.ACCOUNT, {"name": text("Acme"), "territory": text("north")}).account
+
+    admin(data, "config", "add-value", "tier", "gold", "--label", "Gold")
+    admin(data, "config", "add-value", "tier", "silver", "--label", "Silver")
+    admin(data, "config", "add-field", "account", "tier", "--type", "picklist", "--picklist", "tier", "--label", "Tier")
+    ann.sync(None)
+
+    config = ann.configuration()
+    [tier] = [f for f in config.custom_fields if f.name == "tier"]
+    assert (tier.kind, tier.path, tier.label, tier.field_type) == (crm.RecordKind.ACCOUNT, "custom.tier", "Tier", "picklist")
+    [values] = [p.values for p in config.picklists if p.name == tier.picklist]
+    offered = [v.label for v in values if not v.retired]
+    assert offered == ["Gold", "Silver"]
+    assert [s.name for s in config.stages][:2] == ["lead", "qualified"]
+
+    ann.update(acme.meta.id, {tier.path: text("gold")})
+    with pytest.raises(crm.CrmError.InvalidInput, match="platinum"):
+        ann.update(acme.meta.id, {tier.path: text("platinum")})
+    ann.sync(None)
+    assert ann.outbox_status().rejected == 0
+    assert ann.get(acme.meta.id).account.custom["tier"] == text("gold")

@@ -7,9 +7,13 @@
 //! searches, record pages). Stores turn [`Scope`] into SQL; they decide
 //! nothing themselves. Territories form a tree: a user assigned to one
 //! sees every territory under it ([`with_descendants`], applied once, by
-//! `RelayStore::in_effect`, to every signed-in user).
+//! `RelayStore::in_effect`, to every signed-in user). Everyone also sees
+//! [`SHARED_TERRITORY`], where the organisation configuration sits; what
+//! they may change there the write rules say (admins only).
 
 use std::collections::BTreeSet;
+
+use fieldcrm_core::SHARED_TERRITORY;
 
 use super::{Refusal, User};
 
@@ -33,22 +37,38 @@ impl Scope {
     }
 }
 
-/// The territories `user`'s queries cover.
+/// The territories `user`'s queries cover: theirs and the shared one.
 pub fn scope(user: &User) -> Scope {
     if user.role.sees_all() {
         Scope::All
     } else {
         let mut t = user.territories.clone();
+        t.push(SHARED_TERRITORY.to_string());
         t.sort();
         t.dedup();
         Scope::Territories(t)
     }
 }
 
+/// The territories records can be put in by `user`: `None` for every
+/// one (office and admin), else theirs (the shared one is not for records).
+pub fn record_territories(user: &User) -> Option<Vec<String>> {
+    match scope(user) {
+        Scope::All => None,
+        Scope::Territories(mut t) => {
+            t.retain(|t| t != SHARED_TERRITORY);
+            Some(t)
+        }
+    }
+}
+
 /// Whether `user` may see and change a record in `territory` (a record
-/// without one is visible to office and admin only).
+/// without one is visible to office and admin only; every user sees the
+/// shared territory's).
 pub fn sees(user: &User, territory: Option<&str>) -> bool {
-    user.role.sees_all() || territory.is_some_and(|t| user.territories.iter().any(|m| m == t))
+    user.role.sees_all()
+        || territory
+            .is_some_and(|t| t == SHARED_TERRITORY || user.territories.iter().any(|m| m == t))
 }
 
 /// The territories a user's devices hold, as the cursor records them:
@@ -221,8 +241,11 @@ mod tests {
         assert_eq!(view(&office), ["*"]);
         assert_eq!(
             view(&user(Role::Manager, &["south", "north"])),
-            ["north", "south"]
+            [SHARED_TERRITORY, "north", "south"]
         );
+        // Everyone sees the organisation configuration's territory.
+        assert!(sees(&rep, Some(SHARED_TERRITORY)));
+        assert_eq!(record_territories(&rep), Some(vec!["north".to_string()]));
     }
 
     #[test]
@@ -269,13 +292,22 @@ mod tests {
     fn view_changes_name_what_was_lost_and_gained() {
         let rep = user(Role::Rep, &["north", "west"]);
         let known = || Ok(vec!["north".into(), "south".into(), "west".into()]);
-        let change = view_change(&rep, &["north".into(), "south".into()], known).unwrap();
+        let shared = SHARED_TERRITORY.to_string();
+        let change = view_change(
+            &rep,
+            &[shared.clone(), "north".into(), "south".into()],
+            known,
+        )
+        .unwrap();
         assert_eq!(change.lost, ["south"]);
         assert_eq!(change.gained, ["west"]);
+        // A device from before the shared territory fetches it.
+        let upgraded = view_change(&rep, &["north".into(), "west".into()], known).unwrap();
+        assert_eq!(upgraded.gained, std::slice::from_ref(&shared));
         let from_all = view_change(&rep, &["*".into()], known).unwrap();
         assert_eq!(from_all.lost, ["south"]);
         assert!(from_all.gained.is_empty());
-        let same = view_change(&rep, &["north".into(), "west".into()], known).unwrap();
+        let same = view_change(&rep, &[shared, "north".into(), "west".into()], known).unwrap();
         assert_eq!(same, ViewChange::default());
         let office = user(Role::Office, &[]);
         let to_all = view_change(&office, &["north".into()], known).unwrap();
@@ -288,9 +320,13 @@ mod tests {
     #[test]
     fn narrowing_never_widens_a_view() {
         let rep = user(Role::Rep, &["north"]);
-        assert_eq!(narrow(&rep, &[]), Some(vec!["north".into()]));
+        let shared = SHARED_TERRITORY.to_string();
+        assert_eq!(
+            narrow(&rep, &[]),
+            Some(vec![shared.clone(), "north".into()])
+        );
         assert_eq!(narrow(&rep, &["south".into()]), None);
-        assert_eq!(narrow(&user(Role::Rep, &[]), &[]), None);
+        assert_eq!(narrow(&user(Role::Rep, &[]), &[]), Some(vec![shared]));
         let office = user(Role::Office, &[]);
         assert_eq!(narrow(&office, &[]), Some(vec![]));
         assert_eq!(

@@ -29,8 +29,8 @@ use fieldcrm_core::protocol::{
     ActorDevice, Cursor, RecordBytes, Rejection, SyncRequest, SyncResponse, PROTOCOL_VERSION,
 };
 use fieldcrm_core::{
-    Conflict, DealGroups, Edit, HistoryEntry, Kind, ListQuery, OwnerCount, Page, Pipeline, Record,
-    StageFlow,
+    Config, Conflict, DealGroups, Edit, HistoryEntry, Kind, ListQuery, OwnerCount, Page, Pipeline,
+    Record, RecordDoc, StageFlow, CONFIG_ID,
 };
 pub use pull::LogEntry;
 pub use push::MAX_CHANGE_BYTES;
@@ -67,7 +67,8 @@ impl Role {
         match self {
             Role::Rep => fieldcrm_core::Standing::Rep,
             Role::Manager => fieldcrm_core::Standing::Manager,
-            Role::Office | Role::Admin => fieldcrm_core::Standing::Office,
+            Role::Office => fieldcrm_core::Standing::Office,
+            Role::Admin => fieldcrm_core::Standing::Admin,
         }
     }
 }
@@ -247,7 +248,21 @@ pub trait RelayStore: Send + Sync {
     // These do not check access: `office` does, before and after calling
     // them. `territories` empty means every territory.
 
-    fn pipeline(&self) -> Result<Pipeline>;
+    /// The pipeline set before the organisation configuration existed
+    /// (relay_meta), or the default: the configuration's base.
+    fn base_pipeline(&self) -> Result<Pipeline>;
+    /// The organisation configuration in force.
+    fn configuration(&self) -> Result<Config> {
+        let record = match self.document(CONFIG_ID)? {
+            Some(bytes) => Some(RecordDoc::from_snapshot(CONFIG_ID, &bytes)?.read()?),
+            None => None,
+        };
+        Ok(Config::new(self.base_pipeline()?, record.as_ref()))
+    }
+    /// The deal pipeline of the configuration in force.
+    fn pipeline(&self) -> Result<Pipeline> {
+        Ok(self.configuration()?.pipeline().clone())
+    }
     fn list(&self, q: &ListQuery) -> Result<Page>;
     /// A page of the best matches of `text` among the records `q` selects,
     /// and how many match, counted up to `most` (0: not counted).
@@ -412,11 +427,17 @@ fn bootstrap_gained(user: &User, cursor: Cursor, gained: Vec<String>) -> Cursor 
     }
 }
 
-/// Territory names: 1 to 64 bytes, not blank.
+/// Territory names: 1 to 64 bytes, not blank, not starting with `*`
+/// (`*` stands for every territory, `*organisation` for the shared one).
 pub(crate) fn check_territory_name(name: &str) -> Result<()> {
     if name.trim().is_empty() || name.len() > 64 {
         return Err(RelayError::Invalid(format!(
             "territory name {name:?} must be 1 to 64 bytes and not blank"
+        )));
+    }
+    if name.starts_with('*') {
+        return Err(RelayError::Invalid(format!(
+            "territory name {name:?} may not start with * (names starting with * are reserved)"
         )));
     }
     Ok(())

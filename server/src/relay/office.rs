@@ -222,6 +222,7 @@ pub fn related(store: &dyn RelayStore, user: &User, record: &Record) -> Result<R
             related.contacts = visible(record.text("contact_id"))?.into_iter().collect();
         }
         Kind::Activity => related.subject = visible(record.text("related_to"))?,
+        Kind::Config => {}
         Kind::Lead => {
             related.account = visible(record.text("converted_account_id"))?;
             related.contacts = visible(record.text("converted_contact_id"))?
@@ -370,6 +371,41 @@ pub fn convert_lead(
     Ok(store
         .edit_together(user, WEB_DEVICE, edits)?
         .map(|_| contact_id))
+}
+
+/// Writes one entry of the organisation configuration as `user` (the
+/// write rules let only admins), creating the configuration record with
+/// its first entry. Devices receive it at their next sync.
+pub fn set_config_entry(
+    store: &dyn RelayStore,
+    user: &User,
+    entry: &fieldcrm_core::ConfigEntry,
+) -> Result<EditOutcome> {
+    use fieldcrm_core::{Value, CONFIG_ID, SHARED_TERRITORY};
+    let update = || Edit::Update {
+        id: CONFIG_ID.into(),
+        fields: entry.to_fields(),
+    };
+    if store.document(CONFIG_ID)?.is_some() {
+        return try_edit(store, user, update());
+    }
+    let mut fields = entry.to_fields();
+    fields.insert("name".into(), Value::from("Organisation configuration"));
+    fields.insert("territory".into(), Value::from(SHARED_TERRITORY));
+    let created = try_edit(
+        store,
+        user,
+        Edit::CreateWithId {
+            id: CONFIG_ID.into(),
+            kind: Kind::Config,
+            fields,
+        },
+    )?;
+    match created {
+        // Another admin made it meanwhile: this entry goes on top.
+        Err(_) if store.document(CONFIG_ID)?.is_some() => try_edit(store, user, update()),
+        outcome => Ok(outcome),
+    }
 }
 
 /// Makes the edits as `user`; edits of records the user cannot see are

@@ -32,7 +32,8 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use fieldcrm_core::protocol::{RecordBytes, Rejection};
 use fieldcrm_core::{
-    draft_on, Author, Directory, Edit, Kind, ParsedChange, Pipeline, Record, Rules, StoredDoc,
+    draft_on, Author, Config, Directory, Edit, Kind, ParsedChange, Pipeline, Record, Rules,
+    StoredDoc, CONFIG_ID,
 };
 
 use super::access;
@@ -140,8 +141,16 @@ pub trait PushStore {
     fn facts(&mut self, id: &str) -> Result<Option<RecordFacts>>;
     fn is_user(&mut self, id: &str) -> Result<bool>;
     fn is_territory(&mut self, name: &str) -> Result<bool>;
-    /// The deal pipeline stages are checked against.
-    fn pipeline(&mut self) -> Result<Pipeline>;
+    /// The pipeline set before the organisation configuration existed.
+    fn base_pipeline(&mut self) -> Result<Pipeline>;
+    /// The organisation configuration changes are checked against.
+    fn configuration(&mut self) -> Result<Config> {
+        let record = match self.documents(&[CONFIG_ID])?.pop().flatten() {
+            Some(mut doc) => Some(doc.doc().read()?),
+            None => None,
+        };
+        Ok(Config::new(self.base_pipeline()?, record.as_ref()))
+    }
     /// Saves the accepted records, then appends `log` (in order) as pushed
     /// by `user` from `device`.
     fn save(
@@ -301,7 +310,7 @@ pub fn push<S: PushStore>(
         ids.sort_unstable();
         store.lock(&ids)?;
     }
-    let pipeline = store.pipeline()?;
+    let config = store.configuration()?;
     let mut known_here = KnownHere::default();
     let mut groups = groups.into_iter().peekable();
     // Changes that point at a record this push has not stored yet (a lead
@@ -329,7 +338,7 @@ pub fn push<S: PushStore>(
         let (accepted, refused, unseen) = {
             let directory = PushDirectory::new(store, user, &mut known_here);
             let rules = Rules {
-                pipeline: &pipeline,
+                config: &config,
                 author: &user.id,
                 directory: &directory,
                 standing: user.role.standing(),
@@ -691,10 +700,10 @@ pub fn edit<S: PushStore>(
         user: user.id.clone(),
         actor: store.web_actor(&user.id, device)?,
     };
-    let pipeline = store.pipeline()?;
+    let config = store.configuration()?;
     edits
         .into_iter()
-        .map(|edit| edit_one(store, user, device, &author, &pipeline, edit, now))
+        .map(|edit| edit_one(store, user, device, &author, &config, edit, now))
         .collect()
 }
 
@@ -711,7 +720,7 @@ fn edit_one<S: PushStore>(
     user: &User,
     device: &str,
     author: &Author,
-    pipeline: &Pipeline,
+    config: &Config,
     edit: Edit,
     now: i64,
 ) -> Result<EditOutcome> {
@@ -751,7 +760,7 @@ fn edit_one<S: PushStore>(
         let mut here = KnownHere::default();
         let directory = PushDirectory::new(store, user, &mut here);
         let lookup = |id: &str| directory.record(id);
-        draft_on(doc, author, now, pipeline, &lookup, edit)
+        draft_on(doc, author, now, config, &lookup, edit)
     };
     let draft = match drafted {
         Ok(Some(draft)) => draft,

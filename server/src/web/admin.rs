@@ -71,6 +71,7 @@ fn render(session: &Session, users: &[Account], tree: &[(String, Option<String>)
     let territories = territories.as_slice();
     let body = html! {
         p.muted { "Every change made here is written to the relay's log (target fieldcrm::audit) with your name." }
+        p { a href="/admin/configuration" { "Organisation configuration" } ": the deal pipeline, picklists and custom fields every device follows." }
         section aria-labelledby="users-h" {
             h2 id="users-h" { "Users" }
             div.scroll { table.users {

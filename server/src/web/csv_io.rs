@@ -142,7 +142,9 @@ pub async fn export(
     session: Session,
     Path(kind): Path<String>,
     Query(params): Query<ListParams>,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
 ) -> Result<Response, PageError> {
+    let params = params.with_custom(raw.as_deref());
     let kind = layout::kind_from_path(&kind)
         .ok_or_else(|| PageError::new(StatusCode::NOT_FOUND, format!("no list {kind:?}")))?;
     let mut query = params.query(kind, now_ms(), &session.zone)?;
@@ -238,7 +240,7 @@ fn by_name_field(kind: Kind) -> Option<&'static str> {
     match kind {
         Kind::Contact | Kind::Deal | Kind::Case => Some("account_id"),
         Kind::Activity => Some("related_to"),
-        Kind::Account | Kind::Lead => None,
+        Kind::Account | Kind::Lead | Kind::Config => None,
     }
 }
 
@@ -523,7 +525,7 @@ fn duplicate_rule(kind: Kind) -> &'static str {
         Kind::Contact => "Skip rows with the email of a contact you have, or of an earlier row (without an email: the same name at the same account)",
         Kind::Deal => "Skip rows with the name of a deal you have at the same account, or of an earlier row",
         Kind::Lead => "Skip rows with the email of a lead you have, or of an earlier row (without an email: the same name at the same company)",
-        Kind::Activity | Kind::Case => "",
+        Kind::Activity | Kind::Case | Kind::Config => "",
     }
 }
 
@@ -555,7 +557,7 @@ fn duplicate_key(kind: Kind, fields: &Fields) -> Option<String> {
         Kind::Lead => text("email").map(|e| format!("@{e}")).or_else(|| {
             text("name").map(|n| format!("{n}\u{0}{}", text("company").unwrap_or_default()))
         }),
-        Kind::Activity | Kind::Case => None,
+        Kind::Activity | Kind::Case | Kind::Config => None,
     }
 }
 
@@ -697,13 +699,11 @@ pub async fn import_run(
         } else {
             HashMap::new()
         };
-        let default_territory = match crate::relay::access::scope(&user) {
+        let default_territory = match crate::relay::access::record_territories(&user) {
             _ if !form.default_territory.trim().is_empty() => {
                 Some(form.default_territory.trim().to_string())
             }
-            crate::relay::access::Scope::Territories(mine) if mine.len() == 1 => {
-                mine.into_iter().next()
-            }
+            Some(mine) if mine.len() == 1 => mine.into_iter().next(),
             _ => None,
         };
         let skip_duplicates = form.skip_duplicates.is_some();

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use super::zone::Zone;
 use fieldcrm_core::{
-    normalize_value, validate_custom_name, value_from_text, FieldSpec, FieldType, Fields, Kind,
-    Pipeline, Value, CUSTOM_PREFIX,
+    normalize_value, validate_custom_name, value_from_text, Config, CustomField, CustomType,
+    FieldSpec, FieldType, Fields, Kind, Value, CUSTOM_PREFIX,
 };
 use maud::{html, Markup};
 
@@ -15,7 +15,8 @@ use super::layout::field_label;
 /// What the selects of a form offer.
 #[derive(Debug, Default)]
 pub struct Choices {
-    pub stages: Vec<String>,
+    /// The organisation configuration: stages, picklists, custom fields.
+    pub config: Config,
     pub territories: Vec<String>,
     /// The users a record may be given to.
     pub owners: Vec<String>,
@@ -55,7 +56,7 @@ pub fn inputs(
                 @for spec in location { (field_input(spec, values, errors, choices)) }
             }
         }
-        (custom_inputs(values, errors))
+        (custom_inputs(kind, values, errors, choices))
     }
 }
 
@@ -81,8 +82,9 @@ fn field_input(
                     input type="hidden" name=(path) value="false";
                     input id=(path) name=(path) type="checkbox" value="true" checked[current == "true"];
                 }
-                FieldType::Stage => (select(path, current, choices.stages.iter().map(|s| (s.as_str(), s.as_str())), spec.required)),
+                FieldType::Stage => (select(path, current, choices.config.pipeline().active_stages().map(|s| (s.as_str(), s.as_str())), spec.required)),
                 FieldType::Choice(values) => (select(path, current, values.iter().map(|k| (*k, *k)), spec.required)),
+                FieldType::Picklist(list) => (pick_select(path, current, &choices.config, list, spec.required)),
                 FieldType::Ref(target) => (picker(path, target, current, values.get(&name_key(path)).map_or("", String::as_str), error.is_some())),
                 _ if path == "territory" => (select(path, current, choices.territories.iter().map(|t| (t.as_str(), t.as_str())), spec.required)),
                 _ if path == "owner" => {
@@ -125,6 +127,17 @@ pub(super) fn picker(
     }
 }
 
+/// A select of a picklist's values that are not retired (and the current
+/// one, retired or not).
+fn pick_select(path: &str, current: &str, config: &Config, list: &str, required: bool) -> Markup {
+    let offered = config
+        .picklist(list)
+        .iter()
+        .filter(|v| !v.retired || v.value == current)
+        .map(|v| (v.value.as_str(), v.label.as_str()));
+    select(path, current, offered, required)
+}
+
 fn select<'a>(
     path: &str,
     current: &str,
@@ -151,7 +164,11 @@ fn input_type(ty: FieldType) -> &'static str {
         FieldType::Email => "email",
         FieldType::Phone => "tel",
         FieldType::Url => "url",
-        FieldType::Percent | FieldType::Latitude | FieldType::Longitude => "number",
+        FieldType::Percent
+        | FieldType::Latitude
+        | FieldType::Longitude
+        | FieldType::Number
+        | FieldType::Integer => "number",
         FieldType::Timestamp => "datetime-local",
         FieldType::Date => "date",
         _ => "text",
@@ -167,14 +184,26 @@ fn placeholder(ty: FieldType) -> Option<&'static str> {
 }
 
 /// A record's values as form strings.
-pub fn form_values(kind: Kind, fields: &Fields, zone: &Zone) -> BTreeMap<String, String> {
+pub fn form_values(
+    kind: Kind,
+    fields: &Fields,
+    config: &Config,
+    zone: &Zone,
+) -> BTreeMap<String, String> {
     let mut values: BTreeMap<String, String> = fields
         .iter()
-        .map(|(path, value)| (path.clone(), form_string(kind, path, value, zone)))
+        .map(|(path, value)| {
+            let ty = config.field_type(kind, path);
+            (path.clone(), form_string(ty, value, zone))
+        })
         .collect();
-    // A custom field keeps the kind of value it holds when edited as text.
+    // An ad-hoc custom field keeps the kind of value it holds when edited
+    // as text (a defined one has its type).
     for (path, value) in fields {
-        if let Some(name) = path.strip_prefix(CUSTOM_PREFIX) {
+        if let Some(name) = path
+            .strip_prefix(CUSTOM_PREFIX)
+            .filter(|n| config.custom_field(kind, n).is_none())
+        {
             let hint = match value {
                 Value::Int(_) => "integer",
                 Value::Float(_) => "number",
@@ -193,15 +222,69 @@ const CUSTOM_TYPE: &str = "custom_type.";
 const NEW_CUSTOM_NAME: &str = "new_custom_name";
 const NEW_CUSTOM_VALUE: &str = "new_custom_value";
 
-/// The inputs for a record's custom fields, and one to add a field.
-fn custom_inputs(values: &BTreeMap<String, String>, errors: &Errors) -> Markup {
+/// One custom field the configuration defines: an input of its type.
+fn defined_input(
+    def: &CustomField,
+    values: &BTreeMap<String, String>,
+    errors: &Errors,
+    config: &Config,
+) -> Markup {
+    let path = def.path();
+    let current = values.get(&path).map_or("", String::as_str);
+    let error = errors.get(&path);
+    let required = def.entry.required;
+    html! {
+        div class=(if error.is_some() { "field invalid" } else { "field" }) {
+            label for=(path) {
+                (def.entry.label)
+                @if required { span.req title="required" { " *" } }
+                @if def.entry.retired { span.muted { " (retired)" } }
+            }
+            @match (def.entry.ty, &def.entry.picklist) {
+                (CustomType::Picklist, Some(list)) => (pick_select(&path, current, config, list, required)),
+                (CustomType::Boolean, _) => {
+                    input type="hidden" name=(path) value="false";
+                    input id=(path) name=(path) type="checkbox" value="true" checked[current == "true"];
+                }
+                (CustomType::Reference, _) => (picker(&path, def.entry.refers_to, current, values.get(&name_key(&path)).map_or("", String::as_str), error.is_some())),
+                _ => {
+                    @let ty = def.field_type();
+                    input id=(path) name=(path) type=(input_type(ty)) value=(current)
+                        step=[(ty == FieldType::Number).then_some("any")]
+                        placeholder=[placeholder(ty)]
+                        aria-invalid=[error.map(|_| "true")];
+                }
+            }
+            @if let Some(error) = error {
+                span.field-error id=(format!("error-{path}")) role="alert" { (error) }
+            }
+        }
+    }
+}
+
+/// The inputs for a record's custom fields: those the configuration
+/// defines (retired ones only while they hold a value), then ad-hoc ones,
+/// and one to add an ad-hoc field.
+fn custom_inputs(
+    kind: Kind,
+    values: &BTreeMap<String, String>,
+    errors: &Errors,
+    choices: &Choices,
+) -> Markup {
+    let config = &choices.config;
+    let defined: Vec<&CustomField> = config
+        .custom_fields_of(kind)
+        .filter(|f| !f.entry.retired || values.get(&f.path()).is_some_and(|v| !v.is_empty()))
+        .collect();
     let custom: Vec<(&str, &String)> = values
         .iter()
         .filter_map(|(k, v)| Some((k.strip_prefix(CUSTOM_PREFIX)?, v)))
+        .filter(|(name, _)| config.custom_field(kind, name).is_none())
         .collect();
     html! {
         fieldset.custom {
             legend { "Custom fields" }
+            @for def in &defined { (defined_input(def, values, errors, config)) }
             @for (name, value) in &custom {
                 @let path = format!("{CUSTOM_PREFIX}{name}");
                 @let error = errors.get(&path);
@@ -246,7 +329,7 @@ fn custom_value(raw: &str, hint: &str) -> Result<Value, String> {
 fn parse_custom(
     kind: Kind,
     form: &[(String, String)],
-    pipeline: &Pipeline,
+    config: &Config,
     creating: bool,
     fields: &mut Fields,
     errors: &mut Errors,
@@ -258,8 +341,8 @@ fn parse_custom(
             .map(|(_, v)| v.trim())
     };
     let mut add = |path: String, value: Result<Value, String>, error_key: &str| {
-        let checked = value
-            .and_then(|v| normalize_value(kind, &path, v, pipeline).map_err(|e| e.to_string()));
+        let checked =
+            value.and_then(|v| normalize_value(kind, &path, v, config).map_err(|e| e.to_string()));
         match checked {
             Ok(value) => {
                 fields.insert(path, value);
@@ -269,19 +352,37 @@ fn parse_custom(
             }
         }
     };
-    for (key, raw) in form {
+    let mut seen: Vec<&str> = Vec::new();
+    for (key, _) in form {
         let Some(name) = key.strip_prefix(CUSTOM_PREFIX) else {
             continue;
         };
-        let raw = raw.trim();
+        if seen.contains(&name) {
+            continue;
+        }
+        seen.push(name);
+        // A checkbox posts a hidden "false" and, when ticked, "true" after it.
+        let raw = posted(key).unwrap_or("");
+        let def = config.custom_field(kind, name);
         if raw.is_empty() {
-            if !creating {
+            if def.is_some_and(|d| d.entry.required) {
+                add(key.clone(), Err("This is required.".into()), key);
+            } else if !creating {
                 add(key.clone(), Ok(Value::Null), key);
             }
             continue;
         }
-        let hint = posted(&format!("{CUSTOM_TYPE}{name}")).unwrap_or("text");
-        add(key.clone(), custom_value(raw, hint), key);
+        let value = match def {
+            Some(def) => {
+                let ty = def.field_type();
+                value_from_text(ty, raw).map_err(|_| plain_problem(ty, raw, config, None))
+            }
+            None => custom_value(
+                raw,
+                posted(&format!("{CUSTOM_TYPE}{name}")).unwrap_or("text"),
+            ),
+        };
+        add(key.clone(), value, key);
     }
     if let (Some(name), Some(value)) = (posted(NEW_CUSTOM_NAME), posted(NEW_CUSTOM_VALUE)) {
         if !name.is_empty() {
@@ -306,10 +407,20 @@ fn parse_custom(
             }
         }
     }
+    if creating {
+        for def in config
+            .custom_fields_of(kind)
+            .filter(|d| d.entry.required && !d.entry.retired)
+        {
+            let path = def.path();
+            if !fields.contains_key(&path) && !errors.contains_key(&path) {
+                errors.insert(path, "This is required.".into());
+            }
+        }
+    }
 }
 
-fn form_string(kind: Kind, path: &str, value: &Value, zone: &Zone) -> String {
-    let ty = kind.field(path).map(|s| s.ty);
+fn form_string(ty: Option<FieldType>, value: &Value, zone: &Zone) -> String {
     match (value, ty) {
         (Value::Null, _) => String::new(),
         (Value::Int(minor), Some(FieldType::Amount)) => {
@@ -333,7 +444,7 @@ fn form_string(kind: Kind, path: &str, value: &Value, zone: &Zone) -> String {
 pub fn parse(
     kind: Kind,
     form: &[(String, String)],
-    pipeline: &Pipeline,
+    config: &Config,
     creating: bool,
     zone: &Zone,
 ) -> (Fields, Errors) {
@@ -370,18 +481,18 @@ pub fn parse(
         }
         let parsed = typed_value(spec.ty, raw, zone)
             .map_err(|_| None)
-            .and_then(|v| normalize_value(kind, spec.path, v, pipeline).map_err(Some));
+            .and_then(|v| normalize_value(kind, spec.path, v, config).map_err(Some));
         match parsed {
             Ok(value) => {
                 fields.insert(spec.path.into(), value);
             }
             Err(error) => {
-                let message = plain_problem(spec.ty, raw, pipeline, error.as_ref());
+                let message = plain_problem(spec.ty, raw, config, error.as_ref());
                 errors.insert(spec.path.into(), message);
             }
         }
     }
-    parse_custom(kind, form, pipeline, creating, &mut fields, &mut errors);
+    parse_custom(kind, form, config, creating, &mut fields, &mut errors);
     (fields, errors)
 }
 
@@ -398,7 +509,7 @@ pub fn typed_value(ty: FieldType, raw: &str, zone: &Zone) -> Result<Value, Strin
 fn plain_problem(
     ty: FieldType,
     typed: &str,
-    pipeline: &Pipeline,
+    config: &Config,
     error: Option<&fieldcrm_core::Error>,
 ) -> String {
     if let Some(fieldcrm_core::Error::OversizeValue { len, max, .. }) = error {
@@ -430,9 +541,26 @@ fn plain_problem(
         ),
         FieldType::Stage => format!(
             "“{shown}” is not a stage; choose one of {}.",
-            pipeline.stages().join(", ")
+            config
+                .pipeline()
+                .active_stages()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         FieldType::Choice(values) => format!("Choose one of {}.", values.join(", ")),
+        FieldType::Picklist(list) => format!(
+            "Choose one of {}.",
+            config
+                .picklist(list)
+                .iter()
+                .filter(|v| !v.retired)
+                .map(|v| v.label.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        FieldType::Number => format!("“{shown}” is not a number; type one like 12.5."),
+        FieldType::Integer => format!("“{shown}” is not a whole number; type one like 12."),
         FieldType::Ref(_) => "Choose a record from the suggestions.".into(),
         FieldType::Bool => "Tick the box, or leave it empty.".into(),
         FieldType::Text | FieldType::LongText => format!(
@@ -448,7 +576,7 @@ mod tests {
 
     #[test]
     fn form_posts_become_validated_fields_with_messages() {
-        let pipeline = Pipeline::default();
+        let pipeline = Config::default();
         let form = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
             pairs
                 .iter()
@@ -516,11 +644,11 @@ mod tests {
         assert_eq!(fields["subject"], Value::Null);
         let utc = Zone::default();
         assert_eq!(
-            form_string(Kind::Activity, "due_at", &fields["due_at"], &utc),
+            form_string(Some(FieldType::Timestamp), &fields["due_at"], &utc),
             "2026-11-24T10:30"
         );
         assert_eq!(
-            form_string(Kind::Deal, "amount", &Value::Int(1_250), &utc),
+            form_string(Some(FieldType::Amount), &Value::Int(1_250), &utc),
             "12.50"
         );
         // A time typed in Tokyo is stored as UTC and shown back as typed.
@@ -533,11 +661,11 @@ mod tests {
             &tokyo,
         );
         assert_eq!(
-            form_string(Kind::Activity, "due_at", &fields["due_at"], &utc),
+            form_string(Some(FieldType::Timestamp), &fields["due_at"], &utc),
             "2026-11-24T01:30"
         );
         assert_eq!(
-            form_string(Kind::Activity, "due_at", &fields["due_at"], &tokyo),
+            form_string(Some(FieldType::Timestamp), &fields["due_at"], &tokyo),
             "2026-11-24T10:30"
         );
     }

@@ -7,6 +7,7 @@
 mod admin;
 mod assets;
 mod board;
+mod configuration;
 mod convert;
 mod csv_io;
 mod dashboard;
@@ -66,6 +67,10 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/admin/users/{id}/enable", post(admin::enable))
         .route("/admin/users/{id}/password", post(admin::reset_password))
         .route("/admin/territories", post(admin::add_territory))
+        .route(
+            "/admin/configuration",
+            get(configuration::page_view).post(configuration::change),
+        )
         .route("/admin/territories/{name}/parent", post(admin::set_parent))
         .route("/review/{record}", post(review::decide))
         .route(

@@ -180,7 +180,7 @@ pub fn owner_choices(relay: &dyn RelayStore, user: &User) -> crate::relay::Resul
         .filter(|a| !a.disabled)
         .map(|a| a.user)
         .collect();
-    if let access::Scope::Territories(mine) = access::scope(user) {
+    if let Some(mine) = access::record_territories(user) {
         users.retain(|u| {
             u.id == user.id || u.role.sees_all() || u.territories.iter().any(|t| mine.contains(t))
         });

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use fieldcrm_core::{Edit, FieldType, Fields, Kind, ListQuery, Record, SortBy, Value};
@@ -49,6 +49,10 @@ pub struct ListParams {
     pub deleted: bool,
     pub conflicts: bool,
     pub page: usize,
+    /// Custom field filters (`custom.tier=gold`), read from the raw query
+    /// by [`ListParams::with_custom`].
+    #[serde(skip)]
+    pub custom: Vec<(String, String)>,
 }
 
 fn some(s: &str) -> Option<String> {
@@ -66,6 +70,17 @@ fn default_sort(kind: Kind) -> &'static str {
 }
 
 impl ListParams {
+    /// These filters with the custom field ones the query string carries.
+    pub fn with_custom(mut self, raw: Option<&str>) -> Self {
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_str(raw.unwrap_or("")).unwrap_or_default();
+        self.custom = pairs
+            .into_iter()
+            .filter(|(k, v)| k.starts_with(fieldcrm_core::CUSTOM_PREFIX) && !v.trim().is_empty())
+            .collect();
+        self
+    }
+
     /// The sort in effect: the one asked for, or the list's default.
     fn sort_key(&self, kind: Kind) -> &str {
         match self.sort.as_str() {
@@ -109,6 +124,7 @@ impl ListParams {
             field_is: some(&self.priority)
                 .map(|p| ("priority".to_string(), p))
                 .into_iter()
+                .chain(self.custom.iter().cloned())
                 .collect(),
             due_before,
             include_deleted: self.deleted,
@@ -132,6 +148,7 @@ impl ListParams {
             ("sort", self.sort.clone()),
         ];
         pairs.retain(|(_, v)| !v.is_empty());
+        pairs.extend(self.custom.iter().map(|(k, v)| (k.as_str(), v.clone())));
         for (flag, on) in [
             ("desc", self.desc),
             ("deleted", self.deleted),
@@ -199,7 +216,9 @@ pub async fn list(
     session: Session,
     Path(kind): Path<String>,
     Query(params): Query<ListParams>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Markup, PageError> {
+    let params = params.with_custom(raw.as_deref());
     let kind = kind_of(&kind)?;
     let query = params.query(kind, now_ms(), &session.zone)?;
     let user = session.user.clone();
@@ -251,7 +270,7 @@ pub async fn list(
             @if kind == Kind::Deal {
                 select name="stage" aria-label="Stage" {
                     option value="" { "All stages" }
-                    @for s in &choices.stages { option value=(s) selected[*s == params.stage] { (s) } }
+                    @for s in choices.config.pipeline().stages() { option value=(s) selected[*s == params.stage] { (s) } }
                 }
             }
             @if let Some(FieldType::Choice(statuses)) = kind.field("status").map(|f| f.ty) {
@@ -260,10 +279,26 @@ pub async fn list(
                     @for s in statuses { option value=(s) selected[*s == params.stage] { (s) } }
                 }
             }
-            @if let Some(FieldType::Choice(priorities)) = kind.field("priority").map(|f| f.ty) {
+            @if let Some(FieldType::Picklist(list)) = kind.field("priority").map(|f| f.ty) {
                 select name="priority" aria-label="Priority" {
                     option value="" { "Any priority" }
-                    @for p in priorities { option value=(p) selected[*p == params.priority] { (p) } }
+                    @for p in choices.config.picklist(list) { option value=(p.value) selected[p.value == params.priority] { (p.label) } }
+                }
+            }
+            @for def in choices.config.custom_fields_of(kind).filter(|f| !f.entry.retired) {
+                @let path = def.path();
+                @let chosen = params.custom.iter().find(|(k, _)| *k == path).map_or("", |(_, v)| v.as_str());
+                @match (def.entry.ty, &def.entry.picklist) {
+                    (fieldcrm_core::CustomType::Picklist, Some(list)) => {
+                        select name=(path) aria-label=(def.entry.label) {
+                            option value="" { "Any " (def.entry.label.to_lowercase()) }
+                            @for v in choices.config.picklist(list) { option value=(v.value) selected[v.value == chosen] { (v.label) } }
+                        }
+                    }
+                    (fieldcrm_core::CustomType::Text, _) => {
+                        input name=(path) value=(chosen) placeholder=(def.entry.label) aria-label=(def.entry.label);
+                    }
+                    _ => {}
                 }
             }
             @if kind == Kind::Activity || kind == Kind::Case {
@@ -331,7 +366,7 @@ fn bulk_form(session: &Session, kind: Kind, choices: &Choices) -> Markup {
             }
             input name="owner" list="owner-choices" placeholder="Owner" aria-label="New owner" autocomplete="off";
             @if kind == Kind::Deal {
-                select name="stage" aria-label="New stage" { @for s in &choices.stages { option value=(s) { (s) } } }
+                select name="stage" aria-label="New stage" { @for s in choices.config.pipeline().active_stages() { option value=(s) { (s) } } }
             }
             button.small type="submit" { "Apply to ticked" }
         }
@@ -518,12 +553,12 @@ pub async fn conflicts(
 
 /// What a form's selects offer this user.
 pub fn choices(relay: &dyn RelayStore, user: &User) -> crate::relay::Result<Choices> {
-    let territories = match access::scope(user) {
-        access::Scope::All => relay.territories()?,
-        access::Scope::Territories(mine) => mine,
+    let territories = match access::record_territories(user) {
+        None => relay.territories()?,
+        Some(mine) => mine,
     };
     Ok(Choices {
-        stages: relay.pipeline()?.stages().to_vec(),
+        config: relay.configuration()?,
         territories,
         owners: names::owner_choices(relay, user)?
             .into_iter()
@@ -580,7 +615,7 @@ pub async fn new_form(
             .or_insert_with(|| only.clone());
     }
     if kind == Kind::Deal {
-        if let Some(first) = choices.stages.first() {
+        if let Some(first) = choices.config.pipeline().active_stages().next() {
             values
                 .entry("stage".into())
                 .or_insert_with(|| first.clone());
@@ -620,8 +655,8 @@ pub async fn create(
     let (outcome, choices) = blocking(&state, move |relay| {
         let mut posted = posted;
         let picked = names::resolve_pickers(relay, &user, kind, &mut posted)?;
-        let pipeline = relay.pipeline()?;
-        let (fields, mut errors) = form::parse(kind, &posted, &pipeline, true, &zone);
+        let config = relay.configuration()?;
+        let (fields, mut errors) = form::parse(kind, &posted, &config, true, &zone);
         errors.extend(picked);
         let outcome = if errors.is_empty() {
             Ok(office::try_edit(
@@ -677,9 +712,10 @@ pub async fn edit_form(
     let zone = session.zone.clone();
     let (record, choices, values) = blocking(&state, move |relay| {
         let record = office::record(relay, &user, &id)?.record;
-        let mut values = form::form_values(record.kind, &record.fields, &zone);
+        let choices = choices(relay, &user)?;
+        let mut values = form::form_values(record.kind, &record.fields, &choices.config, &zone);
         names::fill_picker_names(relay, &user, record.kind, &mut values)?;
-        Ok((record, choices(relay, &user)?, values))
+        Ok((record, choices, values))
     })
     .await?;
     let title = format!("Edit {}", record.display_name());
@@ -715,8 +751,8 @@ pub async fn update(
         let record = office::record(relay, &user, &id)?.record;
         let mut posted = posted;
         let picked = names::resolve_pickers(relay, &user, record.kind, &mut posted)?;
-        let pipeline = relay.pipeline()?;
-        let (fields, mut errors) = form::parse(record.kind, &posted, &pipeline, false, &zone);
+        let config = relay.configuration()?;
+        let (fields, mut errors) = form::parse(record.kind, &posted, &config, false, &zone);
         errors.extend(picked);
         let fields = changed(&record, fields);
         let outcome = if !errors.is_empty() {

@@ -828,7 +828,7 @@ impl RelayStore for PgRelay {
         )? > 0)
     }
 
-    fn pipeline(&self) -> Result<Pipeline> {
+    fn base_pipeline(&self) -> Result<Pipeline> {
         pipeline(&mut *self.conn()?)
     }
 
@@ -1029,7 +1029,7 @@ impl RelayStore for PgRelay {
                 Ok(Kind::Activity) => last.activities = n,
                 Ok(Kind::Lead) => last.leads = n,
                 Ok(Kind::Case) => last.cases = n,
-                Err(_) => {}
+                Ok(Kind::Config) | Err(_) => {}
             }
         }
         Ok(out)

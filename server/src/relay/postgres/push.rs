@@ -140,7 +140,7 @@ impl PushStore for PgPush<'_, '_> {
             .is_some())
     }
 
-    fn pipeline(&mut self) -> Result<Pipeline> {
+    fn base_pipeline(&mut self) -> Result<Pipeline> {
         super::pipeline(self.tx)
     }
 

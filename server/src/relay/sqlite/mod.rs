@@ -335,7 +335,7 @@ impl RelayStore for SqliteRelay {
         self.write(|tx| tables::revoke_token(tx.sql(), token_hash))
     }
 
-    fn pipeline(&self) -> Result<Pipeline> {
+    fn base_pipeline(&self) -> Result<Pipeline> {
         self.read(|store| push_store::pipeline(store.sql()))
     }
 

@@ -57,7 +57,7 @@ impl PushStore for SqlitePush<'_, '_> {
         tables::is_territory(self.tx.sql(), name)
     }
 
-    fn pipeline(&mut self) -> Result<Pipeline> {
+    fn base_pipeline(&mut self) -> Result<Pipeline> {
         pipeline(self.tx.sql())
     }
 
