@@ -2126,6 +2126,18 @@ fn the_configuration_reaches_every_device_and_values_follow_it(fx: Fixture) {
         .unwrap();
     fx.sync(&mut ann);
     assert!(ann.refused_changes().unwrap().is_empty());
+    // It is never deleted, not even by an admin.
+    let err = office::try_edit(
+        &*fx.relay,
+        &fx.user("ada"),
+        Edit::Delete {
+            id: CONFIG_ID.into(),
+        },
+    )
+    .unwrap()
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("never deleted"), "{err}");
     // The configuration's own history names who changed it.
     let history = fx.relay.record(CONFIG_ID).unwrap().unwrap().history;
     assert!(history.iter().all(|h| h.user == "ada"), "{history:?}");

@@ -2833,6 +2833,14 @@ async fn admins_define_a_picklist_field_that_forms_lists_and_exports_follow() {
     assert_eq!(field.status, StatusCode::SEE_OTHER, "{}", field.body);
     let page = fx.get(&root, "/admin/configuration").await;
     assert!(page.body.contains("custom.tier"), "{}", page.body);
+    // The configuration's own record page: its entries and their history.
+    let record = fx.get(&root, "/r/configuration").await;
+    assert_eq!(record.status, StatusCode::OK);
+    assert!(
+        record.body.contains("picklists.tier:gold"),
+        "{}",
+        record.body
+    );
 
     // The new-account form offers the picklist; a wrong value is refused.
     let form = fx.get(&olivia, "/accounts/new").await;
@@ -2885,6 +2893,24 @@ async fn admins_define_a_picklist_field_that_forms_lists_and_exports_follow() {
         csv.body.contains("Acme") && !csv.body.contains("Beta"),
         "{}",
         csv.body
+    );
+
+    // CSV import: a column named as the field's label fills it, checked by it.
+    let csv = "Name,Tier,Territory\nGamma,gold,north\nDelta,platinum,north\n";
+    let preview = fx.import_preview(&olivia, "account", csv).await;
+    assert_eq!(preview.status, StatusCode::OK, "{}", preview.body);
+    assert_eq!(mapped(&preview.body, 1), "custom.tier");
+    let fields: Vec<String> = (0..3).map(|i| mapped(&preview.body, i)).collect();
+    let run = fx.import_run(&olivia, "account", csv, &fields, &[]).await;
+    assert!(
+        run.body.contains("<strong class=\"imported\">1</strong>"),
+        "{}",
+        run.body
+    );
+    let rejected = between(&run.body, "<table class=\"rejected\">", "</table>");
+    assert!(
+        rejected.contains("<td>3</td>") && rejected.contains("platinum"),
+        "{rejected}"
     );
 
     // Retired: no longer offered, the record that holds it keeps it.

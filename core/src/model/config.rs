@@ -520,6 +520,13 @@ pub fn check_config_change(
     touched: &[TouchedField],
 ) -> Result<()> {
     let config = Config::new(Pipeline::default(), Some(after));
+    if after.deleted {
+        return Err(Error::invalid(
+            "deleted",
+            "true",
+            "the organisation configuration is never deleted; retire its entries instead",
+        ));
+    }
     for t in touched {
         let Some((map, _)) = t.path.split_once('.') else {
             continue;

@@ -444,15 +444,30 @@ pub async fn import_preview(
             .iter()
             .map(|s| (s.path.to_string(), field_label(s.path))),
     );
+    let user = session.user.clone();
+    let choices = blocking(&state, move |relay| super::records::choices(relay, &user)).await?;
+    let (territories, config) = (choices.territories, choices.config);
+    // The custom fields the configuration defines, then ad-hoc columns.
+    let defined: Vec<(String, String)> = config
+        .custom_fields_of(kind)
+        .filter(|f| !f.entry.retired)
+        .map(|f| (f.path(), format!("{} (custom)", f.entry.label)))
+        .collect();
+    targets.extend(defined.iter().cloned());
     targets.extend(header.iter().filter_map(|h| {
         let name = custom_column(h)?;
-        Some((h.clone(), format!("Custom field {name}")))
+        let defined = defined.iter().any(|(p, _)| p == h);
+        (!defined).then(|| (h.clone(), format!("Custom field {name}")))
     }));
-    let user = session.user.clone();
-    let territories = blocking(&state, move |relay| {
-        Ok(super::records::choices(relay, &user)?.territories)
-    })
-    .await?;
+    // A column named as a defined field's label fills it.
+    let guess = |kind: Kind, h: &str| match guess(kind, h) {
+        found if !found.is_empty() => found,
+        _ => defined
+            .iter()
+            .find(|(_, label)| norm(label.trim_end_matches(" (custom)")) == norm(h))
+            .map(|(path, _)| path.clone())
+            .unwrap_or_default(),
+    };
     let body = html! {
         p { (rows) " rows. Choose the field each column fills; columns left on “skip” are not imported. Owner defaults to you." }
         form.record method="post" action="/import/run" {
@@ -633,6 +648,7 @@ fn row_fields(
     row: &csv::StringRecord,
     accounts: &HashMap<String, Vec<String>>,
     default_territory: Option<&str>,
+    config: &fieldcrm_core::Config,
     zone: &Zone,
 ) -> Result<Fields, String> {
     let mut fields = Fields::new();
@@ -656,8 +672,14 @@ fn row_fields(
             fields.insert(field.into(), Value::Text(id));
             continue;
         }
-        if custom_column(target).is_some() {
-            fields.insert(target.clone(), Value::Text(raw.to_string()));
+        if let Some(name) = custom_column(target) {
+            // A defined field's text as its type; an ad-hoc one's as text.
+            let value = match config.custom_field(kind, name) {
+                Some(def) => typed_value(def.field_type(), raw, zone)
+                    .map_err(|e| format!("{}: {e}", def.entry.label))?,
+                None => Value::Text(raw.to_string()),
+            };
+            fields.insert(target.clone(), value);
             continue;
         }
         let spec = kind
@@ -707,6 +729,7 @@ pub async fn import_run(
             _ => None,
         };
         let skip_duplicates = form.skip_duplicates.is_some();
+        let config = relay.configuration()?;
         let existing = existing_keys(relay, &user, kind)?;
         let mut seen: HashMap<String, usize> = HashMap::new();
         let mut duplicates: Vec<Duplicate> = Vec::new();
@@ -745,6 +768,7 @@ pub async fn import_run(
                 &row,
                 &accounts,
                 default_territory.as_deref(),
+                &config,
                 &zone,
             ) {
                 Ok(fields) => {

@@ -936,7 +936,9 @@ pub async fn show(
     };
     let body = html! {
         p.kind { (kind.as_str()) " · created " (session.zone.time(record.created_at)) " by " (record.created_by) " · last change " (session.zone.time(record.updated_at)) }
-        @if record.deleted {
+        @if kind == Kind::Config {
+            div.actions { a.button href="/admin/configuration" { "Change it on the configuration page" } }
+        } @else if record.deleted {
             div.banner role="status" { "This " (kind.as_str()) " is deleted. " (layout::button_form(&session, &format!("/r/{}/restore", record.id), "Restore", "")) }
         } @else {
             div.actions {
@@ -994,6 +996,12 @@ pub async fn show(
                     }
                 }
                 @for (k, v) in &custom { dt { (k.trim_start_matches("custom.")) } dd { (layout::value(kind, k, v, &session.zone)) } }
+                @if kind == Kind::Config {
+                    @for (k, v) in record.fields.iter().filter(|(k, _)| k.contains('.')) {
+                        dt { code { (k) } @if conflicted.contains(&k.as_str()) { " " span.badge.warn { "conflict" } } }
+                        dd data-field=(k) { code { (v.as_str().unwrap_or_default()) } }
+                    }
+                }
             }
         }
         @if let Some(account) = &related.account { section { h2 { "Account" } p { (record_link(account)) } } }
@@ -1004,7 +1012,7 @@ pub async fn show(
         @if !related.deals.is_empty() {
             section { h2 { "Deals" } ul { @for d in &related.deals { li { (record_link(d)) " · " (d.text("stage").unwrap_or("")) " · " (layout::money(d)) } } } }
         }
-        (timeline::section(&session, record, &related.activities, &names))
+        @if kind != Kind::Config { (timeline::section(&session, record, &related.activities, &names)) }
         section aria-labelledby="history-h" {
             h2 id="history-h" { "Field history" }
             table.history {
