@@ -188,7 +188,37 @@ impl PairFinder {
     }
 
     pub fn add(&mut self, record: &Record) {
-        let Some(signature) = Signature::of(record, &self.rules) else {
+        self.add_fields(&record.id, record.kind, &record.fields);
+    }
+
+    /// The records added so far that a record of `kind` with `fields`
+    /// looks like (ids, likeliest first), without adding it.
+    pub fn matches_of(&self, kind: Kind, fields: &Fields) -> Vec<(String, Match)> {
+        let Some(signature) = Signature::from_fields("", kind, fields, &self.rules) else {
+            return Vec::new();
+        };
+        let mut seen: HashSet<usize> = HashSet::new();
+        let mut out = Vec::new();
+        for key in signature.keys() {
+            let Some(members) = self.blocks.get(&key).filter(|m| m.len() <= MAX_BLOCK) else {
+                continue;
+            };
+            for &at in members {
+                if seen.insert(at) {
+                    let other = &self.signatures[at];
+                    if let Some(m) = compare(&signature, other, &self.rules) {
+                        out.push((other.id.clone(), m));
+                    }
+                }
+            }
+        }
+        out.sort_by(|x, y| y.1.score.total_cmp(&x.1.score).then_with(|| x.0.cmp(&y.0)));
+        out
+    }
+
+    /// Adds a record known only by its fields (a row about to be imported).
+    pub fn add_fields(&mut self, id: &str, kind: Kind, fields: &Fields) {
+        let Some(signature) = Signature::from_fields(id, kind, fields, &self.rules) else {
             return;
         };
         let at = self.signatures.len();

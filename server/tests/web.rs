@@ -2932,3 +2932,44 @@ async fn admins_define_a_picklist_field_that_forms_lists_and_exports_follow() {
         "retired values are not offered"
     );
 }
+
+#[tokio::test]
+async fn csv_import_warns_of_rows_that_look_like_records_or_earlier_rows() {
+    let fx = fixture();
+    let olivia = fx.sign_in("olivia").await;
+    fx.create(
+        &olivia,
+        "accounts",
+        &[
+            ("name", "Acme GmbH"),
+            ("territory", "north"),
+            ("address.city", "Berlin"),
+        ],
+    )
+    .await;
+    let csv = "Name,City,Phone,Territory\n\
+               Acme GmbH.,Berlin,,north\n\
+               Borg AG,Hamburg,+49 40 5550 1234,north\n\
+               Borg Handel,Bremen,+49 40 5550 1234,north\n\
+               Quiet Ltd,Leeds,,north\n";
+    let preview = fx.import_preview(&olivia, "account", csv).await;
+    let fields: Vec<String> = (0..4).map(|i| mapped(&preview.body, i)).collect();
+    assert_eq!(fields, ["name", "address.city", "phone", "territory"]);
+    let run = fx.import_run(&olivia, "account", csv, &fields, &[]).await;
+    assert!(
+        run.body.contains("<strong class=\"imported\">4</strong>"),
+        "{}",
+        run.body
+    );
+    let similar = between(&run.body, "<table class=\"similar\">", "</table>");
+    assert!(
+        similar.contains("<td>2</td>") && similar.contains(">Acme GmbH<"),
+        "{similar}"
+    );
+    assert!(
+        similar.contains("<td>4</td>") && similar.contains("line 3 of this file"),
+        "{similar}"
+    );
+    assert!(similar.contains("same phone"), "{similar}");
+    assert!(!similar.contains("<td>5</td>"), "{similar}");
+}

@@ -534,6 +534,14 @@ struct Duplicate {
     skipped: bool,
 }
 
+/// A row that looks like another record or row without being the same by
+/// key: imported, with the evidence.
+struct Similar {
+    line: usize,
+    like: Like,
+    why: String,
+}
+
 fn duplicate_rule(kind: Kind) -> &'static str {
     match kind {
         Kind::Account => "Skip rows with the name of an account you have, or of an earlier row",
@@ -578,14 +586,25 @@ fn duplicate_key(kind: Kind, fields: &Fields) -> Option<String> {
 
 /// The records of `kind` in the user's view by duplicate key, read a page
 /// at a time (only the keys are kept).
-fn existing_keys(
-    relay: &dyn RelayStore,
-    user: &User,
-    kind: Kind,
-) -> crate::relay::Result<HashMap<String, (String, String)>> {
-    let mut keys = HashMap::new();
+/// What an import compares its rows with: the records of the kind the
+/// user has, by exact key (skipped when asked) and by likeness (core
+/// duplicate rules: similar names, the same email or phone), with their
+/// names. Only keys, match signatures and names are kept, not records.
+struct Existing {
+    keys: HashMap<String, (String, String)>,
+    likeness: fieldcrm_core::duplicates::PairFinder,
+    names: HashMap<String, String>,
+}
+
+fn existing(relay: &dyn RelayStore, user: &User, kind: Kind) -> crate::relay::Result<Existing> {
+    let mut existing = Existing {
+        keys: HashMap::new(),
+        likeness: fieldcrm_core::duplicates::PairFinder::new(Default::default()),
+        names: HashMap::new(),
+    };
+    let alike = fieldcrm_core::duplicates::has_rules(kind);
     if kind == Kind::Activity {
-        return Ok(keys);
+        return Ok(existing);
     }
     let mut offset = 0;
     loop {
@@ -599,14 +618,26 @@ fn existing_keys(
         let n = page.records.len();
         for r in page.records {
             if let Some(key) = duplicate_key(kind, &r.fields) {
-                keys.entry(key).or_insert((r.id.clone(), r.display_name()));
+                existing
+                    .keys
+                    .entry(key)
+                    .or_insert((r.id.clone(), r.display_name()));
+            }
+            if alike {
+                existing.likeness.add(&r);
+                existing.names.insert(r.id.clone(), r.display_name());
             }
         }
         if n < 1000 {
-            return Ok(keys);
+            return Ok(existing);
         }
         offset += n;
     }
+}
+
+/// The id a row stands under among the records it is compared with.
+fn row_id(line: usize) -> String {
+    format!("line:{line}")
 }
 
 /// Accounts in the user's view by lower-case name (for contacts' account column).
@@ -715,7 +746,7 @@ pub async fn import_run(
     }
     let user = session.user.clone();
     let zone = session.zone.clone();
-    let (imported, rejected, duplicates) = blocking(&state, move |relay| {
+    let (imported, rejected, duplicates, similar) = blocking(&state, move |relay| {
         let accounts = if by_name_field(kind).is_some() {
             accounts_by_name(relay, &user)?
         } else {
@@ -730,7 +761,12 @@ pub async fn import_run(
         };
         let skip_duplicates = form.skip_duplicates.is_some();
         let config = relay.configuration()?;
-        let existing = existing_keys(relay, &user, kind)?;
+        let Existing {
+            keys: existing,
+            mut likeness,
+            names,
+        } = existing(relay, &user, kind)?;
+        let mut similar: Vec<Similar> = Vec::new();
         let mut seen: HashMap<String, usize> = HashMap::new();
         let mut duplicates: Vec<Duplicate> = Vec::new();
         let mut reader = csv::ReaderBuilder::new()
@@ -781,6 +817,26 @@ pub async fn import_run(
                         seen.entry(key).or_insert(line);
                     }
                     let skipped = like.is_some() && skip_duplicates;
+                    if like.is_none() {
+                        // Not the same by key: perhaps alike (a warning only).
+                        if let Some((id, why)) =
+                            likeness.matches_of(kind, &fields).into_iter().next()
+                        {
+                            let like = match id.strip_prefix("line:") {
+                                Some(n) => Like::Row(n.parse().unwrap_or_default()),
+                                None => Like::Existing(
+                                    id.clone(),
+                                    names.get(&id).cloned().unwrap_or_default(),
+                                ),
+                            };
+                            similar.push(Similar {
+                                line,
+                                like,
+                                why: why.evidence.join("; "),
+                            });
+                        }
+                        likeness.add_fields(&row_id(line), kind, &fields);
+                    }
                     if let Some(like) = like {
                         duplicates.push(Duplicate {
                             line,
@@ -800,7 +856,7 @@ pub async fn import_run(
         }
         flush(&mut batch, &mut imported, &mut rejected)?;
         rejected.sort();
-        Ok((imported, rejected, duplicates))
+        Ok((imported, rejected, duplicates, similar))
     })
     .await?;
     if imported > 0 {
@@ -820,6 +876,21 @@ pub async fn import_run(
                         Like::Row(first) => { "line " (first) " of this file" },
                     } }
                     td { @if d.skipped { "skipped" } @else { "imported anyway" } }
+                } } }
+            }
+        }
+        @if !similar.is_empty() {
+            h2 { "Rows that may be the same as others" }
+            p.muted { "These were imported: check whether they are the same as what they look like." }
+            table.similar {
+                thead { tr { th { "Line" } th { "May be the same as" } th { "Why" } } }
+                tbody { @for s in &similar { tr {
+                    td { (s.line) }
+                    td { @match &s.like {
+                        Like::Existing(id, name) => { "“" a href=(format!("/r/{id}")) { (name) } "”, which you have" },
+                        Like::Row(first) => { "line " (first) " of this file" },
+                    } }
+                    td { (s.why) }
                 } } }
             }
         }
