@@ -120,6 +120,11 @@ pub struct SyncResponse {
     /// its outbox; the relay acknowledges those it still has.
     #[serde(default)]
     pub restored: bool,
+    /// What the user's role lets them change under the write rules
+    /// (`rep`, `manager`, `office`, `admin`), so the device refuses at the
+    /// call what the relay would refuse. Left out by older relays.
+    #[serde(default)]
+    pub standing: Option<crate::model::Standing>,
 }
 
 /// An Automerge actor (hex) and the device id that pushed with it first.

@@ -60,6 +60,8 @@ impl From<Core> for CrmError {
                 CrmError::Sync(message)
             }
             Core::NotYours { .. }
+            | Core::NotAllowed { .. }
+            | Core::Refused(_)
             | Core::ImplausibleTime { .. }
             | Core::MissingDependencies { .. } => CrmError::InvalidInput(message),
             Core::UnknownKind(_)
@@ -74,7 +76,6 @@ impl From<Core> for CrmError {
             | Core::Import { .. }
             | Core::MalformedChange { .. }
             | Core::ForeignChange { .. } => CrmError::InvalidInput(message),
-            _ => CrmError::Unexpected(format!("unexpected error (please report it): {message}")),
         }
     }
 }

@@ -1859,12 +1859,33 @@ fn a_rep_cannot_change_a_won_deals_amount_and_a_manager_can(fx: Fixture) {
     fx.sync(&mut ann);
     assert!(ann.refused_changes().unwrap().is_empty());
     // Won: the amount is no longer the rep's to change; notes still are.
-    ann.update(&deal.id, fields([("amount", Value::Int(1))]))
-        .unwrap();
+    // The device knows the rep's standing from the relay and refuses at
+    // the call; a device that does not know it yet is refused by the relay.
+    let err = ann
+        .update(&deal.id, fields([("amount", Value::Int(1))]))
+        .unwrap_err();
+    assert_eq!(err.code(), "not_allowed");
+    assert!(
+        err.to_string().contains("only managers and the office"),
+        "{err}"
+    );
     ann.update(&deal.id, fields([("notes", "Signed on site")]))
         .unwrap();
-    fx.sync(&mut ann);
-    let [refused] = ann.refused_changes().unwrap().try_into().unwrap();
+    let mut unaware = fx.device("ann");
+    fx.sync(&mut unaware);
+    let bytes = unaware
+        .sql()
+        .execute("DELETE FROM meta WHERE key = 'sync.standing'", [])
+        .unwrap();
+    assert_eq!(bytes, 1);
+    let path = unaware.path().to_string();
+    drop(unaware);
+    let mut unaware = Store::open(path, "ann").unwrap();
+    unaware
+        .update(&deal.id, fields([("amount", Value::Int(1))]))
+        .unwrap();
+    fx.sync(&mut unaware);
+    let [refused] = unaware.refused_changes().unwrap().try_into().unwrap();
     assert_eq!(refused.code, "not_allowed");
     assert_eq!(refused.field.as_deref(), Some("amount"));
     assert!(
@@ -1872,6 +1893,7 @@ fn a_rep_cannot_change_a_won_deals_amount_and_a_manager_can(fx: Fixture) {
         "{}",
         refused.reason
     );
+    fx.sync(&mut ann);
     let at_relay = fx.relay.record(&deal.id).unwrap().unwrap().record;
     assert_eq!(at_relay.get("amount"), Some(&Value::Int(120_000)));
     assert_eq!(at_relay.text("notes"), Some("Signed on site"));
@@ -2044,6 +2066,11 @@ fn the_configuration_reaches_every_device_and_values_follow_it(fx: Fixture) {
     let def = ann.config().custom_field(Kind::Account, "tier").unwrap();
     assert_eq!(def.entry.label, "Tier");
     assert!(ann.config().allows("tier", "gold"));
+    // A rep's device refuses a change of it at the call, as the relay would.
+    let err = ann
+        .update(CONFIG_ID, fields([("name", "Mine now")]))
+        .unwrap_err();
+    assert_eq!(err.code(), "not_allowed", "{err}");
     // Set through the same calls a form uses; a wrong value is refused here.
     ann.update(&acme, fields([("custom.tier", "gold")]))
         .unwrap();

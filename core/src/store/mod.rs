@@ -26,7 +26,7 @@ use crate::doc::{ChangeMeta, Conflict, HistoryEntry, LocalChange, ParsedChange, 
 use crate::error::{Error, Result};
 use crate::model::{
     normalize_value, validate_id, Config, FieldType, Fields, Kind, Pipeline, Record, RecordId,
-    Value,
+    Standing, Value,
 };
 
 pub use convert::{plan_conversion, Conversion, ConversionPlan, Converted};
@@ -117,6 +117,8 @@ pub struct Store {
     /// The user's territories as the relay last said (`["*"]`: all);
     /// `None` before the first sync.
     view: Option<Vec<String>>,
+    /// The user's standing under the write rules, as the relay last said.
+    standing: Option<Standing>,
 }
 
 /// Who makes local changes, and the rules they are made under.
@@ -126,9 +128,35 @@ pub(crate) struct Writer<'a> {
     pub config: &'a Config,
     pub meta: ChangeMeta,
     pub view: Option<&'a [String]>,
+    /// The user's standing as the relay last said; `None` before.
+    pub standing: Option<Standing>,
 }
 
 impl Writer<'_> {
+    /// Refuses at the call a change the write rules keep this user from
+    /// making (as the relay would), once the relay has said who they are.
+    fn check_rules(&self, kind: Kind, before: Option<&Record>, paths: &[&str]) -> Result<()> {
+        let Some(standing) = self.standing else {
+            return Ok(());
+        };
+        let touched: Vec<crate::model::TouchedField> = paths
+            .iter()
+            .map(|p| crate::model::TouchedField {
+                path: p.to_string(),
+                now: Vec::new(),
+                replaces_object: false,
+            })
+            .collect();
+        crate::model::check_write_rules(
+            crate::model::WRITE_RULES,
+            kind,
+            before,
+            &touched,
+            standing,
+            self.config.pipeline(),
+        )
+    }
+
     /// Refuses to put a record in a territory the user does not have (as
     /// far as the relay last said).
     fn check_territory(&self, fields: &Fields) -> Result<()> {
@@ -157,8 +185,10 @@ impl Writer<'_> {
             .query_row([id], |r| r.get(0))
             .optional()?
             .flatten();
+        // The shared territory (the configuration) is everyone's to hold;
+        // the write rules say who may change it.
         let gone = match &territory {
-            Some(t) => !view.contains(t),
+            Some(t) => t != crate::model::SHARED_TERRITORY && !view.contains(t),
             None => false,
         } || outbox::is_deferred(conn, id)?;
         if gone {
@@ -248,6 +278,8 @@ impl Store {
             .and_then(|cursor| cursor.view)
             .map(record_view);
         let config = read_config(&tx, &base_pipeline)?;
+        let standing =
+            meta_get(&tx, "sync.standing")?.and_then(|s| serde_json::from_str::<Standing>(&s).ok());
         tx.commit()?;
         Ok(Store {
             conn,
@@ -255,6 +287,7 @@ impl Store {
             user: user.to_string(),
             actor,
             config,
+            standing,
             device_id,
             base_pipeline,
             clock: options.clock,
@@ -264,6 +297,11 @@ impl Store {
 
     pub fn user(&self) -> &str {
         &self.user
+    }
+
+    /// The file this store keeps its data in.
+    pub fn path(&self) -> &str {
+        &self.path
     }
 
     pub fn device_id(&self) -> &str {
@@ -320,6 +358,7 @@ impl Store {
             config: &self.config,
             meta,
             view: self.view.as_deref(),
+            standing: self.standing,
         };
         Ok((tx, w))
     }
@@ -842,6 +881,8 @@ pub(crate) fn create_in(
     }
     let fields = validate_fields(tx, kind, fields, w.config, true)?;
     w.check_territory(&fields)?;
+    let paths: Vec<&str> = fields.keys().map(String::as_str).collect();
+    w.check_rules(kind, None, &paths)?;
     let id = id.map_or_else(|| uuid::Uuid::now_v7().to_string(), String::from);
     let (mut doc, change) = RecordDoc::create(&id, kind, &fields, w.actor, &w.meta)?;
     documents::insert(tx, &id, &change.bytes)?;
@@ -884,11 +925,19 @@ pub(crate) fn update_fields(
     kind: Kind,
     fields: Fields,
 ) -> Result<Option<LocalChange>> {
-    if doc.read()?.deleted {
+    let before = doc.read()?;
+    if before.deleted {
         return Err(Error::Deleted(doc.id().to_string()));
     }
     let fields = validate_fields(tx, kind, fields, w.config, false)?;
     w.check_territory(&fields)?;
+    // What the change will touch: the values that differ.
+    let paths: Vec<&str> = fields
+        .iter()
+        .filter(|(p, v)| before.get(p).unwrap_or(&Value::Null) != *v)
+        .map(|(p, _)| p.as_str())
+        .collect();
+    w.check_rules(kind, Some(&before), &paths)?;
     doc.update(w.actor, kind, &fields, &w.meta)
 }
 
@@ -898,9 +947,11 @@ pub(crate) fn set_deleted_on(
     doc: &mut RecordDoc,
     deleted: bool,
 ) -> Result<Option<LocalChange>> {
-    if doc.read()?.deleted == deleted {
+    let before = doc.read()?;
+    if before.deleted == deleted {
         return Ok(None);
     }
+    w.check_rules(before.kind, Some(&before), &["deleted"])?;
     doc.set_deleted(w.actor, deleted, &w.meta)
 }
 

@@ -68,6 +68,7 @@ impl Store {
             config: &self.config,
             meta,
             view,
+            standing: response.standing.or(self.standing),
         };
         for reset in resets {
             report.rejected += rebase::rebase(&tx, &w, &reset.record_id, &reset.bytes, &refusals)?;
@@ -128,6 +129,11 @@ impl Store {
             }
         }
         meta_set(&tx, "sync.cursor", &cursor)?;
+        if let Some(standing) = response.standing {
+            let json =
+                serde_json::to_string(&standing).map_err(|e| Error::Protocol(e.to_string()))?;
+            meta_set(&tx, "sync.standing", &json)?;
+        }
         tx.commit()?;
         let config_id = crate::model::CONFIG_ID;
         if response.changes.iter().any(|c| c.record_id == config_id)
@@ -137,6 +143,9 @@ impl Store {
             self.reload_config()?;
         }
         self.actor = actor;
+        if response.standing.is_some() {
+            self.standing = response.standing;
+        }
         if response.cursor.view.is_some() {
             self.view = response.cursor.view.map(super::record_view);
         }

@@ -378,6 +378,7 @@ pub fn sync(
             .map(|(actor, device)| ActorDevice { actor, device })
             .collect(),
         restored,
+        standing: Some(user.role.standing()),
     };
     let appended = Appended {
         changes: pushed.appended,
