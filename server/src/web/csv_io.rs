@@ -534,6 +534,16 @@ struct Duplicate {
     skipped: bool,
 }
 
+/// What a row is like: a record the user has (a link), or an earlier line.
+fn like_cell(like: &Like) -> Markup {
+    html! {
+        @match like {
+            Like::Existing(id, name) => { "“" a href=(format!("/r/{id}")) { (name) } "”, which you have" },
+            Like::Row(first) => { "line " (first) " of this file" },
+        }
+    }
+}
+
 /// A row that looks like another record or row without being the same by
 /// key: imported, with the evidence.
 struct Similar {
@@ -871,10 +881,7 @@ pub async fn import_run(
                 thead { tr { th { "Line" } th { "Looks like" } th { "Done" } } }
                 tbody { @for d in &duplicates { tr {
                     td { (d.line) }
-                    td { @match &d.like {
-                        Like::Existing(id, name) => { "“" a href=(format!("/r/{id}")) { (name) } "”, which you have" },
-                        Like::Row(first) => { "line " (first) " of this file" },
-                    } }
+                    td { (like_cell(&d.like)) }
                     td { @if d.skipped { "skipped" } @else { "imported anyway" } }
                 } } }
             }
@@ -886,10 +893,7 @@ pub async fn import_run(
                 thead { tr { th { "Line" } th { "May be the same as" } th { "Why" } } }
                 tbody { @for s in &similar { tr {
                     td { (s.line) }
-                    td { @match &s.like {
-                        Like::Existing(id, name) => { "“" a href=(format!("/r/{id}")) { (name) } "”, which you have" },
-                        Like::Row(first) => { "line " (first) " of this file" },
-                    } }
+                    td { (like_cell(&s.like)) }
                     td { (s.why) }
                 } } }
             }
