@@ -74,7 +74,7 @@ pub fn add_value(
     value: &str,
     label: &str,
 ) -> Result<ConfigEntry, String> {
-    let list = list.trim().to_lowercase();
+    let list = list.trim().to_lowercase().replace([' ', '-'], "_");
     if config.allows(&list, value) {
         return Err(format!(
             "The picklist “{list}” has the value “{value}” already."

@@ -28,6 +28,8 @@ pub const CONFIG_ID: &str = "configuration";
 /// The territory the configuration record sits in: every user's view
 /// holds it (names starting with `*` are not territories anyone can add).
 pub const SHARED_TERRITORY: &str = "*organisation";
+/// Longest entry, in bytes of JSON.
+const MAX_ENTRY: usize = 1024;
 /// The maps of the configuration document whose keys are entries.
 pub const CONFIG_MAPS: [&str; 3] = ["stages", "picklists", "fields"];
 
@@ -227,6 +229,13 @@ impl ConfigEntry {
     /// Reads the entry at `path` (`stages.x`, `picklists.l:v`,
     /// `fields.k:n`) from its stored JSON, checking both.
     pub fn parse(path: &str, json: &str) -> Result<ConfigEntry> {
+        if json.len() > MAX_ENTRY {
+            return Err(Error::OversizeValue {
+                field: path.to_string(),
+                len: json.len(),
+                max: MAX_ENTRY,
+            });
+        }
         let bad = |reason: String| Error::invalid(path, format!("{json:?}"), &reason);
         let Some((map, key)) = path.split_once('.') else {
             return Err(bad("not an entry of the configuration".into()));
@@ -249,7 +258,11 @@ impl ConfigEntry {
                     return Err(bad("a picklist entry is picklists.<list>:<value>".into()));
                 };
                 validate_custom_name(list).map_err(|_| {
-                    bad("picklist names are 1-64 of a-z, 0-9 and _, starting with a letter".into())
+                    Error::invalid(
+                        path,
+                        format!("{list:?}"),
+                        "picklist names are 1-64 of a-z, 0-9 and _, starting with a letter",
+                    )
                 })?;
                 check_entry_name(path, value, "picklist value")?;
                 let entry: PickEntry =
@@ -665,6 +678,11 @@ mod tests {
         assert!(ConfigEntry::parse("stages.x", r#"{"probability":101}"#).is_err());
         assert!(ConfigEntry::parse("stages. x", "{}").is_err());
         assert!(ConfigEntry::parse("things.x", "{}").is_err());
+        let padded = format!("{{\"label\":\"T\"{}}}", " ".repeat(2000));
+        assert!(matches!(
+            ConfigEntry::parse("picklists.tier:gold", &padded),
+            Err(Error::OversizeValue { .. })
+        ));
     }
 
     #[test]
