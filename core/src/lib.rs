@@ -13,6 +13,7 @@ mod forecast;
 mod model;
 pub mod protocol;
 mod query;
+mod route;
 mod shared;
 mod store;
 mod sync;
@@ -39,6 +40,7 @@ pub use query::{
     check_field_filters, check_offset, empty_summary, stage_timeline, AccountOverview, ListQuery,
     OwnerCount, Page, SortBy, StageSummary, MAX_PAGE,
 };
+pub use route::{distance_km, follow, plan, Leg, Route, RouteOptions, Stop};
 pub use shared::{ChangeListener, SharedStore, SyncObserver};
 pub use store::{
     draft_on, parse_stage_history, plan_conversion, search_columns, stage_history,

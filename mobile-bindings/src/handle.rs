@@ -211,6 +211,23 @@ impl CrmStore {
             .map(|found| found.into_iter().map(Into::into).collect())
     }
 
+    /// `owner`'s open visits planned from `from` to `to` (ms) as the day's
+    /// route: in `order` (visit ids, the rep's own order) first, the rest
+    /// in an order that shortens the drive, each with its distance and
+    /// arrival time. Computed on the device, offline.
+    pub fn day_route(
+        &self,
+        owner: String,
+        from: i64,
+        to: i64,
+        options: DayRouteOptions,
+        order: Vec<String>,
+    ) -> Result<DayRoute, CrmError> {
+        let options = options.into();
+        self.read(|s| s.day_route(&owner, from, to, &options, &order))
+            .map(Into::into)
+    }
+
     /// The organisation configuration (pipeline, picklists, custom field
     /// definitions) as this device last received it from the relay: build
     /// forms from it; `create` and `update` validate against it.

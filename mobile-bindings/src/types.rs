@@ -925,3 +925,77 @@ impl From<&core::Config> for OrgConfiguration {
         }
     }
 }
+
+/// How the day is driven (`dayRoute`).
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct DayRouteOptions {
+    /// Where the day starts (home, the office); both `None`: at the first stop.
+    #[uniffi(default = None)]
+    pub start_lat: Option<f64>,
+    #[uniffi(default = None)]
+    pub start_lon: Option<f64>,
+    /// When the day starts, ms since the epoch.
+    pub start_at: i64,
+    /// Average driving speed, km/h.
+    #[uniffi(default = 50.0)]
+    pub speed_kmh: f64,
+    /// Time at each stop, minutes.
+    #[uniffi(default = 30)]
+    pub visit_minutes: i64,
+}
+
+impl From<DayRouteOptions> for core::RouteOptions {
+    fn from(o: DayRouteOptions) -> Self {
+        core::RouteOptions {
+            start: o.start_lat.zip(o.start_lon),
+            start_at: o.start_at,
+            speed_kmh: o.speed_kmh,
+            visit_minutes: o.visit_minutes,
+        }
+    }
+}
+
+/// One stop of the day, as the route reaches it.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct RouteStop {
+    /// The visit (an activity).
+    pub visit_id: String,
+    pub name: String,
+    pub lat: f64,
+    pub lon: f64,
+    /// From the start or the previous stop.
+    pub distance_km: f64,
+    pub arrive_at: i64,
+    pub leave_at: i64,
+}
+
+/// The day's visits in order (`dayRoute`).
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct DayRoute {
+    pub stops: Vec<RouteStop>,
+    pub total_km: f64,
+    /// Visits with no position (their account has no geo).
+    pub unplaced: Vec<String>,
+}
+
+impl From<core::Route> for DayRoute {
+    fn from(r: core::Route) -> Self {
+        DayRoute {
+            stops: r
+                .legs
+                .into_iter()
+                .map(|l| RouteStop {
+                    visit_id: l.stop.id,
+                    name: l.stop.name,
+                    lat: l.stop.lat,
+                    lon: l.stop.lon,
+                    distance_km: l.distance_km,
+                    arrive_at: l.arrive_at,
+                    leave_at: l.leave_at,
+                })
+                .collect(),
+            total_km: r.total_km,
+            unplaced: r.unplaced,
+        }
+    }
+}

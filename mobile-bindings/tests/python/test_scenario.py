@@ -370,3 +370,29 @@ def test_a_field_an_admin_defines_reaches_the_device_and_is_checked_there(tmp_pa
     ann.sync(None)
     assert ann.outbox_status().rejected == 0
     assert ann.get(acme.meta.id).account.custom["tier"] == text("gold")
+
+
+def test_the_days_route_orders_the_visits_offline(tmp_path):
+    """Today's visits, offline, in an order that shortens the drive, with
+    each leg's distance and arrival; the rep's own order comes first."""
+    ann = crm.CrmStore.open(str(tmp_path / "ann.db"), "ann")
+    day = 1_800_000_000_000
+    visits = {}
+    for name, lon in [("Far", 0.3), ("Near", 0.1), ("Mid", 0.2)]:
+        account = ann.create(
+            crm.RecordKind.ACCOUNT,
+            {"name": text(name), "territory": text("north"),
+             "geo.lat": crm.FieldValue.FLOAT(0.0), "geo.lon": crm.FieldValue.FLOAT(lon)},
+        ).account
+        visits[name] = ann.create(
+            crm.RecordKind.ACTIVITY,
+            {"kind": text("visit"), "subject": text(f"Visit {name}"), "territory": text("north"),
+             "related_to": text(account.meta.id), "due_at": crm.FieldValue.INT(day + 3_600_000)},
+        ).activity.meta.id
+    options = crm.DayRouteOptions(start_lat=0.0, start_lon=0.0, start_at=day)
+    route = ann.day_route("ann", day, day + 86_400_000, options, [])
+    assert [s.visit_id for s in route.stops] == [visits["Near"], visits["Mid"], visits["Far"]]
+    assert 33 < route.total_km < 34
+    assert route.stops[0].arrive_at > day and route.stops[0].leave_at - route.stops[0].arrive_at == 30 * 60_000
+    mine = ann.day_route("ann", day, day + 86_400_000, options, [visits["Far"]])
+    assert [s.visit_id for s in mine.stops][0] == visits["Far"]
