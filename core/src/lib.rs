@@ -40,7 +40,9 @@ pub use query::{
     check_field_filters, check_offset, empty_summary, stage_timeline, AccountOverview, ListQuery,
     OwnerCount, Page, SortBy, StageSummary, MAX_PAGE,
 };
-pub use route::{distance_km, follow, plan, Leg, Route, RouteOptions, Stop};
+pub use route::{
+    day_route_of, distance_km, follow, plan, visits_query, Leg, Route, RouteOptions, Stop,
+};
 pub use shared::{ChangeListener, SharedStore, SyncObserver};
 pub use store::{
     draft_on, parse_stage_history, plan_conversion, search_columns, stage_history,

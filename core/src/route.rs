@@ -185,11 +185,89 @@ fn two_opt(mut order: Vec<usize>, points: &[(f64, f64)], start: Option<(f64, f64
     order
 }
 
+/// The query for `owner`'s open visits due before `to` (any store lists
+/// them with it; keep those due at or after the day's start).
+pub fn visits_query(owner: &str, to: i64) -> ListQuery {
+    ListQuery {
+        kind: Some(Kind::Activity),
+        owner: Some(owner.to_string()),
+        field_is: vec![("kind".into(), "visit".into())],
+        due_before: Some(to),
+        limit: crate::MAX_PAGE,
+        ..Default::default()
+    }
+}
+
+/// The day's route of `visits` (from [`visits_query`]) due at or after
+/// `from`, for any storage: `get` finds the records they are about (their
+/// accounts, for the position). In `order` first (visit ids: the rep's own
+/// order); the rest planned on from where it ends.
+pub fn day_route_of(
+    visits: Vec<Record>,
+    get: &dyn Fn(&str) -> Result<Option<Record>>,
+    from: i64,
+    options: &RouteOptions,
+    order: &[String],
+) -> Result<Route> {
+    let mut stops = Vec::new();
+    let mut unplaced = Vec::new();
+    for visit in visits.into_iter().filter(|v| v.due() >= Some(from)) {
+        match place_of(&visit, get)? {
+            Some((lat, lon)) => stops.push(Stop {
+                name: visit.display_name(),
+                id: visit.id,
+                lat,
+                lon,
+            }),
+            None => unplaced.push(visit.id),
+        }
+    }
+    let (mut chosen, rest): (Vec<Stop>, Vec<Stop>) =
+        stops.into_iter().partition(|s| order.contains(&s.id));
+    chosen.sort_by_key(|s| order.iter().position(|id| *id == s.id));
+    let from_last = RouteOptions {
+        start: chosen.last().map(|s| (s.lat, s.lon)).or(options.start),
+        ..options.clone()
+    };
+    chosen.extend(plan(rest, &from_last).legs.into_iter().map(|l| l.stop));
+    let mut route = follow(chosen, options);
+    route.unplaced = unplaced;
+    Ok(route)
+}
+
+/// Where a visit happens: its own `location`, else the `geo` of the
+/// account it is about (directly, or through a contact's or deal's).
+fn place_of(
+    visit: &Record,
+    get: &dyn Fn(&str) -> Result<Option<Record>>,
+) -> Result<Option<(f64, f64)>> {
+    let point = |r: &Record, map: &str| match (
+        r.get(&format!("{map}.lat")),
+        r.get(&format!("{map}.lon")),
+    ) {
+        (Some(Value::Float(lat)), Some(Value::Float(lon))) => Some((*lat, *lon)),
+        _ => None,
+    };
+    if let Some(p) = point(visit, "location") {
+        return Ok(Some(p));
+    }
+    let Some(about) = visit.text("related_to").map(get).transpose()?.flatten() else {
+        return Ok(None);
+    };
+    if about.kind == Kind::Account {
+        return Ok(point(&about, "geo"));
+    }
+    Ok(
+        match about.text("account_id").map(get).transpose()?.flatten() {
+            Some(account) => point(&account, "geo"),
+            None => None,
+        },
+    )
+}
+
 impl Store {
     /// `owner`'s visits planned from `from` to `to` (ms) and not done, as
-    /// a route: in `order` when given (visit ids; the rest follow,
-    /// planned), else planned. A visit is placed at its own `location`,
-    /// else at its account's `geo`.
+    /// the day's route ([`day_route_of`]).
     pub fn day_route(
         &self,
         owner: &str,
@@ -198,68 +276,13 @@ impl Store {
         options: &RouteOptions,
         order: &[String],
     ) -> Result<Route> {
-        let visits = self.list(&ListQuery {
-            kind: Some(Kind::Activity),
-            owner: Some(owner.to_string()),
-            field_is: vec![("kind".into(), "visit".into())],
-            due_before: Some(to),
-            limit: crate::MAX_PAGE,
-            ..Default::default()
-        })?;
-        let mut stops = Vec::new();
-        let mut unplaced = Vec::new();
-        for visit in visits.records.into_iter().filter(|v| v.due() >= Some(from)) {
-            match self.place_of(&visit)? {
-                Some((lat, lon)) => stops.push(Stop {
-                    name: visit.display_name(),
-                    id: visit.id,
-                    lat,
-                    lon,
-                }),
-                None => unplaced.push(visit.id),
-            }
-        }
-        let mut route = if order.is_empty() {
-            plan(stops, options)
-        } else {
-            let (mut chosen, rest): (Vec<Stop>, Vec<Stop>) =
-                stops.into_iter().partition(|s| order.contains(&s.id));
-            chosen.sort_by_key(|s| order.iter().position(|id| *id == s.id));
-            // The rest planned on from where the rep's order ends.
-            let from_last = RouteOptions {
-                start: chosen.last().map(|s| (s.lat, s.lon)).or(options.start),
-                ..options.clone()
-            };
-            chosen.extend(plan(rest, &from_last).legs.into_iter().map(|l| l.stop));
-            follow(chosen, options)
+        let visits = self.list(&visits_query(owner, to))?.records;
+        let get = |id: &str| match self.get(id) {
+            Ok(r) => Ok(Some(r)),
+            Err(crate::Error::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
         };
-        route.unplaced = unplaced;
-        Ok(route)
-    }
-
-    fn place_of(&self, visit: &Record) -> Result<Option<(f64, f64)>> {
-        let point = |r: &Record, map: &str| match (
-            r.get(&format!("{map}.lat")),
-            r.get(&format!("{map}.lon")),
-        ) {
-            (Some(Value::Float(lat)), Some(Value::Float(lon))) => Some((*lat, *lon)),
-            _ => None,
-        };
-        if let Some(p) = point(visit, "location") {
-            return Ok(Some(p));
-        }
-        let Some(about) = visit.text("related_to") else {
-            return Ok(None);
-        };
-        Ok(match self.get(about) {
-            Ok(r) if r.kind == Kind::Account => point(&r, "geo"),
-            Ok(r) => match r.text("account_id").map(|a| self.get(a)) {
-                Some(Ok(account)) => point(&account, "geo"),
-                _ => None,
-            },
-            Err(crate::Error::NotFound(_)) => None,
-            Err(e) => return Err(e),
-        })
+        day_route_of(visits, &get, from, options, order)
     }
 }
 

@@ -2973,3 +2973,71 @@ async fn csv_import_warns_of_rows_that_look_like_records_or_earlier_rows() {
     assert!(similar.contains("same phone"), "{similar}");
     assert!(!similar.contains("<td>5</td>"), "{similar}");
 }
+
+#[tokio::test]
+async fn a_reps_route_for_a_day_orders_the_visits_and_plots_them() {
+    let fx = fixture();
+    let olivia = fx.sign_in("olivia").await;
+    let mut visits = Vec::new();
+    for (name, lon, at) in [
+        ("Far", "0.3", "09:00"),
+        ("Near", "0.1", "15:00"),
+        ("Mid", "0.2", "11:00"),
+    ] {
+        let account = fx
+            .create(
+                &olivia,
+                "accounts",
+                &[
+                    ("name", name),
+                    ("territory", "north"),
+                    ("geo.lat", "51.0"),
+                    ("geo.lon", lon),
+                ],
+            )
+            .await;
+        let subject = format!("Visit {name}");
+        let due = format!("2026-11-24T{at}");
+        visits.push(
+            fx.create(
+                &olivia,
+                "activities",
+                &[
+                    ("kind", "visit"),
+                    ("subject", &subject),
+                    ("related_to", &account),
+                    ("due_at", &due),
+                    ("territory", "north"),
+                ],
+            )
+            .await,
+        );
+    }
+    let page = fx.get(&olivia, "/route?owner=olivia&day=2026-11-24").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let table = between(&page.body, "<table class=\"route\">", "</table>");
+    // From the first stop on, along the line (starting at either end is as short).
+    let order: Vec<usize> = ["Visit Far", "Visit Mid", "Visit Near"]
+        .iter()
+        .map(|s| table.find(s).unwrap())
+        .collect();
+    assert!(
+        (order[0] < order[1] && order[1] < order[2])
+            || (order[0] > order[1] && order[1] > order[2]),
+        "{table}"
+    );
+    assert!(
+        page.body.contains("<svg class=\"route-map\""),
+        "{}",
+        page.body
+    );
+    assert_eq!(page.body.matches("<circle").count(), 3);
+    let other_day = fx.get(&olivia, "/route?owner=olivia&day=2026-11-25").await;
+    assert!(
+        other_day.body.contains("No open visits"),
+        "{}",
+        other_day.body
+    );
+    let bad = fx.get(&olivia, "/route?day=someday").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+}

@@ -373,6 +373,29 @@ pub fn convert_lead(
         .map(|_| contact_id))
 }
 
+/// `owner`'s day's route, from `from` to `to`, as the user may see it:
+/// the same computation a device makes (`fieldcrm_core::day_route_of`).
+pub fn day_route(
+    store: &dyn RelayStore,
+    user: &User,
+    owner: &str,
+    from: i64,
+    to: i64,
+    options: &fieldcrm_core::RouteOptions,
+) -> Result<fieldcrm_core::Route> {
+    let visits = list(store, user, fieldcrm_core::visits_query(owner, to))?.records;
+    let get = |id: &str| {
+        record_if_visible(store, user, id).map_err(|e| fieldcrm_core::Error::Refused(e.to_string()))
+    };
+    Ok(fieldcrm_core::day_route_of(
+        visits,
+        &get,
+        from,
+        options,
+        &[],
+    )?)
+}
+
 /// Writes one entry of the organisation configuration as `user` (the
 /// write rules let only admins), creating the configuration record with
 /// its first entry. Devices receive it at their next sync.

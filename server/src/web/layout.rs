@@ -13,6 +13,7 @@ pub enum Nav {
     Dashboard,
     List(Kind),
     Pipeline,
+    Route,
     Import,
     Review,
     Search,
@@ -48,6 +49,7 @@ pub fn page(session: &Session, title: &str, nav: Nav, body: Markup) -> Markup {
                         (item(Nav::List(kind), &format!("/{}", kind_path(kind)), &kind_title(kind)))
                     }
                     (item(Nav::Pipeline, "/pipeline", "Pipeline"))
+                    (item(Nav::Route, "/route", "Route"))
                     (item(Nav::Import, "/import", "Import"))
                     @if session.conflicts > 0 {
                         a href="/conflicts" class=[(nav == Nav::Conflicts).then_some("active")] {

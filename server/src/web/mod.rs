@@ -17,6 +17,7 @@ mod layout;
 mod names;
 mod records;
 mod review;
+mod route;
 mod search;
 mod session;
 mod settings;
@@ -50,6 +51,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/conflicts", get(records::conflicts))
         .route("/pipeline", get(board::pipeline))
         .route("/pipeline/move", post(board::move_deal))
+        .route("/route", get(route::route))
         .route(
             "/import",
             get(csv_io::import_page).post(csv_io::import_preview),
