@@ -2876,6 +2876,26 @@ async fn admins_define_a_picklist_field_that_forms_lists_and_exports_follow() {
             .await;
         assert_eq!(made.status, StatusCode::SEE_OTHER, "{}", made.body);
     }
+    // The record page shows the field by its label and the value by its.
+    let omega = fx
+        .create(
+            &olivia,
+            "accounts",
+            &[
+                ("name", "Omega"),
+                ("territory", "south"),
+                ("custom.tier", "silver"),
+            ],
+        )
+        .await;
+    let shown = fx.get(&olivia, &format!("/r/{omega}")).await;
+    assert!(
+        shown
+            .body
+            .contains("<dt>Tier</dt><dd data-field=\"custom.tier\">Silver</dd>"),
+        "{}",
+        shown.body
+    );
     // The list filters by it, and the export follows the filter.
     let list = fx.get(&olivia, "/accounts?custom.tier=gold").await;
     assert!(

@@ -857,7 +857,7 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> Result<Markup, PageError> {
     let user = session.user.clone();
-    let (detail, related, names) = blocking(&state, move |relay| {
+    let (detail, related, names, config) = blocking(&state, move |relay| {
         let detail = office::record(relay, &user, &id)?;
         let related = office::related(relay, &user, &detail.record)?;
         let kind = detail.record.kind;
@@ -890,7 +890,7 @@ pub async fn show(
                     .map(|v| (Kind::Activity, "related_to", v)),
             );
         let names = Names::of(relay, &user, shown)?;
-        Ok((detail, related, names))
+        Ok((detail, related, names, relay.configuration()?))
     })
     .await?;
     let RecordDetail {
@@ -995,7 +995,18 @@ pub async fn show(
                         }
                     }
                 }
-                @for (k, v) in &custom { dt { (k.trim_start_matches("custom.")) } dd { (layout::value(kind, k, v, &session.zone)) } }
+                @for (k, v) in &custom {
+                    @let name = k.trim_start_matches("custom.");
+                    @let def = config.custom_field(kind, name);
+                    dt { (def.map_or(name, |d| d.entry.label.as_str())) @if conflicted.contains(&k.as_str()) { " " span.badge.warn { "conflict" } } }
+                    dd data-field=(k) {
+                        // A picklist value by its label.
+                        @match (def.and_then(|d| d.entry.picklist.as_deref()), v.as_str()) {
+                            (Some(list), Some(value)) => (config.picklist(list).iter().find(|p| p.value == value).map_or(value, |p| p.label.as_str())),
+                            _ => (layout::value(kind, k, v, &session.zone)),
+                        }
+                    }
+                }
                 @if kind == Kind::Config {
                     @for (k, v) in record.fields.iter().filter(|(k, _)| k.contains('.')) {
                         dt { code { (k) } @if conflicted.contains(&k.as_str()) { " " span.badge.warn { "conflict" } } }
