@@ -201,14 +201,15 @@ pub fn visits_query(owner: &str, to: i64) -> ListQuery {
 /// The day's route of `visits` (from [`visits_query`]) due at or after
 /// `from`, for any storage: `get` finds the records they are about (their
 /// accounts, for the position). In `order` first (visit ids: the rep's own
-/// order); the rest planned on from where it ends.
-pub fn day_route_of(
+/// order); the rest planned on from where it ends. `get` fails in the
+/// caller's own error type (a relay's storage error stays one).
+pub fn day_route_of<E>(
     visits: Vec<Record>,
-    get: &dyn Fn(&str) -> Result<Option<Record>>,
+    get: &dyn Fn(&str) -> std::result::Result<Option<Record>, E>,
     from: i64,
     options: &RouteOptions,
     order: &[String],
-) -> Result<Route> {
+) -> std::result::Result<Route, E> {
     let mut stops = Vec::new();
     let mut unplaced = Vec::new();
     for visit in visits.into_iter().filter(|v| v.due() >= Some(from)) {
@@ -237,10 +238,10 @@ pub fn day_route_of(
 
 /// Where a visit happens: its own `location`, else the `geo` of the
 /// account it is about (directly, or through a contact's or deal's).
-fn place_of(
+fn place_of<E>(
     visit: &Record,
-    get: &dyn Fn(&str) -> Result<Option<Record>>,
-) -> Result<Option<(f64, f64)>> {
+    get: &dyn Fn(&str) -> std::result::Result<Option<Record>, E>,
+) -> std::result::Result<Option<(f64, f64)>, E> {
     let point = |r: &Record, map: &str| match (
         r.get(&format!("{map}.lat")),
         r.get(&format!("{map}.lon")),
