@@ -10,6 +10,7 @@ mod doc;
 pub mod duplicates;
 mod error;
 mod forecast;
+pub mod merge;
 mod model;
 pub mod protocol;
 mod query;

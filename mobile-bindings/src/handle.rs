@@ -178,6 +178,12 @@ impl CrmStore {
         self.read(|s| s.get(&id)).map(|r| (&r).into())
     }
 
+    /// The record `id` stands for now: itself, or the one the office
+    /// merged it into (a merged record arrives deleted, naming it).
+    pub fn survivor_of(&self, id: String) -> Result<String, CrmError> {
+        self.read(|s| s.survivor_of(&id))
+    }
+
     /// Converts a lead in one offline action: an account (or the one
     /// given), a contact, optionally a deal; its activities move to the
     /// contact and the lead is marked converted.

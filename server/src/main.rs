@@ -114,6 +114,26 @@ enum Command {
     /// picklists, custom fields. Entries are retired, never removed.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Merge a duplicate into the record to keep (accounts, contacts,
+    /// leads): the kept one fills its blanks from it and keeps both notes,
+    /// everything naming the duplicate is re-pointed, and the duplicate
+    /// becomes a deleted record naming the kept one.
+    Merge {
+        /// The id of the record to keep.
+        keep: String,
+        /// The id of its duplicate.
+        duplicate: String,
+        /// Fields whose value comes from the duplicate instead
+        /// (comma-separated, e.g. `email,phone`).
+        #[arg(long, value_delimiter = ',')]
+        take: Vec<String>,
+    },
+    /// Undo the merge that made RECORD a merged duplicate, while nobody
+    /// has changed the record it was merged into since.
+    Unmerge {
+        /// The id of the merged duplicate.
+        record: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -393,9 +413,41 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
         Command::Review(cmd) => review_command(&*relay, cmd)?,
         Command::Config(cmd) => config_command(&*relay, cmd)?,
+        Command::Merge {
+            keep,
+            duplicate,
+            take,
+        } => {
+            let merged = office::merge(&*relay, &cli_admin(), &keep, &duplicate, &take)??;
+            println!(
+                "merged {duplicate} into {keep} ({:?}): {} record(s) re-pointed{}",
+                merged.survivor.display_name(),
+                merged.repointed,
+                match merged.taken.is_empty() {
+                    true => String::new(),
+                    false => format!(", took {}", merged.taken.join(", ")),
+                }
+            );
+        }
+        Command::Unmerge { record } => {
+            let back = office::unmerge(&*relay, &cli_admin(), &record)??;
+            println!(
+                "{record} ({:?}) is back; the merge is undone",
+                back.display_name()
+            );
+        }
         Command::Backup { .. } | Command::Restore { .. } => unreachable!("handled above"),
     }
     Ok(())
+}
+
+/// The CLI acts as an admin, named "cli" in the records' history.
+fn cli_admin() -> fieldcrm_server::relay::User {
+    fieldcrm_server::relay::User {
+        id: CLI.into(),
+        role: Role::Admin,
+        territories: Vec::new(),
+    }
 }
 
 fn config_command(
@@ -403,7 +455,6 @@ fn config_command(
     cmd: ConfigCommand,
 ) -> Result<(), Box<dyn std::error::Error>> {
     use fieldcrm_server::config_entries as entries;
-    use fieldcrm_server::relay::User;
     let config = relay.configuration()?;
     let kind = |k: &str| k.parse::<fieldcrm_core::Kind>();
     let entry = match cmd {
@@ -466,13 +517,7 @@ fn config_command(
             restore,
         } => entries::retire_field(&config, kind(&k)?, &name, !restore),
     }?;
-    // The CLI acts as an admin, named "cli" in the record's history.
-    let admin = User {
-        id: CLI.into(),
-        role: Role::Admin,
-        territories: Vec::new(),
-    };
-    office::set_config_entry(relay, &admin, &entry)??;
+    office::set_config_entry(relay, &cli_admin(), &entry)??;
     println!(
         "{} saved; devices receive it at their next sync",
         entry.path()

@@ -2170,6 +2170,290 @@ fn the_configuration_reaches_every_device_and_values_follow_it(fx: Fixture) {
     assert!(history.iter().all(|h| h.user == "ada"), "{history:?}");
 }
 
+/// Issue 18's done-when: two reps make the same account and contact
+/// offline; the office merges each pair; a third device, offline through
+/// the merge, edits the duplicate contact and links new records to both
+/// duplicates. After sync every device and the office hold one account
+/// and one contact with both reps' notes, activities and deals and the
+/// late edits; what met another value waits for review; the account's
+/// merge can be undone, the contact's (changed since) cannot.
+fn duplicates_made_offline_merge_into_one_with_every_edit_kept(fx: Fixture) {
+    let (mut ann, mut bob, mut tablet) = (fx.device("ann"), fx.device("bob"), fx.device("bob"));
+    for d in [&mut ann, &mut bob, &mut tablet] {
+        fx.sync(d);
+    }
+    // Offline, each rep makes "Acme GmbH / Jane Doe" with a deal and a call.
+    let made = |d: &mut Store, who: &str, extra: (&str, &str), jane: (&str, &str)| {
+        let acme = d
+            .create(
+                Kind::Account,
+                fields([
+                    ("name", "Acme GmbH"),
+                    ("territory", "north"),
+                    ("notes", &*format!("{who}'s note")),
+                    extra,
+                ]),
+            )
+            .unwrap()
+            .id;
+        let contact = d
+            .create(
+                Kind::Contact,
+                fields([
+                    ("account_id", &*acme),
+                    ("first_name", "Jane"),
+                    ("last_name", "Doe"),
+                    ("territory", "north"),
+                    ("notes", &*format!("{who} met Jane")),
+                    jane,
+                ]),
+            )
+            .unwrap()
+            .id;
+        d.create(
+            Kind::Deal,
+            fields([
+                ("account_id", &*acme),
+                ("name", &*format!("{who}'s deal")),
+                ("stage", "lead"),
+                ("territory", "north"),
+            ]),
+        )
+        .unwrap();
+        d.create(
+            Kind::Activity,
+            fields([
+                ("kind", "call"),
+                ("subject", &*format!("{who}'s call")),
+                ("related_to", &*contact),
+                ("territory", "north"),
+            ]),
+        )
+        .unwrap();
+        (acme, contact)
+    };
+    let (acme, jane) = made(
+        &mut ann,
+        "ann",
+        ("phone", "+49 30 1111"),
+        ("email", "jane@acme.de"),
+    );
+    let (acme2, jane2) = made(
+        &mut bob,
+        "bob",
+        ("website", "acme.de"),
+        ("email", "j.doe@acme.de"),
+    );
+    fx.sync(&mut ann);
+    fx.sync(&mut bob);
+    fx.sync(&mut tablet);
+
+    // The office merges bob's pair into ann's.
+    let olivia = fx.user("olivia");
+    let err = office::merge(&*fx.relay, &fx.user("ann"), &acme, &acme2, &[])
+        .unwrap()
+        .unwrap_err();
+    assert!(err.to_string().contains("only office and admin"), "{err}");
+    let merged = office::merge(&*fx.relay, &olivia, &acme, &acme2, &[])
+        .unwrap()
+        .unwrap();
+    assert_eq!(merged.taken, ["notes", "website"]);
+    assert_eq!(merged.repointed, 2, "bob's contact and deal");
+    // The same merge again is the same result; the other way round is refused.
+    let again = office::merge(&*fx.relay, &olivia, &acme, &acme2, &[])
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.repointed, 0);
+    let err = office::merge(&*fx.relay, &olivia, &acme2, &acme, &[])
+        .unwrap()
+        .unwrap_err();
+    assert!(err.to_string().contains("merged into"), "{err}");
+    office::merge(&*fx.relay, &olivia, &jane, &jane2, &[])
+        .unwrap()
+        .unwrap();
+
+    // The tablet, offline through the merge, edits bob's Jane and links
+    // new records to both duplicates.
+    tablet
+        .update(
+            &jane2,
+            fields([
+                ("title", "CTO"),
+                ("email", "jane.doe@acme.de"),
+                ("notes", "bob met Jane, she wants a demo"),
+            ]),
+        )
+        .unwrap();
+    let late_call = tablet
+        .create(
+            Kind::Activity,
+            fields([
+                ("kind", "call"),
+                ("subject", "demo call"),
+                ("related_to", &*jane2),
+                ("territory", "north"),
+            ]),
+        )
+        .unwrap()
+        .id;
+    let late_deal = tablet
+        .create(
+            Kind::Deal,
+            fields([
+                ("account_id", &*acme2),
+                ("name", "demo deal"),
+                ("stage", "lead"),
+                ("territory", "north"),
+            ]),
+        )
+        .unwrap()
+        .id;
+    fx.sync(&mut tablet);
+    assert_eq!(
+        tablet.outbox_status().unwrap().pending,
+        0,
+        "every late change was taken"
+    );
+    for d in [&mut ann, &mut bob, &mut tablet] {
+        fx.sync(d);
+    }
+
+    // The email met ann's: it waits for review, as bob's, from the merge.
+    let held = fx.relay.held_changes(&relay::access::Scope::All).unwrap();
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(
+        (
+            held[0].record_id.as_str(),
+            held[0].user.as_str(),
+            held[0].device.as_str()
+        ),
+        (jane.as_str(), "bob", "merge")
+    );
+    let decided = fx.relay.decide(&olivia, &[held[0].hash], true).unwrap();
+    assert_eq!(decided, [relay::review::Decided::Accepted]);
+    for d in [&mut ann, &mut bob, &mut tablet] {
+        fx.sync(d);
+    }
+
+    let live = |store: &Store, kind: Kind| -> Vec<fieldcrm_core::Record> {
+        store
+            .list(&ListQuery {
+                kind: Some(kind),
+                limit: 100,
+                ..Default::default()
+            })
+            .unwrap()
+            .records
+    };
+    for (name, d) in [("ann", &ann), ("bob", &bob), ("tablet", &tablet)] {
+        let accounts = live(d, Kind::Account);
+        assert_eq!(
+            accounts.iter().map(|r| &r.id).collect::<Vec<_>>(),
+            [&acme],
+            "{name}"
+        );
+        assert_eq!(
+            accounts[0].text("notes"),
+            Some("ann's note\n\nbob's note"),
+            "{name}"
+        );
+        assert_eq!(accounts[0].text("website"), Some("acme.de"), "{name}");
+        let contacts = live(d, Kind::Contact);
+        assert_eq!(contacts.len(), 1, "{name}: {contacts:?}");
+        let c = &contacts[0];
+        assert_eq!(c.id, jane, "{name}");
+        assert_eq!(
+            c.text("notes"),
+            Some("ann met Jane\n\nbob met Jane, she wants a demo"),
+            "{name}"
+        );
+        assert_eq!(
+            c.text("title"),
+            Some("CTO"),
+            "{name}: carried from the tombstone"
+        );
+        assert_eq!(
+            c.text("email"),
+            Some("jane.doe@acme.de"),
+            "{name}: accepted in review"
+        );
+        let deals = live(d, Kind::Deal);
+        assert_eq!(deals.len(), 3, "{name}");
+        assert!(
+            deals
+                .iter()
+                .all(|deal| deal.text("account_id") == Some(acme.as_str())),
+            "{name}: {deals:?}"
+        );
+        let calls = live(d, Kind::Activity);
+        assert_eq!(calls.len(), 3, "{name}");
+        assert!(
+            calls
+                .iter()
+                .all(|a| a.text("related_to") == Some(jane.as_str())),
+            "{name}: {calls:?}"
+        );
+        let gone = d.get(&jane2).unwrap();
+        assert!(gone.deleted, "{name}");
+        assert_eq!(
+            fieldcrm_core::merge::merged_into(&gone),
+            Some(jane.as_str())
+        );
+        // Every device holds the very documents the relay holds.
+        for id in [&acme, &jane, &jane2, &late_call, &late_deal] {
+            assert_eq!(
+                d.get(id).unwrap(),
+                office::record(&*fx.relay, &olivia, id).unwrap().record,
+                "{name}: {id}"
+            );
+        }
+    }
+    // The survivor's history tells what came from where.
+    let history = office::record(&*fx.relay, &olivia, &jane).unwrap().history;
+    assert!(
+        history
+            .iter()
+            .any(|h| h.user == "bob" && h.fields.iter().any(|f| f.field == "title")),
+        "{history:?}"
+    );
+    assert_eq!(
+        office::merged_from(&*fx.relay, &olivia, &acme)
+            .unwrap()
+            .iter()
+            .map(|r| &r.id)
+            .collect::<Vec<_>>(),
+        [&acme2]
+    );
+
+    // Jane changed since her merge: it stays. The account did not: undone.
+    let err = office::unmerge(&*fx.relay, &olivia, &jane2)
+        .unwrap()
+        .unwrap_err();
+    assert!(err.to_string().contains("changed after the merge"), "{err}");
+    let back = office::unmerge(&*fx.relay, &olivia, &acme2)
+        .unwrap()
+        .unwrap();
+    assert!(
+        !back.deleted && back.text("merged_into").is_none(),
+        "{back:?}"
+    );
+    for d in [&mut ann, &mut bob] {
+        fx.sync(d);
+        let a = d.get(&acme).unwrap();
+        assert_eq!(
+            (a.text("notes"), a.text("website")),
+            (Some("ann's note"), None)
+        );
+        let mut on_bobs: Vec<String> = live(d, Kind::Deal)
+            .into_iter()
+            .filter(|deal| deal.text("account_id") == Some(acme2.as_str()))
+            .map(|deal| deal.text("name").unwrap().to_string())
+            .collect();
+        on_bobs.sort();
+        assert_eq!(on_bobs, ["bob's deal", "demo deal"]);
+    }
+}
+
 macro_rules! store_suite {
     ($store:ident: $($scenario:ident),* $(,)?) => {
         mod $store {
@@ -2209,6 +2493,7 @@ store_suite!(sqlite:
     a_rep_cannot_change_a_won_deals_amount_and_a_manager_can,
     an_edit_on_another_devices_lost_change_waits_for_it_then_is_made_again,
     the_configuration_reaches_every_device_and_values_follow_it,
+    duplicates_made_offline_merge_into_one_with_every_edit_kept,
 );
 store_suite!(postgres:
     a_refused_change_never_forks_the_record,
@@ -2234,4 +2519,5 @@ store_suite!(postgres:
     a_rep_cannot_change_a_won_deals_amount_and_a_manager_can,
     an_edit_on_another_devices_lost_change_waits_for_it_then_is_made_again,
     the_configuration_reaches_every_device_and_values_follow_it,
+    duplicates_made_offline_merge_into_one_with_every_edit_kept,
 );

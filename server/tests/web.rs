@@ -2610,6 +2610,62 @@ async fn a_contact_two_reps_made_offline_shows_as_a_possible_duplicate() {
     );
     let deals = fx.get(&olivia, "/deals/duplicates").await;
     assert_eq!(deals.status, StatusCode::NOT_FOUND);
+    assert!(!theirs.body.contains("Merge…"), "reps do not merge");
+
+    // The office merges the pair from the list: both records side by
+    // side, a tick box per field the duplicate could give.
+    let merge_link = format!("/r/{}/merge?with={}", first.id, second.id);
+    assert!(row.contains(&merge_link.replace('&', "&amp;")), "{row}");
+    let compare = fx.get(&olivia, &merge_link).await;
+    assert_eq!(compare.status, StatusCode::OK);
+    assert!(
+        compare.body.contains("name=\"take\" value=\"email\""),
+        "{}",
+        compare.body
+    );
+    let forbidden = fx.get(&ann_browser, &merge_link).await;
+    assert_eq!(forbidden.status, StatusCode::FORBIDDEN);
+    let merged = fx
+        .post(
+            &olivia,
+            &format!("/r/{}/merge", first.id),
+            &[("duplicate", &second.id), ("take", "email")],
+        )
+        .await;
+    assert_eq!(merged.status, StatusCode::SEE_OTHER, "{}", merged.body);
+    let kept = fx.get(&olivia, &format!("/r/{}", first.id)).await;
+    assert!(
+        kept.body.contains("Merged from:") && kept.body.contains("ADA+crm@engines.example"),
+        "{}",
+        kept.body
+    );
+    let gone = fx.get(&olivia, &format!("/r/{}", second.id)).await;
+    assert!(
+        gone.body.contains("was merged into") && gone.body.contains("Undo merge"),
+        "{}",
+        gone.body
+    );
+    let after = fx.get(&olivia, "/contacts/duplicates").await;
+    assert!(!after.body.contains(&second.id), "the pair is gone");
+    // Merging it again, the other way round: refused in words.
+    let again = fx
+        .post(
+            &olivia,
+            &format!("/r/{}/merge", second.id),
+            &[("duplicate", &first.id)],
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(again.body.contains("was merged into"), "{}", again.body);
+    // Undone: both are back, the kept one with its own email.
+    let undone = fx
+        .post(&olivia, &format!("/r/{}/unmerge", second.id), &[])
+        .await;
+    assert_eq!(undone.status, StatusCode::SEE_OTHER, "{}", undone.body);
+    let kept = fx.get(&olivia, &format!("/r/{}", first.id)).await;
+    assert!(kept.body.contains("ada@engines.example") && !kept.body.contains("Merged from:"));
+    let back = fx.get(&olivia, "/contacts/duplicates").await;
+    assert!(back.body.contains(&second.id), "a pair again");
 }
 
 #[tokio::test]

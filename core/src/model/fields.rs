@@ -107,6 +107,11 @@ const ACCOUNT: &[FieldSpec] = &[
     req("owner", T::Text),
     req("territory", T::Text),
     searched(f("notes", T::LongText), S::Notes),
+    // Set by a merge on the duplicate it tombstones (core merge.rs).
+    by_action(f("merged_into", T::Ref(Some(Kind::Account)))),
+    by_action(f("merged_at", T::Timestamp)),
+    by_action(f("merged_by", T::Text)),
+    by_action(f("merged_heads", T::Text)),
 ];
 
 const CONTACT: &[FieldSpec] = &[
@@ -119,6 +124,11 @@ const CONTACT: &[FieldSpec] = &[
     req("owner", T::Text),
     req("territory", T::Text),
     searched(f("notes", T::LongText), S::Notes),
+    // Set by a merge on the duplicate it tombstones (core merge.rs).
+    by_action(f("merged_into", T::Ref(Some(Kind::Contact)))),
+    by_action(f("merged_at", T::Timestamp)),
+    by_action(f("merged_by", T::Text)),
+    by_action(f("merged_heads", T::Text)),
 ];
 
 const DEAL: &[FieldSpec] = &[
@@ -176,6 +186,11 @@ const LEAD: &[FieldSpec] = &[
     req("owner", T::Text),
     req("territory", T::Text),
     searched(f("notes", T::LongText), S::Notes),
+    // Set by a merge on the duplicate it tombstones (core merge.rs).
+    by_action(f("merged_into", T::Ref(Some(Kind::Lead)))),
+    by_action(f("merged_at", T::Timestamp)),
+    by_action(f("merged_by", T::Text)),
+    by_action(f("merged_heads", T::Text)),
 ];
 
 const CASE: &[FieldSpec] = &[

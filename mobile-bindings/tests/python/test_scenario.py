@@ -372,6 +372,40 @@ def test_a_field_an_admin_defines_reaches_the_device_and_is_checked_there(tmp_pa
     assert ann.get(acme.meta.id).account.custom["tier"] == text("gold")
 
 
+def test_a_duplicate_merged_in_the_office_keeps_what_an_offline_device_did(tmp_path, relay_url):
+    """Two reps made the same account; the office merges bob's into ann's
+    while bob is offline. Bob's later edit of his copy and the contact he
+    puts on it reach ann's account, and survivorOf tells bob's app where
+    his copy went."""
+    data = str(tmp_path / "relay")
+    ann = crm.CrmStore.open(str(tmp_path / "ann.db"), "ann")
+    bob = crm.CrmStore.open(str(tmp_path / "bob.db"), "bob")
+    ann.login(relay_url, "ann", PASSWORD)
+    bob.login(relay_url, "bob", PASSWORD)
+    kept = ann.create(crm.RecordKind.ACCOUNT, {"name": text("Acme GmbH"), "territory": text("north"), "notes": text("ann's note")}).account.meta.id
+    dup = bob.create(crm.RecordKind.ACCOUNT, {"name": text("Acme GmbH"), "territory": text("north"), "notes": text("bob's note")}).account.meta.id
+    ann.sync(None)
+    bob.sync(None)
+    out = admin(data, "merge", kept, dup)
+    assert "re-pointed" in out
+
+    bob.update(dup, {"website": text("acme.de")})
+    jane = bob.create(
+        crm.RecordKind.CONTACT,
+        {"account_id": text(dup), "first_name": text("Jane"), "last_name": text("Doe"), "territory": text("north")},
+    ).contact.meta.id
+    bob.sync(None)
+    ann.sync(None)
+    assert bob.outbox_status().rejected == 0
+    assert bob.survivor_of(dup) == kept
+    assert bob.survivor_of(kept) == kept
+    for device in (ann, bob):
+        account = device.get(kept).account
+        assert (account.website, account.notes) == ("acme.de", "ann's note\n\nbob's note")
+        assert device.get(jane).contact.account_id == kept
+        assert device.get(dup).account.meta.deleted
+
+
 def test_the_days_route_orders_the_visits_offline(tmp_path):
     """Today's visits, offline, in an order that shortens the drive, with
     each leg's distance and arrival; the rep's own order comes first."""

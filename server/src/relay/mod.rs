@@ -13,6 +13,7 @@
 
 pub mod access;
 mod error;
+pub mod merge;
 pub mod office;
 pub mod postgres;
 pub mod pull;
@@ -301,6 +302,22 @@ pub trait RelayStore: Send + Sync {
         device: &str,
         edits: Vec<Edit>,
     ) -> Result<std::result::Result<Vec<Record>, EditRefusal>>;
+
+    /// Merges `duplicate` into `survivor` as `user`, in one transaction
+    /// (relay/merge.rs): all of it is kept or, at a refusal, none.
+    fn merge(
+        &self,
+        user: &User,
+        survivor: &str,
+        duplicate: &str,
+        take: &[String],
+    ) -> Result<std::result::Result<merge::Merged, EditRefusal>>;
+    /// Undoes the merge that tombstoned `tombstone` (relay/merge.rs).
+    fn unmerge(
+        &self,
+        user: &User,
+        tombstone: &str,
+    ) -> Result<std::result::Result<Record, EditRefusal>>;
 
     // ----- the review queue (relay/review.rs)
 

@@ -501,3 +501,38 @@ pub fn decide_record(
     }
     store.decide(user, &hashes, accept)
 }
+
+/// Merges `duplicate` into `survivor` as `user` (office and admin users;
+/// relay/merge.rs): kept whole or not at all.
+pub fn merge(
+    store: &dyn RelayStore,
+    user: &User,
+    survivor: &str,
+    duplicate: &str,
+    take: &[String],
+) -> Result<std::result::Result<super::merge::Merged, EditRefusal>> {
+    store.merge(user, survivor, duplicate, take)
+}
+
+/// Undoes the merge that tombstoned `tombstone`, while its survivor is
+/// unchanged since.
+pub fn unmerge(
+    store: &dyn RelayStore,
+    user: &User,
+    tombstone: &str,
+) -> Result<std::result::Result<Record, EditRefusal>> {
+    store.unmerge(user, tombstone)
+}
+
+/// The tombstones merged into `id` that the user may see, newest first.
+pub fn merged_from(store: &dyn RelayStore, user: &User, id: &str) -> Result<Vec<Record>> {
+    let q = ListQuery {
+        field_is: vec![(fieldcrm_core::merge::MERGED_INTO.into(), id.into())],
+        include_deleted: true,
+        sort: fieldcrm_core::SortBy::UpdatedAt,
+        descending: true,
+        limit: 200,
+        ..Default::default()
+    };
+    Ok(list(store, user, q)?.records)
+}

@@ -22,7 +22,10 @@
 //!    (with its record's changes after it) is tried once more after the
 //!    rest of the push, which may hold the record it names;
 //! 9. accepted records are saved and their changes appended to the log,
-//!    the first of a record's entries carrying a move.
+//!    the first of a record's entries carrying a move;
+//! 10. a change to a merged tombstone, or one linking to it, made before
+//!     its device heard of the merge, is followed up ([`super::merge`]):
+//!     carried onto the survivor, or re-pointed to it.
 //!
 //! Office edits ([`edit`]) are drafted as the office user and pushed
 //! through the same steps.
@@ -139,6 +142,18 @@ pub trait PushStore {
     fn documents(&mut self, ids: &[&str]) -> Result<Vec<Option<StoredDoc>>>;
     /// A stored record's kind, tombstone and territory.
     fn facts(&mut self, id: &str) -> Result<Option<RecordFacts>>;
+    /// The survivor a merged tombstone names (`None`: not merged).
+    fn merged_into(&mut self, id: &str) -> Result<Option<String>> {
+        Ok(match self.documents(&[id])?.pop().flatten() {
+            Some(mut doc) => {
+                fieldcrm_core::merge::merged_into(&doc.doc().read()?).map(String::from)
+            }
+            None => None,
+        })
+    }
+    /// The ids of the records (deleted ones included) that hold `id` in a
+    /// field: a superset is fine, callers check each record's fields.
+    fn referrers(&mut self, id: &str) -> Result<Vec<String>>;
     fn is_user(&mut self, id: &str) -> Result<bool>;
     fn is_territory(&mut self, name: &str) -> Result<bool>;
     /// The pipeline set before the organisation configuration existed.
@@ -318,6 +333,7 @@ pub fn push<S: PushStore>(
     // after it) are tried again once the rest of the push is in.
     let mut deferred: Vec<Vec<Pushed>> = Vec::new();
     let mut last_pass = false;
+    let mut late = Vec::new();
     // A chunk of records at a time: loaded, checked, saved and dropped, so a
     // large push never holds all its documents in memory.
     loop {
@@ -359,9 +375,50 @@ pub fn push<S: PushStore>(
             &mut out,
             &mut refused_records,
         )?;
+        // Office edits (a merge, its undo) and the follow-ups themselves
+        // are made knowing of every merge.
+        if device != super::merge::MERGE_DEVICE && device != super::office::WEB_DEVICE {
+            late.extend(late_for_merges(&accepted, &known_here.merged));
+        }
         save(store, user, device, accepted, &mut out)?;
     }
+    if !late.is_empty() {
+        super::merge::follow_up(store, user, late, &known_here.merged, super::now_ms())?;
+    }
     finish(store, user, out, refused_records)
+}
+
+/// Step 10's work: the accepted records that changed a merged tombstone,
+/// or whose fields name one (`merged`: those the reference checks met).
+fn late_for_merges(
+    groups: &[AcceptedGroup],
+    merged: &HashMap<String, String>,
+) -> Vec<super::merge::Late> {
+    use super::merge::Late;
+    let mut late = Vec::new();
+    for g in groups {
+        let after = &g.accepted.record;
+        match &g.before_record {
+            Some(before) if fieldcrm_core::merge::merged_into(before).is_some() => {
+                late.push(Late::Tombstone {
+                    before: before.clone(),
+                    after: after.clone(),
+                });
+            }
+            _ if !merged.is_empty()
+                && after
+                    .fields
+                    .values()
+                    .any(|v| v.as_str().is_some_and(|v| merged.contains_key(v))) =>
+            {
+                late.push(Late::Links {
+                    record: after.clone(),
+                });
+            }
+            _ => {}
+        }
+    }
+    late
 }
 
 /// Records checked and saved per round of a push.
@@ -458,6 +515,8 @@ fn group_by_record(pushed: Vec<Pushed>) -> Vec<Vec<Pushed>> {
 /// A record's changes that were accepted, with their log bytes.
 struct AcceptedGroup {
     accepted: Accepted,
+    /// The record as stored before the push (`None`: new).
+    before_record: Option<Record>,
     before: Option<Option<String>>,
     changes: Vec<Pushed>,
 }
@@ -487,11 +546,13 @@ fn receive_all<S: PushStore>(
     for group in groups {
         let id = group[0].record_id.clone();
         let mut doc = loaded.remove(&id).unwrap_or_else(|| StoredDoc::new(&id));
-        let before = if doc.is_new() {
-            None
-        } else {
-            Some(doc.doc().read()?.text("territory").map(String::from))
+        let before_record = match doc.is_new() {
+            true => None,
+            false => Some(doc.doc().read()?),
         };
+        let before = before_record
+            .as_ref()
+            .map(|r| r.text("territory").map(String::from));
         if let Some(b) = &before {
             if !access::sees(user, b.as_deref()) {
                 unseen.push(group);
@@ -533,6 +594,7 @@ fn receive_all<S: PushStore>(
             directory.accepted(&record);
             accepted.push(AcceptedGroup {
                 accepted: Accepted { doc, record },
+                before_record,
                 before,
                 changes: kept,
             });
@@ -611,6 +673,8 @@ fn save<S: PushStore>(
 struct KnownHere {
     records: HashMap<String, RecordFacts>,
     names: HashMap<(bool, String), bool>,
+    /// Merged tombstones references met, with the survivor each names.
+    merged: HashMap<String, String>,
 }
 
 /// What the data model's reference, owner and territory checks ask during
@@ -658,7 +722,7 @@ impl<'a, S: PushStore> PushDirectory<'a, S> {
 /// A storage failure inside a data-model check: it must fail the push, not
 /// refuse the change, so it travels as a core storage error, carrying the
 /// relay's own error (so a lost database connection still says 503).
-fn storage(e: RelayError) -> fieldcrm_core::Error {
+pub(super) fn storage(e: RelayError) -> fieldcrm_core::Error {
     match e {
         RelayError::Core(core) => core,
         other => fieldcrm_core::Error::Io(std::io::Error::other(other)),
@@ -673,9 +737,19 @@ impl<S: PushStore> Directory for PushDirectory<'_, S> {
             None => self.store.borrow_mut().facts(id).map_err(storage)?,
         };
         // A record the user cannot see answers as one that does not exist.
-        Ok(facts
-            .filter(|f| access::sees(self.user, f.territory.as_deref()))
-            .map(|f| (f.kind, f.deleted)))
+        let Some(facts) = facts.filter(|f| access::sees(self.user, f.territory.as_deref())) else {
+            return Ok(None);
+        };
+        // A merged tombstone stands for its survivor: a link to it is
+        // taken, then re-pointed (step 10).
+        if facts.deleted && !self.here.borrow().merged.contains_key(id) {
+            let into = self.store.borrow_mut().merged_into(id).map_err(storage)?;
+            if let Some(into) = into {
+                self.here.borrow_mut().merged.insert(id.to_string(), into);
+            }
+        }
+        let merged = self.here.borrow().merged.contains_key(id);
+        Ok(Some((facts.kind, facts.deleted && !merged)))
     }
 
     fn is_user(&self, id: &str) -> fieldcrm_core::Result<bool> {

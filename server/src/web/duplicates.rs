@@ -39,18 +39,22 @@ pub async fn page_view(
     let title = format!("Possible duplicate {}", kind.plural());
     let body = html! {
         p.muted { "Pairs that share an email or a phone, or whose names are alike "
-            "(at the same account, in the same city, at the same company). Open both to merge them by hand." }
+            "(at the same account, in the same city, at the same company). "
+            @if super::merge::may_merge(&session) { "Merge keeps one and points everything at it." } @else { "Office users merge them." } }
         @if pairs.is_empty() {
             p.empty { "No likely duplicates among the " (kind.plural()) " you can see." }
         } @else {
             div.scroll { table.records.duplicates {
-                thead { tr { th { "Record" } th { "Looks like" } th { "Why" } th.num { "Likely" } } }
+                thead { tr { th { "Record" } th { "Looks like" } th { "Why" } th.num { "Likely" } @if super::merge::may_merge(&session) { th { span.visually-hidden { "Merge" } } } } }
                 tbody { @for p in &pairs {
                     tr {
                         td { (record_link(&p.a)) br; span.muted { (details(&p.a)) } }
                         td { (record_link(&p.b)) br; span.muted { (details(&p.b)) } }
                         td.why { (p.why.evidence.join("; ")) }
                         td.num { ((p.why.score * 100.0).round()) "%" }
+                        @if super::merge::may_merge(&session) {
+                            td { a href=(format!("/r/{}/merge?with={}", p.a.id, p.b.id)) { "Merge…" } }
+                        }
                     }
                 } }
             } }

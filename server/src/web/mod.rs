@@ -14,6 +14,7 @@ mod dashboard;
 mod duplicates;
 mod form;
 mod layout;
+mod merge;
 mod names;
 mod records;
 mod review;
@@ -89,6 +90,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/r/{id}/log", post(timeline::log))
         .route("/r/{id}/done", post(timeline::done))
         .route("/r/{id}/convert", post(convert::convert))
+        .route("/r/{id}/merge", get(merge::form).post(merge::merge))
+        .route("/r/{id}/unmerge", post(merge::unmerge))
         .route("/{kind}", get(records::list).post(records::create))
         .route("/{kind}/new", get(records::new_form))
         .route("/{kind}/duplicates", get(duplicates::page_view))

@@ -857,9 +857,13 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> Result<Markup, PageError> {
     let user = session.user.clone();
-    let (detail, related, names, config) = blocking(&state, move |relay| {
+    let (detail, related, names, config, merged_from) = blocking(&state, move |relay| {
         let detail = office::record(relay, &user, &id)?;
         let related = office::related(relay, &user, &detail.record)?;
+        let merged_from = match fieldcrm_core::merge::MERGEABLE.contains(&detail.record.kind) {
+            true => office::merged_from(relay, &user, &id)?,
+            false => Vec::new(),
+        };
         let kind = detail.record.kind;
         // Every id the page shows: fields, history (old and new) and conflicts.
         let shown = detail
@@ -890,7 +894,7 @@ pub async fn show(
                     .map(|v| (Kind::Activity, "related_to", v)),
             );
         let names = Names::of(relay, &user, shown)?;
-        Ok((detail, related, names, relay.configuration()?))
+        Ok((detail, related, names, relay.configuration()?, merged_from))
     })
     .await?;
     let RecordDetail {
@@ -936,8 +940,10 @@ pub async fn show(
     };
     let body = html! {
         p.kind { (kind.as_str()) " · created " (session.zone.time(record.created_at)) " by " (record.created_by) " · last change " (session.zone.time(record.updated_at)) }
+        (super::merge::banner(&session, record, &merged_from, &names))
         @if kind == Kind::Config {
             div.actions { a.button href="/admin/configuration" { "Change it on the configuration page" } }
+        } @else if fieldcrm_core::merge::merged_into(record).is_some() {
         } @else if record.deleted {
             div.banner role="status" { "This " (kind.as_str()) " is deleted. " (layout::button_form(&session, &format!("/r/{}/restore", record.id), "Restore", "")) }
         } @else {
@@ -946,6 +952,9 @@ pub async fn show(
                 (layout::button_form(&session, &format!("/r/{}/delete", record.id), "Delete", "danger"))
                 @if kind != Kind::Activity {
                     a href=(layout::href("/activities/new", &[("related_to", &record.id), ("territory", record.text("territory").unwrap_or(""))])) { "Log activity" }
+                }
+                @if fieldcrm_core::merge::MERGEABLE.contains(&kind) && super::merge::may_merge(&session) {
+                    a href=(format!("/r/{}/merge", record.id)) { "Merge a duplicate into this" }
                 }
             }
             @if kind == Kind::Lead && record.text("status") != Some("converted") {
@@ -982,7 +991,7 @@ pub async fn show(
         section aria-labelledby="fields-h" {
             h2 id="fields-h" { "Fields" }
             dl.fields {
-                @for spec in kind.fields() {
+                @for spec in kind.fields().iter().filter(|s| !s.path.starts_with("merged_")) {
                     @if let Some(v) = record.get(spec.path).filter(|v| !v.is_null()) {
                         dt { (field_label(spec.path)) @if conflicted.contains(&spec.path) { " " span.badge.warn { "conflict" } } }
                         dd data-field=(spec.path) {

@@ -217,6 +217,24 @@ impl PgRelay {
         Ok(id)
     }
 
+    /// One transaction of push-path work that may be refused: a refusal
+    /// rolls it back (the transaction is dropped) and is answered as one.
+    fn write_or_refuse<R>(
+        &self,
+        f: impl FnOnce(&mut PgPush<'_, '_>) -> Result<std::result::Result<R, EditRefusal>>,
+    ) -> Result<std::result::Result<R, EditRefusal>> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
+        let mut store = PgPush::new(&mut tx);
+        let done = match f(&mut store)? {
+            Err(refusal) => return Ok(Err(refusal)),
+            Ok(done) => done,
+        };
+        store.finish()?;
+        tx.commit()?;
+        Ok(Ok(done))
+    }
+
     fn conn(&self) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>> {
         Ok(self.pool.get()?)
     }
@@ -1051,18 +1069,30 @@ impl RelayStore for PgRelay {
         device: &str,
         edits: Vec<Edit>,
     ) -> Result<std::result::Result<Vec<Record>, EditRefusal>> {
-        let mut conn = self.conn()?;
-        let mut tx = conn.transaction()?;
-        let mut store = PgPush::new(&mut tx);
-        let outcomes = super::push::edit(&mut store, user, device, edits, super::now_ms())?;
-        let records = match super::push::all_or_none(outcomes) {
-            // Dropping the transaction rolls it back.
-            Err(refusal) => return Ok(Err(refusal)),
-            Ok(records) => records,
-        };
-        store.finish()?;
-        tx.commit()?;
-        Ok(Ok(records))
+        self.write_or_refuse(|store| {
+            let outcomes = super::push::edit(store, user, device, edits, super::now_ms())?;
+            Ok(super::push::all_or_none(outcomes))
+        })
+    }
+
+    fn merge(
+        &self,
+        user: &User,
+        survivor: &str,
+        duplicate: &str,
+        take: &[String],
+    ) -> Result<std::result::Result<super::merge::Merged, EditRefusal>> {
+        self.write_or_refuse(|store| {
+            super::merge::merge(store, user, survivor, duplicate, take, super::now_ms())
+        })
+    }
+
+    fn unmerge(
+        &self,
+        user: &User,
+        tombstone: &str,
+    ) -> Result<std::result::Result<Record, EditRefusal>> {
+        self.write_or_refuse(|store| super::merge::unmerge(store, user, tombstone, super::now_ms()))
     }
 
     fn held_changes(&self, scope: &Scope) -> Result<Vec<Held>> {

@@ -111,6 +111,16 @@ impl PushStore for PgPush<'_, '_> {
             .collect()
     }
 
+    fn referrers(&mut self, id: &str) -> Result<Vec<String>> {
+        // A scan, for merges, which are rare.
+        let quoted = serde_json::to_string(id).expect("a string serialises");
+        let rows = self.tx.query(
+            "SELECT id FROM relay_records WHERE strpos(record, $1) > 0 ORDER BY id",
+            &[&quoted],
+        )?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     fn facts(&mut self, id: &str) -> Result<Option<RecordFacts>> {
         let row = self.tx.query_opt(
             "SELECT kind, deleted, territory FROM relay_records WHERE id = $1",

@@ -144,6 +144,27 @@ impl SqliteRelay {
         write(&mut self.lock(), f)
     }
 
+    /// [`Self::write`] for work that may be refused: a refusal rolls the
+    /// transaction back as an error would, and is answered as a refusal.
+    fn write_or_refuse<R>(
+        &self,
+        f: impl FnOnce(&StoreTx<'_>) -> Result<std::result::Result<R, EditRefusal>>,
+    ) -> Result<std::result::Result<R, EditRefusal>> {
+        let mut refused = None;
+        let written = self.write(|tx| {
+            f(tx)?.map_err(|refusal| {
+                refused = Some(refusal);
+                // Any error rolls the transaction back.
+                RelayError::Invalid("refused".into())
+            })
+        });
+        match (written, refused) {
+            (_, Some(refusal)) => Ok(Err(refusal)),
+            (Ok(done), None) => Ok(Ok(done)),
+            (Err(e), None) => Err(e),
+        }
+    }
+
     /// Runs `f` on a pooled reader inside one read transaction: every query
     /// in it sees the same committed state.
     fn read<R>(&self, f: impl FnOnce(&Store) -> Result<R>) -> Result<R> {
@@ -384,20 +405,34 @@ impl RelayStore for SqliteRelay {
         edits: Vec<Edit>,
     ) -> Result<std::result::Result<Vec<Record>, EditRefusal>> {
         let now = super::now_ms();
-        let mut refused = None;
-        let written = self.write(|tx| {
+        self.write_or_refuse(|tx| {
             let outcomes = push::edit(&mut SqlitePush { tx }, user, device, edits, now)?;
-            super::push::all_or_none(outcomes).map_err(|refusal| {
-                refused = Some(refusal);
-                // Any error rolls the transaction back.
-                RelayError::Invalid("refused".into())
-            })
-        });
-        match (written, refused) {
-            (_, Some(refusal)) => Ok(Err(refusal)),
-            (Ok(records), None) => Ok(Ok(records)),
-            (Err(e), None) => Err(e),
-        }
+            Ok(super::push::all_or_none(outcomes))
+        })
+    }
+
+    fn merge(
+        &self,
+        user: &User,
+        survivor: &str,
+        duplicate: &str,
+        take: &[String],
+    ) -> Result<std::result::Result<super::merge::Merged, EditRefusal>> {
+        let now = super::now_ms();
+        self.write_or_refuse(|tx| {
+            super::merge::merge(&mut SqlitePush { tx }, user, survivor, duplicate, take, now)
+        })
+    }
+
+    fn unmerge(
+        &self,
+        user: &User,
+        tombstone: &str,
+    ) -> Result<std::result::Result<Record, EditRefusal>> {
+        let now = super::now_ms();
+        self.write_or_refuse(|tx| {
+            super::merge::unmerge(&mut SqlitePush { tx }, user, tombstone, now)
+        })
     }
 
     fn held_changes(&self, scope: &Scope) -> Result<Vec<Held>> {

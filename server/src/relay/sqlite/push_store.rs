@@ -49,6 +49,10 @@ impl PushStore for SqlitePush<'_, '_> {
             .transpose()
     }
 
+    fn referrers(&mut self, id: &str) -> Result<Vec<String>> {
+        tables::referrers(self.tx.sql(), id)
+    }
+
     fn is_user(&mut self, id: &str) -> Result<bool> {
         tables::is_user(self.tx.sql(), id)
     }

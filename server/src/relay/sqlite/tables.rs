@@ -586,6 +586,18 @@ pub(super) fn facts(conn: &Connection, id: &str) -> Result<Option<(String, bool,
         .optional()?)
 }
 
+/// The records whose projection holds `id` as a JSON string: every
+/// record with a field naming it (and the record itself). A scan, for
+/// merges, which are rare.
+pub(super) fn referrers(conn: &Connection, id: &str) -> Result<Vec<String>> {
+    let quoted = serde_json::to_string(id).expect("a string serialises");
+    let ids = conn
+        .prepare("SELECT id FROM records WHERE instr(record, ?1) > 0 ORDER BY id")?
+        .query_map([quoted], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(ids)
+}
+
 /// The configured deal pipeline (JSON), if one was set.
 pub(super) fn pipeline_json(conn: &Connection) -> Result<Option<String>> {
     Ok(conn
