@@ -30,12 +30,12 @@ pub use forecast::{
 };
 pub use model::{
     check_time, fields, normalize_value, parse_amount, parse_datetime, validate_custom_name,
-    value_from_text, Config, ConfigEntry, Covered, CustomField, CustomType, Directory, FieldEntry,
-    FieldSpec, FieldType, Fields, Kind, PickEntry, PickValue, Pipeline, Record, RecordId, Rules,
-    SearchRole, StageEntry, StageOutcome, StageSettings, Standing, Value, WriteRule,
-    ACTIVITY_KINDS, BUILT_IN_PICKLISTS, CASE_PRIORITIES, CASE_STATUSES, CONFIG_ID, CONFIG_MAPS,
-    CUSTOM_PREFIX, LEAD_SOURCES, LEAD_STATUSES, MAX_LONG_TEXT, MAX_TEXT, SHARED_TERRITORY,
-    WRITE_RULES,
+    value_from_text, Config, ConfigEntry, ConfigRule, Covered, CustomField, CustomType, Directory,
+    FieldEntry, FieldSpec, FieldType, Fields, Kind, PickEntry, PickValue, Pipeline, Record,
+    RecordId, RuleEntry, Rules, SearchRole, StageEntry, StageOutcome, StageSettings, Standing,
+    Value, WriteRule, ACTIVITY_KINDS, BUILT_IN_PICKLISTS, CASE_PRIORITIES, CASE_STATUSES,
+    CONFIG_ID, CONFIG_MAPS, CUSTOM_PREFIX, LEAD_SOURCES, LEAD_STATUSES, MAX_LONG_TEXT, MAX_TEXT,
+    SHARED_TERRITORY, WRITE_RULES,
 };
 pub use query::{
     check_field_filters, check_offset, empty_summary, stage_timeline, AccountOverview, ListQuery,

@@ -6,7 +6,8 @@
 //! in the admin's words.
 
 use fieldcrm_core::{
-    Config, ConfigEntry, CustomType, FieldEntry, Kind, PickEntry, StageEntry, StageOutcome,
+    Config, ConfigEntry, CustomType, FieldEntry, Kind, PickEntry, RuleEntry, StageEntry,
+    StageOutcome, Standing,
 };
 
 /// What a new custom field is.
@@ -191,6 +192,75 @@ pub fn retire_field(
         entry: FieldEntry {
             retired,
             ..field.entry.clone()
+        },
+    })
+}
+
+/// A new write rule: `fields` of `kind` (comma-separated paths are split
+/// by the callers) changed only by writers of at least `at_least`.
+pub fn add_rule(
+    config: &Config,
+    kind: Kind,
+    name: &str,
+    fields: Vec<String>,
+    at_least: &str,
+    closed_only: bool,
+    reason: &str,
+) -> Result<ConfigEntry, String> {
+    let name = name.trim().to_lowercase().replace([' ', '-'], "_");
+    if config
+        .write_rules()
+        .iter()
+        .any(|r| r.kind == kind && r.name == name)
+    {
+        return Err(format!("{} have a rule “{name}” already.", kind.plural()));
+    }
+    let at_least = match at_least.trim() {
+        "manager" | "managers" => Standing::Manager,
+        "office" => Standing::Office,
+        "admin" | "admins" => Standing::Admin,
+        other => {
+            return Err(format!(
+                "“{other}” is not manager, office or admin (who may still change the fields)."
+            ))
+        }
+    };
+    let fields: Vec<String> = fields
+        .iter()
+        .map(|f| f.trim().to_string())
+        .filter(|f| !f.is_empty())
+        .collect();
+    Ok(ConfigEntry::Rule {
+        kind,
+        name,
+        entry: RuleEntry {
+            fields,
+            at_least,
+            closed_only,
+            reason: reason.trim().to_string(),
+            retired: false,
+        },
+    })
+}
+
+/// Retires a write rule (or restores it).
+pub fn retire_rule(
+    config: &Config,
+    kind: Kind,
+    name: &str,
+    retired: bool,
+) -> Result<ConfigEntry, String> {
+    let rule = config
+        .write_rules()
+        .iter()
+        .find(|r| r.kind == kind && r.name == name)
+        .ok_or_else(|| format!("{} have no rule “{name}”.", kind.plural()))?;
+    Ok(ConfigEntry::Rule {
+        kind,
+        name: name.to_string(),
+        entry: RuleEntry {
+            retired,
+            ..rule.entry.clone()
         },
     })
 }

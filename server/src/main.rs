@@ -203,6 +203,31 @@ enum ConfigCommand {
         #[arg(long)]
         restore: bool,
     },
+    /// Add a write rule: FIELDS of KIND are changed only by --at-least
+    /// (manager, office or admin); everyone else is refused with --reason.
+    AddRule {
+        kind: String,
+        /// a-z, 0-9 and _ (e.g. owner_by_managers).
+        name: String,
+        /// Comma-separated field paths (custom ones as custom.<name>).
+        #[arg(long, value_delimiter = ',', required = true)]
+        fields: Vec<String>,
+        #[arg(long, default_value = "manager")]
+        at_least: String,
+        /// Only once the deal is won or lost.
+        #[arg(long)]
+        closed_only: bool,
+        /// What a refused writer is told.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Retire a write rule (it binds no-one until restored).
+    RetireRule {
+        kind: String,
+        name: String,
+        #[arg(long)]
+        restore: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -516,6 +541,27 @@ fn config_command(
             name,
             restore,
         } => entries::retire_field(&config, kind(&k)?, &name, !restore),
+        ConfigCommand::AddRule {
+            kind: k,
+            name,
+            fields,
+            at_least,
+            closed_only,
+            reason,
+        } => entries::add_rule(
+            &config,
+            kind(&k)?,
+            &name,
+            fields,
+            &at_least,
+            closed_only,
+            &reason,
+        ),
+        ConfigCommand::RetireRule {
+            kind: k,
+            name,
+            restore,
+        } => entries::retire_rule(&config, kind(&k)?, &name, !restore),
     }?;
     office::set_config_entry(relay, &cli_admin(), &entry)??;
     println!(
@@ -572,6 +618,27 @@ fn print_config(config: &fieldcrm_core::Config) {
             f.path(),
             e.label,
             notes.join(", ")
+        );
+    }
+    println!("Write rules:");
+    if config.write_rules().is_empty() {
+        println!("  none");
+    }
+    for r in config.write_rules() {
+        let e = &r.entry;
+        println!(
+            "  {}:{}  {} changed only by {:?} and above{}{}: {}",
+            r.kind,
+            r.name,
+            e.fields.join(", "),
+            e.at_least,
+            if e.closed_only {
+                " once won or lost"
+            } else {
+                ""
+            },
+            if e.retired { " (retired)" } else { "" },
+            e.reason
         );
     }
 }

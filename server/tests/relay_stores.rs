@@ -2454,6 +2454,143 @@ fn duplicates_made_offline_merge_into_one_with_every_edit_kept(fx: Fixture) {
     }
 }
 
+/// Issue 18 item 4: write rules an admin defines in the configuration
+/// bind on the device (at the call) and at the relay, by standing; a
+/// retired rule binds no-one.
+fn write_rules_an_admin_defines_bind_by_standing_everywhere(fx: Fixture) {
+    use fieldcrm_server::config_entries as entries;
+    let hash = auth::hash_password("password1").unwrap();
+    fx.relay.add_user("ada", &hash, Role::Admin, &[]).unwrap();
+    let both = ["north".to_string(), "south".to_string()];
+    fx.relay
+        .add_user("maria", &hash, Role::Manager, &both)
+        .unwrap();
+    let set = |entry: fieldcrm_core::ConfigEntry| {
+        office::set_config_entry(&*fx.relay, &fx.user("ada"), &entry)
+            .unwrap()
+            .unwrap();
+    };
+    let config = fx.relay.configuration().unwrap();
+    let rule = |name: &str, field: &str, who: &str, why: &str| {
+        entries::add_rule(
+            &config,
+            Kind::Account,
+            name,
+            vec![field.into()],
+            who,
+            false,
+            why,
+        )
+        .unwrap()
+    };
+    set(rule(
+        "owner_by_managers",
+        "owner",
+        "manager",
+        "only managers change an account's owner",
+    ));
+    set(rule(
+        "territory_by_office",
+        "territory",
+        "office",
+        "only the office moves accounts between territories",
+    ));
+    // Said in the admin's words before anything is written.
+    let err = entries::add_rule(
+        &config,
+        Kind::Account,
+        "x",
+        vec!["owner".into()],
+        "rep",
+        false,
+        "r",
+    )
+    .unwrap_err();
+    assert!(err.contains("not manager, office or admin"), "{err}");
+    let bad = entries::add_rule(
+        &config,
+        Kind::Account,
+        "x",
+        vec!["colour".into()],
+        "office",
+        false,
+        "r",
+    )
+    .unwrap();
+    let err = office::set_config_entry(&*fx.relay, &fx.user("ada"), &bad)
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("not a field a account has"),
+        "{err}"
+    );
+
+    let mut ann = fx.device("ann");
+    let acme = account(&mut ann, "Acme", "north");
+    fx.sync(&mut ann);
+    assert_eq!(ann.config().write_rules().len(), 2);
+    // The device refuses at the call, with the rule's reason.
+    let err = ann.update(&acme, fields([("owner", "bob")])).unwrap_err();
+    assert_eq!(err.code(), "not_allowed");
+    assert!(
+        err.to_string()
+            .contains("only managers change an account's owner"),
+        "{err}"
+    );
+    ann.update(&acme, fields([("phone", "+49 1")])).unwrap();
+    fx.sync(&mut ann);
+    assert!(ann.refused_changes().unwrap().is_empty());
+    // The relay refuses the same for anyone below the rule, in every path.
+    let by = |user: &str, field: &str, value: &str| {
+        office::try_edit(
+            &*fx.relay,
+            &fx.user(user),
+            Edit::Update {
+                id: acme.clone(),
+                fields: fields([(field, value)]),
+            },
+        )
+        .unwrap()
+    };
+    let err = by("ann", "owner", "bob").unwrap_err().to_string();
+    assert!(err.contains("may not change \"owner\""), "{err}");
+    assert_eq!(
+        by("maria", "owner", "bob").unwrap().text("owner"),
+        Some("bob")
+    );
+    let err = by("maria", "territory", "south").unwrap_err().to_string();
+    assert!(err.contains("only the office moves accounts"), "{err}");
+    assert_eq!(
+        by("olivia", "territory", "south")
+            .unwrap()
+            .text("territory"),
+        Some("south")
+    );
+    assert_eq!(
+        by("olivia", "territory", "north")
+            .unwrap()
+            .text("territory"),
+        Some("north")
+    );
+
+    // Retired: the rule binds no-one, on the device after its next sync.
+    let config = fx.relay.configuration().unwrap();
+    set(entries::retire_rule(&config, Kind::Account, "owner_by_managers", true).unwrap());
+    fx.sync(&mut ann);
+    ann.update(&acme, fields([("owner", "ann")])).unwrap();
+    fx.sync(&mut ann);
+    assert!(ann.refused_changes().unwrap().is_empty());
+    assert_eq!(
+        fx.relay
+            .record(&acme)
+            .unwrap()
+            .unwrap()
+            .record
+            .text("owner"),
+        Some("ann")
+    );
+}
+
 macro_rules! store_suite {
     ($store:ident: $($scenario:ident),* $(,)?) => {
         mod $store {
@@ -2494,6 +2631,7 @@ store_suite!(sqlite:
     an_edit_on_another_devices_lost_change_waits_for_it_then_is_made_again,
     the_configuration_reaches_every_device_and_values_follow_it,
     duplicates_made_offline_merge_into_one_with_every_edit_kept,
+    write_rules_an_admin_defines_bind_by_standing_everywhere,
 );
 store_suite!(postgres:
     a_refused_change_never_forks_the_record,
@@ -2520,4 +2658,5 @@ store_suite!(postgres:
     an_edit_on_another_devices_lost_change_waits_for_it_then_is_made_again,
     the_configuration_reaches_every_device_and_values_follow_it,
     duplicates_made_offline_merge_into_one_with_every_edit_kept,
+    write_rules_an_admin_defines_bind_by_standing_everywhere,
 );

@@ -3007,6 +3007,52 @@ async fn admins_define_a_picklist_field_that_forms_lists_and_exports_follow() {
         !form.body.contains(">Silver<"),
         "retired values are not offered"
     );
+
+    // A write rule: added by an admin on the page, in force for a rep.
+    let rule = [
+        ("action", "add_rule"),
+        ("kind", "account"),
+        ("name", "owner_by_managers"),
+        ("fields", "owner"),
+        ("at_least", "manager"),
+        ("reason", "only managers change an account's owner"),
+    ];
+    let refused = fx.post(&olivia, "/admin/configuration", &rule).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let added = fx.post(&root, "/admin/configuration", &rule).await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
+    let page = fx.get(&olivia, "/admin/configuration").await;
+    assert!(
+        page.body.contains("owner_by_managers") && page.body.contains("managers and above"),
+        "{}",
+        page.body
+    );
+    let ann = fx.sign_in("ann").await;
+    let acme = fx
+        .create(
+            &olivia,
+            "accounts",
+            &[("name", "Ruled"), ("territory", "north")],
+        )
+        .await;
+    let moved = fx
+        .post(
+            &ann,
+            &format!("/r/{acme}"),
+            &[("name", "Ruled"), ("owner", "sam"), ("territory", "north")],
+        )
+        .await;
+    assert_eq!(
+        moved.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        moved.body
+    );
+    assert!(
+        moved.body.contains("only managers change an account"),
+        "{}",
+        moved.body
+    );
 }
 
 #[tokio::test]

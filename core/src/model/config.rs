@@ -31,7 +31,7 @@ pub const SHARED_TERRITORY: &str = "*organisation";
 /// Longest entry, in bytes of JSON.
 const MAX_ENTRY: usize = 1024;
 /// The maps of the configuration document whose keys are entries.
-pub const CONFIG_MAPS: [&str; 3] = ["stages", "picklists", "fields"];
+pub const CONFIG_MAPS: [&str; 4] = ["stages", "picklists", "fields", "rules"];
 
 /// Picklists built-in fields use, with their values before any
 /// configuration (a configuration entry relabels, retires or adds).
@@ -141,6 +141,33 @@ pub struct FieldEntry {
     pub retired: bool,
 }
 
+/// `rules.<kind>:<name>`: a write rule an admin defines — these fields of
+/// a kind are changed only by writers of at least `at_least` standing
+/// (with `closed_only`: only once the deal is won or lost).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleEntry {
+    /// Dotted paths: built-in fields of the kind, or `custom.<name>`.
+    pub fields: Vec<String>,
+    pub at_least: super::Standing,
+    /// Only while the deal, before the change, is won or lost.
+    #[serde(default)]
+    pub closed_only: bool,
+    /// Said to the writer it refuses.
+    pub reason: String,
+    #[serde(default)]
+    pub retired: bool,
+}
+
+/// One write rule of the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConfigRule {
+    pub kind: Kind,
+    pub name: String,
+    #[serde(flatten)]
+    pub entry: RuleEntry,
+}
+
 /// One value of a picklist, as forms offer it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PickValue {
@@ -200,6 +227,11 @@ pub enum ConfigEntry {
         name: String,
         entry: FieldEntry,
     },
+    Rule {
+        kind: Kind,
+        name: String,
+        entry: RuleEntry,
+    },
 }
 
 impl ConfigEntry {
@@ -209,6 +241,7 @@ impl ConfigEntry {
             ConfigEntry::Stage { name, .. } => format!("stages.{name}"),
             ConfigEntry::PickValue { list, value, .. } => format!("picklists.{list}:{value}"),
             ConfigEntry::Field { kind, name, .. } => format!("fields.{kind}:{name}"),
+            ConfigEntry::Rule { kind, name, .. } => format!("rules.{kind}:{name}"),
         }
     }
 
@@ -217,6 +250,7 @@ impl ConfigEntry {
             ConfigEntry::Stage { entry, .. } => serde_json::to_string(entry),
             ConfigEntry::PickValue { entry, .. } => serde_json::to_string(entry),
             ConfigEntry::Field { entry, .. } => serde_json::to_string(entry),
+            ConfigEntry::Rule { entry, .. } => serde_json::to_string(entry),
         };
         json.expect("entries serialise")
     }
@@ -309,10 +343,81 @@ impl ConfigEntry {
                     entry,
                 }
             }
+            "rules" => {
+                let Some((kind, name)) = key.split_once(':') else {
+                    return Err(bad("a rule entry is rules.<kind>:<name>".into()));
+                };
+                let kind: Kind = kind.parse()?;
+                if kind == Kind::Config {
+                    return Err(bad("only admins change the configuration already".into()));
+                }
+                validate_custom_name(name).map_err(|_| {
+                    Error::invalid(
+                        path,
+                        format!("{name:?}"),
+                        "rule names are 1-64 of a-z, 0-9 and _, starting with a letter",
+                    )
+                })?;
+                let entry: RuleEntry =
+                    serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
+                check_rule(path, kind, &entry)?;
+                ConfigEntry::Rule {
+                    kind,
+                    name: name.to_string(),
+                    entry,
+                }
+            }
             _ => return Err(bad("not an entry of the configuration".into())),
         };
         Ok(entry)
     }
+}
+
+/// A rule names fields the kind has, binds someone above a rep, and says
+/// why in words a writer can read.
+fn check_rule(path: &str, kind: Kind, rule: &RuleEntry) -> Result<()> {
+    if rule.fields.is_empty() {
+        return Err(Error::invalid(
+            path,
+            "no fields",
+            "a rule names the fields it covers",
+        ));
+    }
+    for field in &rule.fields {
+        let known = match field.strip_prefix(super::CUSTOM_PREFIX) {
+            Some(name) => validate_custom_name(name).is_ok(),
+            None => kind.field(field).is_some_and(|s| !s.by_action),
+        };
+        if !known {
+            return Err(Error::invalid(
+                path,
+                format!("{field:?}"),
+                &format!("not a field a {kind} has (custom fields are custom.<name>)"),
+            ));
+        }
+    }
+    if rule.at_least == super::Standing::Rep {
+        return Err(Error::invalid(
+            path,
+            "rep",
+            "everyone is at least a rep: bind managers, office or admins",
+        ));
+    }
+    if rule.closed_only && kind != Kind::Deal {
+        return Err(Error::invalid(
+            path,
+            "closed_only",
+            "only deals are won or lost",
+        ));
+    }
+    if rule.reason.trim().is_empty() || rule.reason.len() > 200 {
+        return Err(Error::invalid(
+            path,
+            format!("{:?}", rule.reason),
+            "a rule's reason is 1 to 200 bytes",
+        ));
+    }
+    Ok(())
 }
 
 fn check_entry_name(path: &str, name: &str, what: &str) -> Result<()> {
@@ -350,6 +455,7 @@ pub struct Config {
     stage_positions: Vec<i64>,
     picklists: BTreeMap<String, Vec<PickValue>>,
     fields: Vec<CustomField>,
+    rules: Vec<ConfigRule>,
 }
 
 impl Default for Config {
@@ -386,6 +492,7 @@ impl Config {
             picks.insert(list.to_string(), values.collect());
         }
         let mut fields: Vec<(i64, CustomField)> = Vec::new();
+        let mut rules = Vec::new();
         let entries = record
             .into_iter()
             .flat_map(|r| r.fields.iter())
@@ -436,6 +543,9 @@ impl Config {
                     entry.position.unwrap_or(i64::MAX),
                     CustomField { kind, name, entry },
                 )),
+                ConfigEntry::Rule { kind, name, entry } => {
+                    rules.push(ConfigRule { kind, name, entry })
+                }
             }
         }
         stages.sort_by_key(|s| s.0);
@@ -451,6 +561,7 @@ impl Config {
                 })
                 .collect(),
             fields: fields.into_iter().map(|f| f.1).collect(),
+            rules,
         }
     }
 
@@ -490,6 +601,12 @@ impl Config {
     }
 
     /// Every custom field, by kind, in order, retired ones included.
+    /// The write rules admins defined, retired ones included, by kind and
+    /// name.
+    pub fn write_rules(&self) -> &[ConfigRule] {
+        &self.rules
+    }
+
     pub fn custom_fields(&self) -> &[CustomField] {
         &self.fields
     }
@@ -796,5 +913,114 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("no such picklist"), "{err}");
+    }
+
+    fn rule(fields: &[&str], at_least: super::super::Standing, closed_only: bool) -> RuleEntry {
+        RuleEntry {
+            fields: fields.iter().map(|f| f.to_string()).collect(),
+            at_least,
+            closed_only,
+            reason: "only managers change an account's owner".into(),
+            retired: false,
+        }
+    }
+
+    #[test]
+    fn admins_write_rules_bind_by_standing_and_are_checked_when_read() {
+        use super::super::{check_write_rules, Standing};
+        let owner_rule = |retired: bool| ConfigEntry::Rule {
+            kind: Kind::Account,
+            name: "owner_by_managers".into(),
+            entry: RuleEntry {
+                retired,
+                ..rule(&["owner", "custom.tier"], Standing::Manager, false)
+            },
+        };
+        let config = Config::new(
+            Pipeline::default(),
+            Some(&config_record(&[owner_rule(false)])),
+        );
+        assert_eq!(config.write_rules().len(), 1);
+        let account = Record {
+            id: "a".into(),
+            kind: Kind::Account,
+            fields: Fields::new(),
+            deleted: false,
+            created_at: 0,
+            created_by: "ann".into(),
+            updated_at: 0,
+            schema: 1,
+        };
+        let owner = [touched("owner", Vec::new())];
+        let check = |config: &Config, before: Option<&Record>, touched: &[TouchedField], s| {
+            check_write_rules(config, Kind::Account, before, touched, s)
+        };
+        let err = check(&config, Some(&account), &owner, Standing::Rep).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "you may not change \"owner\": only managers change an account's owner"
+        );
+        check(&config, Some(&account), &owner, Standing::Manager).unwrap();
+        check(&config, None, &owner, Standing::Rep).expect("creating sets an owner");
+        check(
+            &config,
+            Some(&account),
+            &[touched("phone", Vec::new())],
+            Standing::Rep,
+        )
+        .unwrap();
+        check(
+            &config,
+            Some(&account),
+            &[touched("custom.tier", Vec::new())],
+            Standing::Rep,
+        )
+        .unwrap_err();
+        let retired = Config::new(
+            Pipeline::default(),
+            Some(&config_record(&[owner_rule(true)])),
+        );
+        check(&retired, Some(&account), &owner, Standing::Rep)
+            .expect("a retired rule binds no-one");
+        // Round trip, and what a rule may not say.
+        let entry = owner_rule(false);
+        let (path, json) = entry.to_fields().into_iter().next().unwrap();
+        assert_eq!(
+            ConfigEntry::parse(&path, json.as_str().unwrap()).unwrap(),
+            entry
+        );
+        for (fields, at_least, closed_only, says) in [
+            (
+                &["nope"][..],
+                Standing::Manager,
+                false,
+                "not a field a account has",
+            ),
+            (&[][..], Standing::Manager, false, "names the fields"),
+            (
+                &["owner"][..],
+                Standing::Rep,
+                false,
+                "everyone is at least a rep",
+            ),
+            (
+                &["owner"][..],
+                Standing::Manager,
+                true,
+                "only deals are won or lost",
+            ),
+            (
+                &["merged_into"][..],
+                Standing::Manager,
+                false,
+                "not a field",
+            ),
+        ] {
+            let json = serde_json::to_string(&rule(fields, at_least, closed_only)).unwrap();
+            let err = ConfigEntry::parse("rules.account:x", &json)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{err}");
+        }
     }
 }

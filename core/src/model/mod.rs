@@ -23,8 +23,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 pub use config::{
-    check_config_change, Config, ConfigEntry, CustomField, CustomType, FieldEntry, PickEntry,
-    PickValue, StageEntry, BUILT_IN_PICKLISTS, CONFIG_ID, CONFIG_MAPS, SHARED_TERRITORY,
+    check_config_change, Config, ConfigEntry, ConfigRule, CustomField, CustomType, FieldEntry,
+    PickEntry, PickValue, RuleEntry, StageEntry, BUILT_IN_PICKLISTS, CONFIG_ID, CONFIG_MAPS,
+    SHARED_TERRITORY,
 };
 pub use fields::{FieldSpec, FieldType, SearchRole};
 pub use fields::{ACTIVITY_KINDS, CASE_PRIORITIES, CASE_STATUSES, LEAD_SOURCES, LEAD_STATUSES};

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Kind, Pipeline, Record, StageOutcome, TouchedField};
+use super::{Config, Kind, Record, StageOutcome, TouchedField};
 
 /// Which fields a rule covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,36 +60,59 @@ pub const WRITE_RULES: &[WriteRule] = &[
 ];
 
 /// Checks a change that touched `touched` of a record that was `before`
-/// (`None`: the change creates it) against `rules`.
+/// (`None`: the change creates it) against the rules in code
+/// ([`WRITE_RULES`]) and those the configuration defines (retired ones
+/// aside).
 pub fn check_write_rules(
-    rules: &[WriteRule],
+    config: &Config,
     kind: Kind,
     before: Option<&Record>,
     touched: &[TouchedField],
     standing: Standing,
-    pipeline: &Pipeline,
 ) -> Result<()> {
     let closed = before
         .and_then(Record::state)
-        .is_some_and(|s| pipeline.outcome(s) != StageOutcome::Open);
-    for rule in rules
+        .is_some_and(|s| config.pipeline().outcome(s) != StageOutcome::Open);
+    let in_code = WRITE_RULES.iter().map(|r| {
+        let covers = match r.covers {
+            Covered::Fields(fields) => Some(fields.iter().map(|f| f.to_string()).collect()),
+            Covered::Record => None,
+        };
+        (
+            r.kind,
+            covers,
+            r.once_closed,
+            r.at_least,
+            r.reason.to_string(),
+        )
+    });
+    let defined = config
+        .write_rules()
         .iter()
-        .filter(|r| r.kind == kind && standing < r.at_least)
-    {
-        if rule.once_closed && !closed {
+        .filter(|r| !r.entry.retired)
+        .map(|r| {
+            let e = &r.entry;
+            (
+                r.kind,
+                Some(e.fields.clone()),
+                e.closed_only,
+                e.at_least,
+                e.reason.clone(),
+            )
+        });
+    for (rule_kind, covers, once_closed, at_least, reason) in in_code.chain(defined) {
+        if rule_kind != kind || standing >= at_least || (once_closed && !closed) {
             continue;
         }
-        let field = match rule.covers {
-            Covered::Record => touched.first(),
-            Covered::Fields(fields) if before.is_some() => {
-                touched.iter().find(|t| fields.contains(&t.path.as_str()))
-            }
-            Covered::Fields(_) => None,
+        let field = match covers {
+            None => touched.first(),
+            Some(fields) if before.is_some() => touched.iter().find(|t| fields.contains(&t.path)),
+            Some(_) => None,
         };
         if let Some(field) = field {
             return Err(Error::NotAllowed {
                 field: field.path.clone(),
-                reason: rule.reason.to_string(),
+                reason,
             });
         }
     }

@@ -8,7 +8,6 @@ use crate::doc::{ParsedChange, RecordDoc};
 use crate::error::{Error, Result};
 use crate::model::{
     check_config_change, check_received, check_time, check_write_rules, Kind, Record, Rules,
-    WRITE_RULES,
 };
 
 /// Fold a document's changes into its snapshot once it has this many.
@@ -131,12 +130,11 @@ impl StoredDoc {
         let touched = self.doc.touched_since(&heads)?;
         check_received(kind, before.is_none(), &touched, rules)?;
         check_write_rules(
-            WRITE_RULES,
+            rules.config,
             kind,
             before.as_ref(),
             &touched,
             rules.standing,
-            rules.config.pipeline(),
         )?;
         let after = self.doc.read()?;
         if kind == Kind::Config {

@@ -147,14 +147,7 @@ impl Writer<'_> {
                 replaces_object: false,
             })
             .collect();
-        crate::model::check_write_rules(
-            crate::model::WRITE_RULES,
-            kind,
-            before,
-            &touched,
-            standing,
-            self.config.pipeline(),
-        )
+        crate::model::check_write_rules(self.config, kind, before, &touched, standing)
     }
 
     /// Refuses to put a record in a territory the user does not have (as

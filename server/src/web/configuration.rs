@@ -1,5 +1,5 @@
-//! The organisation configuration page: the deal pipeline, the picklists
-//! and the custom fields of each kind. Admins change them; every entry is
+//! The organisation configuration page: the deal pipeline, the picklists,
+//! the custom fields of each kind and the write rules. Admins change them; every entry is
 //! written through `office::set_config_entry` (an office edit of the
 //! configuration record, checked like any change) and reaches every
 //! device at its next sync. Entries are retired, never removed.
@@ -9,7 +9,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use fieldcrm_core::{Config, ConfigEntry, CustomType, Kind, StageOutcome, CONFIG_ID};
+use fieldcrm_core::{Config, ConfigEntry, CustomType, Kind, StageOutcome, Standing, CONFIG_ID};
 use maud::{html, Markup};
 
 use super::layout::{self, kind_title, page, Nav};
@@ -51,6 +51,15 @@ fn outcome_name(o: StageOutcome) -> &'static str {
         StageOutcome::Open => "open",
         StageOutcome::Won => "won",
         StageOutcome::Lost => "lost",
+    }
+}
+
+fn standing_name(s: Standing) -> &'static str {
+    match s {
+        Standing::Rep => "reps",
+        Standing::Manager => "managers",
+        Standing::Office => "office",
+        Standing::Admin => "admins",
     }
 }
 
@@ -165,6 +174,40 @@ fn render(session: &Session, config: &Config, conflicts: usize, problem: Option<
                 }
             }
         }
+        section aria-labelledby="rules-h" {
+            h2 id="rules-h" { "Write rules" }
+            p.muted { "Fields only some people change. The relay refuses anyone below the rule's standing, with its reason, and devices refuse it at once. Built in: a won or lost deal's amount, currency, stage and close date are for managers and the office; the configuration is for admins." }
+            @if config.write_rules().is_empty() { p.muted { "None defined yet." } }
+            @else {
+                table.config { thead { tr { th { "Records" } th { "Rule" } th { "Fields" } th { "Changed only by" } th { "Reason" } th { "Status" } th {} } }
+                    tbody { @for r in config.write_rules() {
+                        tr class=[r.entry.retired.then_some("retired")] {
+                            td { (kind_title(r.kind)) } td { code { (r.name) } }
+                            td { (r.entry.fields.join(", ")) @if r.entry.closed_only { " (once won or lost)" } }
+                            td { (standing_name(r.entry.at_least)) " and above" }
+                            td { (r.entry.reason) }
+                            td { (if r.entry.retired { "retired" } else { "in force" }) }
+                            td { (toggle("rule", &format!("{}:{}", r.kind, r.name), r.entry.retired)) }
+                        }
+                    } }
+                }
+            }
+            @if admin {
+                form.record method="post" action="/admin/configuration" {
+                    (layout::csrf(session))
+                    input type="hidden" name="action" value="add_rule";
+                    div.field { label for="wr-kind" { "Records" }
+                        select id="wr-kind" name="kind" { @for k in Kind::ALL { option value=(k.as_str()) { (kind_title(k)) } } } }
+                    div.field { label for="wr-name" { "Name" } input id="wr-name" name="name" required maxlength="64" placeholder="owner_by_managers (a-z, 0-9 and _)"; }
+                    div.field { label for="wr-fields" { "Fields (comma-separated, custom ones as custom.name)" } input id="wr-fields" name="fields" required placeholder="owner, territory"; }
+                    div.field { label for="wr-who" { "Changed only by" }
+                        select id="wr-who" name="at_least" { option value="manager" { "managers, office and admins" } option value="office" { "office and admins" } option value="admin" { "admins" } } }
+                    div.field { label for="wr-reason" { "Reason (shown to whoever is refused)" } input id="wr-reason" name="reason" required maxlength="200" placeholder="only managers change an account's owner"; }
+                    label.check { input type="checkbox" name="closed_only" value="true"; "Only once the deal is won or lost" }
+                    div.actions { button type="submit" { "Add rule" } }
+                }
+            }
+        }
     };
     page(session, "Organisation configuration", Nav::Admin, body)
 }
@@ -247,6 +290,20 @@ fn entry_of(form: &[(String, String)], config: &Config) -> Result<ConfigEntry, S
             let (k, name) = split("key")?;
             let k = k.parse::<Kind>().map_err(|e| e.to_string())?;
             entries::retire_field(config, k, &name, flag("retired"))
+        }
+        "add_rule" => entries::add_rule(
+            config,
+            kind("kind")?,
+            one(form, "name"),
+            one(form, "fields").split(',').map(String::from).collect(),
+            one(form, "at_least"),
+            flag("closed_only"),
+            one(form, "reason"),
+        ),
+        "retire_rule" => {
+            let (k, name) = split("key")?;
+            let k = k.parse::<Kind>().map_err(|e| e.to_string())?;
+            entries::retire_rule(config, k, &name, flag("retired"))
         }
         other => Err(format!("“{other}” is not something this page does.")),
     }
