@@ -35,7 +35,7 @@ pub use model::{
     RecordId, RuleEntry, Rules, SearchRole, StageEntry, StageOutcome, StageSettings, Standing,
     Value, WriteRule, ACTIVITY_KINDS, BUILT_IN_PICKLISTS, CASE_PRIORITIES, CASE_STATUSES,
     CONFIG_ID, CONFIG_MAPS, CUSTOM_PREFIX, LEAD_SOURCES, LEAD_STATUSES, MAX_LONG_TEXT, MAX_TEXT,
-    SHARED_TERRITORY, WRITE_RULES,
+    SHARED_TERRITORY, VISIT_OUTCOMES, WRITE_RULES,
 };
 pub use query::{
     check_field_filters, check_offset, empty_summary, stage_timeline, AccountOverview, ListQuery,
@@ -45,6 +45,7 @@ pub use route::{
     day_route_of, distance_km, follow, plan, visits_query, Leg, Route, RouteOptions, Stop,
 };
 pub use shared::{ChangeListener, SharedStore, SyncObserver};
+pub use store::visits::{CheckIn, CheckOut, NextStep, VisitReport, DEFAULT_CHECK_IN_RADIUS_M};
 pub use store::{
     draft_on, parse_stage_history, plan_conversion, search_columns, stage_history,
     validate_fields_with, ApplyOutcome, Author, ChangeKind, Conversion, ConversionPlan, Converted,

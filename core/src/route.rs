@@ -238,7 +238,7 @@ pub fn day_route_of<E>(
 
 /// Where a visit happens: its own `location`, else the `geo` of the
 /// account it is about (directly, or through a contact's or deal's).
-fn place_of<E>(
+pub(crate) fn place_of<E>(
     visit: &Record,
     get: &dyn Fn(&str) -> std::result::Result<Option<Record>, E>,
 ) -> std::result::Result<Option<(f64, f64)>, E> {

@@ -234,6 +234,41 @@ impl CrmStore {
             .map(Into::into)
     }
 
+    /// Checks in at a visit now, at `position` when the device knows it;
+    /// warns (and checks in all the same) when farther than `radius_m`
+    /// (default 250) from the customer. Refused while another visit is in
+    /// progress. Offline; syncs like any edit.
+    pub fn check_in(
+        &self,
+        visit_id: String,
+        position: Option<GeoPoint>,
+        radius_m: Option<f64>,
+    ) -> Result<VisitCheckIn, CrmError> {
+        let at = position.map(|p| (p.lat, p.lon));
+        let radius = radius_m.unwrap_or(core::DEFAULT_CHECK_IN_RADIUS_M);
+        self.write(|s| s.check_in(&visit_id, at, radius))
+            .map(Into::into)
+    }
+
+    /// Checks out of a visit with its report: outcome and notes on the
+    /// visit (now done), the next step as a task. One offline action.
+    pub fn check_out(
+        &self,
+        visit_id: String,
+        position: Option<GeoPoint>,
+        report: VisitReportInput,
+    ) -> Result<VisitCheckOut, CrmError> {
+        let at = position.map(|p| (p.lat, p.lon));
+        self.write(|s| s.check_out(&visit_id, at, report.into()))
+            .map(Into::into)
+    }
+
+    /// The visit checked in and not out yet, if any.
+    pub fn visit_in_progress(&self) -> Result<Option<Activity>, CrmError> {
+        self.read(|s| s.visit_in_progress())
+            .map(|v| v.as_ref().map(activity))
+    }
+
     /// The organisation configuration (pipeline, picklists, custom field
     /// definitions) as this device last received it from the relay: build
     /// forms from it; `create` and `update` validate against it.

@@ -179,6 +179,14 @@ pub struct Activity {
     pub done: bool,
     pub related_to: Option<String>,
     pub location: Option<GeoPoint>,
+    /// A visit's purpose, check-in and check-out (`checkIn`, `checkOut`).
+    pub purpose: Option<String>,
+    pub checked_in_at: Option<i64>,
+    pub check_in_position: Option<GeoPoint>,
+    pub checked_out_at: Option<i64>,
+    pub check_out_position: Option<GeoPoint>,
+    /// How the visit went: successful, follow_up, no_decision, not_met, cancelled.
+    pub outcome: Option<String>,
     pub owner: String,
     pub territory: String,
     pub custom: HashMap<String, FieldValue>,
@@ -305,9 +313,12 @@ impl Read<'_> {
         }
     }
     fn point(&self, map: &str) -> Option<GeoPoint> {
+        self.point_at(&format!("{map}.lat"), &format!("{map}.lon"))
+    }
+    fn point_at(&self, lat: &str, lon: &str) -> Option<GeoPoint> {
         Some(GeoPoint {
-            lat: self.float(&format!("{map}.lat"))?,
-            lon: self.float(&format!("{map}.lon"))?,
+            lat: self.float(lat)?,
+            lon: self.float(lon)?,
         })
     }
     fn meta(&self) -> RecordMeta {
@@ -402,6 +413,12 @@ pub fn activity(r: &core::Record) -> Activity {
         done: matches!(r.get("done"), Some(Value::Bool(true))),
         related_to: f.opt("related_to"),
         location: f.point("location"),
+        purpose: f.opt("purpose"),
+        checked_in_at: f.int("checked_in_at"),
+        check_in_position: f.point_at("checkin_lat", "checkin_lon"),
+        checked_out_at: f.int("checked_out_at"),
+        check_out_position: f.point_at("checkout_lat", "checkout_lon"),
+        outcome: f.opt("outcome"),
         owner: f.text("owner"),
         territory: f.text("territory"),
         custom: f.custom(),
@@ -922,6 +939,71 @@ impl From<&core::Config> for OrgConfiguration {
                     retired: f.entry.retired,
                 })
                 .collect(),
+        }
+    }
+}
+
+/// What `checkIn` did.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct VisitCheckIn {
+    pub visit: Activity,
+    /// Metres from where the visit takes place, when both are known.
+    pub distance_m: Option<f64>,
+    /// Set when farther than the radius: show it; the check-in stands.
+    pub warning: Option<String>,
+}
+
+impl From<core::CheckIn> for VisitCheckIn {
+    fn from(c: core::CheckIn) -> Self {
+        VisitCheckIn {
+            visit: activity(&c.visit),
+            distance_m: c.distance_m,
+            warning: c.warning,
+        }
+    }
+}
+
+/// The report `checkOut` asks for.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct VisitReportInput {
+    /// successful, follow_up, no_decision, not_met or cancelled.
+    pub outcome: String,
+    #[uniffi(default = "")]
+    pub notes: String,
+    /// The next step, as a task on the same customer due at `next_step_due_at`.
+    #[uniffi(default = None)]
+    pub next_step: Option<String>,
+    #[uniffi(default = None)]
+    pub next_step_due_at: Option<i64>,
+}
+
+impl From<VisitReportInput> for core::VisitReport {
+    fn from(r: VisitReportInput) -> Self {
+        core::VisitReport {
+            outcome: r.outcome,
+            notes: r.notes,
+            next_step: r.next_step.map(|subject| core::NextStep {
+                subject,
+                due_at: r.next_step_due_at.unwrap_or_default(),
+            }),
+        }
+    }
+}
+
+/// What `checkOut` did.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct VisitCheckOut {
+    pub visit: Activity,
+    pub follow_up: Option<Activity>,
+    pub minutes_on_site: i64,
+}
+
+impl From<core::CheckOut> for VisitCheckOut {
+    fn from(c: core::CheckOut) -> Self {
+        VisitCheckOut {
+            visit: activity(&c.visit),
+            follow_up: c.follow_up.as_ref().map(activity),
+            minutes_on_site: c.minutes_on_site,
         }
     }
 }

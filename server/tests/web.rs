@@ -3163,3 +3163,59 @@ async fn a_reps_route_for_a_day_orders_the_visits_and_plots_them() {
     let bad = fx.get(&olivia, "/route?day=someday").await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn a_weeks_visits_show_planned_and_done_with_time_on_site() {
+    let fx = fixture();
+    let olivia = fx.sign_in("olivia").await;
+    let acme = fx.account(&olivia, "Acme", "north").await;
+    let mut ann = fx.device("ann");
+    fx.sync(&mut ann).await;
+    let now = fieldcrm_core::parse_datetime("2030-01-15T10:00").unwrap();
+    let visit = |subject: &str| {
+        fieldcrm_core::fields([
+            ("kind", Value::from("visit")),
+            ("subject", Value::from(subject)),
+            ("purpose", "restock".into()),
+            ("related_to", acme.as_str().into()),
+            ("due_at", Value::Int(now)),
+            ("territory", "north".into()),
+        ])
+    };
+    let done = ann.create(Kind::Activity, visit("Visit one")).unwrap().id;
+    ann.create(Kind::Activity, visit("Visit two")).unwrap();
+    ann.check_in(&done, Some((52.52, 13.4)), 250.0).unwrap();
+    let report = fieldcrm_core::VisitReport {
+        outcome: "successful".into(),
+        notes: "Ordered".into(),
+        next_step: None,
+    };
+    ann.check_out(&done, None, report).unwrap();
+    fx.sync(&mut ann).await;
+    let page = fx.get(&olivia, "/visits?owner=ann&week=2030-01-17").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(
+        page.body.contains("Visits, week of 2030-01-14"),
+        "{}",
+        page.body
+    );
+    let summary = between(&page.body, "<table class=\"records summary\">", "</table>");
+    assert!(
+        summary.contains("<td>ann</td><td class=\"num\">2</td><td class=\"num\">1</td>"),
+        "{summary}"
+    );
+    assert!(
+        page.body.contains("data-status=\"done\"") && page.body.contains("successful"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains(">Acme</a>"),
+        "the customer by name: {}",
+        page.body
+    );
+    let other = fx.get(&olivia, "/visits?owner=ann&week=2030-01-21").await;
+    assert!(other.body.contains("No visits planned this week."));
+    let bad = fx.get(&olivia, "/visits?week=someday").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+}

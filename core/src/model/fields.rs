@@ -154,10 +154,27 @@ const ACTIVITY: &[FieldSpec] = &[
     f("related_to", T::Ref(None)),
     f("location.lat", T::Latitude),
     f("location.lon", T::Longitude),
+    // Visits (core store/visits.rs): why, then check-in and check-out.
+    f("purpose", T::Text),
+    by_action(f("checked_in_at", T::Timestamp)),
+    by_action(f("checkin_lat", T::Latitude)),
+    by_action(f("checkin_lon", T::Longitude)),
+    by_action(f("checked_out_at", T::Timestamp)),
+    by_action(f("checkout_lat", T::Latitude)),
+    by_action(f("checkout_lon", T::Longitude)),
+    by_action(f("outcome", T::Choice(VISIT_OUTCOMES))),
     req("owner", T::Text),
     req("territory", T::Text),
 ];
 
+/// How a visit went (its check-out report).
+pub const VISIT_OUTCOMES: &[&str] = &[
+    "successful",
+    "follow_up",
+    "no_decision",
+    "not_met",
+    "cancelled",
+];
 /// What an activity is.
 pub const ACTIVITY_KINDS: &[&str] = &["call", "meeting", "visit", "task", "note"];
 /// Where a lead is: `converted` is set by conversion only.

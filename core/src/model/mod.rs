@@ -28,7 +28,9 @@ pub use config::{
     SHARED_TERRITORY,
 };
 pub use fields::{FieldSpec, FieldType, SearchRole};
-pub use fields::{ACTIVITY_KINDS, CASE_PRIORITIES, CASE_STATUSES, LEAD_SOURCES, LEAD_STATUSES};
+pub use fields::{
+    ACTIVITY_KINDS, CASE_PRIORITIES, CASE_STATUSES, LEAD_SOURCES, LEAD_STATUSES, VISIT_OUTCOMES,
+};
 pub use pipeline::{Pipeline, StageOutcome, StageSettings};
 pub use received::{check_received, check_time, Directory, Rules, Stored, TouchedField};
 pub use typed_text::{parse_amount, parse_datetime, value_from_text};

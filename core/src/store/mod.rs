@@ -13,6 +13,7 @@ mod rebase;
 mod requeue;
 mod response;
 pub(crate) mod schema;
+pub mod visits;
 
 use std::fmt;
 use std::io::BufRead;

@@ -44,7 +44,8 @@ fun main(args: Array<String>) {
         badInput(tmp)
         refusedAndSignOut(tmp, url)
         liveApp(tmp, url)
-        println("kotlin: 4 passed, 0 failed")
+        aVisit(tmp, url)
+        println("kotlin: 5 passed, 0 failed")
     } finally {
         relay.destroy()
         relay.waitFor(5, TimeUnit.SECONDS)
@@ -210,4 +211,28 @@ fun badInput(tmp: File) {
         throw AssertionError("a corrupt file must fail")
     } catch (e: CrmException.Storage) {
     }
+}
+
+// A rep's visit: the day's route, check in, check out with a report and a
+// next step, offline; a colleague sees it all after sync.
+fun aVisit(tmp: File, url: String) {
+    val ann = CrmStore.open(File(tmp, "ann-visit.db").path, "ann")
+    val day = 1_800_000_000_000L
+    val acme = (ann.create(RecordKind.ACCOUNT, mapOf("name" to text("Acme"), "territory" to text("north"),
+        "geo.lat" to FieldValue.Float(52.52), "geo.lon" to FieldValue.Float(13.405))) as CrmRecord.Account).account
+    val visit = (ann.create(RecordKind.ACTIVITY, mapOf("kind" to text("visit"), "subject" to text("Visit Acme"),
+        "territory" to text("north"), "related_to" to text(acme.meta.id), "due_at" to FieldValue.Int(day))) as CrmRecord.Activity).activity.meta.id
+    val route = ann.dayRoute("ann", day - 3_600_000, day + 86_400_000, DayRouteOptions(startAt = day - 3_600_000), listOf())
+    check(route.stops.single().visitId == visit) { "today's route: $route" }
+    val far = ann.checkIn(visit, GeoPoint(52.60, 13.405), null)
+    check(far.warning != null && far.warning!!.contains("km")) { "a far check-in warns: $far" }
+    val out = ann.checkOut(visit, null, VisitReportInput("successful", "Ordered", "Deliver", day + 86_400_000))
+    check(out.visit.done && out.followUp?.activityKind == "task") { "checked out: $out" }
+    ann.login(url, "ann", PASSWORD)
+    ann.sync(null)
+    val bob = CrmStore.open(File(tmp, "bob-visit.db").path, "bob")
+    bob.login(url, "bob", PASSWORD)
+    bob.sync(null)
+    val seen = (bob.get(visit) as CrmRecord.Activity).activity
+    check(seen.checkedOutAt == out.visit.checkedOutAt && seen.outcome == "successful") { "bob sees the visit: $seen" }
 }

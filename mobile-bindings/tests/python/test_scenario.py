@@ -430,3 +430,46 @@ def test_the_days_route_orders_the_visits_offline(tmp_path):
     assert route.stops[0].arrive_at > day and route.stops[0].leave_at - route.stops[0].arrive_at == 30 * 60_000
     mine = ann.day_route("ann", day, day + 86_400_000, options, [visits["Far"]])
     assert [s.visit_id for s in mine.stops][0] == visits["Far"]
+
+
+def test_a_visit_is_checked_in_and_out_offline_and_the_office_sees_it(tmp_path, relay_url):
+    """Today's route, offline: check in at the first customer (far away:
+    a warning, not a refusal), check out with a report and a next step;
+    after sync a colleague's device sees the times, the positions, the
+    outcome and the follow-up task."""
+    ann = crm.CrmStore.open(str(tmp_path / "ann.db"), "ann")
+    day = 1_800_000_000_000
+    account = ann.create(
+        crm.RecordKind.ACCOUNT,
+        {"name": text("Acme"), "territory": text("north"),
+         "geo.lat": crm.FieldValue.FLOAT(52.52), "geo.lon": crm.FieldValue.FLOAT(13.405)},
+    ).account
+    visit = ann.create(
+        crm.RecordKind.ACTIVITY,
+        {"kind": text("visit"), "subject": text("Visit Acme"), "purpose": text("restock"), "territory": text("north"),
+         "related_to": text(account.meta.id), "due_at": crm.FieldValue.INT(day)},
+    ).activity.meta.id
+    [stop] = ann.day_route("ann", day - 3_600_000, day + 86_400_000, crm.DayRouteOptions(start_at=day - 3_600_000), []).stops
+    assert stop.visit_id == visit
+
+    near = ann.check_in(visit, crm.GeoPoint(lat=52.5201, lon=13.405), None)
+    assert near.warning is None and near.distance_m < 50
+    assert ann.visit_in_progress().meta.id == visit
+    with pytest.raises(crm.CrmError.InvalidInput, match="checked in already"):
+        ann.check_in(visit, None, None)
+    report = crm.VisitReportInput(outcome="follow_up", notes="Wants a quote", next_step="Send the quote", next_step_due_at=day + 86_400_000)
+    out = ann.check_out(visit, crm.GeoPoint(lat=52.5202, lon=13.405), report)
+    assert out.visit.done and out.visit.outcome == "follow_up" and out.visit.body == "Wants a quote"
+    assert out.follow_up.activity_kind == "task" and out.follow_up.related_to == account.meta.id
+    assert ann.visit_in_progress() is None
+
+    ann.login(relay_url, "ann", PASSWORD)
+    ann.sync(None)
+    assert ann.outbox_status().rejected == 0
+    bob = crm.CrmStore.open(str(tmp_path / "bob.db"), "bob")
+    bob.login(relay_url, "bob", PASSWORD)
+    bob.sync(None)
+    seen = bob.get(visit).activity
+    assert (seen.checked_in_at, seen.checked_out_at) == (out.visit.checked_in_at, out.visit.checked_out_at)
+    assert seen.check_in_position.lat == 52.5201 and seen.outcome == "follow_up"
+    assert bob.get(out.follow_up.meta.id).activity.subject == "Send the quote"

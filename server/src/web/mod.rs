@@ -23,6 +23,7 @@ mod search;
 mod session;
 mod settings;
 mod timeline;
+mod visits;
 mod zone;
 
 use std::sync::Arc;
@@ -53,6 +54,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/pipeline", get(board::pipeline))
         .route("/pipeline/move", post(board::move_deal))
         .route("/route", get(route::route))
+        .route("/visits", get(visits::visits))
         .route(
             "/import",
             get(csv_io::import_page).post(csv_io::import_preview),

@@ -62,6 +62,7 @@ pub async fn route(
             input type="date" name="day" value=(day) aria-label="Day";
             button type="submit" { "Show" }
         }
+        p { a href=(format!("/visits?owner={owner}&week={day}")) { "This week's visits: planned and done, time on site" } }
         p.muted { "Open visits of the day in the order that shortens the drive (straight-line distances at 50 km/h, 30 minutes at each stop, starting at 8:00). The rep's app computes the same route offline, and the rep may reorder it there." }
         @if route.legs.is_empty() {
             p { "No open visits with a place on this day." }
