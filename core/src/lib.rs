@@ -28,6 +28,9 @@ pub use forecast::{
     ByCurrency, DealGroups, DealSums, ForecastMonth, PipelineReport, StageConversion, StageFigures,
     StageFlow, Totals,
 };
+pub use model::order::{
+    best_price, day_of, order_totals, OrderLine, OrderTotals, LINES, ORDER_STATUSES,
+};
 pub use model::{
     check_time, fields, normalize_value, parse_amount, parse_datetime, validate_custom_name,
     value_from_text, Config, ConfigEntry, ConfigRule, Covered, CustomField, CustomType, Directory,

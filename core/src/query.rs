@@ -473,7 +473,7 @@ impl Store {
                 Ok(Kind::Activity) => last.activities = n as usize,
                 Ok(Kind::Lead) => last.leads = n as usize,
                 Ok(Kind::Case) => last.cases = n as usize,
-                Ok(Kind::Config) | Err(_) => {}
+                Ok(Kind::Config | Kind::Product | Kind::Price | Kind::Order) | Err(_) => {}
             }
         }
         Ok(out)

@@ -263,6 +263,59 @@ impl CrmStore {
             .map(Into::into)
     }
 
+    /// Adds a line to an order, offline: `quantity` of a product at its
+    /// price book price in the order's currency today, `discount` percent
+    /// off. Returns the new line's id. Refused for an inactive or unpriced
+    /// product, a quantity not above 0, a discount outside 0–100, and an
+    /// order past its draft (for reps).
+    pub fn add_order_line(
+        &self,
+        order_id: String,
+        product_id: String,
+        quantity: f64,
+        discount: f64,
+    ) -> Result<String, CrmError> {
+        self.write(|s| s.add_order_line(&order_id, &product_id, quantity, discount))
+            .map(|(line, _)| line)
+    }
+
+    /// Changes one line's quantity and/or discount; other lines stay.
+    pub fn set_order_line(
+        &self,
+        order_id: String,
+        line_id: String,
+        quantity: Option<f64>,
+        discount: Option<f64>,
+    ) -> Result<OrderSummary, CrmError> {
+        self.write(|s| s.set_order_line(&order_id, &line_id, quantity, discount))
+            .map(|o| (&o).into())
+    }
+
+    pub fn remove_order_line(
+        &self,
+        order_id: String,
+        line_id: String,
+    ) -> Result<OrderSummary, CrmError> {
+        self.write(|s| s.remove_order_line(&order_id, &line_id))
+            .map(|o| (&o).into())
+    }
+
+    /// An order's live lines and its totals (net, discount, tax, gross).
+    pub fn order_summary(&self, order_id: String) -> Result<OrderSummary, CrmError> {
+        self.read(|s| s.get(&order_id)).map(|o| (&o).into())
+    }
+
+    /// A product's unit price (minor units) in `currency` on `day`
+    /// (`YYYY-MM-DD`) from the price book on this device.
+    pub fn price_of(
+        &self,
+        product_id: String,
+        currency: String,
+        day: String,
+    ) -> Result<Option<i64>, CrmError> {
+        self.read(|s| s.price_of(&product_id, &currency, &day))
+    }
+
     /// The visit checked in and not out yet, if any.
     pub fn visit_in_progress(&self) -> Result<Option<Activity>, CrmError> {
         self.read(|s| s.visit_in_progress())

@@ -15,6 +15,11 @@ pub enum RecordKind {
     Activity,
     Lead,
     Case,
+    /// The catalogue (every device holds it; the office changes it).
+    Product,
+    Price,
+    /// An order or quote with its lines (`orderTotals`, `addOrderLine`).
+    Order,
     /// The organisation configuration's own record (read it with
     /// `configuration()`; admins change it in the office).
     Configuration,
@@ -29,6 +34,9 @@ impl From<RecordKind> for Kind {
             RecordKind::Activity => Kind::Activity,
             RecordKind::Lead => Kind::Lead,
             RecordKind::Case => Kind::Case,
+            RecordKind::Product => Kind::Product,
+            RecordKind::Price => Kind::Price,
+            RecordKind::Order => Kind::Order,
             RecordKind::Configuration => Kind::Config,
         }
     }
@@ -43,6 +51,9 @@ impl From<Kind> for RecordKind {
             Kind::Activity => RecordKind::Activity,
             Kind::Lead => RecordKind::Lead,
             Kind::Case => RecordKind::Case,
+            Kind::Product => RecordKind::Product,
+            Kind::Price => RecordKind::Price,
+            Kind::Order => RecordKind::Order,
             Kind::Config => RecordKind::Configuration,
         }
     }
@@ -438,7 +449,9 @@ impl From<&core::Record> for CrmRecord {
             Kind::Activity => CrmRecord::Activity {
                 activity: activity(r),
             },
-            Kind::Lead | Kind::Case | Kind::Config => CrmRecord::Other { record: r.into() },
+            Kind::Lead | Kind::Case | Kind::Config | Kind::Product | Kind::Price | Kind::Order => {
+                CrmRecord::Other { record: r.into() }
+            }
         }
     }
 }
@@ -939,6 +952,55 @@ impl From<&core::Config> for OrgConfiguration {
                     retired: f.entry.retired,
                 })
                 .collect(),
+        }
+    }
+}
+
+/// One line of an order (`orderTotals`).
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct OrderLineView {
+    pub line_id: String,
+    pub product_id: String,
+    pub quantity: f64,
+    /// Minor units, from the price book when the line was added.
+    pub unit_price: i64,
+    pub discount: f64,
+    /// After the discount, minor units.
+    pub total: i64,
+}
+
+/// An order's lines and totals, derived (minor units of its currency).
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct OrderSummary {
+    pub lines: Vec<OrderLineView>,
+    pub currency: String,
+    pub discount: i64,
+    pub net: i64,
+    pub tax: i64,
+    pub gross: i64,
+}
+
+impl From<&core::Record> for OrderSummary {
+    fn from(order: &core::Record) -> Self {
+        let t = core::order_totals(order);
+        OrderSummary {
+            lines: t
+                .lines
+                .iter()
+                .map(|(id, l)| OrderLineView {
+                    line_id: id.clone(),
+                    product_id: l.product_id.clone(),
+                    quantity: l.quantity,
+                    unit_price: l.unit_price,
+                    discount: l.discount,
+                    total: l.total(),
+                })
+                .collect(),
+            currency: order.text("currency").unwrap_or_default().to_string(),
+            discount: t.discount,
+            net: t.net,
+            tax: t.tax,
+            gross: t.gross,
         }
     }
 }

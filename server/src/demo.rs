@@ -68,8 +68,9 @@ pub fn seed(relay: &dyn RelayStore) -> Result<usize> {
         relay.add_user(id, &hash, *role, &territories)?;
     }
     configure(relay)?;
+    let products = catalogue(relay)?;
+    let mut total = 2 * products.len();
     let dir = tempfile_dir()?;
-    let mut total = 0;
     for (rep, territory, companies) in [
         ("ann", "north", &COMPANIES[..6]),
         ("sam", "south", &COMPANIES[6..]),
@@ -143,6 +144,8 @@ pub fn seed(relay: &dyn RelayStore) -> Result<usize> {
             )?;
         }
         leads_and_cases(&mut device, rep, territory, first_account.as_deref())?;
+        let accounts = companies_ids(&device)?;
+        todays_visits(&mut device, territory, &accounts)?;
         let changes: Vec<RecordBytes> = device
             .outbox(0, 100_000, false)?
             .into_iter()
@@ -172,9 +175,114 @@ pub fn seed(relay: &dyn RelayStore) -> Result<usize> {
         let records: std::collections::HashSet<&str> =
             changes_of.iter().map(String::as_str).collect();
         total += records.len();
+        if let Some(account) = &first_account {
+            total += order(relay, &user, account, &products)?;
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(total)
+}
+
+/// The catalogue the office keeps: products with a GBP price each.
+fn catalogue(relay: &dyn RelayStore) -> Result<Vec<String>> {
+    use fieldcrm_core::{Edit, SHARED_TERRITORY};
+    let office = User {
+        id: "olivia".into(),
+        role: Role::Office,
+        territories: Vec::new(),
+    };
+    let make = |kind: Kind, f: fieldcrm_core::Fields| -> Result<String> {
+        Ok(crate::relay::office::edit_one(relay, &office, Edit::Create { kind, fields: f })?.id)
+    };
+    let mut ids = Vec::new();
+    for (sku, name, unit, pence) in [
+        ("TEA-100", "Breakfast tea, 100 bags", "box", 450),
+        ("COF-1KG", "Coffee beans, 1 kg", "bag", 1899),
+        ("CUP-12", "Paper cups, 12 oz, 50", "pack", 725),
+        ("MILK-1L", "Oat milk, 1 l", "carton", 189),
+    ] {
+        let product = make(
+            Kind::Product,
+            fields([
+                ("sku", Value::from(sku)),
+                ("name", name.into()),
+                ("unit", unit.into()),
+                ("active", true.into()),
+                ("territory", SHARED_TERRITORY.into()),
+            ]),
+        )?;
+        make(
+            Kind::Price,
+            fields([
+                ("product_id", Value::from(product.as_str())),
+                ("currency", "GBP".into()),
+                ("unit_price", Value::Int(pence)),
+                ("valid_from", "2025-01-01".into()),
+                ("territory", SHARED_TERRITORY.into()),
+            ]),
+        )?;
+        ids.push(product);
+    }
+    Ok(ids)
+}
+
+/// A rep's draft order on their first account, with two lines priced from
+/// the price book (office edits as the rep, through the push path).
+fn order(relay: &dyn RelayStore, rep: &User, account: &str, products: &[String]) -> Result<usize> {
+    use crate::relay::office;
+    let refused =
+        |e: crate::relay::EditRefusal| RelayError::Invalid(format!("demo order was refused: {e}"));
+    let order = office::edit_one(
+        relay,
+        rep,
+        fieldcrm_core::Edit::Create {
+            kind: Kind::Order,
+            fields: fields([
+                ("account_id", Value::from(account)),
+                ("name", "Monthly restock".into()),
+                ("currency", "GBP".into()),
+                ("tax_percent", Value::Int(20)),
+                ("territory", rep.territories[0].as_str().into()),
+            ]),
+        },
+    )?
+    .id;
+    for (product, quantity) in products.iter().take(2).zip([12.0, 4.0]) {
+        office::add_order_line(relay, rep, &order, product, quantity, 0.0)?.map_err(refused)?;
+    }
+    Ok(1)
+}
+
+/// The accounts a demo device made, oldest first.
+fn companies_ids(device: &Store) -> Result<Vec<String>> {
+    let q = fieldcrm_core::ListQuery {
+        kind: Some(Kind::Account),
+        sort: fieldcrm_core::SortBy::CreatedAt,
+        limit: 100,
+        ..Default::default()
+    };
+    Ok(device.list(&q)?.records.into_iter().map(|r| r.id).collect())
+}
+
+/// Three visits planned for today (10:00, 12:00 and 15:00 UTC) at the
+/// rep's first accounts, for the day's route and the visits page.
+fn todays_visits(device: &mut Store, territory: &str, accounts: &[String]) -> Result<()> {
+    let day = 86_400_000;
+    let midnight = crate::relay::now_ms().div_euclid(day) * day;
+    for (account, hour) in accounts.iter().zip([10, 12, 15]) {
+        device.create(
+            Kind::Activity,
+            fields([
+                ("kind", Value::from("visit")),
+                ("subject", "Restock visit".into()),
+                ("purpose", "check the shelves, take the order".into()),
+                ("related_to", account.as_str().into()),
+                ("due_at", Value::Int(midnight + hour * 3_600_000)),
+                ("territory", territory.into()),
+            ]),
+        )?;
+    }
+    Ok(())
 }
 
 /// The demo's account tiers: a picklist and the custom field that uses it.
@@ -271,4 +379,55 @@ fn tempfile_dir() -> Result<std::path::PathBuf> {
     std::fs::create_dir_all(&dir)
         .map_err(|e| RelayError::Invalid(format!("cannot create {}: {e}", dir.display())))?;
     Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_seeds_a_catalogue_visits_for_today_and_orders() {
+        let dir = tempfile::tempdir().unwrap();
+        let relay = crate::relay::sqlite::SqliteRelay::open(&dir.path().join("relay")).unwrap();
+        let total = seed(&relay).unwrap();
+        let count = |kind: Kind| {
+            let q = fieldcrm_core::ListQuery {
+                kind: Some(kind),
+                limit: 1,
+                ..Default::default()
+            };
+            relay.list(&q).unwrap().total
+        };
+        assert_eq!(
+            (count(Kind::Product), count(Kind::Price), count(Kind::Order)),
+            (4, 4, 2)
+        );
+        let orders = relay
+            .list(&fieldcrm_core::ListQuery {
+                kind: Some(Kind::Order),
+                limit: 5,
+                ..Default::default()
+            })
+            .unwrap();
+        for order in &orders.records {
+            let totals = fieldcrm_core::order_totals(order);
+            // 12 boxes of tea at 4.50 and 4 bags of coffee at 18.99, 20 % tax.
+            assert_eq!(
+                (totals.lines.len(), totals.net, totals.gross),
+                (2, 12996, 15595)
+            );
+        }
+        let visits = fieldcrm_core::ListQuery {
+            kind: Some(Kind::Activity),
+            field_is: vec![("purpose".into(), "check the shelves, take the order".into())],
+            limit: 10,
+            ..Default::default()
+        };
+        assert_eq!(
+            relay.list(&visits).unwrap().total,
+            6,
+            "three per rep, today"
+        );
+        assert_eq!(total, 88 + 8 + 6 + 2);
+    }
 }

@@ -2591,6 +2591,179 @@ fn write_rules_an_admin_defines_bind_by_standing_everywhere(fx: Fixture) {
     );
 }
 
+/// Issue 16's order: the office keeps a catalogue every device receives;
+/// a rep takes an order with three lines offline while the office adds a
+/// fourth to it; after sync both hold the same four lines and totals. A
+/// submitted order is the office's; bad lines are refused.
+fn an_order_taken_offline_keeps_every_line_and_locks_once_submitted(fx: Fixture) {
+    use fieldcrm_core::{order_totals, SHARED_TERRITORY};
+    let olivia = fx.user("olivia");
+    let create = |kind: Kind, f: fieldcrm_core::Fields| {
+        office::edit_one(&*fx.relay, &olivia, Edit::Create { kind, fields: f })
+            .unwrap()
+            .id
+    };
+    let mut products = Vec::new();
+    for (sku, cents) in [("P1", 1000), ("P2", 250), ("P3", 9999), ("P4", 40)] {
+        let product = create(
+            Kind::Product,
+            fields([
+                ("sku", Value::from(sku)),
+                ("name", format!("Product {sku}").into()),
+                ("active", true.into()),
+                ("territory", SHARED_TERRITORY.into()),
+            ]),
+        );
+        create(
+            Kind::Price,
+            fields([
+                ("product_id", Value::from(product.as_str())),
+                ("currency", "EUR".into()),
+                ("unit_price", Value::Int(cents)),
+                ("valid_from", "2020-01-01".into()),
+                ("territory", SHARED_TERRITORY.into()),
+            ]),
+        );
+        products.push(product);
+    }
+    // The catalogue stays in the shared territory, and is the office's.
+    let err = office::try_edit(
+        &*fx.relay,
+        &olivia,
+        Edit::Create {
+            kind: Kind::Product,
+            fields: fields([("sku", "X"), ("name", "X"), ("territory", "north")]),
+        },
+    )
+    .unwrap()
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("products are in \"*organisation\""), "{err}");
+
+    let mut ann = fx.device("ann");
+    fx.sync(&mut ann);
+    let mut bob = fx.device("bob");
+    fx.sync(&mut bob);
+    assert_eq!(
+        ann.list(&ListQuery {
+            kind: Some(Kind::Product),
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap()
+        .total,
+        4,
+        "every device holds the catalogue"
+    );
+    let err = ann
+        .create(
+            Kind::Product,
+            fields([("sku", "X"), ("name", "X"), ("territory", SHARED_TERRITORY)]),
+        )
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("only the office changes the product catalogue"),
+        "{err}"
+    );
+
+    let acme = account(&mut ann, "Acme", "north");
+    let order = ann
+        .create(
+            Kind::Order,
+            fields([
+                ("account_id", Value::from(acme.as_str())),
+                ("name", "Spring order".into()),
+                ("currency", "EUR".into()),
+                ("tax_percent", Value::Int(19)),
+                ("territory", "north".into()),
+            ]),
+        )
+        .unwrap()
+        .id;
+    let (first, _) = ann.add_order_line(&order, &products[0], 3.0, 10.0).unwrap();
+    fx.sync(&mut ann);
+    // Offline: two more lines and a changed discount, while the office adds one.
+    ann.add_order_line(&order, &products[1], 2.0, 0.0).unwrap();
+    ann.add_order_line(&order, &products[2], 1.0, 0.0).unwrap();
+    ann.set_order_line(&order, &first, None, Some(20.0))
+        .unwrap();
+    office::add_order_line(&*fx.relay, &olivia, &order, &products[3], 10.0, 0.0)
+        .unwrap()
+        .unwrap();
+    let err = office::add_order_line(&*fx.relay, &olivia, &order, &acme, 1.0, 0.0)
+        .unwrap()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no product"), "{err}");
+    fx.sync(&mut ann);
+    fx.sync(&mut bob);
+    let at_relay = office::record(&*fx.relay, &olivia, &order).unwrap().record;
+    for d in [&ann, &bob] {
+        assert_eq!(d.get(&order).unwrap(), at_relay);
+    }
+    let totals = order_totals(&at_relay);
+    assert_eq!(totals.lines.len(), 4);
+    // 3 × 10.00 − 20 % + 2 × 2.50 + 99.99 + 10 × 0.40 = 132.99; 19 % tax.
+    assert_eq!((totals.net, totals.tax, totals.gross), (13299, 2527, 15826));
+    assert!(at_relay.fields.keys().all(|k| !k.starts_with("lines.")
+        || fieldcrm_core::OrderLine::parse(k, at_relay.text(k).unwrap()).is_ok()));
+
+    // Bad lines are refused at the relay, in the data model's words.
+    let bad = |json: &str| {
+        office::try_edit(
+            &*fx.relay,
+            &olivia,
+            Edit::Update {
+                id: order.clone(),
+                fields: fields([("lines.bad", json)]),
+            },
+        )
+        .unwrap()
+        .unwrap_err()
+        .to_string()
+    };
+    assert!(bad(r#"{"product_id":"x","quantity":-1,"unit_price":1}"#).contains("more than 0"));
+    let wrong = bad(&format!(
+        r#"{{"product_id":"{acme}","quantity":1,"unit_price":1}}"#
+    ));
+    assert!(wrong.contains("which is not"), "{wrong}");
+
+    // Submitted: the rep's device refuses at once, the relay too; the office may.
+    ann.update(&order, fields([("status", "submitted")]))
+        .unwrap();
+    fx.sync(&mut ann);
+    let err = ann
+        .add_order_line(&order, &products[0], 1.0, 0.0)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("a submitted order is the office's to change"),
+        "{err}"
+    );
+    let err = office::try_edit(
+        &*fx.relay,
+        &fx.user("ann"),
+        Edit::Update {
+            id: order.clone(),
+            fields: fields([("notes", "late")]),
+        },
+    )
+    .unwrap()
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("a submitted order"), "{err}");
+    office::edit_one(
+        &*fx.relay,
+        &olivia,
+        Edit::Update {
+            id: order.clone(),
+            fields: fields([("status", "confirmed")]),
+        },
+    )
+    .unwrap();
+}
+
 macro_rules! store_suite {
     ($store:ident: $($scenario:ident),* $(,)?) => {
         mod $store {
@@ -2632,6 +2805,7 @@ store_suite!(sqlite:
     the_configuration_reaches_every_device_and_values_follow_it,
     duplicates_made_offline_merge_into_one_with_every_edit_kept,
     write_rules_an_admin_defines_bind_by_standing_everywhere,
+    an_order_taken_offline_keeps_every_line_and_locks_once_submitted,
 );
 store_suite!(postgres:
     a_refused_change_never_forks_the_record,
@@ -2659,4 +2833,5 @@ store_suite!(postgres:
     the_configuration_reaches_every_device_and_values_follow_it,
     duplicates_made_offline_merge_into_one_with_every_edit_kept,
     write_rules_an_admin_defines_bind_by_standing_everywhere,
+    an_order_taken_offline_keeps_every_line_and_locks_once_submitted,
 );

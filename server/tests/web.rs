@@ -3219,3 +3219,149 @@ async fn a_weeks_visits_show_planned_and_done_with_time_on_site() {
     let bad = fx.get(&olivia, "/visits?week=someday").await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn an_orders_page_lists_its_lines_and_totals_adds_lines_and_prints() {
+    use fieldcrm_core::{Edit, SHARED_TERRITORY};
+    let fx = fixture();
+    let olivia = fx.sign_in("olivia").await;
+    let office = fx.relay.user("olivia").unwrap().unwrap().0;
+    let create = |kind: Kind, f: fieldcrm_core::Fields| {
+        fieldcrm_server::relay::office::edit_one(
+            &*fx.relay,
+            &office,
+            Edit::Create { kind, fields: f },
+        )
+        .unwrap()
+        .id
+    };
+    let bolt = create(
+        Kind::Product,
+        fieldcrm_core::fields([
+            ("sku", "B-1"),
+            ("name", "Bolt"),
+            ("unit", "box"),
+            ("territory", SHARED_TERRITORY),
+        ]),
+    );
+    create(
+        Kind::Price,
+        fieldcrm_core::fields([
+            ("product_id", Value::from(bolt.as_str())),
+            ("currency", "EUR".into()),
+            ("unit_price", Value::Int(1250)),
+            ("territory", SHARED_TERRITORY.into()),
+        ]),
+    );
+    let acme = fx.account(&olivia, "Acme", "north").await;
+    let order = fx
+        .create(
+            &olivia,
+            "orders",
+            &[
+                ("account_id", &acme),
+                ("name", "Spring order"),
+                ("currency", "EUR"),
+                ("tax_percent", "10"),
+                ("territory", "north"),
+            ],
+        )
+        .await;
+    let added = fx
+        .post(
+            &olivia,
+            &format!("/r/{order}/lines"),
+            &[("product_id", &bolt), ("quantity", "4"), ("discount", "50")],
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
+    let typed = fx
+        .post(
+            &olivia,
+            &format!("/r/{order}/lines"),
+            &[
+                ("product_id", ""),
+                ("product_id.name", "Bolt"),
+                ("quantity", "2"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        typed.status,
+        StatusCode::SEE_OTHER,
+        "without script, the typed name: {}",
+        typed.body
+    );
+    let page = fx.get(&olivia, &format!("/r/{order}")).await;
+    let lines = between(&page.body, "<table class=\"records lines\">", "</table>");
+    assert_eq!(lines.matches("data-line=").count(), 2, "{lines}");
+    // 4 × 12.50 − 50 % + 2 × 12.50 = 50.00; 10 % tax: 55.00.
+    assert!(lines.contains("data-total=\"5500\""), "{lines}");
+    assert!(
+        lines.contains(">Bolt</a>") && lines.contains("4 box"),
+        "{lines}"
+    );
+    let bad = fx
+        .post(
+            &olivia,
+            &format!("/r/{order}/lines"),
+            &[("product_id", &bolt), ("quantity", "0")],
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad.body.contains("more than 0"), "{}", bad.body);
+    let print = fx.get(&olivia, &format!("/r/{order}/print")).await;
+    assert_eq!(print.status, StatusCode::OK);
+    assert!(
+        print.body.contains("Order: Spring order") && print.body.contains("data-total=\"5500\""),
+        "{}",
+        print.body
+    );
+    let not_order = fx.get(&olivia, &format!("/r/{acme}/print")).await;
+    assert_eq!(not_order.status, StatusCode::NOT_FOUND);
+    // Submitted: a rep's line is refused with the rule, the office's taken.
+    let submitted = fx
+        .post(
+            &olivia,
+            &format!("/r/{order}"),
+            &[
+                ("account_id", &acme),
+                ("name", "Spring order"),
+                ("status", "submitted"),
+                ("currency", "EUR"),
+                ("territory", "north"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        submitted.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        submitted.body
+    );
+    let ann = fx.sign_in("ann").await;
+    let refused = fx
+        .post(
+            &ann,
+            &format!("/r/{order}/lines"),
+            &[("product_id", &bolt), ("quantity", "1")],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        refused.body.contains("a submitted order is the office"),
+        "{}",
+        refused.body
+    );
+    let page = fx.get(&ann, &format!("/r/{order}")).await;
+    assert_eq!(
+        page.body.matches("data-line=").count(),
+        2,
+        "the form's edit kept the lines"
+    );
+    assert!(
+        page.body.contains("only the office changes it"),
+        "{}",
+        page.body
+    );
+}

@@ -225,6 +225,43 @@ const CASE: &[FieldSpec] = &[
     req("territory", T::Text),
 ];
 
+/// The catalogue: products and their price book entries, in the shared
+/// territory, changed by the office (a write rule).
+const PRODUCT: &[FieldSpec] = &[
+    searched(req("sku", T::Text), S::Name),
+    searched(req("name", T::Text), S::Name),
+    searched(f("description", T::LongText), S::Notes),
+    f("unit", T::Text),
+    f("active", T::Bool),
+    req("owner", T::Text),
+    req("territory", T::Text),
+];
+
+const PRICE: &[FieldSpec] = &[
+    req("product_id", T::Ref(Some(Kind::Product))),
+    req("currency", T::Currency),
+    req("unit_price", T::Amount),
+    f("valid_from", T::Date),
+    f("valid_to", T::Date),
+    req("owner", T::Text),
+    req("territory", T::Text),
+];
+
+/// An order or quote; its lines are the map `lines` (`order.rs`).
+const ORDER: &[FieldSpec] = &[
+    req("account_id", T::Ref(Some(Kind::Account))),
+    searched(req("name", T::Text), S::Name),
+    f("quote", T::Bool),
+    req("status", T::Choice(super::order::ORDER_STATUSES)),
+    req("currency", T::Currency),
+    f("tax_percent", T::Percent),
+    f("deal_id", T::Ref(Some(Kind::Deal))),
+    f("visit_id", T::Ref(Some(Kind::Activity))),
+    req("owner", T::Text),
+    req("territory", T::Text),
+    searched(f("notes", T::LongText), S::Notes),
+];
+
 /// The configuration record's own fields; its entries live in the maps
 /// `stages`, `picklists` and `fields` (see `config.rs`).
 const CONFIG: &[FieldSpec] = &[req("name", T::Text), req("territory", T::Text)];
@@ -237,6 +274,9 @@ pub(super) fn specs(kind: Kind) -> &'static [FieldSpec] {
         Kind::Activity => ACTIVITY,
         Kind::Lead => LEAD,
         Kind::Case => CASE,
+        Kind::Product => PRODUCT,
+        Kind::Price => PRICE,
+        Kind::Order => ORDER,
         Kind::Config => CONFIG,
     }
 }

@@ -7,6 +7,7 @@
 
 mod config;
 mod fields;
+pub mod order;
 pub(crate) use fields::nested_maps;
 mod pipeline;
 mod received;
@@ -69,6 +70,12 @@ pub enum Kind {
     Lead,
     /// A service case (a customer's problem to answer and resolve).
     Case,
+    /// A product of the catalogue every device holds.
+    Product,
+    /// A price book entry: a product's unit price in a currency, for a time.
+    Price,
+    /// An order or quote of an account, with its lines (`order.rs`).
+    Order,
     /// The organisation configuration (one record, [`CONFIG_ID`]): not a
     /// CRM record, so not in [`Kind::ALL`].
     Config,
@@ -76,14 +83,23 @@ pub enum Kind {
 
 impl Kind {
     /// The kinds of CRM record.
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Account,
         Kind::Contact,
         Kind::Deal,
         Kind::Activity,
         Kind::Lead,
         Kind::Case,
+        Kind::Product,
+        Kind::Price,
+        Kind::Order,
     ];
+
+    /// Kinds every user holds, kept in the shared territory
+    /// ([`SHARED_TERRITORY`]): the configuration and the catalogue.
+    pub fn shared(self) -> bool {
+        matches!(self, Kind::Config | Kind::Product | Kind::Price)
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -93,6 +109,9 @@ impl Kind {
             Kind::Activity => "activity",
             Kind::Lead => "lead",
             Kind::Case => "case",
+            Kind::Product => "product",
+            Kind::Price => "price",
+            Kind::Order => "order",
             Kind::Config => "config",
         }
     }
@@ -106,6 +125,9 @@ impl Kind {
             Kind::Activity => "activities",
             Kind::Lead => "leads",
             Kind::Case => "cases",
+            Kind::Product => "products",
+            Kind::Price => "prices",
+            Kind::Order => "orders",
             Kind::Config => "config",
         }
     }
@@ -119,6 +141,15 @@ impl Kind {
             Kind::Activity => &["related_to", "kind", "due_at", "done", "owner"],
             Kind::Lead => &["company", "status", "source", "email", "owner"],
             Kind::Case => &["account_id", "status", "priority", "resolve_by", "owner"],
+            Kind::Product => &["sku", "unit", "active"],
+            Kind::Price => &[
+                "product_id",
+                "currency",
+                "unit_price",
+                "valid_from",
+                "valid_to",
+            ],
+            Kind::Order => &["account_id", "status", "currency", "owner"],
             Kind::Config => &[],
         }
     }
@@ -133,6 +164,9 @@ impl Kind {
             Kind::Activity => "kind",
             Kind::Lead => "company",
             Kind::Case => "status",
+            Kind::Product => "sku",
+            Kind::Price => "currency",
+            Kind::Order => "status",
             Kind::Config => "name",
         }
     }
@@ -142,6 +176,8 @@ impl Kind {
         match self {
             Kind::Lead => &[("status", "new")],
             Kind::Case => &[("status", "new"), ("priority", "normal")],
+            Kind::Product | Kind::Price => &[("territory", SHARED_TERRITORY)],
+            Kind::Order => &[("status", "draft")],
             _ => &[],
         }
     }
@@ -156,6 +192,7 @@ impl Kind {
     pub(crate) fn open_maps(self) -> &'static [&'static str] {
         match self {
             Kind::Config => &CONFIG_MAPS,
+            Kind::Order => &["custom", order::LINES],
             _ => &["custom"],
         }
     }
@@ -290,7 +327,7 @@ impl Record {
     pub fn state(&self) -> Option<&str> {
         match self.kind {
             Kind::Deal => self.text("stage"),
-            Kind::Lead | Kind::Case => self.text("status"),
+            Kind::Lead | Kind::Case | Kind::Order => self.text("status"),
             _ => None,
         }
     }
@@ -322,11 +359,26 @@ impl Record {
 pub(crate) fn display_name(kind: Kind, fields: &Fields) -> String {
     let text = |p: &str| fields.get(p).and_then(Value::as_str).unwrap_or("");
     match kind {
-        Kind::Account | Kind::Deal | Kind::Lead | Kind::Config => text("name").to_string(),
+        Kind::Account | Kind::Deal | Kind::Lead | Kind::Config | Kind::Order => {
+            text("name").to_string()
+        }
         Kind::Contact => format!("{} {}", text("first_name"), text("last_name"))
             .trim()
             .to_string(),
         Kind::Activity | Kind::Case => text("subject").to_string(),
+        Kind::Product => text("name").to_string(),
+        Kind::Price => {
+            let amount = fields
+                .get("unit_price")
+                .and_then(Value::as_int)
+                .unwrap_or(0);
+            format!(
+                "{} {}.{:02}",
+                text("currency"),
+                amount / 100,
+                (amount % 100).abs()
+            )
+        }
     }
 }
 

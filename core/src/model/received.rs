@@ -167,6 +167,9 @@ fn check_touched(
             }
         }
     }
+    if let Some(line) = path.strip_prefix("lines.").filter(|_| kind == Kind::Order) {
+        return check_order_line(path, line, field, rules);
+    }
     if let Some(name) = path
         .strip_prefix(CUSTOM_PREFIX)
         .filter(|_| kind != Kind::Config)
@@ -340,12 +343,15 @@ fn check_scalar(
         _ if path == "owner" && !rules.directory.is_user(text)? => {
             Err(refused(path, &value, "no such user"))
         }
-        _ if path == "territory" && kind == Kind::Config => match text.as_str() {
+        _ if path == "territory" && kind.shared() => match text.as_str() {
             SHARED_TERRITORY => Ok(()),
             _ => Err(refused(
                 path,
                 &value,
-                &format!("the configuration is in {SHARED_TERRITORY:?}, every user's"),
+                &format!(
+                    "{} are in {SHARED_TERRITORY:?}, every user's",
+                    kind.plural()
+                ),
             )),
         },
         _ if path == "territory" && !rules.directory.is_territory(text)? => {
@@ -353,6 +359,33 @@ fn check_scalar(
         }
         _ => Ok(()),
     }
+}
+
+/// An order line as pushed: a line id without dots, JSON that reads as a
+/// line, and a product that is a live product; or `null` (removed).
+fn check_order_line(path: &str, id: &str, field: &TouchedField, rules: &Rules<'_>) -> Result<()> {
+    super::validate_id(path, id)?;
+    for value in &field.now {
+        let json = match value {
+            Stored::Null => continue,
+            Stored::Str(json) => json,
+            other => {
+                return Err(refused(
+                    path,
+                    show_all(std::slice::from_ref(other)),
+                    "an order line is JSON in a plain string",
+                ))
+            }
+        };
+        let line = super::order::OrderLine::parse(path, json)?;
+        crate::store::check_reference(
+            &|id| rules.directory.record(id),
+            path,
+            &line.product_id,
+            Some(Kind::Product),
+        )?;
+    }
+    Ok(())
 }
 
 /// Integers stand for the same coordinates as floats.

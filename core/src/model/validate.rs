@@ -33,6 +33,40 @@ pub fn normalize_value(kind: Kind, path: &str, value: Value, config: &Config) ->
             }
         }
     }
+    if path == "territory" {
+        if let Value::Text(t) = &value {
+            let shared = t.trim() == super::SHARED_TERRITORY;
+            if kind.shared() && !shared {
+                return Err(Error::invalid(
+                    path,
+                    format!("{t:?}"),
+                    &format!(
+                        "{} are in {:?}, every user's",
+                        kind.plural(),
+                        super::SHARED_TERRITORY
+                    ),
+                ));
+            }
+            if !kind.shared() && shared {
+                return Err(Error::invalid(
+                    path,
+                    format!("{t:?}"),
+                    &format!("{} are in a territory of their own", kind.plural()),
+                ));
+            }
+        }
+    }
+    if kind == Kind::Order && path.starts_with("lines.") {
+        super::validate_id(path, &path["lines.".len()..])?;
+        return match &value {
+            Value::Null => Ok(value),
+            Value::Text(json) => {
+                super::order::OrderLine::parse(path, json)?;
+                Ok(value)
+            }
+            _ => Err(Error::invalid(path, &value, "an order line is JSON text")),
+        };
+    }
     if let Some(name) = path.strip_prefix(CUSTOM_PREFIX) {
         if kind == Kind::Config {
             return Err(Error::UnknownField {

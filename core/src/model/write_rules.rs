@@ -34,7 +34,8 @@ pub enum Standing {
 pub struct WriteRule {
     pub kind: Kind,
     pub covers: Covered,
-    /// Only while the record, before the change, is a won or lost deal.
+    /// Only while the record, before the change, is a won or lost deal or
+    /// an order past its draft.
     pub once_closed: bool,
     pub at_least: Standing,
     /// Said to the writer it refuses.
@@ -49,6 +50,27 @@ pub const WRITE_RULES: &[WriteRule] = &[
         once_closed: true,
         at_least: Standing::Manager,
         reason: "only managers and the office change a won or lost deal's amount, currency, stage or close date",
+    },
+    WriteRule {
+        kind: Kind::Product,
+        covers: Covered::Record,
+        once_closed: false,
+        at_least: Standing::Office,
+        reason: "only the office changes the product catalogue",
+    },
+    WriteRule {
+        kind: Kind::Price,
+        covers: Covered::Record,
+        once_closed: false,
+        at_least: Standing::Office,
+        reason: "only the office changes the price book",
+    },
+    WriteRule {
+        kind: Kind::Order,
+        covers: Covered::Record,
+        once_closed: true,
+        at_least: Standing::Office,
+        reason: "a submitted order is the office's to change",
     },
     WriteRule {
         kind: Kind::Config,
@@ -70,9 +92,13 @@ pub fn check_write_rules(
     touched: &[TouchedField],
     standing: Standing,
 ) -> Result<()> {
-    let closed = before
-        .and_then(Record::state)
-        .is_some_and(|s| config.pipeline().outcome(s) != StageOutcome::Open);
+    // A deal is closed once won or lost, an order once past its draft.
+    let closed = match kind {
+        Kind::Order => before.is_some_and(super::order::is_submitted),
+        _ => before
+            .and_then(Record::state)
+            .is_some_and(|s| config.pipeline().outcome(s) != StageOutcome::Open),
+    };
     let in_code = WRITE_RULES.iter().map(|r| {
         let covers = match r.covers {
             Covered::Fields(fields) => Some(fields.iter().map(|f| f.to_string()).collect()),

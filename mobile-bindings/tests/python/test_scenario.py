@@ -473,3 +473,49 @@ def test_a_visit_is_checked_in_and_out_offline_and_the_office_sees_it(tmp_path, 
     assert (seen.checked_in_at, seen.checked_out_at) == (out.visit.checked_in_at, out.visit.checked_out_at)
     assert seen.check_in_position.lat == 52.5201 and seen.outcome == "follow_up"
     assert bob.get(out.follow_up.meta.id).activity.subject == "Send the quote"
+
+
+def test_an_order_taken_offline_keeps_the_offices_line_too(tmp_path, relay_url):
+    """The office keeps the catalogue; a rep takes an order with three
+    lines offline while the office adds a fourth to it; after sync both
+    devices hold the same four lines and totals. Once submitted, the rep's
+    device refuses a new line."""
+    data = str(tmp_path / "relay")
+    admin(data, "user", "add", "olivia", "--role", "office")
+    olivia = crm.CrmStore.open(str(tmp_path / "olivia.db"), "olivia")
+    olivia.login(relay_url, "olivia", PASSWORD)
+    olivia.sync(None)
+    shared = text("*organisation")
+    products = []
+    for sku, cents in [("P1", 1000), ("P2", 250), ("P3", 9999), ("P4", 40)]:
+        product = olivia.create(crm.RecordKind.PRODUCT, {"sku": text(sku), "name": text(f"Product {sku}"), "territory": shared}).record.meta.id
+        olivia.create(crm.RecordKind.PRICE, {"product_id": text(product), "currency": text("EUR"),
+                                             "unit_price": crm.FieldValue.INT(cents), "territory": shared})
+        products.append(product)
+    olivia.sync(None)
+
+    ann = crm.CrmStore.open(str(tmp_path / "ann.db"), "ann")
+    ann.login(relay_url, "ann", PASSWORD)
+    ann.sync(None)
+    assert ann.price_of(products[2], "EUR", "2030-01-01") == 9999
+    acme = ann.create(crm.RecordKind.ACCOUNT, {"name": text("Acme"), "territory": text("north")}).account.meta.id
+    order = ann.create(crm.RecordKind.ORDER, {"account_id": text(acme), "name": text("Spring order"), "currency": text("EUR"),
+                                              "tax_percent": crm.FieldValue.INT(19), "territory": text("north")}).record.meta.id
+    ann.sync(None)
+    olivia.sync(None)
+    for product, qty in zip(products[:3], [3.0, 2.0, 1.0]):
+        ann.add_order_line(order, product, qty, 0.0)
+    olivia.add_order_line(order, products[3], 10.0, 0.0)
+    with pytest.raises(crm.CrmError.InvalidInput, match="more than 0"):
+        ann.add_order_line(order, products[0], 0.0, 0.0)
+    ann.sync(None)
+    olivia.sync(None)
+    ann.sync(None)
+    mine, theirs = ann.order_summary(order), olivia.order_summary(order)
+    assert mine == theirs
+    assert len(mine.lines) == 4
+    assert (mine.net, mine.tax, mine.gross) == (13899, 2641, 16540)
+
+    ann.update(order, {"status": text("submitted")})
+    with pytest.raises(crm.CrmError.InvalidInput, match="submitted order"):
+        ann.add_order_line(order, products[0], 1.0, 0.0)

@@ -217,12 +217,13 @@ pub fn related(store: &dyn RelayStore, user: &User, record: &Record) -> Result<R
             related.contacts = page(of_account(Kind::Contact))?;
             related.deals = page(of_account(Kind::Deal))?;
         }
-        Kind::Contact | Kind::Deal | Kind::Case => {
+        Kind::Contact | Kind::Deal | Kind::Case | Kind::Order => {
             related.account = visible(record.text("account_id"))?;
             related.contacts = visible(record.text("contact_id"))?.into_iter().collect();
         }
         Kind::Activity => related.subject = visible(record.text("related_to"))?,
-        Kind::Config => {}
+        Kind::Price => related.subject = visible(record.text("product_id"))?,
+        Kind::Config | Kind::Product => {}
         Kind::Lead => {
             related.account = visible(record.text("converted_account_id"))?;
             related.contacts = visible(record.text("converted_contact_id"))?
@@ -535,4 +536,82 @@ pub fn merged_from(store: &dyn RelayStore, user: &User, id: &str) -> Result<Vec<
         ..Default::default()
     };
     Ok(list(store, user, q)?.records)
+}
+
+/// Adds a line to an order as `user` (an office edit through the push
+/// path): `quantity` of `product_id` at the price book's price in the
+/// order's currency today, `discount` percent off — the same rules a
+/// device's `add_order_line` follows.
+pub fn add_order_line(
+    store: &dyn RelayStore,
+    user: &User,
+    order_id: &str,
+    product_id: &str,
+    quantity: f64,
+    discount: f64,
+) -> Result<EditOutcome> {
+    use fieldcrm_core::{best_price, day_of, order_totals, OrderLine, Value, LINES};
+    let refused = |message: String| {
+        Ok(Err(EditRefusal::Refused {
+            field: Some("product_id".into()),
+            code: "invalid_value".into(),
+            message,
+        }))
+    };
+    let Some(order) = record_if_visible(store, user, order_id)?.filter(|o| o.kind == Kind::Order)
+    else {
+        return Ok(Err(EditRefusal::NotFound(not_found(order_id).to_string())));
+    };
+    let product = match record_if_visible(store, user, product_id)? {
+        Some(p) if p.kind == Kind::Product && !p.deleted => p,
+        _ => return refused(format!("there is no product with id {product_id:?}")),
+    };
+    if product.get("active") == Some(&Value::Bool(false)) {
+        return refused(format!("“{}” is no longer sold", product.display_name()));
+    }
+    let currency = order.text("currency").unwrap_or_default().to_string();
+    let prices = list(
+        store,
+        user,
+        ListQuery {
+            kind: Some(Kind::Price),
+            field_is: vec![
+                ("product_id".into(), product_id.into()),
+                ("currency".into(), currency.clone()),
+            ],
+            limit: 500,
+            ..Default::default()
+        },
+    )?
+    .records;
+    let day = day_of(super::now_ms());
+    let Some(unit_price) = best_price(&prices, &day) else {
+        return refused(format!(
+            "the price book has no {currency} price for “{}” on {day}",
+            product.display_name()
+        ));
+    };
+    let position = order_totals(&order)
+        .lines
+        .iter()
+        .map(|(_, l)| l.position)
+        .max()
+        .unwrap_or(0)
+        + 10;
+    let line = OrderLine {
+        product_id: product_id.into(),
+        quantity,
+        unit_price,
+        discount,
+        position,
+    };
+    let path = format!("{LINES}.{}", uuid::Uuid::now_v7());
+    try_edit(
+        store,
+        user,
+        Edit::Update {
+            id: order_id.into(),
+            fields: [(path, line.to_value())].into(),
+        },
+    )
 }

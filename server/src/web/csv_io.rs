@@ -230,7 +230,7 @@ pub async fn export(
         .into_response())
 }
 
-fn import_kinds() -> [Kind; 6] {
+fn import_kinds() -> [Kind; 9] {
     Kind::ALL
 }
 
@@ -238,9 +238,9 @@ fn import_kinds() -> [Kind; 6] {
 /// deal's account, what an activity is about.
 fn by_name_field(kind: Kind) -> Option<&'static str> {
     match kind {
-        Kind::Contact | Kind::Deal | Kind::Case => Some("account_id"),
+        Kind::Contact | Kind::Deal | Kind::Case | Kind::Order => Some("account_id"),
         Kind::Activity => Some("related_to"),
-        Kind::Account | Kind::Lead | Kind::Config => None,
+        Kind::Account | Kind::Lead | Kind::Config | Kind::Product | Kind::Price => None,
     }
 }
 
@@ -558,7 +558,9 @@ fn duplicate_rule(kind: Kind) -> &'static str {
         Kind::Contact => "Skip rows with the email of a contact you have, or of an earlier row (without an email: the same name at the same account)",
         Kind::Deal => "Skip rows with the name of a deal you have at the same account, or of an earlier row",
         Kind::Lead => "Skip rows with the email of a lead you have, or of an earlier row (without an email: the same name at the same company)",
-        Kind::Activity | Kind::Case | Kind::Config => "",
+        Kind::Product => "Skip rows with the SKU of a product you have, or of an earlier row",
+        Kind::Price => "Skip rows with the product, currency and start of a price you have, or of an earlier row",
+        Kind::Activity | Kind::Case | Kind::Config | Kind::Order => "",
     }
 }
 
@@ -590,7 +592,15 @@ fn duplicate_key(kind: Kind, fields: &Fields) -> Option<String> {
         Kind::Lead => text("email").map(|e| format!("@{e}")).or_else(|| {
             text("name").map(|n| format!("{n}\u{0}{}", text("company").unwrap_or_default()))
         }),
-        Kind::Activity | Kind::Case | Kind::Config => None,
+        Kind::Product => text("sku"),
+        Kind::Price => text("product_id").map(|p| {
+            format!(
+                "{p}\u{0}{}\u{0}{}",
+                text("currency").unwrap_or_default(),
+                text("valid_from").unwrap_or_default()
+            )
+        }),
+        Kind::Activity | Kind::Case | Kind::Config | Kind::Order => None,
     }
 }
 

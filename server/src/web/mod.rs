@@ -16,6 +16,7 @@ mod form;
 mod layout;
 mod merge;
 mod names;
+mod orders;
 mod records;
 mod review;
 mod route;
@@ -94,6 +95,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/r/{id}/convert", post(convert::convert))
         .route("/r/{id}/merge", get(merge::form).post(merge::merge))
         .route("/r/{id}/unmerge", post(merge::unmerge))
+        .route("/r/{id}/lines", post(orders::add_line))
+        .route("/r/{id}/print", get(orders::print))
         .route("/{kind}", get(records::list).post(records::create))
         .route("/{kind}/new", get(records::new_form))
         .route("/{kind}/duplicates", get(duplicates::page_view))

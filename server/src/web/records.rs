@@ -857,7 +857,7 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> Result<Markup, PageError> {
     let user = session.user.clone();
-    let (detail, related, names, config, merged_from) = blocking(&state, move |relay| {
+    let (detail, related, names, config, merged_from, products) = blocking(&state, move |relay| {
         let detail = office::record(relay, &user, &id)?;
         let related = office::related(relay, &user, &detail.record)?;
         let merged_from = match fieldcrm_core::merge::MERGEABLE.contains(&detail.record.kind) {
@@ -894,7 +894,18 @@ pub async fn show(
                     .map(|v| (Kind::Activity, "related_to", v)),
             );
         let names = Names::of(relay, &user, shown)?;
-        Ok((detail, related, names, relay.configuration()?, merged_from))
+        let products = match detail.record.kind {
+            Kind::Order => super::orders::products_of(relay, &user, &detail.record)?,
+            _ => Default::default(),
+        };
+        Ok((
+            detail,
+            related,
+            names,
+            relay.configuration()?,
+            merged_from,
+            products,
+        ))
     })
     .await?;
     let RecordDetail {
@@ -960,6 +971,9 @@ pub async fn show(
             @if kind == Kind::Lead && record.text("status") != Some("converted") {
                 (super::convert::form(&session, record))
             }
+        }
+        @if kind == Kind::Order {
+            (super::orders::section(&session, record, &products))
         }
         @if !conflicts.is_empty() {
             section.conflicts aria-labelledby="conflicts-h" {

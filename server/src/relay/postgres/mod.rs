@@ -1047,7 +1047,7 @@ impl RelayStore for PgRelay {
                 Ok(Kind::Activity) => last.activities = n,
                 Ok(Kind::Lead) => last.leads = n,
                 Ok(Kind::Case) => last.cases = n,
-                Ok(Kind::Config) | Err(_) => {}
+                Ok(Kind::Config | Kind::Product | Kind::Price | Kind::Order) | Err(_) => {}
             }
         }
         Ok(out)
