@@ -29,7 +29,7 @@ pub use forecast::{
     StageFlow, Totals,
 };
 pub use model::order::{
-    best_price, day_of, order_totals, OrderLine, OrderTotals, LINES, ORDER_STATUSES,
+    best_price, day_of, new_line, order_totals, OrderLine, OrderTotals, LINES, ORDER_STATUSES,
 };
 pub use model::{
     check_time, fields, normalize_value, parse_amount, parse_datetime, validate_custom_name,

@@ -172,6 +172,30 @@ pub fn day_of(ms: i64) -> String {
     format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
 }
 
+/// The field that adds a line to `order` after its last one: a new line
+/// id's path and the line's stored value.
+pub fn new_line(
+    order: &Record,
+    product_id: &str,
+    quantity: f64,
+    unit_price: i64,
+    discount: f64,
+) -> (String, Value) {
+    let last = order_totals(order)
+        .lines
+        .iter()
+        .map(|(_, l)| l.position)
+        .max();
+    let line = OrderLine {
+        product_id: product_id.to_string(),
+        quantity,
+        unit_price,
+        discount,
+        position: last.unwrap_or(0) + 10,
+    };
+    (format!("{LINES}.{}", uuid::Uuid::now_v7()), line.to_value())
+}
+
 /// Whether the order is past its draft: then only the office changes it.
 pub fn is_submitted(order: &Record) -> bool {
     order.text("status").is_some_and(|s| s != "draft")

@@ -7,7 +7,7 @@ use rusqlite::Transaction;
 
 use super::{documents, edit_in, update_fields, Store};
 use crate::error::{Error, Result};
-use crate::model::order::{best_price, day_of, OrderLine, LINES};
+use crate::model::order::{best_price, day_of, new_line, OrderLine, LINES};
 use crate::model::{Fields, Kind, Record, Value};
 
 fn read(tx: &Transaction<'_>, id: &str) -> Result<Record> {
@@ -86,22 +86,9 @@ impl Store {
                 &format!("the price book has no {currency} price for it on {day}"),
             ));
         };
-        let position = crate::model::order::order_totals(&order)
-            .lines
-            .iter()
-            .map(|(_, l)| l.position)
-            .max()
-            .unwrap_or(0)
-            + 10;
-        let line = OrderLine {
-            product_id: product_id.to_string(),
-            quantity,
-            unit_price,
-            discount,
-            position,
-        };
-        let line_id = uuid::Uuid::now_v7().to_string();
-        let fields: Fields = [(format!("{LINES}.{line_id}"), line.to_value())].into();
+        let (path, value) = new_line(&order, product_id, quantity, unit_price, discount);
+        let line_id = path[LINES.len() + 1..].to_string();
+        let fields: Fields = [(path, value)].into();
         let order = edit_in(&tx, &w, order_id, |tx, w, doc, kind| {
             update_fields(tx, w, doc, kind, fields)
         })?;

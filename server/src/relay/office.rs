@@ -550,7 +550,7 @@ pub fn add_order_line(
     quantity: f64,
     discount: f64,
 ) -> Result<EditOutcome> {
-    use fieldcrm_core::{best_price, day_of, order_totals, OrderLine, Value, LINES};
+    use fieldcrm_core::{best_price, day_of, new_line, Value};
     let refused = |message: String| {
         Ok(Err(EditRefusal::Refused {
             field: Some("product_id".into()),
@@ -591,27 +591,13 @@ pub fn add_order_line(
             product.display_name()
         ));
     };
-    let position = order_totals(&order)
-        .lines
-        .iter()
-        .map(|(_, l)| l.position)
-        .max()
-        .unwrap_or(0)
-        + 10;
-    let line = OrderLine {
-        product_id: product_id.into(),
-        quantity,
-        unit_price,
-        discount,
-        position,
-    };
-    let path = format!("{LINES}.{}", uuid::Uuid::now_v7());
+    let (path, value) = new_line(&order, product_id, quantity, unit_price, discount);
     try_edit(
         store,
         user,
         Edit::Update {
             id: order_id.into(),
-            fields: [(path, line.to_value())].into(),
+            fields: [(path, value)].into(),
         },
     )
 }
