@@ -3253,6 +3253,12 @@ async fn an_orders_page_lists_its_lines_and_totals_adds_lines_and_prints() {
             ("territory", SHARED_TERRITORY.into()),
         ]),
     );
+    let form = fx.get(&olivia, "/products/new").await;
+    let territory = between(&form.body, "<select id=\"territory\"", "</select>");
+    assert!(
+        territory.contains("*organisation") && !territory.contains("north"),
+        "{territory}"
+    );
     let acme = fx.account(&olivia, "Acme", "north").await;
     let order = fx
         .create(

@@ -86,6 +86,8 @@ fn field_input(
                 FieldType::Choice(values) => (select(path, current, values.iter().map(|k| (*k, *k)), spec.required)),
                 FieldType::Picklist(list) => (pick_select(path, current, &choices.config, list, spec.required)),
                 FieldType::Ref(target) => (picker(path, target, current, values.get(&name_key(path)).map_or("", String::as_str), error.is_some())),
+                // The catalogue lives in the shared territory, and only there.
+                _ if path == "territory" && current == fieldcrm_core::SHARED_TERRITORY => (select(path, current, std::iter::empty(), spec.required)),
                 _ if path == "territory" => (select(path, current, choices.territories.iter().map(|t| (t.as_str(), t.as_str())), spec.required)),
                 _ if path == "owner" => {
                     input id=(path) name=(path) value=(current) list="owner-choices" autocomplete="off" aria-invalid=[error.map(|_| "true")];
