@@ -24,6 +24,9 @@ use crate::model::{
     FieldType, Fields, Kind, Record, Stored, TouchedField, Value, DOC_SCHEMA_VERSION,
 };
 
+mod text_edit;
+pub(crate) use text_edit::{Placed, Renamed, TextEdit};
+
 /// Who makes a change and when (milliseconds since the Unix epoch).
 #[derive(Debug, Clone)]
 pub struct ChangeMeta {
@@ -679,6 +682,24 @@ impl RecordDoc {
         };
         let after = Reader::at(doc, &[ChangeHash(*hash)], id).history_fields(kind)?;
         Ok(Some((creates, field_changes(&before, &after))))
+    }
+
+    /// What change `hash` did to long text `field`, by the characters it
+    /// touched (`None` if it did not edit an existing text there).
+    pub(crate) fn text_edit(&mut self, hash: &[u8; 32], field: &str) -> Option<TextEdit> {
+        text_edit::of_change(self.doc.document(), &ChangeHash(*hash), field)
+    }
+
+    /// `edit` placed on its field as it is now, `None` when it cannot be
+    /// placed exactly (see [`text_edit::replay`]).
+    pub(crate) fn replay_text(&mut self, edit: &TextEdit, renamed: &Renamed) -> Option<Placed> {
+        text_edit::replay(self.doc.document(), edit, renamed)
+    }
+
+    /// After `placed` was written to `field`: the new names of the
+    /// characters it inserted.
+    pub(crate) fn learn_names(&mut self, field: &str, placed: &Placed, renamed: &mut Renamed) {
+        text_edit::learn_names(self.doc.document(), field, placed, renamed)
     }
 
     /// Fields that currently hold competing concurrent values.

@@ -249,6 +249,173 @@ fn cases() -> u32 {
         .unwrap_or(16)
 }
 
+/// A case the property found: a rep types in front of text while another
+/// device's typing there waits; their typing, re-made after a refusal,
+/// must stay whole (read back by diffing, "[t21]" before "[t2]" came out
+/// as "[t2" + "1][t2" + "]" and interleaved with the other device's).
+#[test]
+fn typing_re_made_after_a_refusal_stays_where_it_was_typed() {
+    let ops = vec![
+        Op::Refused {
+            device: 0,
+            record: 0,
+        },
+        Op::Refused {
+            device: 2,
+            record: 0,
+        },
+        Op::Type {
+            device: 1,
+            record: 1,
+            at_end: true,
+        },
+        Op::Type {
+            device: 0,
+            record: 1,
+            at_end: false,
+        },
+        Op::Edit {
+            device: 2,
+            record: 2,
+            field: 2,
+        },
+        Op::Type {
+            device: 2,
+            record: 0,
+            at_end: true,
+        },
+        Op::Edit {
+            device: 2,
+            record: 0,
+            field: 0,
+        },
+        Op::Edit {
+            device: 2,
+            record: 0,
+            field: 1,
+        },
+        Op::Edit {
+            device: 1,
+            record: 0,
+            field: 2,
+        },
+        Op::Edit {
+            device: 1,
+            record: 1,
+            field: 1,
+        },
+        Op::Sync {
+            device: 1,
+            lose_response: true,
+        },
+        Op::Edit {
+            device: 1,
+            record: 2,
+            field: 2,
+        },
+        Op::Type {
+            device: 1,
+            record: 0,
+            at_end: false,
+        },
+        Op::Edit {
+            device: 2,
+            record: 1,
+            field: 0,
+        },
+        Op::Refused {
+            device: 0,
+            record: 0,
+        },
+        Op::Edit {
+            device: 1,
+            record: 1,
+            field: 1,
+        },
+        Op::Type {
+            device: 2,
+            record: 1,
+            at_end: true,
+        },
+        Op::Refused {
+            device: 1,
+            record: 1,
+        },
+        Op::Edit {
+            device: 2,
+            record: 2,
+            field: 0,
+        },
+        Op::Sync {
+            device: 0,
+            lose_response: false,
+        },
+        Op::Refused {
+            device: 1,
+            record: 0,
+        },
+        Op::Type {
+            device: 1,
+            record: 1,
+            at_end: false,
+        },
+        Op::Refused {
+            device: 1,
+            record: 1,
+        },
+        Op::Sync {
+            device: 2,
+            lose_response: true,
+        },
+        Op::Refused {
+            device: 0,
+            record: 0,
+        },
+        Op::Edit {
+            device: 2,
+            record: 2,
+            field: 1,
+        },
+        Op::Type {
+            device: 2,
+            record: 2,
+            at_end: false,
+        },
+        Op::Sync {
+            device: 2,
+            lose_response: false,
+        },
+        Op::Type {
+            device: 1,
+            record: 2,
+            at_end: true,
+        },
+        Op::Sync {
+            device: 2,
+            lose_response: false,
+        },
+        Op::Sync {
+            device: 2,
+            lose_response: true,
+        },
+        Op::Refused {
+            device: 0,
+            record: 0,
+        },
+        Op::Sync {
+            device: 1,
+            lose_response: true,
+        },
+        Op::Edit {
+            device: 0,
+            record: 1,
+            field: 1,
+        },
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    run(ops, dir.path());
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 

@@ -19,7 +19,7 @@ use super::{
     apply_snapshot_in, create_in, documents, edit_in, evict_in, outbox, set_deleted_on,
     update_fields, Store, Writer,
 };
-use crate::doc::{merge_text, FieldChange};
+use crate::doc::{merge_text, FieldChange, Renamed, TextEdit};
 use crate::error::{Error, Result};
 use crate::model::{FieldType, Fields, Kind, Record, Value};
 use crate::protocol::Rejection;
@@ -33,6 +33,10 @@ pub(crate) struct Intent {
     /// Each field it changed, from what (as its author saw it) to what;
     /// the tombstone as `deleted`.
     pub fields: Vec<FieldChange>,
+    /// Its edits of long texts, by the characters they touched, so they
+    /// are made again where they were typed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub text: Vec<TextEdit>,
 }
 
 /// A change the relay refused, as the app shows it.
@@ -66,14 +70,25 @@ fn intent_of(doc: Option<&mut documents::StoredDoc>, hash: &[u8; 32]) -> Result<
     let Some(kind) = doc.doc().kind()? else {
         return Ok(None);
     };
-    Ok(doc
-        .doc()
-        .change_effect(hash)?
-        .map(|(creates, fields)| Intent {
-            kind,
-            creates,
-            fields,
-        }))
+    let Some((creates, fields)) = doc.doc().change_effect(hash)? else {
+        return Ok(None);
+    };
+    let text = fields
+        .iter()
+        .filter(|f| is_long_text(kind, &f.field))
+        .filter_map(|f| doc.doc().text_edit(hash, &f.field))
+        .collect();
+    Ok(Some(Intent {
+        kind,
+        creates,
+        fields,
+        text,
+    }))
+}
+
+fn is_long_text(kind: Kind, field: &str) -> bool {
+    kind.field(field)
+        .is_some_and(|s| s.ty == FieldType::LongText)
 }
 
 /// Replaces record `id` with the relay's copy (`relay` empty: the relay has
@@ -105,6 +120,8 @@ pub(crate) fn rebase(
     }
     let mut refused_creation: Option<String> = None;
     let mut kept = 0;
+    // Text re-made by one change is named anew; later ones follow it.
+    let mut renamed = Renamed::new();
     for (entry, intent) in work {
         let json = intent
             .as_ref()
@@ -139,7 +156,7 @@ pub(crate) fn rebase(
                         None,
                     )?;
                 }
-                Some(intent) => match remake(tx, w, id, &intent) {
+                Some(intent) => match remake(tx, w, id, &intent, &mut renamed) {
                     Ok(_) => {
                         outbox::remove(tx, entry.seq)?;
                     }
@@ -176,6 +193,7 @@ const WAITS_REASON: &str = "the relay does not have the record this edits (yet):
 /// longer holds on the record as it is becomes an ordinary refusal.
 pub(crate) fn remake_waiting(tx: &Transaction<'_>, w: &Writer<'_>, id: &str) -> Result<usize> {
     let mut made = 0;
+    let mut renamed = Renamed::new();
     for waiting in outbox::waiting_for_record(tx, id)? {
         let Some(intent) = waiting
             .intent
@@ -184,7 +202,7 @@ pub(crate) fn remake_waiting(tx: &Transaction<'_>, w: &Writer<'_>, id: &str) -> 
         else {
             continue;
         };
-        match remake(tx, w, id, &intent) {
+        match remake(tx, w, id, &intent, &mut renamed) {
             Ok(_) => {
                 outbox::remove(tx, waiting.seq)?;
                 made += 1;
@@ -204,13 +222,15 @@ fn is_storage(e: &Error) -> bool {
 
 /// Makes `intent` again as a fresh local change on record `id` as it is
 /// now: a creation (with the same id) if the record is not here, else its
-/// fields set — long text merged with what the text became since — or its
-/// tombstone set.
+/// fields set — long text edits placed by the characters they touched
+/// (`renamed` names those re-made by earlier changes), or merged by value
+/// when that cannot be — or its tombstone set.
 pub(crate) fn remake(
     tx: &Transaction<'_>,
     w: &Writer<'_>,
     id: &str,
     intent: &Intent,
+    renamed: &mut Renamed,
 ) -> Result<Record> {
     if documents::load(tx, id)?.is_none() {
         if !intent.creates {
@@ -232,21 +252,36 @@ pub(crate) fn remake(
         }
         let current = doc.read()?;
         let mut fields = Fields::new();
+        let mut placed = Vec::new();
         for f in intent.fields.iter().filter(|f| f.field != "deleted") {
-            let is_text = kind
-                .field(&f.field)
-                .is_some_and(|s| s.ty == FieldType::LongText);
-            let value = match (is_text, &f.old, &f.new) {
-                (true, old, Value::Text(mine)) => Value::Text(merge_text(
-                    old.as_str().unwrap_or(""),
-                    mine,
-                    current.text(&f.field).unwrap_or(""),
-                )),
+            let exact = intent
+                .text
+                .iter()
+                .find(|t| t.field == f.field)
+                .and_then(|t| doc.replay_text(t, renamed));
+            let value = match (is_long_text(kind, &f.field), &f.old, &f.new) {
+                (true, old, Value::Text(mine)) => Value::Text(match exact {
+                    Some(exact) => {
+                        let text = exact.text.clone();
+                        placed.push((f.field.as_str(), exact));
+                        text
+                    }
+                    // Not placeable by its characters: merged by value.
+                    None => merge_text(
+                        old.as_str().unwrap_or(""),
+                        mine,
+                        current.text(&f.field).unwrap_or(""),
+                    ),
+                }),
                 _ => f.new.clone(),
             };
             fields.insert(f.field.clone(), value);
         }
-        update_fields(tx, w, doc, kind, fields)
+        let change = update_fields(tx, w, doc, kind, fields)?;
+        for (field, exact) in &placed {
+            doc.learn_names(field, exact, renamed);
+        }
+        Ok(change)
     })
 }
 
@@ -303,7 +338,7 @@ impl Store {
                 ))
             }
         };
-        let record = remake(&tx, &w, &refused.record_id, &intent)?;
+        let record = remake(&tx, &w, &refused.record_id, &intent, &mut Renamed::new())?;
         outbox::remove(&tx, id)?;
         tx.commit()?;
         Ok(record)
