@@ -1,3 +1,4 @@
 //! Cross-crate scenarios and benchmarks.
+pub mod catalogue;
 pub mod relay_process;
 pub mod workload;

@@ -14,18 +14,22 @@ use fieldcrm_server::relay::{RelayStore, Role};
 
 pub const PASSWORD: &str = "bench-password";
 
+/// The office user of the benchmark relay.
+pub const OFFICE: &str = "office";
+
 /// The flag that turns a binary into the relay child.
 pub const CHILD_FLAG: &str = "--relay-child";
 
 /// Users of the benchmark relay: `rep0..reps` in territories `t0..`, plus
 /// `ann`, `bob` and `cat` in `north` (W1's owners: the relay refuses
-/// records owned by someone who is not a user).
+/// records owned by someone who is not a user) and [`OFFICE`].
 pub fn seed(relay: &dyn RelayStore, reps: usize) -> Result<(), Box<dyn std::error::Error>> {
     let hash = hash_password(PASSWORD)?;
     relay.add_territory("north")?;
     relay.add_user("ann", &hash, Role::Rep, &["north".into()])?;
     relay.add_user("bob", &hash, Role::Rep, &["north".into()])?;
     relay.add_user("cat", &hash, Role::Rep, &["north".into()])?;
+    relay.add_user(OFFICE, &hash, Role::Office, &[])?;
     for i in 0..reps {
         let t = format!("t{i}");
         relay.add_territory(&t)?;

@@ -32,6 +32,12 @@ fn live(record: Record, kind: Kind, field: &str) -> Result<Record> {
 }
 
 /// The unit price (minor units) of `product` in `currency` on `day`.
+/// The prices of product ?1 in currency ?2 (by index `records_price_product`).
+pub(crate) const PRICES_OF: &str = "SELECT id FROM records
+     WHERE json_extract(record, '$.fields.product_id') = ?1
+       AND json_extract(record, '$.fields.currency') = ?2
+       AND kind = 'price' AND deleted = 0";
+
 pub(crate) fn price_in(
     tx: &Transaction<'_>,
     product: &str,
@@ -39,11 +45,7 @@ pub(crate) fn price_in(
     day: &str,
 ) -> Result<Option<i64>> {
     let ids: Vec<String> = tx
-        .prepare_cached(
-            "SELECT id FROM records WHERE kind = 'price' AND deleted = 0
-               AND json_extract(record, '$.fields.product_id') = ?1
-               AND json_extract(record, '$.fields.currency') = ?2",
-        )?
+        .prepare_cached(PRICES_OF)?
         .query_map([product, currency], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     let prices = ids

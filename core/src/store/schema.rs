@@ -12,11 +12,12 @@ use crate::error::{Error, Result};
 /// dashboards read (deal figures, records per owner, records in conflict);
 /// 4 a deal's stage history as a column, so stage analysis reads rows; 5
 /// the device behind each actor, for history, and a covering index of the
-/// live deals' stage histories.
-pub const VERSION: i64 = 5;
+/// live deals' stage histories; 6 an index of the prices of a product in a
+/// currency (the price book holds four or more per product).
+pub const VERSION: i64 = 6;
 
 /// The complete schema at [`VERSION`], for fresh stores.
-const CREATE: &str = include_str!("sql/create_v5.sql");
+const CREATE: &str = include_str!("sql/create_v6.sql");
 
 /// Connection settings that are not stored in the file.
 pub(crate) fn prepare(conn: &Connection, durable: bool) -> Result<()> {
@@ -102,6 +103,10 @@ fn upgrade_from(tx: &Transaction<'_>, from: i64) -> Result<()> {
             "CREATE TABLE actor_devices (actor TEXT PRIMARY KEY, device TEXT NOT NULL) WITHOUT ROWID;
              CREATE INDEX records_deal_stages ON records (territory, id, stage_history, kind, deleted)
                  WHERE kind = 'deal' AND deleted = 0;",
+        )?,
+        5 => tx.execute_batch(
+            "CREATE INDEX records_price_product ON records (json_extract(record, '$.fields.product_id'), json_extract(record, '$.fields.currency'))
+                 WHERE kind = 'price';",
         )?,
         _ => unreachable!("no migration from schema version {from}: VERSION is {VERSION}"),
     }
@@ -198,15 +203,36 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn frozen_v5_schema_matches_a_fresh_database() {
+    fn frozen_v6_schema_matches_a_fresh_database() {
         let dir = tempfile::tempdir().unwrap();
         let (mut fresh, path) = open(&dir, "fresh.db");
         migrate(&mut fresh, &path).unwrap();
         let (frozen, _) = open(&dir, "frozen.db");
         frozen
-            .execute_batch(include_str!("sql/tests/create_schema_v5.sql"))
+            .execute_batch(include_str!("sql/tests/create_schema_v6.sql"))
             .unwrap();
         assert_eq!(dump(&fresh), dump(&frozen));
+    }
+
+    #[test]
+    fn a_v5_store_upgrades_to_v6_and_finds_prices_by_the_new_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut old, path) = open(&dir, "v5.db");
+        old.execute_batch(include_str!("sql/tests/create_schema_v5.sql"))
+            .unwrap();
+        old.pragma_update(None, "user_version", 5).unwrap();
+        migrate(&mut old, &path).unwrap();
+        let (mut fresh, fresh_path) = open(&dir, "fresh.db");
+        migrate(&mut fresh, &fresh_path).unwrap();
+        assert_eq!(dump(&old), dump(&fresh));
+        let plan: String = old
+            .query_row(
+                &format!("EXPLAIN QUERY PLAN {}", super::super::orders::PRICES_OF),
+                ["p", "EUR"],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(plan.contains("records_price_product"), "{plan}");
     }
 
     #[test]
@@ -243,7 +269,8 @@ pub(crate) mod tests {
         let (mut old, path_str) = {
             let conn = Connection::open(&path).unwrap();
             conn.execute_batch(
-                "DROP INDEX records_deal_stages; ALTER TABLE records DROP COLUMN stage_history;
+                "DROP INDEX records_deal_stages; DROP INDEX records_price_product;
+                 ALTER TABLE records DROP COLUMN stage_history;
                  DROP TABLE actor_devices; PRAGMA user_version = 3;",
             )
             .unwrap();

@@ -11,6 +11,7 @@ use clap::Parser;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use fieldcrm_core::{HttpTransport, Kind, Store, Value};
+use fieldcrm_tests::catalogue;
 use fieldcrm_tests::relay_process::{self, RelayProcess};
 use fieldcrm_tests::workload::{self, Planned};
 use rand::rngs::StdRng;
@@ -29,7 +30,11 @@ struct Args {
     /// Devices in the concurrent phase, each in its own territory.
     #[arg(long, default_value_t = 50)]
     devices: usize,
-    /// Small run for CI: 500 records, 5 devices, 5,000-record open test.
+    /// Products in the catalogue phase (four prices each; 0: no phase).
+    #[arg(long, default_value_t = 5_000)]
+    catalogue_products: usize,
+    /// Small run for CI: 500 records, 5 devices, 5,000-record open test,
+    /// a 500-product catalogue.
     #[arg(long)]
     quick: bool,
     #[arg(long, default_value_t = 42)]
@@ -115,6 +120,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.open_records = 5_000;
         args.devices = 5;
         args.load_seconds = 3;
+        args.catalogue_products = args.catalogue_products.min(500);
     }
     let dir = tempfile::tempdir()?;
     let plan = workload::w1(args.records, args.seed, "north", &["ann", "bob", "cat"]);
@@ -126,6 +132,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         StoreKind::Sqlite => None,
     };
     let sync = sync_phases(dir.path(), &args, schema.as_ref())?;
+    let catalogue = match args.catalogue_products {
+        0 => Json::Null,
+        n => {
+            // A relay of its own, so the other phases' devices do not
+            // bootstrap the catalogue too.
+            let schema = match args.store {
+                StoreKind::Postgres => Some(BenchSchema::create(&args.postgres)?),
+                StoreKind::Sqlite => None,
+            };
+            let url = schema.as_ref().map(BenchSchema::url);
+            catalogue::phase(dir.path(), n, url.as_deref())?
+        }
+    };
     let ratio = |phase: &Json, key: &str, floor_key: &str| -> Json {
         match (phase[key].as_f64(), floor[floor_key].as_f64()) {
             (Some(a), Some(b)) if b > 0.0 => json!((a / b * 100.0).round() / 100.0),
@@ -158,6 +177,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "concurrent": concurrent,
         "load": load,
         "relay": relay,
+        "catalogue": catalogue,
         "floor": floor,
     });
     eprintln!("{}", summary(&report));
@@ -871,5 +891,12 @@ fn summary(r: &Json) -> String {
         "\n  live app           {:>8.3} s  (background bootstrap; UI reads p99/max {} / {} ms; listener heard an edit in {} ms)",
         r["incremental"]["live"]["bootstrap_s"], r["incremental"]["live"]["ui_read_p99_ms"],
         r["incremental"]["live"]["ui_read_max_ms"], r["incremental"]["live"]["listener_heard_edit_ms"],
-    )
+    ) + &match &r["catalogue"] {
+        Json::Null => String::new(),
+        c => format!(
+            "\n  catalogue          {:>8.3} s  ({} products + {} prices bootstrapped, {} B down; upload {} s; price lookup {} ms; 20-stop route {} ms)",
+            c["bootstrap_s"], c["products"], c["prices"], c["bytes_down"], c["upload_s"],
+            c["price_lookup_ms"], c["route_20_stops_ms"],
+        ),
+    }
 }

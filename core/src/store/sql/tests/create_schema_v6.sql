@@ -1,3 +1,4 @@
+-- Frozen copy of the shipped schema v6: never edit; the migration tests compare against it.
 -- FieldCRM device store, schema version 5 (fresh stores; older ones are
 -- upgraded step by step, see schema.rs).
 
@@ -63,6 +64,9 @@ CREATE INDEX records_territory ON records (territory, id);
 CREATE INDEX records_account ON records (account_id) WHERE account_id IS NOT NULL;
 CREATE INDEX records_related ON records (related_to) WHERE related_to IS NOT NULL;
 CREATE INDEX records_stage ON records (stage) WHERE stage IS NOT NULL;
+-- A product's prices in a currency (the price book lookup of an order line).
+CREATE INDEX records_price_product ON records (json_extract(record, '$.fields.product_id'), json_extract(record, '$.fields.currency'))
+    WHERE kind = 'price';
 -- Dashboards read these without touching the rows (covering indexes).
 CREATE INDEX records_deal_figures ON records (stage, currency, close_date, probability, amount, territory, kind, deleted)
     WHERE kind = 'deal' AND deleted = 0;
