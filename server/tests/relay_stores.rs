@@ -2595,8 +2595,9 @@ fn write_rules_an_admin_defines_bind_by_standing_everywhere(fx: Fixture) {
 /// a rep takes an order with three lines offline while the office adds a
 /// fourth to it; after sync both hold the same four lines and totals. A
 /// submitted order is the office's; bad lines are refused.
-fn an_order_taken_offline_keeps_every_line_and_locks_once_submitted(fx: Fixture) {
-    use fieldcrm_core::{order_totals, SHARED_TERRITORY};
+/// Four products priced 10.00, 2.50, 99.99 and 0.40 EUR, made by the office.
+fn catalogue(fx: &Fixture) -> Vec<String> {
+    use fieldcrm_core::SHARED_TERRITORY;
     let olivia = fx.user("olivia");
     let create = |kind: Kind, f: fieldcrm_core::Fields| {
         office::edit_one(&*fx.relay, &olivia, Edit::Create { kind, fields: f })
@@ -2626,6 +2627,13 @@ fn an_order_taken_offline_keeps_every_line_and_locks_once_submitted(fx: Fixture)
         );
         products.push(product);
     }
+    products
+}
+
+fn an_order_taken_offline_keeps_every_line_and_locks_once_submitted(fx: Fixture) {
+    use fieldcrm_core::{order_totals, SHARED_TERRITORY};
+    let olivia = fx.user("olivia");
+    let products = catalogue(&fx);
     // The catalogue stays in the shared territory, and is the office's.
     let err = office::try_edit(
         &*fx.relay,
@@ -2764,6 +2772,150 @@ fn an_order_taken_offline_keeps_every_line_and_locks_once_submitted(fx: Fixture)
     .unwrap();
 }
 
+/// Issue 16's day on the road: offline, a rep opens the day's route, checks
+/// in at the first customer, takes an order of three lines while the office
+/// adds a fourth, and checks out with a report. After sync the rep, a
+/// colleague and the office hold the same order (four lines, same totals),
+/// the visit with its times and positions, and the follow-up task.
+fn a_reps_day_on_the_road_ends_the_same_everywhere(fx: Fixture) {
+    use fieldcrm_core::{order_totals, RouteOptions, VisitReport};
+    let olivia = fx.user("olivia");
+    let products = catalogue(&fx);
+    let mut ann = fx.device("ann");
+    let mut bob = fx.device("bob");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let hour = 3_600_000;
+    // Three customers about 10 km apart, visits planned far-first.
+    let mut visits = Vec::new();
+    for (i, (name, lat, lon)) in [
+        ("Far", 52.70, 13.40),
+        ("Near", 52.52, 13.40),
+        ("Middle", 52.61, 13.40),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let customer = ann
+            .create(
+                Kind::Account,
+                fields([
+                    ("name", Value::from(name)),
+                    ("territory", "north".into()),
+                    ("geo.lat", Value::Float(lat)),
+                    ("geo.lon", Value::Float(lon)),
+                ]),
+            )
+            .unwrap()
+            .id;
+        let visit = ann
+            .create(
+                Kind::Activity,
+                fields([
+                    ("kind", Value::from("visit")),
+                    ("subject", format!("Visit {name}").into()),
+                    ("related_to", customer.as_str().into()),
+                    ("due_at", Value::Int(now + (i as i64 + 1) * hour)),
+                    ("territory", "north".into()),
+                ]),
+            )
+            .unwrap()
+            .id;
+        visits.push((customer, visit));
+    }
+    fx.sync(&mut ann);
+    fx.sync(&mut bob);
+
+    // Offline from here. The route starts at the office (south of Near)
+    // and goes up the line, whatever order the visits were planned in.
+    let options = RouteOptions {
+        start: Some((52.50, 13.40)),
+        ..RouteOptions::default()
+    };
+    let route = ann
+        .day_route("ann", now - hour, now + 12 * hour, &options, &[])
+        .unwrap();
+    let names: Vec<&str> = route.legs.iter().map(|l| l.stop.name.as_str()).collect();
+    assert_eq!(names, ["Visit Near", "Visit Middle", "Visit Far"]);
+    let (near, first) = visits[1].clone();
+    assert_eq!(route.legs[0].stop.id, first);
+
+    let checked_in = ann
+        .check_in(&first, Some((52.5201, 13.4001)), 250.0)
+        .unwrap();
+    assert!(checked_in.warning.is_none(), "{checked_in:?}");
+    let order = ann
+        .create(
+            Kind::Order,
+            fields([
+                ("account_id", Value::from(near.as_str())),
+                ("visit_id", first.as_str().into()),
+                ("name", "Order at Near".into()),
+                ("currency", "EUR".into()),
+                ("tax_percent", Value::Int(19)),
+                ("territory", "north".into()),
+            ]),
+        )
+        .unwrap()
+        .id;
+    // The draft reached the office in a moment of signal; then, offline
+    // again, the rep adds three lines while the office adds a fourth.
+    fx.sync(&mut ann);
+    for (product, quantity) in products.iter().zip([3.0, 2.0, 1.0]) {
+        ann.add_order_line(&order, product, quantity, 0.0).unwrap();
+    }
+    office::add_order_line(&*fx.relay, &olivia, &order, &products[3], 10.0, 0.0)
+        .unwrap()
+        .unwrap();
+    assert_eq!(order_totals(&ann.get(&order).unwrap()).lines.len(), 3);
+    let out = ann
+        .check_out(
+            &first,
+            Some((52.5202, 13.4002)),
+            VisitReport {
+                outcome: "successful".into(),
+                notes: "Shelf space agreed for P3.".into(),
+                next_step: Some(fieldcrm_core::NextStep {
+                    subject: "Send the P3 brochure".into(),
+                    due_at: now + 48 * hour,
+                }),
+            },
+        )
+        .unwrap();
+    let task = out.follow_up.expect("the next step became a task").id;
+
+    fx.sync(&mut ann);
+    fx.sync(&mut bob);
+    fx.sync(&mut ann);
+    for id in [&order, &first, &task] {
+        let at_relay = office::record(&*fx.relay, &olivia, id).unwrap().record;
+        for d in [&ann, &bob] {
+            assert_eq!(d.get(id).unwrap(), at_relay, "{} differs on {id}", d.user());
+        }
+    }
+    let order = office::record(&*fx.relay, &olivia, &order).unwrap().record;
+    let totals = order_totals(&order);
+    assert_eq!(totals.lines.len(), 4);
+    // 3 × 10.00 + 2 × 2.50 + 99.99 + 10 × 0.40 = 138.99; 19 % tax.
+    assert_eq!((totals.net, totals.tax, totals.gross), (13899, 2641, 16540));
+    let visit = bob.get(&first).unwrap();
+    assert_eq!(visit.get("done"), Some(&Value::Bool(true)));
+    assert_eq!(visit.text("outcome"), Some("successful"));
+    assert_eq!(visit.get("checkin_lat"), Some(&Value::Float(52.5201)));
+    assert_eq!(visit.get("checkout_lon"), Some(&Value::Float(13.4002)));
+    let (Some(Value::Int(inn)), Some(Value::Int(out))) =
+        (visit.get("checked_in_at"), visit.get("checked_out_at"))
+    else {
+        panic!("the visit has its times: {visit:?}");
+    };
+    assert!(now <= *inn && inn <= out, "{inn} {out}");
+    let task = bob.get(&task).unwrap();
+    assert_eq!(task.text("subject"), Some("Send the P3 brochure"));
+    assert_eq!(task.text("related_to"), Some(near.as_str()));
+}
+
 macro_rules! store_suite {
     ($store:ident: $($scenario:ident),* $(,)?) => {
         mod $store {
@@ -2806,6 +2958,7 @@ store_suite!(sqlite:
     duplicates_made_offline_merge_into_one_with_every_edit_kept,
     write_rules_an_admin_defines_bind_by_standing_everywhere,
     an_order_taken_offline_keeps_every_line_and_locks_once_submitted,
+    a_reps_day_on_the_road_ends_the_same_everywhere,
 );
 store_suite!(postgres:
     a_refused_change_never_forks_the_record,
@@ -2834,4 +2987,5 @@ store_suite!(postgres:
     duplicates_made_offline_merge_into_one_with_every_edit_kept,
     write_rules_an_admin_defines_bind_by_standing_everywhere,
     an_order_taken_offline_keeps_every_line_and_locks_once_submitted,
+    a_reps_day_on_the_road_ends_the_same_everywhere,
 );
