@@ -798,7 +798,7 @@ async fn csv_import_maps_columns_reports_rejected_rows_and_export_round_trips() 
     assert!(preview.body.contains("4 rows"));
     // The guessed mapping: Company finds the account by name, E-mail the email.
     assert!(between(&preview.body, "name=\"map_3\"", "</select>")
-        .contains("value=\"account_by_name\" selected"));
+        .contains("value=\"by_name\" selected"));
     assert!(
         between(&preview.body, "name=\"map_2\"", "</select>").contains("value=\"email\" selected")
     );
@@ -813,7 +813,7 @@ async fn csv_import_maps_columns_reports_rejected_rows_and_export_round_trips() 
                 ("map_0", "first_name"),
                 ("map_1", "last_name"),
                 ("map_2", "email"),
-                ("map_3", "account_by_name"),
+                ("map_3", "by_name"),
                 ("map_4", "territory"),
             ],
         )
@@ -927,7 +927,7 @@ async fn every_kind_imports_with_common_column_names_a_territory_default_and_dup
     let guessed: Vec<String> = (0..5).map(|i| mapped(&preview.body, i)).collect();
     assert_eq!(
         guessed,
-        ["name", "account_by_name", "amount", "close_date", "stage"]
+        ["name", "by_name", "amount", "close_date", "stage"]
     );
     let extra = [("default_territory", "north")];
     let run = fx.import_run(&olivia, "deal", csv, &guessed, &extra).await;
@@ -952,7 +952,74 @@ async fn every_kind_imports_with_common_column_names_a_territory_default_and_dup
     let csv = "Subject,Type,Due,Related to\nCall back,call,2026-12-02T10:00,Acme\n";
     let preview = fx.import_preview(&olivia, "activity", csv).await;
     let guessed: Vec<String> = (0..4).map(|i| mapped(&preview.body, i)).collect();
-    assert_eq!(guessed, ["subject", "kind", "due_at", "account_by_name"]);
+    assert_eq!(guessed, ["subject", "kind", "due_at", "by_name"]);
+}
+
+#[tokio::test]
+async fn the_catalogue_imports_products_then_prices_by_sku() {
+    let fx = fixture();
+    let olivia = fx.sign_in("olivia").await;
+    let csv = "SKU,Name,Unit,Active\nP-1,Lemonade,case,true\nP-2,Cola,case,true\n";
+    let preview = fx.import_preview(&olivia, "product", csv).await;
+    assert_eq!(preview.status, StatusCode::OK, "{}", preview.body);
+    let guessed: Vec<String> = (0..4).map(|i| mapped(&preview.body, i)).collect();
+    assert_eq!(guessed, ["sku", "name", "unit", "active"]);
+    let extra = [("default_territory", fieldcrm_core::SHARED_TERRITORY)];
+    let run = fx
+        .import_run(&olivia, "product", csv, &guessed, &extra)
+        .await;
+    assert!(
+        run.body.contains("<strong class=\"imported\">2</strong>"),
+        "{}",
+        run.body
+    );
+
+    // Prices name their product by SKU (or name); an unknown one is refused.
+    let csv = "SKU,Currency,Unit price,Valid from\n\
+               p-1,EUR,1.20,2026-01-01\n\
+               Cola,EUR,0.95,2026-01-01\n\
+               P-9,EUR,1.00,2026-01-01\n";
+    let preview = fx.import_preview(&olivia, "price", csv).await;
+    assert!(
+        preview
+            .body
+            .contains("Product (a product&#39;s name or SKU)")
+            || preview.body.contains("Product (a product's name or SKU)"),
+        "{}",
+        preview.body
+    );
+    let guessed: Vec<String> = (0..4).map(|i| mapped(&preview.body, i)).collect();
+    assert_eq!(guessed, ["by_name", "currency", "unit_price", "valid_from"]);
+    let run = fx.import_run(&olivia, "price", csv, &guessed, &extra).await;
+    assert!(
+        run.body.contains("<strong class=\"imported\">2</strong>"),
+        "{}",
+        run.body
+    );
+    assert!(run.body.contains("no product named"), "{}", run.body);
+    let lemonade = fx
+        .relay
+        .search("Lemonade", Some(Kind::Product), &[], 5)
+        .unwrap()
+        .pop()
+        .unwrap();
+    let prices = fieldcrm_server::relay::office::list(
+        &*fx.relay,
+        &fx.relay.user("olivia").unwrap().unwrap().0,
+        fieldcrm_core::ListQuery {
+            kind: Some(Kind::Price),
+            field_is: vec![("product_id".into(), lemonade.id.clone())],
+            limit: 10,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+    .records;
+    assert_eq!(prices.len(), 1);
+    assert_eq!(
+        prices[0].get("unit_price"),
+        Some(&fieldcrm_core::Value::Int(120))
+    );
 }
 
 #[tokio::test]

@@ -26,8 +26,9 @@ use crate::AppState;
 
 /// Rows per export page and per import batch.
 const BATCH: usize = 500;
-/// Mapping target that finds a contact's account by its name.
-const ACCOUNT_BY_NAME: &str = "account_by_name";
+/// Mapping target that finds the record a row refers to by its name (a
+/// contact's account, a price's product: [`by_name_field`]).
+const BY_NAME: &str = "by_name";
 
 /// The column beside a reference's id that holds its record's name
 /// (`account_id` → `account_name`).
@@ -234,19 +235,31 @@ fn import_kinds() -> [Kind; 9] {
     Kind::ALL
 }
 
-/// The field a column given as an account's name fills: a contact's or
-/// deal's account, what an activity is about.
-fn by_name_field(kind: Kind) -> Option<&'static str> {
+/// The field a column given as another record's name fills, and that
+/// record's kind: a contact's or deal's account, what an activity is
+/// about, a price's product (by name or SKU).
+fn by_name_field(kind: Kind) -> Option<(&'static str, Kind)> {
     match kind {
-        Kind::Contact | Kind::Deal | Kind::Case | Kind::Order => Some("account_id"),
-        Kind::Activity => Some("related_to"),
-        Kind::Account | Kind::Lead | Kind::Config | Kind::Product | Kind::Price => None,
+        Kind::Contact | Kind::Deal | Kind::Case | Kind::Order => {
+            Some(("account_id", Kind::Account))
+        }
+        Kind::Activity => Some(("related_to", Kind::Account)),
+        Kind::Price => Some(("product_id", Kind::Product)),
+        Kind::Account | Kind::Lead | Kind::Config | Kind::Product => None,
+    }
+}
+
+/// How the mapping page names a by-name column.
+fn by_name_label(field: &str, parent: Kind) -> String {
+    match parent {
+        Kind::Product => format!("{} (a product's name or SKU)", field_label(field)),
+        _ => format!("{} (an account's name)", field_label(field)),
     }
 }
 
 pub async fn import_page(session: Session) -> Markup {
     let body = html! {
-        p { "Import accounts, contacts, deals or activities from a CSV file with a header row (as a spreadsheet saves it). Next you choose which column goes to which field; common column names (City, Country, Job title, Company, E-mail, …) are recognised." }
+        p { "Import records of any kind — accounts, contacts, deals, activities, the product catalogue and its prices, … — from a CSV file with a header row (as a spreadsheet saves it). Next you choose which column goes to which field; common column names (City, Country, Job title, Company, E-mail, Product, SKU, …) are recognised." }
         form.record method="post" action="/import" enctype="multipart/form-data" {
             (layout::csrf(&session))
             div.field { label for="kind" { "Records" }
@@ -264,7 +277,7 @@ fn parse_kind(raw: &str) -> Result<Kind, PageError> {
         .filter(|k| import_kinds().contains(k))
         .ok_or_else(|| {
             PageError::bad_request(format!(
-                "cannot import “{raw}”: choose accounts, contacts, deals or activities"
+                "cannot import “{raw}”: choose one of the kinds of record listed"
             ))
         })
 }
@@ -347,6 +360,9 @@ const ACCOUNT_NAMES: &[&str] = &[
     "relatedto",
 ];
 
+/// Headers that name a price's product.
+const PRODUCT_NAMES: &[&str] = &["product", "productname", "sku", "item", "article"];
+
 fn norm(s: &str) -> String {
     s.to_lowercase()
         .replace([' ', '-', '.', '_', '/', '(', ')'], "")
@@ -367,8 +383,11 @@ fn guess(kind: Kind, header: &str) -> String {
     if ACCOUNT_NAMES.contains(&h.as_str()) {
         return match kind {
             Kind::Account => "name".into(),
-            _ => ACCOUNT_BY_NAME.into(),
+            _ => BY_NAME.into(),
         };
+    }
+    if kind == Kind::Price && PRODUCT_NAMES.contains(&h.as_str()) {
+        return BY_NAME.into();
     }
     if let Some(exact) = kind
         .fields()
@@ -433,11 +452,8 @@ pub async fn import_preview(
         rows,
     } = preview(&text)?;
     let mut targets: Vec<(String, String)> = vec![(String::new(), "— skip —".into())];
-    if let Some(field) = by_name_field(kind) {
-        targets.push((
-            ACCOUNT_BY_NAME.into(),
-            format!("{} (an account's name)", field_label(field)),
-        ));
+    if let Some((field, parent)) = by_name_field(kind) {
+        targets.push((BY_NAME.into(), by_name_label(field, parent)));
     }
     targets.extend(
         kind.fields()
@@ -660,10 +676,12 @@ fn row_id(line: usize) -> String {
     format!("line:{line}")
 }
 
-/// Accounts in the user's view by lower-case name (for contacts' account column).
-fn accounts_by_name(
+/// Records of `parent` in the user's view by lower-case name (and a
+/// product's by its SKU too), for a by-name column.
+fn named(
     relay: &dyn RelayStore,
     user: &User,
+    parent: Kind,
 ) -> crate::relay::Result<HashMap<String, Vec<String>>> {
     let mut names: HashMap<String, Vec<String>> = HashMap::new();
     let mut offset = 0;
@@ -672,18 +690,22 @@ fn accounts_by_name(
             relay,
             user,
             ListQuery {
-                kind: Some(Kind::Account),
+                kind: Some(parent),
                 limit: 1000,
                 offset,
                 ..Default::default()
             },
         )?;
         let n = page.records.len();
-        for a in page.records {
-            names
-                .entry(a.display_name().to_lowercase())
-                .or_default()
-                .push(a.id);
+        for r in page.records {
+            let sku = r.text("sku").filter(|_| parent == Kind::Product);
+            if let Some(sku) = sku.map(str::to_lowercase) {
+                names.entry(sku).or_default().push(r.id.clone());
+            }
+            let entry = names.entry(r.display_name().to_lowercase()).or_default();
+            if !entry.contains(&r.id) {
+                entry.push(r.id);
+            }
         }
         if n < 1000 {
             return Ok(names);
@@ -697,7 +719,7 @@ fn row_fields(
     kind: Kind,
     columns: &[(usize, String)],
     row: &csv::StringRecord,
-    accounts: &HashMap<String, Vec<String>>,
+    named: &HashMap<String, Vec<String>>,
     default_territory: Option<&str>,
     config: &fieldcrm_core::Config,
     zone: &Zone,
@@ -708,18 +730,21 @@ fn row_fields(
         if raw.is_empty() {
             continue;
         }
-        if target == ACCOUNT_BY_NAME {
-            let id = match accounts.get(&raw.to_lowercase()).map(Vec::as_slice) {
+        if target == BY_NAME {
+            let Some((field, parent)) = by_name_field(kind) else {
+                return Err(format!("{} refer to no record by name", kind.plural()));
+            };
+            let id = match named.get(&raw.to_lowercase()).map(Vec::as_slice) {
                 Some([one]) => one.clone(),
-                Some([]) | None => return Err(format!("no account named {raw:?}")),
+                Some([]) | None => return Err(format!("no {parent} named {raw:?}")),
                 Some(many) => {
                     return Err(format!(
-                        "{} accounts are named {raw:?}; use account ids",
-                        many.len()
+                        "{} {} are named {raw:?}; use {parent} ids",
+                        many.len(),
+                        parent.plural()
                     ))
                 }
             };
-            let field = by_name_field(kind).unwrap_or("account_id");
             fields.insert(field.into(), Value::Text(id));
             continue;
         }
@@ -767,10 +792,9 @@ pub async fn import_run(
     let user = session.user.clone();
     let zone = session.zone.clone();
     let (imported, rejected, duplicates, similar) = blocking(&state, move |relay| {
-        let accounts = if by_name_field(kind).is_some() {
-            accounts_by_name(relay, &user)?
-        } else {
-            HashMap::new()
+        let named = match by_name_field(kind) {
+            Some((_, parent)) => named(relay, &user, parent)?,
+            None => HashMap::new(),
         };
         let default_territory = match crate::relay::access::record_territories(&user) {
             _ if !form.default_territory.trim().is_empty() => {
@@ -822,7 +846,7 @@ pub async fn import_run(
                 kind,
                 &columns,
                 &row,
-                &accounts,
+                &named,
                 default_territory.as_deref(),
                 &config,
                 &zone,
