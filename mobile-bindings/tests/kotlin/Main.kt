@@ -34,6 +34,7 @@ fun main(args: Array<String>) {
     admin("territory", "add", "north")
     admin("user", "add", "ann", "--territories", "north")
     admin("user", "add", "bob", "--territories", "north")
+    admin("user", "add", "olivia", "--role", "office")
 
     val relay = ProcessBuilder(relayBin, "--data", data, "serve", "--listen", "127.0.0.1:0")
         .redirectError(ProcessBuilder.Redirect.DISCARD)
@@ -44,7 +45,7 @@ fun main(args: Array<String>) {
         badInput(tmp)
         refusedAndSignOut(tmp, url)
         liveApp(tmp, url)
-        aVisit(tmp, url)
+        aDay(tmp, url)
         println("kotlin: 5 passed, 0 failed")
     } finally {
         relay.destroy()
@@ -213,26 +214,59 @@ fun badInput(tmp: File) {
     }
 }
 
-// A rep's visit: the day's route, check in, check out with a report and a
-// next step, offline; a colleague sees it all after sync.
-fun aVisit(tmp: File, url: String) {
+// A rep's day: the office keeps the catalogue; offline, the rep opens the
+// day's route, checks in, takes an order of three lines while the office
+// adds a fourth, and checks out with a report and a next step. After sync
+// the rep, the office and a colleague hold the same four lines and totals,
+// and the colleague sees the visit.
+fun aDay(tmp: File, url: String) {
+    val olivia = CrmStore.open(File(tmp, "olivia-day.db").path, "olivia")
+    olivia.login(url, "olivia", PASSWORD)
+    olivia.sync(null)
+    val shared = text("*organisation")
+    val products = listOf("P1" to 1000L, "P2" to 250L, "P3" to 9999L, "P4" to 40L).map { (sku, cents) ->
+        val product = (olivia.create(RecordKind.PRODUCT, mapOf("sku" to text(sku), "name" to text("Product $sku"),
+            "territory" to shared)) as CrmRecord.Other).record.meta.id
+        olivia.create(RecordKind.PRICE, mapOf("product_id" to text(product), "currency" to text("EUR"),
+            "unit_price" to FieldValue.Int(cents), "territory" to shared))
+        product
+    }
+    olivia.sync(null)
+
     val ann = CrmStore.open(File(tmp, "ann-visit.db").path, "ann")
+    ann.login(url, "ann", PASSWORD)
+    ann.sync(null)
+    check(ann.priceOf(products[2], "EUR", "2030-01-01") == 9999L) { "the catalogue reached the rep" }
     val day = 1_800_000_000_000L
     val acme = (ann.create(RecordKind.ACCOUNT, mapOf("name" to text("Acme"), "territory" to text("north"),
         "geo.lat" to FieldValue.Float(52.52), "geo.lon" to FieldValue.Float(13.405))) as CrmRecord.Account).account
     val visit = (ann.create(RecordKind.ACTIVITY, mapOf("kind" to text("visit"), "subject" to text("Visit Acme"),
         "territory" to text("north"), "related_to" to text(acme.meta.id), "due_at" to FieldValue.Int(day))) as CrmRecord.Activity).activity.meta.id
+    val order = (ann.create(RecordKind.ORDER, mapOf("account_id" to text(acme.meta.id), "visit_id" to text(visit),
+        "name" to text("Order at Acme"), "currency" to text("EUR"), "tax_percent" to FieldValue.Int(19),
+        "territory" to text("north"))) as CrmRecord.Other).record.meta.id
+    ann.sync(null)
+
+    // Offline from here.
     val route = ann.dayRoute("ann", day - 3_600_000, day + 86_400_000, DayRouteOptions(startAt = day - 3_600_000), listOf())
     check(route.stops.single().visitId == visit) { "today's route: $route" }
     val far = ann.checkIn(visit, GeoPoint(52.60, 13.405), null)
     check(far.warning != null && far.warning!!.contains("km")) { "a far check-in warns: $far" }
+    products.take(3).zip(listOf(3.0, 2.0, 1.0)).forEach { (product, quantity) -> ann.addOrderLine(order, product, quantity, 0.0) }
+    olivia.sync(null)
+    olivia.addOrderLine(order, products[3], 10.0, 0.0)
+    olivia.sync(null)
     val out = ann.checkOut(visit, null, VisitReportInput("successful", "Ordered", "Deliver", day + 86_400_000))
     check(out.visit.done && out.followUp?.activityKind == "task") { "checked out: $out" }
-    ann.login(url, "ann", PASSWORD)
+
     ann.sync(null)
+    olivia.sync(null)
     val bob = CrmStore.open(File(tmp, "bob-visit.db").path, "bob")
     bob.login(url, "bob", PASSWORD)
     bob.sync(null)
+    val mine = ann.orderSummary(order)
+    check(mine == olivia.orderSummary(order) && mine == bob.orderSummary(order)) { "one order everywhere: $mine" }
+    check(mine.lines.size == 4 && mine.net == 13899L && mine.tax == 2641L && mine.gross == 16540L) { "four lines: $mine" }
     val seen = (bob.get(visit) as CrmRecord.Activity).activity
     check(seen.checkedOutAt == out.visit.checkedOutAt && seen.outcome == "successful") { "bob sees the visit: $seen" }
 }
