@@ -36,6 +36,12 @@ pub enum Error {
         expected: String,
     },
 
+    /// The change made an object (a map) where the record already has one,
+    /// made at the same time elsewhere: what it put inside would be hidden.
+    /// A device makes such a change again inside the record's own object.
+    #[error("field {field:?} is a map the record has already (made at the same time on another device, or replaced): what the change put in it would be hidden, so it is made again inside the record's own {field:?}")]
+    CompetingObject { field: String },
+
     #[error("change time {time} is implausible: {reason}")]
     ImplausibleTime { time: i64, reason: String },
 
@@ -167,7 +173,8 @@ impl Error {
             | Error::InvalidValue { field, .. }
             | Error::OversizeValue { field, .. }
             | Error::BadReference { field, .. }
-            | Error::NotAllowed { field, .. } => Some(field),
+            | Error::NotAllowed { field, .. }
+            | Error::CompetingObject { field } => Some(field),
             _ => None,
         }
     }
@@ -183,6 +190,7 @@ impl Error {
             Error::OversizeValue { .. } => "oversize_value",
             Error::BadReference { .. } => "bad_reference",
             Error::NotAllowed { .. } => "not_allowed",
+            Error::CompetingObject { .. } => "competing_object",
             Error::ImplausibleTime { .. } => "implausible_time",
             Error::NotFound(_) | Error::NotYetCreated { .. } => "not_found",
             Error::Deleted(_) => "deleted",

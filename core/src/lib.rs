@@ -28,6 +28,7 @@ pub use forecast::{
     ByCurrency, DealGroups, DealSums, ForecastMonth, PipelineReport, StageConversion, StageFigures,
     StageFlow, Totals,
 };
+pub use model::attachment::{Attachment, MAX_ATTACHMENT_BYTES, MEDIA_TYPES};
 pub use model::order::{
     best_price, day_of, new_line, order_totals, OrderLine, OrderTotals, LINES, ORDER_STATUSES,
 };
@@ -48,6 +49,7 @@ pub use route::{
     day_route_of, distance_km, follow, plan, visits_query, Leg, Route, RouteOptions, Stop,
 };
 pub use shared::{ChangeListener, SharedStore, SyncObserver};
+pub use store::blobs::{attachments_of, sha256_hex};
 pub use store::visits::{CheckIn, CheckOut, NextStep, VisitReport, DEFAULT_CHECK_IN_RADIUS_M};
 pub use store::{
     draft_on, parse_stage_history, plan_conversion, search_columns, stage_history,

@@ -63,7 +63,8 @@ impl From<Core> for CrmError {
             | Core::NotAllowed { .. }
             | Core::Refused(_)
             | Core::ImplausibleTime { .. }
-            | Core::MissingDependencies { .. } => CrmError::InvalidInput(message),
+            | Core::MissingDependencies { .. }
+            | Core::CompetingObject { .. } => CrmError::InvalidInput(message),
             Core::UnknownKind(_)
             | Core::UnknownField { .. }
             | Core::MissingField { .. }

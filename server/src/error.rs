@@ -108,6 +108,7 @@ impl From<CoreError> for ApiError {
             | CoreError::MalformedChange { .. }
             | CoreError::ForeignChange { .. }
             | CoreError::MissingDependencies { .. }
+            | CoreError::CompetingObject { .. }
             | CoreError::InvalidPipeline(_)
             | CoreError::InvalidQuery(_)
             | CoreError::Import { .. } => ApiError::bad_request(message),

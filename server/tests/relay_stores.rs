@@ -2916,6 +2916,91 @@ fn a_reps_day_on_the_road_ends_the_same_everywhere(fx: Fixture) {
     assert_eq!(task.text("related_to"), Some(near.as_str()));
 }
 
+/// Issue 17's metadata merge: two reps attach files to one record at once,
+/// offline. The record's first attachment makes its `attachments` map, so
+/// both devices make one: the relay refuses the second map (it would hide
+/// the first one's files) and that device makes its attachment again in
+/// the map the relay has. Once the map exists, attachments are plain keys.
+/// On a raw client's record and on one the core made alike. Both files stay,
+/// on every device; metadata a client forges is refused in the device's
+/// words.
+fn attachments_added_at_once_on_two_devices_both_stay(fx: Fixture) {
+    use fieldcrm_core::attachments_of;
+    const JPEG: &[u8] = &[
+        0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10, b'J', b'F', b'I', b'F', 0, 7,
+    ];
+    let mut old = RawRecord::account("ann", "Acme", "north");
+    accepted(&fx, "ann", vec![old.commit()]);
+    let mut ann = fx.device("ann");
+    fx.sync(&mut ann);
+    let mut bob = fx.device("bob");
+    fx.sync(&mut bob);
+    let fresh = account(&mut ann, "Bolt", "north");
+    fx.sync(&mut ann);
+    fx.sync(&mut bob);
+    for id in [&old.id, &fresh] {
+        ann.add_attachment(id, "card.jpg", "image/jpeg", JPEG, Some("Jane's card"))
+            .unwrap();
+        bob.add_attachment(id, "note.txt", "text/plain", b"Delivered 12 cases", None)
+            .unwrap();
+    }
+    fx.sync(&mut ann);
+    fx.sync(&mut bob);
+    fx.sync(&mut ann);
+    let olivia = fx.user("olivia");
+    for id in [&old.id, &fresh] {
+        let at_relay = office::record(&*fx.relay, &olivia, id).unwrap().record;
+        let mut names: Vec<String> = attachments_of(&at_relay)
+            .into_iter()
+            .map(|(_, a)| format!("{} by {}", a.name, a.added_by))
+            .collect();
+        names.sort();
+        assert_eq!(names, ["card.jpg by ann", "note.txt by bob"], "on {id}");
+        for d in [&ann, &bob] {
+            assert_eq!(d.get(id).unwrap(), at_relay, "{} on {id}", d.user());
+        }
+    }
+    for d in [&ann, &bob] {
+        assert!(d.refused_changes().unwrap().is_empty(), "{}", d.user());
+        assert_eq!(d.outbox_status().unwrap().pending, 0);
+    }
+
+    // The map exists now: two more at once are two more keys.
+    ann.add_attachment(&fresh, "shelf.jpg", "image/jpeg", JPEG, None)
+        .unwrap();
+    bob.add_attachment(&fresh, "po.csv", "text/csv", b"sku,qty\nP1,3\n", None)
+        .unwrap();
+    fx.sync(&mut ann);
+    fx.sync(&mut bob);
+    fx.sync(&mut ann);
+    let at_relay = office::record(&*fx.relay, &olivia, &fresh).unwrap().record;
+    assert_eq!(attachments_of(&at_relay).len(), 4);
+    assert_eq!(ann.get(&fresh).unwrap(), at_relay);
+    assert!(bob.refused_changes().unwrap().is_empty());
+
+    // Forged metadata: an HTML page declared as such, a bad hash.
+    let forged = |json: &str| {
+        let mut raw = RawRecord::account("ann", "Forged", "north");
+        raw.put_object("attachments", automerge::ObjType::Map, "");
+        raw.put_in("attachments", &uuid::Uuid::now_v7().to_string(), json);
+        refused(&fx, "ann", vec![raw.commit()])
+    };
+    let html = forged(&format!(
+        r#"{{"name":"x.html","media_type":"text/html","size":5,"sha256":"{}","added_by":"ann","added_at":1}}"#,
+        "a".repeat(64)
+    ));
+    assert_eq!(html.code, "invalid_value");
+    assert!(
+        html.reason.contains("attachments are one of"),
+        "{}",
+        html.reason
+    );
+    let hash = forged(
+        r#"{"name":"x.jpg","media_type":"image/jpeg","size":5,"sha256":"../../etc/passwd","added_by":"ann","added_at":1}"#,
+    );
+    assert!(hash.reason.contains("SHA-256"), "{}", hash.reason);
+}
+
 macro_rules! store_suite {
     ($store:ident: $($scenario:ident),* $(,)?) => {
         mod $store {
@@ -2959,6 +3044,7 @@ store_suite!(sqlite:
     write_rules_an_admin_defines_bind_by_standing_everywhere,
     an_order_taken_offline_keeps_every_line_and_locks_once_submitted,
     a_reps_day_on_the_road_ends_the_same_everywhere,
+    attachments_added_at_once_on_two_devices_both_stay,
 );
 store_suite!(postgres:
     a_refused_change_never_forks_the_record,
@@ -2988,4 +3074,5 @@ store_suite!(postgres:
     write_rules_an_admin_defines_bind_by_standing_everywhere,
     an_order_taken_offline_keeps_every_line_and_locks_once_submitted,
     a_reps_day_on_the_road_ends_the_same_everywhere,
+    attachments_added_at_once_on_two_devices_both_stay,
 );

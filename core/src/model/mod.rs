@@ -5,6 +5,7 @@
 //! field history, conflicts, projection) works field by field. Nested fields
 //! (`address.city`) and custom fields (`custom.<name>`) use dotted paths.
 
+pub mod attachment;
 mod config;
 mod fields;
 pub mod order;
@@ -187,13 +188,13 @@ impl Kind {
         fields::specs(self)
     }
 
-    /// The maps whose keys are fields of their own: `custom` for records,
-    /// the entry maps for the configuration.
+    /// The maps whose keys are fields of their own: `custom` and
+    /// `attachments` for records, the entry maps for the configuration.
     pub(crate) fn open_maps(self) -> &'static [&'static str] {
         match self {
             Kind::Config => &CONFIG_MAPS,
-            Kind::Order => &["custom", order::LINES],
-            _ => &["custom"],
+            Kind::Order => &["custom", attachment::ATTACHMENTS, order::LINES],
+            _ => &["custom", attachment::ATTACHMENTS],
         }
     }
 
@@ -393,6 +394,27 @@ where
         .into_iter()
         .map(|(k, v)| (k.into(), v.into()))
         .collect()
+}
+
+/// Reads the JSON kept at `path` in an open map (an order line, an
+/// attachment) as `T`: at most `max` bytes, and named as `what` when it is
+/// not one.
+pub(crate) fn json_entry<T: serde::de::DeserializeOwned>(
+    path: &str,
+    json: &str,
+    max: usize,
+    what: &str,
+) -> crate::error::Result<T> {
+    if json.len() > max {
+        return Err(crate::error::Error::OversizeValue {
+            field: path.to_string(),
+            len: json.len(),
+            max,
+        });
+    }
+    serde_json::from_str(json).map_err(|e| {
+        crate::error::Error::invalid(path, format!("{json:?}"), &format!("not {what}: {e}"))
+    })
 }
 
 #[cfg(test)]

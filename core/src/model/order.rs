@@ -38,20 +38,7 @@ pub struct OrderLine {
 impl OrderLine {
     /// Reads and checks the line stored at `path`.
     pub fn parse(path: &str, json: &str) -> Result<OrderLine> {
-        if json.len() > MAX_LINE {
-            return Err(Error::OversizeValue {
-                field: path.to_string(),
-                len: json.len(),
-                max: MAX_LINE,
-            });
-        }
-        let line: OrderLine = serde_json::from_str(json).map_err(|e| {
-            Error::invalid(
-                path,
-                format!("{json:?}"),
-                &format!("not an order line: {e}"),
-            )
-        })?;
+        let line: OrderLine = super::json_entry(path, json, MAX_LINE, "an order line")?;
         line.check(path)?;
         Ok(line)
     }

@@ -150,11 +150,9 @@ fn check_touched(
         // would hide every field in it behind a competing map.
         return match (&field.now[..], field.replaces_object) {
             ([Stored::Map], false) => Ok(()),
-            (_, true) => Err(refused(
-                path,
-                "a map",
-                "it is created with the record; set its fields instead of replacing it",
-            )),
+            (_, true) => Err(Error::CompetingObject {
+                field: path.to_string(),
+            }),
             (values, false) => Err(refused(path, show_all(values), "expected a map of fields")),
         };
     }
@@ -166,6 +164,12 @@ fn check_touched(
                 return Ok(());
             }
         }
+    }
+    if let Some(id) = path
+        .strip_prefix("attachments.")
+        .filter(|_| kind != Kind::Config)
+    {
+        return check_attachment(path, id, field);
     }
     if let Some(line) = path.strip_prefix("lines.").filter(|_| kind == Kind::Order) {
         return check_order_line(path, line, field, rules);
@@ -384,6 +388,26 @@ fn check_order_line(path: &str, id: &str, field: &TouchedField, rules: &Rules<'_
             &line.product_id,
             Some(Kind::Product),
         )?;
+    }
+    Ok(())
+}
+
+fn check_attachment(path: &str, id: &str, field: &TouchedField) -> Result<()> {
+    super::validate_id(path, id)?;
+    for value in &field.now {
+        match value {
+            Stored::Null => {}
+            Stored::Str(json) => {
+                super::attachment::Attachment::parse(path, json)?;
+            }
+            other => {
+                return Err(refused(
+                    path,
+                    show_all(std::slice::from_ref(other)),
+                    "an attachment is JSON in a plain string",
+                ))
+            }
+        }
     }
     Ok(())
 }
@@ -663,7 +687,7 @@ mod tests {
             now: vec![Stored::Map],
             replaces_object: true,
         };
-        assert!(message(false, &[replaced]).contains("set its fields instead"));
+        assert!(message(false, &[replaced]).contains("made again inside the record's own"));
         let text = TouchedField {
             path: "notes".into(),
             now: vec![Stored::Text("new".into())],

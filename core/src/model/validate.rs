@@ -56,6 +56,20 @@ pub fn normalize_value(kind: Kind, path: &str, value: Value, config: &Config) ->
             }
         }
     }
+    if let Some(id) = path
+        .strip_prefix("attachments.")
+        .filter(|_| kind != Kind::Config)
+    {
+        super::validate_id(path, id)?;
+        return match &value {
+            Value::Null => Ok(value),
+            Value::Text(json) => {
+                super::attachment::Attachment::parse(path, json)?;
+                Ok(value)
+            }
+            _ => Err(Error::invalid(path, &value, "an attachment is JSON text")),
+        };
+    }
     if kind == Kind::Order && path.starts_with("lines.") {
         super::validate_id(path, &path["lines.".len()..])?;
         return match &value {

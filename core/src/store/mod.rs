@@ -3,6 +3,7 @@
 //! writes the Automerge change, the projection and the outbox entry, so a
 //! crash leaves all of it or none.
 
+pub mod blobs;
 mod convert;
 mod documents;
 mod draft;

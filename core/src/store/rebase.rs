@@ -141,7 +141,10 @@ pub(crate) fn rebase(
             )
         };
         match refusals.get(&entry.hash) {
-            Some(r) if r.code != "missing_dependencies" => {
+            // Refused for how it was made, not for what it meant (it built
+            // on a refused change, or made a map the record has): made
+            // again below.
+            Some(r) if !REMADE_CODES.contains(&r.code.as_str()) => {
                 if intent.as_ref().is_some_and(|i| i.creates) {
                     refused_creation = Some(r.reason.clone());
                 }
@@ -183,6 +186,9 @@ pub(crate) fn rebase(
     }
     Ok(kept)
 }
+
+/// Refusal codes of changes that are made again, not kept refused.
+const REMADE_CODES: &[&str] = &["missing_dependencies", "competing_object"];
 
 /// Why a change waits for its record.
 const WAITS_REASON: &str = "the relay does not have the record this edits (yet): it is made again \

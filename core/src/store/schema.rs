@@ -13,11 +13,12 @@ use crate::error::{Error, Result};
 /// 4 a deal's stage history as a column, so stage analysis reads rows; 5
 /// the device behind each actor, for history, and a covering index of the
 /// live deals' stage histories; 6 an index of the prices of a product in a
-/// currency (the price book holds four or more per product).
-pub const VERSION: i64 = 6;
+/// currency (the price book holds four or more per product); 7 the blobs
+/// of attachments on this device.
+pub const VERSION: i64 = 7;
 
 /// The complete schema at [`VERSION`], for fresh stores.
-const CREATE: &str = include_str!("sql/create_v6.sql");
+const CREATE: &str = include_str!("sql/create_v7.sql");
 
 /// Connection settings that are not stored in the file.
 pub(crate) fn prepare(conn: &Connection, durable: bool) -> Result<()> {
@@ -107,6 +108,15 @@ fn upgrade_from(tx: &Transaction<'_>, from: i64) -> Result<()> {
         5 => tx.execute_batch(
             "CREATE INDEX records_price_product ON records (json_extract(record, '$.fields.product_id'), json_extract(record, '$.fields.currency'))
                  WHERE kind = 'price';",
+        )?,
+        6 => tx.execute_batch(
+            "CREATE TABLE blobs (
+                 sha256    TEXT PRIMARY KEY,
+                 size      INTEGER NOT NULL,
+                 uploaded  INTEGER NOT NULL,
+                 last_used INTEGER NOT NULL
+             ) WITHOUT ROWID;
+             CREATE INDEX blobs_uploaded ON blobs (uploaded, last_used);",
         )?,
         _ => unreachable!("no migration from schema version {from}: VERSION is {VERSION}"),
     }
@@ -203,13 +213,13 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn frozen_v6_schema_matches_a_fresh_database() {
+    fn frozen_v7_schema_matches_a_fresh_database() {
         let dir = tempfile::tempdir().unwrap();
         let (mut fresh, path) = open(&dir, "fresh.db");
         migrate(&mut fresh, &path).unwrap();
         let (frozen, _) = open(&dir, "frozen.db");
         frozen
-            .execute_batch(include_str!("sql/tests/create_schema_v6.sql"))
+            .execute_batch(include_str!("sql/tests/create_schema_v7.sql"))
             .unwrap();
         assert_eq!(dump(&fresh), dump(&frozen));
     }
@@ -269,7 +279,7 @@ pub(crate) mod tests {
         let (mut old, path_str) = {
             let conn = Connection::open(&path).unwrap();
             conn.execute_batch(
-                "DROP INDEX records_deal_stages; DROP INDEX records_price_product;
+                "DROP INDEX records_deal_stages; DROP INDEX records_price_product; DROP TABLE blobs;
                  ALTER TABLE records DROP COLUMN stage_history;
                  DROP TABLE actor_devices; PRAGMA user_version = 3;",
             )

@@ -1,3 +1,4 @@
+-- Frozen copy of the shipped schema v7: never edit; the migration tests compare against it.
 -- FieldCRM device store, schema version 5 (fresh stores; older ones are
 -- upgraded step by step, see schema.rs).
 
@@ -105,3 +106,14 @@ CREATE TABLE deferred_evictions (record_id TEXT PRIMARY KEY) WITHOUT ROWID;
 
 -- The device behind each Automerge actor, as the relay says (history).
 CREATE TABLE actor_devices (actor TEXT PRIMARY KEY, device TEXT NOT NULL) WITHOUT ROWID;
+
+-- Attachment blobs on this device (files in <store>.blobs/<sha256>):
+-- uploaded = 0 while the relay has not confirmed one made here (never
+-- evicted then); last_used orders eviction (schema 7).
+CREATE TABLE blobs (
+    sha256    TEXT PRIMARY KEY,
+    size      INTEGER NOT NULL,
+    uploaded  INTEGER NOT NULL,
+    last_used INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX blobs_uploaded ON blobs (uploaded, last_used);
