@@ -316,6 +316,74 @@ impl CrmStore {
         self.read(|s| s.price_of(&product_id, &currency, &day))
     }
 
+    /// Attaches a file to a record, offline, as one action: the bytes are
+    /// stored durably beside the store, then the attachment is recorded
+    /// and queued for upload. `media_type` must be what the bytes are (an
+    /// HTML page named `.jpg` is refused). Returns the attachment's id.
+    pub fn add_attachment(
+        &self,
+        record_id: String,
+        name: String,
+        media_type: String,
+        bytes: Vec<u8>,
+        caption: Option<String>,
+    ) -> Result<String, CrmError> {
+        self.write(|s| s.add_attachment(&record_id, &name, &media_type, &bytes, caption.as_deref()))
+            .map(|(id, _)| id)
+    }
+
+    /// Attaches the file at `path` (a photo the camera saved), named as it is.
+    pub fn add_attachment_file(
+        &self,
+        record_id: String,
+        path: String,
+        media_type: String,
+        caption: Option<String>,
+    ) -> Result<String, CrmError> {
+        self.write(|s| s.add_attachment_file(&record_id, &path, &media_type, caption.as_deref()))
+            .map(|(id, _)| id)
+    }
+
+    /// A record's attachments, oldest first.
+    pub fn attachments(&self, record_id: String) -> Result<Vec<AttachmentView>, CrmError> {
+        self.read(|s| s.attachments(&record_id)).map(|all| {
+            all.into_iter()
+                .map(|(id, a)| AttachmentView::new(id, a))
+                .collect()
+        })
+    }
+
+    /// Sets or clears an attachment's caption.
+    pub fn caption_attachment(
+        &self,
+        record_id: String,
+        attachment_id: String,
+        caption: Option<String>,
+    ) -> Result<(), CrmError> {
+        self.write(|s| s.caption_attachment(&record_id, &attachment_id, caption.as_deref()))
+            .map(|_| ())
+    }
+
+    pub fn remove_attachment(
+        &self,
+        record_id: String,
+        attachment_id: String,
+    ) -> Result<(), CrmError> {
+        self.write(|s| s.remove_attachment(&record_id, &attachment_id))
+            .map(|_| ())
+    }
+
+    /// A blob's bytes if this device holds them (checked against the hash).
+    pub fn blob(&self, sha256: String) -> Result<Option<Vec<u8>>, CrmError> {
+        self.read(|s| s.blob(&sha256))
+    }
+
+    /// Keeps this device's blobs within `limit_bytes`, least recently used
+    /// first, never one not yet uploaded. Returns how many it removed.
+    pub fn evict_blobs(&self, limit_bytes: u64) -> Result<u64, CrmError> {
+        self.write(|s| s.evict_blobs(limit_bytes)).map(|n| n as u64)
+    }
+
     /// The visit checked in and not out yet, if any.
     pub fn visit_in_progress(&self) -> Result<Option<Activity>, CrmError> {
         self.read(|s| s.visit_in_progress())

@@ -956,6 +956,36 @@ impl From<&core::Config> for OrgConfiguration {
     }
 }
 
+/// A file on a record (`attachments`); its bytes are a blob named by
+/// `sha256` (`blob`).
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct AttachmentView {
+    pub attachment_id: String,
+    pub name: String,
+    pub media_type: String,
+    pub size: u64,
+    pub sha256: String,
+    pub added_by: String,
+    /// ms since the epoch.
+    pub added_at: i64,
+    pub caption: Option<String>,
+}
+
+impl AttachmentView {
+    pub(crate) fn new(id: String, a: core::Attachment) -> Self {
+        AttachmentView {
+            attachment_id: id,
+            name: a.name,
+            media_type: a.media_type,
+            size: a.size,
+            sha256: a.sha256,
+            added_by: a.added_by,
+            added_at: a.added_at,
+            caption: a.caption,
+        }
+    }
+}
+
 /// One line of an order (`orderTotals`).
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
 pub struct OrderLineView {

@@ -519,3 +519,35 @@ def test_an_order_taken_offline_keeps_the_offices_line_too(tmp_path, relay_url):
     ann.update(order, {"status": text("submitted")})
     with pytest.raises(crm.CrmError.InvalidInput, match="submitted order"):
         ann.add_order_line(order, products[0], 1.0, 0.0)
+
+
+def test_attachments_are_added_offline_and_their_metadata_syncs(tmp_path, relay_url):
+    """A rep attaches a business card photo offline; a disguised file is
+    refused in plain words; the metadata reaches a colleague through the
+    relay. (The bytes stay on the rep's device until blob transfer exists.)"""
+    jpeg = bytes([0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10]) + b"JFIF\x00" + bytes(range(64))
+    ann = crm.CrmStore.open(str(tmp_path / "ann.db"), "ann")
+    acme = ann.create(crm.RecordKind.ACCOUNT, {"name": text("Acme"), "territory": text("north")}).account.meta.id
+    card = ann.add_attachment(acme, "card.jpg", "image/jpeg", jpeg, "Jane's card")
+    photo = tmp_path / "shelf.jpg"
+    photo.write_bytes(jpeg[:-1] + b"\x01")
+    ann.add_attachment_file(acme, str(photo), "image/jpeg", None)
+    with pytest.raises(crm.CrmError.InvalidInput, match="not image/jpeg"):
+        ann.add_attachment(acme, "x.jpg", "image/jpeg", b"<!DOCTYPE html><script>1</script>", None)
+    [first, second] = ann.attachments(acme)
+    assert (first.attachment_id, first.name, first.caption, first.size) == (card, "card.jpg", "Jane's card", len(jpeg))
+    assert second.name == "shelf.jpg"
+    assert ann.blob(first.sha256) == jpeg
+    ann.caption_attachment(acme, second.attachment_id, "Shelf, aisle 3")
+
+    ann.login(relay_url, "ann", PASSWORD)
+    ann.sync(None)
+    assert ann.outbox_status().pending == 0 and ann.outbox_status().rejected == 0
+    bob = crm.CrmStore.open(str(tmp_path / "bob.db"), "bob")
+    bob.login(relay_url, "bob", PASSWORD)
+    bob.sync(None)
+    seen = bob.attachments(acme)
+    assert [(a.name, a.caption, a.added_by) for a in seen] == [("card.jpg", "Jane's card", "ann"), ("shelf.jpg", "Shelf, aisle 3", "ann")]
+    assert bob.blob(first.sha256) is None
+    ann.remove_attachment(acme, card)
+    assert [a.name for a in ann.attachments(acme)] == ["shelf.jpg"]
