@@ -13,7 +13,7 @@
 use rusqlite::Transaction;
 use serde::{Deserialize, Serialize};
 
-use super::{create_in, documents, edit_in, update_fields, Store, Writer};
+use super::{create_in, edit_in, update_fields, Store, Writer};
 use crate::error::{Error, Result};
 use crate::model::{Fields, Kind, Record, RecordId, Value};
 
@@ -183,12 +183,7 @@ impl Store {
     }
 }
 
-fn read(tx: &Transaction<'_>, id: &str) -> Result<Record> {
-    documents::load(tx, id)?
-        .ok_or_else(|| Error::NotFound(id.to_string()))?
-        .doc()
-        .read()
-}
+use super::documents::read_existing as read;
 
 fn convert_in(
     tx: &Transaction<'_>,

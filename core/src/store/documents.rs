@@ -162,6 +162,19 @@ impl StoredDoc {
     }
 }
 
+/// Record `id` as its document holds it, if the document is here.
+pub(crate) fn read(conn: &Connection, id: &str) -> Result<Option<Record>> {
+    match load(conn, id)? {
+        Some(mut stored) => Ok(Some(stored.doc().read()?)),
+        None => Ok(None),
+    }
+}
+
+/// Record `id`, or `NotFound`.
+pub(crate) fn read_existing(conn: &Connection, id: &str) -> Result<Record> {
+    read(conn, id)?.ok_or_else(|| Error::NotFound(id.to_string()))
+}
+
 pub(crate) fn load(conn: &Connection, id: &str) -> Result<Option<StoredDoc>> {
     let snapshot: Option<Vec<u8>> = conn
         .prepare_cached("SELECT snapshot FROM documents WHERE id = ?1")?

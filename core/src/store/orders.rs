@@ -5,17 +5,12 @@
 
 use rusqlite::Transaction;
 
-use super::{documents, edit_in, update_fields, Store};
+use super::{edit_in, update_fields, Store};
 use crate::error::{Error, Result};
 use crate::model::order::{best_price, day_of, new_line, OrderLine, LINES};
 use crate::model::{Fields, Kind, Record, Value};
 
-fn read(tx: &Transaction<'_>, id: &str) -> Result<Record> {
-    documents::load(tx, id)?
-        .ok_or_else(|| Error::NotFound(id.to_string()))?
-        .doc()
-        .read()
-}
+use super::documents::read_existing as read;
 
 fn live(record: Record, kind: Kind, field: &str) -> Result<Record> {
     if record.kind != kind {

@@ -13,7 +13,7 @@
 use rusqlite::Transaction;
 use serde::{Deserialize, Serialize};
 
-use super::{create_in, documents, edit_in, update_fields, Store, Writer};
+use super::{create_in, edit_in, update_fields, Store, Writer};
 use crate::error::{Error, Result};
 use crate::model::{Fields, Kind, Record, Value, VISIT_OUTCOMES};
 use crate::route::{distance_km, place_of};
@@ -69,12 +69,7 @@ fn position(fields: &mut Fields, prefix: &str, at: Option<(f64, f64)>) {
     }
 }
 
-fn read(tx: &Transaction<'_>, id: &str) -> Result<Option<Record>> {
-    match documents::load(tx, id)? {
-        Some(mut stored) => Ok(Some(stored.doc().read()?)),
-        None => Ok(None),
-    }
-}
+use super::documents::read;
 
 /// The visit `id`, live and not done, or why it cannot be visited.
 fn open_visit(tx: &Transaction<'_>, id: &str) -> Result<Record> {

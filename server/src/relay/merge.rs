@@ -12,7 +12,7 @@
 //! value), and a new link is re-pointed to the survivor. Those edits are
 //! the pushing user's, made from the device [`MERGE_DEVICE`].
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 
 use fieldcrm_core::merge::{self as plan, Carry};
 use fieldcrm_core::{draft_on, Author, Edit, Fields, Record, Value};
@@ -307,7 +307,7 @@ pub(super) fn follow_up<S: PushStore>(
     store: &mut S,
     user: &User,
     late: Vec<Late>,
-    merged: &HashMap<String, String>,
+    merged: &HashSet<String>,
     now: i64,
 ) -> Result<()> {
     for item in late {
@@ -342,7 +342,7 @@ pub(super) fn follow_up<S: PushStore>(
             Late::Links { record } => {
                 let mut fields = Fields::new();
                 for (path, value) in &record.fields {
-                    let Some(target) = value.as_str().filter(|v| merged.contains_key(*v)) else {
+                    let Some(target) = value.as_str().filter(|v| merged.contains(*v)) else {
                         continue;
                     };
                     if path == plan::MERGED_INTO {

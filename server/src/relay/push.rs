@@ -390,10 +390,7 @@ pub fn push<S: PushStore>(
 
 /// Step 10's work: the accepted records that changed a merged tombstone,
 /// or whose fields name one (`merged`: those the reference checks met).
-fn late_for_merges(
-    groups: &[AcceptedGroup],
-    merged: &HashMap<String, String>,
-) -> Vec<super::merge::Late> {
+fn late_for_merges(groups: &[AcceptedGroup], merged: &HashSet<String>) -> Vec<super::merge::Late> {
     use super::merge::Late;
     let mut late = Vec::new();
     for g in groups {
@@ -409,7 +406,7 @@ fn late_for_merges(
                 && after
                     .fields
                     .values()
-                    .any(|v| v.as_str().is_some_and(|v| merged.contains_key(v))) =>
+                    .any(|v| v.as_str().is_some_and(|v| merged.contains(v))) =>
             {
                 late.push(Late::Links {
                     record: after.clone(),
@@ -673,8 +670,9 @@ fn save<S: PushStore>(
 struct KnownHere {
     records: HashMap<String, RecordFacts>,
     names: HashMap<(bool, String), bool>,
-    /// Merged tombstones references met, with the survivor each names.
-    merged: HashMap<String, String>,
+    /// Merged tombstones references met (step 10 re-points them, to the
+    /// survivor at the end of any chain of merges).
+    merged: HashSet<String>,
 }
 
 /// What the data model's reference, owner and territory checks ask during
@@ -742,13 +740,13 @@ impl<S: PushStore> Directory for PushDirectory<'_, S> {
         };
         // A merged tombstone stands for its survivor: a link to it is
         // taken, then re-pointed (step 10).
-        if facts.deleted && !self.here.borrow().merged.contains_key(id) {
+        if facts.deleted && !self.here.borrow().merged.contains(id) {
             let into = self.store.borrow_mut().merged_into(id).map_err(storage)?;
-            if let Some(into) = into {
-                self.here.borrow_mut().merged.insert(id.to_string(), into);
+            if into.is_some() {
+                self.here.borrow_mut().merged.insert(id.to_string());
             }
         }
-        let merged = self.here.borrow().merged.contains_key(id);
+        let merged = self.here.borrow().merged.contains(id);
         Ok(Some((facts.kind, facts.deleted && !merged)))
     }
 
