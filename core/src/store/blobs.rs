@@ -36,7 +36,9 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 fn write_blob(dir: &Path, sha: &str, bytes: &[u8]) -> Result<()> {
     fs::create_dir_all(dir)?;
     let target = dir.join(sha);
-    if target.exists() && fs::metadata(&target)?.len() == bytes.len() as u64 {
+    // Here already, whole (a stray file of a crash may be kept: it was
+    // renamed only once complete, but check rather than trust it).
+    if fs::read(&target).is_ok_and(|held| sha256_hex(&held) == sha) {
         return Ok(());
     }
     let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4()));
