@@ -28,7 +28,7 @@ pub use forecast::{
     ByCurrency, DealGroups, DealSums, ForecastMonth, PipelineReport, StageConversion, StageFigures,
     StageFlow, Totals,
 };
-pub use model::attachment::{Attachment, MAX_ATTACHMENT_BYTES, MEDIA_TYPES};
+pub use model::attachment::{self, Attachment, MAX_ATTACHMENT_BYTES, MEDIA_TYPES};
 pub use model::order::{
     best_price, day_of, new_line, order_totals, OrderLine, OrderTotals, LINES, ORDER_STATUSES,
 };
@@ -59,4 +59,7 @@ pub use store::{
 };
 #[cfg(feature = "http")]
 pub use sync::HttpTransport;
-pub use sync::{RoundReport, SyncProgress, SyncState, Transport, DEFAULT_MAX_BYTES};
+pub use sync::{
+    BlobDirection, BlobProgress, BlobUploads, RoundReport, SyncProgress, SyncState, Transport,
+    DEFAULT_MAX_BYTES, UPLOAD_CHUNK,
+};

@@ -150,6 +150,19 @@ pub struct LoginResponse {
     pub territories: Vec<String>,
 }
 
+/// How far a blob has come at the relay: the JSON answer of
+/// `GET /v1/blobs/{sha256}/status` and of every upload chunk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobStatus {
+    pub sha256: String,
+    /// The size the attachment declares.
+    pub size: u64,
+    /// Bytes the relay holds: where the next chunk starts.
+    pub received: u64,
+    /// Held whole and verified: nothing more to send.
+    pub complete: bool,
+}
+
 /// Error body of every failed request (JSON).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorBody {

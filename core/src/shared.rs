@@ -28,6 +28,11 @@ pub trait ChangeListener: Send + Sync {
 /// Told how background sync stands.
 pub trait SyncObserver: Send + Sync {
     fn state(&self, state: &SyncState);
+    /// A chunk of an attachment's upload or download moved (after the
+    /// records of each sync).
+    fn blob(&self, progress: &crate::sync::BlobProgress) {
+        let _ = progress;
+    }
 }
 
 /// A store shared by an app's threads (see the module docs).
@@ -90,6 +95,11 @@ impl SharedStore {
             }
         }
         result
+    }
+
+    /// A write of the blob store (no record changes, nothing to announce).
+    pub(crate) fn write_blobs<R>(&self, f: impl FnOnce(&mut Store) -> Result<R>) -> Result<R> {
+        self.write_quietly(f)?.0
     }
 
     /// A write whose changes are announced but that does not wake sync

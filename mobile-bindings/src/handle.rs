@@ -384,6 +384,42 @@ impl CrmStore {
         self.write(|s| s.evict_blobs(limit_bytes)).map(|n| n as u64)
     }
 
+    /// Sends the files of attachments made here that the relay lacks, in
+    /// 1 MiB chunks resuming where an interrupted upload stopped (`sync`
+    /// does this after the records). Returns how many the relay now holds;
+    /// files whose record the relay has not accepted yet stay queued.
+    pub fn upload_blobs(&self) -> Result<u64, CrmError> {
+        let transport = self.signed_in()?;
+        let done = self.shared.upload_blobs(&*transport, &mut |_| {})?;
+        Ok(done.uploaded as u64)
+    }
+
+    /// A file's bytes: from this device, or downloaded from the relay
+    /// (resuming an interrupted download), checked against its hash and
+    /// kept. `NotFound` while the relay does not hold it yet, or when no
+    /// record this user may see names it.
+    pub fn fetch_blob(&self, sha256: String) -> Result<Vec<u8>, CrmError> {
+        let transport = self.signed_in()?;
+        Ok(self.shared.fetch_blob(&*transport, &sha256, &mut |_| {})?)
+    }
+
+    /// Downloads the files of records of these kinds at every background
+    /// sync (e.g. `["order"]`); empty: only when opened with `fetchBlob`.
+    pub fn set_blob_prefetch(&self, kinds: Vec<String>) -> Result<(), CrmError> {
+        let kinds = kinds
+            .iter()
+            .map(|k| k.parse::<core::Kind>())
+            .collect::<core::Result<Vec<_>>>()?;
+        self.write(|s| s.set_blob_prefetch(&kinds))
+    }
+
+    /// The bytes of files this device keeps (512 MiB unless set): after
+    /// each background sync the least recently used ones the relay holds
+    /// are evicted down to it.
+    pub fn set_blob_cache_limit(&self, bytes: u64) -> Result<(), CrmError> {
+        self.write(|s| s.set_blob_cache_limit(bytes))
+    }
+
     /// The visit checked in and not out yet, if any.
     pub fn visit_in_progress(&self) -> Result<Option<Activity>, CrmError> {
         self.read(|s| s.visit_in_progress())
@@ -528,6 +564,8 @@ impl CrmStore {
                 l.on_progress(status(p));
             }
         })?;
+        // Files after records: a record never waits for a file.
+        self.shared.upload_blobs(&*transport, &mut |_| {})?;
         Ok(status(&done))
     }
 

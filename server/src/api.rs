@@ -221,3 +221,123 @@ impl Drop for ConnectedDevice {
         metrics::gauge!("fieldcrm_connected_devices").decrement(1.0);
     }
 }
+
+/// The offset header of blob uploads: where the chunk in the body starts.
+pub const UPLOAD_OFFSET: &str = "upload-offset";
+
+/// How far a blob has come at the relay (`GET /v1/blobs/{sha256}/status`):
+/// where an interrupted upload continues.
+pub async fn blob_status(
+    State(state): State<Arc<AppState>>,
+    AuthUser(user): AuthUser,
+    axum::extract::Path(sha): axum::extract::Path<String>,
+) -> Result<Json<relay::blobs::BlobStatus>, ApiError> {
+    Ok(Json(
+        state
+            .store(move |relay| relay::blobs::status(relay, &user, &sha))
+            .await?,
+    ))
+}
+
+/// One chunk of a blob upload (`PUT /v1/blobs/{sha256}`, the chunk's
+/// place in `Upload-Offset`, 0 if absent). Answers the status after it.
+pub async fn put_blob(
+    State(state): State<Arc<AppState>>,
+    AuthUser(user): AuthUser,
+    axum::extract::Path(sha): axum::extract::Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<relay::blobs::BlobStatus>, ApiError> {
+    let offset = match headers.get(UPLOAD_OFFSET) {
+        None => 0,
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or_else(|| {
+                ApiError::bad_request("Upload-Offset is the byte the chunk starts at, e.g. 1048576")
+            })?,
+    };
+    let limit = state.options.max_blob_bytes;
+    let sent = body.len() as u64;
+    let status = state
+        .store(move |relay| relay::blobs::upload(relay, &user, &sha, offset, &body, limit))
+        .await?;
+    metrics::counter!("fieldcrm_blob_bytes_received_total").increment(sent);
+    Ok(Json(status))
+}
+
+/// A blob's bytes (`GET /v1/blobs/{sha256}`), or one range of them with
+/// `Range: bytes=N-` / `bytes=N-M` (206). Sent as a download, never for a
+/// browser to render: the type is the attachment's, sniffing is off, and
+/// the page policy forbids running anything in it.
+pub async fn get_blob(
+    State(state): State<Arc<AppState>>,
+    AuthUser(user): AuthUser,
+    axum::extract::Path(sha): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let range = headers
+        .get(axum::http::header::RANGE)
+        .map(|v| v.to_str().unwrap_or_default().to_string());
+    let blob = state
+        .store(move |relay| {
+            relay::blobs::download(relay, &user, &sha, |size| {
+                let Some(range) = range else { return Ok(None) };
+                let ranges = http_range_header::parse_range_header(&range)
+                    .and_then(|r| r.validate(size))
+                    .map_err(|_| {
+                        relay::RelayError::Invalid(format!(
+                            "Range {range:?} is not a range of this blob of {size} bytes \
+                             (send e.g. bytes=1048576-)"
+                        ))
+                    })?;
+                // One range is served; a client asking for several gets the whole.
+                Ok(match ranges.as_slice() {
+                    [one] => Some((*one.start(), *one.end())),
+                    _ => None,
+                })
+            })
+        })
+        .await?;
+    Ok(blob_response(blob, false))
+}
+
+/// The response carrying a blob: `inline` lets an image show in a page
+/// (the office UI's thumbnails); anything else is an attachment to save.
+pub fn blob_response(blob: relay::blobs::BlobBytes, inline: bool) -> Response {
+    use axum::http::header::{ACCEPT_RANGES, CONTENT_DISPOSITION, CONTENT_RANGE};
+    let end = blob.start + blob.bytes.len() as u64;
+    let partial = blob.start > 0 || end < blob.size;
+    let disposition = match inline && blob.media_type.starts_with("image/") {
+        true => "inline",
+        false => "attachment",
+    };
+    let mut response = (
+        [
+            (CONTENT_TYPE, blob.media_type.clone()),
+            (CONTENT_DISPOSITION, disposition.to_string()),
+            (ACCEPT_RANGES, "bytes".to_string()),
+            (
+                axum::http::header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; sandbox".to_string(),
+            ),
+        ],
+        blob.bytes,
+    )
+        .into_response();
+    if partial {
+        *response.status_mut() = axum::http::StatusCode::PARTIAL_CONTENT;
+        if let Ok(v) = format!(
+            "bytes {}-{}/{}",
+            blob.start,
+            end.saturating_sub(1),
+            blob.size
+        )
+        .parse()
+        {
+            response.headers_mut().insert(CONTENT_RANGE, v);
+        }
+    }
+    response
+}

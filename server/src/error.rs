@@ -77,6 +77,9 @@ impl From<RelayError> for ApiError {
             RelayError::Invalid(m) => ApiError::bad_request(m),
             RelayError::NotFound(m) => ApiError::not_found(m),
             RelayError::AlreadyExists(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            e @ RelayError::WrongOffset { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "wrong_offset", e.to_string())
+            }
             RelayError::Pool(e) => ApiError::internal(e),
             RelayError::Sqlite(e) => ApiError::internal(e),
             RelayError::Storage(e) => ApiError::internal(e),

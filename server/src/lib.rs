@@ -52,6 +52,11 @@ pub struct ServeOptions {
     pub client_address_header: Option<axum::http::HeaderName>,
     /// When set, `/metrics` answers only requests bearing this token.
     pub metrics_token: Option<String>,
+    /// Largest attachment blob the relay stores.
+    pub max_blob_bytes: u64,
+    /// How long a blob no record names is kept (garbage collection runs
+    /// every hour while serving).
+    pub blob_grace_ms: i64,
 }
 
 impl Default for ServeOptions {
@@ -61,6 +66,8 @@ impl Default for ServeOptions {
             secure_cookies: false,
             client_address_header: None,
             metrics_token: None,
+            max_blob_bytes: fieldcrm_core::MAX_ATTACHMENT_BYTES,
+            blob_grace_ms: relay::blobs::DEFAULT_GRACE_MS,
         }
     }
 }
@@ -225,6 +232,25 @@ fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
+/// Garbage-collects attachment blobs every hour while the relay serves
+/// (several relays on one database may each do it: it is idempotent).
+async fn collect_blobs_hourly(state: Arc<AppState>) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let grace = state.options.blob_grace_ms;
+        match state
+            .store(move |relay| relay::blobs::collect_garbage(relay, grace))
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "attachment blobs no record names removed"),
+            Err(e) => tracing::warn!(error = %e.message, "attachment garbage collection failed"),
+        }
+    }
+}
+
 /// The relay's HTTP routes.
 pub fn app(state: Arc<AppState>) -> Router {
     let timeout = TimeoutLayer::with_status_code(
@@ -235,6 +261,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/login", post(api::login))
         .route("/v1/logout", post(api::logout))
         .route("/v1/sync", post(api::sync))
+        .route("/v1/blobs/{sha256}", get(api::get_blob).put(api::put_blob))
+        .route("/v1/blobs/{sha256}/status", get(api::blob_status))
         // Unknown /v1 paths answer in JSON too.
         .route("/v1/{*rest}", axum::routing::any(api::no_such_endpoint))
         .layer(timeout)
@@ -297,6 +325,7 @@ pub async fn serve_with(
     // Store calls block; a PostgreSQL client must not block the runtime.
     let state =
         tokio::task::spawn_blocking(move || AppState::with_options(relay, options)).await??;
+    let collector = tokio::spawn(collect_blobs_hourly(state.clone()));
     let router = app(state);
     // axum::serve sets no header timeout; hyper does once it has a timer.
     let mut builder = Builder::new(TokioExecutor::new());
@@ -340,6 +369,7 @@ pub async fn serve_with(
         }
     }
     drop(listener);
+    collector.abort();
     // In-flight requests finish; open event streams do not end by
     // themselves, so they get at most one request timeout.
     if tokio::time::timeout(request_timeout, graceful.shutdown())

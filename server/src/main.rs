@@ -81,6 +81,20 @@ enum Command {
         /// Serve /metrics only to requests with `Authorization: Bearer TOKEN`.
         #[arg(long, env = "FIELDCRM_METRICS_TOKEN", hide_env_values = true)]
         metrics_token: Option<String>,
+        /// Largest attachment the relay stores, in MiB (at most 25, the
+        /// most a device attaches).
+        #[arg(long, env = "FIELDCRM_MAX_ATTACHMENT_MIB", default_value_t = 25)]
+        max_attachment_mib: u64,
+        /// Days a blob no record names any more is kept before it is removed.
+        #[arg(long, env = "FIELDCRM_BLOB_GRACE_DAYS", default_value_t = 7)]
+        blob_grace_days: u64,
+    },
+    /// Remove attachment blobs no record has named for the grace period
+    /// (the relay also does this every hour while it serves).
+    CollectBlobs {
+        /// Days a blob no record names is kept.
+        #[arg(long, default_value_t = 7)]
+        grace_days: u64,
     },
     /// Seed the demo dataset (two territories, reps, a manager, an office user, records).
     Demo,
@@ -338,11 +352,13 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         (Command::Backup { file }, None) => {
             let done = backup::backup(&cli.data.data, file)?;
             println!(
-                "backed up {} to {} ({} bytes, log up to {})",
+                "backed up {} to {} ({} bytes, log up to {}) and {} new attachment blob(s) to {}",
                 cli.data.data.display(),
                 done.path.display(),
                 done.bytes,
-                done.head
+                done.head,
+                done.blobs,
+                done.blobs_path.display()
             );
             return Ok(());
         }
@@ -403,19 +419,37 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             secure_cookies,
             client_address_header,
             metrics_token,
+            max_attachment_mib,
+            blob_grace_days,
         } => {
             if demo {
                 seed_demo(&*relay)?;
+            }
+            if max_attachment_mib == 0
+                || max_attachment_mib << 20 > fieldcrm_core::MAX_ATTACHMENT_BYTES
+            {
+                return Err(format!(
+                    "--max-attachment-mib is 1 to {} (the most a device attaches)",
+                    fieldcrm_core::MAX_ATTACHMENT_BYTES >> 20
+                )
+                .into());
             }
             let options = ServeOptions {
                 request_timeout: std::time::Duration::from_secs(request_timeout.max(1)),
                 secure_cookies,
                 client_address_header,
                 metrics_token: metrics_token.filter(|t| !t.is_empty()),
+                max_blob_bytes: max_attachment_mib << 20,
+                blob_grace_ms: days_ms(blob_grace_days),
             };
             serve(relay, listen, &place, options)?;
         }
         Command::Demo => seed_demo(&*relay)?,
+        Command::CollectBlobs { grace_days } => {
+            let removed =
+                fieldcrm_server::relay::blobs::collect_garbage(&*relay, days_ms(grace_days))?;
+            println!("removed {removed} blob(s) no record has named for {grace_days} day(s)");
+        }
         Command::User(cmd) => user_command(&*relay, cmd)?,
         Command::Territory(TerritoryCommand::Add { name }) => {
             accounts::add_territory(&*relay, CLI, &name)?;
@@ -464,6 +498,10 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Backup { .. } | Command::Restore { .. } => unreachable!("handled above"),
     }
     Ok(())
+}
+
+fn days_ms(days: u64) -> i64 {
+    (days.min(36_500) * 24 * 3600 * 1000) as i64
 }
 
 /// The CLI acts as an admin, named "cli" in the records' history.

@@ -629,3 +629,124 @@ async fn repeated_failed_sign_ins_slow_down_that_client_not_the_user() {
         .await;
     assert_eq!(status(response.unwrap()), StatusCode::TOO_MANY_REQUESTS);
 }
+
+/// The blob endpoints as a client written from docs/protocol.md uses
+/// them: status, chunked PUT with Upload-Offset, a wrong offset answered
+/// with where to go on, ranged GET, safe headers, and nothing for a user
+/// of another territory.
+#[tokio::test]
+async fn blobs_upload_in_chunks_and_download_by_range_with_safe_headers() {
+    let fx = fixture();
+    let ann = fx.token("ann").await;
+    let sam = fx.token("sam").await;
+    let mut device = fx.device("ann");
+    let id = account(&mut device, "Acme", "north");
+    let note = b"Delivered 12 cases; signed by J. Doe at the loading bay".to_vec();
+    let sha = fieldcrm_core::sha256_hex(&note);
+    device
+        .add_attachment(&id, "note.txt", "text/plain", &note, None)
+        .unwrap();
+    fx.sync(&mut device, &ann).await;
+    let url = format!("/v1/blobs/{sha}");
+    let request = |method: &str, path: &str, token: &str| {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+    };
+    let status = |token: &str| request("GET", &format!("{url}/status"), token);
+    let (code, body) = fx.call(status(&ann).body(Body::empty()).unwrap()).await;
+    assert_eq!(code, StatusCode::OK);
+    let s: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (s["received"].as_u64(), s["complete"].as_bool()),
+        (Some(0), Some(false))
+    );
+    assert_eq!(s["size"].as_u64(), Some(note.len() as u64));
+
+    let put = |offset: usize, bytes: &[u8]| {
+        request("PUT", &url, &ann)
+            .header("upload-offset", offset.to_string())
+            .body(Body::from(bytes.to_vec()))
+            .unwrap()
+    };
+    let (code, _) = fx.call(put(0, &note[..20])).await;
+    assert_eq!(code, StatusCode::OK);
+    // A chunk out of place: 409, and the message says where to go on.
+    let (code, body) = fx.call(put(30, &note[30..])).await;
+    assert_eq!(code, StatusCode::CONFLICT);
+    assert!(
+        message(&body).starts_with("wrong_offset: "),
+        "{}",
+        message(&body)
+    );
+    assert!(
+        message(&body).contains("holds 20 bytes"),
+        "{}",
+        message(&body)
+    );
+    let (code, body) = fx.call(put(20, &note[20..])).await;
+    assert_eq!(code, StatusCode::OK, "{}", message(&body));
+    let s: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(s["complete"].as_bool(), Some(true));
+
+    // Downloads: whole, then a range, as an attachment never rendered.
+    let response = fx
+        .app
+        .clone()
+        .oneshot(request("GET", &url, &ann).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let headers = response.headers().clone();
+    assert_eq!(headers[header::CONTENT_TYPE], "text/plain");
+    assert_eq!(headers[header::CONTENT_DISPOSITION], "attachment");
+    assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    assert!(headers[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap()
+        .contains("sandbox"));
+    let whole = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(whole.as_ref(), &note[..]);
+    let response = fx
+        .app
+        .clone()
+        .oneshot(
+            request("GET", &url, &ann)
+                .header(header::RANGE, "bytes=10-")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        response.headers()[header::CONTENT_RANGE],
+        format!("bytes 10-{}/{}", note.len() - 1, note.len())
+    );
+    let tail = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(tail.as_ref(), &note[10..]);
+
+    // Sam (south) knows the hash: not found, whatever he asks.
+    for req in [
+        status(&sam).body(Body::empty()).unwrap(),
+        request("GET", &url, &sam).body(Body::empty()).unwrap(),
+        request("PUT", &url, &sam).body(Body::from("x")).unwrap(),
+    ] {
+        let (code, body) = fx.call(req).await;
+        assert_eq!(code, StatusCode::NOT_FOUND, "{}", message(&body));
+    }
+    // Not a hash at all.
+    let (code, body) = fx
+        .call(
+            request("GET", "/v1/blobs/..%2f..%2frelay.db", &ann)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{}", message(&body));
+    let (code, _) = fx
+        .call(Request::get(url.as_str()).body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+}

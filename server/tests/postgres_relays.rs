@@ -380,3 +380,53 @@ fn relays_ride_out_the_database_going_away() {
         "relay B heard relay A's push"
     );
 }
+
+/// Attachment files live in PostgreSQL: an upload started through one
+/// relay continues through the other, and either serves the file.
+#[test]
+fn a_file_uploaded_half_through_each_relay_is_served_whole_by_both() {
+    use fieldcrm_core::Transport;
+    let Some(base) = common::postgres_url("the multi-relay blob test") else {
+        return;
+    };
+    let schema = PgSchema::new(&base);
+    let _store = seed(&schema.url());
+    let (a, b) = (
+        Relay::start_postgres(&schema.url()),
+        Relay::start_postgres(&schema.url()),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut rep = Store::open(dir.path().join("rep.db"), "rep0").unwrap();
+    let id = rep
+        .create(
+            Kind::Account,
+            fields([("name", "Acme"), ("territory", "t0")]),
+        )
+        .unwrap()
+        .id;
+    let mut photo = vec![
+        0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10, b'J', b'F', b'I', b'F', 0, 1,
+    ];
+    photo.extend((0..(5u32 << 19)).map(|i| (i % 251) as u8));
+    let sha = fieldcrm_core::sha256_hex(&photo);
+    rep.add_attachment(&id, "shelf.jpg", "image/jpeg", &photo, None)
+        .unwrap();
+    let (via_a, _) = HttpTransport::login(&a.url, "rep0", PASSWORD).unwrap();
+    let (via_b, _) = HttpTransport::login(&b.url, "rep0", PASSWORD).unwrap();
+    rep.sync(&via_a, &mut |_| {}).unwrap();
+    let chunk = fieldcrm_core::UPLOAD_CHUNK;
+    let first = via_a.put_blob_chunk(&sha, 0, &photo[..chunk]).unwrap();
+    assert_eq!((first.received, first.complete), (chunk as u64, false));
+    let rest = rep.upload_blobs(&via_b, &mut |_| {}).unwrap();
+    assert_eq!(rest.bytes_sent, (photo.len() - chunk) as u64);
+    for (n, url) in [&a.url, &b.url].into_iter().enumerate() {
+        let mut office = Store::open(dir.path().join(format!("office{n}.db")), "olivia").unwrap();
+        let (t, _) = HttpTransport::login(url, "olivia", PASSWORD).unwrap();
+        office.sync(&t, &mut |_| {}).unwrap();
+        assert_eq!(
+            office.fetch_blob(&t, &sha, &mut |_| {}).unwrap(),
+            photo,
+            "via {url}"
+        );
+    }
+}

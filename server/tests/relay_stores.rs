@@ -3001,6 +3001,285 @@ fn attachments_added_at_once_on_two_devices_both_stay(fx: Fixture) {
     assert!(hash.reason.contains("SHA-256"), "{}", hash.reason);
 }
 
+/// A device's way to the relay's blob rules, in-process; `drop_after`
+/// chunks or ranges, it fails as a dropped connection would.
+struct BlobWire<'a> {
+    fx: &'a Fixture,
+    user: User,
+    drop_after: std::cell::Cell<Option<usize>>,
+}
+
+impl<'a> BlobWire<'a> {
+    fn new(fx: &'a Fixture, user: &str, drop_after: Option<usize>) -> Self {
+        BlobWire {
+            fx,
+            user: fx.user(user),
+            drop_after: drop_after.into(),
+        }
+    }
+
+    fn answer<T>(&self, r: relay::Result<T>) -> fieldcrm_core::Result<T> {
+        r.map_err(|e| {
+            let status = match e {
+                relay::RelayError::NotFound(_) => 404,
+                relay::RelayError::WrongOffset { .. } => 409,
+                _ => 400,
+            };
+            fieldcrm_core::Error::Transport {
+                status: Some(status),
+                message: e.to_string(),
+            }
+        })
+    }
+
+    fn maybe_drop(&self) -> fieldcrm_core::Result<()> {
+        match self.drop_after.get() {
+            Some(0) => Err(fieldcrm_core::Error::Transport {
+                status: None,
+                message: "connection reset".into(),
+            }),
+            Some(n) => {
+                self.drop_after.set(Some(n - 1));
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+impl fieldcrm_core::Transport for BlobWire<'_> {
+    fn exchange(&self, _: &[u8]) -> fieldcrm_core::Result<Vec<u8>> {
+        unreachable!("records sync through Fixture::sync")
+    }
+    fn blob_status(&self, sha: &str) -> fieldcrm_core::Result<Option<protocol::BlobStatus>> {
+        self.answer(relay::blobs::status(&*self.fx.relay, &self.user, sha))
+            .map(Some)
+    }
+    fn put_blob_chunk(
+        &self,
+        sha: &str,
+        offset: u64,
+        bytes: &[u8],
+    ) -> fieldcrm_core::Result<protocol::BlobStatus> {
+        self.maybe_drop()?;
+        let limit = fieldcrm_core::MAX_ATTACHMENT_BYTES;
+        self.answer(relay::blobs::upload(
+            &*self.fx.relay,
+            &self.user,
+            sha,
+            offset,
+            bytes,
+            limit,
+        ))
+    }
+    fn get_blob_range(&self, sha: &str, from: u64, len: u64) -> fieldcrm_core::Result<Vec<u8>> {
+        self.maybe_drop()?;
+        let blob = relay::blobs::download(&*self.fx.relay, &self.user, sha, |_| {
+            Ok(Some((from, from + len - 1)))
+        });
+        self.answer(blob).map(|b| b.bytes)
+    }
+}
+
+/// A photo of about 2.5 MiB: three upload chunks.
+fn photo(seed: u8) -> Vec<u8> {
+    let mut bytes = vec![
+        0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10, b'J', b'F', b'I', b'F', 0, 1,
+    ];
+    bytes.extend((0..(5 << 19)).map(|i: u32| (i as u8) ^ seed));
+    bytes
+}
+
+fn blob_rules_answer(fx: &Fixture, user: &str, sha: &str) -> String {
+    let user = fx.user(user);
+    match relay::blobs::status(&*fx.relay, &user, sha) {
+        Ok(s) => format!("received {} of {}", s.received, s.size),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Issue 17's transfer: a photo attached offline goes up in chunks and
+/// resumes after a dropped connection, the office fetches it byte-identical
+/// (resuming too), a rep of another territory gets nothing by its hash,
+/// the same photo twice is stored and sent once, forged and disguised
+/// uploads are refused and discarded, and garbage collection spares a blob
+/// a device's pending change names again.
+fn attachment_bytes_travel_resume_and_stay_in_their_territory(fx: Fixture) {
+    use fieldcrm_core::{sha256_hex, BlobDirection, UPLOAD_CHUNK};
+    let mut ann = fx.device("ann");
+    let card = account(&mut ann, "Acme", "north");
+    let shot = photo(7);
+    let sha = sha256_hex(&shot);
+    ann.add_attachment(&card, "card.jpg", "image/jpeg", &shot, None)
+        .unwrap();
+    // Before the record reaches the relay nobody may send its blob.
+    assert!(blob_rules_answer(&fx, "ann", &sha).contains("no attachment you may see"));
+    fx.sync(&mut ann);
+
+    // The connection drops after the first chunk: that chunk stays.
+    let flaky = BlobWire::new(&fx, "ann", Some(1));
+    let err = ann.upload_blobs(&flaky, &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("connection reset"), "{err}");
+    assert_eq!(
+        blob_rules_answer(&fx, "ann", &sha),
+        format!("received {UPLOAD_CHUNK} of {}", shot.len())
+    );
+    assert_eq!(ann.blobs_to_upload().unwrap(), std::slice::from_ref(&sha));
+    let mut heard = Vec::new();
+    let done = ann
+        .upload_blobs(&BlobWire::new(&fx, "ann", None), &mut |p| {
+            heard.push(p.done)
+        })
+        .unwrap();
+    assert_eq!((done.uploaded, done.waiting), (1, 0));
+    assert_eq!(
+        done.bytes_sent,
+        (shot.len() - UPLOAD_CHUNK) as u64,
+        "resumed, not resent"
+    );
+    assert_eq!(heard.last(), Some(&(shot.len() as u64)));
+    assert!(ann.blobs_to_upload().unwrap().is_empty());
+
+    // The office opens it: the download drops once, then resumes.
+    let mut olivia = fx.device("olivia");
+    fx.sync(&mut olivia);
+    assert_eq!(olivia.blob(&sha).unwrap(), None);
+    let flaky = BlobWire::new(&fx, "olivia", Some(2));
+    assert!(olivia.fetch_blob(&flaky, &sha, &mut |_| {}).is_err());
+    let mut got = Vec::new();
+    let bytes = olivia
+        .fetch_blob(&BlobWire::new(&fx, "olivia", None), &sha, &mut |p| {
+            assert_eq!(p.direction, BlobDirection::Download);
+            got.push(p.done)
+        })
+        .unwrap();
+    assert_eq!(bytes, shot, "byte-identical");
+    assert_eq!(
+        got,
+        [shot.len() as u64],
+        "only the last range was left to fetch"
+    );
+    assert_eq!(olivia.blob(&sha).unwrap().as_deref(), Some(&shot[..]));
+
+    // Another territory's rep knows the hash and gets nothing.
+    let sam = BlobWire::new(&fx, "sam", None);
+    let mut sam_store = fx.device("sam");
+    let err = sam_store.fetch_blob(&sam, &sha, &mut |_| {}).unwrap_err();
+    assert!(
+        err.to_string().contains("no attachment you may see"),
+        "{err}"
+    );
+    let sam_user = fx.user("sam");
+    let put = relay::blobs::upload(&*fx.relay, &sam_user, &sha, 0, &shot[..10], u64::MAX);
+    assert!(
+        matches!(put, Err(relay::RelayError::NotFound(_))),
+        "{put:?}"
+    );
+
+    // The same photo on bob's record: stored once, not sent again.
+    let mut bob = fx.device("bob");
+    fx.sync(&mut bob);
+    let other = account(&mut bob, "Bolt", "north");
+    bob.add_attachment(&other, "same.jpg", "image/jpeg", &shot, None)
+        .unwrap();
+    fx.sync(&mut bob);
+    let again = bob
+        .upload_blobs(&BlobWire::new(&fx, "bob", None), &mut |_| {})
+        .unwrap();
+    assert_eq!((again.uploaded, again.bytes_sent), (1, 0));
+
+    // Metadata forged by a raw client: an HTML page declared a JPEG, and
+    // bytes that are not the declared hash. Refused, nothing kept.
+    let html = b"<!DOCTYPE html><script>steal()</script>".to_vec();
+    for (declared, bytes) in [
+        (sha256_hex(&html), html.clone()),
+        ("ab".repeat(32), b"xyzxyz".to_vec()),
+    ] {
+        let mut raw = RawRecord::account("ann", "Forged", "north");
+        raw.put_object("attachments", automerge::ObjType::Map, "");
+        let meta = format!(
+            r#"{{"name":"p.jpg","media_type":"image/jpeg","size":{},"sha256":"{declared}","added_by":"ann","added_at":{}}}"#,
+            bytes.len(),
+            now_ms()
+        );
+        raw.put_in(
+            "attachments",
+            &uuid::Uuid::now_v7().to_string(),
+            meta.as_str(),
+        );
+        accepted(&fx, "ann", vec![raw.commit()]);
+        let user = fx.user("ann");
+        let err = relay::blobs::upload(&*fx.relay, &user, &declared, 0, &bytes, u64::MAX)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("not what its attachment says") || err.contains("are not blob"),
+            "{err}"
+        );
+        assert_eq!(
+            fx.relay.blob_held(&declared).unwrap(),
+            relay::blobs::Held::Nothing
+        );
+    }
+    // Oversize for this relay, and a chunk out of place.
+    let user = fx.user("ann");
+    let small_relay = relay::blobs::upload(&*fx.relay, &user, &sha256_hex(&html), 0, &html, 10);
+    assert!(
+        format!("{small_relay:?}").contains("at most"),
+        "{small_relay:?}"
+    );
+
+    // Garbage: a delivery note attached, sent, then removed everywhere.
+    let note = b"Delivered 12 cases, signed J. Doe".to_vec();
+    let note_sha = sha256_hex(&note);
+    let (note_id, _) = ann
+        .add_attachment(&card, "note.txt", "text/plain", &note, None)
+        .unwrap();
+    fx.sync(&mut ann);
+    let wire = BlobWire::new(&fx, "ann", None);
+    ann.upload_blobs(&wire, &mut |_| {}).unwrap();
+    ann.remove_attachment(&card, &note_id).unwrap();
+    fx.sync(&mut ann);
+    let week = 7 * 24 * 3600 * 1000;
+    fx.relay.collect_blobs(now_ms(), week).unwrap();
+    assert!(
+        matches!(
+            fx.relay.blob_held(&note_sha).unwrap(),
+            relay::blobs::Held::Whole(_)
+        ),
+        "kept through the grace period"
+    );
+    // A week on, the note goes; the photo, named by ann's and bob's
+    // records, stays.
+    assert_eq!(
+        fx.relay.collect_blobs(now_ms() + week + 1, week).unwrap(),
+        1,
+        "the note went"
+    );
+    assert!(matches!(
+        fx.relay.blob_held(&sha).unwrap(),
+        relay::blobs::Held::Whole(_)
+    ));
+    assert_eq!(
+        fx.relay.blob_held(&note_sha).unwrap(),
+        relay::blobs::Held::Nothing
+    );
+    // Ann, offline, had attached the same note to another record: her
+    // device kept it as unsent, and sends it again once the change is in.
+    let (_, _) = ann
+        .add_attachment(&card, "note again.txt", "text/plain", &note, None)
+        .unwrap();
+    ann.evict_blobs(0).unwrap();
+    fx.sync(&mut ann);
+    let resent = ann.upload_blobs(&wire, &mut |_| {}).unwrap();
+    assert_eq!(resent.bytes_sent, note.len() as u64);
+    let office = BlobWire::new(&fx, "olivia", None);
+    assert_eq!(
+        olivia.fetch_blob(&office, &note_sha, &mut |_| {}).unwrap(),
+        note
+    );
+}
+
 macro_rules! store_suite {
     ($store:ident: $($scenario:ident),* $(,)?) => {
         mod $store {
@@ -3045,6 +3324,7 @@ store_suite!(sqlite:
     an_order_taken_offline_keeps_every_line_and_locks_once_submitted,
     a_reps_day_on_the_road_ends_the_same_everywhere,
     attachments_added_at_once_on_two_devices_both_stay,
+    attachment_bytes_travel_resume_and_stay_in_their_territory,
 );
 store_suite!(postgres:
     a_refused_change_never_forks_the_record,
@@ -3075,4 +3355,5 @@ store_suite!(postgres:
     an_order_taken_offline_keeps_every_line_and_locks_once_submitted,
     a_reps_day_on_the_road_ends_the_same_everywhere,
     attachments_added_at_once_on_two_devices_both_stay,
+    attachment_bytes_travel_resume_and_stay_in_their_territory,
 );

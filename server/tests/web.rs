@@ -3438,3 +3438,115 @@ async fn an_orders_page_lists_its_lines_and_totals_adds_lines_and_prints() {
         page.body
     );
 }
+
+/// Attachments on the record page (issue 17): a rep's file shows with its
+/// caption and downloads byte-identical with safe headers; the office
+/// attaches one through the page (the bytes decide the type: a page named
+/// .jpg is refused) and it reaches the rep's device; removing takes it off;
+/// a rep of another territory gets neither the page nor the file.
+#[tokio::test]
+async fn attachments_show_download_attach_and_remove_on_the_record_page() {
+    let fx = fixture();
+    let mut ann = fx.device("ann");
+    let acme = ann
+        .create(
+            fieldcrm_core::Kind::Account,
+            fieldcrm_core::fields([("name", "Acme"), ("territory", "north")]),
+        )
+        .unwrap()
+        .id;
+    let note = b"Delivery note 4711: 12 cases, signed J. Doe".to_vec();
+    let (aid, _) = ann
+        .add_attachment(&acme, "note.txt", "text/plain", &note, Some("Signed note"))
+        .unwrap();
+    fx.sync(&mut ann).await;
+    let sha = fieldcrm_core::sha256_hex(&note);
+    let ann_user = fx.relay.user("ann").unwrap().unwrap().0;
+    fieldcrm_server::relay::blobs::upload(&*fx.relay, &ann_user, &sha, 0, &note, u64::MAX).unwrap();
+
+    let olivia = fx.sign_in("olivia").await;
+    let page = fx.get(&olivia, &format!("/r/{acme}")).await;
+    assert!(
+        page.body.contains("note.txt") && page.body.contains("Signed note"),
+        "{}",
+        page.body
+    );
+    let href = format!("/r/{acme}/files/{aid}");
+    let response = fx
+        .app
+        .clone()
+        .oneshot(
+            Request::get(href.as_str())
+                .header(header::COOKIE, &olivia.cookie)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[header::CONTENT_DISPOSITION],
+        "attachment; filename=\"note.txt\""
+    );
+    assert_eq!(
+        response.headers()[header::X_CONTENT_TYPE_OPTIONS],
+        "nosniff"
+    );
+    let got = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(got.as_ref(), &note[..]);
+
+    let sam = fx.sign_in("sam").await;
+    assert_eq!(fx.get(&sam, &href).await.status, StatusCode::NOT_FOUND);
+
+    // The office attaches a photo; a disguised page is refused.
+    let upload = |name: &str, bytes: &[u8]| {
+        let boundary = "XBOUNDARYX";
+        let mut body = Vec::new();
+        for (field, value) in [("_csrf", olivia.csrf.as_str()), ("caption", "Shelf")] {
+            body.extend(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"\r\n\r\n{value}\r\n").bytes());
+        }
+        body.extend(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: image/jpeg\r\n\r\n").bytes());
+        body.extend_from_slice(bytes);
+        body.extend(format!("\r\n--{boundary}--\r\n").bytes());
+        Request::post(format!("/r/{acme}/files"))
+            .header(header::COOKIE, &olivia.cookie)
+            .header(header::HOST, "crm.example")
+            .header(header::ORIGIN, "http://crm.example")
+            .header(
+                header::CONTENT_TYPE,
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let refused = fx
+        .send(upload("x.jpg", b"<!DOCTYPE html><script>1</script>"))
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    let jpeg = [
+        0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10, b'J', b'F', b'I', b'F', 0, 9,
+    ];
+    let added = fx.send(upload("shelf.jpg", &jpeg)).await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
+    fx.sync(&mut ann).await;
+    let files = ann.attachments(&acme).unwrap();
+    assert_eq!(files.len(), 2, "{files:?}");
+    let (shelf_id, shelf) = &files[1];
+    assert_eq!(
+        (shelf.name.as_str(), shelf.added_by.as_str()),
+        ("shelf.jpg", "olivia")
+    );
+    let page = fx.get(&olivia, &format!("/r/{acme}")).await;
+    assert!(
+        page.body
+            .contains(&format!("/r/{acme}/files/{shelf_id}?inline=1")),
+        "a thumbnail"
+    );
+
+    let removed = fx
+        .post(&olivia, &format!("/r/{acme}/files/{aid}/remove"), &[])
+        .await;
+    assert_eq!(removed.status, StatusCode::SEE_OTHER, "{}", removed.body);
+    fx.sync(&mut ann).await;
+    assert_eq!(ann.attachments(&acme).unwrap().len(), 1);
+}

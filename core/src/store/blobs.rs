@@ -23,10 +23,20 @@ use crate::error::{Error, Result};
 use crate::model::attachment::{self, Attachment, ATTACHMENTS};
 use crate::model::{fields, Record, Value};
 
+/// Sync state key: the kinds whose attachments download eagerly.
+const PREFETCH: &str = "blob_prefetch";
+/// Sync state key: the device's blob cache limit.
+const CACHE_LIMIT: &str = "blob_cache_limit";
+/// The blob cache limit unless an app sets its own.
+pub const DEFAULT_BLOB_CACHE: u64 = 512 << 20;
+
 /// The folder of a store's blobs.
 pub(crate) fn folder(store_path: &str) -> PathBuf {
     PathBuf::from(format!("{store_path}.blobs"))
 }
+
+/// Names of partial downloads in the blob folder: `.part-<sha256>`.
+const PARTIAL_PREFIX: &str = ".part-";
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -55,6 +65,51 @@ fn write_blob(dir: &Path, sha: &str, bytes: &[u8]) -> Result<()> {
 impl Store {
     fn blob_dir(&self) -> PathBuf {
         folder(&self.path)
+    }
+
+    /// Where a download of blob `sha256` under way is kept.
+    pub(crate) fn partial_blob_path(&self, sha256: &str) -> PathBuf {
+        self.blob_dir().join(format!("{PARTIAL_PREFIX}{sha256}"))
+    }
+
+    /// Makes blobs of other people's attachments on records of `kinds`
+    /// download at every sync ([`Store::prefetch_blobs`]); empty: only
+    /// when opened ([`Store::fetch_blob`]).
+    pub fn set_blob_prefetch(&mut self, kinds: &[crate::model::Kind]) -> Result<()> {
+        let names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+        self.set_sync_state(PREFETCH, &names.join(","))
+    }
+
+    /// Bytes of blobs this device keeps before evicting the least recently
+    /// used ones the relay holds ([`DEFAULT_BLOB_CACHE`] unless set).
+    pub fn blob_cache_limit(&self) -> Result<u64> {
+        Ok(self
+            .sync_state(CACHE_LIMIT)?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEFAULT_BLOB_CACHE))
+    }
+
+    /// Sets [`Store::blob_cache_limit`] (used after each background sync).
+    pub fn set_blob_cache_limit(&mut self, bytes: u64) -> Result<()> {
+        self.set_sync_state(CACHE_LIMIT, &bytes.to_string())
+    }
+
+    /// Blobs named by records of the prefetched kinds that are not here.
+    pub fn blobs_to_prefetch(&self) -> Result<Vec<String>> {
+        let kinds = self.sync_state(PREFETCH)?.unwrap_or_default();
+        if kinds.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT DISTINCT a.sha256 FROM attachment_refs a JOIN records r ON r.id = a.record_id
+             WHERE r.deleted = 0 AND instr(',' || ?1 || ',', ',' || r.kind || ',') > 0
+                 AND NOT EXISTS (SELECT 1 FROM blobs b WHERE b.sha256 = a.sha256)
+             ORDER BY a.sha256",
+        )?;
+        let rows = stmt
+            .query_map([kinds], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
     }
 
     /// Attaches `bytes` to record `record_id` as file `name` of
@@ -100,9 +155,12 @@ impl Store {
         let path = format!("{ATTACHMENTS}.{id}");
         let now = meta.added_at;
         let record = self.edit(record_id, |tx, w, doc, kind| {
+            // Not yet sent, even if fetched before: the relay may have
+            // dropped it since no record named it, and only after this
+            // change reaches it does a record name it again.
             tx.prepare_cached(
                 "INSERT INTO blobs (sha256, size, uploaded, last_used) VALUES (?1, ?2, 0, ?3)
-                 ON CONFLICT (sha256) DO UPDATE SET last_used = excluded.last_used",
+                 ON CONFLICT (sha256) DO UPDATE SET last_used = excluded.last_used, uploaded = 0",
             )?
             .execute(params![sha, meta.size as i64, now])?;
             super::update_fields(tx, w, doc, kind, fields([(path.as_str(), meta.to_json())]))
@@ -255,10 +313,12 @@ impl Store {
         if let Ok(entries) = fs::read_dir(&dir) {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                let known = attachment::is_sha256(&name)
-                    && tx
-                        .prepare_cached("SELECT 1 FROM blobs WHERE sha256 = ?1")?
-                        .exists([&name])?;
+                // A download under way continues from its partial file.
+                let known = name.starts_with(PARTIAL_PREFIX)
+                    || attachment::is_sha256(&name)
+                        && tx
+                            .prepare_cached("SELECT 1 FROM blobs WHERE sha256 = ?1")?
+                            .exists([&name])?;
                 if !known {
                     fs::remove_file(entry.path())?;
                 }
@@ -294,12 +354,18 @@ impl Store {
 /// A record's attachments from its fields, by id, oldest first (ids are
 /// UUIDv7: their order is the order they were added).
 pub fn attachments_of(record: &Record) -> Vec<(String, Attachment)> {
-    let prefix = format!("{ATTACHMENTS}.");
+    // Fields are sorted: the attachments are one run of keys.
+    const PREFIX: &str = "attachments.";
+    debug_assert_eq!(PREFIX, format!("{ATTACHMENTS}."));
     record
         .fields
-        .iter()
+        .range::<str, _>((
+            std::ops::Bound::Included(PREFIX),
+            std::ops::Bound::Unbounded,
+        ))
+        .take_while(|(k, _)| k.starts_with(PREFIX))
         .filter_map(|(k, v)| {
-            let id = k.strip_prefix(&prefix)?;
+            let id = k.strip_prefix(PREFIX)?;
             let json = v.as_str()?;
             Some((id.to_string(), Attachment::parse(k, json).ok()?))
         })

@@ -1167,6 +1167,8 @@ pub(crate) fn evict_in(tx: &Transaction<'_>, id: &str) -> Result<bool> {
             .execute([rowid])?;
         tx.prepare_cached("DELETE FROM records WHERE rowid = ?1")?
             .execute([rowid])?;
+        tx.prepare_cached("DELETE FROM attachment_refs WHERE record_id = ?1")?
+            .execute([id])?;
     }
     tx.prepare_cached("DELETE FROM doc_changes WHERE doc_id = ?1")?
         .execute([id])?;

@@ -108,6 +108,7 @@ fn upsert(
             ],
             |r| r.get(0),
         )?;
+    write_attachment_refs(conn, record)?;
     // Most edits (a stage, an amount, a note's date) leave the searchable
     // text as it was; rewriting the entry anyway costs a tokenisation and an
     // index delete and insert, the larger part of a commit's FTS5 work.
@@ -134,6 +135,27 @@ fn upsert(
         "INSERT INTO records_fts (rowid, name, email, phone, notes) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
     .execute(params![rowid, name, email, phone, notes])?;
+    Ok(())
+}
+
+/// Which blobs `record` names, as `attachment_refs` keeps them. A record
+/// that lost its attachments (a refused map) must lose its rows too, so
+/// the old rows go whatever the record holds now.
+fn write_attachment_refs(conn: &Connection, record: &Record) -> Result<()> {
+    conn.prepare_cached("DELETE FROM attachment_refs WHERE record_id = ?1")?
+        .execute([&record.id])?;
+    for (_, meta) in super::blobs::attachments_of(record) {
+        conn.prepare_cached(
+            "INSERT OR IGNORE INTO attachment_refs (sha256, record_id, media_type, size)
+             VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![
+            meta.sha256,
+            record.id,
+            meta.media_type,
+            meta.size as i64
+        ])?;
+    }
     Ok(())
 }
 
@@ -178,6 +200,8 @@ pub(crate) fn record_from_row(row: &Row<'_>, column: &str) -> rusqlite::Result<R
 }
 
 pub(crate) fn clear(conn: &Connection) -> Result<()> {
-    conn.execute_batch("DELETE FROM records; DELETE FROM records_fts;")?;
+    conn.execute_batch(
+        "DELETE FROM records; DELETE FROM records_fts; DELETE FROM attachment_refs;",
+    )?;
     Ok(())
 }

@@ -14,11 +14,11 @@ use crate::error::{Error, Result};
 /// the device behind each actor, for history, and a covering index of the
 /// live deals' stage histories; 6 an index of the prices of a product in a
 /// currency (the price book holds four or more per product); 7 the blobs
-/// of attachments on this device.
-pub const VERSION: i64 = 7;
+/// of attachments on this device; 8 which records name which blob.
+pub const VERSION: i64 = 8;
 
 /// The complete schema at [`VERSION`], for fresh stores.
-const CREATE: &str = include_str!("sql/create_v7.sql");
+const CREATE: &str = include_str!("sql/create_v8.sql");
 
 /// Connection settings that are not stored in the file.
 pub(crate) fn prepare(conn: &Connection, durable: bool) -> Result<()> {
@@ -118,6 +118,24 @@ fn upgrade_from(tx: &Transaction<'_>, from: i64) -> Result<()> {
              ) WITHOUT ROWID;
              CREATE INDEX blobs_uploaded ON blobs (uploaded, last_used);",
         )?,
+        7 => tx.execute_batch(
+            "CREATE TABLE attachment_refs (
+                 sha256     TEXT NOT NULL,
+                 record_id  TEXT NOT NULL,
+                 media_type TEXT NOT NULL,
+                 size       INTEGER NOT NULL,
+                 PRIMARY KEY (sha256, record_id)
+             ) WITHOUT ROWID;
+             CREATE INDEX attachment_refs_record ON attachment_refs (record_id);
+             INSERT OR IGNORE INTO attachment_refs (sha256, record_id, media_type, size)
+                 SELECT json_extract(f.value, '$.sha256'), r.id, json_extract(f.value, '$.media_type'),
+                     json_extract(f.value, '$.size')
+                 FROM records r, json_each(r.record, '$.fields') f
+                 WHERE f.key LIKE 'attachments.%' AND json_valid(f.value)
+                     AND json_extract(f.value, '$.sha256') IS NOT NULL
+                     AND json_extract(f.value, '$.media_type') IS NOT NULL
+                     AND json_extract(f.value, '$.size') IS NOT NULL;",
+        )?,
         _ => unreachable!("no migration from schema version {from}: VERSION is {VERSION}"),
     }
     Ok(())
@@ -213,13 +231,13 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn frozen_v7_schema_matches_a_fresh_database() {
+    fn frozen_v8_schema_matches_a_fresh_database() {
         let dir = tempfile::tempdir().unwrap();
         let (mut fresh, path) = open(&dir, "fresh.db");
         migrate(&mut fresh, &path).unwrap();
         let (frozen, _) = open(&dir, "frozen.db");
         frozen
-            .execute_batch(include_str!("sql/tests/create_schema_v7.sql"))
+            .execute_batch(include_str!("sql/tests/create_schema_v8.sql"))
             .unwrap();
         assert_eq!(dump(&fresh), dump(&frozen));
     }
@@ -243,6 +261,42 @@ pub(crate) mod tests {
             )
             .unwrap();
         assert!(plan.contains("records_price_product"), "{plan}");
+    }
+
+    #[test]
+    fn a_v7_store_upgrades_to_v8_with_the_attachments_its_records_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut old, path) = open(&dir, "v7.db");
+        old.execute_batch(include_str!("sql/tests/create_schema_v7.sql"))
+            .unwrap();
+        old.pragma_update(None, "user_version", 7).unwrap();
+        let sha = "ab".repeat(32);
+        let meta = format!(
+            r#"{{"name":"card.jpg","media_type":"image/jpeg","size":13,"sha256":"{sha}","added_by":"ann","added_at":1}}"#
+        );
+        let record = serde_json::json!({
+            "id": "c1", "kind": "contact", "deleted": false, "created_at": 1, "created_by": "ann",
+            "updated_at": 1, "schema": 1,
+            "fields": { "name": "Jane", "attachments.a1": meta, "attachments.a2": null },
+        });
+        old.execute(
+            "INSERT INTO records (id, kind, name, deleted, has_conflicts, created_at, updated_at, record)
+             VALUES ('c1', 'contact', 'Jane', 0, 0, 1, 1, ?1)",
+            [record.to_string()],
+        )
+        .unwrap();
+        migrate(&mut old, &path).unwrap();
+        let refs: Vec<(String, String, String, i64)> = old
+            .prepare("SELECT sha256, record_id, media_type, size FROM attachment_refs")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(refs, [(sha, "c1".into(), "image/jpeg".into(), 13)]);
+        let (mut fresh, fresh_path) = open(&dir, "fresh.db");
+        migrate(&mut fresh, &fresh_path).unwrap();
+        assert_eq!(dump(&old), dump(&fresh));
     }
 
     #[test]
@@ -280,6 +334,7 @@ pub(crate) mod tests {
             let conn = Connection::open(&path).unwrap();
             conn.execute_batch(
                 "DROP INDEX records_deal_stages; DROP INDEX records_price_product; DROP TABLE blobs;
+                 DROP TABLE attachment_refs;
                  ALTER TABLE records DROP COLUMN stage_history;
                  DROP TABLE actor_devices; PRAGMA user_version = 3;",
             )

@@ -186,7 +186,16 @@ fn run(
         }
         let Some(shared) = store.upgrade() else { break };
         observer.state(&SyncState::Syncing);
-        let result = shared.sync_paged(transport, BACKGROUND_PAGE_BYTES, &mut |_| {});
+        let result = shared
+            .sync_paged(transport, BACKGROUND_PAGE_BYTES, &mut |_| {})
+            .and_then(|done| {
+                // Files after records: a record never waits for a file.
+                let heard = &mut |p: &super::BlobProgress| observer.blob(p);
+                shared.upload_blobs(transport, heard)?;
+                let limit = shared.read(|s| s.blob_cache_limit())?;
+                shared.prefetch_blobs(transport, limit, heard)?;
+                Ok(done)
+            });
         match result {
             Ok(done) => {
                 failures = 0;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::Transport;
 use crate::error::{Error, Result};
-use crate::protocol::{ErrorBody, LoginRequest, LoginResponse, CONTENT_TYPE};
+use crate::protocol::{BlobStatus, ErrorBody, LoginRequest, LoginResponse, CONTENT_TYPE};
 
 /// Largest response body accepted.
 const MAX_RESPONSE: u64 = 256 << 20;
@@ -111,6 +111,35 @@ impl HttpTransport {
         Ok(false)
     }
 
+    /// Reads a response: its body (counted, bounded) if the status is
+    /// `ok`, else the relay's error.
+    fn answer(
+        &self,
+        mut response: ureq::http::Response<ureq::Body>,
+        ok: &[u16],
+    ) -> Result<Vec<u8>> {
+        let status = response.status().as_u16();
+        let bytes = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_RESPONSE)
+            .read_to_vec()
+            .map_err(network)?;
+        self.received
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        if !ok.contains(&status) {
+            return Err(status_error(status, &bytes));
+        }
+        Ok(bytes)
+    }
+
+    fn blob_url(&self, sha256: &str) -> Result<String> {
+        if !crate::attachment::is_sha256(sha256) {
+            return Err(Error::invalid("sha256", sha256, "64 lower-case hex digits"));
+        }
+        Ok(format!("{}/v1/blobs/{sha256}", self.base))
+    }
+
     fn post(&self, path: &str, content_type: &str, body: &[u8]) -> Result<Vec<u8>> {
         let url = format!("{}{path}", self.base);
         let mut request = self.agent.post(&url).content_type(content_type);
@@ -142,6 +171,46 @@ impl Transport for HttpTransport {
 
     fn wait_for_change(&self, cursor: u64, timeout: Duration) -> Result<bool> {
         self.wait_for_events(cursor, timeout)
+    }
+
+    fn blob_status(&self, sha256: &str) -> Result<Option<BlobStatus>> {
+        let response = self
+            .agent
+            .get(format!("{}/status", self.blob_url(sha256)?))
+            .header("authorization", format!("Bearer {}", self.token))
+            .call()
+            .map_err(network)?;
+        let bytes = self.answer(response, &[200])?;
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::Protocol(format!("unreadable blob status: {e}")))
+    }
+
+    fn put_blob_chunk(&self, sha256: &str, offset: u64, bytes: &[u8]) -> Result<BlobStatus> {
+        self.sent.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        let response = self
+            .agent
+            .put(self.blob_url(sha256)?)
+            .header("authorization", format!("Bearer {}", self.token))
+            .header("upload-offset", offset.to_string())
+            .content_type("application/octet-stream")
+            .send(bytes)
+            .map_err(network)?;
+        let body = self.answer(response, &[200])?;
+        serde_json::from_slice(&body)
+            .map_err(|e| Error::Protocol(format!("unreadable blob status: {e}")))
+    }
+
+    fn get_blob_range(&self, sha256: &str, from: u64, len: u64) -> Result<Vec<u8>> {
+        let last = from + len.max(1) - 1;
+        let response = self
+            .agent
+            .get(self.blob_url(sha256)?)
+            .header("authorization", format!("Bearer {}", self.token))
+            .header("range", format!("bytes={from}-{last}"))
+            .call()
+            .map_err(network)?;
+        self.answer(response, &[200, 206])
     }
 }
 

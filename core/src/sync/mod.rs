@@ -12,6 +12,7 @@
 //! is simply sent again (the relay treats repeats idempotently).
 
 pub(crate) mod background;
+mod blobs;
 #[cfg(feature = "http")]
 mod http;
 
@@ -19,6 +20,7 @@ mod http;
 pub use http::HttpTransport;
 
 pub use background::SyncState;
+pub use blobs::{BlobDirection, BlobProgress, BlobUploads, UPLOAD_CHUNK};
 
 use serde::{Deserialize, Serialize};
 
@@ -45,6 +47,32 @@ pub trait Transport {
         let _ = cursor;
         std::thread::sleep(timeout);
         Ok(false)
+    }
+
+    /// How far blob `sha256` has come at the relay (`GET
+    /// /v1/blobs/{sha256}/status`). `Ok(None)`: this transport carries no
+    /// blobs (records still sync; attachments wait on the device).
+    fn blob_status(&self, sha256: &str) -> Result<Option<protocol::BlobStatus>> {
+        let _ = sha256;
+        Ok(None)
+    }
+
+    /// Sends `bytes` at `offset` of blob `sha256` (`PUT /v1/blobs/{sha256}`).
+    fn put_blob_chunk(
+        &self,
+        sha256: &str,
+        offset: u64,
+        bytes: &[u8],
+    ) -> Result<protocol::BlobStatus> {
+        let _ = (sha256, offset, bytes);
+        Err(Error::Protocol("this transport carries no blobs".into()))
+    }
+
+    /// `len` bytes of blob `sha256` from `from` on (`GET
+    /// /v1/blobs/{sha256}` with `Range: bytes=from-(from+len-1)`).
+    fn get_blob_range(&self, sha256: &str, from: u64, len: u64) -> Result<Vec<u8>> {
+        let _ = (sha256, from, len);
+        Err(Error::Protocol("this transport carries no blobs".into()))
     }
 }
 

@@ -524,7 +524,7 @@ def test_an_order_taken_offline_keeps_the_offices_line_too(tmp_path, relay_url):
 def test_attachments_are_added_offline_and_their_metadata_syncs(tmp_path, relay_url):
     """A rep attaches a business card photo offline; a disguised file is
     refused in plain words; the metadata reaches a colleague through the
-    relay. (The bytes stay on the rep's device until blob transfer exists.)"""
+    relay, and the files follow: sync sends them, a colleague opens one."""
     jpeg = bytes([0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10]) + b"JFIF\x00" + bytes(range(64))
     ann = crm.CrmStore.open(str(tmp_path / "ann.db"), "ann")
     acme = ann.create(crm.RecordKind.ACCOUNT, {"name": text("Acme"), "territory": text("north")}).account.meta.id
@@ -549,5 +549,11 @@ def test_attachments_are_added_offline_and_their_metadata_syncs(tmp_path, relay_
     seen = bob.attachments(acme)
     assert [(a.name, a.caption, a.added_by) for a in seen] == [("card.jpg", "Jane's card", "ann"), ("shelf.jpg", "Shelf, aisle 3", "ann")]
     assert bob.blob(first.sha256) is None
+    # sync sent the files after the records; opening one downloads it.
+    assert ann.upload_blobs() == 0
+    assert bob.fetch_blob(first.sha256) == jpeg
+    assert bob.blob(first.sha256) == jpeg
+    bob.set_blob_prefetch(["account"])
+    bob.set_blob_cache_limit(64 << 20)
     ann.remove_attachment(acme, card)
     assert [a.name for a in ann.attachments(acme)] == ["shelf.jpg"]

@@ -30,6 +30,9 @@ pub enum RelayError {
     /// A user, or another named thing, that exists already.
     #[error("{0}")]
     AlreadyExists(String),
+    /// An upload chunk that does not start where the relay's copy ends.
+    #[error("blob {sha256}: the relay holds {received} bytes; send the chunk starting there")]
+    WrongOffset { sha256: String, received: u64 },
 }
 
 pub type Result<T, E = RelayError> = std::result::Result<T, E>;

@@ -12,6 +12,7 @@
 //! - a pull returns only what the user may see, paged by bytes.
 
 pub mod access;
+pub mod blobs;
 mod error;
 pub mod merge;
 pub mod office;
@@ -332,6 +333,27 @@ pub trait RelayStore: Send + Sync {
         hashes: &[[u8; 32]],
         accept: bool,
     ) -> Result<Vec<review::Decided>>;
+
+    // ----- attachment blobs (relay/blobs.rs holds the rules)
+
+    /// The records whose attachments name blob `sha`.
+    fn blob_refs(&self, sha: &str) -> Result<Vec<blobs::BlobRef>>;
+    /// How much of blob `sha` is here.
+    fn blob_held(&self, sha: &str) -> Result<blobs::Held>;
+    /// Appends `bytes` at `offset` of blob `sha`'s unfinished upload,
+    /// durably; returns the bytes now held. `offset` must be where the
+    /// upload ends ([`RelayError::WrongOffset`] otherwise: two uploads of
+    /// one blob race, and the later one asks again).
+    fn append_blob(&self, sha: &str, offset: u64, bytes: &[u8]) -> Result<u64>;
+    /// Up to `len` bytes from `offset` of what is held of blob `sha`.
+    fn read_blob(&self, sha: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
+    /// Makes a verified upload of `size` bytes the held blob.
+    fn seal_blob(&self, sha: &str, size: u64) -> Result<()>;
+    /// Discards an unfinished or failed upload.
+    fn drop_partial(&self, sha: &str) -> Result<()>;
+    /// Removes blobs and uploads no record has named for `grace_ms` before
+    /// `now` (marking the ones newly unnamed); returns how many went.
+    fn collect_blobs(&self, now: i64, grace_ms: i64) -> Result<usize>;
 }
 
 /// One `POST /v1/sync` round: push, then pull, as one response.

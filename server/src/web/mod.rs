@@ -6,6 +6,7 @@
 
 mod admin;
 mod assets;
+mod attachments;
 mod board;
 mod configuration;
 mod convert;
@@ -96,6 +97,9 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/r/{id}/merge", get(merge::form).post(merge::merge))
         .route("/r/{id}/unmerge", post(merge::unmerge))
         .route("/r/{id}/lines", post(orders::add_line))
+        .route("/r/{id}/files", post(attachments::add))
+        .route("/r/{id}/files/{aid}", get(attachments::file))
+        .route("/r/{id}/files/{aid}/remove", post(attachments::remove))
         .route("/r/{id}/print", get(orders::print))
         .route("/{kind}", get(records::list).post(records::create))
         .route("/{kind}/new", get(records::new_form))

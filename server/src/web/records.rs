@@ -975,6 +975,9 @@ pub async fn show(
         @if kind == Kind::Order {
             (super::orders::section(&session, record, &products))
         }
+        @if kind != Kind::Config {
+            (super::attachments::section(&session, record))
+        }
         @if !conflicts.is_empty() {
             section.conflicts aria-labelledby="conflicts-h" {
                 h2 id="conflicts-h" { "Conflicts" }

@@ -37,6 +37,8 @@ mod push;
 
 use push::PgPush;
 
+mod blobs;
+
 use super::access::Scope;
 use super::pull::{self, LogEntry, LogSource};
 use super::review::{Decided, Held};
@@ -50,7 +52,7 @@ type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 /// 2 added `relay_review`, 3 `relay_user_settings` (created by the schema
 /// below), 4 `relay_records.stage_history` (filled from the documents when
 /// a store is upgraded), 5 `relay_actors.device`, 6 `relay_log.received_at`.
-const SCHEMA_VERSION: i64 = 7;
+const SCHEMA_VERSION: i64 = 8;
 /// Advisory lock held from taking log numbers until commit ("FCRM").
 const LOG_LOCK: i64 = 0x4643_524D;
 /// Advisory lock held while migrating, so relays starting together do not race.
@@ -248,6 +250,7 @@ impl PgRelay {
         // the driver logs: one line per table at every start and command.
         tx.batch_execute("SET LOCAL client_min_messages = warning")?;
         tx.batch_execute(SCHEMA)?;
+        tx.batch_execute(blobs::SCHEMA)?;
         let version: Option<String> = tx
             .query_opt("SELECT value FROM relay_meta WHERE key = 'schema'", &[])?
             .map(|r| r.get(0));
@@ -264,11 +267,14 @@ impl PgRelay {
                 )))
             }
             // Every step so far only added tables (made above) and
-            // columns; 4 also fills the stage histories.
+            // columns; 4 also fills the stage histories, 8 the blob refs.
             Some(v) if v < SCHEMA_VERSION => {
                 tx.batch_execute(ADDED_COLUMNS)?;
                 if v < 4 {
                     fill_stage_histories(&mut tx)?;
+                }
+                if v < 8 {
+                    tx.batch_execute(blobs::FILL_REFS)?;
                 }
                 tx.execute(
                     "UPDATE relay_meta SET value = $1 WHERE key = 'schema'",
@@ -1128,6 +1134,34 @@ impl RelayStore for PgRelay {
         store.finish()?;
         tx.commit()?;
         Ok(decided)
+    }
+
+    fn blob_refs(&self, sha: &str) -> Result<Vec<super::blobs::BlobRef>> {
+        blobs::refs(&mut *self.conn()?, sha)
+    }
+
+    fn blob_held(&self, sha: &str) -> Result<super::blobs::Held> {
+        blobs::held(&mut *self.conn()?, sha)
+    }
+
+    fn append_blob(&self, sha: &str, offset: u64, bytes: &[u8]) -> Result<u64> {
+        blobs::append(&mut *self.conn()?, sha, offset, bytes, super::now_ms())
+    }
+
+    fn read_blob(&self, sha: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        blobs::read(&mut *self.conn()?, sha, offset, len)
+    }
+
+    fn seal_blob(&self, sha: &str, size: u64) -> Result<()> {
+        blobs::seal(&mut *self.conn()?, sha, size)
+    }
+
+    fn drop_partial(&self, sha: &str) -> Result<()> {
+        blobs::drop_partial(&mut *self.conn()?, sha)
+    }
+
+    fn collect_blobs(&self, now: i64, grace_ms: i64) -> Result<usize> {
+        blobs::collect(&mut *self.conn()?, now, grace_ms)
     }
 }
 

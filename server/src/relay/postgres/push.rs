@@ -314,6 +314,34 @@ fn write_documents(tx: &mut Transaction<'_>, accepted: &mut [Accepted]) -> Resul
             &rows.stage_history,
         ],
     )?;
+    write_blob_refs(tx, accepted)
+}
+
+/// Which blobs the records name (`relay_blob_refs`), replaced whole for
+/// each record written: a record that lost its attachments loses its rows.
+fn write_blob_refs(tx: &mut Transaction<'_>, accepted: &[Accepted]) -> Result<()> {
+    let ids: Vec<&str> = accepted.iter().map(|a| a.record.id.as_str()).collect();
+    tx.execute(
+        "DELETE FROM relay_blob_refs WHERE record_id = ANY($1)",
+        &[&ids],
+    )?;
+    let (mut shas, mut records, mut types, mut sizes) = (vec![], vec![], vec![], vec![]);
+    for a in accepted {
+        for (_, meta) in fieldcrm_core::attachments_of(&a.record) {
+            shas.push(meta.sha256);
+            records.push(a.record.id.as_str());
+            types.push(meta.media_type);
+            sizes.push(meta.size as i64);
+        }
+    }
+    if !shas.is_empty() {
+        tx.execute(
+            "INSERT INTO relay_blob_refs (sha256, record_id, media_type, size)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])
+             ON CONFLICT DO NOTHING",
+            &[&shas, &records, &types, &sizes],
+        )?;
+    }
     Ok(())
 }
 

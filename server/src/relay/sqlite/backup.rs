@@ -28,6 +28,9 @@ pub struct BackupReport {
     /// The last log sequence number the copy holds.
     pub head: u64,
     pub bytes: u64,
+    /// Where the attachment blobs went (`<path>.blobs/`), and how many.
+    pub blobs_path: PathBuf,
+    pub blobs: usize,
 }
 
 /// What a restore did.
@@ -112,6 +115,10 @@ pub fn backup(dir: &Path, dest: &Path) -> Result<BackupReport> {
         tables::head(&copy)?
     };
     sync_file(&partial)?;
+    // The blobs the copy names, before the copy appears: blobs are only
+    // added or, long after no record names them, removed.
+    let blobs_path = with_suffix(dest, ".blobs");
+    let blobs = super::blob_files::copy_blobs(&super::blob_files::folder(dir), &blobs_path)?;
     std::fs::rename(&partial, dest).map_err(|e| io_error(dest, "rename to", e))?;
     sync_parent(dest)?;
     let bytes = std::fs::metadata(dest)
@@ -121,6 +128,8 @@ pub fn backup(dir: &Path, dest: &Path) -> Result<BackupReport> {
         path: dest.to_path_buf(),
         head,
         bytes,
+        blobs_path,
+        blobs,
     })
 }
 
@@ -153,6 +162,12 @@ pub fn restore(dir: &Path, from: &Path) -> Result<RestoreReport> {
             )));
         }
     }
+    // The backup's blobs join those here (any extra ones are collected
+    // as garbage once no record names them).
+    super::blob_files::copy_blobs(
+        &with_suffix(from, ".blobs"),
+        &super::blob_files::folder(dir),
+    )?;
     let incoming = dir.join(format!("{FILE}.restoring"));
     remove_if_exists(&incoming)?;
     std::fs::copy(from, &incoming).map_err(|e| io_error(&incoming, "write", e))?;

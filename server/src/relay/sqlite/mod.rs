@@ -15,6 +15,7 @@
 //! higher number starts, and a reader can never see seq N+1 without seq N.
 
 pub mod backup;
+mod blob_files;
 mod group_commit;
 mod push_store;
 mod tables;
@@ -56,6 +57,7 @@ pub struct SqliteRelay {
     pushes: group_commit::GroupCommit<PushJob, Result<PushOutcome>>,
     readers: r2d2::Pool<Readers>,
     log_id: String,
+    blobs: blob_files::BlobFiles,
 }
 
 /// One request's push, waiting for its group commit.
@@ -130,6 +132,7 @@ impl SqliteRelay {
             pushes: Default::default(),
             readers,
             log_id,
+            blobs: blob_files::BlobFiles::in_folder(dir)?,
         })
     }
 
@@ -450,6 +453,34 @@ impl RelayStore for SqliteRelay {
     fn decide(&self, decider: &User, hashes: &[[u8; 32]], accept: bool) -> Result<Vec<Decided>> {
         let now = super::now_ms();
         self.write(|tx| review::decide(&mut SqlitePush { tx }, decider, hashes, accept, now))
+    }
+
+    fn blob_refs(&self, sha: &str) -> Result<Vec<super::blobs::BlobRef>> {
+        self.read(|store| blob_files::refs(store.sql(), sha))
+    }
+
+    fn blob_held(&self, sha: &str) -> Result<super::blobs::Held> {
+        self.blobs.held(sha)
+    }
+
+    fn append_blob(&self, sha: &str, offset: u64, bytes: &[u8]) -> Result<u64> {
+        self.blobs.append(sha, offset, bytes)
+    }
+
+    fn read_blob(&self, sha: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        self.blobs.read(sha, offset, len)
+    }
+
+    fn seal_blob(&self, sha: &str, _size: u64) -> Result<()> {
+        self.blobs.seal(sha)
+    }
+
+    fn drop_partial(&self, sha: &str) -> Result<()> {
+        self.blobs.drop_partial(sha)
+    }
+
+    fn collect_blobs(&self, now: i64, grace_ms: i64) -> Result<usize> {
+        self.write(|tx| self.blobs.collect(tx.sql(), now, grace_ms))
     }
 }
 

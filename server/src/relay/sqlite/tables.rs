@@ -15,10 +15,13 @@ use crate::relay::{RelayError, Result, Role, User};
 
 /// 2 added `relay_web_actors`, 3 `relay_review`, 4 `relay_user_settings`,
 /// 5 `relay_actors.device`, 6 `relay_log.received_at`; opening an older
-/// file upgrades it (each step only added a table or a column).
-pub(super) const SCHEMA_VERSION: i64 = 7;
+/// file upgrades it (each step only added a table or a column); 8 added
+/// `relay_blob_orphans`.
+pub(super) const SCHEMA_VERSION: i64 = 8;
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS relay_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+-- Blobs in blobs/ that no record names, since when (garbage collection).
+CREATE TABLE IF NOT EXISTS relay_blob_orphans (sha256 TEXT PRIMARY KEY, since INTEGER NOT NULL) WITHOUT ROWID;
 -- Append-only change log; seq is the sync cursor. territory is the record's
 -- territory after the change; prev_territory is set when the change moved it.
 CREATE TABLE IF NOT EXISTS relay_log (

@@ -1,3 +1,4 @@
+-- Frozen copy of the shipped schema v8: never edit; the migration tests compare against it.
 -- FieldCRM device store, schema version 5 (fresh stores; older ones are
 -- upgraded step by step, see schema.rs).
 
@@ -116,3 +117,14 @@ CREATE TABLE blobs (
     last_used INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX blobs_uploaded ON blobs (uploaded, last_used);
+-- Which records name which blob (schema 8): who may fetch a blob (the
+-- relay's access check), what its declared type is, what eager download
+-- fetches. Kept with the projection row of each record with attachments.
+CREATE TABLE attachment_refs (
+    sha256     TEXT NOT NULL,
+    record_id  TEXT NOT NULL,
+    media_type TEXT NOT NULL,
+    size       INTEGER NOT NULL,
+    PRIMARY KEY (sha256, record_id)
+) WITHOUT ROWID;
+CREATE INDEX attachment_refs_record ON attachment_refs (record_id);
