@@ -147,20 +147,8 @@ impl HttpTransport {
             request = request.header("authorization", format!("Bearer {}", self.token));
         }
         self.sent.fetch_add(body.len() as u64, Ordering::Relaxed);
-        let mut response = request.send(body).map_err(network)?;
-        let status = response.status().as_u16();
-        let bytes = response
-            .body_mut()
-            .with_config()
-            .limit(MAX_RESPONSE)
-            .read_to_vec()
-            .map_err(network)?;
-        self.received
-            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        if status != 200 {
-            return Err(status_error(status, &bytes));
-        }
-        Ok(bytes)
+        let response = request.send(body).map_err(network)?;
+        self.answer(response, &[200])
     }
 }
 
