@@ -969,11 +969,15 @@ pub struct AttachmentView {
     /// ms since the epoch.
     pub added_at: i64,
     pub caption: Option<String>,
+    /// A small JPEG (longest side 128 px) of a picture, made by the device
+    /// that added it: here before the file is, for lists.
+    pub thumbnail: Option<Vec<u8>>,
 }
 
 impl AttachmentView {
     pub(crate) fn new(id: String, a: core::Attachment) -> Self {
         AttachmentView {
+            thumbnail: a.thumbnail_jpeg(),
             attachment_id: id,
             name: a.name,
             media_type: a.media_type,

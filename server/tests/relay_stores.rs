@@ -2999,6 +2999,16 @@ fn attachments_added_at_once_on_two_devices_both_stay(fx: Fixture) {
         r#"{"name":"x.jpg","media_type":"image/jpeg","size":5,"sha256":"../../etc/passwd","added_by":"ann","added_at":1}"#,
     );
     assert!(hash.reason.contains("SHA-256"), "{}", hash.reason);
+    // A "thumbnail" that is a web page in base64, not a small JPEG.
+    let thumb = forged(&format!(
+        r#"{{"name":"x.jpg","media_type":"image/jpeg","size":5,"sha256":"{}","added_by":"ann","added_at":1,"thumbnail":"PHNjcmlwdD5zdGVhbCgpPC9zY3JpcHQ+"}}"#,
+        "a".repeat(64)
+    ));
+    assert!(
+        thumb.reason.contains("thumbnail is a JPEG"),
+        "{}",
+        thumb.reason
+    );
 }
 
 /// A device's way to the relay's blob rules, in-process; `drop_after`

@@ -3523,9 +3523,7 @@ async fn attachments_show_download_attach_and_remove_on_the_record_page() {
         .send(upload("x.jpg", b"<!DOCTYPE html><script>1</script>"))
         .await;
     assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
-    let jpeg = [
-        0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10, b'J', b'F', b'I', b'F', 0, 9,
-    ];
+    let jpeg = photo(400, 300);
     let added = fx.send(upload("shelf.jpg", &jpeg)).await;
     assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
     fx.sync(&mut ann).await;
@@ -3536,17 +3534,81 @@ async fn attachments_show_download_attach_and_remove_on_the_record_page() {
         (shelf.name.as_str(), shelf.added_by.as_str()),
         ("shelf.jpg", "olivia")
     );
+    assert!(shelf.thumbnail.is_some(), "the office made a thumbnail");
+
+    // A rep's photo shows as its thumbnail before its file is uploaded.
+    let (card_id, _) = ann
+        .add_attachment(&acme, "card.jpg", "image/jpeg", &photo(640, 480), None)
+        .unwrap();
+    fx.sync(&mut ann).await;
     let page = fx.get(&olivia, &format!("/r/{acme}")).await;
-    assert!(
-        page.body
-            .contains(&format!("/r/{acme}/files/{shelf_id}?inline=1")),
-        "a thumbnail"
+    for id in [shelf_id, &card_id] {
+        assert!(
+            page.body.contains(&format!("/r/{acme}/files/{id}/thumb")),
+            "a thumbnail of {id}"
+        );
+    }
+    let thumb = fx
+        .app
+        .clone()
+        .oneshot(
+            Request::get(format!("/r/{acme}/files/{card_id}/thumb"))
+                .header(header::COOKIE, &olivia.cookie)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(thumb.status(), StatusCode::OK);
+    assert_eq!(thumb.headers()[header::CONTENT_TYPE], "image/jpeg");
+    let got = thumb.into_body().collect().await.unwrap().to_bytes();
+    let small = image::load_from_memory(&got).unwrap();
+    assert_eq!((small.width(), small.height()), (128, 96));
+    let thumb_href = format!("/r/{acme}/files/{card_id}/thumb");
+    assert_eq!(
+        fx.get(&sam, &thumb_href).await.status,
+        StatusCode::NOT_FOUND
     );
+    // A file with no thumbnail (the note) has no thumbnail to serve.
+    let none = fx.get(&olivia, &format!("{href}/thumb")).await;
+    assert_eq!(none.status, StatusCode::NOT_FOUND);
+
+    // The office captions the rep's photo; the rep sees it.
+    let captioned = fx
+        .post(
+            &olivia,
+            &format!("/r/{acme}/files/{card_id}/caption"),
+            &[("caption", "Jane Doe, buyer")],
+        )
+        .await;
+    assert_eq!(
+        captioned.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        captioned.body
+    );
+    fx.sync(&mut ann).await;
+    let card = ann.attachments(&acme).unwrap();
+    let (_, card) = card.iter().find(|(id, _)| *id == card_id).unwrap();
+    assert_eq!(card.caption.as_deref(), Some("Jane Doe, buyer"));
+    assert!(card.thumbnail.is_some(), "a caption keeps the thumbnail");
 
     let removed = fx
         .post(&olivia, &format!("/r/{acme}/files/{aid}/remove"), &[])
         .await;
     assert_eq!(removed.status, StatusCode::SEE_OTHER, "{}", removed.body);
     fx.sync(&mut ann).await;
-    assert_eq!(ann.attachments(&acme).unwrap().len(), 1);
+    assert_eq!(ann.attachments(&acme).unwrap().len(), 2);
+}
+
+/// A photo-like JPEG (noise compresses as a camera's pictures do).
+fn photo(width: u32, height: u32) -> Vec<u8> {
+    let picture = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x % 251) as u8, (y % 241) as u8, ((x * y) % 239) as u8])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    picture
+        .write_to(&mut out, image::ImageFormat::Jpeg)
+        .unwrap();
+    out.into_inner()
 }

@@ -1,7 +1,7 @@
 //! Attachments: files on any record (decision 0011).
 //!
 //! What a file is — its name, media type, size, SHA-256, who added it and
-//! when, a caption — is record data: the record's map `attachments`, one
+//! when, a caption, a thumbnail of a picture — is record data: the record's map `attachments`, one
 //! key per attachment, each a small JSON object. So adding, renaming and
 //! removing merge and show in history like any edit (two reps attaching at
 //! once add two keys). The bytes are a blob named by their hash, stored
@@ -26,8 +26,9 @@ pub const MEDIA_TYPES: &[&str] = &[
     "text/plain",
     "text/csv",
 ];
-/// Largest JSON of one attachment's metadata.
-const MAX_JSON: usize = 2048;
+/// Largest JSON of one attachment's metadata (a thumbnail's base64 is
+/// most of it).
+const MAX_JSON: usize = 16 * 1024;
 const MAX_NAME: usize = 255;
 const MAX_CAPTION: usize = 1000;
 
@@ -48,9 +49,43 @@ pub struct Attachment {
     pub added_at: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caption: Option<String>,
+    /// A small JPEG of a picture, base64 (`thumbnail::make`), made where
+    /// the file was added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thumbnail: Option<String>,
 }
 
 impl Attachment {
+    /// The metadata of `bytes` attached now by `added_by`: hash, size and,
+    /// for a picture, its thumbnail. `media_type` must already have been
+    /// checked against the bytes ([`check_content`]).
+    pub fn describe(
+        name: &str,
+        media_type: &str,
+        bytes: &[u8],
+        added_by: &str,
+        added_at: i64,
+        caption: Option<&str>,
+    ) -> Attachment {
+        Attachment {
+            name: name.trim().to_string(),
+            media_type: media_type.to_string(),
+            size: bytes.len() as u64,
+            sha256: sha256_hex(bytes),
+            added_by: added_by.to_string(),
+            added_at,
+            caption: caption
+                .map(|c| c.trim().to_string())
+                .filter(|c| !c.is_empty()),
+            thumbnail: super::thumbnail::make(media_type, bytes),
+        }
+    }
+
+    /// The thumbnail's JPEG bytes, if it has one.
+    pub fn thumbnail_jpeg(&self) -> Option<Vec<u8>> {
+        self.thumbnail.as_deref().and_then(super::thumbnail::decode)
+    }
+
     /// Reads and checks the attachment stored at `path`.
     pub fn parse(path: &str, json: &str) -> Result<Attachment> {
         let attachment: Attachment = super::json_entry(path, json, MAX_JSON, "an attachment")?;
@@ -97,8 +132,24 @@ impl Attachment {
                 &format!("a caption is at most {MAX_CAPTION} characters"),
             ));
         }
+        if self.thumbnail.is_some() && self.thumbnail_jpeg().is_none() {
+            return Err(Error::invalid(
+                path,
+                "thumbnail",
+                &format!(
+                    "a thumbnail is a JPEG of at most {} KiB, in base64",
+                    super::thumbnail::MAX_THUMBNAIL_BYTES >> 10
+                ),
+            ));
+        }
         Ok(())
     }
+}
+
+/// The SHA-256 of `bytes`, lower-case hex: a blob's name.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(bytes))
 }
 
 /// A file name a user would write: no folders, no control characters.
@@ -191,6 +242,7 @@ mod tests {
             added_by: "ann".into(),
             added_at: 1,
             caption: Some("Jane's card".into()),
+            thumbnail: None,
         }
     }
 
@@ -223,6 +275,11 @@ mod tests {
             ..card()
         })
         .contains("SHA-256"));
+        assert!(bad(Attachment {
+            thumbnail: Some("PGh0bWw+".into()),
+            ..card()
+        })
+        .contains("thumbnail"));
         let err = Attachment::parse("attachments.x", r#"{"name":"a"}"#).unwrap_err();
         assert!(err.to_string().contains("not an attachment"), "{err}");
     }

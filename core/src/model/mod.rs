@@ -12,6 +12,7 @@ pub mod order;
 pub(crate) use fields::nested_maps;
 mod pipeline;
 mod received;
+pub mod thumbnail;
 mod typed_text;
 mod validate;
 mod write_rules;

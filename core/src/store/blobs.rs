@@ -16,7 +16,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{params, OptionalExtension};
-use sha2::{Digest, Sha256};
 
 use super::Store;
 use crate::error::{Error, Result};
@@ -38,9 +37,7 @@ pub(crate) fn folder(store_path: &str) -> PathBuf {
 /// Names of partial downloads in the blob folder: `.part-<sha256>`.
 const PARTIAL_PREFIX: &str = ".part-";
 
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
+pub use attachment::sha256_hex;
 
 /// Writes `bytes` as blob `sha` in `dir` durably (nothing if it is there).
 fn write_blob(dir: &Path, sha: &str, bytes: &[u8]) -> Result<()> {
@@ -140,17 +137,10 @@ impl Store {
         attachment::check_content("media_type", media_type, bytes)?;
         // The record must be here (and editable) before anything is written.
         self.get(record_id)?;
-        let sha = sha256_hex(bytes);
+        let meta =
+            Attachment::describe(name, media_type, bytes, &self.user, (self.clock)(), caption);
+        let sha = meta.sha256.clone();
         write_blob(&self.blob_dir(), &sha, bytes)?;
-        let meta = Attachment {
-            name: name.trim().to_string(),
-            media_type: media_type.to_string(),
-            size: bytes.len() as u64,
-            sha256: sha.clone(),
-            added_by: self.user.clone(),
-            added_at: (self.clock)(),
-            caption: caption.map(str::to_string).filter(|c| !c.is_empty()),
-        };
         let id = uuid::Uuid::now_v7().to_string();
         let path = format!("{ATTACHMENTS}.{id}");
         let now = meta.added_at;
@@ -438,6 +428,26 @@ mod tests {
         assert_eq!(store.attachments(&jane).unwrap().len(), 1);
         let err = store.remove_attachment(&jane, &id).unwrap_err();
         assert!(matches!(err, Error::NotFound(_)), "{err}");
+        // The header alone is no picture: no thumbnail.
+        assert!(store.attachments(&jane).unwrap()[0].1.thumbnail.is_none());
+    }
+
+    #[test]
+    fn a_photo_gets_a_thumbnail_in_its_metadata_that_outlives_a_caption_edit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path().join("ann.db"), "ann").unwrap();
+        let jane = contact(&mut store);
+        let photo = crate::model::thumbnail::sample_photo(800, 1000, image::ImageFormat::Jpeg);
+        let (id, _) = store
+            .add_attachment(&jane, "shelf.jpg", "image/jpeg", &photo, None)
+            .unwrap();
+        store
+            .caption_attachment(&jane, &id, Some("Aisle 4"))
+            .unwrap();
+        let [(_, meta)] = store.attachments(&jane).unwrap().try_into().unwrap();
+        let thumb = image::load_from_memory(&meta.thumbnail_jpeg().unwrap()).unwrap();
+        assert_eq!((thumb.width(), thumb.height()), (102, 128));
+        assert_eq!(meta.caption.as_deref(), Some("Aisle 4"));
     }
 
     #[test]

@@ -521,6 +521,21 @@ def test_an_order_taken_offline_keeps_the_offices_line_too(tmp_path, relay_url):
         ann.add_order_line(order, products[0], 1.0, 0.0)
 
 
+def png(width, height):
+    """A real PNG picture (a gradient), written with the standard library."""
+    import struct, zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(
+        b"\x00" + b"".join(bytes((x * 255 // width, y * 255 // height, 128)) for x in range(width))
+        for y in range(height)
+    )
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
 def test_attachments_are_added_offline_and_their_metadata_syncs(tmp_path, relay_url):
     """A rep attaches a business card photo offline; a disguised file is
     refused in plain words; the metadata reaches a colleague through the
@@ -539,6 +554,7 @@ def test_attachments_are_added_offline_and_their_metadata_syncs(tmp_path, relay_
     assert second.name == "shelf.jpg"
     assert ann.blob(first.sha256) == jpeg
     ann.caption_attachment(acme, second.attachment_id, "Shelf, aisle 3")
+    assert first.thumbnail is None  # a JPEG header alone is no picture
 
     ann.login(relay_url, "ann", PASSWORD)
     ann.sync(None)
@@ -557,3 +573,11 @@ def test_attachments_are_added_offline_and_their_metadata_syncs(tmp_path, relay_
     bob.set_blob_cache_limit(64 << 20)
     ann.remove_attachment(acme, card)
     assert [a.name for a in ann.attachments(acme)] == ["shelf.jpg"]
+
+    # A picture carries a small JPEG thumbnail in its metadata, which a
+    # colleague has as soon as the record syncs, before the file.
+    ann.add_attachment(acme, "logo.png", "image/png", png(300, 150), None)
+    ann.sync(None)
+    bob.sync(None)
+    logo = next(a for a in bob.attachments(acme) if a.name == "logo.png")
+    assert logo.thumbnail[:3] == bytes([0xFF, 0xD8, 0xFF]) and len(logo.thumbnail) <= 8192

@@ -1,5 +1,6 @@
 //! Attachments on a record's page: each file with its caption, who added
-//! it, a preview of images and a download link; add and remove. Files are
+//! it, the thumbnail a picture carries in its metadata (shown before the
+//! file itself has arrived) and a download link; add, caption and remove. Files are
 //! served through the same rules as a device's download (relay/blobs.rs):
 //! only to users who may see the record, as a download with sniffing off
 //! and a sandboxing policy, images alone shown inline. An added file takes
@@ -10,7 +11,7 @@ use std::sync::Arc;
 
 use axum::extract::{Multipart, Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
-use fieldcrm_core::{attachments_of, sha256_hex, Attachment, Edit, Record, Value};
+use fieldcrm_core::{attachments_of, Attachment, Edit, Record, Value};
 use maud::{html, Markup};
 use serde::Deserialize;
 
@@ -40,13 +41,21 @@ pub fn section(session: &Session, record: &Record) -> Markup {
                 @for (id, a) in &files {
                     @let href = format!("/r/{}/files/{id}", record.id);
                     li.file {
-                        @if a.media_type.starts_with("image/") && a.media_type != "image/heic" {
-                            img.thumb src=(format!("{href}?inline=1")) alt=(a.caption.as_deref().unwrap_or(&a.name)) width="96" loading="lazy";
+                        @if a.thumbnail.is_some() {
+                            a href=(format!("{href}?inline=1")) {
+                                img.thumb src=(format!("{href}/thumb")) alt=(a.caption.as_deref().unwrap_or(&a.name)) loading="lazy";
+                            }
                         }
                         a href=(href) download=(a.name) { (a.name) }
                         " · " (size_text(a.size)) " · " (a.added_by) ", " (session.zone.time(a.added_at))
                         @if let Some(c) = &a.caption { br; span.caption { (c) } }
                         @if editable {
+                            form.caption method="post" action=(format!("{href}/caption")) {
+                                (layout::csrf(session))
+                                label.sr-only for=(format!("caption-{id}")) { "Caption of " (a.name) }
+                                input id=(format!("caption-{id}")) name="caption" type="text" maxlength="1000" value=(a.caption.as_deref().unwrap_or("")) placeholder="Caption";
+                                button type="submit" { "Save caption" }
+                            }
                             " " (layout::button_form(session, &format!("{href}/remove"), "Remove", "danger"))
                         }
                     }
@@ -121,6 +130,60 @@ pub async fn file(
     Ok(response.into_response())
 }
 
+/// `GET /r/{id}/files/{aid}/thumb`: the picture's thumbnail, from the
+/// record's metadata (so it shows while the file is still on its way).
+pub async fn thumbnail(
+    State(state): State<Arc<AppState>>,
+    session: Session,
+    Path((id, aid)): Path<(String, String)>,
+) -> Result<Response, PageError> {
+    let user = session.user.clone();
+    let jpeg = blocking(&state, move |relay| {
+        attachment_of(relay, &user, &id, &aid)?
+            .thumbnail_jpeg()
+            .ok_or_else(|| crate::relay::RelayError::NotFound(format!("no thumbnail of {aid}")))
+    })
+    .await?;
+    let thumb = blobs::BlobBytes {
+        media_type: "image/jpeg".into(),
+        size: jpeg.len() as u64,
+        start: 0,
+        bytes: jpeg,
+    };
+    Ok(crate::api::blob_response(thumb, true))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CaptionForm {
+    #[serde(default)]
+    caption: String,
+}
+
+/// `POST /r/{id}/files/{aid}/caption` (`caption`; empty clears it).
+pub async fn caption(
+    State(state): State<Arc<AppState>>,
+    Path((id, aid)): Path<(String, String)>,
+    Post(session, form): Post<CaptionForm>,
+) -> Result<Response, PageError> {
+    let user = session.user.clone();
+    let back = format!("/r/{id}");
+    blocking(&state, move |relay| {
+        let mut meta = attachment_of(relay, &user, &id, &aid)?;
+        meta.caption = Some(form.caption.trim().to_string()).filter(|c| !c.is_empty());
+        let edit = Edit::Update {
+            id,
+            fields: fieldcrm_core::fields([(
+                format!("attachments.{aid}").as_str(),
+                meta.to_json(),
+            )]),
+        };
+        office::edit_one(relay, &user, edit)
+    })
+    .await?;
+    log_advanced(&state).await;
+    Ok(Redirect::to(&back).into_response())
+}
+
 /// `POST /r/{id}/files/{aid}/remove`.
 pub async fn remove(
     State(state): State<Arc<AppState>>,
@@ -184,15 +247,14 @@ pub async fn add(
     let limit = state.options.max_blob_bytes;
     let back = format!("/r/{id}");
     blocking(&state, move |relay| {
-        let meta = Attachment {
-            name: name.trim().to_string(),
-            media_type,
-            size: bytes.len() as u64,
-            sha256: sha256_hex(&bytes),
-            added_by: user.id.clone(),
-            added_at: super::records::now_ms(),
-            caption: Some(caption.trim().to_string()).filter(|c| !c.is_empty()),
-        };
+        let meta = Attachment::describe(
+            &name,
+            &media_type,
+            &bytes,
+            &user.id,
+            super::records::now_ms(),
+            Some(&caption),
+        );
         let aid = uuid::Uuid::now_v7().to_string();
         let path = format!("attachments.{aid}");
         let attach = |value: Value| Edit::Update {

@@ -99,6 +99,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/r/{id}/lines", post(orders::add_line))
         .route("/r/{id}/files", post(attachments::add))
         .route("/r/{id}/files/{aid}", get(attachments::file))
+        .route("/r/{id}/files/{aid}/thumb", get(attachments::thumbnail))
+        .route("/r/{id}/files/{aid}/caption", post(attachments::caption))
         .route("/r/{id}/files/{aid}/remove", post(attachments::remove))
         .route("/r/{id}/print", get(orders::print))
         .route("/{kind}", get(records::list).post(records::create))
