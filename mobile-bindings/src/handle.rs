@@ -41,6 +41,27 @@ pub trait SyncStateListener: Send + Sync {
     fn on_state(&self, state: SyncState);
 }
 
+/// Told after every chunk of a file's upload or download — by `sync`,
+/// `uploadBlobs`, `fetchBlob` and background sync alike. Implemented by
+/// the app (`setBlobListener`); called on the thread moving the file.
+#[uniffi::export(foreign)]
+pub trait BlobListener: Send + Sync {
+    fn on_blob(&self, transfer: BlobTransfer);
+}
+
+/// The app's blob listener, shared with background sync.
+#[derive(Default, Clone)]
+struct Blobs(Arc<Mutex<Option<Arc<dyn BlobListener>>>>);
+
+impl Blobs {
+    fn tell(&self, progress: &core::BlobProgress) {
+        let listener = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(l) = listener {
+            l.on_blob(progress.into());
+        }
+    }
+}
+
 /// Carries one sync request to the relay and returns the response bytes;
 /// for apps that use their own HTTP stack. Implemented by the app.
 #[uniffi::export(foreign)]
@@ -69,11 +90,15 @@ impl core::ChangeListener for Changes {
     }
 }
 
-struct States(Arc<dyn SyncStateListener>);
+struct States(Arc<dyn SyncStateListener>, Blobs);
 
 impl core::SyncObserver for States {
     fn state(&self, state: &core::SyncState) {
         self.0.on_state(state.into());
+    }
+
+    fn blob(&self, progress: &core::BlobProgress) {
+        self.1.tell(progress);
     }
 }
 
@@ -81,6 +106,7 @@ impl core::SyncObserver for States {
 pub struct CrmStore {
     shared: Arc<core::SharedStore>,
     transport: Mutex<Option<Arc<HttpTransport>>>,
+    blobs: Blobs,
 }
 
 impl std::fmt::Debug for CrmStore {
@@ -121,6 +147,7 @@ impl CrmStore {
         Ok(Arc::new(CrmStore {
             shared: core::SharedStore::open(&path, &user)?,
             transport: Mutex::new(None),
+            blobs: Blobs::default(),
         }))
     }
 
@@ -390,8 +417,16 @@ impl CrmStore {
     /// files whose record the relay has not accepted yet stay queued.
     pub fn upload_blobs(&self) -> Result<u64, CrmError> {
         let transport = self.signed_in()?;
-        let done = self.shared.upload_blobs(&*transport, &mut |_| {})?;
+        let done = self
+            .shared
+            .upload_blobs(&*transport, &mut |p| self.blobs.tell(p))?;
         Ok(done.uploaded as u64)
+    }
+
+    /// Sets (or with `null` removes) the listener told after every chunk
+    /// of a file's upload or download, for a progress bar.
+    pub fn set_blob_listener(&self, listener: Option<Arc<dyn BlobListener>>) {
+        *self.blobs.0.lock().unwrap_or_else(|e| e.into_inner()) = listener;
     }
 
     /// A file's bytes: from this device, or downloaded from the relay
@@ -400,7 +435,9 @@ impl CrmStore {
     /// record this user may see names it.
     pub fn fetch_blob(&self, sha256: String) -> Result<Vec<u8>, CrmError> {
         let transport = self.signed_in()?;
-        Ok(self.shared.fetch_blob(&*transport, &sha256, &mut |_| {})?)
+        Ok(self
+            .shared
+            .fetch_blob(&*transport, &sha256, &mut |p| self.blobs.tell(p))?)
     }
 
     /// Downloads the files of records of these kinds at every background
@@ -565,7 +602,8 @@ impl CrmStore {
             }
         })?;
         // Files after records: a record never waits for a file.
-        self.shared.upload_blobs(&*transport, &mut |_| {})?;
+        self.shared
+            .upload_blobs(&*transport, &mut |p| self.blobs.tell(p))?;
         Ok(status(&done))
     }
 
@@ -592,7 +630,7 @@ impl CrmStore {
     pub fn start_sync(&self, listener: Arc<dyn SyncStateListener>) -> Result<(), CrmError> {
         let transport = self.signed_in()?;
         self.shared
-            .start_sync(transport, Arc::new(States(listener)));
+            .start_sync(transport, Arc::new(States(listener, self.blobs.clone())));
         Ok(())
     }
 
@@ -603,8 +641,10 @@ impl CrmStore {
         transport: Arc<dyn HostTransport>,
         listener: Arc<dyn SyncStateListener>,
     ) {
-        self.shared
-            .start_sync(Arc::new(HostAdapter(transport)), Arc::new(States(listener)));
+        self.shared.start_sync(
+            Arc::new(HostAdapter(transport)),
+            Arc::new(States(listener, self.blobs.clone())),
+        );
     }
 
     /// Stops background sync; a round under way finishes on its own.

@@ -11,7 +11,7 @@ mod handle;
 mod types;
 
 pub use error::CrmError;
-pub use handle::{CrmStore, HostTransport, SyncListener};
+pub use handle::{BlobListener, CrmStore, HostTransport, SyncListener};
 pub use types::*;
 
 uniffi::setup_scaffolding!();

@@ -990,6 +990,37 @@ impl AttachmentView {
     }
 }
 
+/// Which way a file moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum TransferDirection {
+    Upload,
+    Download,
+}
+
+/// A chunk of a file's upload or download moved (`BlobListener`).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct BlobTransfer {
+    pub sha256: String,
+    pub direction: TransferDirection,
+    /// Bytes the relay (upload) or this device (download) holds so far.
+    pub done: u64,
+    pub total: u64,
+}
+
+impl From<&core::BlobProgress> for BlobTransfer {
+    fn from(p: &core::BlobProgress) -> Self {
+        BlobTransfer {
+            sha256: p.sha256.clone(),
+            direction: match p.direction {
+                core::BlobDirection::Upload => TransferDirection::Upload,
+                core::BlobDirection::Download => TransferDirection::Download,
+            },
+            done: p.done,
+            total: p.total,
+        }
+    }
+}
+
 /// One line of an order (`orderTotals`).
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
 pub struct OrderLineView {

@@ -52,6 +52,14 @@ class Progress(crm.SyncListener):
         self.rounds.append(status)
 
 
+class Transfers(crm.BlobListener):
+    def __init__(self):
+        self.seen = []
+
+    def on_blob(self, transfer):
+        self.seen.append((transfer.direction, transfer.done, transfer.total))
+
+
 def test_two_devices_converge_through_the_relay(tmp_path, relay_url):
     ann = crm.CrmStore.open(str(tmp_path / "ann.db"), "ann")
     acme = ann.create(crm.RecordKind.ACCOUNT, {"name": text("Acme"), "territory": text("north")}).account
@@ -576,8 +584,16 @@ def test_attachments_are_added_offline_and_their_metadata_syncs(tmp_path, relay_
 
     # A picture carries a small JPEG thumbnail in its metadata, which a
     # colleague has as soon as the record syncs, before the file.
-    ann.add_attachment(acme, "logo.png", "image/png", png(300, 150), None)
+    # A listener hears each chunk of the file's journey, up and down.
+    logo_png = png(300, 150)
+    ann.add_attachment(acme, "logo.png", "image/png", logo_png, None)
+    sent, got = Transfers(), Transfers()
+    ann.set_blob_listener(sent)
+    bob.set_blob_listener(got)
     ann.sync(None)
     bob.sync(None)
     logo = next(a for a in bob.attachments(acme) if a.name == "logo.png")
     assert logo.thumbnail[:3] == bytes([0xFF, 0xD8, 0xFF]) and len(logo.thumbnail) <= 8192
+    assert sent.seen == [(crm.TransferDirection.UPLOAD, len(logo_png), len(logo_png))]
+    assert bob.fetch_blob(logo.sha256) == logo_png
+    assert got.seen[-1] == (crm.TransferDirection.DOWNLOAD, len(logo_png), len(logo_png))
