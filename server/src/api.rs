@@ -280,9 +280,9 @@ pub async fn get_blob(
     let range = headers
         .get(axum::http::header::RANGE)
         .map(|v| v.to_str().unwrap_or_default().to_string());
-    let blob = state
+    let span = state
         .store(move |relay| {
-            relay::blobs::download(relay, &user, &sha, |size| {
+            relay::blobs::open(relay, &user, &sha, |size| {
                 let Some(range) = range else { return Ok(None) };
                 let ranges = http_range_header::parse_range_header(&range)
                     .and_then(|r| r.validate(size))
@@ -300,39 +300,75 @@ pub async fn get_blob(
             })
         })
         .await?;
-    Ok(blob_response(blob, false))
+    Ok(blob_response(&span, false, blob_body(state, span.clone())))
 }
 
-/// The response carrying a blob: `inline` lets an image show in a page
-/// (the office UI's thumbnails); anything else is an attachment to save.
-pub fn blob_response(blob: relay::blobs::BlobBytes, inline: bool) -> Response {
-    use axum::http::header::{ACCEPT_RANGES, CONTENT_DISPOSITION, CONTENT_RANGE};
-    let end = blob.start + blob.bytes.len() as u64;
-    let partial = blob.start > 0 || end < blob.size;
-    let disposition = match inline && blob.media_type.starts_with("image/") {
+/// The bytes of `span`, read from the store a piece at a time as the
+/// client takes them (a slow client holds one piece, not the file). A
+/// failure midway ends the body short; the client's hash check and a
+/// ranged retry take it from there.
+pub fn blob_body(state: Arc<AppState>, span: relay::blobs::BlobSpan) -> axum::body::Body {
+    let end = span.start + span.len;
+    let pieces = futures_util::stream::unfold(
+        (state, Arc::new(span.sha), span.start),
+        move |(state, sha, at)| async move {
+            if at >= end {
+                return None;
+            }
+            let n = (end - at).min(relay::blobs::READ_PIECE);
+            let key = sha.clone();
+            let piece = state.store(move |relay| relay.read_blob(&key, at, n)).await;
+            let next = match piece {
+                Ok(_) => at + n,
+                Err(_) => end,
+            };
+            let piece = piece.map(axum::body::Bytes::from).map_err(|e| {
+                tracing::warn!(sha = %sha, error = %e.message, "a download stopped midway");
+                std::io::Error::other(e.message)
+            });
+            Some((piece, (state, sha, next)))
+        },
+    );
+    axum::body::Body::from_stream(pieces)
+}
+
+/// The response carrying `span` of a blob as `body`: `inline` lets an
+/// image show in a page (the office UI's previews); anything else is an
+/// attachment to save.
+pub fn blob_response(
+    span: &relay::blobs::BlobSpan,
+    inline: bool,
+    body: axum::body::Body,
+) -> Response {
+    use axum::http::header::{ACCEPT_RANGES, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_RANGE};
+    let end = span.start + span.len;
+    let partial = span.start > 0 || end < span.size;
+    let disposition = match inline && span.media_type.starts_with("image/") {
         true => "inline",
         false => "attachment",
     };
     let mut response = (
         [
-            (CONTENT_TYPE, blob.media_type.clone()),
+            (CONTENT_TYPE, span.media_type.clone()),
             (CONTENT_DISPOSITION, disposition.to_string()),
             (ACCEPT_RANGES, "bytes".to_string()),
+            // Known before the first piece is read: clients see a body cut short.
+            (CONTENT_LENGTH, span.len.to_string()),
             (
                 axum::http::header::CONTENT_SECURITY_POLICY,
                 "default-src 'none'; sandbox".to_string(),
             ),
         ],
-        blob.bytes,
+        body,
     )
         .into_response();
     if partial {
         *response.status_mut() = axum::http::StatusCode::PARTIAL_CONTENT;
         if let Ok(v) = format!(
             "bytes {}-{}/{}",
-            blob.start,
+            span.start,
             end.saturating_sub(1),
-            blob.size
+            span.size
         )
         .parse()
         {

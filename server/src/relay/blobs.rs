@@ -19,8 +19,6 @@ pub use fieldcrm_core::protocol::BlobStatus;
 
 /// Largest chunk one upload request may carry (clients send 1 MiB).
 pub const MAX_CHUNK_BYTES: usize = 8 << 20;
-/// Bytes read at a time when checking a finished upload.
-const READ_STEP: u64 = 1 << 20;
 /// How long a blob no record names is kept before it is removed: longer
 /// than any device stays offline with a pending change naming it would be
 /// unusual, and such a device still holds the blob and uploads it again.
@@ -55,6 +53,23 @@ pub struct BlobBytes {
     pub start: u64,
     pub bytes: Vec<u8>,
 }
+
+/// The part of a blob a user may have and asked for, before any byte is
+/// read ([`open`]); read it a piece at a time ([`READ_PIECE`]).
+#[derive(Debug, Clone)]
+pub struct BlobSpan {
+    pub sha: String,
+    pub media_type: String,
+    pub size: u64,
+    pub start: u64,
+    /// Bytes from `start` on.
+    pub len: u64,
+}
+
+/// How much of a blob a download, or the check of a finished upload, reads
+/// from storage at a time: memory per transfer stays at this, whatever the
+/// file's size.
+pub const READ_PIECE: u64 = 1 << 20;
 
 /// The records `user` may see that name blob `sha`; none is "not found",
 /// whether the blob exists or not.
@@ -157,15 +172,20 @@ pub fn upload(
     Ok(status_of(sha, size, Held::Whole(size)))
 }
 
+/// How much of a file's start its type is told from.
+const SNIFF_BYTES: usize = 64 << 10;
+
 /// Checks a fully received upload: its hash, and its bytes against a type
-/// an attachment naming it declares.
+/// an attachment naming it declares. Reads it a step at a time, keeping
+/// only its start (for the type) and whether it is all UTF-8 (for text).
 fn verify(store: &dyn RelayStore, sha: &str, size: u64, refs: &[BlobRef]) -> Result<()> {
     use sha2::{Digest, Sha256};
     let mut hasher = Sha256::new();
-    let mut bytes = Vec::with_capacity(size as usize);
+    let mut head = Vec::new();
+    let mut text = Utf8Stream::default();
     let mut at = 0;
     while at < size {
-        let chunk = store.read_blob(sha, at, READ_STEP.min(size - at))?;
+        let chunk = store.read_blob(sha, at, READ_PIECE.min(size - at))?;
         if chunk.is_empty() {
             return Err(RelayError::Storage(format!(
                 "blob {sha} ended at {at} of {size} bytes"
@@ -173,7 +193,9 @@ fn verify(store: &dyn RelayStore, sha: &str, size: u64, refs: &[BlobRef]) -> Res
         }
         at += chunk.len() as u64;
         hasher.update(&chunk);
-        bytes.extend_from_slice(&chunk);
+        let room = SNIFF_BYTES.saturating_sub(head.len()).min(chunk.len());
+        head.extend_from_slice(&chunk[..room]);
+        text.feed(&chunk);
     }
     let found = hex::encode(hasher.finalize());
     if found != sha {
@@ -182,28 +204,88 @@ fn verify(store: &dyn RelayStore, sha: &str, size: u64, refs: &[BlobRef]) -> Res
              they were discarded: upload the file again from the start"
         )));
     }
+    let all_text = text.finish();
     let mut last = None;
     for r in refs {
-        match attachment::check_content("media_type", &r.media_type, &bytes) {
+        let is_text = matches!(r.media_type.as_str(), "text/plain" | "text/csv");
+        let checked = if is_text && !all_text {
+            Err(format!(
+                "the file's content is not UTF-8 text, not {}",
+                r.media_type
+            ))
+        } else {
+            // A start cut inside a character is still text.
+            let head = match std::str::from_utf8(&head) {
+                Err(e) if is_text && e.error_len().is_none() => &head[..e.valid_up_to()],
+                _ => &head[..],
+            };
+            attachment::check_content("media_type", &r.media_type, head).map_err(|e| e.to_string())
+        };
+        match checked {
             Ok(()) => return Ok(()),
             Err(e) => last = Some(e),
         }
     }
-    let reason = last.map_or_else(String::new, |e| e.to_string());
     Err(RelayError::Invalid(format!(
-        "blob {sha} is not what its attachment says it is ({reason}); it was discarded"
+        "blob {sha} is not what its attachment says it is ({}); it was discarded",
+        last.unwrap_or_default()
     )))
 }
 
-/// Blob `sha`, for a user who may see a record naming it: the bytes
-/// `range` picks once the size is known (`start`, inclusive `end`; `None`:
-/// all of them).
+/// Whether bytes fed in pieces are UTF-8, a character split between two
+/// pieces included.
+#[derive(Default)]
+struct Utf8Stream {
+    carry: Vec<u8>,
+    bad: bool,
+}
+
+impl Utf8Stream {
+    fn feed(&mut self, piece: &[u8]) {
+        if self.bad {
+            return;
+        }
+        let mut joined = std::mem::take(&mut self.carry);
+        joined.extend_from_slice(piece);
+        match std::str::from_utf8(&joined) {
+            Ok(_) => {}
+            // Cut inside a character: the rest comes with the next piece.
+            Err(e) if e.error_len().is_none() => self.carry = joined[e.valid_up_to()..].to_vec(),
+            Err(_) => self.bad = true,
+        }
+    }
+
+    fn finish(self) -> bool {
+        !self.bad && self.carry.is_empty()
+    }
+}
+
+/// Blob `sha`'s bytes that `range` picks, for a user who may see a record
+/// naming it (read whole: for ranges a device asks, a piece at a time).
 pub fn download(
     store: &dyn RelayStore,
     user: &User,
     sha: &str,
     range: impl FnOnce(u64) -> Result<Option<(u64, u64)>>,
 ) -> Result<BlobBytes> {
+    let span = open(store, user, sha, range)?;
+    Ok(BlobBytes {
+        bytes: store.read_blob(sha, span.start, span.len)?,
+        media_type: span.media_type,
+        size: span.size,
+        start: span.start,
+    })
+}
+
+/// Blob `sha`, for a user who may see a record naming it: the part
+/// `range` picks once the size is known (`start`, inclusive `end`; `None`:
+/// all of it).
+pub fn open(
+    store: &dyn RelayStore,
+    user: &User,
+    sha: &str,
+    range: impl FnOnce(u64) -> Result<Option<(u64, u64)>>,
+) -> Result<BlobSpan> {
     let refs = visible_refs(store, user, sha)?;
     let Held::Whole(size) = store.blob_held(sha)? else {
         return Err(RelayError::NotFound(format!(
@@ -216,12 +298,12 @@ pub fn download(
             "bytes {start}-{end} are not within blob {sha} of {size} bytes"
         )));
     }
-    let bytes = store.read_blob(sha, start, end - start + 1)?;
-    Ok(BlobBytes {
+    Ok(BlobSpan {
+        sha: sha.to_string(),
         media_type: refs[0].media_type.clone(),
         size,
         start,
-        bytes,
+        len: end - start + 1,
     })
 }
 
@@ -230,4 +312,26 @@ pub fn download(
 /// many went.
 pub fn collect_garbage(store: &dyn RelayStore, grace_ms: i64) -> Result<usize> {
     store.collect_blobs(super::now_ms(), grace_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Utf8Stream;
+
+    #[test]
+    fn utf8_split_between_pieces_is_text_and_a_bad_byte_is_not() {
+        let text = "Lieferschein: 12 Kästen, unterschrieben – J. Doe".as_bytes();
+        for cut in 0..text.len() {
+            let mut stream = Utf8Stream::default();
+            stream.feed(&text[..cut]);
+            stream.feed(&text[cut..]);
+            assert!(stream.finish(), "cut at {cut}");
+        }
+        let mut stream = Utf8Stream::default();
+        stream.feed(b"ok \xff then more");
+        assert!(!stream.finish());
+        let mut stream = Utf8Stream::default();
+        stream.feed(&"ä".as_bytes()[..1]);
+        assert!(!stream.finish(), "ends inside a character");
+    }
 }

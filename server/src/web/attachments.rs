@@ -102,13 +102,14 @@ pub async fn file(
     Query(q): Query<FileQuery>,
 ) -> Result<Response, PageError> {
     let user = session.user.clone();
-    let (meta, blob) = blocking(&state, move |relay| {
+    let (meta, span) = blocking(&state, move |relay| {
         let meta = attachment_of(relay, &user, &id, &aid)?;
-        let blob = blobs::download(relay, &user, &meta.sha256, |_| Ok(None))?;
-        Ok((meta, blob))
+        let span = blobs::open(relay, &user, &meta.sha256, |_| Ok(None))?;
+        Ok((meta, span))
     })
     .await?;
-    let mut response = crate::api::blob_response(blob, q.inline == Some(1));
+    let body = crate::api::blob_body(state, span.clone());
+    let mut response = crate::api::blob_response(&span, q.inline == Some(1), body);
     // The name the user knows, for the saved file (quoted, ASCII only).
     let safe: String = meta
         .name
@@ -144,13 +145,14 @@ pub async fn thumbnail(
             .ok_or_else(|| crate::relay::RelayError::NotFound(format!("no thumbnail of {aid}")))
     })
     .await?;
-    let thumb = blobs::BlobBytes {
+    let thumb = blobs::BlobSpan {
+        sha: String::new(),
         media_type: "image/jpeg".into(),
         size: jpeg.len() as u64,
         start: 0,
-        bytes: jpeg,
+        len: jpeg.len() as u64,
     };
-    Ok(crate::api::blob_response(thumb, true))
+    Ok(crate::api::blob_response(&thumb, true, jpeg.into()))
 }
 
 #[derive(Debug, Deserialize)]
