@@ -9,10 +9,10 @@
 mod common;
 
 use std::io::{BufRead, Write};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{seed_users, Device, Relay, PASSWORD};
+use common::{device_process, relay_and_phone, Device, PASSWORD};
 use fieldcrm_core::{fields, HttpTransport, Kind, Store, Transport, Value};
 
 const CHILD_ENV: &str = "FIELDCRM_ATTACH_CHILD";
@@ -119,11 +119,7 @@ fn photos_taken_offline_reach_the_office_whole_after_the_phone_dies_mid_upload()
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("relay");
-    seed_users(&data);
-    let relay = Relay::start(&data);
-    let (_, login) = HttpTransport::login(&relay.url, "ann", PASSWORD).unwrap();
-    let path = dir.path().join("ann-phone.db");
+    let (relay, path, token) = relay_and_phone(dir.path());
 
     // Offline: a new contact with the card, an order with the signed note.
     let card = photo(1600, 1000, 1);
@@ -193,16 +189,12 @@ fn photos_taken_offline_reach_the_office_whole_after_the_phone_dies_mid_upload()
     );
 
     // Signal: the phone syncs and starts uploading; it dies mid-upload.
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "phone_child", "--nocapture", "--test-threads=1"])
-        .env(
-            CHILD_ENV,
-            format!("{}|{}|{}", path.display(), relay.url, login.token),
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = device_process(
+        "phone_child",
+        CHILD_ENV,
+        format!("{}|{}|{token}", path.display(), relay.url),
+        Stdio::piped(),
+    );
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let mut chunks = 0;
     while let Some(Ok(line)) = lines.next() {
@@ -245,7 +237,7 @@ fn photos_taken_offline_reach_the_office_whole_after_the_phone_dies_mid_upload()
     // The phone reopens and goes on from where the relay stands.
     let mut phone = Store::open(&path, "ann").unwrap();
     phone.integrity_check().unwrap();
-    let transport = HttpTransport::new(&relay.url, &login.token);
+    let transport = HttpTransport::new(&relay.url, &token);
     phone.sync(&transport, &mut |_| {}).unwrap();
     let started = Instant::now();
     let sent = phone.upload_blobs(&transport, &mut |_| {}).unwrap();

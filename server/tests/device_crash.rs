@@ -6,10 +6,10 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use common::{all_records, seed_users, Device, Relay, PASSWORD};
+use common::{all_records, device_process, relay_and_phone, Device};
 use fieldcrm_core::{fields, HttpTransport, Kind, Store};
 use rand::{Rng, SeedableRng};
 
@@ -55,11 +55,7 @@ fn device_killed_mid_sync_recovers_without_loss_or_duplicates() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("relay");
-    seed_users(&data);
-    let relay = Relay::start(&data);
-    let (_, login) = HttpTransport::login(&relay.url, "ann", PASSWORD).unwrap();
-    let path = dir.path().join("ann-phone.db");
+    let (relay, path, token) = relay_and_phone(dir.path());
     // Bob's edits flow down to ann's device during its syncs, so kills also
     // land while pulled pages are being applied.
     let mut bob = Device::new(dir.path(), &relay, "bob");
@@ -78,16 +74,12 @@ fn device_killed_mid_sync_recovers_without_loss_or_duplicates() {
                 .unwrap();
         }
         bob.sync();
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "device_child", "--nocapture", "--test-threads=1"])
-            .env(
-                CHILD_ENV,
-                format!("{}|{}|{}|{round}", path.display(), relay.url, login.token),
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = device_process(
+            "device_child",
+            CHILD_ENV,
+            format!("{}|{}|{token}|{round}", path.display(), relay.url),
+            Stdio::null(),
+        );
         std::thread::sleep(Duration::from_millis(rng.gen_range(50..400)));
         child.kill().unwrap();
         child.wait().unwrap();
@@ -107,7 +99,7 @@ fn device_killed_mid_sync_recovers_without_loss_or_duplicates() {
 
     // A final sync completes; the device and the relay agree on everything.
     let mut ann = Store::open(&path, "ann").unwrap();
-    let transport = HttpTransport::new(&relay.url, &login.token);
+    let transport = HttpTransport::new(&relay.url, &token);
     ann.sync(&transport, &mut |_| {}).unwrap();
     assert_eq!(
         ann.outbox_status().unwrap().pending,
@@ -191,11 +183,7 @@ fn device_killed_between_two_pages_of_one_sync_resumes_where_it_stopped() {
     }
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("relay");
-    seed_users(&data);
-    let relay = Relay::start(&data);
-    let (_, login) = HttpTransport::login(&relay.url, "ann", PASSWORD).unwrap();
-    let path = dir.path().join("ann-phone.db");
+    let (relay, path, token) = relay_and_phone(dir.path());
     let mut bob = Device::new(dir.path(), &relay, "bob");
     for k in 0..200 {
         bob.store
@@ -209,21 +197,12 @@ fn device_killed_between_two_pages_of_one_sync_resumes_where_it_stopped() {
 
     let mut before = 0;
     for kill_after in [1usize, 3, 6] {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "device_pages_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(
-                PAGES_ENV,
-                format!("{}|{}|{}", path.display(), relay.url, login.token),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = device_process(
+            "device_pages_child",
+            PAGES_ENV,
+            format!("{}|{}|{token}", path.display(), relay.url),
+            Stdio::piped(),
+        );
         let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
         let mut stored = 0;
         let mut finished = false;
@@ -255,7 +234,7 @@ fn device_killed_between_two_pages_of_one_sync_resumes_where_it_stopped() {
 
     // Resuming completes the pull: everything, each change once.
     let mut ann = Store::open(&path, "ann").unwrap();
-    let transport = HttpTransport::new(&relay.url, &login.token);
+    let transport = HttpTransport::new(&relay.url, &token);
     ann.sync(&transport, &mut |_| {}).unwrap();
     assert_eq!(all_records(&ann), all_records(&bob.store));
     for r in all_records(&ann) {

@@ -297,3 +297,25 @@ fn uuid_like() -> String {
         N.fetch_add(1, Ordering::SeqCst)
     )
 }
+
+/// A relay with the seeded users (`seed_users`) in `dir`, and the path
+/// and token of ann's phone store, for tests that kill a device process.
+pub fn relay_and_phone(dir: &Path) -> (Relay, PathBuf, String) {
+    let data = dir.join("relay");
+    seed_users(&data);
+    let relay = Relay::start(&data);
+    let (_, login) = HttpTransport::login(&relay.url, "ann", PASSWORD).unwrap();
+    (relay, dir.join("ann-phone.db"), login.token)
+}
+
+/// A device process: this test binary re-run for test `test` alone, told
+/// its work by environment variable `env` = `spec`; its stdout as given.
+pub fn device_process(test: &str, env: &str, spec: String, stdout: Stdio) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(env, spec)
+        .stdout(stdout)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
