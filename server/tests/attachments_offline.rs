@@ -16,6 +16,11 @@ use common::{device_process, relay_and_phone, Device, PASSWORD};
 use fieldcrm_core::{fields, HttpTransport, Kind, Store, Transport, Value};
 
 const CHILD_ENV: &str = "FIELDCRM_ATTACH_CHILD";
+const BUILD: &str = if cfg!(debug_assertions) {
+    "debug"
+} else {
+    "release"
+};
 
 /// The phone once it has signal: syncs the records, then uploads the
 /// files, saying after each chunk and pausing as a slow network would, so
@@ -177,9 +182,10 @@ fn photos_taken_offline_reach_the_office_whole_after_the_phone_dies_mid_upload()
             )
             .unwrap();
         eprintln!(
-            "attaching 2 photos ({:.1} MiB) took {:?} (hash, thumbnail, durable write, commit; debug build)",
+            "attaching 2 photos ({:.1} MiB) took {:?} (hash, thumbnail, durable write, commit; {} build)",
             (card.len() + note.len()) as f64 / f64::from(1 << 20),
-            started.elapsed()
+            started.elapsed(),
+            BUILD
         );
         (contact, order, card_id, note_id)
     };
@@ -261,7 +267,7 @@ fn photos_taken_offline_reach_the_office_whole_after_the_phone_dies_mid_upload()
     let down = started.elapsed();
     let mib = |b: u64| b as f64 / f64::from(1 << 20);
     eprintln!(
-        "resumed upload {:.1} MiB in {up:?} ({:.1} MiB/s); office download {:.1} MiB in {down:?} ({:.1} MiB/s); debug build",
+        "resumed upload {:.1} MiB in {up:?} ({:.1} MiB/s); office download {:.1} MiB in {down:?} ({:.1} MiB/s); {BUILD} build",
         mib(sent.bytes_sent),
         mib(sent.bytes_sent) / up.as_secs_f64(),
         mib(total),
