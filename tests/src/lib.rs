@@ -1,4 +1,5 @@
 //! Cross-crate scenarios and benchmarks.
 pub mod catalogue;
+pub mod listeners;
 pub mod relay_process;
 pub mod workload;

@@ -112,17 +112,34 @@ impl RelayProcess {
         process_cpu_time(self.child.id())
     }
 
-    /// Peak resident memory of the relay process, in KiB.
-    pub fn peak_rss_kib(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmHWM:"))
-                    .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
-            })
+    /// Resident memory of the relay process now, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        status_kib(self.child.id(), "VmRSS:")
+    }
+
+    /// File descriptors the relay process holds open now.
+    pub fn open_fds(&self) -> u64 {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .map(|d| d.count() as u64)
             .unwrap_or(0)
     }
+
+    /// Peak resident memory of the relay process, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        status_kib(self.child.id(), "VmHWM:")
+    }
+}
+
+/// A KiB figure of `/proc/PID/status` (`VmRSS:`, `VmHWM:`); 0 where none.
+fn status_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        })
+        .unwrap_or(0)
 }
 
 impl Drop for RelayProcess {

@@ -1,7 +1,7 @@
 //! FieldCRM benchmark: runs workload W1 through the real store and prints
 //! ONE JSON object on stdout (a readable summary goes to stderr).
 //!
-//! `cargo run --release -p fieldcrm-tests --bin fieldcrm-bench -- [--records N] [--devices D] [--store sqlite|postgres] [--quick]`
+//! `cargo run --release -p fieldcrm-tests --bin fieldcrm-bench -- [--records N] [--devices D] [--store sqlite|postgres] [--listeners N] [--quick]`
 
 use std::time::{Duration, Instant};
 
@@ -45,6 +45,10 @@ struct Args {
     load_seconds: u64,
     #[arg(long, default_value_t = 1000)]
     load_interval_ms: u64,
+    /// Devices holding the live event stream open in the listeners phase
+    /// (0: no phase; e.g. 2000 for the many-connections figures).
+    #[arg(long, default_value_t = 0)]
+    listeners: usize,
     /// The relay's store.
     #[arg(long, value_enum, default_value_t = StoreKind::Sqlite)]
     store: StoreKind,
@@ -145,6 +149,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             catalogue::phase(dir.path(), n, url.as_deref())?
         }
     };
+    let listeners = match args.listeners {
+        0 => Json::Null,
+        n => {
+            let schema = match args.store {
+                StoreKind::Postgres => Some(BenchSchema::create(&args.postgres)?),
+                StoreKind::Sqlite => None,
+            };
+            let url = schema.as_ref().map(BenchSchema::url);
+            let here = dir.path().join("listeners");
+            std::fs::create_dir_all(&here)?;
+            let relay = RelayProcess::start_with(&here, 2, url.as_deref())?;
+            fieldcrm_tests::listeners::phase(&relay, &here, n)?
+        }
+    };
     let ratio = |phase: &Json, key: &str, floor_key: &str| -> Json {
         match (phase[key].as_f64(), floor[floor_key].as_f64()) {
             (Some(a), Some(b)) if b > 0.0 => json!((a / b * 100.0).round() / 100.0),
@@ -178,6 +196,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "load": load,
         "relay": relay,
         "catalogue": catalogue,
+        "listeners": listeners,
         "floor": floor,
     });
     eprintln!("{}", summary(&report));
@@ -891,7 +910,14 @@ fn summary(r: &Json) -> String {
         "\n  live app           {:>8.3} s  (background bootstrap; UI reads p99/max {} / {} ms; listener heard an edit in {} ms)",
         r["incremental"]["live"]["bootstrap_s"], r["incremental"]["live"]["ui_read_p99_ms"],
         r["incremental"]["live"]["ui_read_max_ms"], r["incremental"]["live"]["listener_heard_edit_ms"],
-    ) + &match &r["catalogue"] {
+    ) + &match &r["listeners"] {
+        Json::Null => String::new(),
+        l => format!(
+            "\n  listeners          {} open streams ({} failed); wake p50/p99/max {} / {} / {} ms; other territory woken {}; relay {} KiB and {} fds per connection",
+            l["connected"], l["failures"], l["wake_p50_ms"], l["wake_p99_ms"], l["wake_max_ms"],
+            l["other_territory_woken"], l["relay_kib_per_connection"], l["relay_fds_per_connection"],
+        ),
+    } + &match &r["catalogue"] {
         Json::Null => String::new(),
         c => format!(
             "\n  catalogue          {:>8.3} s  ({} products + {} prices bootstrapped, {} B down; upload {} s; price lookup {} ms; 20-stop route {} ms)",
