@@ -74,8 +74,19 @@ struct BenchSchema {
 }
 
 impl BenchSchema {
-    fn create(base: &str) -> Result<BenchSchema, Box<dyn std::error::Error>> {
-        let name = format!("fieldcrm_bench_{}", std::process::id());
+    /// For `--store postgres`, a schema for one phase's relay (`None` on SQLite).
+    fn for_phase(
+        args: &Args,
+        phase: &str,
+    ) -> Result<Option<BenchSchema>, Box<dyn std::error::Error>> {
+        match args.store {
+            StoreKind::Postgres => Ok(Some(BenchSchema::create(&args.postgres, phase)?)),
+            StoreKind::Sqlite => Ok(None),
+        }
+    }
+
+    fn create(base: &str, phase: &str) -> Result<BenchSchema, Box<dyn std::error::Error>> {
+        let name = format!("fieldcrm_bench_{}_{phase}", std::process::id());
         let mut client = postgres::Client::connect(base, postgres::NoTls)?;
         client.batch_execute(&format!(
             "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"
@@ -131,20 +142,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let floor = floor(&plan, dir.path())?;
     let local = local(&args, &plan, dir.path())?;
-    let schema = match args.store {
-        StoreKind::Postgres => Some(BenchSchema::create(&args.postgres)?),
-        StoreKind::Sqlite => None,
-    };
+    let schema = BenchSchema::for_phase(&args, "sync")?;
     let sync = sync_phases(dir.path(), &args, schema.as_ref())?;
     let catalogue = match args.catalogue_products {
         0 => Json::Null,
         n => {
             // A relay of its own, so the other phases' devices do not
             // bootstrap the catalogue too.
-            let schema = match args.store {
-                StoreKind::Postgres => Some(BenchSchema::create(&args.postgres)?),
-                StoreKind::Sqlite => None,
-            };
+            let schema = BenchSchema::for_phase(&args, "catalogue")?;
             let url = schema.as_ref().map(BenchSchema::url);
             catalogue::phase(dir.path(), n, url.as_deref())?
         }
@@ -152,10 +157,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listeners = match args.listeners {
         0 => Json::Null,
         n => {
-            let schema = match args.store {
-                StoreKind::Postgres => Some(BenchSchema::create(&args.postgres)?),
-                StoreKind::Sqlite => None,
-            };
+            let schema = BenchSchema::for_phase(&args, "listeners")?;
             let url = schema.as_ref().map(BenchSchema::url);
             let here = dir.path().join("listeners");
             std::fs::create_dir_all(&here)?;
