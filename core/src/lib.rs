@@ -49,7 +49,7 @@ pub use route::{
     day_route_of, distance_km, follow, plan, visits_query, Leg, Route, RouteOptions, Stop,
 };
 pub use shared::{ChangeListener, SharedStore, SyncObserver};
-pub use store::blobs::{attachments_of, sha256_hex};
+pub use store::blobs::{attachments_of, sha256_hex, PreparedFile};
 pub use store::visits::{CheckIn, CheckOut, NextStep, VisitReport, DEFAULT_CHECK_IN_RADIUS_M};
 pub use store::{
     draft_on, parse_stage_history, plan_conversion, search_columns, stage_history,

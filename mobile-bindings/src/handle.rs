@@ -355,7 +355,9 @@ impl CrmStore {
         bytes: Vec<u8>,
         caption: Option<String>,
     ) -> Result<String, CrmError> {
-        self.write(|s| s.add_attachment(&record_id, &name, &media_type, &bytes, caption.as_deref()))
+        // Checked, hashed and thumbnailed before the store is held.
+        let file = core::PreparedFile::new(&name, &media_type, bytes, caption.as_deref())?;
+        self.write(|s| s.attach_prepared(&record_id, file))
             .map(|(id, _)| id)
     }
 
@@ -367,7 +369,8 @@ impl CrmStore {
         media_type: String,
         caption: Option<String>,
     ) -> Result<String, CrmError> {
-        self.write(|s| s.add_attachment_file(&record_id, &path, &media_type, caption.as_deref()))
+        let file = core::PreparedFile::read(&path, &media_type, caption.as_deref())?;
+        self.write(|s| s.attach_prepared(&record_id, file))
             .map(|(id, _)| id)
     }
 

@@ -59,6 +59,67 @@ fn write_blob(dir: &Path, sha: &str, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// A file checked against its declared type and described (hash, size,
+/// a picture's thumbnail): the slow part of attaching, done without the
+/// store ([`Store::attach_prepared`] writes it).
+#[derive(Debug)]
+pub struct PreparedFile {
+    meta: Attachment,
+    bytes: Vec<u8>,
+}
+
+impl PreparedFile {
+    /// `bytes` as file `name` of `media_type`, with an optional caption.
+    pub fn new(
+        name: &str,
+        media_type: &str,
+        bytes: Vec<u8>,
+        caption: Option<&str>,
+    ) -> Result<PreparedFile> {
+        attachment::check_name("name", name)?;
+        if bytes.is_empty() || bytes.len() as u64 > attachment::MAX_ATTACHMENT_BYTES {
+            return Err(Error::invalid(
+                "bytes",
+                bytes.len(),
+                &format!(
+                    "a file is 1 byte to {} MiB",
+                    attachment::MAX_ATTACHMENT_BYTES >> 20
+                ),
+            ));
+        }
+        attachment::check_content("media_type", media_type, &bytes)?;
+        // Who and when are set by the store that attaches it.
+        let meta = Attachment::describe(name, media_type, &bytes, "", 0, caption);
+        Ok(PreparedFile { meta, bytes })
+    }
+
+    /// The file at `path`, named as it is.
+    pub fn read(
+        path: impl AsRef<Path>,
+        media_type: &str,
+        caption: Option<&str>,
+    ) -> Result<PreparedFile> {
+        let path = path.as_ref();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| Error::invalid("path", path.display(), "a file path"))?
+            .to_string();
+        let size = fs::metadata(path)?.len();
+        if size > attachment::MAX_ATTACHMENT_BYTES {
+            return Err(Error::invalid(
+                "path",
+                format!("{} ({size} bytes)", path.display()),
+                &format!(
+                    "a file is at most {} MiB",
+                    attachment::MAX_ATTACHMENT_BYTES >> 20
+                ),
+            ));
+        }
+        PreparedFile::new(&name, media_type, fs::read(path)?, caption)
+    }
+}
+
 impl Store {
     fn blob_dir(&self) -> PathBuf {
         folder(&self.path)
@@ -123,24 +184,36 @@ impl Store {
         bytes: &[u8],
         caption: Option<&str>,
     ) -> Result<(String, Record)> {
-        attachment::check_name("name", name)?;
-        if bytes.is_empty() || bytes.len() as u64 > attachment::MAX_ATTACHMENT_BYTES {
-            return Err(Error::invalid(
-                "bytes",
-                bytes.len(),
-                &format!(
-                    "a file is 1 byte to {} MiB",
-                    attachment::MAX_ATTACHMENT_BYTES >> 20
-                ),
-            ));
-        }
-        attachment::check_content("media_type", media_type, bytes)?;
+        let file = PreparedFile::new(name, media_type, bytes.to_vec(), caption)?;
+        self.attach_prepared(record_id, file)
+    }
+
+    /// [`Store::add_attachment`] of the file at `path`, named as it is.
+    pub fn add_attachment_file(
+        &mut self,
+        record_id: &str,
+        path: impl AsRef<Path>,
+        media_type: &str,
+        caption: Option<&str>,
+    ) -> Result<(String, Record)> {
+        let file = PreparedFile::read(path, media_type, caption)?;
+        self.attach_prepared(record_id, file)
+    }
+
+    /// [`Store::add_attachment`] of a file already checked and described,
+    /// so that a store shared by threads is held only for the write.
+    pub fn attach_prepared(
+        &mut self,
+        record_id: &str,
+        file: PreparedFile,
+    ) -> Result<(String, Record)> {
+        let PreparedFile { mut meta, bytes } = file;
         // The record must be here (and editable) before anything is written.
         self.get(record_id)?;
-        let meta =
-            Attachment::describe(name, media_type, bytes, &self.user, (self.clock)(), caption);
+        meta.added_by = self.user.clone();
+        meta.added_at = (self.clock)();
         let sha = meta.sha256.clone();
-        write_blob(&self.blob_dir(), &sha, bytes)?;
+        write_blob(&self.blob_dir(), &sha, &bytes)?;
         let id = uuid::Uuid::now_v7().to_string();
         let path = format!("{ATTACHMENTS}.{id}");
         let now = meta.added_at;
@@ -156,35 +229,6 @@ impl Store {
             super::update_fields(tx, w, doc, kind, fields([(path.as_str(), meta.to_json())]))
         })?;
         Ok((id, record))
-    }
-
-    /// [`Store::add_attachment`] of the file at `path`, named as it is.
-    pub fn add_attachment_file(
-        &mut self,
-        record_id: &str,
-        path: impl AsRef<Path>,
-        media_type: &str,
-        caption: Option<&str>,
-    ) -> Result<(String, Record)> {
-        let path = path.as_ref();
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .ok_or_else(|| Error::invalid("path", path.display(), "a file path"))?
-            .to_string();
-        let size = fs::metadata(path)?.len();
-        if size > attachment::MAX_ATTACHMENT_BYTES {
-            return Err(Error::invalid(
-                "path",
-                format!("{} ({size} bytes)", path.display()),
-                &format!(
-                    "a file is at most {} MiB",
-                    attachment::MAX_ATTACHMENT_BYTES >> 20
-                ),
-            ));
-        }
-        let bytes = fs::read(path)?;
-        self.add_attachment(record_id, &name, media_type, &bytes, caption)
     }
 
     /// Record `record_id`'s attachments, by id, oldest first.
