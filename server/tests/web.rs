@@ -3523,6 +3523,11 @@ async fn attachments_show_download_attach_and_remove_on_the_record_page() {
         .send(upload("x.jpg", b"<!DOCTYPE html><script>1</script>"))
         .await;
     assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    assert!(
+        refused.body.contains("content is text/html, not image/jpeg"),
+        "says what the file is: {}",
+        refused.body
+    );
     let jpeg = photo(400, 300);
     let added = fx.send(upload("shelf.jpg", &jpeg)).await;
     assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);

@@ -239,8 +239,16 @@ pub async fn add(
         .iter()
         .find(|t| fieldcrm_core::attachment::check_content("file", t, &bytes).is_ok())
         .ok_or_else(|| {
+            // Say what the bytes are when the browser's guess is a type we take.
+            let known = fieldcrm_core::MEDIA_TYPES.contains(&declared.as_str());
+            let why = match fieldcrm_core::attachment::check_content("file", &declared, &bytes) {
+                Err(fieldcrm_core::Error::InvalidValue { reason, .. }) if known => {
+                    format!("{reason}; ")
+                }
+                _ => String::new(),
+            };
             PageError::bad_request(format!(
-                "{name} ({declared}) is not a file that can be attached: attachments are {}",
+                "{name} ({declared}) is not a file that can be attached: {why}attachments are {}",
                 fieldcrm_core::MEDIA_TYPES.join(", ")
             ))
         })?
