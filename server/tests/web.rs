@@ -3524,7 +3524,9 @@ async fn attachments_show_download_attach_and_remove_on_the_record_page() {
         .await;
     assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
     assert!(
-        refused.body.contains("content is text/html, not image/jpeg"),
+        refused
+            .body
+            .contains("content is text/html, not image/jpeg"),
         "says what the file is: {}",
         refused.body
     );
