@@ -232,6 +232,38 @@ impl RecordDoc {
         Ok(record)
     }
 
+    /// Whether `bytes` are exactly one whole Automerge chunk, a document or
+    /// an uncompressed change, with a valid checksum — what a relay's
+    /// compacted document is (a record made by one change is that change) —
+    /// checked without decoding it (a SHA-256, no Automerge parse).
+    pub fn is_one_chunk(bytes: &[u8]) -> bool {
+        use sha2::{Digest, Sha256};
+        const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+        const DOCUMENT: u8 = 0;
+        const CHANGE: u8 = 1;
+        let Some((header, rest)) = bytes.split_first_chunk::<9>() else {
+            return false;
+        };
+        if header[..4] != MAGIC || !matches!(header[8], DOCUMENT | CHANGE) {
+            return false;
+        }
+        // The length (unsigned LEB128) must cover exactly what follows it.
+        let (mut len, mut shift, mut used) = (0u64, 0u32, 0usize);
+        for &b in rest.iter().take(10) {
+            len |= u64::from(b & 0x7f) << shift;
+            used += 1;
+            if b & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+        }
+        if used == 0 || rest[used - 1] & 0x80 != 0 || len != (rest.len() - used) as u64 {
+            return false;
+        }
+        // The checksum: the first 4 bytes of the SHA-256 of type, length, data.
+        Sha256::digest(&bytes[8..])[..4] == header[4..8]
+    }
+
     pub fn id(&self) -> &str {
         &self.id
     }
@@ -329,8 +361,77 @@ impl RecordDoc {
     /// `map.key` are cut to three segments: no field lives there.
     pub fn touched_since(&mut self, before: &[[u8; 32]]) -> Result<Vec<TouchedField>> {
         let before: Vec<ChangeHash> = before.iter().map(|h| ChangeHash(*h)).collect();
+        // Since nothing, every field is touched: walking the document finds
+        // what the diff's patches would name, without the diff.
+        if before.is_empty() {
+            return self.every_field();
+        }
+        let touched = self.touched_paths(&before)?;
+        self.fields_at(touched)
+    }
+
+    /// The values now at `paths`.
+    fn fields_at(&mut self, paths: BTreeMap<String, bool>) -> Result<Vec<TouchedField>> {
+        let doc = self.doc.document();
+        let reader = Reader::now(doc, &self.id);
+        let mut maps = HashMap::new();
+        paths
+            .into_iter()
+            .map(|(path, replaces_object)| {
+                Ok(TouchedField {
+                    now: reader.stored_values(&path, &mut maps)?,
+                    path,
+                    replaces_object,
+                })
+            })
+            .collect()
+    }
+
+    /// Every field of the document's visible maps with its values, paths
+    /// cut to three segments as [`RecordDoc::touched_paths`] cuts them, in
+    /// path order; none replaces an object. One pass over the document.
+    fn every_field(&mut self) -> Result<Vec<TouchedField>> {
+        let doc = self.doc.document();
+        let reader = Reader::now(doc, &self.id);
+        let mut fields = Vec::new();
+        let mut maps = vec![(ROOT, String::new(), 1)];
+        while let Some((obj, prefix, depth)) = maps.pop() {
+            for key in doc.keys(&obj) {
+                let path = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                let all = doc
+                    .get_all(&obj, key.as_str())
+                    .map_err(|e| corrupt(&self.id, e))?;
+                // Automerge's winner is the last of the concurrent values:
+                // readers see first, and descend into, that one.
+                if let Some((automerge::Value::Object(ObjType::Map | ObjType::Table), id)) =
+                    all.last().filter(|_| depth < 3)
+                {
+                    maps.push((id.clone(), path.clone(), depth + 1));
+                }
+                let mut now = Vec::with_capacity(all.len());
+                for (value, id) in all.into_iter().rev() {
+                    now.push(reader.stored(value, &id)?);
+                }
+                fields.push(TouchedField {
+                    path,
+                    now,
+                    replaces_object: false,
+                });
+            }
+        }
+        fields.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(fields)
+    }
+
+    /// The paths changes since `before` touched (from Automerge's diff),
+    /// each with whether an object was put where one stood before.
+    fn touched_paths(&mut self, before: &[ChangeHash]) -> Result<BTreeMap<String, bool>> {
         let after = self.doc.get_heads();
-        let patches = catch_unwind(AssertUnwindSafe(|| self.doc.diff(&before, &after)))
+        let patches = catch_unwind(AssertUnwindSafe(|| self.doc.diff(before, &after)))
             .map_err(|_| malformed(&self.id, "the changes could not be compared"))?;
         // path -> whether an object was put where one stood before
         let mut touched: BTreeMap<String, bool> = BTreeMap::new();
@@ -364,30 +465,18 @@ impl RecordDoc {
             );
             let path = path.join(".");
             let replaces =
-                puts_object && !before.is_empty() && self.held_object_at(&path, &before)?;
+                puts_object && !before.is_empty() && self.held_object_at(&path, before)?;
             *touched.entry(path).or_default() |= replaces;
         }
         // An object put concurrently with another at the same root key may
         // lose to it and show in no patch, its contents hidden: two devices
         // that each made a map a record lacked. Found by the conflict.
         if !before.is_empty() {
-            for key in self.competing_objects(&before)? {
+            for key in self.competing_objects(before)? {
                 touched.insert(key, true);
             }
         }
-        let doc = self.doc.document();
-        let reader = Reader::now(doc, &self.id);
-        let mut maps = HashMap::new();
-        touched
-            .into_iter()
-            .map(|(path, replaces_object)| {
-                Ok(TouchedField {
-                    now: reader.stored_values(&path, &mut maps)?,
-                    path,
-                    replaces_object,
-                })
-            })
-            .collect()
+        Ok(touched)
     }
 
     /// Root keys that hold more than one object now but did not at `before`.
@@ -1197,6 +1286,75 @@ mod tests {
 
     fn parsed(id: &str, change: &LocalChange) -> Vec<ParsedChange> {
         vec![ParsedChange::parse(id, &change.bytes).unwrap()]
+    }
+
+    #[test]
+    fn every_field_is_what_a_diff_from_nothing_touches() {
+        let f = fields([
+            ("name", Value::from("Acme")),
+            ("owner", Value::from("ann")),
+            ("territory", Value::from("north")),
+            ("address.city", Value::from("Leeds")),
+            ("address.street", Value::from("1 Mill Lane")),
+            ("custom.visits", Value::from(3)),
+            ("notes", Value::from("Long-standing customer")),
+        ]);
+        let (mut doc, _) =
+            RecordDoc::create("acc-9", Kind::Account, &f, A, &meta("ann", 1_000)).unwrap();
+        let from_diff = |doc: &mut RecordDoc| {
+            let paths = doc.touched_paths(&[]).unwrap();
+            doc.fields_at(paths).unwrap()
+        };
+        assert_eq!(doc.every_field().unwrap(), from_diff(&mut doc));
+        // Several changes, one of them made elsewhere at once: the same.
+        let mut other = copy(&mut doc);
+        doc.update(
+            A,
+            Kind::Account,
+            &fields([("address.city", "York")]),
+            &meta("ann", 2_000),
+        )
+        .unwrap();
+        let theirs = other
+            .update(
+                B,
+                Kind::Account,
+                &fields([("address.city", "Hull"), ("custom.tier", "gold")]),
+                &meta("bob", 2_000),
+            )
+            .unwrap()
+            .unwrap();
+        doc.apply_remote(parsed("acc-9", &theirs)).unwrap();
+        let every = doc.every_field().unwrap();
+        let city = every.iter().find(|f| f.path == "address.city").unwrap();
+        assert_eq!(city.now.len(), 2, "both concurrent values: {city:?}");
+        assert!(every.iter().any(|f| f.path == "custom.tier"));
+        assert_eq!(every, from_diff(&mut doc));
+    }
+
+    #[test]
+    fn one_chunk_is_told_from_anything_else_without_decoding() {
+        let (mut doc, change) = account();
+        assert!(RecordDoc::is_one_chunk(&change.bytes), "a change chunk");
+        let saved = doc.save();
+        assert!(RecordDoc::is_one_chunk(&saved));
+        assert!(
+            RecordDoc::from_snapshot(doc.id(), &change.bytes).is_ok(),
+            "what the check takes, Automerge loads"
+        );
+        assert!(!RecordDoc::is_one_chunk(&[]));
+        assert!(!RecordDoc::is_one_chunk(&saved[..saved.len() - 1]));
+        let mut longer = saved.clone();
+        longer.push(0);
+        assert!(!RecordDoc::is_one_chunk(&longer), "bytes after the chunk");
+        let mut two = saved.clone();
+        two.extend_from_slice(&saved);
+        assert!(!RecordDoc::is_one_chunk(&two), "two chunks");
+        for at in [0, 4, 8, saved.len() / 2, saved.len() - 1] {
+            let mut flipped = saved.clone();
+            flipped[at] ^= 0x40;
+            assert!(!RecordDoc::is_one_chunk(&flipped), "byte {at} changed");
+        }
     }
 
     #[test]

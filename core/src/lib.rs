@@ -55,7 +55,7 @@ pub use store::{
     draft_on, parse_stage_history, plan_conversion, search_columns, stage_history,
     validate_fields_with, ApplyOutcome, Author, ChangeKind, Conversion, ConversionPlan, Converted,
     Draft, Edit, LookupRecord, NewRecord, OutboxEntry, OutboxStatus, Received, RecordChange,
-    RefusedChange, Store, StoreOptions, StoreTx, StoredDoc,
+    RefusedChange, Store, StoreOptions, StoreTx, StoredDoc, READING,
 };
 #[cfg(feature = "http")]
 pub use sync::HttpTransport;

@@ -58,6 +58,11 @@ pub struct SyncRequest {
     pub push: Vec<RecordBytes>,
     /// Largest response the device wants, in bytes of change data.
     pub max_bytes: u64,
+    /// Send the relay's projection of each bootstrap snapshot
+    /// ([`SyncResponse::projections`]) so the device need not read the
+    /// documents to list them. Left out by older devices.
+    #[serde(default)]
+    pub projections: bool,
 }
 
 /// Bytes (one change, or one compacted document) of one record.
@@ -125,6 +130,29 @@ pub struct SyncResponse {
     /// call what the relay would refuse. Left out by older relays.
     #[serde(default)]
     pub standing: Option<crate::model::Standing>,
+    /// When the request asked for them: what the relay's reading of each
+    /// bootstrap snapshot gives, in the snapshots' order (a record may have
+    /// none). Counted in `max_bytes` with the snapshots.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub projections: Vec<Projection>,
+}
+
+/// A record as the relay's projection holds it, beside the snapshot it was
+/// read from: a device stores it as its own projection row instead of
+/// reading the document (docs/decisions/0012-bootstrap-projections.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Projection {
+    pub record_id: String,
+    /// How the record was read from the document ([`crate::READING`]); a
+    /// device of another reading reads the document itself.
+    pub reading: u32,
+    /// The record as JSON (the projection's `record` column).
+    pub record: String,
+    /// Whether the document holds concurrent values of a field.
+    pub has_conflicts: bool,
+    /// A deal's stage history (JSON `[[ms, "stage"], ...]`).
+    #[serde(default)]
+    pub stage_history: Option<String>,
 }
 
 /// An Automerge actor (hex) and the device id that pushed with it first.
@@ -239,6 +267,7 @@ mod tests {
                 bytes: vec![1, 2, 3],
             }],
             max_bytes: 1 << 20,
+            projections: true,
         };
         assert_eq!(decode::<SyncRequest>(&encode(&req)).unwrap(), req);
     }

@@ -185,6 +185,7 @@ async fn malformed_envelopes_and_unknown_versions_get_400_with_a_message() {
         cursor: Cursor::default(),
         push: vec![],
         max_bytes: 1000,
+        projections: false,
     };
     let (status, body) = fx.post_sync(&token, protocol::encode(&future)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -301,6 +302,7 @@ async fn pushes_outside_the_territory_or_as_someone_else_are_rejected_per_change
             bytes: ann_change.bytes.clone(),
         }],
         max_bytes: 1 << 20,
+        projections: false,
     };
     let (status, body) = fx.post_sync(&bob_token, protocol::encode(&forged)).await;
     assert_eq!(status, StatusCode::OK);

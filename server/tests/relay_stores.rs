@@ -1380,6 +1380,144 @@ fn stage_analysis_agrees_with_the_deals_documents(fx: Fixture) {
     assert_eq!(qualified.reached, 2, "{qualified:?}");
 }
 
+/// Everything a device's projection holds, keyed by record id: the row,
+/// its full-text entry and its attachment references.
+fn projection_rows(store: &Store) -> Vec<Vec<Option<String>>> {
+    let mut stmt = store
+        .sql()
+        .prepare(
+            "SELECT r.id, r.kind, r.name, r.territory, r.stage, CAST(r.amount AS TEXT),
+                    r.record, CAST(r.has_conflicts AS TEXT), r.stage_history,
+                    f.name, f.email, f.phone, f.notes,
+                    (SELECT group_concat(sha256) FROM attachment_refs a WHERE a.record_id = r.id)
+             FROM records r LEFT JOIN records_fts f ON f.rowid = r.rowid ORDER BY r.id",
+        )
+        .unwrap();
+    stmt.query_map([], |row| (0..14).map(|i| row.get(i)).collect())
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// A fresh device bootstraps from the relay's projections without reading
+/// the documents; what it stores is exactly what reading them gives, it
+/// searches and edits the records at once, and a projection it cannot use
+/// (another reading, not a record, bytes that are not a document) makes
+/// it read that document instead (bytes that are not one whole chunk:
+/// `doc.rs`'s unit test).
+fn a_bootstrap_from_projections_holds_what_reading_the_documents_gives(fx: Fixture) {
+    let mut ann = fx.device("ann");
+    let mut bob = fx.device("bob");
+    let acme = account(&mut ann, "Acme Tools", "north");
+    ann.create(
+        Kind::Contact,
+        fields([
+            ("first_name", Value::from("Ada")),
+            ("last_name", Value::from("Quist")),
+            ("email", Value::from("ada@acme.test")),
+            ("phone", Value::from("+44 20 7946 0958")),
+            ("account_id", Value::from(acme.as_str())),
+            ("territory", Value::from("north")),
+        ]),
+    )
+    .unwrap();
+    let deal = ann
+        .create(
+            Kind::Deal,
+            fields([
+                ("account_id", Value::from(acme.as_str())),
+                ("name", Value::from("Big order")),
+                ("stage", Value::from("lead")),
+                ("amount", Value::from(12_000)),
+                ("territory", Value::from("north")),
+            ]),
+        )
+        .unwrap()
+        .id;
+    ann.update(&deal, fields([("stage", "qualified")])).unwrap();
+    fx.sync(&mut ann);
+    fx.sync(&mut bob);
+    // Offline at once: the account's phone gets two values.
+    ann.update(&acme, fields([("phone", "+1 555 0100")]))
+        .unwrap();
+    bob.update(&acme, fields([("phone", "+1 555 0199")]))
+        .unwrap();
+    fx.sync(&mut ann);
+    fx.sync(&mut bob);
+
+    let user = fx.user("bob");
+    let fresh = |projections: bool| {
+        let device = fx.device("bob");
+        let mut request: SyncRequest = protocol::decode(&device.sync_request().unwrap()).unwrap();
+        request.projections = projections;
+        let (response, _) = relay::sync(&*fx.relay, &user, request).unwrap();
+        (device, response)
+    };
+    let (_, plain) = fresh(false);
+    assert!(plain.projections.is_empty(), "not asked for, not sent");
+    let (mut adopted, response) = fresh(true);
+    assert_eq!(response.snapshots.len(), 3);
+    let shipped: Vec<&str> = response
+        .projections
+        .iter()
+        .map(|p| p.record_id.as_str())
+        .collect();
+    let sent: Vec<&str> = response
+        .snapshots
+        .iter()
+        .map(|s| s.record_id.as_str())
+        .collect();
+    assert_eq!(shipped, sent, "one projection per snapshot, in order");
+    let conflicted = response
+        .projections
+        .iter()
+        .find(|p| p.record_id == acme)
+        .unwrap();
+    assert!(
+        conflicted.has_conflicts,
+        "the relay's row says the phone has two values"
+    );
+    adopted
+        .apply_sync_response(&protocol::encode(&response))
+        .unwrap();
+
+    let rows = projection_rows(&adopted);
+    assert_eq!(rows.len(), 3);
+    adopted.rebuild_projection().unwrap();
+    assert_eq!(
+        projection_rows(&adopted),
+        rows,
+        "adopted rows = rows read from the documents"
+    );
+    assert_eq!(
+        adopted.search("7946", None, 10).unwrap().len(),
+        1,
+        "indexed"
+    );
+    assert_eq!(
+        adopted.search("Quist", None, 10).unwrap().len(),
+        1,
+        "indexed"
+    );
+
+    // A device that cannot use a projection reads that document instead.
+    let (mut wary, mut odd) = fresh(true);
+    odd.projections[2].record = odd.projections[0].record.clone(); // another record's
+    odd.projections[0].reading += 1;
+    odd.projections[1].record = "{\"not\": \"a record\"}".into();
+    wary.apply_sync_response(&protocol::encode(&odd)).unwrap();
+    assert_eq!(projection_rows(&wary), rows);
+
+    // An adopted record's document loads like any other: edit and sync.
+    adopted
+        .update(&deal, fields([("stage", "proposal")]))
+        .unwrap();
+    fx.sync(&mut adopted);
+    fx.sync(&mut ann);
+    assert_eq!(ann.get(&deal).unwrap().text("stage"), Some("proposal"));
+    assert!(adopted.integrity_check().is_ok());
+}
+
 /// A device's history names the device of every change: its own, another
 /// device's (learnt from the relay with the changes or the snapshot), and
 /// the office's (`web`).
@@ -1602,6 +1740,7 @@ fn a_device_ahead_of_a_restored_relay_sends_its_changes_again(fx: Fixture) {
             cursor: ahead,
             push: Vec::new(),
             max_bytes: 1 << 20,
+            projections: true,
         },
     )
     .unwrap();
@@ -3335,6 +3474,7 @@ store_suite!(sqlite:
     a_reps_day_on_the_road_ends_the_same_everywhere,
     attachments_added_at_once_on_two_devices_both_stay,
     attachment_bytes_travel_resume_and_stay_in_their_territory,
+    a_bootstrap_from_projections_holds_what_reading_the_documents_gives,
 );
 store_suite!(postgres:
     a_refused_change_never_forks_the_record,
@@ -3366,4 +3506,5 @@ store_suite!(postgres:
     a_reps_day_on_the_road_ends_the_same_everywhere,
     attachments_added_at_once_on_two_devices_both_stay,
     attachment_bytes_travel_resume_and_stay_in_their_territory,
+    a_bootstrap_from_projections_holds_what_reading_the_documents_gives,
 );

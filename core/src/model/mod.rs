@@ -223,7 +223,7 @@ impl FromStr for Kind {
 }
 
 /// A field value. Serialises to plain JSON (`null`, bool, number, string).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Value {
     Null,
@@ -231,6 +231,53 @@ pub enum Value {
     Int(i64),
     Float(f64),
     Text(String),
+}
+
+/// Read by the value's own type, as an untagged enum would (an integer is
+/// `Int` when it fits, else `Float`), but without trying each variant in
+/// turn: that formats an error for every miss, most of the cost of
+/// reading a record's JSON.
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Plain;
+        impl<'de> serde::de::Visitor<'de> for Plain {
+            type Value = Value;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("null, a boolean, a number or a string")
+            }
+            fn visit_unit<E>(self) -> std::result::Result<Value, E> {
+                Ok(Value::Null)
+            }
+            fn visit_none<E>(self) -> std::result::Result<Value, E> {
+                Ok(Value::Null)
+            }
+            fn visit_some<D: serde::Deserializer<'de>>(
+                self,
+                d: D,
+            ) -> std::result::Result<Value, D::Error> {
+                Value::deserialize(d)
+            }
+            fn visit_bool<E>(self, v: bool) -> std::result::Result<Value, E> {
+                Ok(Value::Bool(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> std::result::Result<Value, E> {
+                Ok(Value::Int(v))
+            }
+            fn visit_u64<E>(self, v: u64) -> std::result::Result<Value, E> {
+                Ok(i64::try_from(v).map_or(Value::Float(v as f64), Value::Int))
+            }
+            fn visit_f64<E>(self, v: f64) -> std::result::Result<Value, E> {
+                Ok(Value::Float(v))
+            }
+            fn visit_str<E>(self, v: &str) -> std::result::Result<Value, E> {
+                Ok(Value::Text(v.to_owned()))
+            }
+            fn visit_string<E>(self, v: String) -> std::result::Result<Value, E> {
+                Ok(Value::Text(v))
+            }
+        }
+        d.deserialize_any(Plain)
+    }
 }
 
 impl Value {
@@ -421,6 +468,32 @@ pub(crate) fn json_entry<T: serde::de::DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_read_back_as_the_variant_they_were_written_as() {
+        for v in [
+            Value::Null,
+            Value::Bool(true),
+            Value::Int(-3),
+            Value::Int(i64::MAX),
+            Value::Float(1.0),
+            Value::Float(-0.25),
+            Value::Text("10".into()),
+            Value::Text(String::new()),
+        ] {
+            let json = serde_json::to_string(&v).unwrap();
+            assert_eq!(serde_json::from_str::<Value>(&json).unwrap(), v, "{json}");
+        }
+        let big: Value = serde_json::from_str("18446744073709551615").unwrap();
+        assert_eq!(big, Value::Float(u64::MAX as f64));
+        let err = serde_json::from_str::<Value>("[1]")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("null, a boolean, a number or a string"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn kind_round_trips_and_rejects_unknown() {

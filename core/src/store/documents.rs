@@ -203,6 +203,19 @@ pub(crate) fn load(conn: &Connection, id: &str) -> Result<Option<StoredDoc>> {
 /// (a new record made by one change stores that change as its base), the
 /// projection, and a compaction once enough changes have gathered.
 pub(crate) fn save(conn: &Connection, stored: &mut StoredDoc) -> Result<Option<Record>> {
+    let mut search = super::projection::SearchEntries::default();
+    let record = save_into(conn, stored, &mut search)?;
+    search.write(conn)?;
+    Ok(record)
+}
+
+/// [`save`], leaving the full-text entry in `search` (see
+/// [`super::projection::SearchEntries`]).
+pub(crate) fn save_into(
+    conn: &Connection,
+    stored: &mut StoredDoc,
+    search: &mut super::projection::SearchEntries,
+) -> Result<Option<Record>> {
     let fresh = std::mem::take(&mut stored.fresh);
     let id = stored.id().to_string();
     let first_applied = fresh
@@ -228,10 +241,10 @@ pub(crate) fn save(conn: &Connection, stored: &mut StoredDoc) -> Result<Option<R
     let record = match stored.received.take() {
         Some(record) => {
             let has_conflicts = !made_by_one && stored.doc.has_conflicts()?;
-            super::projection::write_record(conn, &mut stored.doc, &record, has_conflicts)?;
+            super::projection::write_record(conn, &mut stored.doc, &record, has_conflicts, search)?;
             Some(record)
         }
-        None => super::projection::write(conn, &mut stored.doc)?,
+        None => super::projection::write_into(conn, &mut stored.doc, search)?,
     };
     if stored.stored_changes.len() >= COMPACT_AFTER {
         compact(conn, stored)?;
@@ -249,6 +262,15 @@ pub(crate) fn add_change(conn: &Connection, id: &str, hash: &[u8; 32], bytes: &[
 
 /// Stores the base of a record this store did not have: a received
 /// snapshot as-is, or the first change of a record.
+/// Whether this store holds a document for `id` (without loading it).
+pub(crate) fn exists(conn: &Connection, id: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM documents WHERE id = ?1")?
+        .query_row([id], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
 pub(crate) fn insert(conn: &Connection, id: &str, snapshot: &[u8]) -> Result<()> {
     conn.prepare_cached("INSERT INTO documents (id, snapshot) VALUES (?1, ?2)")?
         .execute(params![id, snapshot])?;

@@ -37,7 +37,8 @@ pub use documents::{Received, StoredDoc};
 pub use draft::{draft_on, Author, Draft, Edit};
 pub use events::{ChangeKind, RecordChange};
 pub use outbox::OutboxEntry;
-pub use projection::{parse_stage_history, search_columns, stage_history};
+use projection::SearchEntries;
+pub use projection::{parse_stage_history, search_columns, stage_history, READING};
 pub use rebase::RefusedChange;
 
 /// Milliseconds since the Unix epoch; replaceable in tests.
@@ -815,6 +816,16 @@ impl<'conn> StoreTx<'conn> {
         documents::save(&self.tx, doc)
     }
 
+    /// [`StoreTx::save_doc`] for many documents, their full-text entries
+    /// written together after the rest (one index segment, not one each).
+    pub fn save_docs<'d>(&self, docs: impl IntoIterator<Item = &'d mut StoredDoc>) -> Result<()> {
+        let mut search = SearchEntries::default();
+        for doc in docs {
+            documents::save_into(&self.tx, doc, &mut search)?;
+        }
+        search.write(&self.tx)
+    }
+
     /// [`Store::draft`] inside this transaction: it sees what the
     /// transaction wrote so far.
     pub fn draft(&self, author: &Author, edit: Edit) -> Result<Option<Draft>> {
@@ -1081,6 +1092,19 @@ pub(crate) fn apply_in(
     id: &str,
     changes: Vec<ParsedChange>,
 ) -> Result<ApplyOutcome> {
+    let mut search = SearchEntries::default();
+    let outcome = apply_into(tx, id, changes, &mut search)?;
+    search.write(tx)?;
+    Ok(outcome)
+}
+
+/// [`apply_in`], leaving full-text entries in `search`.
+pub(crate) fn apply_into(
+    tx: &Transaction<'_>,
+    id: &str,
+    changes: Vec<ParsedChange>,
+    search: &mut SearchEntries,
+) -> Result<ApplyOutcome> {
     let mut stored = documents::load(tx, id)?.unwrap_or_else(|| StoredDoc::new(id));
     let mut outcome = ApplyOutcome::default();
     let mut fresh: Vec<ParsedChange> = Vec::new();
@@ -1102,8 +1126,50 @@ pub(crate) fn apply_in(
         .count();
     outcome.applied = fresh.len() - outcome.pending;
     stored.fresh = fresh;
-    documents::save(tx, &mut stored)?;
+    documents::save_into(tx, &mut stored, search)?;
     Ok(outcome)
+}
+
+/// Stores the compacted document of a record this store lacks with the
+/// relay's projection of it, without reading the document (a bootstrap's
+/// cost: docs/decisions/0012-bootstrap-projections.md). `false`, with
+/// nothing written, when the projection cannot stand for the document —
+/// another reading, another record, not a record's JSON, bytes that are not
+/// one whole Automerge chunk, or a record this store has: then the
+/// caller reads the document.
+pub(crate) fn adopt_snapshot(
+    tx: &Transaction<'_>,
+    id: &str,
+    snapshot: &[u8],
+    shipped: &crate::protocol::Projection,
+    search: &mut SearchEntries,
+) -> Result<bool> {
+    if shipped.reading != projection::READING
+        || shipped.record_id != id
+        || !RecordDoc::is_one_chunk(snapshot)
+    {
+        return Ok(false);
+    }
+    let Ok(record) = serde_json::from_str::<Record>(&shipped.record) else {
+        return Ok(false);
+    };
+    if record.id != id || documents::exists(tx, id)? {
+        return Ok(false);
+    }
+    documents::insert(tx, id, snapshot)?;
+    let stages = shipped
+        .stage_history
+        .as_deref()
+        .filter(|_| record.kind == Kind::Deal);
+    projection::write_shipped(
+        tx,
+        &record,
+        &shipped.record,
+        shipped.has_conflicts,
+        stages,
+        search,
+    )?;
+    Ok(true)
 }
 
 /// Merges a compacted document for record `id` inside `tx`.
@@ -1112,12 +1178,25 @@ pub(crate) fn apply_snapshot_in(
     id: &str,
     snapshot: &[u8],
 ) -> Result<ApplyOutcome> {
+    let mut search = SearchEntries::default();
+    let outcome = apply_snapshot_into(tx, id, snapshot, &mut search)?;
+    search.write(tx)?;
+    Ok(outcome)
+}
+
+/// [`apply_snapshot_in`], leaving full-text entries in `search`.
+pub(crate) fn apply_snapshot_into(
+    tx: &Transaction<'_>,
+    id: &str,
+    snapshot: &[u8],
+    search: &mut SearchEntries,
+) -> Result<ApplyOutcome> {
     let mut incoming = RecordDoc::from_snapshot(id, snapshot)?;
     let incoming_changes = incoming.changes_since(&[]).len();
     Ok(match documents::load(tx, id)? {
         None => {
             documents::insert(tx, id, snapshot)?;
-            projection::write(tx, &mut incoming)?;
+            projection::write_into(tx, &mut incoming, search)?;
             ApplyOutcome {
                 applied: incoming_changes,
                 ..Default::default()
@@ -1129,7 +1208,7 @@ pub(crate) fn apply_snapshot_in(
             let applied = loaded.doc.changes_since(&[]).len() - before;
             if applied > 0 {
                 documents::compact(tx, &mut loaded)?;
-                projection::write(tx, &mut loaded.doc)?;
+                projection::write_into(tx, &mut loaded.doc, search)?;
             }
             ApplyOutcome {
                 applied,

@@ -8,16 +8,44 @@ use crate::doc::RecordDoc;
 use crate::error::{Error, Result};
 use crate::model::{Kind, Record, SearchRole, Value};
 
+/// How a document is read into its projection row: the record's JSON,
+/// `has_conflicts` and the stage history. A relay ships its rows with the
+/// reading they were made by, and a device uses them only if it reads
+/// documents the same way. Raise it when any of the three changes meaning
+/// (and have stores rewrite their rows).
+pub const READING: u32 = 1;
+
 /// Brings a record's projection row up to date with its document. Returns
 /// the record, or `None` if the document's creating change has not arrived.
 pub(crate) fn write(conn: &Connection, doc: &mut RecordDoc) -> Result<Option<Record>> {
+    let mut search = SearchEntries::default();
+    let record = write_into(conn, doc, &mut search)?;
+    search.write(conn)?;
+    Ok(record)
+}
+
+/// [`write`], leaving the full-text entry in `search` for the caller to
+/// write once its batch's other writes are done.
+pub(crate) fn write_into(
+    conn: &Connection,
+    doc: &mut RecordDoc,
+    search: &mut SearchEntries,
+) -> Result<Option<Record>> {
     let Some(kind) = doc.kind()? else {
         return Ok(None);
     };
     let record = doc.read()?;
     let has_conflicts = doc.has_conflicts()?;
     let stages = stage_history(doc, kind)?;
-    upsert(conn, &record, has_conflicts, stages.as_deref())?;
+    let json = record_json(&record)?;
+    upsert(
+        conn,
+        &record,
+        &json,
+        has_conflicts,
+        stages.as_deref(),
+        search,
+    )?;
     Ok(Some(record))
 }
 
@@ -27,9 +55,83 @@ pub(crate) fn write_record(
     doc: &mut RecordDoc,
     record: &Record,
     has_conflicts: bool,
+    search: &mut SearchEntries,
 ) -> Result<()> {
     let stages = stage_history(doc, record.kind)?;
-    upsert(conn, record, has_conflicts, stages.as_deref())
+    let json = record_json(record)?;
+    upsert(
+        conn,
+        record,
+        &json,
+        has_conflicts,
+        stages.as_deref(),
+        search,
+    )
+}
+
+/// Writes the projection row a relay shipped for a record (see
+/// [`READING`]), its JSON as shipped.
+pub(crate) fn write_shipped(
+    conn: &Connection,
+    record: &Record,
+    json: &str,
+    has_conflicts: bool,
+    stage_history: Option<&str>,
+    search: &mut SearchEntries,
+) -> Result<()> {
+    upsert(conn, record, json, has_conflicts, stage_history, search)
+}
+
+fn record_json(record: &Record) -> Result<String> {
+    serde_json::to_string(record).map_err(|e| Error::CorruptDocument {
+        doc: record.id.clone(),
+        reason: e.to_string(),
+    })
+}
+
+/// Full-text entries waiting to be written, by projection rowid (the last
+/// one of a row wins). FTS5 writes its pending entries out at every
+/// statement savepoint, which most writes open, so an entry written
+/// between other writes becomes an index segment of its own, to be merged
+/// later: a batch (a sync page, a pushed chunk) writes its entries after
+/// everything else, and FTS5 writes them as one segment at commit.
+#[derive(Default)]
+pub(crate) struct SearchEntries(std::collections::BTreeMap<i64, [String; 4]>);
+
+impl SearchEntries {
+    /// Writes the entries that differ from what the index holds.
+    pub(crate) fn write(self, conn: &Connection) -> Result<()> {
+        for (rowid, columns) in self.0 {
+            // Most edits (a stage, an amount, a note's date) leave the
+            // searchable text as it was; rewriting the entry anyway costs a
+            // tokenisation and an index delete and insert.
+            let indexed: Option<[Option<String>; 4]> = conn
+                .prepare_cached(
+                    "SELECT name, email, phone, notes FROM records_fts WHERE rowid = ?1",
+                )?
+                .query_row([rowid], |r| {
+                    Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?])
+                })
+                .optional()?;
+            if let Some(indexed) = &indexed {
+                if indexed
+                    .iter()
+                    .zip(&columns)
+                    .all(|(old, new)| old.as_ref() == Some(new))
+                {
+                    continue;
+                }
+                conn.prepare_cached("DELETE FROM records_fts WHERE rowid = ?1")?
+                    .execute([rowid])?;
+            }
+            let [name, email, phone, notes] = columns;
+            conn.prepare_cached(
+                "INSERT INTO records_fts (rowid, name, email, phone, notes) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![rowid, name, email, phone, notes])?;
+        }
+        Ok(())
+    }
 }
 
 /// A deal's stage history as projections keep it, so stage analysis reads
@@ -57,17 +159,14 @@ pub fn parse_stage_history(json: Option<&str>) -> Option<Vec<(i64, String)>> {
 fn upsert(
     conn: &Connection,
     record: &Record,
+    json: &str,
     has_conflicts: bool,
     stage_history: Option<&str>,
+    search: &mut SearchEntries,
 ) -> Result<()> {
     let text = |p: &str| record.text(p);
     let int = |p: &str| record.get(p).and_then(Value::as_int);
-    let json = serde_json::to_string(record).map_err(|e| Error::CorruptDocument {
-        doc: record.id.clone(),
-        reason: e.to_string(),
-    })?;
-    let rowid: i64 = conn
-        .prepare_cached(
+    conn.prepare_cached(
             "INSERT INTO records (id, kind, name, owner, territory, account_id, related_to, stage,
                  amount, close_date, due_at, done, deleted, has_conflicts, created_at, updated_at, record,
                  currency, probability, stage_history)
@@ -80,10 +179,9 @@ fn upsert(
                  has_conflicts = excluded.has_conflicts, created_at = excluded.created_at,
                  updated_at = excluded.updated_at, record = excluded.record,
                  currency = excluded.currency, probability = excluded.probability,
-                 stage_history = excluded.stage_history
-             RETURNING rowid",
+                 stage_history = excluded.stage_history",
         )?
-        .query_row(
+        .execute(
             params![
                 record.id,
                 record.kind.as_str(),
@@ -106,35 +204,12 @@ fn upsert(
                 int("probability"),
                 stage_history,
             ],
-            |r| r.get(0),
         )?;
+    let rowid: i64 = conn
+        .prepare_cached("SELECT rowid FROM records WHERE id = ?1")?
+        .query_row([&record.id], |r| r.get(0))?;
     write_attachment_refs(conn, record)?;
-    // Most edits (a stage, an amount, a note's date) leave the searchable
-    // text as it was; rewriting the entry anyway costs a tokenisation and an
-    // index delete and insert, the larger part of a commit's FTS5 work.
-    let columns = search_columns(record);
-    let indexed: Option<[Option<String>; 4]> = conn
-        .prepare_cached("SELECT name, email, phone, notes FROM records_fts WHERE rowid = ?1")?
-        .query_row([rowid], |r| {
-            Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?])
-        })
-        .optional()?;
-    if let Some(indexed) = &indexed {
-        if indexed
-            .iter()
-            .zip(&columns)
-            .all(|(old, new)| old.as_ref() == Some(new))
-        {
-            return Ok(());
-        }
-        conn.prepare_cached("DELETE FROM records_fts WHERE rowid = ?1")?
-            .execute([rowid])?;
-    }
-    let [name, email, phone, notes] = columns;
-    conn.prepare_cached(
-        "INSERT INTO records_fts (rowid, name, email, phone, notes) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![rowid, name, email, phone, notes])?;
+    search.0.insert(rowid, search_columns(record));
     Ok(())
 }
 

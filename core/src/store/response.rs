@@ -7,10 +7,12 @@
 
 use rusqlite::Transaction;
 
+use super::projection::SearchEntries;
 use super::rebase::{self, Refusals};
 use super::requeue;
 use super::{
-    apply_in, apply_snapshot_in, evict_in, ids_in_territories, meta_set, outbox, Store, Writer,
+    adopt_snapshot, apply_into, apply_snapshot_into, evict_in, ids_in_territories, meta_set,
+    outbox, Store, Writer,
 };
 use crate::doc::ParsedChange;
 use crate::error::{Error, Result};
@@ -95,10 +97,23 @@ impl Store {
         // Changes kept until their record comes back (after a relay
         // restore) are made again as soon as it does.
         let waits = outbox::any_waiting_for_record(&tx)?;
+        // The page's full-text entries are written after its records (see
+        // SearchEntries). A remade change writes its record's entry at
+        // once, so one waiting for the page's entries must go first.
+        let mut search = SearchEntries::default();
+        // Projections come in the snapshots' order; a snapshot may have none.
+        let mut shipped = response.projections.iter().peekable();
         for s in &response.snapshots {
             outbox::cancel_eviction(&tx, &s.record_id)?;
-            apply_snapshot_in(&tx, &s.record_id, &s.bytes)?;
+            let adopted = match shipped.next_if(|p| p.record_id == s.record_id) {
+                Some(p) => adopt_snapshot(&tx, &s.record_id, &s.bytes, p, &mut search)?,
+                None => false,
+            };
+            if !adopted {
+                apply_snapshot_into(&tx, &s.record_id, &s.bytes, &mut search)?;
+            }
             if waits {
+                std::mem::take(&mut search).write(&tx)?;
                 report.rebased += rebase::remake_waiting(&tx, &w, &s.record_id)?;
             }
             report.snapshots += 1;
@@ -112,11 +127,14 @@ impl Store {
                 .collect::<Result<Vec<_>>>()?;
             report.changes += group.len();
             outbox::cancel_eviction(&tx, id)?;
-            apply_in(&tx, id, parsed)?;
+            apply_into(&tx, id, parsed, &mut search)?;
             if waits {
+                std::mem::take(&mut search).write(&tx)?;
                 report.rebased += rebase::remake_waiting(&tx, &w, id)?;
             }
         }
+        // Before evictions, which remove entries of their own.
+        search.write(&tx)?;
         report.evicted += settle_evictions(&tx)?;
         for d in &response.devices {
             // A binding that could not be one is ignored, not stored.

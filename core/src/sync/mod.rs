@@ -173,6 +173,7 @@ impl Store {
             cursor: self.cursor()?,
             push,
             max_bytes,
+            projections: true,
         })
     }
 

@@ -34,7 +34,7 @@ use fieldcrm_core::{
     Config, Conflict, DealGroups, Edit, HistoryEntry, Kind, ListQuery, OwnerCount, Page, Pipeline,
     Record, RecordDoc, StageFlow, CONFIG_ID,
 };
-pub use pull::LogEntry;
+pub use pull::{LogEntry, PageSize};
 pub use push::MAX_CHANGE_BYTES;
 
 /// Largest response page, whatever the device asks for.
@@ -130,6 +130,8 @@ pub struct PushOutcome {
 #[derive(Debug, Default)]
 pub struct PullPage {
     pub snapshots: Vec<RecordBytes>,
+    /// The projections of bootstrap snapshots, when asked for.
+    pub projections: Vec<fieldcrm_core::protocol::Projection>,
     pub changes: Vec<RecordBytes>,
     pub evict: Vec<String>,
     pub cursor: Cursor,
@@ -175,7 +177,7 @@ pub trait RelayStore: Send + Sync {
         known: &Cursor,
         changes: Vec<RecordBytes>,
     ) -> Result<PushOutcome>;
-    fn pull(&self, user: &User, device: &str, cursor: &Cursor, max_bytes: u64) -> Result<PullPage>;
+    fn pull(&self, user: &User, device: &str, cursor: &Cursor, size: PageSize) -> Result<PullPage>;
     /// The newest log sequence number.
     fn head(&self) -> Result<u64>;
     /// The identity of the log (new after a restore from a backup), sent
@@ -391,7 +393,11 @@ pub fn sync(
         }
     }
     let max_bytes = request.max_bytes.clamp(1, MAX_PAGE_BYTES);
-    let page = store.pull(user, &request.device_id, &cursor, max_bytes)?;
+    let size = PageSize {
+        max_bytes,
+        projections: request.projections,
+    };
+    let page = store.pull(user, &request.device_id, &cursor, size)?;
     let response = SyncResponse {
         version: PROTOCOL_VERSION,
         acks: pushed
@@ -401,6 +407,7 @@ pub fn sync(
             .collect(),
         rejected: pushed.rejected,
         snapshots: page.snapshots,
+        projections: page.projections,
         changes: page.changes,
         resets: pushed.resets,
         evict: page.evict,

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 
-use fieldcrm_core::protocol::{Bootstrap, Cursor, RecordBytes};
+use fieldcrm_core::protocol::{Bootstrap, Cursor, Projection, RecordBytes};
 
 use super::access::{self, Delivery, Scope};
 use super::{PullPage, Result, User};
@@ -42,16 +42,16 @@ pub trait LogSource {
     /// previous territory is in `scope`.
     fn entries_after(&mut self, scope: &Scope, seq: u64, limit: usize) -> Result<Vec<LogEntry>>;
     /// Up to `limit` records after `after_id`, in id order, of `territory`
-    /// ("": every territory), each id with its compacted document; with
-    /// `not_only_from` set, only records holding a change from a device
-    /// other than that one.
+    /// ("": every territory), each with its compacted document and its
+    /// projection (read in the same view); with `not_only_from` set, only
+    /// records holding a change from a device other than that one.
     fn bootstrap_batch(
         &mut self,
         territory: &str,
         after_id: &str,
         not_only_from: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<(String, Vec<u8>)>>;
+    ) -> Result<Vec<(RecordBytes, Projection)>>;
     /// The record's compacted document.
     fn snapshot(&mut self, id: &str) -> Result<Vec<u8>>;
     /// The actors, as (actor hex, device id), of the devices in `pushers`
@@ -63,19 +63,29 @@ pub trait LogSource {
     ) -> Result<Vec<(String, String)>>;
 }
 
-/// The next page for `device` after `cursor`, at most `max_bytes` (but at
-/// least one item).
+/// What a device asks of a page.
+#[derive(Debug, Clone, Copy)]
+pub struct PageSize {
+    /// At most this many bytes of documents, changes and projections (but
+    /// at least one item).
+    pub max_bytes: u64,
+    /// Send bootstrap snapshots' projections.
+    pub projections: bool,
+}
+
+/// The next page for `device` after `cursor`.
 pub fn pull(
     source: &mut dyn LogSource,
     user: &User,
     device: &str,
     cursor: &Cursor,
-    max_bytes: u64,
+    size: PageSize,
 ) -> Result<PullPage> {
     let head = source.head()?;
+    let max_bytes = size.max_bytes;
     let mut pushers = BTreeSet::new();
     let mut page = match bootstrap_state(cursor, head) {
-        Some(boot) => bootstrap_page(source, user, device, boot, head, max_bytes)?,
+        Some(boot) => bootstrap_page(source, user, device, boot, head, size)?,
         None => log_page(
             source,
             user,
@@ -118,7 +128,7 @@ fn bootstrap_page(
     device: &str,
     boot: Bootstrap,
     head: u64,
-    max_bytes: u64,
+    size: PageSize,
 ) -> Result<PullPage> {
     let mut page = PullPage::default();
     let mut bytes = 0u64;
@@ -148,8 +158,15 @@ fn bootstrap_page(
             if batch.is_empty() {
                 break;
             }
-            for (id, snapshot) in batch {
-                if bytes > 0 && bytes + snapshot.len() as u64 > max_bytes {
+            for (snapshot, projection) in batch {
+                let len = snapshot.bytes.len()
+                    + if size.projections {
+                        projection.record.len()
+                            + projection.stage_history.as_ref().map_or(0, String::len)
+                    } else {
+                        0
+                    };
+                if bytes > 0 && bytes + len as u64 > size.max_bytes {
                     page.cursor = Cursor {
                         bootstrap: Some(Bootstrap {
                             territory,
@@ -162,12 +179,12 @@ fn bootstrap_page(
                     page.more = true;
                     return Ok(page);
                 }
-                bytes += snapshot.len() as u64;
-                after = id.clone();
-                page.snapshots.push(RecordBytes {
-                    record_id: id,
-                    bytes: snapshot,
-                });
+                bytes += len as u64;
+                after = snapshot.record_id.clone();
+                page.snapshots.push(snapshot);
+                if size.projections {
+                    page.projections.push(projection);
+                }
             }
         }
     }

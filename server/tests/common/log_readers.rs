@@ -60,6 +60,7 @@ impl Reader {
             cursor: self.cursor.clone(),
             push: vec![],
             max_bytes: 4_000,
+            projections: true,
         };
         let bytes = transport.exchange(&protocol::encode(&request)).unwrap();
         let response: SyncResponse = protocol::decode(&bytes).unwrap();

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use clap::Parser;
-use fieldcrm_core::protocol::{self, Cursor, RecordBytes, SyncResponse};
+use fieldcrm_core::protocol::{self, Cursor, RecordBytes};
 use fieldcrm_core::{fields, Store};
 use fieldcrm_server::relay::sqlite::SqliteRelay;
 use fieldcrm_server::relay::{RelayStore, Role, User};
@@ -52,6 +52,11 @@ struct Args {
 const SCENARIOS: &[(&str, &str, &[&str])] = &[
     (
         "bootstrap_page",
+        "record",
+        &["floor_automerge_load", "floor_sqlite_insert"],
+    ),
+    (
+        "bootstrap_page_read",
         "record",
         &["floor_automerge_load", "floor_sqlite_insert"],
     ),
@@ -238,27 +243,31 @@ fn outbox(store: &Store) -> Result<Vec<RecordBytes>, Box<dyn std::error::Error>>
 fn run(name: &str, args: &Args, dir: &Path) -> Result<u64, Box<dyn std::error::Error>> {
     let n = args.records;
     Ok(match name {
-        "bootstrap_page" => {
-            let (source, ids) = device_with(dir, n)?;
-            let response = SyncResponse {
-                version: protocol::PROTOCOL_VERSION,
-                snapshots: ids
-                    .iter()
-                    .map(|id| {
-                        Ok(RecordBytes {
-                            record_id: id.clone(),
-                            bytes: source.snapshot(id)?,
-                        })
-                    })
-                    .collect::<fieldcrm_core::Result<_>>()?,
-                cursor: Cursor {
-                    seq: n as u64,
-                    ..Cursor::default()
-                },
-                ..SyncResponse::default()
-            };
-            let bytes = protocol::encode(&response);
+        "bootstrap_page" | "bootstrap_page_read" => {
+            // The page as the relay serves it to a fresh device of the
+            // territory: with the relay's projections, or (`_read`, what an
+            // older relay sends) without, so the device reads every document.
+            let (source, _) = device_with(dir, n)?;
+            let relay = relay(dir)?;
+            relay.push(
+                &rep("ann"),
+                "device-a",
+                &Cursor::default(),
+                outbox(&source)?,
+            )?;
             let mut fresh = Store::open(dir.join("fresh.db"), "bob")?;
+            let mut request: fieldcrm_core::protocol::SyncRequest =
+                protocol::decode(&fresh.sync_request_paged(16 << 20)?)?;
+            request.projections = name == "bootstrap_page";
+            let (response, _) = fieldcrm_server::relay::sync(&relay, &rep("bob"), request)?;
+            if response.snapshots.len() != n || response.more {
+                return Err(format!(
+                    "one page of {n} snapshots expected, got {}",
+                    response.snapshots.len()
+                )
+                .into());
+            }
+            let bytes = protocol::encode(&response);
             icount_measured(|| fresh.apply_sync_response(&bytes))?;
             n as u64
         }
@@ -327,7 +336,11 @@ fn run(name: &str, args: &Args, dir: &Path) -> Result<u64, Box<dyn std::error::E
                 seq: 1,
                 ..Cursor::default()
             };
-            let page = icount_measured(|| relay.pull(&rep("bob"), "device-b", &cursor, 64 << 20))?;
+            let size = fieldcrm_server::relay::PageSize {
+                max_bytes: 64 << 20,
+                projections: false,
+            };
+            let page = icount_measured(|| relay.pull(&rep("bob"), "device-b", &cursor, size))?;
             page.changes.len() as u64
         }
         "search" => {

@@ -23,7 +23,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use fieldcrm_core::protocol::{Cursor, RecordBytes};
+use fieldcrm_core::protocol::{Cursor, Projection, RecordBytes};
 use fieldcrm_core::{
     check_field_filters, check_offset, stage_timeline, DealGroups, DealSums, Edit,
     Error as CoreError, Kind, ListQuery, OwnerCount, Page, Pipeline, Record, RecordDoc, SortBy,
@@ -40,7 +40,7 @@ use push::PgPush;
 mod blobs;
 
 use super::access::Scope;
-use super::pull::{self, LogEntry, LogSource};
+use super::pull::{self, LogEntry, LogSource, PageSize};
 use super::review::{Decided, Held};
 use super::{
     EditOutcome, EditRefusal, PullPage, PushOutcome, RecordDetail, RelayError, RelayStats,
@@ -577,8 +577,8 @@ impl LogSource for PgLog<'_, '_> {
         after_id: &str,
         not_only_from: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<(String, Vec<u8>)>> {
-        // Ids and documents in one query per batch; an ordered range scan
+    ) -> Result<Vec<(RecordBytes, Projection)>> {
+        // Ids, documents and projections in one query per batch; an ordered range scan
         // on relay_records(territory, id), or the id index for everything.
         let scope = if territory.is_empty() {
             "$2 = ''"
@@ -586,7 +586,8 @@ impl LogSource for PgLog<'_, '_> {
             "r.territory = $2"
         };
         let sql = format!(
-            "SELECT r.id, d.snapshot FROM relay_records r JOIN relay_documents d ON d.id = r.id
+            "SELECT r.id, d.snapshot, r.record, r.has_conflicts, r.stage_history
+             FROM relay_records r JOIN relay_documents d ON d.id = r.id
              WHERE {scope} AND r.id > $1
                AND ($3::text IS NULL OR EXISTS
                    (SELECT 1 FROM relay_log l WHERE l.record_id = r.id AND l.device <> $3))
@@ -596,7 +597,23 @@ impl LogSource for PgLog<'_, '_> {
             &sql,
             &[&after_id, &territory, &not_only_from, &(limit as i64)],
         )?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let snapshot = RecordBytes {
+                    record_id: r.get(0),
+                    bytes: r.get(1),
+                };
+                let projection = Projection {
+                    record_id: snapshot.record_id.clone(),
+                    reading: fieldcrm_core::READING,
+                    record: r.get(2),
+                    has_conflicts: r.get(3),
+                    stage_history: r.get(4),
+                };
+                (snapshot, projection)
+            })
+            .collect())
     }
 
     fn snapshot(&mut self, id: &str) -> Result<Vec<u8>> {
@@ -650,7 +667,7 @@ impl RelayStore for PgRelay {
         Ok(out)
     }
 
-    fn pull(&self, user: &User, device: &str, cursor: &Cursor, max_bytes: u64) -> Result<PullPage> {
+    fn pull(&self, user: &User, device: &str, cursor: &Cursor, size: PageSize) -> Result<PullPage> {
         let mut conn = self.conn()?;
         // One snapshot for the whole page: the log, documents and projection agree.
         let mut tx = conn
@@ -658,7 +675,7 @@ impl RelayStore for PgRelay {
             .isolation_level(postgres::IsolationLevel::RepeatableRead)
             .read_only(true)
             .start()?;
-        let page = pull::pull(&mut PgLog(&mut tx), user, device, cursor, max_bytes)?;
+        let page = pull::pull(&mut PgLog(&mut tx), user, device, cursor, size)?;
         tx.commit()?;
         Ok(page)
     }
@@ -1180,7 +1197,8 @@ fn each_deal_document(
     let mut after = String::new();
     loop {
         let rows = conn.query(
-            "SELECT r.id, d.snapshot FROM relay_records r JOIN relay_documents d ON d.id = r.id
+            "SELECT r.id, d.snapshot, r.record, r.has_conflicts, r.stage_history
+             FROM relay_records r JOIN relay_documents d ON d.id = r.id
              WHERE r.kind = 'deal' AND r.id > $1 AND ($2::bigint IS NULL OR r.created_at <= $2)
                AND (NOT $3 OR NOT r.deleted) AND ($4::text[] IS NULL OR r.territory = ANY($4))
              ORDER BY r.id LIMIT 500",
@@ -1204,7 +1222,8 @@ fn fill_stage_histories(conn: &mut impl GenericClient) -> Result<()> {
     let mut after = String::new();
     loop {
         let rows = conn.query(
-            "SELECT r.id, d.snapshot FROM relay_records r JOIN relay_documents d ON d.id = r.id
+            "SELECT r.id, d.snapshot, r.record, r.has_conflicts, r.stage_history
+             FROM relay_records r JOIN relay_documents d ON d.id = r.id
              WHERE r.kind = 'deal' AND r.id > $1 ORDER BY r.id LIMIT 500",
             &[&after],
         )?;

@@ -24,14 +24,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use fieldcrm_core::protocol::{Cursor, RecordBytes};
+use fieldcrm_core::protocol::{Cursor, Projection, RecordBytes};
 use fieldcrm_core::{
     DealGroups, Edit, Error as CoreError, ListQuery, OwnerCount, Page, Pipeline, Record, StageFlow,
     Store, StoreOptions, StoreTx,
 };
 
 use super::access::Scope;
-use super::pull::{self, LogEntry, LogSource};
+use super::pull::{self, LogEntry, LogSource, PageSize};
 use super::push;
 use super::review::{self, Decided, Held};
 use super::{
@@ -261,8 +261,8 @@ impl RelayStore for SqliteRelay {
         )
     }
 
-    fn pull(&self, user: &User, device: &str, cursor: &Cursor, max_bytes: u64) -> Result<PullPage> {
-        self.read(|store| pull::pull(&mut SqliteLog(store), user, device, cursor, max_bytes))
+    fn pull(&self, user: &User, device: &str, cursor: &Cursor, size: PageSize) -> Result<PullPage> {
+        self.read(|store| pull::pull(&mut SqliteLog(store), user, device, cursor, size))
     }
 
     fn head(&self) -> Result<u64> {
@@ -533,12 +533,15 @@ impl LogSource for SqliteLog<'_> {
         after_id: &str,
         not_only_from: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<(String, Vec<u8>)>> {
-        tables::bootstrap_ids(self.0.sql(), territory, after_id, not_only_from, limit)?
+    ) -> Result<Vec<(RecordBytes, Projection)>> {
+        tables::bootstrap_rows(self.0.sql(), territory, after_id, not_only_from, limit)?
             .into_iter()
-            .map(|id| {
-                let snapshot = self.0.snapshot(&id)?;
-                Ok((id, snapshot))
+            .map(|projection| {
+                let snapshot = RecordBytes {
+                    bytes: self.0.snapshot(&projection.record_id)?,
+                    record_id: projection.record_id.clone(),
+                };
+                Ok((snapshot, projection))
             })
             .collect()
     }

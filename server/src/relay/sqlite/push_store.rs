@@ -72,9 +72,7 @@ impl PushStore for SqlitePush<'_, '_> {
         accepted: &mut [Accepted],
         log: &[LogRow<'_>],
     ) -> Result<()> {
-        for a in accepted {
-            self.tx.save_doc(&mut a.doc)?;
-        }
+        self.tx.save_docs(accepted.iter_mut().map(|a| &mut a.doc))?;
         tables::append(self.tx.sql(), user, device, log)
     }
 

@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use fieldcrm_core::protocol::Projection;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use crate::relay::access::Scope;
@@ -546,28 +547,39 @@ pub(super) fn entries_after(
 
 /// Record ids after `after_id` of `territory` ("": all), in id order; with
 /// `not_only_from`, only those holding a change from another device.
-pub(super) fn bootstrap_ids(
+const BOOT_COLUMNS: &str = "id, record, has_conflicts, stage_history";
+
+/// The projection rows of [`crate::relay::pull::LogSource::bootstrap_batch`].
+pub(super) fn bootstrap_rows(
     conn: &Connection,
     territory: &str,
     after_id: &str,
     not_only_from: Option<&str>,
     limit: usize,
-) -> Result<Vec<String>> {
+) -> Result<Vec<Projection>> {
     // Ordered range scans on records(territory, id), or the id index.
     let not_own = "AND (?3 IS NULL OR EXISTS (SELECT 1 FROM relay_log l
                    WHERE l.record_id = records.id AND l.device != ?3))";
     let sql = if territory.is_empty() {
         format!(
-            "SELECT id FROM records WHERE id > ?1 AND ?2 = '' {not_own} ORDER BY id LIMIT {limit}"
+            "SELECT {BOOT_COLUMNS} FROM records WHERE id > ?1 AND ?2 = '' {not_own} ORDER BY id LIMIT {limit}"
         )
     } else {
-        format!("SELECT id FROM records WHERE territory = ?2 AND id > ?1 {not_own} ORDER BY id LIMIT {limit}")
+        format!("SELECT {BOOT_COLUMNS} FROM records WHERE territory = ?2 AND id > ?1 {not_own} ORDER BY id LIMIT {limit}")
     };
-    let ids = conn
+    let rows = conn
         .prepare_cached(&sql)?
-        .query_map(params![after_id, territory, not_only_from], |r| r.get(0))?
+        .query_map(params![after_id, territory, not_only_from], |r| {
+            Ok(Projection {
+                record_id: r.get(0)?,
+                reading: fieldcrm_core::READING,
+                record: r.get(1)?,
+                has_conflicts: r.get(2)?,
+                stage_history: r.get(3)?,
+            })
+        })?
         .collect::<rusqlite::Result<_>>()?;
-    Ok(ids)
+    Ok(rows)
 }
 
 pub(super) fn counts(conn: &Connection) -> Result<(u64, u64)> {
