@@ -130,6 +130,11 @@ impl RelayProcess {
     }
 }
 
+/// Peak resident memory of this process, in KiB.
+pub fn own_peak_rss_kib() -> u64 {
+    status_kib(std::process::id(), "VmHWM:")
+}
+
 /// A KiB figure of `/proc/PID/status` (`VmRSS:`, `VmHWM:`); 0 where none.
 fn status_kib(pid: u32, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

@@ -32,6 +32,10 @@ use crate::store::Store;
 const PUSH_BUDGET: usize = 1 << 20;
 /// Response size a device asks for.
 pub const DEFAULT_MAX_BYTES: u64 = 4 << 20;
+/// The most a fresh device asks for in its first response: about 1,000
+/// records, which it can commit (and an app list) in well under 0.1 s,
+/// while the rest of the bootstrap comes in full-sized pages.
+pub const FIRST_PAGE_BYTES: u64 = 1 << 20;
 /// A safety stop: no sync takes this many rounds.
 pub(crate) const MAX_ROUNDS: usize = 100_000;
 
@@ -167,12 +171,18 @@ impl Store {
                 });
             }
         }
+        let cursor = self.cursor()?;
+        let fresh = cursor.seq == 0 && cursor.bootstrap.is_none();
         Ok(SyncRequest {
             version: PROTOCOL_VERSION,
             device_id: self.device_id().to_string(),
-            cursor: self.cursor()?,
+            cursor,
             push,
-            max_bytes,
+            max_bytes: if fresh {
+                max_bytes.min(FIRST_PAGE_BYTES)
+            } else {
+                max_bytes
+            },
             projections: true,
         })
     }
@@ -215,5 +225,43 @@ impl Store {
             }
         }
         Ok(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn asked(store: &Store) -> u64 {
+        let request: SyncRequest = protocol::decode(&store.sync_request().unwrap()).unwrap();
+        request.max_bytes
+    }
+
+    #[test]
+    fn a_fresh_device_asks_for_a_small_first_page_then_full_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path().join("d.db"), "ann").unwrap();
+        assert_eq!(asked(&store), FIRST_PAGE_BYTES);
+        let bootstrapping = Cursor {
+            bootstrap: Some(protocol::Bootstrap {
+                territory: "north".into(),
+                after_id: "a".into(),
+                start_seq: 9,
+                only: None,
+            }),
+            ..Cursor::default()
+        };
+        store
+            .set_sync_state("cursor", &serde_json::to_string(&bootstrapping).unwrap())
+            .unwrap();
+        assert_eq!(asked(&store), DEFAULT_MAX_BYTES);
+        let caught_up = Cursor {
+            seq: 9,
+            ..Cursor::default()
+        };
+        store
+            .set_sync_state("cursor", &serde_json::to_string(&caught_up).unwrap())
+            .unwrap();
+        assert_eq!(asked(&store), DEFAULT_MAX_BYTES);
     }
 }

@@ -11,9 +11,9 @@ use clap::Parser;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use fieldcrm_core::{HttpTransport, Kind, Store, Value};
-use fieldcrm_tests::catalogue;
 use fieldcrm_tests::relay_process::{self, RelayProcess};
 use fieldcrm_tests::workload::{self, Planned};
+use fieldcrm_tests::{catalogue, fresh_device};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value as Json};
@@ -129,6 +129,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(result) = relay_process::child_main_if_requested() {
         return result;
     }
+    if let Some(result) = fresh_device::child_main_if_requested() {
+        return result;
+    }
     let mut args = Args::parse();
     if args.quick {
         args.records = 500;
@@ -144,6 +147,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let local = local(&args, &plan, dir.path())?;
     let schema = BenchSchema::for_phase(&args, "sync")?;
     let sync = sync_phases(dir.path(), &args, schema.as_ref())?;
+    let large = {
+        let schema = BenchSchema::for_phase(&args, "large")?;
+        large_bootstrap(dir.path(), &args, schema.as_ref())?
+    };
     let catalogue = match args.catalogue_products {
         0 => Json::Null,
         n => {
@@ -187,6 +194,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let wall = phase["wall_s"].as_f64().unwrap_or(0.0);
         phase["ratio_to_floor"] = json!(((wall / sync_floor) * 100.0).round() / 100.0);
     }
+    let mut large = large;
+    if let (Some(big), Some(small)) = (
+        large["fresh_device"]["wall_s"].as_f64(),
+        bootstrap["fresh_device"]["wall_s"].as_f64(),
+    ) {
+        // Against the same fresh-device figure at the workload's size.
+        large["wall_ratio_to_bootstrap"] = json!((big / small * 100.0).round() / 100.0);
+    }
     let report = json!({
         "machine": { "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) },
         "workload": { "name": "W1", "records": args.records, "seed": args.seed },
@@ -197,6 +212,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "concurrent": concurrent,
         "load": load,
         "relay": relay,
+        "bootstrap_large": large,
         "catalogue": catalogue,
         "listeners": listeners,
         "floor": floor,
@@ -361,6 +377,9 @@ fn sync_phases(
         })?
         .total;
     let compacted = compacted_bytes(&a)?;
+    // The same bootstrap by a device in a process of its own (its memory,
+    // and when the UI could list the first records).
+    let fresh = fresh_device::measure(&relay.url, "cat", &dir.join("device-fresh.db"))?;
 
     // Incremental: B waits on the event stream; A edits 100 records and syncs once.
     let ids = a.record_ids_after("", 100)?;
@@ -441,6 +460,7 @@ fn sync_phases(
             "bytes_up": boot_sent, "bytes_down": boot_received,
             "compacted_automerge_bytes": compacted,
             "bytes_ratio_to_compacted": ((boot_received as f64 / compacted as f64) * 1000.0).round() / 1000.0,
+            "fresh_device": fresh,
         }),
         json!({
             "wall_s": secs(incremental), "edits": expected.len(), "push_sync_s": secs(pushed_s),
@@ -450,6 +470,36 @@ fn sync_phases(
         load,
         relay_figures,
     ])
+}
+
+/// The `--open-records` store (built by the local phase) uploaded to a
+/// relay of its own, then bootstrapped by a fresh device in its own process.
+fn large_bootstrap(
+    dir: &std::path::Path,
+    args: &Args,
+    schema: Option<&BenchSchema>,
+) -> Result<Json, Box<dyn std::error::Error>> {
+    let here = dir.join("large");
+    std::fs::create_dir_all(&here)?;
+    let database = schema.map(BenchSchema::url);
+    let relay = RelayProcess::start_with(&here, 0, database.as_deref())?;
+    let mut big = Store::open(dir.join("device-big.db"), "ann")?;
+    let (transport, _) = HttpTransport::login(&relay.url, "ann", relay_process::PASSWORD)?;
+    let t = Instant::now();
+    let up = big.sync(&transport, &mut |_| {})?;
+    let upload_s = t.elapsed();
+    refuse_rejections(&big, up.total.rejected)?;
+    drop(big);
+    let relay_cpu = relay.cpu_time();
+    let fresh = fresh_device::measure(&relay.url, "bob", &here.join("device-fresh.db"))?;
+    let relay_cpu = relay.cpu_time() - relay_cpu;
+    Ok(json!({
+        "relay_cpu_s": secs(relay_cpu),
+        "records": args.open_records,
+        "upload_s": secs(upload_s),
+        "fresh_device": fresh,
+        "relay_peak_rss_kib": relay.peak_rss_kib(),
+    }))
 }
 
 /// An app-shaped device: a [`SharedStore`] with background sync bootstraps
@@ -908,6 +958,13 @@ fn summary(r: &Json) -> String {
         r["load"]["wall_s"], r["load"]["devices"], r["load"]["syncs"], r["load"]["sync_p50_ms"], r["load"]["sync_p99_ms"], r["load"]["errors"],
         r["upload"]["wall_s"], r["upload"]["bytes_up"], r["bootstrap"]["wall_s"], r["bootstrap"]["bytes_down"],
         r["bootstrap"]["bytes_ratio_to_compacted"], r["incremental"]["wall_s"], r["relay"]["peak_rss_kib"], r["relay"]["store_bytes"],
+    ) + &format!(
+        "\n  fresh device       {:>8.3} s  (own process: peak rss {} KiB, first 1000 listable {} ms after the first page)\n  large bootstrap    {:>8.3} s  ({} records, {}x the fresh device; peak rss {} KiB; upload {} s)",
+        r["bootstrap"]["fresh_device"]["wall_s"], r["bootstrap"]["fresh_device"]["peak_rss_kib"],
+        r["bootstrap"]["fresh_device"]["first_1000_listable_ms"],
+        r["bootstrap_large"]["fresh_device"]["wall_s"], r["bootstrap_large"]["records"],
+        r["bootstrap_large"]["wall_ratio_to_bootstrap"], r["bootstrap_large"]["fresh_device"]["peak_rss_kib"],
+        r["bootstrap_large"]["upload_s"],
     ) + &format!(
         "\n  live app           {:>8.3} s  (background bootstrap; UI reads p99/max {} / {} ms; listener heard an edit in {} ms)",
         r["incremental"]["live"]["bootstrap_s"], r["incremental"]["live"]["ui_read_p99_ms"],
