@@ -1558,6 +1558,76 @@ fn history_names_the_device_of_every_change(fx: Fixture) {
     );
 }
 
+/// Pushes arriving at once (one group commit, on either store) are each
+/// answered on their own, logged once under their own device, and a
+/// refused change in one leaves its neighbours stored.
+fn pushes_at_once_are_answered_one_by_one_and_logged_under_their_devices(fx: Fixture) {
+    // (user, the territory of their first record, of the other two)
+    let pushers = [
+        ("ann", "north", "north"),
+        ("ann", "north", "north"),
+        ("bob", "north", "north"),
+        ("bob", "north", "north"),
+        ("sam", "south", "south"),
+        ("sam", "north", "south"), // not sam's: refused, the other two stored
+    ];
+    let at_once = std::sync::Barrier::new(pushers.len());
+    let made: Vec<(String, Vec<String>, fieldcrm_core::OutboxStatus)> =
+        std::thread::scope(|scope| {
+            let threads: Vec<_> = pushers
+                .iter()
+                .enumerate()
+                .map(|(i, (user, first, rest))| {
+                    let (fx, at_once) = (&fx, &at_once);
+                    scope.spawn(move || {
+                        let mut device = fx.device(user);
+                        let ids: Vec<String> = (0..3)
+                            .map(|n| {
+                                let t = if n == 0 { first } else { rest };
+                                account(&mut device, &format!("Pusher {i} #{n}"), t)
+                            })
+                            .collect();
+                        at_once.wait();
+                        fx.sync(&mut device);
+                        let status = device.outbox_status().unwrap();
+                        (device.device_id().to_string(), ids, status)
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+    for (i, (_, _, status)) in made.iter().enumerate() {
+        let refused = usize::from(i == 5);
+        assert_eq!(
+            (status.pending, status.rejected),
+            (0, refused),
+            "pusher {i}: {status:?}"
+        );
+    }
+    assert_eq!(fx.relay.stats().unwrap().log_entries, 17);
+    let mut olivia = fx.device("olivia");
+    fx.sync(&mut olivia);
+    let all = olivia
+        .list(&ListQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(all.total, 17);
+    for (i, (device, ids, _)) in made.iter().enumerate() {
+        for (n, id) in ids.iter().enumerate() {
+            let history = olivia.history(id);
+            if i == 5 && n == 0 {
+                assert!(history.is_err() || history.unwrap().is_empty());
+                continue;
+            }
+            let devices: Vec<Option<String>> =
+                history.unwrap().into_iter().map(|h| h.device).collect();
+            assert_eq!(devices, [Some(device.clone())], "pusher {i}, record {n}");
+        }
+    }
+}
+
 /// A search is a page of the filtered records' best matches with a count
 /// up to a cap, on every store alike.
 fn search_pages_are_filtered_ranked_and_counted(fx: Fixture) {
@@ -3461,6 +3531,7 @@ store_suite!(sqlite:
     both_stores_answer_alike,
     stage_analysis_agrees_with_the_deals_documents,
     history_names_the_device_of_every_change,
+    pushes_at_once_are_answered_one_by_one_and_logged_under_their_devices,
     search_pages_are_filtered_ranked_and_counted,
     a_device_ahead_of_a_restored_relay_sends_its_changes_again,
     a_lead_made_and_converted_offline_is_taken_in_one_push,
@@ -3493,6 +3564,7 @@ store_suite!(postgres:
     both_stores_answer_alike,
     stage_analysis_agrees_with_the_deals_documents,
     history_names_the_device_of_every_change,
+    pushes_at_once_are_answered_one_by_one_and_logged_under_their_devices,
     search_pages_are_filtered_ranked_and_counted,
     a_device_ahead_of_a_restored_relay_sends_its_changes_again,
     a_lead_made_and_converted_offline_is_taken_in_one_push,

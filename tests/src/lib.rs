@@ -1,5 +1,6 @@
 //! Cross-crate scenarios and benchmarks.
 pub mod catalogue;
+pub mod company;
 pub mod fresh_device;
 pub mod listeners;
 pub mod relay_process;

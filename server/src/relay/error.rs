@@ -75,6 +75,17 @@ impl RelayError {
     }
 }
 
+impl RelayError {
+    /// This failure as told to each push of a group commit that failed.
+    pub(crate) fn for_each_of_a_group(&self) -> RelayError {
+        if self.is_storage_full() {
+            RelayError::StorageFull
+        } else {
+            RelayError::Storage(self.to_string())
+        }
+    }
+}
+
 /// Why the relay refused one pushed change. Nothing of it is stored.
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {

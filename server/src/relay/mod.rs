@@ -14,6 +14,7 @@
 pub mod access;
 pub mod blobs;
 mod error;
+mod group_commit;
 pub mod merge;
 pub mod office;
 pub mod postgres;

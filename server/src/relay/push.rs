@@ -33,7 +33,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use fieldcrm_core::protocol::{RecordBytes, Rejection};
+use fieldcrm_core::protocol::{Cursor, RecordBytes, Rejection};
 use fieldcrm_core::{
     draft_on, Author, Config, Directory, Edit, Kind, ParsedChange, Pipeline, Record, Rules,
     StoredDoc, CONFIG_ID,
@@ -236,6 +236,29 @@ fn parse(user: &User, change: &RecordBytes) -> std::result::Result<Pushed, Rejec
 /// Pushes `changes` as `user` from `device` (which knew `known`) into
 /// `store`: every change is acknowledged, held for review or refused with
 /// a reason.
+/// One request's push, as a store's group commit queues it.
+#[derive(Debug)]
+pub struct PushJob {
+    pub user: User,
+    pub device: String,
+    /// The pushing device's cursor (what it knew: [`Known`]).
+    pub known: Cursor,
+    pub changes: Vec<RecordBytes>,
+}
+
+impl PushJob {
+    /// [`push`] of this job's changes.
+    pub fn run<S: PushStore>(&self, store: &mut S) -> Result<PushOutcome> {
+        push(
+            store,
+            &self.user,
+            &self.device,
+            &Known::from_cursor(&self.known),
+            &self.changes,
+        )
+    }
+}
+
 pub fn push<S: PushStore>(
     store: &mut S,
     user: &User,

@@ -13,7 +13,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use fieldcrm_core::{HttpTransport, Kind, Store, Value};
 use fieldcrm_tests::relay_process::{self, RelayProcess};
 use fieldcrm_tests::workload::{self, Planned};
-use fieldcrm_tests::{catalogue, fresh_device};
+use fieldcrm_tests::{catalogue, company, fresh_device};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value as Json};
@@ -49,6 +49,12 @@ struct Args {
     /// (0: no phase; e.g. 2000 for the many-connections figures).
     #[arg(long, default_value_t = 0)]
     listeners: usize,
+    /// Records of the whole-company phase (0: no phase; e.g. 1000000),
+    /// spread over `--company-territories`.
+    #[arg(long, default_value_t = 0)]
+    company_records: usize,
+    #[arg(long, default_value_t = 100)]
+    company_territories: usize,
     /// The relay's store.
     #[arg(long, value_enum, default_value_t = StoreKind::Sqlite)]
     store: StoreKind,
@@ -161,6 +167,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             catalogue::phase(dir.path(), n, url.as_deref())?
         }
     };
+    let company = match args.company_records {
+        0 => Json::Null,
+        n => {
+            let schema = BenchSchema::for_phase(&args, "company")?;
+            let url = schema.as_ref().map(BenchSchema::url);
+            let here = dir.path().join("company");
+            std::fs::create_dir_all(&here)?;
+            let relay = RelayProcess::start_with(&here, args.company_territories, url.as_deref())?;
+            let store_bytes = || match &schema {
+                Some(schema) => schema.bytes(),
+                None => file_size(&here.join("relay.db")),
+            };
+            company::phase(
+                &here,
+                &relay,
+                n,
+                args.company_territories,
+                args.seed,
+                &store_bytes,
+            )?
+        }
+    };
     let listeners = match args.listeners {
         0 => Json::Null,
         n => {
@@ -213,6 +241,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "load": load,
         "relay": relay,
         "bootstrap_large": large,
+        "company": company,
         "catalogue": catalogue,
         "listeners": listeners,
         "floor": floor,
@@ -975,6 +1004,14 @@ fn summary(r: &Json) -> String {
             "\n  listeners          {} open streams ({} failed); wake p50/p99/max {} / {} / {} ms; other territory woken {}; relay {} KiB and {} fds per connection",
             l["connected"], l["failures"], l["wake_p50_ms"], l["wake_p99_ms"], l["wake_max_ms"],
             l["other_territory_woken"], l["relay_kib_per_connection"], l["relay_fds_per_connection"],
+        ),
+    } + &match &r["company"] {
+        Json::Null => String::new(),
+        c => format!(
+            "\n  company            {} records in {} territories: upload {} s; a territory's bootstrap {} s alone, {} s in the company ({}x); relay peak rss {} KiB; {} B per record",
+            c["records"], c["territories"], c["upload_s"],
+            c["bootstrap_territory_alone"]["wall_s"], c["bootstrap_territory_in_company"]["wall_s"],
+            c["bootstrap_ratio"], c["relay_peak_rss_kib"], c["store_bytes_per_record"],
         ),
     } + &match &r["catalogue"] {
         Json::Null => String::new(),

@@ -15,12 +15,28 @@ use crate::relay::push::{Accepted, LogRow, PushStore, RecordFacts};
 use crate::relay::review::{Held, Review, HELD_COLUMNS};
 use crate::relay::{RelayError, Result};
 
-/// A push (or an office edit) inside one PostgreSQL transaction.
+/// A push, a group of pushes or an office edit inside one PostgreSQL
+/// transaction.
 pub(super) struct PgPush<'a, 'b> {
     pub tx: &'a mut Transaction<'b>,
     /// Rows made so that a new record has a row to lock; those still empty
     /// at the end are removed by [`PgPush::finish`].
     placeholders: Vec<String>,
+    /// Log rows of what was saved, appended by [`PgPush::finish`]: the log
+    /// lock is then held only from the append to the commit, not while a
+    /// group's pushes are checked.
+    log: Vec<OwnedLogRow>,
+}
+
+/// A [`LogRow`] kept until the transaction's end, with its pusher.
+struct OwnedLogRow {
+    user: String,
+    device: String,
+    record_id: String,
+    hash: [u8; 32],
+    territory: Option<String>,
+    moved_from: Option<String>,
+    bytes: Vec<u8>,
 }
 
 impl<'a, 'b> PgPush<'a, 'b> {
@@ -28,10 +44,12 @@ impl<'a, 'b> PgPush<'a, 'b> {
         PgPush {
             tx,
             placeholders: Vec::new(),
+            log: Vec::new(),
         }
     }
 
-    /// Removes the placeholder rows of records nothing was stored for.
+    /// Appends the saved changes to the log and removes the placeholder
+    /// rows of records nothing was stored for. Call last before commit.
     pub fn finish(self) -> Result<()> {
         if !self.placeholders.is_empty() {
             self.tx.execute(
@@ -39,7 +57,7 @@ impl<'a, 'b> PgPush<'a, 'b> {
                 &[&self.placeholders],
             )?;
         }
-        Ok(())
+        append_log(self.tx, &self.log)
     }
 }
 
@@ -162,7 +180,16 @@ impl PushStore for PgPush<'_, '_> {
         log: &[LogRow<'_>],
     ) -> Result<()> {
         write_documents(self.tx, accepted)?;
-        append_log(self.tx, user, device, log)
+        self.log.extend(log.iter().map(|r| OwnedLogRow {
+            user: user.to_string(),
+            device: device.to_string(),
+            record_id: r.record_id.to_string(),
+            hash: r.hash,
+            territory: r.territory.map(String::from),
+            moved_from: r.moved_from.map(String::from),
+            bytes: r.bytes.to_vec(),
+        }));
+        Ok(())
     }
 
     fn snapshot(&mut self, id: &str) -> Result<Option<Vec<u8>>> {
@@ -410,25 +437,28 @@ impl ProjectionRows {
 
 /// Appends the rows to the log under the log lock, in order, and tells
 /// every relay.
-fn append_log(
-    tx: &mut Transaction<'_>,
-    user: &str,
-    device: &str,
-    rows: &[LogRow<'_>],
-) -> Result<()> {
-    let record_ids: Vec<&str> = rows.iter().map(|r| r.record_id).collect();
+fn append_log(tx: &mut Transaction<'_>, rows: &[OwnedLogRow]) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let column = |f: fn(&OwnedLogRow) -> &str| -> Vec<&str> { rows.iter().map(f).collect() };
+    let (users, devices, record_ids) = (
+        column(|r| &r.user),
+        column(|r| &r.device),
+        column(|r| &r.record_id),
+    );
     let hashes: Vec<&[u8]> = rows.iter().map(|r| &r.hash[..]).collect();
-    let territories: Vec<Option<&str>> = rows.iter().map(|r| r.territory).collect();
-    let moved: Vec<Option<&str>> = rows.iter().map(|r| r.moved_from).collect();
-    let bytes: Vec<&[u8]> = rows.iter().map(|r| r.bytes).collect();
+    let territories: Vec<Option<&str>> = rows.iter().map(|r| r.territory.as_deref()).collect();
+    let moved: Vec<Option<&str>> = rows.iter().map(|r| r.moved_from.as_deref()).collect();
+    let bytes: Vec<&[u8]> = rows.iter().map(|r| &r.bytes[..]).collect();
     // From here to commit no other push can take log numbers (module docs).
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOG_LOCK])?;
     tx.execute(
         "INSERT INTO relay_log (seq, record_id, hash, territory, prev_territory, device, user_id, bytes,
              received_at)
-         SELECT nextval('relay_log_seq'), r, h, t, p, $6, $7, b, $8
-         FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[], $5::bytea[]) WITH ORDINALITY
-             AS u(r, h, t, p, b, n)
+         SELECT nextval('relay_log_seq'), r, h, t, p, d, u, b, $8
+         FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[], $5::bytea[], $6::text[],
+                     $7::text[]) WITH ORDINALITY AS x(r, h, t, p, b, d, u, n)
          ORDER BY n
          ON CONFLICT (hash) DO NOTHING",
         &[
@@ -437,14 +467,14 @@ fn append_log(
             &territories,
             &moved,
             &bytes,
-            &device,
-            &user,
+            &devices,
+            &users,
             &crate::relay::now_ms(),
         ],
     )?;
     let touched: std::collections::BTreeSet<String> = rows
         .iter()
-        .flat_map(|r| [r.territory, r.moved_from])
+        .flat_map(|r| [r.territory.as_deref(), r.moved_from.as_deref()])
         .flatten()
         .map(String::from)
         .collect();

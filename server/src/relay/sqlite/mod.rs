@@ -3,7 +3,7 @@
 //! history and conflicts for free) plus the relay's own tables: the change
 //! log, users, tokens, territories and actor bindings.
 //!
-//! Connections: one writer (behind a mutex, with [`group_commit`] for
+//! Connections: one writer (behind a mutex, with [`super::group_commit`] for
 //! pushes) and a small pool of readers. SQLite's WAL lets readers work while
 //! the writer writes, so pulls, sign-in checks and the office UI's reports
 //! never wait behind a push; each read runs in one read transaction, a
@@ -16,7 +16,6 @@
 
 pub mod backup;
 mod blob_files;
-mod group_commit;
 mod push_store;
 mod tables;
 
@@ -31,8 +30,9 @@ use fieldcrm_core::{
 };
 
 use super::access::Scope;
+use super::group_commit::GroupCommit;
 use super::pull::{self, LogEntry, LogSource, PageSize};
-use super::push;
+use super::push::{self, PushJob};
 use super::review::{self, Decided, Held};
 use super::{
     EditOutcome, EditRefusal, PullPage, PushOutcome, RecordDetail, RelayError, RelayStats,
@@ -54,18 +54,10 @@ const PARALLELISM: usize = 8;
 /// Relay store in `DIR/relay.db`.
 pub struct SqliteRelay {
     writer: Mutex<Store>,
-    pushes: group_commit::GroupCommit<PushJob, Result<PushOutcome>>,
+    pushes: GroupCommit<PushJob, Result<PushOutcome>>,
     readers: r2d2::Pool<Readers>,
     log_id: String,
     blobs: blob_files::BlobFiles,
-}
-
-/// One request's push, waiting for its group commit.
-struct PushJob {
-    user: User,
-    device: String,
-    known: Cursor,
-    changes: Vec<RecordBytes>,
 }
 
 /// Opens read connections to the relay's file for the pool.
@@ -195,13 +187,7 @@ fn push_batch(tx: &StoreTx<'_>, jobs: &[PushJob]) -> Vec<Result<PushOutcome>> {
     jobs.iter()
         .map(|job| {
             run("SAVEPOINT push_job")?;
-            let pushed = push::push(
-                &mut SqlitePush { tx },
-                &job.user,
-                &job.device,
-                &push::Known::from_cursor(&job.known),
-                &job.changes,
-            );
+            let pushed = job.run(&mut SqlitePush { tx });
             if pushed.is_err() {
                 run("ROLLBACK TO push_job")?;
             }
@@ -238,19 +224,7 @@ impl RelayStore for SqliteRelay {
                 // commit itself is shared.
                 match write(store, |tx| Ok(push_batch(tx, &jobs))) {
                     Ok(outcomes) => outcomes,
-                    Err(e) => {
-                        let why = e.to_string();
-                        let full = e.is_storage_full();
-                        jobs.iter()
-                            .map(|_| {
-                                Err(if full {
-                                    RelayError::StorageFull
-                                } else {
-                                    RelayError::Storage(why.clone())
-                                })
-                            })
-                            .collect()
-                    }
+                    Err(e) => jobs.iter().map(|_| Err(e.for_each_of_a_group())).collect(),
                 }
             },
             || {

@@ -1,8 +1,9 @@
-//! Group commit: SQLite runs one write transaction at a time and syncs the
-//! WAL at each commit, so pushes that arrive while one is being written wait
-//! in a queue, and the next writer takes every waiting push into ONE
-//! transaction (one commit, one fsync). Nobody is answered before the
-//! transaction holding their work has committed.
+//! Group commit: a store writes one push transaction at a time per
+//! process (SQLite has one writer; PostgreSQL serialises log appends), and
+//! each commit costs a sync to disk, so pushes that arrive while one is
+//! being written wait in a queue, and the next writer takes every waiting
+//! push into ONE transaction (one commit, one fsync). Nobody is answered
+//! before the transaction holding their work has committed.
 //!
 //! There is no writer thread: whoever gets the writer lock leads. The
 //! invariant that makes this work: a leader drains the queue only while
@@ -15,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// Where one job's answer is left for its submitter.
 type Slot<R> = Arc<Mutex<Option<R>>>;
 
-pub(super) struct GroupCommit<J, R> {
+pub(crate) struct GroupCommit<J, R> {
     queue: Mutex<Vec<(J, Slot<R>)>>,
 }
 
