@@ -203,10 +203,7 @@ pub(crate) fn load(conn: &Connection, id: &str) -> Result<Option<StoredDoc>> {
 /// (a new record made by one change stores that change as its base), the
 /// projection, and a compaction once enough changes have gathered.
 pub(crate) fn save(conn: &Connection, stored: &mut StoredDoc) -> Result<Option<Record>> {
-    let mut search = super::projection::SearchEntries::default();
-    let record = save_into(conn, stored, &mut search)?;
-    search.write(conn)?;
-    Ok(record)
+    super::projection::SearchEntries::written_after(conn, |search| save_into(conn, stored, search))
 }
 
 /// [`save`], leaving the full-text entry in `search` (see

@@ -819,11 +819,10 @@ impl<'conn> StoreTx<'conn> {
     /// [`StoreTx::save_doc`] for many documents, their full-text entries
     /// written together after the rest (one index segment, not one each).
     pub fn save_docs<'d>(&self, docs: impl IntoIterator<Item = &'d mut StoredDoc>) -> Result<()> {
-        let mut search = SearchEntries::default();
-        for doc in docs {
-            documents::save_into(&self.tx, doc, &mut search)?;
-        }
-        search.write(&self.tx)
+        SearchEntries::written_after(&self.tx, |search| {
+            docs.into_iter()
+                .try_for_each(|doc| documents::save_into(&self.tx, doc, search).map(drop))
+        })
     }
 
     /// [`Store::draft`] inside this transaction: it sees what the
@@ -1092,10 +1091,7 @@ pub(crate) fn apply_in(
     id: &str,
     changes: Vec<ParsedChange>,
 ) -> Result<ApplyOutcome> {
-    let mut search = SearchEntries::default();
-    let outcome = apply_into(tx, id, changes, &mut search)?;
-    search.write(tx)?;
-    Ok(outcome)
+    SearchEntries::written_after(tx, |search| apply_into(tx, id, changes, search))
 }
 
 /// [`apply_in`], leaving full-text entries in `search`.
@@ -1161,7 +1157,7 @@ pub(crate) fn adopt_snapshot(
         .stage_history
         .as_deref()
         .filter(|_| record.kind == Kind::Deal);
-    projection::write_shipped(
+    projection::upsert(
         tx,
         &record,
         &shipped.record,
@@ -1178,10 +1174,7 @@ pub(crate) fn apply_snapshot_in(
     id: &str,
     snapshot: &[u8],
 ) -> Result<ApplyOutcome> {
-    let mut search = SearchEntries::default();
-    let outcome = apply_snapshot_into(tx, id, snapshot, &mut search)?;
-    search.write(tx)?;
-    Ok(outcome)
+    SearchEntries::written_after(tx, |search| apply_snapshot_into(tx, id, snapshot, search))
 }
 
 /// [`apply_snapshot_in`], leaving full-text entries in `search`.

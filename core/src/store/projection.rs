@@ -18,10 +18,7 @@ pub const READING: u32 = 1;
 /// Brings a record's projection row up to date with its document. Returns
 /// the record, or `None` if the document's creating change has not arrived.
 pub(crate) fn write(conn: &Connection, doc: &mut RecordDoc) -> Result<Option<Record>> {
-    let mut search = SearchEntries::default();
-    let record = write_into(conn, doc, &mut search)?;
-    search.write(conn)?;
-    Ok(record)
+    SearchEntries::written_after(conn, |search| write_into(conn, doc, search))
 }
 
 /// [`write`], leaving the full-text entry in `search` for the caller to
@@ -69,19 +66,6 @@ pub(crate) fn write_record(
     )
 }
 
-/// Writes the projection row a relay shipped for a record (see
-/// [`READING`]), its JSON as shipped.
-pub(crate) fn write_shipped(
-    conn: &Connection,
-    record: &Record,
-    json: &str,
-    has_conflicts: bool,
-    stage_history: Option<&str>,
-    search: &mut SearchEntries,
-) -> Result<()> {
-    upsert(conn, record, json, has_conflicts, stage_history, search)
-}
-
 fn record_json(record: &Record) -> Result<String> {
     serde_json::to_string(record).map_err(|e| Error::CorruptDocument {
         doc: record.id.clone(),
@@ -99,6 +83,17 @@ fn record_json(record: &Record) -> Result<String> {
 pub(crate) struct SearchEntries(std::collections::BTreeMap<i64, [String; 4]>);
 
 impl SearchEntries {
+    /// Runs `f` with an empty batch, then writes what it gathered.
+    pub(crate) fn written_after<R>(
+        conn: &Connection,
+        f: impl FnOnce(&mut SearchEntries) -> Result<R>,
+    ) -> Result<R> {
+        let mut search = SearchEntries::default();
+        let out = f(&mut search)?;
+        search.write(conn)?;
+        Ok(out)
+    }
+
     /// Writes the entries that differ from what the index holds.
     pub(crate) fn write(self, conn: &Connection) -> Result<()> {
         for (rowid, columns) in self.0 {
@@ -156,7 +151,9 @@ pub fn parse_stage_history(json: Option<&str>) -> Option<Vec<(i64, String)>> {
     serde_json::from_str(json?).ok()
 }
 
-fn upsert(
+/// Writes a record's projection row, its JSON as given (also the row a
+/// relay shipped, see [`READING`]); its full-text entry goes to `search`.
+pub(crate) fn upsert(
     conn: &Connection,
     record: &Record,
     json: &str,
