@@ -123,6 +123,42 @@ impl BenchSchema {
     }
 }
 
+/// A relay of one phase's own in `DIR/name` (on PostgreSQL, in a schema
+/// of its own). Fields drop in order: the relay stops before its schema goes.
+struct PhaseRelay {
+    relay: RelayProcess,
+    schema: Option<BenchSchema>,
+    dir: std::path::PathBuf,
+}
+
+impl PhaseRelay {
+    fn start(
+        args: &Args,
+        dir: &std::path::Path,
+        name: &str,
+        reps: usize,
+    ) -> Result<PhaseRelay, Box<dyn std::error::Error>> {
+        let schema = BenchSchema::for_phase(args, name)?;
+        let here = dir.join(name);
+        std::fs::create_dir_all(&here)?;
+        let url = schema.as_ref().map(BenchSchema::url);
+        let relay = RelayProcess::start_with(&here, reps, url.as_deref())?;
+        Ok(PhaseRelay {
+            relay,
+            schema,
+            dir: here,
+        })
+    }
+
+    /// The relay store's size on disk.
+    fn store_bytes(&self) -> u64 {
+        match &self.schema {
+            Some(schema) => schema.bytes(),
+            None => file_size(&self.dir.join("relay.db")),
+        }
+    }
+}
+
 impl Drop for BenchSchema {
     fn drop(&mut self) {
         if let Ok(mut c) = postgres::Client::connect(&self.base, postgres::NoTls) {
@@ -153,10 +189,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let local = local(&args, &plan, dir.path())?;
     let schema = BenchSchema::for_phase(&args, "sync")?;
     let sync = sync_phases(dir.path(), &args, schema.as_ref())?;
-    let large = {
-        let schema = BenchSchema::for_phase(&args, "large")?;
-        large_bootstrap(dir.path(), &args, schema.as_ref())?
-    };
+    let large = large_bootstrap(
+        &PhaseRelay::start(&args, dir.path(), "large", 0)?,
+        &args,
+        dir.path(),
+    )?;
     let catalogue = match args.catalogue_products {
         0 => Json::Null,
         n => {
@@ -170,34 +207,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let company = match args.company_records {
         0 => Json::Null,
         n => {
-            let schema = BenchSchema::for_phase(&args, "company")?;
-            let url = schema.as_ref().map(BenchSchema::url);
-            let here = dir.path().join("company");
-            std::fs::create_dir_all(&here)?;
-            let relay = RelayProcess::start_with(&here, args.company_territories, url.as_deref())?;
-            let store_bytes = || match &schema {
-                Some(schema) => schema.bytes(),
-                None => file_size(&here.join("relay.db")),
-            };
+            let phase = PhaseRelay::start(&args, dir.path(), "company", args.company_territories)?;
             company::phase(
-                &here,
-                &relay,
+                &phase.dir,
+                &phase.relay,
                 n,
                 args.company_territories,
                 args.seed,
-                &store_bytes,
+                &|| phase.store_bytes(),
             )?
         }
     };
     let listeners = match args.listeners {
         0 => Json::Null,
         n => {
-            let schema = BenchSchema::for_phase(&args, "listeners")?;
-            let url = schema.as_ref().map(BenchSchema::url);
-            let here = dir.path().join("listeners");
-            std::fs::create_dir_all(&here)?;
-            let relay = RelayProcess::start_with(&here, 2, url.as_deref())?;
-            fieldcrm_tests::listeners::phase(&relay, &here, n)?
+            let phase = PhaseRelay::start(&args, dir.path(), "listeners", 2)?;
+            fieldcrm_tests::listeners::phase(&phase.relay, &phase.dir, n)?
         }
     };
     let ratio = |phase: &Json, key: &str, floor_key: &str| -> Json {
@@ -504,14 +529,11 @@ fn sync_phases(
 /// The `--open-records` store (built by the local phase) uploaded to a
 /// relay of its own, then bootstrapped by a fresh device in its own process.
 fn large_bootstrap(
-    dir: &std::path::Path,
+    phase: &PhaseRelay,
     args: &Args,
-    schema: Option<&BenchSchema>,
+    dir: &std::path::Path,
 ) -> Result<Json, Box<dyn std::error::Error>> {
-    let here = dir.join("large");
-    std::fs::create_dir_all(&here)?;
-    let database = schema.map(BenchSchema::url);
-    let relay = RelayProcess::start_with(&here, 0, database.as_deref())?;
+    let (here, relay) = (&phase.dir, &phase.relay);
     let mut big = Store::open(dir.join("device-big.db"), "ann")?;
     let (transport, _) = HttpTransport::login(&relay.url, "ann", relay_process::PASSWORD)?;
     let t = Instant::now();
