@@ -32,6 +32,13 @@ pub struct Cursor {
     pub log: Option<String>,
 }
 
+impl Cursor {
+    /// A device that has seen nothing of the relay's log yet.
+    pub fn is_fresh(&self) -> bool {
+        self.seq == 0 && self.bootstrap.is_none()
+    }
+}
+
 /// Progress of a bootstrap: records are sent territory by territory, in id
 /// order within each; afterwards the device continues from the log position
 /// `start_seq`.

@@ -16,9 +16,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
+use crate::protocol::{SyncRequest, SyncResponse};
 use crate::store::{RecordChange, Store, StoreOptions};
 use crate::sync::background::{Background, SyncState};
-use crate::sync::{SyncProgress, Transport, DEFAULT_MAX_BYTES};
+use crate::sync::{RoundReport, Rounds, SyncProgress, Transport, DEFAULT_MAX_BYTES};
 
 /// Told, after each write, which records it changed.
 pub trait ChangeListener: Send + Sync {
@@ -58,6 +59,25 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn closed() -> Error {
     Error::Closed
+}
+
+/// Sync rounds of a shared store: the request is built and the response
+/// applied under the writer, the exchange runs without it.
+struct SharedRounds<'a>(&'a SharedStore);
+
+impl Rounds for SharedRounds<'_> {
+    fn request(&mut self, max_bytes: u64) -> Result<SyncRequest> {
+        let guard = lock(&self.0.writer);
+        guard.as_ref().ok_or_else(closed)?.next_request(max_bytes)
+    }
+
+    fn apply(&mut self, response: SyncResponse) -> Result<(RoundReport, usize, u64)> {
+        let (applied, _) = self.0.write_quietly(|s| {
+            let round = s.apply_response(response)?;
+            Ok((round, s.outbox_status()?.pending, s.cursor()?.seq))
+        })?;
+        applied
+    }
 }
 
 impl SharedStore {
@@ -153,38 +173,6 @@ impl SharedStore {
         listeners.len() != before
     }
 
-    /// One sync round: the request is built and the response applied under
-    /// the writer, the exchange runs without it. Returns the round and
-    /// whether another should follow.
-    pub(crate) fn sync_round(
-        &self,
-        transport: &dyn Transport,
-        max_bytes: u64,
-    ) -> Result<(crate::sync::RoundReport, SyncProgress)> {
-        let (request, pushed) = {
-            let guard = lock(&self.writer);
-            let store = guard.as_ref().ok_or_else(closed)?;
-            let bytes = store.sync_request_paged(max_bytes)?;
-            let pushed = store.outbox_status()?.pending;
-            (bytes, pushed)
-        };
-        let response = transport.exchange(&request)?;
-        let (applied, _) = self.write_quietly(|s| {
-            let round = s.apply_sync_response(&response)?;
-            let progress = SyncProgress {
-                round: 1,
-                total: crate::sync::RoundReport {
-                    pushed,
-                    ..round.clone()
-                },
-                outbox_pending: s.outbox_status()?.pending,
-                cursor: s.cursor()?.seq,
-            };
-            Ok((round, progress))
-        })?;
-        applied
-    }
-
     /// Syncs until everything is exchanged, without holding the store across
     /// the network; `progress` after every round.
     pub fn sync(
@@ -201,22 +189,7 @@ impl SharedStore {
         max_bytes: u64,
         progress: &mut dyn FnMut(&SyncProgress),
     ) -> Result<SyncProgress> {
-        let mut state = SyncProgress::default();
-        loop {
-            let (round, now) = self.sync_round(transport, max_bytes)?;
-            state.round += 1;
-            state.total.add(&now.total);
-            state.outbox_pending = now.outbox_pending;
-            state.cursor = now.cursor;
-            progress(&state);
-            let moved = round.acked + round.rejected + round.rebased > 0;
-            if !round.more && (state.outbox_pending == 0 || !moved) {
-                return Ok(state);
-            }
-            if state.round >= crate::sync::MAX_ROUNDS {
-                return Ok(state);
-            }
-        }
+        crate::sync::run_rounds(&mut SharedRounds(self), transport, max_bytes, progress)
     }
 
     /// Starts syncing in the background over `transport`: at once, whenever

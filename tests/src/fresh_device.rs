@@ -2,6 +2,9 @@
 //! is its own: the calling binary re-runs itself with `--fresh-device URL
 //! USER DB`, and the child prints one JSON line of figures.
 //!
+//! The child runs on the system allocator, as the core does in an app
+//! (see [`crate::allocator`]).
+//!
 //! "Listable" is checked from a second connection to the device's store,
 //! as an app's UI would read: a record counts once another connection can
 //! list it, that is once the page holding it has committed.
@@ -41,6 +44,7 @@ pub fn measure(url: &str, user: &str, db: &Path) -> Result<Json, Box<dyn std::er
         .args([url, user])
         .arg(db)
         .env("RUST_LOG", "error")
+        .env(crate::allocator::SYSTEM_ALLOCATOR_ENV, "1")
         .stderr(Stdio::inherit())
         .output()?;
     if !out.status.success() {

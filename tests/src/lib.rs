@@ -1,4 +1,5 @@
 //! Cross-crate scenarios and benchmarks.
+pub mod allocator;
 pub mod catalogue;
 pub mod company;
 pub mod fresh_device;

@@ -7,9 +7,11 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 
-/// The same allocator as `fieldcrm-server`, so the relay child measures alike.
+/// Mimalloc as in `fieldcrm-server`, so the relay child measures alike; the
+/// system allocator in a device child, as in an app.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: fieldcrm_tests::allocator::BenchAllocator =
+    fieldcrm_tests::allocator::BenchAllocator;
 use fieldcrm_core::{HttpTransport, Kind, Store, Value};
 use fieldcrm_tests::relay_process::{self, RelayProcess};
 use fieldcrm_tests::workload::{self, Planned};
