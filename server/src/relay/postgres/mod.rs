@@ -30,12 +30,14 @@ use fieldcrm_core::{
     StageFlow, MAX_PAGE,
 };
 use postgres::types::ToSql;
-use postgres::{GenericClient, NoTls, Transaction};
+use postgres::{GenericClient, NoTls};
 use r2d2_postgres::PostgresConnectionManager;
 
 mod push;
+mod statements;
 
 use push::PgPush;
+use statements::{Cached, Manager, PgConnection};
 
 mod blobs;
 
@@ -47,7 +49,7 @@ use super::{
     RelayStore, Result, Role, User,
 };
 
-type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+type Pool = r2d2::Pool<Manager>;
 
 /// 2 added `relay_review`, 3 `relay_user_settings` (created by the schema
 /// below), 4 `relay_records.stage_history` (filled from the documents when
@@ -191,7 +193,7 @@ impl PgRelay {
         let config: postgres::Config = url
             .parse()
             .map_err(|e| RelayError::Invalid(format!("bad PostgreSQL URL: {e}")))?;
-        let manager = PostgresConnectionManager::new(config.clone(), NoTls);
+        let manager = Manager(PostgresConnectionManager::new(config.clone(), NoTls));
         let pool = r2d2::Pool::builder()
             .max_size(pool_size.max(1))
             .connection_timeout(Duration::from_secs(10))
@@ -226,8 +228,9 @@ impl PgRelay {
         f: impl FnOnce(&mut PgPush<'_, '_>) -> Result<std::result::Result<R, EditRefusal>>,
     ) -> Result<std::result::Result<R, EditRefusal>> {
         let mut conn = self.conn()?;
-        let mut tx = conn.transaction()?;
-        let mut store = PgPush::new(&mut tx);
+        let PgConnection { client, statements } = &mut *conn;
+        let mut tx = client.transaction()?;
+        let mut store = PgPush::new(&mut tx, statements);
         let done = match f(&mut store)? {
             Err(refusal) => return Ok(Err(refusal)),
             Ok(done) => done,
@@ -237,7 +240,7 @@ impl PgRelay {
         Ok(Ok(done))
     }
 
-    fn conn(&self) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>> {
+    fn conn(&self) -> Result<r2d2::PooledConnection<Manager>> {
         Ok(self.pool.get()?)
     }
 
@@ -321,7 +324,7 @@ fn listen_once(
     let mut client = config.connect(NoTls)?;
     client.batch_execute(&format!("LISTEN {CHANNEL}"))?;
     // Whatever was appended while not listening, in territories not known.
-    on_head(log_head(&mut client)?, None);
+    on_head(head_from(&client.query_one(HEAD, &[])?), None);
     let mut notifications = client.notifications();
     let mut iter = notifications.blocking_iter();
     while let Some(note) = postgres::fallible_iterator::FallibleIterator::next(&mut iter)? {
@@ -362,11 +365,11 @@ impl LogNotice {
     }
 }
 
-fn log_head(conn: &mut impl GenericClient) -> Result<u64> {
-    let head: i64 = conn
-        .query_one("SELECT coalesce(max(seq), 0) FROM relay_log", &[])?
-        .get(0);
-    Ok(head as u64)
+/// The newest log sequence number (0 when empty).
+const HEAD: &str = "SELECT coalesce(max(seq), 0) FROM relay_log";
+
+fn head_from(row: &postgres::Row) -> u64 {
+    row.get::<_, i64>(0) as u64
 }
 
 fn user_from_row(row: &postgres::Row) -> User {
@@ -539,11 +542,11 @@ fn ts_query(text: &str) -> Option<String> {
 }
 
 /// The log as [`pull`] reads it, in one repeatable-read transaction.
-struct PgLog<'a, 'b>(&'a mut Transaction<'b>);
+struct PgLog<'a, 'b>(Cached<'a, 'b>);
 
 impl LogSource for PgLog<'_, '_> {
     fn head(&mut self) -> Result<u64> {
-        log_head(self.0)
+        Ok(head_from(&self.0.query_one(HEAD, &[])?))
     }
 
     fn entries_after(&mut self, scope: &Scope, seq: u64, limit: usize) -> Result<Vec<LogEntry>> {
@@ -658,8 +661,9 @@ impl RelayStore for PgRelay {
             return Ok(PushOutcome::default());
         }
         let mut conn = self.conn()?;
-        let mut tx = conn.transaction()?;
-        let mut store = PgPush::new(&mut tx);
+        let PgConnection { client, statements } = &mut *conn;
+        let mut tx = client.transaction()?;
+        let mut store = PgPush::new(&mut tx, statements);
         let known = super::push::Known::from_cursor(known);
         let out = super::push::push(&mut store, user, device, &known, &changes)?;
         store.finish()?;
@@ -669,19 +673,26 @@ impl RelayStore for PgRelay {
 
     fn pull(&self, user: &User, device: &str, cursor: &Cursor, size: PageSize) -> Result<PullPage> {
         let mut conn = self.conn()?;
+        let PgConnection { client, statements } = &mut *conn;
         // One snapshot for the whole page: the log, documents and projection agree.
-        let mut tx = conn
+        let mut tx = client
             .build_transaction()
             .isolation_level(postgres::IsolationLevel::RepeatableRead)
             .read_only(true)
             .start()?;
-        let page = pull::pull(&mut PgLog(&mut tx), user, device, cursor, size)?;
+        let page = pull::pull(
+            &mut PgLog(Cached::new(&mut tx, statements)),
+            user,
+            device,
+            cursor,
+            size,
+        )?;
         tx.commit()?;
         Ok(page)
     }
 
     fn head(&self) -> Result<u64> {
-        log_head(&mut *self.conn()?)
+        Ok(head_from(&self.conn()?.query_one(HEAD, &[])?))
     }
 
     fn log_id(&self) -> &str {
@@ -870,7 +881,7 @@ impl RelayStore for PgRelay {
     }
 
     fn base_pipeline(&self) -> Result<Pipeline> {
-        pipeline(&mut *self.conn()?)
+        pipeline_from(self.conn()?.query_opt(PIPELINE, &[])?)
     }
 
     fn list(&self, q: &ListQuery) -> Result<Page> {
@@ -927,7 +938,7 @@ impl RelayStore for PgRelay {
 
     fn record(&self, id: &str) -> Result<Option<RecordDetail>> {
         let mut conn = self.conn()?;
-        let Some(mut doc) = read_document(&mut *conn, id)? else {
+        let Some(mut doc) = read_document(&mut conn.client, id)? else {
             return Ok(None);
         };
         let record = doc.read()?;
@@ -958,7 +969,7 @@ impl RelayStore for PgRelay {
     }
 
     fn record_at(&self, id: &str, time: i64) -> Result<Record> {
-        match read_document(&mut *self.conn()?, id)? {
+        match read_document(&mut self.conn()?.client, id)? {
             Some(mut doc) => Ok(doc.read_at_time(time)?),
             None => Err(RelayError::NotFound(format!("no record with id {id:?}"))),
         }
@@ -994,7 +1005,7 @@ impl RelayStore for PgRelay {
             return Ok(groups);
         };
         // As it stood then: each deal read from its document.
-        each_deal_document(&mut *conn, Some(time), None, |mut doc| {
+        each_deal_document(&mut conn.client, Some(time), None, |mut doc| {
             let deal = match doc.read_at_time(time) {
                 Ok(deal) => deal,
                 Err(CoreError::NotYetCreated { .. }) => return Ok(()),
@@ -1014,7 +1025,7 @@ impl RelayStore for PgRelay {
 
     fn stage_flow(&self, territories: &[String]) -> Result<StageFlow> {
         let mut conn = self.conn()?;
-        let pipeline = pipeline(&mut *conn)?;
+        let pipeline = pipeline_from(conn.query_opt(PIPELINE, &[])?)?;
         let territories = territories_param(territories);
         let mut flow = StageFlow::default();
         let mut after = String::new();
@@ -1078,8 +1089,9 @@ impl RelayStore for PgRelay {
 
     fn edit(&self, user: &User, device: &str, edits: Vec<Edit>) -> Result<Vec<EditOutcome>> {
         let mut conn = self.conn()?;
-        let mut tx = conn.transaction()?;
-        let mut store = PgPush::new(&mut tx);
+        let PgConnection { client, statements } = &mut *conn;
+        let mut tx = client.transaction()?;
+        let mut store = PgPush::new(&mut tx, statements);
         let outcomes = super::push::edit(&mut store, user, device, edits, super::now_ms())?;
         store.finish()?;
         tx.commit()?;
@@ -1145,8 +1157,9 @@ impl RelayStore for PgRelay {
 
     fn decide(&self, decider: &User, hashes: &[[u8; 32]], accept: bool) -> Result<Vec<Decided>> {
         let mut conn = self.conn()?;
-        let mut tx = conn.transaction()?;
-        let mut store = PgPush::new(&mut tx);
+        let PgConnection { client, statements } = &mut *conn;
+        let mut tx = client.transaction()?;
+        let mut store = PgPush::new(&mut tx, statements);
         let decided = super::review::decide(&mut store, decider, hashes, accept, super::now_ms())?;
         store.finish()?;
         tx.commit()?;
@@ -1154,31 +1167,37 @@ impl RelayStore for PgRelay {
     }
 
     fn blob_refs(&self, sha: &str) -> Result<Vec<super::blobs::BlobRef>> {
-        blobs::refs(&mut *self.conn()?, sha)
+        blobs::refs(&mut self.conn()?.client, sha)
     }
 
     fn blob_held(&self, sha: &str) -> Result<super::blobs::Held> {
-        blobs::held(&mut *self.conn()?, sha)
+        blobs::held(&mut self.conn()?.client, sha)
     }
 
     fn append_blob(&self, sha: &str, offset: u64, bytes: &[u8]) -> Result<u64> {
-        blobs::append(&mut *self.conn()?, sha, offset, bytes, super::now_ms())
+        blobs::append(
+            &mut self.conn()?.client,
+            sha,
+            offset,
+            bytes,
+            super::now_ms(),
+        )
     }
 
     fn read_blob(&self, sha: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        blobs::read(&mut *self.conn()?, sha, offset, len)
+        blobs::read(&mut self.conn()?.client, sha, offset, len)
     }
 
     fn seal_blob(&self, sha: &str, size: u64) -> Result<()> {
-        blobs::seal(&mut *self.conn()?, sha, size)
+        blobs::seal(&mut self.conn()?.client, sha, size)
     }
 
     fn drop_partial(&self, sha: &str) -> Result<()> {
-        blobs::drop_partial(&mut *self.conn()?, sha)
+        blobs::drop_partial(&mut self.conn()?.client, sha)
     }
 
     fn collect_blobs(&self, now: i64, grace_ms: i64) -> Result<usize> {
-        blobs::collect(&mut *self.conn()?, now, grace_ms)
+        blobs::collect(&mut self.conn()?.client, now, grace_ms)
     }
 }
 
@@ -1248,8 +1267,10 @@ fn fill_stage_histories(conn: &mut impl GenericClient) -> Result<()> {
     }
 }
 
-fn pipeline(conn: &mut impl GenericClient) -> Result<Pipeline> {
-    let row = conn.query_opt("SELECT value FROM relay_meta WHERE key = 'pipeline'", &[])?;
+/// The organisation's pipeline, read with [`pipeline_from`].
+const PIPELINE: &str = "SELECT value FROM relay_meta WHERE key = 'pipeline'";
+
+fn pipeline_from(row: Option<postgres::Row>) -> Result<Pipeline> {
     match row {
         None => Ok(Pipeline::default()),
         Some(row) => serde_json::from_str(&row.get::<_, String>(0))

@@ -10,6 +10,7 @@ use std::collections::{HashMap, HashSet};
 use fieldcrm_core::{search_columns, Kind, Pipeline, Record, StoredDoc, Value};
 use postgres::Transaction;
 
+use super::statements::{Cached, Statements};
 use super::{LogNotice, CHANNEL, LOG_LOCK};
 use crate::relay::push::{Accepted, LogRow, PushStore, RecordFacts};
 use crate::relay::review::{Held, Review, HELD_COLUMNS};
@@ -18,7 +19,7 @@ use crate::relay::{RelayError, Result};
 /// A push, a group of pushes or an office edit inside one PostgreSQL
 /// transaction.
 pub(super) struct PgPush<'a, 'b> {
-    pub tx: &'a mut Transaction<'b>,
+    pub tx: Cached<'a, 'b>,
     /// Rows made so that a new record has a row to lock; those still empty
     /// at the end are removed by [`PgPush::finish`].
     placeholders: Vec<String>,
@@ -40,9 +41,9 @@ struct OwnedLogRow {
 }
 
 impl<'a, 'b> PgPush<'a, 'b> {
-    pub fn new(tx: &'a mut Transaction<'b>) -> Self {
+    pub fn new(tx: &'a mut Transaction<'b>, statements: &'a mut Statements) -> Self {
         PgPush {
-            tx,
+            tx: Cached::new(tx, statements),
             placeholders: Vec::new(),
             log: Vec::new(),
         }
@@ -50,14 +51,14 @@ impl<'a, 'b> PgPush<'a, 'b> {
 
     /// Appends the saved changes to the log and removes the placeholder
     /// rows of records nothing was stored for. Call last before commit.
-    pub fn finish(self) -> Result<()> {
+    pub fn finish(mut self) -> Result<()> {
         if !self.placeholders.is_empty() {
             self.tx.execute(
                 "DELETE FROM relay_documents WHERE id = ANY($1) AND snapshot = ''",
                 &[&self.placeholders],
             )?;
         }
-        append_log(self.tx, &self.log)
+        append_log(&mut self.tx, &self.log)
     }
 }
 
@@ -169,7 +170,7 @@ impl PushStore for PgPush<'_, '_> {
     }
 
     fn base_pipeline(&mut self) -> Result<Pipeline> {
-        super::pipeline(self.tx)
+        super::pipeline_from(self.tx.query_opt(super::PIPELINE, &[])?)
     }
 
     fn save(
@@ -179,7 +180,7 @@ impl PushStore for PgPush<'_, '_> {
         accepted: &mut [Accepted],
         log: &[LogRow<'_>],
     ) -> Result<()> {
-        write_documents(self.tx, accepted)?;
+        write_documents(&mut self.tx, accepted)?;
         self.log.extend(log.iter().map(|r| OwnedLogRow {
             user: user.to_string(),
             device: device.to_string(),
@@ -283,7 +284,7 @@ pub(super) fn held_from_row(r: &postgres::Row) -> Result<Held> {
 }
 
 /// One statement for the documents, one for the projection rows.
-fn write_documents(tx: &mut Transaction<'_>, accepted: &mut [Accepted]) -> Result<()> {
+fn write_documents(tx: &mut Cached<'_, '_>, accepted: &mut [Accepted]) -> Result<()> {
     let ids: Vec<String> = accepted.iter().map(|a| a.record.id.clone()).collect();
     let snapshots: Vec<Vec<u8>> = accepted.iter_mut().map(|a| a.doc.compacted()).collect();
     tx.execute(
@@ -346,7 +347,7 @@ fn write_documents(tx: &mut Transaction<'_>, accepted: &mut [Accepted]) -> Resul
 
 /// Which blobs the records name (`relay_blob_refs`), replaced whole for
 /// each record written: a record that lost its attachments loses its rows.
-fn write_blob_refs(tx: &mut Transaction<'_>, accepted: &[Accepted]) -> Result<()> {
+fn write_blob_refs(tx: &mut Cached<'_, '_>, accepted: &[Accepted]) -> Result<()> {
     let ids: Vec<&str> = accepted.iter().map(|a| a.record.id.as_str()).collect();
     tx.execute(
         "DELETE FROM relay_blob_refs WHERE record_id = ANY($1)",
@@ -437,7 +438,7 @@ impl ProjectionRows {
 
 /// Appends the rows to the log under the log lock, in order, and tells
 /// every relay.
-fn append_log(tx: &mut Transaction<'_>, rows: &[OwnedLogRow]) -> Result<()> {
+fn append_log(tx: &mut Cached<'_, '_>, rows: &[OwnedLogRow]) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
