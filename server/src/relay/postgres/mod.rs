@@ -221,23 +221,39 @@ impl PgRelay {
         Ok(id)
     }
 
-    /// One transaction of push-path work that may be refused: a refusal
-    /// rolls it back (the transaction is dropped) and is answered as one.
+    /// One transaction of push-path work: `f`, then the log appended
+    /// ([`PgPush::finish`]) and the commit. An error rolls it all back
+    /// (the transaction is dropped).
+    fn write<R>(&self, f: impl FnOnce(&mut PgPush<'_, '_>) -> Result<R>) -> Result<R> {
+        self.write_if(f, |_| true)
+    }
+
+    /// [`PgRelay::write`] for work that may be refused: a refusal rolls it
+    /// back too and is answered as one.
     fn write_or_refuse<R>(
         &self,
         f: impl FnOnce(&mut PgPush<'_, '_>) -> Result<std::result::Result<R, EditRefusal>>,
     ) -> Result<std::result::Result<R, EditRefusal>> {
+        self.write_if(f, |done| done.is_ok())
+    }
+
+    /// `f` in a push transaction, committed only if `keep` says so.
+    fn write_if<R>(
+        &self,
+        f: impl FnOnce(&mut PgPush<'_, '_>) -> Result<R>,
+        keep: impl FnOnce(&R) -> bool,
+    ) -> Result<R> {
         let mut conn = self.conn()?;
         let PgConnection { client, statements } = &mut *conn;
         let mut tx = client.transaction()?;
         let mut store = PgPush::new(&mut tx, statements);
-        let done = match f(&mut store)? {
-            Err(refusal) => return Ok(Err(refusal)),
-            Ok(done) => done,
-        };
+        let done = f(&mut store)?;
+        if !keep(&done) {
+            return Ok(done);
+        }
         store.finish()?;
         tx.commit()?;
-        Ok(Ok(done))
+        Ok(done)
     }
 
     fn conn(&self) -> Result<r2d2::PooledConnection<Manager>> {
@@ -660,15 +676,8 @@ impl RelayStore for PgRelay {
         if changes.is_empty() {
             return Ok(PushOutcome::default());
         }
-        let mut conn = self.conn()?;
-        let PgConnection { client, statements } = &mut *conn;
-        let mut tx = client.transaction()?;
-        let mut store = PgPush::new(&mut tx, statements);
         let known = super::push::Known::from_cursor(known);
-        let out = super::push::push(&mut store, user, device, &known, &changes)?;
-        store.finish()?;
-        tx.commit()?;
-        Ok(out)
+        self.write(|store| super::push::push(store, user, device, &known, &changes))
     }
 
     fn pull(&self, user: &User, device: &str, cursor: &Cursor, size: PageSize) -> Result<PullPage> {
@@ -1088,14 +1097,7 @@ impl RelayStore for PgRelay {
     }
 
     fn edit(&self, user: &User, device: &str, edits: Vec<Edit>) -> Result<Vec<EditOutcome>> {
-        let mut conn = self.conn()?;
-        let PgConnection { client, statements } = &mut *conn;
-        let mut tx = client.transaction()?;
-        let mut store = PgPush::new(&mut tx, statements);
-        let outcomes = super::push::edit(&mut store, user, device, edits, super::now_ms())?;
-        store.finish()?;
-        tx.commit()?;
-        Ok(outcomes)
+        self.write(|store| super::push::edit(store, user, device, edits, super::now_ms()))
     }
 
     fn edit_together(
@@ -1156,14 +1158,7 @@ impl RelayStore for PgRelay {
     }
 
     fn decide(&self, decider: &User, hashes: &[[u8; 32]], accept: bool) -> Result<Vec<Decided>> {
-        let mut conn = self.conn()?;
-        let PgConnection { client, statements } = &mut *conn;
-        let mut tx = client.transaction()?;
-        let mut store = PgPush::new(&mut tx, statements);
-        let decided = super::review::decide(&mut store, decider, hashes, accept, super::now_ms())?;
-        store.finish()?;
-        tx.commit()?;
-        Ok(decided)
+        self.write(|store| super::review::decide(store, decider, hashes, accept, super::now_ms()))
     }
 
     fn blob_refs(&self, sha: &str) -> Result<Vec<super::blobs::BlobRef>> {
